@@ -1,0 +1,554 @@
+//! `Connection`, the input it is made from, and validation.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+
+use crate::{ConnId, ConnType, Field, FieldUse, Secret};
+
+/// A valid connection: what a pipeline needs to reach an external system.
+///
+/// Values come from [`ConnectionInput::validate`] or [`Connection::from_uri`], which check the
+/// rules of SPEC §2 and bring the fields to their canonical form (see [`Connection::validated`]).
+/// The fields are public for reading and for building by hand; a connection built by hand
+/// should go through [`Connection::validated`] before it is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub conn_id: ConnId,
+    pub conn_type: ConnType,
+    /// Host name, IP address, URL prefix (`https://` for http, `http://`/`https://` for s3),
+    /// a socket path (postgres, mysql), or the database file path (sqlite).
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// Database (postgres, mysql), bucket (s3), base path (sftp, http).
+    pub schema: Option<String>,
+    pub login: Option<String>,
+    pub password: Option<Secret>,
+    /// A JSON object, in compact form with its keys sorted; never `{}` (that is `None`).
+    pub extra: Option<Secret>,
+    pub description: Option<String>,
+}
+
+/// A connection as a user typed it: strings and numbers not yet checked.
+///
+/// Empty strings mean "not set". [`ConnectionInput::validate`] returns every problem at once.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionInput {
+    pub conn_id: Option<String>,
+    pub conn_type: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub schema: Option<String>,
+    pub login: Option<String>,
+    pub password: Option<Secret>,
+    /// A JSON object as a string.
+    pub extra: Option<Secret>,
+    pub description: Option<String>,
+}
+
+/// One problem with one field. The message never contains a password or an extra value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Every problem found in a connection, each naming its field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl ValidationErrors {
+    pub fn errors(&self) -> &[FieldError] {
+        &self.0
+    }
+
+    fn push(&mut self, field: &'static str, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field,
+            message: message.into(),
+        });
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid connection: ")?;
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", e.field, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+/// `Some(s)` unless `s` is empty.
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+fn non_empty_secret(s: Option<Secret>) -> Option<Secret> {
+    s.filter(|s| !s.is_empty())
+}
+
+impl ConnectionInput {
+    /// Checks every field and returns the canonical [`Connection`], or all problems at once.
+    pub fn validate(self) -> Result<Connection, ValidationErrors> {
+        let mut errors = ValidationErrors(Vec::new());
+
+        let conn_id = match non_empty(self.conn_id) {
+            None => {
+                errors.push("conn_id", "conn_id is required");
+                None
+            }
+            Some(id) => match ConnId::new(id) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    errors.push("conn_id", e.to_string());
+                    None
+                }
+            },
+        };
+        let conn_type = match non_empty(self.conn_type) {
+            None => {
+                errors.push("type", "type is required");
+                None
+            }
+            Some(t) => match t.parse::<ConnType>() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errors.push("type", e.to_string());
+                    None
+                }
+            },
+        };
+        let port = match self.port {
+            None => None,
+            Some(p) => match u16::try_from(p) {
+                Ok(p) if p != 0 => Some(p),
+                _ => {
+                    errors.push("port", PORT_RULE);
+                    None
+                }
+            },
+        };
+
+        let connection = Connection {
+            // Placeholders when id or type are invalid: the other checks still run, and the
+            // errors already say what is wrong with these two.
+            conn_id: conn_id
+                .clone()
+                .unwrap_or_else(|| ConnId::new("x").expect("valid")),
+            conn_type: conn_type.unwrap_or(ConnType::Generic),
+            host: non_empty(self.host.map(|h| h.trim().to_owned())),
+            port,
+            schema: non_empty(self.schema),
+            login: non_empty(self.login),
+            password: non_empty_secret(self.password),
+            extra: non_empty_secret(self.extra),
+            description: non_empty(self.description),
+        };
+        let connection = if conn_type.is_some() {
+            connection.check(&mut errors, self.port.is_some())
+        } else {
+            let mut c = connection;
+            c.extra = canonical_extra(c.extra.take(), &mut errors);
+            c
+        };
+        if errors.0.is_empty() {
+            Ok(connection)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+const PORT_RULE: &str = "port must be an integer from 1 to 65535";
+
+impl Connection {
+    /// Checks the rules of the connection's type and brings the fields to canonical form:
+    /// empty strings become `None`, the extra object is compacted with sorted keys (`{}`
+    /// becomes `None`), an `http://` prefix on an http host is dropped (it is the default),
+    /// IPv6 literals lose their brackets (`[::1]` → `::1`; kept after a scheme).
+    pub fn validated(self) -> Result<Connection, ValidationErrors> {
+        let mut errors = ValidationErrors(Vec::new());
+        let mut c = self;
+        c.host = non_empty(c.host);
+        c.schema = non_empty(c.schema);
+        c.login = non_empty(c.login);
+        c.password = non_empty_secret(c.password);
+        c.extra = non_empty_secret(c.extra);
+        c.description = non_empty(c.description);
+        let had_port = c.port.is_some();
+        if c.port == Some(0) {
+            errors.push("port", PORT_RULE);
+            c.port = None;
+        }
+        let c = c.check(&mut errors, had_port);
+        if errors.0.is_empty() {
+            Ok(c)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The port a client connects to: `port`, else the type's default (443 for an https host).
+    pub fn effective_port(&self) -> Option<u16> {
+        self.port.or_else(|| match self.conn_type {
+            ConnType::Http if self.host.as_deref().is_some_and(is_https) => Some(443),
+            ConnType::S3
+                if self
+                    .host
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("http://")) =>
+            {
+                Some(80)
+            }
+            t => t.default_port(),
+        })
+    }
+
+    fn check(mut self, errors: &mut ValidationErrors, had_port: bool) -> Connection {
+        let t = self.conn_type;
+        let present = [
+            self.host.is_some(),
+            had_port,
+            self.schema.is_some(),
+            self.login.is_some(),
+            self.password.is_some(),
+            self.extra.is_some(),
+        ];
+        for (field, present) in Field::ALL.into_iter().zip(present) {
+            match (t.field_use(field), present) {
+                (FieldUse::Required, false) => {
+                    errors.push(
+                        field.name(),
+                        format!("{} is required for {t} connections", field.name()),
+                    );
+                }
+                (FieldUse::Unused, true) => {
+                    errors.push(
+                        field.name(),
+                        format!("{t} connections do not use {}", field.name()),
+                    );
+                }
+                _ => {}
+            }
+        }
+        if let Some(host) = self.host.take() {
+            match canonical_host(t, &host) {
+                Ok(h) => self.host = Some(h),
+                Err(message) => errors.push("host", message),
+            }
+        }
+        if self.port.is_some() && self.host.is_none() && t == ConnType::S3 {
+            errors.push("port", "a port needs a host (the endpoint)");
+        }
+        for (name, value) in [("schema", &self.schema), ("description", &self.description)] {
+            if value.as_deref().is_some_and(|v| v.contains('\0')) {
+                errors.push(name, format!("{name} must not contain NUL characters"));
+            }
+        }
+        self.extra = canonical_extra(self.extra.take(), errors);
+        self
+    }
+}
+
+fn is_https(host: &str) -> bool {
+    host.starts_with("https://")
+}
+
+/// Parses the extra object and writes it back compact with sorted keys. Never echoes the value.
+fn canonical_extra(extra: Option<Secret>, errors: &mut ValidationErrors) -> Option<Secret> {
+    let extra = extra?;
+    match serde_json::from_str::<serde_json::Value>(extra.expose()) {
+        Ok(serde_json::Value::Object(map)) if map.is_empty() => None,
+        Ok(value @ serde_json::Value::Object(_)) => Some(Secret::new(value.to_string())),
+        Ok(_) => {
+            errors.push(
+                "extra",
+                "extra must be a JSON object, like {\"sslmode\": \"require\"}",
+            );
+            None
+        }
+        Err(e) => {
+            // serde_json's message names line and column only, never the text.
+            errors.push(
+                "extra",
+                format!(
+                    "extra is not valid JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The canonical form of a host for a type, or why it is not a valid one.
+pub(crate) fn canonical_host(t: ConnType, host: &str) -> Result<String, String> {
+    if host.chars().any(char::is_control) {
+        return Err("host must not contain control characters".into());
+    }
+    if t == ConnType::Sqlite {
+        return Ok(host.to_owned());
+    }
+    let lower = host.get(..8).unwrap_or(host).to_ascii_lowercase();
+    let (scheme, rest) = if lower.starts_with("https://") {
+        (Some("https://"), &host[8..])
+    } else if lower.starts_with("http://") {
+        (Some("http://"), &host[7..])
+    } else {
+        (None, host)
+    };
+    match (t, scheme) {
+        (_, None) => {}
+        (ConnType::Http | ConnType::S3, Some(_)) => {}
+        (_, Some(_)) => {
+            return Err(format!(
+                "host of a {t} connection is a host name or IP address, without http:// or https://"
+            ));
+        }
+    }
+    if scheme.is_none()
+        && rest.starts_with('/')
+        && matches!(t, ConnType::Postgres | ConnType::Mysql)
+    {
+        return Ok(rest.to_owned()); // a Unix socket path
+    }
+    let name = network_host(rest).ok_or_else(|| {
+        if rest.contains(['/', '?', '#']) {
+            "host must be a host name or IP address; put a path in schema".to_owned()
+        } else if rest.contains(':') {
+            "host must be a host name or IP address; put the port in port".to_owned()
+        } else {
+            "host must be a host name or IP address (letters, digits, '.', '-', '_')".to_owned()
+        }
+    })?;
+    Ok(match (t, scheme) {
+        (ConnType::Http, Some("http://")) | (_, None) => name,
+        (_, Some(scheme)) if name.contains(':') => format!("{scheme}[{name}]"),
+        (_, Some(scheme)) => format!("{scheme}{name}"),
+    })
+}
+
+/// A host name or IP literal, IPv6 without brackets.
+fn network_host(s: &str) -> Option<String> {
+    let inner = s
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(s);
+    if let Ok(ip) = inner.parse::<Ipv6Addr>() {
+        return Some(ip.to_string());
+    }
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    ok.then(|| s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(conn_type: &str) -> ConnectionInput {
+        ConnectionInput {
+            conn_id: Some("c1".into()),
+            conn_type: Some(conn_type.into()),
+            host: Some("db.example.com".into()),
+            ..ConnectionInput::default()
+        }
+    }
+
+    #[test]
+    fn seed_example_is_valid() {
+        let c = ConnectionInput {
+            conn_id: Some("prod-postgres".into()),
+            conn_type: Some("postgres".into()),
+            host: Some("db.example.com".into()),
+            port: Some(5432),
+            schema: Some("mydb".into()),
+            login: Some("etl_user".into()),
+            password: Some("secret123".into()),
+            ..ConnectionInput::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.conn_id.as_str(), "prod-postgres");
+        assert_eq!(c.port, Some(5432));
+        assert_eq!(c.password.unwrap().expose(), "secret123");
+    }
+
+    #[test]
+    fn all_problems_at_once_each_naming_its_field() {
+        let errors = ConnectionInput {
+            conn_id: Some("Bad Id".into()),
+            conn_type: Some("postgres".into()),
+            host: Some("db.example.com:5432".into()),
+            port: Some(70000),
+            extra: Some("[1, 2]".into()),
+            ..ConnectionInput::default()
+        }
+        .validate()
+        .unwrap_err();
+        let fields: Vec<_> = errors.errors().iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["conn_id", "port", "host", "extra"]);
+        expect_test::expect![[r#"invalid connection: conn_id: conn_id must be 1 to 128 characters of lowercase letters, digits, '_' or '-', starting with a letter or digit (^[a-z0-9][a-z0-9_-]{0,127}$); port: port must be an integer from 1 to 65535; host: host must be a host name or IP address; put the port in port; extra: extra must be a JSON object, like {"sslmode": "require"}"#]]
+        .assert_eq(&errors.to_string());
+    }
+
+    #[test]
+    fn required_and_unused_fields() {
+        let e = ConnectionInput {
+            conn_id: Some("x".into()),
+            ..ConnectionInput::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.errors()[0].field, "type");
+
+        let e = ConnectionInput {
+            host: None,
+            ..input("generic")
+        }
+        .validate()
+        .unwrap_err();
+        let msgs: Vec<_> = e.errors().iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "host is required for generic connections",
+                "port is required for generic connections"
+            ]
+        );
+
+        let e = ConnectionInput {
+            host: Some("data/app.db".into()),
+            port: Some(1),
+            password: Some("pw-should-not-show".into()),
+            ..input("sqlite")
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid connection: port: sqlite connections do not use port; \
+             password: sqlite connections do not use password"
+        );
+    }
+
+    #[test]
+    fn port_range() {
+        for (port, ok) in [
+            (0, false),
+            (1, true),
+            (65535, true),
+            (65536, false),
+            (-1, false),
+        ] {
+            let r = ConnectionInput {
+                port: Some(port),
+                ..input("postgres")
+            }
+            .validate();
+            assert_eq!(r.is_ok(), ok, "port {port}");
+        }
+    }
+
+    #[test]
+    fn extra_errors_never_echo_the_value() {
+        for extra in [
+            "{\"token\": \"tok-SECRET-99",
+            "\"tok-SECRET-99\"",
+            "tok-SECRET-99",
+        ] {
+            let e = ConnectionInput {
+                extra: Some(extra.into()),
+                ..input("http")
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(e.errors()[0].field, "extra");
+            assert!(!e.to_string().contains("SECRET"), "{e}");
+            assert!(!format!("{e:?}").contains("SECRET"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_forms() {
+        let c = ConnectionInput {
+            host: Some(" HTTP://api.example.com ".into()),
+            extra: Some(r#"{ "b": 1, "a": {"y": [1, "2"]} }"#.into()),
+            login: Some(String::new()),
+            ..input("http")
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.host.as_deref(), Some("api.example.com"));
+        assert_eq!(c.extra.unwrap().expose(), r#"{"a":{"y":[1,"2"]},"b":1}"#);
+        assert_eq!(c.login, None);
+
+        let host = |t: ConnType, h: &str| canonical_host(t, h);
+        assert_eq!(
+            host(ConnType::Http, "https://x.io").as_deref(),
+            Ok("https://x.io")
+        );
+        assert_eq!(
+            host(ConnType::Http, "HTTPS://[::1]").as_deref(),
+            Ok("https://[::1]")
+        );
+        assert_eq!(host(ConnType::Postgres, "[::1]").as_deref(), Ok("::1"));
+        assert_eq!(
+            host(ConnType::S3, "http://127.0.0.1").as_deref(),
+            Ok("http://127.0.0.1")
+        );
+        assert_eq!(
+            host(ConnType::Postgres, "/var/run/postgresql").as_deref(),
+            Ok("/var/run/postgresql")
+        );
+        assert!(host(ConnType::Sftp, "/tmp/sock").is_err());
+        assert!(host(ConnType::Postgres, "https://db").is_err());
+        assert!(
+            host(ConnType::Http, "https://x.io/v1")
+                .unwrap_err()
+                .contains("schema")
+        );
+        assert!(host(ConnType::Http, "a b").is_err());
+        assert_eq!(
+            host(ConnType::Sqlite, "rel dir/a?b#c.db").as_deref(),
+            Ok("rel dir/a?b#c.db")
+        );
+
+        let empty = ConnectionInput {
+            extra: Some("{}".into()),
+            ..input("postgres")
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(empty.extra, None);
+    }
+
+    #[test]
+    fn effective_port() {
+        let c = |t: &str, h: &str| {
+            ConnectionInput {
+                host: Some(h.into()),
+                port: (t == "generic").then_some(7),
+                ..input(t)
+            }
+            .validate()
+            .unwrap()
+            .effective_port()
+        };
+        assert_eq!(c("postgres", "h"), Some(5432));
+        assert_eq!(c("http", "h"), Some(80));
+        assert_eq!(c("http", "https://h"), Some(443));
+        assert_eq!(c("s3", "http://h"), Some(80));
+        assert_eq!(c("generic", "h"), Some(7));
+        assert_eq!(c("sqlite", "a.db"), None);
+    }
+}

@@ -1,0 +1,22 @@
+//! The domain model of broked connections.
+//!
+//! What is here: [`ConnId`] (the slug rule, checked in its constructor), [`ConnType`] and the
+//! type table, [`Connection`] and its validation ([`ConnectionInput::validate`]), the URI
+//! builder and parser ([`Connection::to_uri`], [`Connection::from_uri`]) and [`Secret`], the
+//! string type every password and extra value travels in.
+//!
+//! What is not here, by design: any IO (files, network, clocks, environment), any encryption
+//! (that is `broked-crypto`), any wire format (that is the server's). This crate has no
+//! serde derive on secret-bearing types, so a secret cannot be serialized by accident.
+
+mod connection;
+mod id;
+mod secret;
+mod types;
+mod uri;
+
+pub use connection::{Connection, ConnectionInput, FieldError, ValidationErrors};
+pub use id::{ConnId, ConnIdError};
+pub use secret::Secret;
+pub use types::{ConnType, Field, FieldUse, TypeInfo, UnknownConnType};
+pub use uri::UriError;
