@@ -350,3 +350,30 @@ proptest! {
         }
     }
 }
+
+/// Every example URI in docs/uri.md reads and writes back to itself, so the doc stays true.
+#[test]
+fn docs_examples_round_trip() {
+    let doc = include_str!("../../../../docs/uri.md");
+    let mut checked = 0;
+    for example in doc.split('`').skip(1).step_by(2) {
+        let is_uri = example.split_once("://").is_some_and(|(s, _)| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'+' || b.is_ascii_digit())
+        });
+        // The general forms use placeholders in capitals (HOST, PORT, …).
+        if !is_uri || example.ends_with("://") || example.contains("HOST") || example.contains('…')
+        {
+            continue;
+        }
+        let c = Connection::from_uri(id(), example)
+            .unwrap_or_else(|e| panic!("docs/uri.md example {example} does not parse: {e}"));
+        assert_eq!(c.to_uri().expose(), example, "docs/uri.md example");
+        checked += 1;
+    }
+    assert!(
+        checked >= 15,
+        "only {checked} examples found in docs/uri.md"
+    );
+}
