@@ -1,0 +1,384 @@
+//! The registry of probes and the per-test context.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use crate::{ConnType, Connection, Failure, Policy, Probe, ProbeError, human_duration, scrub};
+
+/// What a probe may use during one test: the policy and the deadline.
+pub struct Context {
+    policy: Arc<Policy>,
+    deadline: Instant,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("remaining", &self.remaining())
+            .finish()
+    }
+}
+
+impl Context {
+    /// A context with the policy's timeout starting now. The registry makes one per test;
+    /// this is public for probes' own tests.
+    pub fn new(policy: Arc<Policy>) -> Context {
+        let deadline = Instant::now() + policy.timeout();
+        Context { policy, deadline }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The time left before the overall timeout (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Resolves `host` (a name or an IP address) and checks the name and every address it
+    /// resolves to against the policy: if any one is denied the whole target is
+    /// [`Failure::Blocked`], so a name cannot smuggle a denied address past the check.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ProbeError> {
+        let bare = host.trim().trim_start_matches('[').trim_end_matches(']');
+        if bare.is_empty() {
+            return Err(ProbeError::new(Failure::Config, "host is required"));
+        }
+        self.policy.check_host(bare)?;
+        let lookup = tokio::net::lookup_host((bare, port));
+        let addrs: Vec<SocketAddr> = match tokio::time::timeout(self.remaining(), lookup).await {
+            Err(_) => {
+                return Err(ProbeError::new(
+                    Failure::Timeout,
+                    format!("DNS lookup of {bare} did not finish in time"),
+                ));
+            }
+            Ok(Err(_)) => return Err(dns_error(bare)),
+            Ok(Ok(addrs)) => addrs.collect(),
+        };
+        if addrs.is_empty() {
+            return Err(dns_error(bare));
+        }
+        for a in &addrs {
+            self.policy.check_ip(a.ip())?;
+        }
+        Ok(addrs)
+    }
+
+    /// Resolves `host` as [`Context::resolve`] does and opens a TCP connection to the first
+    /// address that accepts, within the remaining time. Returns the stream and its address.
+    pub async fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(TcpStream, SocketAddr), ProbeError> {
+        let addrs = self.resolve(host, port).await?;
+        let mut last = None;
+        for addr in addrs {
+            match tokio::time::timeout(self.remaining(), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => return Ok((stream, addr)),
+                Ok(Err(e)) => last = Some(crate::io_error(&e, &target(host, port))),
+                Err(_) => return Err(timeout_error(self.policy.timeout())),
+            }
+        }
+        Err(last.unwrap_or_else(|| dns_error(host)))
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+pub(crate) fn target(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn dns_error(host: &str) -> ProbeError {
+    ProbeError::new(
+        Failure::Dns,
+        format!("could not resolve host {host}: check the host name"),
+    )
+}
+
+fn timeout_error(timeout: Duration) -> ProbeError {
+    ProbeError::new(
+        Failure::Timeout,
+        format!("no answer within {}", human_duration(timeout)),
+    )
+}
+
+/// The result of one test, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub success: bool,
+    /// `Connected successfully (DRIVER)`, or the failure's scrubbed message.
+    pub message: String,
+    /// The driver that did the work; empty when no probe ran (disabled, not built in).
+    pub driver: &'static str,
+    pub latency: Duration,
+    pub failure: Option<Failure>,
+    /// What the probe learned on success, scrubbed (e.g. `PostgreSQL 15.19`); may be empty.
+    pub detail: String,
+}
+
+impl Outcome {
+    fn failed(
+        err: ProbeError,
+        driver: &'static str,
+        latency: Duration,
+        conn: &Connection,
+    ) -> Outcome {
+        Outcome {
+            success: false,
+            message: scrub(&err.message, conn),
+            driver,
+            latency,
+            failure: Some(err.kind),
+            detail: String::new(),
+        }
+    }
+}
+
+/// The probes an application built in, by connection type, and the policy they run under.
+pub struct Registry {
+    policy: Arc<Policy>,
+    probes: HashMap<ConnType, Arc<dyn Probe>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut types: Vec<_> = self
+            .probes
+            .iter()
+            .map(|(t, p)| (t.as_str(), p.driver()))
+            .collect();
+        types.sort();
+        f.debug_struct("Registry")
+            .field("policy", &self.policy)
+            .field("probes", &types)
+            .finish()
+    }
+}
+
+impl Registry {
+    pub fn new(policy: Policy) -> Registry {
+        Registry {
+            policy: Arc::new(policy),
+            probes: HashMap::new(),
+        }
+    }
+
+    /// Adds a probe for its type, replacing any earlier one for the same type.
+    pub fn register(&mut self, probe: Arc<dyn Probe>) {
+        self.probes.insert(probe.conn_type(), probe);
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The driver registered for `conn_type`, if any.
+    pub fn driver(&self, conn_type: ConnType) -> Option<&'static str> {
+        self.probes.get(&conn_type).map(|p| p.driver())
+    }
+
+    /// Tests `conn`: never an error, always an [`Outcome`] whose message is scrubbed.
+    pub async fn test(&self, conn: &Connection) -> Outcome {
+        let start = Instant::now();
+        if self.policy.is_disabled() {
+            return Outcome::failed(
+                ProbeError::new(Failure::Disabled, "connection testing is disabled"),
+                "",
+                start.elapsed(),
+                conn,
+            );
+        }
+        let Some(probe) = self.probes.get(&conn.conn_type) else {
+            return Outcome::failed(
+                ProbeError::new(
+                    Failure::Config,
+                    format!(
+                        "testing {} connections is not built into this program (cargo feature probe-{})",
+                        conn.conn_type.as_str(),
+                        conn.conn_type.as_str()
+                    ),
+                ),
+                "",
+                start.elapsed(),
+                conn,
+            );
+        };
+        let driver = probe.driver();
+        let ctx = Context::new(self.policy.clone());
+        let result = tokio::time::timeout(self.policy.timeout(), probe.probe(conn, &ctx)).await;
+        let latency = start.elapsed();
+        let outcome = match result {
+            Ok(Ok(detail)) => Outcome {
+                success: true,
+                message: format!("Connected successfully ({driver})"),
+                driver,
+                latency,
+                failure: None,
+                detail: scrub(&detail, conn),
+            },
+            Ok(Err(err)) => Outcome::failed(err, driver, latency, conn),
+            Err(_) => Outcome::failed(timeout_error(self.policy.timeout()), driver, latency, conn),
+        };
+        tracing::info!(
+            conn_id = conn.conn_id.as_str(),
+            conn_type = conn.conn_type.as_str(),
+            driver,
+            success = outcome.success,
+            failure = outcome.failure.map(Failure::as_str),
+            latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            "connection test"
+        );
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProbeFuture;
+    use broked_core::{ConnId, Secret};
+
+    struct Fake(Result<&'static str, ProbeError>, Duration);
+
+    impl Probe for Fake {
+        fn conn_type(&self) -> ConnType {
+            ConnType::Generic
+        }
+        fn driver(&self) -> &'static str {
+            "fake"
+        }
+        fn probe<'a>(&'a self, _conn: &'a Connection, _ctx: &'a Context) -> ProbeFuture<'a> {
+            Box::pin(async move {
+                tokio::time::sleep(self.1).await;
+                self.0.clone().map(str::to_owned)
+            })
+        }
+    }
+
+    fn conn(t: ConnType) -> Connection {
+        Connection {
+            conn_id: ConnId::new("c1").unwrap(),
+            conn_type: t,
+            host: Some("127.0.0.1".into()),
+            port: Some(1),
+            schema: None,
+            login: Some("etl".into()),
+            password: Some(Secret::from("s3cr3t-pass")),
+            extra: Some(Secret::from(r#"{"token":"extra-value"}"#)),
+            description: None,
+        }
+    }
+
+    fn registry(timeout_ms: u64, disabled: bool, fake: Fake) -> Registry {
+        let mut r =
+            Registry::new(Policy::new(Duration::from_millis(timeout_ms), disabled, &[]).unwrap());
+        r.register(Arc::new(fake));
+        r
+    }
+
+    #[tokio::test]
+    async fn success_message_is_exact() {
+        let r = registry(1000, false, Fake(Ok("v1 s3cr3t-pass"), Duration::ZERO));
+        let o = r.test(&conn(ConnType::Generic)).await;
+        assert!(o.success);
+        assert_eq!(o.message, "Connected successfully (fake)");
+        assert_eq!(o.driver, "fake");
+        assert_eq!(o.failure, None);
+        assert_eq!(o.detail, "v1 ********");
+    }
+
+    #[tokio::test]
+    async fn failure_is_scrubbed() {
+        let err = ProbeError::new(
+            Failure::Auth,
+            "bad password s3cr3t-pass, extra-value, x://u:p@h",
+        );
+        let r = registry(1000, false, Fake(Err(err), Duration::ZERO));
+        let o = r.test(&conn(ConnType::Generic)).await;
+        assert!(!o.success);
+        assert_eq!(o.failure, Some(Failure::Auth));
+        assert_eq!(o.message, "bad password ********, ********, x://********@h");
+    }
+
+    #[tokio::test]
+    async fn timeout_is_enforced() {
+        let r = registry(200, false, Fake(Ok(""), Duration::from_secs(5)));
+        let o = r.test(&conn(ConnType::Generic)).await;
+        assert_eq!(o.failure, Some(Failure::Timeout));
+        assert_eq!(o.message, "no answer within 200 ms");
+        assert!(
+            o.latency >= Duration::from_millis(200) && o.latency < Duration::from_millis(1000),
+            "{:?}",
+            o.latency
+        );
+        let r = Registry::new(Policy::default());
+        assert_eq!(
+            timeout_error(r.policy().timeout()).message,
+            "no answer within 10 s"
+        );
+    }
+
+    #[tokio::test]
+    async fn disabled_and_missing() {
+        let r = registry(1000, true, Fake(Ok(""), Duration::ZERO));
+        let o = r.test(&conn(ConnType::Generic)).await;
+        assert_eq!((o.success, o.failure), (false, Some(Failure::Disabled)));
+        assert_eq!(o.message, "connection testing is disabled");
+
+        let r = registry(1000, false, Fake(Ok(""), Duration::ZERO));
+        let o = r.test(&conn(ConnType::Postgres)).await;
+        assert_eq!(o.failure, Some(Failure::Config));
+        assert!(o.message.contains("not built into"), "{}", o.message);
+        assert_eq!(r.driver(ConnType::Generic), Some("fake"));
+    }
+
+    #[tokio::test]
+    async fn resolve_applies_policy_to_every_spelling() {
+        let deny = vec!["127.0.0.2/32".to_string()];
+        let ctx = Context::new(Arc::new(
+            Policy::new(Duration::from_secs(2), false, &deny).unwrap(),
+        ));
+        for host in [
+            "127.0.0.2",
+            "2130706434",
+            "::ffff:127.0.0.2",
+            "[::ffff:127.0.0.2]",
+        ] {
+            assert_eq!(
+                ctx.resolve(host, 5432).await.unwrap_err().kind,
+                Failure::Blocked,
+                "{host}"
+            );
+        }
+        let ok = ctx.resolve("127.0.0.1", 5432).await.unwrap();
+        assert_eq!(ok, vec!["127.0.0.1:5432".parse().unwrap()]);
+        let e = ctx.resolve("no-such-host.invalid", 1).await.unwrap_err();
+        assert_eq!(e.kind, Failure::Dns, "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn connect_tcp_refused_fast() {
+        // Bind then drop, so the port is (almost certainly) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ctx = Context::new(Arc::new(Policy::default()));
+        let start = Instant::now();
+        let e = ctx.connect_tcp("127.0.0.1", port).await.unwrap_err();
+        assert_eq!(e.kind, Failure::Refused, "{e:?}");
+        assert!(start.elapsed() < Duration::from_millis(100));
+    }
+}
