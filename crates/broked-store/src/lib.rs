@@ -1,0 +1,219 @@
+//! Persistence of broked connections: connections with their secrets as sealed bytes,
+//! pipeline definitions, the connections each pipeline references, and the key check values.
+//!
+//! The store never sees a plaintext secret: `password` and `extra` arrive sealed by
+//! `broked-crypto`, together with the id of the key that sealed them (so that rotation and
+//! pruning can ask "what is still sealed under key N" without opening anything).
+//!
+//! [`Store`] is the seam for a second backend (a shared PostgreSQL for several server
+//! replicas); [`SqliteStore`] is the embedded default. Every mutation is one transaction.
+//!
+//! Not here: encryption, validation, URIs. Callers validate before they store.
+
+use std::fmt;
+
+mod sqlite;
+
+pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+
+/// A secret column of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SecretField {
+    Password,
+    Extra,
+}
+
+impl SecretField {
+    pub const ALL: [SecretField; 2] = [SecretField::Password, SecretField::Extra];
+
+    /// The field's name, also used in the associated data of its seal.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecretField::Password => "password",
+            SecretField::Extra => "extra",
+        }
+    }
+}
+
+/// A sealed value and the id of the key that sealed it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: u32,
+    pub blob: Vec<u8>,
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Sealed {{ key_id: {}, {} bytes }}",
+            self.key_id,
+            self.blob.len()
+        )
+    }
+}
+
+/// A connection row. `password` and `extra` are sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredConnection {
+    pub conn_id: String,
+    pub conn_type: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub schema: Option<String>,
+    pub login: Option<String>,
+    pub password: Option<Sealed>,
+    pub extra: Option<Sealed>,
+    pub description: Option<String>,
+    /// RFC 3339, set by the caller.
+    pub created_at: String,
+    /// RFC 3339, set by the caller.
+    pub updated_at: String,
+    /// Incremented by every update; [`Store::update_connection`] writes only if the row still
+    /// has the version the caller read (no lost update between processes).
+    pub version: i64,
+}
+
+impl StoredConnection {
+    pub fn sealed(&self, field: SecretField) -> Option<&Sealed> {
+        match field {
+            SecretField::Password => self.password.as_ref(),
+            SecretField::Extra => self.extra.as_ref(),
+        }
+    }
+}
+
+/// A pipeline definition (JSON text, as the caller wrote it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPipeline {
+    pub pipeline_id: String,
+    pub name: String,
+    pub definition: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One node of one pipeline that references a connection.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PipelineRef {
+    pub pipeline_id: String,
+    pub name: String,
+    pub node_id: String,
+    pub conn_id: String,
+}
+
+/// One sealed field, addressed by connection and field, for rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedField {
+    pub conn_id: String,
+    pub field: SecretField,
+    pub sealed: Sealed,
+}
+
+/// A re-sealed field: written only if the field still holds `old` (compare-and-swap).
+#[derive(Clone, Debug)]
+pub struct Reseal {
+    pub conn_id: String,
+    pub field: SecretField,
+    pub old: Vec<u8>,
+    pub new: Sealed,
+}
+
+/// What [`Store::update_connection`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Done,
+    /// The row changed since it was read (its version differs): read again and retry.
+    Stale,
+    Missing,
+}
+
+/// What [`Store::delete_connection`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Done,
+    Missing,
+    /// Refused: these pipeline nodes reference the connection.
+    InUse(Vec<PipelineRef>),
+}
+
+/// What [`Store::put_pipeline`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutPipeline {
+    Created,
+    Replaced,
+    /// Refused: these referenced connections do not exist (sorted, unique).
+    UnknownConnIds(Vec<String>),
+}
+
+/// The store's one error type. Messages never contain a secret (the store holds none).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("connection {0:?} already exists")]
+    AlreadyExists(String),
+    /// A sealed value names a key the database has no check value for (pruned, or a keyring
+    /// this process has not reloaded).
+    #[error("key {0} is not registered in the database")]
+    UnknownKey(u32),
+    #[error("the database is busy (locked by another process); try again")]
+    Busy,
+    #[error(
+        "the database was written by a newer version of broked (schema {found}, this build knows {known})"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("{context}: {source}")]
+    Sqlite {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("corrupt row in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A place to keep connections. Implementations are shared between threads; every method is
+/// one transaction.
+pub trait Store: Send + Sync {
+    /// `(key id, check value)` of every key registered in the database.
+    fn key_checks(&self) -> Result<Vec<(u32, String)>>;
+    /// Registers a key's check value (no-op if the id is registered with the same value).
+    fn add_key_check(&self, key_id: u32, check: &str) -> Result<()>;
+    /// Forgets keys that seal nothing; returns the ids removed. Keys still in use stay.
+    fn remove_unused_keys(&self, key_ids: &[u32]) -> Result<Vec<u32>>;
+    /// How many sealed values each key id seals now.
+    fn sealed_per_key(&self) -> Result<Vec<(u32, u64)>>;
+
+    /// Adds `n` to the count of seals made with `key_id`; returns the new total.
+    fn count_seals(&self, key_id: u32, n: u64) -> Result<u64>;
+    fn seals(&self, key_id: u32) -> Result<u64>;
+
+    /// A number that changes whenever anything is written, by any process.
+    fn generation(&self) -> Result<u64>;
+
+    fn insert_connection(&self, conn: &StoredConnection) -> Result<()>;
+    fn get_connection(&self, conn_id: &str) -> Result<Option<StoredConnection>>;
+    /// Sorted by conn_id.
+    fn list_connections(&self, conn_type: Option<&str>) -> Result<Vec<StoredConnection>>;
+    /// Writes `conn` if the stored row still has `conn.version`; the stored version becomes
+    /// `conn.version + 1`.
+    fn update_connection(&self, conn: &StoredConnection) -> Result<Written>;
+    fn delete_connection(&self, conn_id: &str, force: bool) -> Result<Deleted>;
+
+    /// Sealed fields not sealed by `key_id`, at most `limit`, in conn_id order.
+    fn sealed_not_under(&self, key_id: u32, limit: usize) -> Result<Vec<SealedField>>;
+    /// Writes re-sealed values in one transaction; a field that changed meanwhile is skipped.
+    /// Returns how many were written.
+    fn reseal(&self, batch: &[Reseal]) -> Result<usize>;
+
+    /// Registers or replaces a pipeline and its references, if every referenced conn_id exists.
+    fn put_pipeline(&self, pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline>;
+    fn get_pipeline(&self, pipeline_id: &str) -> Result<Option<StoredPipeline>>;
+    /// Sorted by pipeline_id.
+    fn list_pipelines(&self) -> Result<Vec<StoredPipeline>>;
+    fn delete_pipeline(&self, pipeline_id: &str) -> Result<bool>;
+    /// The nodes that reference `conn_id`, sorted by pipeline and node.
+    fn used_by(&self, conn_id: &str) -> Result<Vec<PipelineRef>>;
+}
