@@ -137,6 +137,15 @@ pub enum Deleted {
     InUse(Vec<PipelineRef>),
 }
 
+/// What [`Store::put_connections`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutMany {
+    /// Every row was written.
+    Done(usize),
+    /// Nothing was written: these conn_ids exist and overwriting was not asked for.
+    Exists(Vec<String>),
+}
+
 /// What [`Store::put_pipeline`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PutPipeline {
@@ -201,6 +210,9 @@ pub trait Store: Send + Sync {
     /// `conn.version + 1`.
     fn update_connection(&self, conn: &StoredConnection) -> Result<Written>;
     fn delete_connection(&self, conn_id: &str, force: bool) -> Result<Deleted>;
+    /// Inserts every row, or (with `overwrite`) replaces existing ones, all in one
+    /// transaction: all or nothing.
+    fn put_connections(&self, rows: &[StoredConnection], overwrite: bool) -> Result<PutMany>;
 
     /// Sealed fields not sealed by `key_id`, at most `limit`, in conn_id order.
     fn sealed_not_under(&self, key_id: u32, limit: usize) -> Result<Vec<SealedField>>;

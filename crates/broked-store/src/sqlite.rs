@@ -16,8 +16,8 @@ use rusqlite::{
 };
 
 use crate::{
-    Deleted, PipelineRef, PutPipeline, Reseal, Result, Sealed, SealedField, SecretField, Store,
-    StoreError, StoredConnection, StoredPipeline, Written,
+    Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, Sealed, SealedField, SecretField,
+    Store, StoreError, StoredConnection, StoredPipeline, Written,
 };
 
 /// How long a write waits for another process's write to finish before giving up.
@@ -530,6 +530,57 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM pipeline_refs WHERE conn_id = ?1", [conn_id])
                 .map_err(sql("delete"))?;
             Ok((Deleted::Done, true))
+        })
+    }
+
+    fn put_connections(&self, rows: &[StoredConnection], overwrite: bool) -> Result<PutMany> {
+        self.write(|tx| {
+            let mut existing = Vec::new();
+            for row in rows {
+                check_keys(tx, row)?;
+                let exists: bool = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM connections WHERE conn_id = ?1)")
+                    .and_then(|mut s| s.query_row([&row.conn_id], |r| r.get(0)))
+                    .map_err(sql("import"))?;
+                if exists {
+                    existing.push(row.conn_id.clone());
+                }
+            }
+            if !existing.is_empty() && !overwrite {
+                return Ok((PutMany::Exists(existing), false));
+            }
+            for conn in rows {
+                tx.prepare_cached(&format!(
+                    "INSERT INTO connections ({CONN_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)
+                     ON CONFLICT (conn_id) DO UPDATE SET conn_type = excluded.conn_type,
+                       host = excluded.host, port = excluded.port,
+                       schema_name = excluded.schema_name, login = excluded.login,
+                       password = excluded.password, password_key = excluded.password_key,
+                       extra = excluded.extra, extra_key = excluded.extra_key,
+                       description = excluded.description, updated_at = excluded.updated_at,
+                       version = version + 1"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        conn.conn_id,
+                        conn.conn_type,
+                        conn.host,
+                        conn.port,
+                        conn.schema,
+                        conn.login,
+                        conn.password.as_ref().map(|s| &s.blob),
+                        conn.password.as_ref().map(|s| s.key_id),
+                        conn.extra.as_ref().map(|s| &s.blob),
+                        conn.extra.as_ref().map(|s| s.key_id),
+                        conn.description,
+                        conn.created_at,
+                        conn.updated_at,
+                    ])
+                })
+                .map_err(sql("import"))?;
+            }
+            Ok((PutMany::Done(rows.len()), !rows.is_empty()))
         })
     }
 

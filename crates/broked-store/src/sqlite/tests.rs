@@ -424,3 +424,43 @@ fn debug_of_a_sealed_value_shows_no_bytes() {
     };
     assert_eq!(format!("{s:?}"), "Sealed { key_id: 3, 3 bytes }");
 }
+
+#[test]
+fn put_connections_is_all_or_nothing() {
+    let (_dir, store) = temp();
+    with_key(&store);
+    store.insert_connection(&conn("b")).unwrap();
+    let rows = [conn("a"), conn("b"), conn("c")];
+    assert_eq!(
+        store.put_connections(&rows, false).unwrap(),
+        PutMany::Exists(vec!["b".into()])
+    );
+    assert_eq!(
+        store.list_connections(None).unwrap().len(),
+        1,
+        "nothing was written"
+    );
+    let mut bad = conn("d");
+    bad.password = Some(Sealed {
+        key_id: 9,
+        blob: vec![1],
+    });
+    let err = store.put_connections(&[conn("a"), bad], true).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownKey(9)), "{err}");
+    assert_eq!(
+        store.list_connections(None).unwrap().len(),
+        1,
+        "nothing was written"
+    );
+    let mut b = conn("b");
+    b.description = Some("replaced".into());
+    assert_eq!(
+        store
+            .put_connections(&[conn("a"), b, conn("c")], true)
+            .unwrap(),
+        PutMany::Done(3)
+    );
+    let b = store.get_connection("b").unwrap().unwrap();
+    assert_eq!(b.description.as_deref(), Some("replaced"));
+    assert_eq!(b.version, 2);
+}
