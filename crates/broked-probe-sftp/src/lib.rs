@@ -1,0 +1,427 @@
+//! Tests an SFTP connection for real with `ssh2` (libssh2): TCP connect to an address the probe
+//! policy allowed, SSH handshake, host key check, authentication (password or a private key
+//! from extra), the SFTP subsystem, and a `stat` of the base path (`schema`) when it is set.
+//!
+//! Host key policy: with extra `host_key` (a public key line as in `known_hosts`,
+//! `ssh-ed25519 AAAA…`, or a fingerprint `SHA256:…`), the server's key must match, and a mismatch
+//! fails before any credential is sent. Without it the key is accepted and its fingerprint is
+//! reported in the success detail, so the caller can pin it (trust on first use is the caller's
+//! job, not this crate's).
+//!
+//! libssh2 blocks: the session runs in `spawn_blocking`, bounded three ways: socket read/write
+//! timeouts, libssh2's session timeout, and an outer deadline that shuts the socket down when it
+//! passes (libssh2's own timeout has been seen to fire late).
+//!
+//! What is not here: file transfers, known_hosts files on the server's disk, key files read from
+//! the server's disk (a key is always passed in extra), SSH agents.
+
+use std::net::{Shutdown, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use broked_core::Secret;
+use broked_probe::{
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, human_duration,
+};
+use ssh2::{ErrorCode, HashType, MethodType, Session};
+
+/// The SFTP probe; its driver is `ssh2`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SftpProbe;
+
+impl Probe for SftpProbe {
+    fn conn_type(&self) -> ConnType {
+        ConnType::Sftp
+    }
+
+    fn driver(&self) -> &'static str {
+        "ssh2"
+    }
+
+    fn probe<'a>(&'a self, conn: &'a Connection, ctx: &'a Context) -> ProbeFuture<'a> {
+        Box::pin(check(conn, ctx))
+    }
+}
+
+/// Tests `conn` (an sftp connection) within `ctx`'s deadline and policy. On success returns a
+/// detail naming the server, its host key fingerprint (and whether it was verified) and the
+/// base path.
+pub async fn check(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
+    let params = Params::from_connection(conn)?;
+    let host = broked_probe::require_host(conn)?;
+    let port = broked_probe::require_port(conn)?;
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+
+    let (stream, _addr) = ctx.connect_tcp(host, port).await?;
+    let stream = stream
+        .into_std()
+        .and_then(|s| s.set_nonblocking(false).map(|()| s))
+        .map_err(|e| broked_probe::io_error(&e, &target))?;
+    // A second handle on the socket: shutting it down unblocks libssh2 when the deadline passes,
+    // or when this future is dropped (the registry's overall timeout).
+    let _guard = ShutdownOnDrop(
+        stream
+            .try_clone()
+            .map_err(|e| broked_probe::io_error(&e, &target))?,
+    );
+
+    let budget = ctx.remaining();
+    let deadline = Instant::now() + budget;
+    let job = {
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || session(stream, &params, deadline, &target))
+    };
+    match tokio::time::timeout(budget, job).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(ProbeError::new(
+            Failure::Other,
+            "the SSH session ended unexpectedly (internal error)",
+        )),
+        Err(_) => Err(ProbeError::new(
+            Failure::Timeout,
+            format!(
+                "no complete answer from the SSH server at {target} within {}",
+                human_duration(budget)
+            ),
+        )),
+    }
+}
+
+/// Shuts the socket down (both ways) when dropped.
+struct ShutdownOnDrop(TcpStream);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+/// What the probe needs from the connection, checked before any packet is sent.
+struct Params {
+    user: String,
+    password: Option<Secret>,
+    private_key: Option<Secret>,
+    passphrase: Option<Secret>,
+    host_key: Option<HostKeyPin>,
+    path: Option<String>,
+}
+
+impl Params {
+    fn from_connection(conn: &Connection) -> Result<Params, ProbeError> {
+        let extra = broked_probe::extra_object(conn)?;
+        let string = |key: &str| -> Result<Option<Secret>, ProbeError> {
+            match extra.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
+                Some(_) => Err(ProbeError::new(
+                    Failure::Config,
+                    format!("extra.{key} must be a string"),
+                )),
+            }
+        };
+        let user = conn
+            .login
+            .clone()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| {
+                ProbeError::new(Failure::Config, "login (the SSH user name) is required")
+            })?;
+        let private_key = string("private_key")?;
+        let password = conn.password.clone().filter(|p| !p.is_empty());
+        if private_key.is_none() && password.is_none() {
+            return Err(ProbeError::new(
+                Failure::Config,
+                "set a password, or a private key in extra.private_key",
+            ));
+        }
+        let host_key = string("host_key")?
+            .map(|s| HostKeyPin::parse(s.expose()))
+            .transpose()?;
+        Ok(Params {
+            user,
+            password,
+            private_key,
+            passphrase: string("passphrase")?,
+            host_key,
+            path: conn.schema.clone().filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// The host key a connection expects (extra `host_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostKeyPin {
+    /// The SHA-256 fingerprint, base64 without padding (as OpenSSH prints it after `SHA256:`).
+    Fingerprint(String),
+    /// A public key: its algorithm name and the key blob.
+    Key { algo: String, blob: Vec<u8> },
+}
+
+const HOST_KEY_FORMS: &str = "extra.host_key must be the server's public key as in known_hosts \
+     (\"ssh-ed25519 AAAA…\") or its fingerprint (\"SHA256:…\", as ssh-keygen -l prints it)";
+
+impl HostKeyPin {
+    /// Parses a key line (`[hosts] algo base64 [comment]`) or a `SHA256:` fingerprint. The error
+    /// never echoes the value.
+    fn parse(text: &str) -> Result<HostKeyPin, ProbeError> {
+        let bad = || ProbeError::new(Failure::Config, HOST_KEY_FORMS);
+        let text = text.trim();
+        if let Some(fp) = text.strip_prefix("SHA256:") {
+            let fp = fp.trim().trim_end_matches('=');
+            return match STANDARD_NO_PAD.decode(fp) {
+                Ok(bytes) if bytes.len() == 32 => Ok(HostKeyPin::Fingerprint(fp.to_owned())),
+                _ => Err(bad()),
+            };
+        }
+        let tokens: Vec<&str> = text.split_whitespace().collect();
+        let at = tokens
+            .iter()
+            .position(|t| is_key_algo(t))
+            .ok_or_else(bad)?;
+        let algo = tokens[at];
+        let blob = tokens
+            .get(at + 1)
+            .and_then(|b| STANDARD.decode(b).ok())
+            .ok_or_else(bad)?;
+        if blob_algo(&blob) != Some(algo) {
+            return Err(bad());
+        }
+        Ok(HostKeyPin::Key {
+            algo: algo.to_owned(),
+            blob,
+        })
+    }
+
+    fn matches(&self, blob: &[u8], fingerprint: &str) -> bool {
+        match self {
+            HostKeyPin::Fingerprint(fp) => fp == fingerprint,
+            HostKeyPin::Key { blob: want, .. } => want == blob,
+        }
+    }
+
+    /// The host key algorithms to ask for, so that a server with several host keys presents
+    /// the pinned one.
+    fn method_pref(&self) -> Option<&str> {
+        match self {
+            HostKeyPin::Fingerprint(_) => None,
+            HostKeyPin::Key { algo, .. } if algo == "ssh-rsa" => {
+                Some("rsa-sha2-512,rsa-sha2-256,ssh-rsa")
+            }
+            HostKeyPin::Key { algo, .. } => Some(algo),
+        }
+    }
+}
+
+fn is_key_algo(t: &str) -> bool {
+    t.starts_with("ssh-") || t.starts_with("ecdsa-sha2-") || t.starts_with("sk-")
+}
+
+/// The algorithm name that starts an SSH public key blob (a length-prefixed string).
+fn blob_algo(blob: &[u8]) -> Option<&str> {
+    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+    std::str::from_utf8(blob.get(4..4 + len)?).ok()
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+/// The blocking part: handshake, host key, auth, SFTP, stat.
+fn session(
+    stream: TcpStream,
+    p: &Params,
+    deadline: Instant,
+    target: &str,
+) -> Result<String, ProbeError> {
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let io = |e: std::io::Error| broked_probe::io_error(&e, target);
+    stream.set_read_timeout(Some(left())).map_err(io)?;
+    stream.set_write_timeout(Some(left())).map_err(io)?;
+
+    let mut sess = Session::new().map_err(|e| ssh_error(&e, "session setup", target))?;
+    sess.set_timeout(millis(left()));
+    if let Some(pref) = p.host_key.as_ref().and_then(HostKeyPin::method_pref) {
+        sess.method_pref(MethodType::HostKey, pref).map_err(|_| {
+            ProbeError::new(
+                Failure::Config,
+                "the key type of extra.host_key is not supported by this SSH client",
+            )
+        })?;
+    }
+    sess.set_tcp_stream(stream);
+    sess.handshake()
+        .map_err(|e| ssh_error(&e, "the SSH handshake", target))?;
+
+    // Host key, before any credential is sent.
+    let (blob, _) = sess
+        .host_key()
+        .ok_or_else(|| ProbeError::new(Failure::Protocol, "the server sent no host key"))?;
+    let algo = blob_algo(blob).unwrap_or("unknown").to_owned();
+    let fingerprint = sess
+        .host_key_hash(HashType::Sha256)
+        .map(|h| STANDARD_NO_PAD.encode(h))
+        .ok_or_else(|| ProbeError::new(Failure::Protocol, "the server's host key is unreadable"))?;
+    let verified = match &p.host_key {
+        None => false,
+        Some(pin) if pin.matches(blob, &fingerprint) => true,
+        Some(_) => {
+            return Err(ProbeError::new(
+                Failure::Tls,
+                format!(
+                    "host key mismatch: {target} presented {algo} SHA256:{fingerprint}, which is not \
+                     the key in extra.host_key; if the server's key was changed on purpose, update \
+                     extra.host_key, otherwise someone may be intercepting the connection \
+                     (no credentials were sent)"
+                ),
+            ));
+        }
+    };
+
+    authenticate(&sess, p, target, &left)?;
+
+    sess.set_timeout(millis(left()));
+    let sftp = sess
+        .sftp()
+        .map_err(|e| ssh_error(&e, "opening the SFTP subsystem", target))?;
+    let path_detail = match &p.path {
+        None => String::new(),
+        Some(path) => match sftp.stat(Path::new(path)) {
+            Ok(st) if st.is_dir() => format!("; base path {path} is a directory"),
+            Ok(_) => format!("; base path {path} exists"),
+            Err(e) => return Err(path_error(&e, path, &p.user, target)),
+        },
+    };
+    drop(sftp);
+    let _ = sess.disconnect(None, "broked connection test done", None);
+
+    let server = sess.banner().unwrap_or("SSH server").trim().to_owned();
+    let key_detail = if verified {
+        "matches extra.host_key"
+    } else {
+        "not verified: set extra.host_key to pin it"
+    };
+    Ok(format!(
+        "{server}; host key {algo} SHA256:{fingerprint} ({key_detail}){path_detail}"
+    ))
+}
+
+fn authenticate(
+    sess: &Session,
+    p: &Params,
+    target: &str,
+    left: &dyn Fn() -> Duration,
+) -> Result<(), ProbeError> {
+    let user = &p.user;
+    let mut key_error = None;
+    if let Some(key) = &p.private_key {
+        sess.set_timeout(millis(left()));
+        if let Err(e) = sess.userauth_pubkey_memory(
+            user,
+            None,
+            key.expose(),
+            p.passphrase.as_ref().map(Secret::expose),
+        ) {
+            key_error = Some(match e.code() {
+                // LIBSSH2_ERROR_FILE: the key text could not be read.
+                ErrorCode::Session(-16) => ProbeError::new(
+                    Failure::Config,
+                    "extra.private_key could not be used: not a supported private key \
+                     (OpenSSH or PEM), or a wrong or missing extra.passphrase",
+                ),
+                // AUTHENTICATION_FAILED, PUBLICKEY_UNVERIFIED
+                ErrorCode::Session(-18 | -19) => ProbeError::new(
+                    Failure::Auth,
+                    format!("authentication failed: {target} did not accept the private key for user {user}"),
+                ),
+                _ => ssh_error(&e, "public key authentication", target),
+            });
+        }
+    }
+    if sess.authenticated() {
+        return Ok(());
+    }
+    if let Some(password) = &p.password {
+        sess.set_timeout(millis(left()));
+        match sess.userauth_password(user, password.expose()) {
+            Ok(()) if sess.authenticated() => return Ok(()),
+            Ok(()) => {}
+            Err(e) if matches!(e.code(), ErrorCode::Session(-18)) => {}
+            Err(e) => return Err(ssh_error(&e, "password authentication", target)),
+        }
+        let also = if p.private_key.is_some() {
+            " (the private key was not accepted either)"
+        } else {
+            ""
+        };
+        return Err(ProbeError::new(
+            Failure::Auth,
+            format!(
+                "authentication failed: {target} rejected the password for user {user}{also}"
+            ),
+        ));
+    }
+    Err(key_error.unwrap_or_else(|| {
+        ProbeError::new(
+            Failure::Auth,
+            format!("authentication failed for user {user}"),
+        )
+    }))
+}
+
+/// A libssh2 error during `stage`, classified. libssh2's messages carry no secrets.
+fn ssh_error(e: &ssh2::Error, stage: &str, target: &str) -> ProbeError {
+    match e.code() {
+        // LIBSSH2_ERROR_TIMEOUT
+        ErrorCode::Session(-9) => ProbeError::new(
+            Failure::Timeout,
+            format!("no answer from {target} during {stage}: check host, port and firewalls"),
+        ),
+        // SOCKET_NONE, BANNER_RECV, SOCKET_SEND, SOCKET_DISCONNECT, SOCKET_RECV
+        ErrorCode::Session(-1 | -2 | -7 | -13 | -43) => ProbeError::new(
+            Failure::Protocol,
+            format!(
+                "{target} closed the connection during {stage} ({}): is it an SSH server?",
+                e.message()
+            ),
+        ),
+        // BANNER_SEND, KEX_FAILURE, HOSTKEY_INIT, HOSTKEY_SIGN, DECRYPT, PROTO, METHOD_NOT_SUPPORTED
+        ErrorCode::Session(-3 | -5 | -8 | -10 | -12 | -14 | -33) => ProbeError::new(
+            Failure::Protocol,
+            format!("{stage} with {target} failed: {}", e.message()),
+        ),
+        _ => ProbeError::new(
+            Failure::Other,
+            format!("{stage} with {target} failed: {}", e.message()),
+        ),
+    }
+}
+
+fn path_error(e: &ssh2::Error, path: &str, user: &str, target: &str) -> ProbeError {
+    match e.code() {
+        // LIBSSH2_FX_NO_SUCH_FILE, LIBSSH2_FX_NO_SUCH_PATH
+        ErrorCode::SFTP(2 | 10) => ProbeError::new(
+            Failure::NotFound,
+            format!("base path {path} not found on {target}: check schema"),
+        ),
+        // LIBSSH2_FX_PERMISSION_DENIED
+        ErrorCode::SFTP(3) => ProbeError::new(
+            Failure::Auth,
+            format!("user {user} may not access base path {path} on {target}"),
+        ),
+        _ => ssh_error(e, &format!("checking base path {path}"), target),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! The sftp probe against a real OpenSSH server (scripts/services/sshd.sh), and against
+//! listeners made here for the closed-port, silent-server and policy cases.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broked_core::{ConnId, ConnType, Connection, Secret};
+use broked_probe::{Context, Failure, Policy, ProbeError, Registry};
+use broked_probe_sftp::{SftpProbe, check};
+use broked_testenv::Service;
+
+fn conn(svc: &Service) -> Connection {
+    Connection {
+        conn_id: ConnId::new("sftp-test").unwrap(),
+        conn_type: ConnType::Sftp,
+        host: Some(svc.get("HOST").to_owned()),
+        port: Some(svc.port()),
+        schema: Some(svc.get("PATH").to_owned()),
+        login: Some(svc.get("USER").to_owned()),
+        password: Some(Secret::new(svc.get("PASSWORD"))),
+        extra: None,
+        description: None,
+    }
+}
+
+fn extra(value: serde_json::Value) -> Option<Secret> {
+    Some(Secret::new(value.to_string()))
+}
+
+fn ctx_with(timeout: Duration, deny: &[&str]) -> Context {
+    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
+    Context::new(Arc::new(Policy::new(timeout, false, &deny).unwrap()))
+}
+
+fn ctx() -> Context {
+    ctx_with(Duration::from_secs(10), &[])
+}
+
+/// The probe's result, checked to carry none of the connection's secrets.
+async fn run(c: &Connection) -> Result<String, ProbeError> {
+    let result = check(c, &ctx()).await;
+    let text = match &result {
+        Ok(detail) => detail.clone(),
+        Err(e) => e.message.clone(),
+    };
+    for secret in [&c.password, &c.extra].into_iter().flatten() {
+        assert!(!text.contains(secret.expose()), "secret in {text:?}");
+    }
+    if let Some(p) = &c.password {
+        assert!(!text.contains(p.expose()), "password in {text:?}");
+    }
+    result
+}
+
+fn fail(result: Result<String, ProbeError>) -> ProbeError {
+    match result {
+        Ok(detail) => panic!("expected a failure, got success: {detail}"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn password_login_succeeds_and_reports_the_host_key() {
+    let Some(svc) = broked_testenv::sftp() else { return };
+    let detail = run(&conn(&svc)).await.unwrap();
+    assert!(detail.contains("OpenSSH"), "{detail}");
+    assert!(detail.contains("host key ssh-ed25519 SHA256:"), "{detail}");
+    assert!(detail.contains("not verified"), "{detail}");
+    assert!(detail.contains("is a directory"), "{detail}");
+}
+
+#[tokio::test]
+async fn through_the_registry_the_message_names_the_driver() {
+    let Some(svc) = broked_testenv::sftp() else { return };
+    let mut registry = Registry::new(Policy::new(Duration::from_secs(10), false, &[]).unwrap());
+    registry.register(Arc::new(SftpProbe));
+    let outcome = registry.test(&conn(&svc)).await;
+    assert!(outcome.success, "{outcome:?}");
+    assert_eq!(outcome.message, "Connected successfully (ssh2)");
+    assert_eq!(outcome.driver, "ssh2");
+}
+
+#[tokio::test]
+async fn private_key_login_succeeds() {
+    let Some(svc) = broked_testenv::sftp() else { return };
+    let key = std::fs::read_to_string(svc.get("KEY")).unwrap();
+    let mut c = conn(&svc);
+    c.password = None;
+    c.extra = extra(serde_json::json!({ "private_key": key }));
+    run(&c).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_key_the_server_does_not_know_is_auth() {
+    let Some(svc) = broked_testenv::sftp() else { return };
+    // A valid ed25519 key that is not in authorized_keys: made fresh by ssh-keygen.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut c = conn(&svc);
+    c.password = None;
+    c.extra = extra(serde_json::json!({
+        "private_key": std::fs::read_to_string(&path).unwrap()
+    }));
+    let e = fail(run(&c).await);
+    assert_eq!(e.kind, Failure::Auth, "{e:?}");
+    assert!(e.message.contains("private key"), "{e:?}");
+}
+
+#[tokio::test]
+async fn garbage_private_key_is_config() {
+    let Some(svc) = broked_testenv::sftp() else { return };
+    let mut c = conn(&svc);
+    c.password = None;
+    c.extra = extra(serde_json::json!({ "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nbm9wZQ==\n-----END OPENSSH PRIVATE KEY-----\n" }));
+    let e = fail(run(&c).await);
+    assert_eq!(e.kind, Failure::Config, "{e:?}");
+}
+
+#[tokio::test]
+async fn wrong_password_is_auth_without_the_password() {
+    let Some(svc) = broked_testenv::sftp() else { return };
+    let mut c = conn(&svc);
+    c.password = Some(Secret::new("wrong-Pw-ZZ9plural-z-alpha"));
+    let e = fail(run(&c).await);
+    assert_eq!(e.kind, Failure::Auth, "{e:?}");
+    assert!(e.message.contains("rejected the password"), "{e:?}");
+    assert!(!e.message.contains("ZZ9plural"), "{e:?}");
+    assert!(!e.message.contains(svc.get("PASSWORD")), "{e:?}");
+}
+
+#[tokio::test]
+async fn pinned_host_key_matches() {
+    let Some(svc) = broked_testenv::sftp() else { return };
+    let mut c = conn(&svc);
+    c.extra = extra(serde_json::json!({ "host_key": svc.get("HOST_KEY") }));
+    let detail = run(&c).await.unwrap();
+    assert!(detail.contains("matches extra.host_key"), "{detail}");
+
+    // The fingerprint the first success reported pins the key as well.
+    let fp = detail
+        .split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap()
+        .to_owned();
+    c.extra = extra(serde_json::json!({ "host_key": fp }));
+    let detail = run(&c).await.unwrap();
+    assert!(detail.contains("matches extra.host_key"), "{detail}");
+}
+
+#[tokio::test]
+async fn wrong_host_key_fails_naming_the_mismatch() {
+    let Some(svc) = broked_testenv::sftp() else { return };
+    let other = [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm6FTZ6rS6b0cWvL0F4JZ9jBn5mR0x5d8JqfNw7a0Yk",
+        "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU",
+    ];
+    for key in other {
+        let mut c = conn(&svc);
+        c.extra = extra(serde_json::json!({ "host_key": key }));
+        let e = fail(run(&c).await);
+        assert_eq!(e.kind, Failure::Tls, "{e:?}");
+        assert!(e.message.starts_with("host key mismatch"), "{e:?}");
+        assert!(e.message.contains("no credentials were sent"), "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn missing_base_path_is_not_found() {
+    let Some(svc) = broked_testenv::sftp() else { return };
+    let mut c = conn(&svc);
+    c.schema = Some(format!("{}/no-such-dir", svc.get("PATH")));
+    let e = fail(run(&c).await);
+    assert_eq!(e.kind, Failure::NotFound, "{e:?}");
+    assert!(e.message.contains("no-such-dir"), "{e:?}");
+}
+
+fn local_conn(port: u16) -> Connection {
+    Connection {
+        conn_id: ConnId::new("sftp-local").unwrap(),
+        conn_type: ConnType::Sftp,
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        schema: None,
+        login: Some("nobody".into()),
+        password: Some(Secret::new("pw-Never-Shown-42")),
+        extra: None,
+        description: None,
+    }
+}
+
+#[tokio::test]
+async fn closed_port_is_refused_quickly() {
+    // A port that was just free: bind, note it, close.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start = Instant::now();
+    let e = fail(run(&local_conn(port)).await);
+    assert_eq!(e.kind, Failure::Refused, "{e:?}");
+    assert!(start.elapsed() < Duration::from_millis(100), "{:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn silent_server_times_out_at_the_bound() {
+    // Accepts (the kernel's backlog) and never says a word.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let start = Instant::now();
+    let e = fail(check(&local_conn(port), &ctx_with(Duration::from_millis(700), &[])).await);
+    let took = start.elapsed();
+    assert_eq!(e.kind, Failure::Timeout, "{e:?}");
+    assert!(took >= Duration::from_millis(600), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_ssh_is_protocol() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = listener.accept().unwrap();
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+    });
+    let e = fail(run(&local_conn(port)).await);
+    assert_eq!(e.kind, Failure::Protocol, "{e:?}");
+    server.join().unwrap();
+}
+
+#[tokio::test]
+async fn denied_address_is_blocked_before_connecting() {
+    // Something listens on 127.0.0.2, and the policy denies it: no connection is made.
+    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut c = local_conn(port);
+    c.host = Some("127.0.0.2".into());
+    let e = fail(check(&c, &ctx_with(Duration::from_secs(5), &["127.0.0.2/32"])).await);
+    assert_eq!(e.kind, Failure::Blocked, "{e:?}");
+    assert!(listener.accept().is_err(), "a connection reached the denied address");
+}
+
+#[tokio::test]
+async fn login_and_credentials_are_required() {
+    let mut c = local_conn(22);
+    c.login = None;
+    assert_eq!(fail(run(&c).await).kind, Failure::Config);
+    let mut c = local_conn(22);
+    c.password = None;
+    let e = fail(run(&c).await);
+    assert_eq!(e.kind, Failure::Config);
+    assert!(e.message.contains("private_key"), "{e:?}");
+}
