@@ -1,0 +1,726 @@
+// The web UI of broked connections: plain JavaScript, no framework, nothing from the internet.
+//
+// Served under a strict Content-Security-Policy (scripts and styles from this server only), so
+// there is no inline script or style anywhere. Text from the API is only ever put into the page
+// with textContent / createElement, never as HTML.
+
+const MASK = '********';
+const TOKEN_KEY = 'broked.apiToken'; // sessionStorage: this tab only
+const TYPE_FIELDS = ['host', 'port', 'schema', 'login', 'password', 'extra'];
+const FORM_FIELDS = ['conn_id', 'type', ...TYPE_FIELDS, 'region', 'description'];
+
+// How each type names its fields; anything not listed keeps the default.
+const LABELS = {
+  default: { host: 'Host', port: 'Port', schema: 'Schema', login: 'Login', password: 'Password', extra: 'Extra (JSON)' },
+  postgres: { schema: 'Database' },
+  mysql: { schema: 'Database' },
+  sqlite: { host: 'Database file path' },
+  http: { host: 'URL', schema: 'Base path' },
+  sftp: { schema: 'Base path' },
+  s3: { host: 'Endpoint', schema: 'Bucket', login: 'Access key ID', password: 'Secret access key' },
+};
+const EXTRA_HINTS = {
+  postgres: '{"sslmode": "require"}',
+  mysql: '{"ssl-mode": "REQUIRED"}',
+  http: '{"headers": {"X-Api-Key": "…"}}',
+  sftp: '{"private_key": "…"}',
+  s3: '{"region": "eu-west-1"}',
+};
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  types: [],          // GET /api/connection-types
+  typeMap: new Map(),
+  editing: null,      // the masked connection being edited, or null for a new one
+  dirty: false,       // the form changed since it was loaded or saved
+  portTouched: false, // the user typed a port: do not replace it with a type's default
+  busy: false,
+  notice: '',         // shown after the next route change
+};
+
+// ---------------------------------------------------------------------------------------------
+// API
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const err = (body && body.error) || {};
+    super(err.message || `The server answered ${status}.`);
+    this.status = status;
+    this.code = err.code || '';
+    this.fields = Array.isArray(err.fields) ? err.fields : [];
+    this.pipelines = Array.isArray(err.pipelines) ? err.pipelines : null;
+  }
+}
+
+const enc = encodeURIComponent;
+
+async function api(method, path, body) {
+  for (;;) {
+    const headers = { Accept: 'application/json' };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const init = { method, headers, cache: 'no-store', credentials: 'same-origin' };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let resp;
+    try {
+      resp = await fetch(path, init);
+    } catch {
+      throw new ApiError(0, { error: { code: 'network', message: 'Cannot reach the server.' } });
+    }
+    if (resp.status === 401) {
+      if (token) sessionStorage.removeItem(TOKEN_KEY);
+      if (await askToken(Boolean(token))) continue;
+      throw new ApiError(401, { error: { code: 'unauthorized', message: 'This server needs an API token.' } });
+    }
+    if (resp.status === 204) return null;
+    const text = await resp.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!resp.ok) throw new ApiError(resp.status, data);
+    return data;
+  }
+}
+
+// One prompt at a time: requests that get 401 together wait for the same answer.
+let tokenPrompt = null;
+function askToken(refused) {
+  if (tokenPrompt) return tokenPrompt;
+  const dialog = $('token-dialog');
+  const form = $('token-form');
+  const input = $('token-input');
+  $('token-error').hidden = !refused;
+  input.value = '';
+  const opener = document.activeElement;
+  tokenPrompt = new Promise((resolve) => {
+    const finish = (ok) => {
+      form.removeEventListener('submit', onSubmit);
+      $('token-cancel').removeEventListener('click', onCancel);
+      dialog.removeEventListener('cancel', onCancel);
+      if (dialog.open) dialog.close();
+      tokenPrompt = null;
+      restoreFocus(opener);
+      resolve(ok);
+    };
+    const onSubmit = (e) => {
+      e.preventDefault();
+      const value = input.value.trim();
+      if (!value) {
+        input.focus();
+        return;
+      }
+      sessionStorage.setItem(TOKEN_KEY, value);
+      finish(true);
+    };
+    const onCancel = (e) => {
+      e.preventDefault();
+      finish(false);
+    };
+    form.addEventListener('submit', onSubmit);
+    $('token-cancel').addEventListener('click', onCancel);
+    dialog.addEventListener('cancel', onCancel);
+    dialog.showModal();
+    input.focus();
+  });
+  return tokenPrompt;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small DOM helpers
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') node.className = v;
+    else if (k === 'text') node.textContent = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function restoreFocus(node) {
+  if (node && node.isConnected && typeof node.focus === 'function') node.focus();
+}
+
+function showBanner(message) {
+  $('banner-text').textContent = message;
+  $('banner').hidden = false;
+}
+
+function hideBanner() {
+  $('banner').hidden = true;
+  $('banner-text').textContent = '';
+}
+
+function setNotice(message) {
+  $('notice').textContent = message;
+}
+
+function formatTime(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso || '';
+  return d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+function typeLabel(type) {
+  const t = state.typeMap.get(type);
+  return t ? t.label : type;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing: #/connections, #/connections/new, #/connections/ID
+
+function parseRoute() {
+  const hash = location.hash || '#/connections';
+  if (hash === '#/connections/new') return { view: 'new' };
+  const m = /^#\/connections\/(.+)$/.exec(hash);
+  if (m) return { view: 'edit', id: decodeURIComponent(m[1]) };
+  return { view: 'list' };
+}
+
+async function route(moveFocus) {
+  const r = parseRoute();
+  hideBanner();
+  const notice = state.notice;
+  state.notice = '';
+  setNotice(r.view === 'list' ? notice : '');
+  $('view-list').hidden = r.view !== 'list';
+  $('view-form').hidden = r.view === 'list';
+  let heading;
+  if (r.view === 'list') {
+    document.title = 'Connections · broked';
+    heading = $('list-title');
+    await loadList();
+  } else {
+    heading = $('form-title');
+    await openForm(r.view === 'edit' ? r.id : null);
+    $('form-status').textContent = notice;
+  }
+  if (moveFocus) heading.focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The list
+
+async function loadList() {
+  const type = $('type-filter').value;
+  const status = $('list-status');
+  const rows = $('conn-rows');
+  status.textContent = 'Loading…';
+  let list;
+  try {
+    list = await api('GET', `/api/connections${type ? `?type=${enc(type)}` : ''}`);
+  } catch (e) {
+    status.textContent = '';
+    showBanner(`Could not load the connections: ${e.message}`);
+    return;
+  }
+  rows.replaceChildren();
+  for (const c of list) rows.append(row(c));
+  $('conn-table').hidden = list.length === 0;
+  const what = type ? `${typeLabel(type)} connection` : 'connection';
+  status.textContent = list.length === 0
+    ? (type ? `No ${what}s.` : 'No connections yet. Create one with New Connection.')
+    : `${list.length} ${what}${list.length === 1 ? '' : 's'}.`;
+}
+
+function row(c) {
+  const tr = el('tr', { 'data-conn-id': c.conn_id });
+  tr.append(
+    el('td', { 'data-label': 'Connection ID', class: 'conn-id' }, el('strong', { text: c.conn_id })),
+    el('td', { 'data-label': 'Type', text: typeLabel(c.type) }),
+    el('td', { 'data-label': 'Host', class: 'host', text: c.host ?? '—' }),
+    el('td', { 'data-label': 'Port', text: c.port == null ? '—' : String(c.port) }),
+    el('td', { 'data-label': 'Updated' }, el('time', { datetime: c.updated_at, text: formatTime(c.updated_at) })),
+    el('td', { class: 'row-actions' },
+      el('a', {
+        class: 'button small',
+        href: `#/connections/${enc(c.conn_id)}`,
+        'aria-label': `Edit ${c.conn_id}`,
+        text: 'Edit',
+      }),
+      el('button', {
+        type: 'button',
+        class: 'small danger delete',
+        'aria-label': `Delete ${c.conn_id}`,
+        text: 'Delete',
+        onclick: (e) => openDelete(c.conn_id, e.currentTarget),
+      })),
+  );
+  return tr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The form
+
+function input(field) {
+  return $(`f-${field}`);
+}
+
+function fieldBox(field) {
+  return document.querySelector(`.field[data-field="${field}"]`);
+}
+
+function currentType() {
+  return state.typeMap.get(input('type').value) || state.types[0];
+}
+
+async function openForm(id) {
+  clearErrors();
+  $('test-result').replaceChildren();
+  $('test-result').className = 'test-result';
+  $('form-status').textContent = '';
+  const form = $('conn-form');
+  form.reset();
+  state.editing = null;
+  if (id !== null) {
+    try {
+      state.editing = await api('GET', `/api/connections/${enc(id)}`);
+    } catch (e) {
+      showBanner(e.status === 404 ? `There is no connection "${id}".` : `Could not load "${id}": ${e.message}`);
+      $('view-form').hidden = true;
+      return;
+    }
+  }
+  fillForm(state.editing);
+}
+
+function fillForm(c) {
+  const editing = c !== null;
+  $('form-title').textContent = editing ? `Edit ${c.conn_id}` : 'New Connection';
+  document.title = `${editing ? c.conn_id : 'New Connection'} · broked`;
+  const id = input('conn_id');
+  id.readOnly = editing;
+  id.setAttribute('aria-readonly', String(editing));
+  $('h-conn_id').hidden = editing;
+  $('form-delete').hidden = !editing;
+  input('type').value = editing ? c.type : state.types[0]?.type || '';
+  for (const f of ['conn_id', 'host', 'schema', 'login', 'description']) {
+    input(f).value = editing ? c[f] ?? '' : '';
+  }
+  input('port').value = editing && c.port != null ? String(c.port) : '';
+  input('password').value = '';
+  input('extra').value = '';
+  input('region').value = '';
+  $('f-clear-password').checked = false;
+  $('f-clear-extra').checked = false;
+  const storedDefault = editing ? state.typeMap.get(c.type)?.default_port : null;
+  state.portTouched = editing && c.port != null && c.port !== storedDefault;
+  applyType();
+  applySecrets();
+  state.dirty = false;
+}
+
+// Show, label and mark the fields for the selected type.
+function applyType() {
+  const t = currentType();
+  if (!t) return;
+  const labels = { ...LABELS.default, ...(LABELS[t.type] || {}) };
+  $('h-type').textContent = t.use_case ? `${t.label}: ${t.use_case}.` : '';
+  for (const f of TYPE_FIELDS) {
+    const use = (t.fields && t.fields[f]) || 'optional';
+    const box = fieldBox(f);
+    box.hidden = use === 'unused';
+    box.querySelector('.label-text').textContent = labels[f];
+    box.querySelector('.opt').hidden = use !== 'optional';
+    input(f).required = use === 'required';
+    input(f).setAttribute('aria-required', String(use === 'required'));
+  }
+  fieldBox('region').hidden = t.type !== 's3';
+  $('h-host').textContent = t.host_hint || '';
+  $('h-schema').textContent = t.schema_hint && t.schema_hint !== labels.schema ? t.schema_hint : '';
+  const port = input('port');
+  port.placeholder = t.default_port != null ? String(t.default_port) : '';
+  $('h-port').textContent = t.default_port != null
+    ? `${t.label} uses ${t.default_port} when empty.`
+    : '';
+  if (!state.portTouched) port.value = t.default_port != null ? String(t.default_port) : '';
+  const example = EXTRA_HINTS[t.type];
+  $('h-extra').textContent = `A JSON object${example ? `, e.g. ${example}` : ''}. Encrypted at rest.`;
+}
+
+// Stored secrets are never shown: a placeholder says one is stored, empty keeps it.
+function applySecrets() {
+  const c = state.editing;
+  const hasPassword = Boolean(c && c.password);
+  const hasExtra = Boolean(c && c.extra);
+  const pw = input('password');
+  pw.placeholder = hasPassword ? MASK : '';
+  pw.disabled = $('f-clear-password').checked;
+  $('h-password').textContent = hasPassword
+    ? 'A password is stored. Leave this empty to keep it, or type a new one.'
+    : '';
+  $('clear-password-row').hidden = !hasPassword;
+  const extra = input('extra');
+  extra.placeholder = hasExtra ? `${MASK} (stored; leave empty to keep it)` : '';
+  extra.disabled = $('f-clear-extra').checked;
+  $('clear-extra-row').hidden = !hasExtra;
+  if (hasExtra) {
+    $('h-region').textContent = 'Saved in extra as "region"; typing one replaces the stored extra.';
+  } else {
+    $('h-region').textContent = 'For example eu-west-1. Saved in extra as "region".';
+  }
+}
+
+// Extra must be a JSON object. The message never repeats the value.
+function checkExtra() {
+  const raw = input('extra').value.trim();
+  if (input('extra').disabled || raw === '') {
+    clearError('extra');
+    return { ok: true, value: null };
+  }
+  let v;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    setError('extra', 'Extra is not valid JSON. It must be a JSON object, like {"sslmode": "require"}.');
+    return { ok: false };
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    setError('extra', 'Extra must be a JSON object, like {"sslmode": "require"}.');
+    return { ok: false };
+  }
+  clearError('extra');
+  return { ok: true, value: v };
+}
+
+function setError(field, message) {
+  const box = fieldBox(field);
+  const err = $(`e-${field}`);
+  if (!box || !err || box.hidden) return false;
+  err.textContent = message;
+  err.hidden = false;
+  box.classList.add('invalid');
+  input(field).setAttribute('aria-invalid', 'true');
+  return true;
+}
+
+function clearError(field) {
+  const err = $(`e-${field}`);
+  if (!err) return;
+  err.textContent = '';
+  err.hidden = true;
+  fieldBox(field).classList.remove('invalid');
+  input(field).removeAttribute('aria-invalid');
+}
+
+function clearErrors() {
+  for (const f of FORM_FIELDS) clearError(f);
+  hideBanner();
+}
+
+function firstInvalid() {
+  return document.querySelector('#conn-form [aria-invalid="true"]');
+}
+
+// Shows an API error beside the fields it names; the rest in the banner.
+function showApiError(e, what) {
+  const unplaced = [];
+  for (const f of e.fields) {
+    if (!setError(f.field, f.message)) unplaced.push(f.message);
+  }
+  if (e.fields.length === 0) {
+    showBanner(`${what}: ${e.message}`);
+  } else if (unplaced.length > 0) {
+    showBanner(`${what}: ${unplaced.join(' ')}`);
+  } else {
+    showBanner(`${what}: please correct the marked fields.`);
+  }
+  restoreFocus(firstInvalid());
+}
+
+function portValue() {
+  const raw = input('port').value.trim();
+  if (raw === '') return null;
+  return /^\d+$/.test(raw) ? Number(raw) : raw; // the server explains a bad port
+}
+
+function text(field) {
+  const v = input(field).value.trim();
+  return v === '' ? null : v;
+}
+
+// The JSON body of a save (or, with `forTest`, of POST /api/connections/test).
+function formBody(extra, forTest) {
+  const t = currentType();
+  const c = state.editing;
+  const update = c !== null && !forTest;
+  const body = {};
+  if (!update) body.conn_id = input('conn_id').value.trim();
+  body.type = t.type;
+  for (const f of ['host', 'port', 'schema', 'login']) {
+    if (t.fields[f] === 'unused') {
+      if (update) body[f] = null;
+      continue;
+    }
+    body[f] = f === 'port' ? portValue() : text(f);
+  }
+  // password: typed → set; "clear" → null; left empty on edit → the mask, which keeps it.
+  if (t.fields.password === 'unused') {
+    if (update && c.password) body.password = null;
+  } else if ($('f-clear-password').checked) {
+    body.password = null;
+  } else if (input('password').value !== '') {
+    body.password = input('password').value;
+  } else if (c && c.password) {
+    body.password = MASK;
+  }
+  // extra: the same rules; an s3 region is merged into it.
+  let obj = extra;
+  const region = t.type === 's3' ? text('region') : null;
+  if (region) obj = { ...(obj || {}), region };
+  if (obj) {
+    body.extra = obj;
+  } else if ($('f-clear-extra').checked) {
+    body.extra = null;
+  } else if (c && c.extra) {
+    body.extra = MASK;
+  }
+  if (!forTest) body.description = text('description');
+  return body;
+}
+
+async function save(e) {
+  e.preventDefault();
+  if (state.busy) return;
+  clearErrors();
+  $('form-status').textContent = '';
+  const extra = checkExtra();
+  if (!extra.ok) {
+    $('form-status').textContent = 'Not saved: correct the marked fields.';
+    input('extra').focus();
+    return;
+  }
+  const c = state.editing;
+  const body = formBody(extra.value, false);
+  state.busy = true;
+  $('form-status').textContent = 'Saving…';
+  try {
+    if (c === null) {
+      const created = await api('POST', '/api/connections', body);
+      state.notice = `Saved ${created.conn_id}.`;
+      location.hash = `#/connections/${enc(created.conn_id)}`;
+    } else {
+      const saved = await api('PUT', `/api/connections/${enc(c.conn_id)}`, body);
+      state.editing = saved;
+      fillForm(saved);
+      $('form-status').textContent = `Saved ${saved.conn_id}.`;
+    }
+  } catch (err) {
+    $('form-status').textContent = 'Not saved.';
+    showApiError(err, 'Not saved');
+  } finally {
+    state.busy = false;
+  }
+}
+
+// Test: a saved, unchanged connection is tested by id; anything else with the form's body
+// (with the mask for untouched secrets, so the server uses the stored ones).
+async function runTest() {
+  if (state.busy) return;
+  const out = $('test-result');
+  clearErrors();
+  const c = state.editing;
+  let request;
+  if (c !== null && !state.dirty) {
+    request = () => api('POST', `/api/connections/${enc(c.conn_id)}/test`);
+  } else {
+    const extra = checkExtra();
+    if (!extra.ok) {
+      out.className = 'test-result failure';
+      out.replaceChildren(el('p', { text: 'Not tested: correct the marked fields.' }));
+      input('extra').focus();
+      return;
+    }
+    const body = formBody(extra.value, true);
+    request = () => api('POST', '/api/connections/test', body);
+  }
+  state.busy = true;
+  out.className = 'test-result pending';
+  out.replaceChildren(el('p', { text: 'Testing…' }));
+  try {
+    const r = await request();
+    out.className = `test-result ${r.success ? 'success' : 'failure'}`;
+    out.replaceChildren(
+      el('p', {},
+        el('strong', { class: 'outcome', text: r.success ? 'Success' : 'Failed' }),
+        ' ',
+        el('span', { class: 'message', text: r.message })),
+      el('p', { class: 'meta' },
+        'Driver ', el('code', { class: 'driver', text: r.driver }),
+        ` · ${r.latency_ms} ms`),
+    );
+  } catch (err) {
+    out.className = 'test-result failure';
+    out.replaceChildren(el('p', {}, el('strong', { class: 'outcome', text: 'Not tested' }), ' ', err.message));
+    if (err.fields.length) showApiError(err, 'Not tested');
+  } finally {
+    state.busy = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delete, with the pipelines that use the connection
+
+let deleteOpener = null;
+let deleteTarget = null;
+let deleteForce = false;
+
+async function openDelete(id, opener) {
+  const dialog = $('delete-dialog');
+  deleteOpener = opener;
+  deleteTarget = id;
+  deleteForce = false;
+  $('delete-title').textContent = `Delete ${id}?`;
+  $('delete-error').hidden = true;
+  $('delete-body').replaceChildren(el('p', { text: 'Looking for pipelines that use it…' }));
+  $('delete-confirm').hidden = true;
+  dialog.showModal();
+  $('delete-cancel').focus();
+  try {
+    const usage = await api('GET', `/api/connections/${enc(id)}/used-by`);
+    renderUsage(id, usage.pipelines || []);
+  } catch (e) {
+    $('delete-body').replaceChildren();
+    $('delete-error').textContent = `Could not check which pipelines use it: ${e.message}`;
+    $('delete-error').hidden = false;
+    renderUsage(id, null);
+  }
+}
+
+function renderUsage(id, pipelines) {
+  const body = $('delete-body');
+  const confirm = $('delete-confirm');
+  body.replaceChildren();
+  if (pipelines && pipelines.length > 0) {
+    deleteForce = true;
+    const n = pipelines.length;
+    body.append(
+      el('p', { text: `${id} is used by ${n} pipeline${n === 1 ? '' : 's'}:` }),
+      el('ul', { class: 'pipelines' }, ...pipelines.map((p) => el('li', {},
+        el('strong', { text: p.name || p.pipeline_id }),
+        ` (${p.pipeline_id})`,
+        p.nodes && p.nodes.length ? ` — node${p.nodes.length === 1 ? '' : 's'} ${p.nodes.join(', ')}` : ''))),
+      el('p', {
+        class: 'explain',
+        text: 'The server refuses to delete a connection while pipelines use it (409 in use). '
+          + 'Remove it from them first, or delete it anyway: their references will then point '
+          + 'at a connection that does not exist, and those pipelines will fail until one with '
+          + 'this ID is created again.',
+      }),
+    );
+    confirm.textContent = 'Delete anyway';
+  } else {
+    deleteForce = false;
+    if (pipelines) body.append(el('p', { text: `No pipeline uses ${id}. Deleting it cannot be undone.` }));
+    confirm.textContent = 'Delete';
+  }
+  confirm.hidden = false;
+}
+
+async function confirmDelete() {
+  const id = deleteTarget;
+  if (!id || state.busy) return;
+  state.busy = true;
+  $('delete-error').hidden = true;
+  try {
+    await api('DELETE', `/api/connections/${enc(id)}${deleteForce ? '?force=true' : ''}`);
+    closeDelete(false);
+    state.notice = `Deleted ${id}.`;
+    if (parseRoute().view === 'list') {
+      route(true);
+    } else {
+      location.hash = '#/connections';
+    }
+  } catch (e) {
+    if (e.status === 409 && e.pipelines) {
+      renderUsage(id, e.pipelines); // it came into use meanwhile
+    } else {
+      $('delete-error').textContent = `Not deleted: ${e.message}`;
+      $('delete-error').hidden = false;
+    }
+  } finally {
+    state.busy = false;
+  }
+}
+
+function closeDelete(restore = true) {
+  const dialog = $('delete-dialog');
+  if (dialog.open) dialog.close();
+  deleteTarget = null;
+  if (restore) restoreFocus(deleteOpener);
+  deleteOpener = null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+function fillTypeSelects() {
+  const filter = $('type-filter');
+  const type = input('type');
+  for (const t of state.types) {
+    filter.append(el('option', { value: t.type, text: t.label }));
+    type.append(el('option', { value: t.type, text: t.label }));
+  }
+}
+
+let extraTimer = 0;
+
+async function start() {
+  $('banner-close').addEventListener('click', hideBanner);
+  $('type-filter').addEventListener('change', loadList);
+  const form = $('conn-form');
+  form.addEventListener('submit', save);
+  form.addEventListener('input', (e) => {
+    state.dirty = true;
+    if (e.target === input('port')) state.portTouched = input('port').value.trim() !== '';
+    if (e.target === input('extra')) {
+      // Checked as one types, after a pause (and again before Save and Test). Not on blur:
+      // a message appearing then would move the Save button under the pointer.
+      clearTimeout(extraTimer);
+      extraTimer = setTimeout(checkExtra, $('e-extra').hidden ? 700 : 150);
+    }
+    if (e.target.id && e.target.id.startsWith('f-') && e.target !== input('extra')) {
+      clearError(e.target.id.slice(2));
+    }
+  });
+  input('type').addEventListener('change', applyType);
+  $('f-clear-password').addEventListener('change', applySecrets);
+  $('f-clear-extra').addEventListener('change', () => {
+    applySecrets();
+    checkExtra();
+  });
+  $('test').addEventListener('click', runTest);
+  $('form-delete').addEventListener('click', (e) => {
+    if (state.editing) openDelete(state.editing.conn_id, e.currentTarget);
+  });
+  $('delete-confirm').addEventListener('click', confirmDelete);
+  $('delete-cancel').addEventListener('click', () => closeDelete());
+  $('delete-dialog').addEventListener('cancel', (e) => {
+    e.preventDefault();
+    closeDelete();
+  });
+  window.addEventListener('hashchange', () => route(true));
+
+  try {
+    state.types = await api('GET', '/api/connection-types');
+  } catch (e) {
+    showBanner(`Could not load the connection types: ${e.message}`);
+    state.types = [];
+  }
+  state.typeMap = new Map(state.types.map((t) => [t.type, t]));
+  fillTypeSelects();
+  document.body.classList.add('ready');
+  await route(false);
+}
+
+start();
