@@ -1,0 +1,237 @@
+//! Tests MySQL and MariaDB connections with `sqlx` over rustls: connect, `SELECT 1`, report
+//! the server version.
+//!
+//! The connect options are built from the connection's fields only (`sqlx`'s MySQL options read
+//! no environment). Not here: pooling, queries beyond the check. Unix-domain sockets are not
+//! reachable: the probe connects to the addresses that the probe policy approved.
+
+use std::net::SocketAddr;
+
+use broked_probe::{
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, extra_object, io_error,
+    require_host, require_port,
+};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlSslMode};
+use sqlx::{ConnectOptions, Connection as _};
+
+/// The MySQL/MariaDB probe (`sqlx-mysql`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MysqlProbe;
+
+impl Probe for MysqlProbe {
+    fn conn_type(&self) -> ConnType {
+        ConnType::Mysql
+    }
+
+    fn driver(&self) -> &'static str {
+        "sqlx-mysql"
+    }
+
+    fn probe<'a>(&'a self, conn: &'a Connection, ctx: &'a Context) -> ProbeFuture<'a> {
+        Box::pin(probe(conn, ctx))
+    }
+}
+
+struct Settings {
+    host: String,
+    port: u16,
+    user: String,
+    database: Option<String>,
+    ssl_mode: MySqlSslMode,
+    ssl_ca: Option<String>,
+}
+
+fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
+    let host = require_host(conn)?.to_owned();
+    if host.starts_with('/') || host.contains("://") {
+        return Err(ProbeError::new(
+            Failure::Config,
+            "host must be a host name or IP address (no socket path, no URL)",
+        ));
+    }
+    let port = require_port(conn)?;
+    let user = conn
+        .login
+        .clone()
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ProbeError::new(Failure::Config, "login is required"))?;
+    let database = conn.schema.clone().filter(|s| !s.is_empty());
+    let extra = extra_object(conn)?;
+    let mode = extra.get("ssl_mode").or_else(|| extra.get("sslmode"));
+    let ssl_mode = match mode {
+        None => MySqlSslMode::Preferred,
+        Some(serde_json::Value::String(s)) => s.replace('-', "_").parse().map_err(|_| {
+            ProbeError::new(
+                Failure::Config,
+                "extra ssl_mode must be one of disabled, preferred, required, verify_ca, verify_identity",
+            )
+        })?,
+        Some(_) => return Err(ProbeError::new(Failure::Config, "extra ssl_mode must be a string")),
+    };
+    let ssl_ca = match extra.get("ssl_ca") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(ProbeError::new(
+                Failure::Config,
+                "extra ssl_ca must be a PEM string",
+            ));
+        }
+    };
+    Ok(Settings {
+        host,
+        port,
+        user,
+        database,
+        ssl_mode,
+        ssl_ca,
+    })
+}
+
+fn options(s: &Settings, conn: &Connection, addr: SocketAddr) -> MySqlConnectOptions {
+    // verify_identity checks the certificate against the host name, so it connects by name
+    // (whose addresses passed the policy); every other mode connects to the approved address.
+    let host = match s.ssl_mode {
+        MySqlSslMode::VerifyIdentity => s
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        _ => addr.ip().to_string(),
+    };
+    let mut o = MySqlConnectOptions::new()
+        .host(&host)
+        .port(addr.port())
+        .username(&s.user)
+        .password(conn.password.as_ref().map(|p| p.expose()).unwrap_or(""))
+        .ssl_mode(s.ssl_mode)
+        .statement_cache_capacity(0)
+        .disable_statement_logging();
+    if let Some(db) = &s.database {
+        o = o.database(db);
+    }
+    if let Some(pem) = &s.ssl_ca {
+        o = o.ssl_ca_from_pem(pem.as_bytes().to_vec());
+    }
+    o
+}
+
+async fn probe(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
+    let s = settings(conn)?;
+    let addrs = ctx.resolve(&s.host, s.port).await?;
+    let mut last = None;
+    for addr in addrs {
+        match MySqlConnection::connect_with(&options(&s, conn, addr)).await {
+            Ok(mut c) => {
+                let row: Result<(i64, String), _> = sqlx::query_as("SELECT 1, VERSION()")
+                    .fetch_one(&mut c)
+                    .await;
+                let _ = c.close().await;
+                return match row {
+                    Ok((1, version)) => Ok(describe(&version)),
+                    Ok(_) => Err(ProbeError::new(
+                        Failure::Protocol,
+                        "SELECT 1 did not return 1",
+                    )),
+                    Err(e) => Err(classify(&e, &s, addr)),
+                };
+            }
+            Err(e) => {
+                let err = classify(&e, &s, addr);
+                if err.kind != Failure::Refused {
+                    return Err(err);
+                }
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ProbeError::new(Failure::Dns, "no address to connect to")))
+}
+
+/// `MariaDB 10.11.19` or `MySQL 8.0.36` from `VERSION()`.
+fn describe(version: &str) -> String {
+    if version.to_ascii_lowercase().contains("mariadb") {
+        let v = version
+            .split('-')
+            .take_while(|p| !p.eq_ignore_ascii_case("mariadb"))
+            .filter(|p| p.contains('.') && p.chars().all(|c| c.is_ascii_digit() || c == '.'))
+            .last();
+        format!("MariaDB {}", v.unwrap_or(version))
+    } else {
+        format!("MySQL {version}")
+    }
+}
+
+fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
+    let target = format!("{}:{}", s.host, addr.port());
+    let db = s.database.as_deref().unwrap_or("");
+    match e {
+        sqlx::Error::Database(d) => {
+            let number = d
+                .try_downcast_ref::<MySqlDatabaseError>()
+                .map(|m| m.number());
+            match number {
+                // ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+                Some(1045 | 1698) => ProbeError::new(
+                    Failure::Auth,
+                    format!(
+                        "authentication failed for user {}: check login and password",
+                        s.user
+                    ),
+                ),
+                // ER_BAD_DB_ERROR
+                Some(1049) => ProbeError::new(
+                    Failure::NotFound,
+                    format!("database {db} does not exist: check schema"),
+                ),
+                // ER_DBACCESS_DENIED_ERROR: the server says this for a missing database too
+                // when the user may not see it.
+                Some(1044) => ProbeError::new(
+                    Failure::NotFound,
+                    format!(
+                        "database {db} does not exist or user {} has no rights on it: check schema",
+                        s.user
+                    ),
+                ),
+                // ER_HOST_NOT_PRIVILEGED, ER_HOST_IS_BLOCKED
+                Some(1130 | 1129) => ProbeError::new(
+                    Failure::Auth,
+                    format!(
+                        "the server does not accept user {} from this host: {}",
+                        s.user,
+                        d.message()
+                    ),
+                ),
+                Some(n) => {
+                    ProbeError::new(Failure::Other, format!("server error {n}: {}", d.message()))
+                }
+                None => ProbeError::new(Failure::Other, format!("server error: {}", d.message())),
+            }
+        }
+        sqlx::Error::Io(io) => io_error(io, &target),
+        sqlx::Error::Tls(t) => ProbeError::new(
+            Failure::Tls,
+            format!("TLS error with {target}: {t} (check ssl_mode and ssl_ca)"),
+        ),
+        sqlx::Error::Protocol(p) => ProbeError::new(
+            Failure::Protocol,
+            format!("{target} does not speak the MySQL protocol as expected: {p}"),
+        ),
+        sqlx::Error::Configuration(c) => {
+            ProbeError::new(Failure::Config, format!("invalid option: {c}"))
+        }
+        other => ProbeError::new(Failure::Other, format!("{target}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(describe("10.11.19-MariaDB-0+deb12u1"), "MariaDB 10.11.19");
+        assert_eq!(describe("5.5.5-10.6.1-MariaDB"), "MariaDB 10.6.1");
+        assert_eq!(describe("8.0.36"), "MySQL 8.0.36");
+    }
+}
