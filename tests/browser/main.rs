@@ -349,6 +349,18 @@ fn connection_lifecycle_in_the_browser() {
         click(&c, "#test").await;
         wait_text(&c, "#test-result", "Success").await;
 
+        // "Clear the stored password" sends null; a test then fails, and says so.
+        click(&c, "#f-clear-password").await;
+        click(&c, "#save").await;
+        wait_text(&c, "#form-status", "Saved ui-pg").await;
+        let cleared = call(&server, "GET", "/api/connections/ui-pg", None);
+        assert_eq!(cleared.json["password"], Value::Null, "{}", cleared.text);
+        assert_eq!(cleared.json["extra"], "********", "extra is kept");
+        c.execute("document.getElementById('test-result').replaceChildren()", vec![]).await.expect("js");
+        click(&c, "#test").await;
+        let failed = wait_text(&c, "#test-result", "Failed").await;
+        assert!(failed.contains("sqlx-postgres"), "a failure names the driver too: {failed}");
+
         // Invalid extra: an error beside the field, and nothing saved.
         c.goto(&format!("{}/#/connections/new", server.base)).await.expect("new form");
         form_shown(&c).await;

@@ -313,8 +313,9 @@ function fillForm(c) {
   input('region').value = '';
   $('f-clear-password').checked = false;
   $('f-clear-extra').checked = false;
-  const storedDefault = editing ? state.typeMap.get(c.type)?.default_port : null;
-  state.portTouched = editing && c.port != null && c.port !== storedDefault;
+  // A stored port other than the type's default (or none) is the user's: keep it on a type change.
+  const storedDefault = editing ? state.typeMap.get(c.type)?.default_port ?? null : null;
+  state.portTouched = editing && c.port !== storedDefault;
   applyType();
   applySecrets();
   state.dirty = false;
