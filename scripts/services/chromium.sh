@@ -3,13 +3,15 @@
 # (tests/browser). Not a service: the tests start chromedriver themselves, on a free port, with
 # a fresh profile directory each time.
 #
-# Installs Debian's chromium and chromium-driver if missing (with need_pkgs from scripts/test),
+# Installs Debian's chromium and chromium-driver if missing (with need_pkgs from scripts/test,
+# plus fonts-liberation, a recommendation that --no-install-recommends skips: without a font the
+# screenshots have no text),
 # checks that the two are the same version (chromedriver refuses a browser it was not built
 # for), and exports BROKED_TEST_CHROMIUM and BROKED_TEST_CHROMEDRIVER.
 # Defines no exit: failures print why and return non-zero (scripts/test runs with set -e).
 
 broked_chromium_setup() {
-    need_pkgs chromium chromium-driver || return 1
+    need_pkgs chromium chromium-driver fonts-liberation || return 1
     local chromium=/usr/bin/chromium driver=/usr/bin/chromedriver
     local p
     for p in "$chromium" "$driver"; do
