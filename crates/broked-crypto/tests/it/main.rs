@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use broked_crypto::{Aad, CryptoError, KeyId, Keyring, sealed_key_id};
 use proptest::prelude::*;
 
-const GOLDEN_KEY_FILE: &str = include_str!("../fixtures/golden.db.key");
+const GOLDEN_KEY_FILE: &str = include_str!("../fixtures/golden-keyring.txt");
 const GOLDEN_SEALED: &str = include_str!("../fixtures/golden-sealed.tsv");
 
 /// Copies the golden key file to a fresh directory with mode 0600 (git does not keep modes).
