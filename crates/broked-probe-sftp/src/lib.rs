@@ -181,10 +181,7 @@ impl HostKeyPin {
             };
         }
         let tokens: Vec<&str> = text.split_whitespace().collect();
-        let at = tokens
-            .iter()
-            .position(|t| is_key_algo(t))
-            .ok_or_else(bad)?;
+        let at = tokens.iter().position(|t| is_key_algo(t)).ok_or_else(bad)?;
         let algo = tokens[at];
         let blob = tokens
             .get(at + 1)
@@ -342,7 +339,9 @@ fn authenticate(
                 // AUTHENTICATION_FAILED, PUBLICKEY_UNVERIFIED
                 ErrorCode::Session(-18 | -19) => ProbeError::new(
                     Failure::Auth,
-                    format!("authentication failed: {target} did not accept the private key for user {user}"),
+                    format!(
+                        "authentication failed: {target} did not accept the private key for user {user}"
+                    ),
                 ),
                 _ => ssh_error(&e, "public key authentication", target),
             });
@@ -366,9 +365,7 @@ fn authenticate(
         };
         return Err(ProbeError::new(
             Failure::Auth,
-            format!(
-                "authentication failed: {target} rejected the password for user {user}{also}"
-            ),
+            format!("authentication failed: {target} rejected the password for user {user}{also}"),
         ));
     }
     Err(key_error.unwrap_or_else(|| {

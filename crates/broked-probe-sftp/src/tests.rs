@@ -1,6 +1,7 @@
 use super::*;
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPomiB6oTpmGkou55zwahUq7BXBvYSHKU8cu+88G87gt";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPomiB6oTpmGkou55zwahUq7BXBvYSHKU8cu+88G87gt";
 
 #[test]
 fn host_key_line_forms() {

@@ -62,7 +62,9 @@ fn fail(result: Result<String, ProbeError>) -> ProbeError {
 
 #[tokio::test]
 async fn password_login_succeeds_and_reports_the_host_key() {
-    let Some(svc) = broked_testenv::sftp() else { return };
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
     let detail = run(&conn(&svc)).await.unwrap();
     assert!(detail.contains("OpenSSH"), "{detail}");
     assert!(detail.contains("host key ssh-ed25519 SHA256:"), "{detail}");
@@ -72,7 +74,9 @@ async fn password_login_succeeds_and_reports_the_host_key() {
 
 #[tokio::test]
 async fn through_the_registry_the_message_names_the_driver() {
-    let Some(svc) = broked_testenv::sftp() else { return };
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
     let mut registry = Registry::new(Policy::new(Duration::from_secs(10), false, &[]).unwrap());
     registry.register(Arc::new(SftpProbe));
     let outcome = registry.test(&conn(&svc)).await;
@@ -83,7 +87,9 @@ async fn through_the_registry_the_message_names_the_driver() {
 
 #[tokio::test]
 async fn private_key_login_succeeds() {
-    let Some(svc) = broked_testenv::sftp() else { return };
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
     let key = std::fs::read_to_string(svc.get("KEY")).unwrap();
     let mut c = conn(&svc);
     c.password = None;
@@ -93,7 +99,9 @@ async fn private_key_login_succeeds() {
 
 #[tokio::test]
 async fn a_key_the_server_does_not_know_is_auth() {
-    let Some(svc) = broked_testenv::sftp() else { return };
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
     // A valid ed25519 key that is not in authorized_keys: made fresh by ssh-keygen.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other");
@@ -115,17 +123,23 @@ async fn a_key_the_server_does_not_know_is_auth() {
 
 #[tokio::test]
 async fn garbage_private_key_is_config() {
-    let Some(svc) = broked_testenv::sftp() else { return };
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
     let mut c = conn(&svc);
     c.password = None;
-    c.extra = extra(serde_json::json!({ "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nbm9wZQ==\n-----END OPENSSH PRIVATE KEY-----\n" }));
+    c.extra = extra(
+        serde_json::json!({ "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nbm9wZQ==\n-----END OPENSSH PRIVATE KEY-----\n" }),
+    );
     let e = fail(run(&c).await);
     assert_eq!(e.kind, Failure::Config, "{e:?}");
 }
 
 #[tokio::test]
 async fn wrong_password_is_auth_without_the_password() {
-    let Some(svc) = broked_testenv::sftp() else { return };
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
     let mut c = conn(&svc);
     c.password = Some(Secret::new("wrong-Pw-ZZ9plural-z-alpha"));
     let e = fail(run(&c).await);
@@ -137,7 +151,9 @@ async fn wrong_password_is_auth_without_the_password() {
 
 #[tokio::test]
 async fn pinned_host_key_matches() {
-    let Some(svc) = broked_testenv::sftp() else { return };
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
     let mut c = conn(&svc);
     c.extra = extra(serde_json::json!({ "host_key": svc.get("HOST_KEY") }));
     let detail = run(&c).await.unwrap();
@@ -156,7 +172,9 @@ async fn pinned_host_key_matches() {
 
 #[tokio::test]
 async fn wrong_host_key_fails_naming_the_mismatch() {
-    let Some(svc) = broked_testenv::sftp() else { return };
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
     let other = [
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm6FTZ6rS6b0cWvL0F4JZ9jBn5mR0x5d8JqfNw7a0Yk",
         "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU",
@@ -173,7 +191,9 @@ async fn wrong_host_key_fails_naming_the_mismatch() {
 
 #[tokio::test]
 async fn missing_base_path_is_not_found() {
-    let Some(svc) = broked_testenv::sftp() else { return };
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
     let mut c = conn(&svc);
     c.schema = Some(format!("{}/no-such-dir", svc.get("PATH")));
     let e = fail(run(&c).await);
@@ -198,11 +218,19 @@ fn local_conn(port: u16) -> Connection {
 #[tokio::test]
 async fn closed_port_is_refused_quickly() {
     // A port that was just free: bind, note it, close.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let start = Instant::now();
     let e = fail(run(&local_conn(port)).await);
     assert_eq!(e.kind, Failure::Refused, "{e:?}");
-    assert!(start.elapsed() < Duration::from_millis(100), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -211,7 +239,13 @@ async fn silent_server_times_out_at_the_bound() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let start = Instant::now();
-    let e = fail(check(&local_conn(port), &ctx_with(Duration::from_millis(700), &[])).await);
+    let e = fail(
+        check(
+            &local_conn(port),
+            &ctx_with(Duration::from_millis(700), &[]),
+        )
+        .await,
+    );
     let took = start.elapsed();
     assert_eq!(e.kind, Failure::Timeout, "{e:?}");
     assert!(took >= Duration::from_millis(600), "{took:?}");
@@ -243,7 +277,10 @@ async fn denied_address_is_blocked_before_connecting() {
     c.host = Some("127.0.0.2".into());
     let e = fail(check(&c, &ctx_with(Duration::from_secs(5), &["127.0.0.2/32"])).await);
     assert_eq!(e.kind, Failure::Blocked, "{e:?}");
-    assert!(listener.accept().is_err(), "a connection reached the denied address");
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the denied address"
+    );
 }
 
 #[tokio::test]
