@@ -1,0 +1,492 @@
+//! Tests HTTP connections with `reqwest` over rustls: one request, its status checked.
+//!
+//! The target is `host` (a bare host name means `http://`; `https://api.example` keeps its
+//! scheme), `port` when set, then the schema (base path) and extra `path`. Credentials travel
+//! in `basic_auth` from login/password, never in the URL; a host URL carrying user
+//! information is refused. The probe policy is applied three times: to the host as written
+//! (IP literals, which `reqwest` never resolves), in a DNS resolver that checks every address
+//! it returns (so the connection goes to exactly the addresses that passed), and on every
+//! redirect hop (at most 5). Environment proxies are ignored (`no_proxy`): a proxy would reach
+//! the target on the probe's behalf, past the policy.
+//!
+//! Not here: request bodies, cookies, OAuth. Response bodies are not read.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use broked_probe::{
+    ConnType, Connection, Context, Failure, Policy, Probe, ProbeError, ProbeFuture, extra_object,
+    require_host,
+};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::{Method, StatusCode, Url};
+
+/// The most redirects the probe follows.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// The HTTP probe (`reqwest`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HttpProbe;
+
+impl Probe for HttpProbe {
+    fn conn_type(&self) -> ConnType {
+        ConnType::Http
+    }
+
+    fn driver(&self) -> &'static str {
+        "reqwest"
+    }
+
+    fn probe<'a>(&'a self, conn: &'a Connection, ctx: &'a Context) -> ProbeFuture<'a> {
+        Box::pin(probe(conn, ctx))
+    }
+}
+
+/// What the connection asks for, validated before any traffic.
+struct Request {
+    url: Url,
+    method: Method,
+    expected: Option<Vec<u16>>,
+    headers: reqwest::header::HeaderMap,
+    verify_tls: bool,
+    ca_cert: Option<String>,
+}
+
+fn config(msg: impl Into<String>) -> ProbeError {
+    ProbeError::new(Failure::Config, msg)
+}
+
+fn request(conn: &Connection) -> Result<Request, ProbeError> {
+    let host = require_host(conn)?;
+    let with_scheme = if host.contains("://") {
+        host.to_owned()
+    } else if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("http://[{host}]")
+    } else {
+        format!("http://{host}")
+    };
+    let mut url = Url::parse(&with_scheme)
+        .map_err(|_| config("host is not a valid host name or http(s) URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(config("host URL scheme must be http or https"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(config(
+            "host URL must not carry credentials: use login and password",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(config("host is required"));
+    }
+    if let Some(port) = conn.port {
+        url.set_port(Some(port))
+            .map_err(|_| config("port cannot be used with this host"))?;
+    }
+    let extra = extra_object(conn)?;
+    // Path: the host URL's own path, then the schema (base path), then extra "path".
+    let mut path = url.path().trim_end_matches('/').to_owned();
+    for part in [
+        conn.schema.as_deref(),
+        extra.get("path").and_then(|v| v.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let part = part.trim_matches('/');
+        if !part.is_empty() {
+            path.push('/');
+            path.push_str(part);
+        }
+    }
+    if extra.get("path").is_some_and(|v| !v.is_string()) {
+        return Err(config("extra path must be a string"));
+    }
+    let (path, query) = match path.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (path, None),
+    };
+    url.set_path(if path.is_empty() { "/" } else { &path });
+    if query.is_some() {
+        url.set_query(query.as_deref());
+    }
+
+    let method = match extra.get("method") {
+        None => Method::GET,
+        Some(serde_json::Value::String(m)) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| config("extra method is not an HTTP method"))?,
+        Some(_) => return Err(config("extra method must be a string")),
+    };
+    let expected = match extra.get("expected_status") {
+        None => None,
+        Some(v) => {
+            let list: Vec<&serde_json::Value> = match v {
+                serde_json::Value::Array(items) => items.iter().collect(),
+                one => vec![one],
+            };
+            let codes = list
+                .into_iter()
+                .map(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                        .and_then(|n| u16::try_from(n).ok())
+                        .filter(|n| (100..=599).contains(n))
+                })
+                .collect::<Option<Vec<u16>>>()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    config("extra expected_status must be a status code or a list of them")
+                })?;
+            Some(codes)
+        }
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    match extra.get("headers") {
+        None => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (name, value) in map {
+                let n = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| config(format!("extra headers: {name:?} is not a header name")))?;
+                let v = value
+                    .as_str()
+                    .and_then(|s| reqwest::header::HeaderValue::from_str(s).ok())
+                    .ok_or_else(|| config(format!("extra headers: the value of {name} must be a string without line breaks")))?;
+                headers.insert(n, v);
+            }
+        }
+        Some(_) => return Err(config("extra headers must be an object of strings")),
+    }
+    let verify_tls = match extra.get("verify_tls") {
+        None => true,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => return Err(config("extra verify_tls must be true or false")),
+    };
+    let ca_cert = match extra.get("ca_cert") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(config("extra ca_cert must be a PEM string")),
+    };
+    Ok(Request {
+        url,
+        method,
+        expected,
+        headers,
+        verify_tls,
+        ca_cert,
+    })
+}
+
+/// Resolves names and lets through only addresses the policy allows.
+struct PolicyResolver(Arc<Policy>);
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            policy.check_host(&host)?;
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|_| {
+                    ProbeError::new(
+                        Failure::Dns,
+                        format!("could not resolve host {host}: check the host name"),
+                    )
+                })?
+                .collect();
+            if addrs.is_empty() {
+                return Err(ProbeError::new(
+                    Failure::Dns,
+                    format!("could not resolve host {host}"),
+                )
+                .into());
+            }
+            for a in &addrs {
+                policy.check_ip(a.ip())?;
+            }
+            let addrs: Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Checks a URL's host as written: an IP literal is never resolved by `reqwest`, so the
+/// resolver would not see it; a name goes through the resolver as well.
+fn check_url(policy: &Policy, url: &Url) -> Result<(), ProbeError> {
+    match url.host_str() {
+        // IPv6 literals come bracketed; check_host takes either form.
+        Some(h) if !h.is_empty() => policy.check_host(h),
+        _ => Err(ProbeError::new(
+            Failure::Protocol,
+            "redirect to a URL without a host",
+        )),
+    }
+}
+
+fn client(req: &Request, ctx: &Context) -> Result<reqwest::Client, ProbeError> {
+    let policy = Arc::new(ctx.policy().clone());
+    let redirect_policy = policy.clone();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(ProbeError::new(
+                Failure::Protocol,
+                format!("more than {MAX_REDIRECTS} redirects"),
+            ));
+        }
+        if !matches!(attempt.url().scheme(), "http" | "https") {
+            return attempt.error(ProbeError::new(
+                Failure::Protocol,
+                "redirect to a non-HTTP URL",
+            ));
+        }
+        match check_url(&redirect_policy, attempt.url()) {
+            Ok(()) => attempt.follow(),
+            Err(e) => attempt.error(e),
+        }
+    });
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .dns_resolver(Arc::new(PolicyResolver(policy)))
+        .redirect(redirects)
+        .timeout(ctx.remaining())
+        .connect_timeout(ctx.remaining())
+        .user_agent(concat!(
+            "broked-connections/",
+            env!("CARGO_PKG_VERSION"),
+            " connection test"
+        ))
+        .danger_accept_invalid_certs(!req.verify_tls)
+        .referer(false);
+    if let Some(pem) = &req.ca_cert {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|_| config("extra ca_cert is not a PEM certificate"))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| ProbeError::new(Failure::Other, format!("HTTP client: {}", e.without_url())))
+}
+
+async fn probe(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
+    let req = request(conn)?;
+    check_url(ctx.policy(), &req.url)?;
+    let client = client(&req, ctx)?;
+    let origin = origin(&req.url);
+    let mut builder = client
+        .request(req.method.clone(), req.url.clone())
+        .headers(req.headers.clone());
+    if let Some(login) = conn.login.as_deref().filter(|l| !l.is_empty()) {
+        builder = builder.basic_auth(login, conn.password.as_ref().map(|p| p.expose()));
+    }
+    let response = builder
+        .send()
+        .await
+        .map_err(|e| classify(e, &origin, ctx.policy().timeout()))?;
+    let status = response.status();
+    drop(response);
+    let ok = match &req.expected {
+        Some(codes) => codes.contains(&status.as_u16()),
+        None => status.as_u16() < 400,
+    };
+    if ok {
+        return Ok(format!("HTTP {status}"));
+    }
+    let expected = req.expected.as_ref().map(|c| {
+        let list: Vec<String> = c.iter().map(u16::to_string).collect();
+        format!(", expected {}", list.join(" or "))
+    });
+    let expected = expected.unwrap_or_default();
+    Err(match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProbeError::new(
+            Failure::Auth,
+            format!("{origin} answered {status}{expected}: check login, password and headers"),
+        ),
+        StatusCode::NOT_FOUND | StatusCode::GONE => ProbeError::new(
+            Failure::NotFound,
+            format!(
+                "{origin} answered {status}{expected}: check schema (base path) and extra path"
+            ),
+        ),
+        _ => ProbeError::new(
+            Failure::Protocol,
+            format!("{origin} answered {status}{expected}"),
+        ),
+    })
+}
+
+/// `scheme://host:port`, what messages name (never the path or query, which may carry tokens).
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// A `reqwest` error as a failure class. Its URL is removed; a [`ProbeError`] raised by the
+/// resolver or the redirect policy is found in the source chain and returned as it is.
+fn classify(e: reqwest::Error, origin: &str, timeout: std::time::Duration) -> ProbeError {
+    let e = e.without_url();
+    let mut chain: Vec<String> = Vec::new();
+    let mut io_kind = None;
+    let mut source: Option<&(dyn StdError + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(p) = s.downcast_ref::<ProbeError>() {
+            return p.clone();
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if let Some(p) = io.get_ref().and_then(|i| i.downcast_ref::<ProbeError>()) {
+                return p.clone();
+            }
+            io_kind.get_or_insert(io.kind());
+        }
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let cause = chain.last().cloned().unwrap_or_default();
+    let text = chain.join(": ").to_ascii_lowercase();
+    if e.is_timeout() {
+        return ProbeError::new(
+            Failure::Timeout,
+            format!(
+                "no answer from {origin} within {}",
+                broked_probe::human_duration(timeout)
+            ),
+        );
+    }
+    if text.contains("certificate")
+        || text.contains("tls")
+        || text.contains("handshake")
+        || text.contains("invalidcontenttype")
+    {
+        return ProbeError::new(
+            Failure::Tls,
+            format!(
+                "TLS error with {origin}: {cause} (check the certificate, extra ca_cert or verify_tls)"
+            ),
+        );
+    }
+    if let Some(kind) = io_kind {
+        return broked_probe::io_error(&std::io::Error::new(kind, cause), origin);
+    }
+    if e.is_redirect() {
+        return ProbeError::new(Failure::Protocol, format!("{origin}: {cause}"));
+    }
+    if e.is_connect() && text.contains("refused") {
+        return ProbeError::new(
+            Failure::Refused,
+            format!(
+                "connection refused by {origin}: check host and port, and that the server is running"
+            ),
+        );
+    }
+    ProbeError::new(
+        Failure::Protocol,
+        format!("{origin} did not answer as an HTTP server: {cause}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use broked_core::{ConnId, Secret};
+
+    fn conn(
+        host: &str,
+        port: Option<u16>,
+        schema: Option<&str>,
+        extra: Option<&str>,
+    ) -> Connection {
+        Connection {
+            conn_id: ConnId::new("h").unwrap(),
+            conn_type: ConnType::Http,
+            host: Some(host.into()),
+            port,
+            schema: schema.map(Into::into),
+            login: None,
+            password: None,
+            extra: extra.map(Secret::from),
+            description: None,
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let cases = [
+            (conn("api.test", None, None, None), "http://api.test/"),
+            (
+                conn("https://api.test", None, None, None),
+                "https://api.test/",
+            ),
+            (
+                conn(
+                    "https://api.test/v1/",
+                    Some(8443),
+                    Some("base"),
+                    Some(r#"{"path":"/health?x=1"}"#),
+                ),
+                "https://api.test:8443/v1/base/health?x=1",
+            ),
+            (
+                conn("127.0.0.1", Some(8080), Some("/x/"), None),
+                "http://127.0.0.1:8080/x",
+            ),
+            (conn("2130706434", None, None, None), "http://127.0.0.2/"),
+            (conn("::1", Some(81), None, None), "http://[::1]:81/"),
+        ];
+        for (c, want) in cases {
+            assert_eq!(request(&c).map(|r| r.url.to_string()).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn bad_config() {
+        for (c, want) in [
+            (
+                conn("https://u:pw@api.test", None, None, None),
+                "must not carry credentials",
+            ),
+            (conn("ftp://api.test", None, None, None), "scheme"),
+            (
+                conn("api.test", None, None, Some(r#"{"method":"GE T"}"#)),
+                "method",
+            ),
+            (
+                conn("api.test", None, None, Some(r#"{"expected_status":"ok"}"#)),
+                "expected_status",
+            ),
+            (
+                conn("api.test", None, None, Some(r#"{"headers":{"X":"a\nb"}}"#)),
+                "line breaks",
+            ),
+            (
+                conn("api.test", None, None, Some(r#"{"verify_tls":"no"}"#)),
+                "verify_tls",
+            ),
+            (conn("api.test", None, None, Some("[1]")), "JSON object"),
+        ] {
+            let e = request(&c).err().unwrap();
+            assert_eq!(e.kind, Failure::Config);
+            assert!(e.message.contains(want), "{}", e.message);
+            assert!(!e.message.contains("pw@"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn expected_status_forms() {
+        let r = request(&conn(
+            "a.test",
+            None,
+            None,
+            Some(r#"{"expected_status":[200,"204"],"method":"head"}"#),
+        ))
+        .unwrap();
+        assert_eq!(r.expected, Some(vec![200, 204]));
+        assert_eq!(r.method, Method::HEAD);
+        let r = request(&conn(
+            "a.test",
+            None,
+            None,
+            Some(r#"{"expected_status":401}"#),
+        ))
+        .unwrap();
+        assert_eq!(r.expected, Some(vec![401]));
+    }
+}

@@ -1,0 +1,412 @@
+//! The HTTP probe against tiny HTTP/HTTPS responders written here, on loopback only.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use broked_core::{ConnId, Secret};
+use broked_probe::{ConnType, Connection, Failure, Outcome, Policy, Registry};
+use broked_probe_http::HttpProbe;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const PASSWORD: &str = "http-Secret-pw-77";
+
+/// What a responder answers: status and extra header lines, given the request head.
+type Handler = Arc<dyn Fn(&str) -> (u16, String) + Send + Sync>;
+
+/// Heads of the requests a responder received.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, handler: Handler, seen: Seen) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > 64 * 1024 {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    seen.lock().unwrap().push(head.clone());
+    let (status, headers) = handler(&head);
+    let resp =
+        format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n{headers}\r\n");
+    let _ = s.write_all(resp.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// A plain HTTP responder on `ip`; returns its port and what it saw.
+async fn http_server(ip: &str, handler: Handler) -> (u16, Seen) {
+    let l = TcpListener::bind((ip, 0)).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve_one(s, handler.clone(), seen2.clone()));
+        }
+    });
+    (port, seen)
+}
+
+fn ok() -> Handler {
+    Arc::new(|_| (200, String::new()))
+}
+
+fn registry(timeout: Duration, deny: &[&str]) -> Registry {
+    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
+    let mut r = Registry::new(Policy::new(timeout, false, &deny).unwrap());
+    r.register(Arc::new(HttpProbe));
+    r
+}
+
+fn conn(host: &str, port: Option<u16>, extra: Option<&str>) -> Connection {
+    Connection {
+        conn_id: ConnId::new("web").unwrap(),
+        conn_type: ConnType::Http,
+        host: Some(host.to_owned()),
+        port,
+        schema: None,
+        login: Some("etl".into()),
+        password: Some(Secret::from(PASSWORD)),
+        extra: extra.map(Secret::from),
+        description: None,
+    }
+}
+
+async fn test(r: &Registry, c: &Connection) -> Outcome {
+    let o = r.test(c).await;
+    let all = format!("{o:?}");
+    if std::env::var_os("SHOW").is_some() {
+        eprintln!("{all}");
+    }
+    assert!(!all.contains(PASSWORD), "password leaked: {all}");
+    assert!(!all.contains("extra-token-value"), "extra leaked: {all}");
+    o
+}
+
+#[tokio::test]
+async fn success_sends_basic_auth_headers_method_and_path() {
+    let (port, seen) = http_server("127.0.0.1", ok()).await;
+    let mut c = conn(
+        "127.0.0.1",
+        Some(port),
+        Some(r#"{"method":"HEAD","path":"/health","headers":{"X-Api-Key":"extra-token-value"}}"#),
+    );
+    c.schema = Some("/api/v1".into());
+    let o = test(&registry(Duration::from_secs(5), &[]), &c).await;
+    assert!(o.success, "{o:?}");
+    assert_eq!(o.message, "Connected successfully (reqwest)");
+    assert_eq!(o.driver, "reqwest");
+    assert_eq!(o.detail, "HTTP 200 OK");
+    let head = seen.lock().unwrap()[0].clone();
+    assert!(
+        head.starts_with("HEAD /api/v1/health HTTP/1.1\r\n"),
+        "{head}"
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("etl:{PASSWORD}"));
+    assert!(
+        head.to_ascii_lowercase().contains(&format!(
+            "authorization: basic {}",
+            basic.to_ascii_lowercase()
+        )),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-api-key: extra-token-value"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn status_classes_and_expected_status() {
+    let handler: Handler = Arc::new(|head: &str| {
+        let path = head.split(' ').nth(1).unwrap_or("/");
+        match path {
+            "/401" => (401, String::new()),
+            "/404" => (404, String::new()),
+            "/500" => (500, String::new()),
+            "/204" => (204, String::new()),
+            _ => (200, String::new()),
+        }
+    });
+    let (port, _) = http_server("127.0.0.1", handler).await;
+    let r = registry(Duration::from_secs(5), &[]);
+    let cases = [
+        (r#"{"path":"/401"}"#, Some(Failure::Auth)),
+        (r#"{"path":"/404"}"#, Some(Failure::NotFound)),
+        (r#"{"path":"/500"}"#, Some(Failure::Protocol)),
+        (r#"{"path":"/204"}"#, None),
+        (
+            r#"{"path":"/204","expected_status":200}"#,
+            Some(Failure::Protocol),
+        ),
+        (r#"{"path":"/401","expected_status":[401,403]}"#, None),
+    ];
+    for (extra, want) in cases {
+        let o = test(&r, &conn("127.0.0.1", Some(port), Some(extra))).await;
+        assert_eq!(o.failure, want, "{extra}: {o:?}");
+    }
+    let o = test(
+        &r,
+        &conn(
+            "127.0.0.1",
+            Some(port),
+            Some(r#"{"path":"/204","expected_status":200}"#),
+        ),
+    )
+    .await;
+    assert_eq!(
+        o.message,
+        format!("http://127.0.0.1:{port} answered 204 No Content, expected 200")
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_checked_per_hop() {
+    // The denied target: it must never see a connection.
+    let (denied_port, denied_seen) = http_server("127.0.0.2", ok()).await;
+    let handler: Handler = Arc::new(move |head: &str| {
+        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        let to = match path.as_str() {
+            "/plain" => format!("http://127.0.0.2:{denied_port}/"),
+            "/decimal" => format!("http://2130706434:{denied_port}/"),
+            "/mapped" => format!("http://[::ffff:127.0.0.2]:{denied_port}/"),
+            "/named" => format!("http://denied.localhost:{denied_port}/"),
+            "/loop" => "/loop".to_owned(),
+            "/ok" => "/final".to_owned(),
+            _ => return (200, String::new()),
+        };
+        (302, format!("Location: {to}\r\n"))
+    });
+    let (port, seen) = http_server("127.0.0.1", handler).await;
+    let r = registry(
+        Duration::from_secs(5),
+        &["127.0.0.2/32", "denied.localhost"],
+    );
+    for path in ["/plain", "/decimal", "/mapped", "/named"] {
+        let extra = format!(r#"{{"path":"{path}"}}"#);
+        let o = test(&r, &conn("127.0.0.1", Some(port), Some(&extra))).await;
+        assert_eq!(o.failure, Some(Failure::Blocked), "{path}: {o:?}");
+        assert_eq!(o.message, "blocked by probe policy");
+    }
+    let o = test(
+        &r,
+        &conn("127.0.0.1", Some(port), Some(r#"{"path":"/loop"}"#)),
+    )
+    .await;
+    assert_eq!(o.failure, Some(Failure::Protocol), "{o:?}");
+    assert!(o.message.contains("redirects"), "{o:?}");
+    let o = test(
+        &r,
+        &conn("127.0.0.1", Some(port), Some(r#"{"path":"/ok"}"#)),
+    )
+    .await;
+    assert!(o.success, "{o:?}");
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.starts_with("GET /final "))
+    );
+    assert!(
+        denied_seen.lock().unwrap().is_empty(),
+        "a denied address received a request"
+    );
+}
+
+#[tokio::test]
+async fn denied_hosts_are_blocked_before_any_packet() {
+    let (port, seen) = http_server("127.0.0.2", ok()).await;
+    let r = registry(Duration::from_secs(5), &["127.0.0.2/32"]);
+    for host in [
+        "127.0.0.2",
+        "2130706434",
+        "::ffff:127.0.0.2",
+        "http://[::ffff:127.0.0.2]",
+        "http://0x7f000002",
+    ] {
+        let o = test(&r, &conn(host, Some(port), None)).await;
+        assert_eq!(o.failure, Some(Failure::Blocked), "{host}: {o:?}");
+    }
+    // A name resolving to a denied address.
+    let r = registry(Duration::from_secs(5), &["127.0.0.0/8", "::1"]);
+    let o = test(&r, &conn("localhost", Some(port), None)).await;
+    assert_eq!(o.failure, Some(Failure::Blocked), "{o:?}");
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn refused_fast_and_silent_times_out() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = registry(Duration::from_millis(500), &[]);
+    let start = Instant::now();
+    let o = test(&r, &conn("127.0.0.1", Some(closed), None)).await;
+    assert_eq!(o.failure, Some(Failure::Refused), "{o:?}");
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let start = Instant::now();
+    let o = test(&r, &conn("127.0.0.1", Some(port), None)).await;
+    let took = start.elapsed();
+    assert_eq!(o.failure, Some(Failure::Timeout), "{o:?}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(900),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn not_http_is_protocol() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await;
+        }
+    });
+    let o = test(
+        &registry(Duration::from_secs(2), &[]),
+        &conn("127.0.0.1", Some(port), None),
+    )
+    .await;
+    assert_eq!(o.failure, Some(Failure::Protocol), "{o:?}");
+}
+
+mod tls {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls::{self, pki_types};
+
+    /// An HTTPS responder with a certificate for localhost and 127.0.0.1 from a fresh test
+    /// CA; returns its port and the CA's PEM.
+    async fn https_server() -> (u16, String) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "broked test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(s).await {
+                        serve_one(tls, ok(), Arc::default()).await;
+                    }
+                });
+            }
+        });
+        (port, ca.pem())
+    }
+
+    #[tokio::test]
+    async fn verified_with_test_ca_failing_without_it() {
+        let (port, ca_pem) = https_server().await;
+        let r = registry(Duration::from_secs(5), &[]);
+        let extra = serde_json::json!({ "ca_cert": ca_pem }).to_string();
+        let o = test(&r, &conn("https://localhost", Some(port), Some(&extra))).await;
+        assert!(o.success, "{o:?}");
+        let o = test(&r, &conn("https://127.0.0.1", Some(port), Some(&extra))).await;
+        assert!(o.success, "{o:?}");
+
+        let o = test(&r, &conn("https://localhost", Some(port), None)).await;
+        assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+
+        let o = test(
+            &r,
+            &conn(
+                "https://localhost",
+                Some(port),
+                Some(r#"{"verify_tls":false}"#),
+            ),
+        )
+        .await;
+        assert!(o.success, "{o:?}");
+    }
+}
+
+/// Proxies from the server's environment would reach targets on the probe's behalf, past the
+/// policy: they must be ignored. Environment variables are per process, so the check runs in
+/// a child test process with HTTP_PROXY/HTTPS_PROXY/ALL_PROXY pointing at a recording listener.
+#[test]
+fn environment_proxies_are_ignored() {
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.local_addr().unwrap().port());
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "proxy_child", "--nocapture"])
+        .env("BROKED_HTTP_PROXY_CHILD", "1")
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("HTTPS_PROXY", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+    assert!(
+        proxy.accept().is_err(),
+        "the probe went through the environment's proxy"
+    );
+}
+
+#[tokio::test]
+async fn proxy_child() {
+    if std::env::var_os("BROKED_HTTP_PROXY_CHILD").is_none() {
+        return; // runs only inside environment_proxies_are_ignored
+    }
+    let (port, seen) = http_server("127.0.0.1", ok()).await;
+    let o = test(
+        &registry(Duration::from_secs(5), &[]),
+        &conn("127.0.0.1", Some(port), None),
+    )
+    .await;
+    assert!(o.success, "{o:?}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
