@@ -83,3 +83,23 @@ fn missing_fields_are_config_errors() {
     assert_eq!(e.kind, Failure::Config);
     assert!(!e.message.contains("x/../y"));
 }
+
+/// Names the SDK asks for beyond the endpoint (AWS's virtual-hosted bucket names) go through
+/// the same policy: here `localhost` resolves to a denied loopback address.
+#[tokio::test]
+async fn resolver_applies_the_policy_to_other_names() {
+    let deny = ["127.0.0.0/8".to_owned(), "::1/128".to_owned()];
+    let policy = Policy::new(Duration::from_secs(5), false, &deny).unwrap();
+    let resolver = PolicyResolver {
+        policy,
+        known: Arc::new(HashMap::from([(
+            "endpoint.test".to_owned(),
+            vec!["127.0.0.1".parse().unwrap()],
+        )])),
+        failure: Arc::default(),
+    };
+    // The endpoint's addresses were checked by Context::resolve already.
+    assert_eq!(resolver.resolve_dns("Endpoint.Test.").await.unwrap().len(), 1);
+    assert!(resolver.resolve_dns("localhost").await.is_err());
+    assert_eq!(resolver.take_failure().unwrap().kind, Failure::Blocked);
+}

@@ -273,10 +273,12 @@ async fn denied_address_is_blocked_before_connecting() {
     let listener = TcpListener::bind("127.0.0.2:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut c = local_conn(port);
-    c.host = Some("127.0.0.2".into());
-    let e = fail(check(&c, &ctx_with(Duration::from_secs(5), &["127.0.0.2/32"])).await);
-    assert_eq!(e.kind, Failure::Blocked, "{e:?}");
+    for host in ["127.0.0.2", "2130706434"] {
+        let mut c = local_conn(port);
+        c.host = Some(host.into());
+        let e = fail(check(&c, &ctx_with(Duration::from_secs(5), &["127.0.0.2/32"])).await);
+        assert_eq!(e.kind, Failure::Blocked, "{host}: {e:?}");
+    }
     assert!(
         listener.accept().is_err(),
         "a connection reached the denied address"
