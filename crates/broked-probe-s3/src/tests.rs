@@ -99,7 +99,10 @@ async fn resolver_applies_the_policy_to_other_names() {
         failure: Arc::default(),
     };
     // The endpoint's addresses were checked by Context::resolve already.
-    assert_eq!(resolver.resolve_dns("Endpoint.Test.").await.unwrap().len(), 1);
+    assert_eq!(
+        resolver.resolve_dns("Endpoint.Test.").await.unwrap().len(),
+        1
+    );
     assert!(resolver.resolve_dns("localhost").await.is_err());
     assert_eq!(resolver.take_failure().unwrap().kind, Failure::Blocked);
 }
