@@ -2,8 +2,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -113,6 +117,28 @@ fn timeout_error(timeout: Duration) -> ProbeError {
     )
 }
 
+/// A probe future whose panic becomes a [`Failure::Other`] error instead of unwinding into
+/// the caller (a server request, a CLI run over many connections).
+struct CatchPanic<'a>(crate::ProbeFuture<'a>);
+
+impl Future for CatchPanic<'_> {
+    type Output = Result<String, ProbeError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => {
+                tracing::error!("a connection probe panicked");
+                Poll::Ready(Err(ProbeError::new(
+                    Failure::Other,
+                    "the connection test failed unexpectedly (the probe panicked); see the server log",
+                )))
+            }
+        }
+    }
+}
+
 /// The result of one test, as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -216,7 +242,8 @@ impl Registry {
         };
         let driver = probe.driver();
         let ctx = Context::new(self.policy.clone());
-        let result = tokio::time::timeout(self.policy.timeout(), probe.probe(conn, &ctx)).await;
+        let run = CatchPanic(probe.probe(conn, &ctx));
+        let result = tokio::time::timeout(self.policy.timeout(), run).await;
         let latency = start.elapsed();
         let outcome = match result {
             Ok(Ok(detail)) => Outcome {
@@ -250,6 +277,26 @@ mod tests {
     use broked_core::{ConnId, Secret};
 
     struct Fake(Result<&'static str, ProbeError>, Duration);
+
+    struct Panics;
+
+    impl Probe for Panics {
+        fn conn_type(&self) -> ConnType {
+            ConnType::Http
+        }
+        fn driver(&self) -> &'static str {
+            "panics"
+        }
+        fn probe<'a>(&'a self, conn: &'a Connection, _ctx: &'a Context) -> ProbeFuture<'a> {
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                panic!(
+                    "probe bug with {}",
+                    conn.password.as_ref().unwrap().expose()
+                )
+            })
+        }
+    }
 
     impl Probe for Fake {
         fn conn_type(&self) -> ConnType {
@@ -327,6 +374,20 @@ mod tests {
             timeout_error(r.policy().timeout()).message,
             "no answer within 10 s"
         );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_probe_is_a_failure() {
+        let mut r = registry(1000, false, Fake(Ok(""), Duration::ZERO));
+        r.register(Arc::new(Panics));
+        let o = r.test(&conn(ConnType::Http)).await;
+        assert_eq!(
+            (o.success, o.failure, o.driver),
+            (false, Some(Failure::Other), "panics")
+        );
+        assert!(!o.message.contains("s3cr3t-pass"), "{}", o.message);
+        // The registry still works afterwards.
+        assert!(r.test(&conn(ConnType::Generic)).await.success);
     }
 
     #[tokio::test]
