@@ -159,7 +159,7 @@ async fn silent_listener_times_out_at_the_bound() {
     assert_eq!(o.failure, Some(Failure::Timeout), "{o:?}");
     assert_eq!(o.message, "no answer within 500 ms");
     assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_millis(900),
+        took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
         "{took:?}"
     );
 }
