@@ -11,10 +11,10 @@ broked_pg_setup() {
     local user=broked_test db=broked_test password='broked-pg-Sq7v-test-pw'
     command -v pg_lsclusters >/dev/null 2>&1 || need_pkgs postgresql
     local version
-    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)
     if [ -z "$version" ]; then
         log "postgres: no cluster under /etc/postgresql; creating main"
-        version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+        version=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1 || true)
         pg_createcluster "$version" main >/dev/null || return 1
     fi
     local port
