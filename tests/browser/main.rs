@@ -28,7 +28,9 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The browser and its driver, or `None` after printing why the test is skipped.
 fn browser_tools() -> Option<(PathBuf, PathBuf)> {
-    let var = |name: &str, default: &str| PathBuf::from(std::env::var(name).unwrap_or_else(|_| default.into()));
+    let var = |name: &str, default: &str| {
+        PathBuf::from(std::env::var(name).unwrap_or_else(|_| default.into()))
+    };
     let chromium = var("BROKED_TEST_CHROMIUM", "/usr/bin/chromium");
     let driver = var("BROKED_TEST_CHROMEDRIVER", "/usr/bin/chromedriver");
     let missing: Vec<String> = [&chromium, &driver]
@@ -78,10 +80,18 @@ impl Driver {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display()));
         let deadline = Instant::now() + WAIT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Driver { child, url: format!("http://127.0.0.1:{port}"), log, profile }
+        Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            profile,
+        }
     }
 
     fn log_text(&self) -> String {
@@ -111,7 +121,9 @@ async fn open_browser(chromium: &Path, driver: &Driver) -> Client {
             ],
         },
     });
-    let Value::Object(caps) = caps else { unreachable!() };
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     ClientBuilder::new(connector)
         .capabilities(caps)
@@ -132,7 +144,11 @@ fn run<F: Future<Output = ()>>(f: F) {
 
 /// A blocking API call from inside the async test, on a thread of its own.
 fn call(server: &Server, method: &str, path: &str, body: Option<&str>) -> Reply {
-    std::thread::scope(|s| s.spawn(|| server.call(method, path, body)).join().expect("api call"))
+    std::thread::scope(|s| {
+        s.spawn(|| server.call(method, path, body))
+            .join()
+            .expect("api call")
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,12 +173,18 @@ async fn find(c: &Client, css: &str) -> Element {
 async fn wait_js(c: &Client, what: &str, expr: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let v = c.execute(&format!("return Boolean({expr})"), vec![]).await.expect("execute");
+        let v = c
+            .execute(&format!("return Boolean({expr})"), vec![])
+            .await
+            .expect("execute");
         if v == Value::Bool(true) {
             return;
         }
         if Instant::now() > deadline {
-            panic!("timed out waiting for {what} ({expr})\npage:\n{}", page_text(c).await);
+            panic!(
+                "timed out waiting for {what} ({expr})\npage:\n{}",
+                page_text(c).await
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -180,7 +202,10 @@ async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
             return text;
         }
         if Instant::now() > deadline {
-            panic!("{css} never showed {needle:?}; it shows {text:?}\npage:\n{}", page_text(c).await);
+            panic!(
+                "{css} never showed {needle:?}; it shows {text:?}\npage:\n{}",
+                page_text(c).await
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -195,20 +220,41 @@ async fn fill(c: &Client, css: &str, value: &str) {
 }
 
 async fn click(c: &Client, css: &str) {
-    find(c, css).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+    find(c, css)
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
 async fn value(c: &Client, css: &str) -> String {
-    find(c, css).await.prop("value").await.expect("value").unwrap_or_default()
+    find(c, css)
+        .await
+        .prop("value")
+        .await
+        .expect("value")
+        .unwrap_or_default()
 }
 
 async fn active_id(c: &Client) -> String {
-    let v = c.execute("return document.activeElement ? document.activeElement.id : ''", vec![]).await;
-    v.ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    let v = c
+        .execute(
+            "return document.activeElement ? document.activeElement.id : ''",
+            vec![],
+        )
+        .await;
+    v.ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 async fn press(c: &Client, key: &str) {
-    c.active_element().await.expect("active element").send_keys(key).await.expect("key");
+    c.active_element()
+        .await
+        .expect("active element")
+        .send_keys(key)
+        .await
+        .expect("key");
 }
 
 /// Presses Tab until the element with `id` has focus; panics after `max` presses.
@@ -221,11 +267,20 @@ async fn tab_to(c: &Client, id: &str, max: usize) {
         press(c, TAB).await;
         seen.push(active_id(c).await);
     }
-    assert_eq!(active_id(c).await, id, "Tab never reached #{id}; focus went through {seen:?}");
+    assert_eq!(
+        active_id(c).await,
+        id,
+        "Tab never reached #{id}; focus went through {seen:?}"
+    );
 }
 
 async fn form_shown(c: &Client) {
-    wait_js(c, "the connection form", "!document.getElementById('view-form').hidden && document.body.classList.contains('ready')").await;
+    wait_js(
+        c,
+        "the connection form",
+        "!document.getElementById('view-form').hidden && document.body.classList.contains('ready')",
+    )
+    .await;
 }
 
 async fn list_shown(c: &Client) {
@@ -257,7 +312,9 @@ fn pg_fields(pg: &env::Service) -> (String, String, String, String, String) {
 /// without touching the password, refuse invalid extra, and delete it while a pipeline uses it.
 #[test]
 fn connection_lifecycle_in_the_browser() {
-    let Some((chromium, driver_bin)) = browser_tools() else { return };
+    let Some((chromium, driver_bin)) = browser_tools() else {
+        return;
+    };
     let Some(pg) = env::postgres() else { return };
     let (pg_host, pg_port, pg_db, pg_user, pg_password) = pg_fields(&pg);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -265,7 +322,9 @@ fn connection_lifecycle_in_the_browser() {
     let driver = Driver::start(&driver_bin);
     run(async {
         let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/#/connections", server.base)).await.expect("open the UI");
+        c.goto(&format!("{}/#/connections", server.base))
+            .await
+            .expect("open the UI");
         list_shown(&c).await;
         wait_text(&c, "#list-status", "No connections yet").await;
 
@@ -274,23 +333,65 @@ fn connection_lifecycle_in_the_browser() {
         form_shown(&c).await;
         wait_text(&c, "#form-title", "New Connection").await;
         let types = find(&c, "#f-type").await.text().await.expect("options");
-        for label in ["PostgreSQL", "MySQL", "SQLite", "HTTP / REST API", "SFTP / SSH", "Amazon S3", "Generic"] {
+        for label in [
+            "PostgreSQL",
+            "MySQL",
+            "SQLite",
+            "HTTP / REST API",
+            "SFTP / SSH",
+            "Amazon S3",
+            "Generic",
+        ] {
             assert!(types.contains(label), "type select lacks {label}: {types}");
         }
-        find(&c, "#f-type").await.select_by_value("postgres").await.expect("select postgres");
-        assert_eq!(value(&c, "#f-port").await, "5432", "the port is filled with the type's default");
+        find(&c, "#f-type")
+            .await
+            .select_by_value("postgres")
+            .await
+            .expect("select postgres");
+        assert_eq!(
+            value(&c, "#f-port").await,
+            "5432",
+            "the port is filled with the type's default"
+        );
         wait_text(&c, ".field[data-field=schema] label", "Database").await;
 
         // Labels follow the type: sqlite asks for a file path and hides the port; s3 for a bucket.
-        find(&c, "#f-type").await.select_by_value("sqlite").await.expect("select sqlite");
+        find(&c, "#f-type")
+            .await
+            .select_by_value("sqlite")
+            .await
+            .expect("select sqlite");
         wait_text(&c, ".field[data-field=host] label", "Database file path").await;
-        wait_js(&c, "port hidden for sqlite", "document.querySelector('.field[data-field=port]').hidden").await;
-        find(&c, "#f-type").await.select_by_value("s3").await.expect("select s3");
+        wait_js(
+            &c,
+            "port hidden for sqlite",
+            "document.querySelector('.field[data-field=port]').hidden",
+        )
+        .await;
+        find(&c, "#f-type")
+            .await
+            .select_by_value("s3")
+            .await
+            .expect("select s3");
         wait_text(&c, ".field[data-field=schema] label", "Bucket").await;
         wait_text(&c, ".field[data-field=host] label", "Endpoint").await;
-        wait_js(&c, "region shown for s3", "!document.querySelector('.field[data-field=region]').hidden").await;
-        assert_eq!(value(&c, "#f-port").await, "443", "an untouched port follows the type");
-        find(&c, "#f-type").await.select_by_value("postgres").await.expect("select postgres");
+        wait_js(
+            &c,
+            "region shown for s3",
+            "!document.querySelector('.field[data-field=region]').hidden",
+        )
+        .await;
+        assert_eq!(
+            value(&c, "#f-port").await,
+            "443",
+            "an untouched port follows the type"
+        );
+        find(&c, "#f-type")
+            .await
+            .select_by_value("postgres")
+            .await
+            .expect("select postgres");
         assert_eq!(value(&c, "#f-port").await, "5432");
 
         fill(&c, "#f-conn_id", "ui-pg").await;
@@ -308,9 +409,16 @@ fn connection_lifecycle_in_the_browser() {
         // Test before Save: POST /api/connections/test with the form.
         click(&c, "#test").await;
         let result = wait_text(&c, "#test-result", "Success").await;
-        assert!(result.contains("sqlx-postgres"), "the driver is shown: {result}");
+        assert!(
+            result.contains("sqlx-postgres"),
+            "the driver is shown: {result}"
+        );
         assert!(result.contains(" ms"), "the latency is shown: {result}");
-        assert_eq!(call(&server, "GET", "/api/connections/ui-pg", None).status, 404, "Test saves nothing");
+        assert_eq!(
+            call(&server, "GET", "/api/connections/ui-pg", None).status,
+            404,
+            "Test saves nothing"
+        );
 
         click(&c, "#save").await;
         wait_text(&c, "#form-status", "Saved ui-pg").await;
@@ -323,29 +431,74 @@ fn connection_lifecycle_in_the_browser() {
         assert_eq!(saved.json["port"].as_u64(), pg_port.parse::<u64>().ok());
 
         // The edit form: conn_id read-only, the password never shown.
-        assert_eq!(find(&c, "#f-conn_id").await.prop("readOnly").await.expect("prop").as_deref(), Some("true"));
-        assert_eq!(value(&c, "#f-password").await, "", "a stored password is never put in the page");
-        assert_eq!(find(&c, "#f-password").await.attr("placeholder").await.expect("attr").as_deref(), Some("********"));
-        assert!(!c.source().await.expect("source").contains(&pg_password), "the password is not in the page");
+        assert_eq!(
+            find(&c, "#f-conn_id")
+                .await
+                .prop("readOnly")
+                .await
+                .expect("prop")
+                .as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            value(&c, "#f-password").await,
+            "",
+            "a stored password is never put in the page"
+        );
+        assert_eq!(
+            find(&c, "#f-password")
+                .await
+                .attr("placeholder")
+                .await
+                .expect("attr")
+                .as_deref(),
+            Some("********")
+        );
+        assert!(
+            !c.source().await.expect("source").contains(&pg_password),
+            "the password is not in the page"
+        );
 
         // Test after Save: POST /api/connections/ui-pg/test.
-        c.execute("document.getElementById('test-result').replaceChildren()", vec![]).await.expect("js");
+        c.execute(
+            "document.getElementById('test-result').replaceChildren()",
+            vec![],
+        )
+        .await
+        .expect("js");
         click(&c, "#test").await;
         wait_text(&c, "#test-result", "Success").await;
 
         // Edit the description only: Test (unsaved, with the mask) and Save keep the password.
         fill(&c, "#f-description", "edited without the password").await;
-        c.execute("document.getElementById('test-result').replaceChildren()", vec![]).await.expect("js");
+        c.execute(
+            "document.getElementById('test-result').replaceChildren()",
+            vec![],
+        )
+        .await
+        .expect("js");
         click(&c, "#test").await;
         wait_text(&c, "#test-result", "Success").await;
         click(&c, "#save").await;
         wait_text(&c, "#form-status", "Saved ui-pg").await;
         let edited = call(&server, "GET", "/api/connections/ui-pg", None);
         assert_eq!(edited.json["description"], "edited without the password");
-        assert_eq!(edited.json["password"], "********", "the stored password was kept");
+        assert_eq!(
+            edited.json["password"], "********",
+            "the stored password was kept"
+        );
         let probe = call(&server, "POST", "/api/connections/ui-pg/test", None);
-        assert_eq!(probe.json["success"], true, "the kept password still works: {}", probe.text);
-        c.execute("document.getElementById('test-result').replaceChildren()", vec![]).await.expect("js");
+        assert_eq!(
+            probe.json["success"], true,
+            "the kept password still works: {}",
+            probe.text
+        );
+        c.execute(
+            "document.getElementById('test-result').replaceChildren()",
+            vec![],
+        )
+        .await
+        .expect("js");
         click(&c, "#test").await;
         wait_text(&c, "#test-result", "Success").await;
 
@@ -356,13 +509,23 @@ fn connection_lifecycle_in_the_browser() {
         let cleared = call(&server, "GET", "/api/connections/ui-pg", None);
         assert_eq!(cleared.json["password"], Value::Null, "{}", cleared.text);
         assert_eq!(cleared.json["extra"], "********", "extra is kept");
-        c.execute("document.getElementById('test-result').replaceChildren()", vec![]).await.expect("js");
+        c.execute(
+            "document.getElementById('test-result').replaceChildren()",
+            vec![],
+        )
+        .await
+        .expect("js");
         click(&c, "#test").await;
         let failed = wait_text(&c, "#test-result", "Failed").await;
-        assert!(failed.contains("sqlx-postgres"), "a failure names the driver too: {failed}");
+        assert!(
+            failed.contains("sqlx-postgres"),
+            "a failure names the driver too: {failed}"
+        );
 
         // Invalid extra: an error beside the field, and nothing saved.
-        c.goto(&format!("{}/#/connections/new", server.base)).await.expect("new form");
+        c.goto(&format!("{}/#/connections/new", server.base))
+            .await
+            .expect("new form");
         form_shown(&c).await;
         wait_text(&c, "#form-title", "New Connection").await;
         fill(&c, "#f-conn_id", "ui-bad").await;
@@ -370,35 +533,79 @@ fn connection_lifecycle_in_the_browser() {
         fill(&c, "#f-extra", "{not json").await;
         click(&c, "#save").await;
         wait_text(&c, "#e-extra", "not valid JSON").await;
-        assert_eq!(active_id(&c).await, "f-extra", "focus goes to the field to fix");
+        assert_eq!(
+            active_id(&c).await,
+            "f-extra",
+            "focus goes to the field to fix"
+        );
         fill(&c, "#f-extra", "[1, 2]").await;
         click(&c, "#save").await;
         wait_text(&c, "#e-extra", "must be a JSON object").await;
-        assert_eq!(call(&server, "GET", "/api/connections/ui-bad", None).status, 404, "nothing saved");
+        assert_eq!(
+            call(&server, "GET", "/api/connections/ui-bad", None).status,
+            404,
+            "nothing saved"
+        );
         let all = call(&server, "GET", "/api/connections", None);
-        assert_eq!(all.json.as_array().map(Vec::len), Some(1), "only ui-pg exists: {}", all.text);
+        assert_eq!(
+            all.json.as_array().map(Vec::len),
+            Some(1),
+            "only ui-pg exists: {}",
+            all.text
+        );
 
         // An error the server finds is shown beside the field it names.
         fill(&c, "#f-extra", "").await;
         fill(&c, "#f-conn_id", "Not A Slug").await;
         click(&c, "#save").await;
-        wait_js(&c, "the conn_id error", "!document.getElementById('e-conn_id').hidden").await;
-        assert_eq!(call(&server, "GET", "/api/connections", None).json.as_array().map(Vec::len), Some(1));
+        wait_js(
+            &c,
+            "the conn_id error",
+            "!document.getElementById('e-conn_id').hidden",
+        )
+        .await;
+        assert_eq!(
+            call(&server, "GET", "/api/connections", None)
+                .json
+                .as_array()
+                .map(Vec::len),
+            Some(1)
+        );
 
         // The list, filtered by type.
         click(&c, "#nav-connections").await;
         list_shown(&c).await;
         let row = wait_text(&c, "tr[data-conn-id=ui-pg]", "PostgreSQL").await;
-        assert!(row.contains(&pg_host) && row.contains(&pg_port), "the row shows host and port: {row}");
-        find(&c, "#type-filter").await.select_by_value("mysql").await.expect("filter");
+        assert!(
+            row.contains(&pg_host) && row.contains(&pg_port),
+            "the row shows host and port: {row}"
+        );
+        find(&c, "#type-filter")
+            .await
+            .select_by_value("mysql")
+            .await
+            .expect("filter");
         wait_text(&c, "#list-status", "No MySQL connections").await;
-        find(&c, "#type-filter").await.select_by_value("postgres").await.expect("filter");
+        find(&c, "#type-filter")
+            .await
+            .select_by_value("postgres")
+            .await
+            .expect("filter");
         wait_text(&c, "#list-status", "1 PostgreSQL connection").await;
-        find(&c, "#type-filter").await.select_by_value("").await.expect("filter");
+        find(&c, "#type-filter")
+            .await
+            .select_by_value("")
+            .await
+            .expect("filter");
         wait_text(&c, "#list-status", "1 connection").await;
         screenshot(&c, "ui-list.png").await;
         c.set_window_size(400, 800).await.expect("resize");
-        wait_js(&c, "no horizontal scroll", "document.documentElement.scrollWidth <= window.innerWidth").await;
+        wait_js(
+            &c,
+            "no horizontal scroll",
+            "document.documentElement.scrollWidth <= window.innerWidth",
+        )
+        .await;
         screenshot(&c, "ui-list-narrow.png").await;
         c.set_window_size(1280, 900).await.expect("resize");
 
@@ -408,49 +615,86 @@ fn connection_lifecycle_in_the_browser() {
         let put = call(&server, "PUT", "/api/pipelines/users-sync", Some(pipeline));
         assert_eq!(put.status, 200, "{}", put.text);
         click(&c, "tr[data-conn-id=ui-pg] button.delete").await;
-        wait_js(&c, "the delete dialog", "document.getElementById('delete-dialog').open").await;
+        wait_js(
+            &c,
+            "the delete dialog",
+            "document.getElementById('delete-dialog').open",
+        )
+        .await;
         let body = wait_text(&c, "#delete-body", "users-sync").await;
-        assert!(body.contains("users sync") && body.contains("src"), "the pipeline and its node: {body}");
+        assert!(
+            body.contains("users sync") && body.contains("src"),
+            "the pipeline and its node: {body}"
+        );
         assert!(body.contains("409"), "the refusal is explained: {body}");
         wait_text(&c, "#delete-confirm", "Delete anyway").await;
         screenshot(&c, "ui-delete.png").await;
         click(&c, "#delete-cancel").await;
-        wait_js(&c, "the dialog closed", "!document.getElementById('delete-dialog').open").await;
-        assert_eq!(call(&server, "GET", "/api/connections/ui-pg", None).status, 200, "Cancel deletes nothing");
+        wait_js(
+            &c,
+            "the dialog closed",
+            "!document.getElementById('delete-dialog').open",
+        )
+        .await;
+        assert_eq!(
+            call(&server, "GET", "/api/connections/ui-pg", None).status,
+            200,
+            "Cancel deletes nothing"
+        );
         click(&c, "tr[data-conn-id=ui-pg] button.delete").await;
         wait_text(&c, "#delete-confirm", "Delete anyway").await;
         click(&c, "#delete-confirm").await;
         wait_text(&c, "#notice", "Deleted ui-pg").await;
         wait_text(&c, "#list-status", "No connections yet").await;
-        assert_eq!(call(&server, "GET", "/api/connections/ui-pg", None).status, 404);
+        assert_eq!(
+            call(&server, "GET", "/api/connections/ui-pg", None).status,
+            404
+        );
 
         // A narrow window: no sideways scrolling.
         c.set_window_size(400, 800).await.expect("resize");
         click(&c, "#new-connection").await;
         form_shown(&c).await;
-        wait_js(&c, "no horizontal scroll", "document.documentElement.scrollWidth <= window.innerWidth").await;
+        wait_js(
+            &c,
+            "no horizontal scroll",
+            "document.documentElement.scrollWidth <= window.innerWidth",
+        )
+        .await;
         screenshot(&c, "ui-form-narrow.png").await;
 
         c.close().await.expect("close the browser");
     });
     drop(driver);
     let log = server.log_text();
-    assert!(!log.contains(&pg_password), "the server log never holds the password");
+    assert!(
+        !log.contains(&pg_password),
+        "the server log never holds the password"
+    );
 }
 
 /// With an API token the page asks for it once and keeps it for the tab; then New Connection
 /// and Save are reached with the keyboard alone.
 #[test]
 fn token_prompt_and_keyboard_only() {
-    let Some((chromium, driver_bin)) = browser_tools() else { return };
+    let Some((chromium, driver_bin)) = browser_tools() else {
+        return;
+    };
     const TOKEN: &str = "ui-test-token-4f2a";
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path(), &["--api-token", TOKEN]);
     let driver = Driver::start(&driver_bin);
     run(async {
         let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/", server.base)).await.expect("open the UI");
-        wait_js(&c, "the token prompt", "document.getElementById('token-dialog').open").await;
+        c.goto(&format!("{}/", server.base))
+            .await
+            .expect("open the UI");
+        wait_js(
+            &c,
+            "the token prompt",
+            "document.getElementById('token-dialog').open",
+        )
+        .await;
         assert_eq!(active_id(&c).await, "token-input", "the prompt has focus");
         press(&c, "wrong-token").await;
         press(&c, ENTER).await;
@@ -459,11 +703,26 @@ fn token_prompt_and_keyboard_only() {
         press(&c, ENTER).await;
         list_shown(&c).await;
         wait_text(&c, "#list-status", "No connections yet").await;
-        let stored = c.execute("return [sessionStorage.getItem('broked.apiToken'), localStorage.length]", vec![]).await.expect("js");
-        assert_eq!(stored, json!([TOKEN, 0]), "the token is kept for the tab only");
+        let stored = c
+            .execute(
+                "return [sessionStorage.getItem('broked.apiToken'), localStorage.length]",
+                vec![],
+            )
+            .await
+            .expect("js");
+        assert_eq!(
+            stored,
+            json!([TOKEN, 0]),
+            "the token is kept for the tab only"
+        );
 
         // Keyboard only: Tab to New Connection, Enter, fill in, Tab to Save, Enter.
-        c.execute("document.activeElement && document.activeElement.blur()", vec![]).await.expect("js");
+        c.execute(
+            "document.activeElement && document.activeElement.blur()",
+            vec![],
+        )
+        .await
+        .expect("js");
         tab_to(&c, "new-connection", 10).await;
         press(&c, ENTER).await;
         form_shown(&c).await;
@@ -488,10 +747,19 @@ fn token_prompt_and_keyboard_only() {
         c.refresh().await.expect("reload");
         form_shown(&c).await;
         wait_text(&c, "#form-title", "Edit kbd-conn").await;
-        let open = c.execute("return document.getElementById('token-dialog').open", vec![]).await.expect("js");
+        let open = c
+            .execute(
+                "return document.getElementById('token-dialog').open",
+                vec![],
+            )
+            .await
+            .expect("js");
         assert_eq!(open, Value::Bool(false), "no second prompt");
         c.close().await.expect("close the browser");
     });
     drop(driver);
-    assert!(!server.log_text().contains(TOKEN), "the server log never holds the token");
+    assert!(
+        !server.log_text().contains(TOKEN),
+        "the server log never holds the token"
+    );
 }
