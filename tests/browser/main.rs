@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 
 const TAB: &str = "\u{e004}";
 const ENTER: &str = "\u{e007}";
-const WAIT: Duration = Duration::from_secs(20);
+/// How long any one step may take: generous, because CI shares two cores among many tests.
+const WAIT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // Chromium and chromedriver
