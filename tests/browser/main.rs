@@ -599,6 +599,12 @@ fn connection_lifecycle_in_the_browser() {
             .await
             .expect("filter");
         wait_text(&c, "#list-status", "1 connection").await;
+        c.execute(
+            "document.activeElement && document.activeElement.blur()",
+            vec![],
+        )
+        .await
+        .expect("js");
         screenshot(&c, "ui-list.png").await;
         c.set_window_size(400, 800).await.expect("resize");
         wait_js(
