@@ -1,0 +1,552 @@
+//! [`Connections`]: CRUD, resolve, test and pipeline usage over one database and its keyring.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
+use broked_crypto::Keyring;
+use broked_store::{
+    Deleted, PipelineRef, PutPipeline, Sealed, SecretField, SqliteStore, Store, StoreError,
+    StoredConnection, StoredPipeline, Written,
+};
+
+use crate::error::{Error, store_err};
+use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage, now};
+use crate::pipeline::{PipelineDef, PipelineId};
+use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
+use crate::{Options, TestOutcome, env, keys, probes};
+
+/// How many times a write is retried when another writer changed the row first.
+const WRITE_ATTEMPTS: usize = 16;
+
+/// The stored connections of one database, with its keyring and the probes built in.
+///
+/// Shared between threads (`Send + Sync`); every call is one transaction. Several processes
+/// (the server and the CLI) may open the same database at once.
+pub struct Connections {
+    pub(crate) db: PathBuf,
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) keyring: RwLock<Keyring>,
+    pub(crate) options: Options,
+    registry: broked_probe::Registry,
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decrypted connections by conn_id, valid while the store's generation is unchanged.
+#[derive(Default)]
+struct Cache {
+    generation: Option<u64>,
+    entries: HashMap<String, Resolved>,
+}
+
+/// Where [`Connections::resolve`] found a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The environment variable `BROKED_CONN_<ID>`.
+    Environment { var: String },
+    /// The database.
+    Store,
+}
+
+/// A connection with its secrets, and its full URI — what the engine hands to a driver.
+/// `Debug` shows no secret.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub connection: Connection,
+    pub uri: Secret,
+    pub source: Source,
+}
+
+impl Connections {
+    /// Opens the database at `db_path` (created on first run, with its key file
+    /// `{db_path}.key`), with default [`Options`].
+    pub fn open(db_path: impl AsRef<Path>) -> Result<Connections, Error> {
+        Connections::open_with(db_path, Options::default())
+    }
+
+    /// Opens the database with `options`. A database that holds secrets and a missing or
+    /// different key file is an error naming the key file; a new key is never generated
+    /// over existing secrets.
+    pub fn open_with(db_path: impl AsRef<Path>, options: Options) -> Result<Connections, Error> {
+        let db = db_path.as_ref().to_owned();
+        let store = SqliteStore::open(&db).map_err(store_err)?;
+        let keyring = keys::open_keyring(&db, &store)?;
+        let registry = probes::registry(&options)?;
+        Ok(Connections {
+            db,
+            store: Box::new(store),
+            keyring: RwLock::new(keyring),
+            options,
+            registry,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        &self.db
+    }
+
+    /// The key file.
+    pub fn key_path(&self) -> PathBuf {
+        Keyring::path_for_db(&self.db)
+    }
+
+    /// Stores a new connection; its secrets are sealed before they reach the database.
+    pub fn create(&self, input: ConnectionInput) -> Result<ConnectionInfo, Error> {
+        let conn = input.validate()?;
+        let now = now();
+        let stored = self.with_sealed_retry(
+            || {
+                Ok(StoredConnection {
+                    conn_id: conn.conn_id.as_str().to_owned(),
+                    conn_type: conn.conn_type.as_str().to_owned(),
+                    host: conn.host.clone(),
+                    port: conn.port,
+                    schema: conn.schema.clone(),
+                    login: conn.login.clone(),
+                    password: self.seal_opt(
+                        &conn,
+                        SecretField::Password,
+                        conn.password.as_ref(),
+                    )?,
+                    extra: self.seal_opt(&conn, SecretField::Extra, conn.extra.as_ref())?,
+                    description: conn.description.clone(),
+                    created_at: now.clone(),
+                    updated_at: now.clone(),
+                    version: 1,
+                })
+            },
+            |row| self.store.insert_connection(row),
+        )?;
+        self.count_row_seals(&stored, None)?;
+        info(&stored)
+    }
+
+    /// A connection, masked.
+    pub fn get(&self, conn_id: &str) -> Result<ConnectionInfo, Error> {
+        info(&self.stored(conn_id)?)
+    }
+
+    /// Every connection, masked, sorted by conn_id; only those of `conn_type` if given.
+    pub fn list(&self, conn_type: Option<ConnType>) -> Result<Vec<ConnectionInfo>, Error> {
+        let rows = self
+            .store
+            .list_connections(conn_type.map(ConnType::as_str))
+            .map_err(store_err)?;
+        rows.iter().map(info).collect()
+    }
+
+    /// Updates a connection (PUT: [`UpdateMode::Replace`]; PATCH: [`UpdateMode::Merge`]).
+    /// Secrets absent or `********` are kept, `null` clears them; conn_id cannot change.
+    /// A concurrent update of the same connection is never lost: the write is retried on the
+    /// newer row.
+    pub fn update(
+        &self,
+        conn_id: &str,
+        update: ConnectionUpdate,
+        mode: UpdateMode,
+    ) -> Result<ConnectionInfo, Error> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let old = self.stored(conn_id)?;
+            let current = self.decrypt(&old)?;
+            let new = update.clone().apply(&current, mode)?;
+            let keep = |field: SecretField,
+                        new: Option<&Secret>,
+                        cur: Option<&Secret>|
+             -> Result<Option<Sealed>, Error> {
+                match (new, cur) {
+                    // Unchanged: keep the sealed value as it is (same conn_id, same field).
+                    (Some(n), Some(c)) if n == c => Ok(old.sealed(field).cloned()),
+                    (Some(n), _) => self.seal(conn_id, field, n).map(Some),
+                    (None, _) => Ok(None),
+                }
+            };
+            let row = StoredConnection {
+                conn_id: old.conn_id.clone(),
+                conn_type: new.conn_type.as_str().to_owned(),
+                host: new.host.clone(),
+                port: new.port,
+                schema: new.schema.clone(),
+                login: new.login.clone(),
+                password: keep(
+                    SecretField::Password,
+                    new.password.as_ref(),
+                    current.password.as_ref(),
+                )?,
+                extra: keep(
+                    SecretField::Extra,
+                    new.extra.as_ref(),
+                    current.extra.as_ref(),
+                )?,
+                description: new.description.clone(),
+                created_at: old.created_at.clone(),
+                updated_at: now(),
+                version: old.version,
+            };
+            match self.store.update_connection(&row) {
+                Ok(Written::Done) => {
+                    self.count_row_seals(&row, Some(&old))?;
+                    let mut row = row;
+                    row.version += 1;
+                    return info(&row);
+                }
+                Ok(Written::Stale) => continue,
+                Ok(Written::Missing) => return Err(Error::NotFound(conn_id.to_owned())),
+                Err(StoreError::UnknownKey(_)) => {
+                    self.reload_keyring()?;
+                    continue;
+                }
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(Error::Busy)
+    }
+
+    /// Deletes a connection. Refused with [`Error::InUse`] (listing the pipelines) while a
+    /// pipeline references it, unless `force`.
+    pub fn delete(&self, conn_id: &str, force: bool) -> Result<(), Error> {
+        match self
+            .store
+            .delete_connection(conn_id, force)
+            .map_err(store_err)?
+        {
+            Deleted::Done => Ok(()),
+            Deleted::Missing => Err(Error::NotFound(conn_id.to_owned())),
+            Deleted::InUse(refs) => Err(Error::InUse {
+                conn_id: conn_id.to_owned(),
+                pipelines: usages(refs)?,
+            }),
+        }
+    }
+
+    /// The stored connection with its secrets decrypted. The environment is not consulted
+    /// (see [`Connections::resolve`]).
+    pub fn connection(&self, conn_id: &str) -> Result<Connection, Error> {
+        self.decrypt(&self.stored(conn_id)?)
+    }
+
+    /// What the engine calls: the connection `conn_id` with its secrets and full URI.
+    ///
+    /// Lookup order: the environment variable `BROKED_CONN_<ID>` (conn_id upper-cased, `-` →
+    /// `_`; a URI or a JSON object) first, then the database. Results from the database are
+    /// cached until any process writes to it.
+    pub fn resolve(&self, conn_id: &str) -> Result<Resolved, Error> {
+        let id = ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
+        if let Some(found) = env::lookup(&id) {
+            let connection = found?;
+            let uri = connection.to_uri();
+            return Ok(Resolved {
+                connection,
+                uri,
+                source: Source::Environment {
+                    var: id.env_var_name(),
+                },
+            });
+        }
+        let generation = self.store.generation().map_err(store_err)?;
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.generation != Some(generation) {
+                cache.entries.clear();
+                cache.generation = Some(generation);
+            }
+            if let Some(hit) = cache.entries.get(conn_id) {
+                return Ok(hit.clone());
+            }
+        }
+        let connection = self.connection(conn_id)?;
+        let resolved = Resolved {
+            uri: connection.to_uri(),
+            connection,
+            source: Source::Store,
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.generation == Some(generation) {
+            cache.entries.insert(conn_id.to_owned(), resolved.clone());
+        }
+        Ok(resolved)
+    }
+
+    /// Tests the stored connection with the probe of its type. A failed connect is an
+    /// [`TestOutcome`] with `success: false`, not an error.
+    pub async fn test(&self, conn_id: &str) -> Result<TestOutcome, Error> {
+        let conn = self.connection(conn_id)?;
+        Ok(self.registry.test(&conn).await)
+    }
+
+    /// Tests a connection that is not saved (the UI's Test button before Save).
+    ///
+    /// If `update.conn_id` names a stored connection, a kept secret (absent or `********`)
+    /// is the stored one — but only while type, host and port are those stored: a stored
+    /// password is never sent to another host than the one it was saved for.
+    pub async fn test_unsaved(&self, update: ConnectionUpdate) -> Result<TestOutcome, Error> {
+        let conn = self.unsaved(update)?;
+        Ok(self.registry.test(&conn).await)
+    }
+
+    fn unsaved(&self, update: ConnectionUpdate) -> Result<Connection, Error> {
+        let stored = match update
+            .conn_id
+            .as_deref()
+            .map(|id| self.store.get_connection(id))
+        {
+            Some(r) => r.map_err(store_err)?,
+            None => None,
+        };
+        if let Some(stored) = stored {
+            let current = self.decrypt(&stored)?;
+            let candidate = update.clone().apply(&current, UpdateMode::Replace)?;
+            let same_target = candidate.conn_type == current.conn_type
+                && candidate.host == current.host
+                && candidate.effective_port() == current.effective_port();
+            if same_target {
+                return Ok(candidate);
+            }
+        }
+        let secret = |s: &SecretUpdate| match s {
+            SecretUpdate::Set(v) => Some(v.clone()),
+            SecretUpdate::Keep | SecretUpdate::Clear => None,
+        };
+        let port = update.port.flatten();
+        let input = ConnectionInput {
+            conn_id: Some(
+                update
+                    .conn_id
+                    .clone()
+                    .filter(|id| ConnId::new(id.as_str()).is_ok())
+                    .unwrap_or_else(|| "unsaved".into()),
+            ),
+            conn_type: update.conn_type.clone(),
+            host: update.host.clone().flatten(),
+            port,
+            schema: update.schema.clone().flatten(),
+            login: update.login.clone().flatten(),
+            password: secret(&update.password),
+            extra: secret(&update.extra),
+            description: update.description.clone().flatten(),
+        };
+        Ok(input.validate()?)
+    }
+
+    /// Registers or replaces a pipeline; every conn_id it references must exist.
+    pub fn put_pipeline(
+        &self,
+        pipeline_id: &str,
+        definition: PipelineDef,
+    ) -> Result<PipelineInfo, Error> {
+        let id = PipelineId::new(pipeline_id)?;
+        let refs: Vec<PipelineRef> = definition
+            .references()
+            .into_iter()
+            .map(|(node_id, conn_id)| PipelineRef {
+                pipeline_id: id.as_str().to_owned(),
+                name: definition.name.clone(),
+                node_id,
+                conn_id: conn_id.as_str().to_owned(),
+            })
+            .collect();
+        let now = now();
+        let row = StoredPipeline {
+            pipeline_id: id.as_str().to_owned(),
+            name: definition.name.clone(),
+            definition: definition.to_value().to_string(),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        match self.store.put_pipeline(&row, &refs).map_err(store_err)? {
+            PutPipeline::Created | PutPipeline::Replaced => self.get_pipeline(pipeline_id),
+            PutPipeline::UnknownConnIds(ids) => Err(Error::UnknownConnIds(ids)),
+        }
+    }
+
+    pub fn get_pipeline(&self, pipeline_id: &str) -> Result<PipelineInfo, Error> {
+        match self.store.get_pipeline(pipeline_id).map_err(store_err)? {
+            Some(p) => pipeline_info(p),
+            None => Err(Error::PipelineNotFound(pipeline_id.to_owned())),
+        }
+    }
+
+    /// Every pipeline, sorted by id.
+    pub fn list_pipelines(&self) -> Result<Vec<PipelineInfo>, Error> {
+        self.store
+            .list_pipelines()
+            .map_err(store_err)?
+            .into_iter()
+            .map(pipeline_info)
+            .collect()
+    }
+
+    pub fn delete_pipeline(&self, pipeline_id: &str) -> Result<(), Error> {
+        if self.store.delete_pipeline(pipeline_id).map_err(store_err)? {
+            Ok(())
+        } else {
+            Err(Error::PipelineNotFound(pipeline_id.to_owned()))
+        }
+    }
+
+    /// The pipelines that use a connection, with the nodes that reference it.
+    pub fn used_by(&self, conn_id: &str) -> Result<Vec<PipelineUsage>, Error> {
+        self.stored(conn_id)?;
+        usages(self.store.used_by(conn_id).map_err(store_err)?)
+    }
+
+    // ---- internals ----
+
+    pub(crate) fn stored(&self, conn_id: &str) -> Result<StoredConnection, Error> {
+        self.store
+            .get_connection(conn_id)
+            .map_err(store_err)?
+            .ok_or_else(|| Error::NotFound(conn_id.to_owned()))
+    }
+
+    pub(crate) fn stored_all(&self) -> Result<Vec<StoredConnection>, Error> {
+        self.store.list_connections(None).map_err(store_err)
+    }
+
+    pub(crate) fn decrypt(&self, row: &StoredConnection) -> Result<Connection, Error> {
+        let open = |field: SecretField| -> Result<Option<Secret>, Error> {
+            row.sealed(field)
+                .map(|s| self.open_field(&row.conn_id, field, s))
+                .transpose()
+        };
+        Ok(Connection {
+            conn_id: ConnId::new(row.conn_id.as_str()).map_err(|_| corrupt("conn_id"))?,
+            conn_type: row.conn_type.parse().map_err(|_| corrupt("conn_type"))?,
+            host: row.host.clone(),
+            port: row.port,
+            schema: row.schema.clone(),
+            login: row.login.clone(),
+            password: open(SecretField::Password)?,
+            extra: open(SecretField::Extra)?,
+            description: row.description.clone(),
+        })
+    }
+
+    fn seal_opt(
+        &self,
+        conn: &Connection,
+        field: SecretField,
+        value: Option<&Secret>,
+    ) -> Result<Option<Sealed>, Error> {
+        value
+            .map(|v| self.seal(conn.conn_id.as_str(), field, v))
+            .transpose()
+    }
+
+    /// Builds a row with fresh seals and writes it; if the store does not know the key
+    /// (another process pruned it after rotating), re-reads the key file and seals again.
+    fn with_sealed_retry(
+        &self,
+        build: impl Fn() -> Result<StoredConnection, Error>,
+        write: impl Fn(&StoredConnection) -> Result<(), StoreError>,
+    ) -> Result<StoredConnection, Error> {
+        let mut reloaded = false;
+        loop {
+            let row = build()?;
+            match write(&row) {
+                Ok(()) => return Ok(row),
+                Err(StoreError::UnknownKey(_)) if !reloaded => {
+                    reloaded = true;
+                    self.reload_keyring()?;
+                }
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+    }
+
+    /// Counts the seals a write made (values that differ from `old`'s).
+    fn count_row_seals(
+        &self,
+        row: &StoredConnection,
+        old: Option<&StoredConnection>,
+    ) -> Result<(), Error> {
+        let mut per_key: BTreeMap<u32, u64> = BTreeMap::new();
+        for field in SecretField::ALL {
+            if let Some(s) = row.sealed(field) {
+                if old.and_then(|o| o.sealed(field)) != Some(s) {
+                    *per_key.entry(s.key_id).or_default() += 1;
+                }
+            }
+        }
+        for (key, n) in per_key {
+            self.count_seals(key, n)?;
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Store(StoreError::Corrupt {
+        table: "connections",
+        reason: format!("invalid {what}"),
+    })
+}
+
+pub(crate) fn info(row: &StoredConnection) -> Result<ConnectionInfo, Error> {
+    Ok(ConnectionInfo {
+        conn_id: ConnId::new(row.conn_id.as_str()).map_err(|_| corrupt("conn_id"))?,
+        conn_type: row.conn_type.parse().map_err(|_| corrupt("conn_type"))?,
+        host: row.host.clone(),
+        port: row.port,
+        schema: row.schema.clone(),
+        login: row.login.clone(),
+        has_password: row.password.is_some(),
+        has_extra: row.extra.is_some(),
+        description: row.description.clone(),
+        created_at: row.created_at.clone(),
+        updated_at: row.updated_at.clone(),
+    })
+}
+
+fn pipeline_info(row: StoredPipeline) -> Result<PipelineInfo, Error> {
+    let bad = |_| {
+        Error::Store(StoreError::Corrupt {
+            table: "pipelines",
+            reason: "invalid definition".into(),
+        })
+    };
+    Ok(PipelineInfo {
+        pipeline_id: PipelineId::new(row.pipeline_id).map_err(bad)?,
+        definition: PipelineDef::from_json(&row.definition).map_err(bad)?,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// Groups node references by pipeline.
+fn usages(refs: Vec<PipelineRef>) -> Result<Vec<PipelineUsage>, Error> {
+    let mut by_pipeline: BTreeMap<String, PipelineUsage> = BTreeMap::new();
+    for r in refs {
+        let entry = match by_pipeline.entry(r.pipeline_id.clone()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(PipelineUsage {
+                pipeline_id: PipelineId::new(r.pipeline_id).map_err(|_| {
+                    Error::Store(StoreError::Corrupt {
+                        table: "pipelines",
+                        reason: "invalid id".into(),
+                    })
+                })?,
+                name: r.name,
+                nodes: Vec::new(),
+            }),
+        };
+        entry.nodes.push(r.node_id);
+    }
+    Ok(by_pipeline
+        .into_values()
+        .map(|mut u| {
+            u.nodes.sort();
+            u
+        })
+        .collect())
+}

@@ -1,0 +1,139 @@
+//! Connections from the environment: `BROKED_CONN_<ID>` holds a URI or a JSON object, like
+//! Airflow's `AIRFLOW_CONN_*`. Looked at before the store by `Connections::resolve`.
+
+use broked_core::{ConnId, Connection, ConnectionInput, Secret};
+use serde_json::{Map, Value};
+
+/// Why an environment variable does not hold a connection. Never contains the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {var} does not hold a valid connection: {reason}")]
+pub struct EnvConnError {
+    pub var: String,
+    pub reason: String,
+}
+
+/// The connection `id` from the process environment, if its variable is set.
+pub(crate) fn lookup(id: &ConnId) -> Option<Result<Connection, EnvConnError>> {
+    let var = id.env_var_name();
+    let value = Secret::new(std::env::var(&var).ok()?);
+    Some(parse(id, &var, value.expose()))
+}
+
+/// Reads a variable's value: a URI of docs/uri.md, or a JSON object with the connection's
+/// fields (`type` or `conn_type`, `host`, `port`, `schema`, `login`, `password`, `extra` as an
+/// object or a string, `description`).
+pub(crate) fn parse(id: &ConnId, var: &str, value: &str) -> Result<Connection, EnvConnError> {
+    let err = |reason: String| EnvConnError {
+        var: var.to_owned(),
+        reason,
+    };
+    let trimmed = value.trim_start();
+    if !trimmed.starts_with('{') {
+        return Connection::from_uri(id.clone(), value.trim()).map_err(|e| err(e.to_string()));
+    }
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(trimmed) else {
+        return Err(err("it starts with { but is not a JSON object".into()));
+    };
+    let mut input = input_from_object(map).map_err(err)?;
+    input.conn_id = Some(id.as_str().to_owned());
+    input.validate().map_err(|e| err(e.to_string()))
+}
+
+/// A JSON object with a connection's fields as an input: `type` or `conn_type`, `host`,
+/// `port`, `schema`, `login`, `password`, `extra` (an object or a string holding one),
+/// `description`, and `conn_id`. Read-only fields (`created_at`, `updated_at`) are ignored;
+/// any other field is an error. Messages never contain values.
+pub(crate) fn input_from_object(mut map: Map<String, Value>) -> Result<ConnectionInput, String> {
+    let mut string = |key: &str| -> Result<Option<String>, String> {
+        match map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("{key} must be a string")),
+        }
+    };
+    let conn_id = string("conn_id")?;
+    let conn_type = match string("type")? {
+        Some(t) => Some(t),
+        None => string("conn_type")?,
+    };
+    let host = string("host")?;
+    let schema = string("schema")?;
+    let login = string("login")?;
+    let password = string("password")?.map(Secret::from);
+    let description = string("description")?;
+    let extra = match map.remove("extra") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(Secret::from(s)),
+        Some(v @ Value::Object(_)) => Some(Secret::new(v.to_string())),
+        Some(_) => return Err("extra must be a JSON object or a string".into()),
+    };
+    let port = match map.remove("port") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_i64().ok_or("port must be an integer")?),
+        Some(Value::String(s)) => Some(s.parse().map_err(|_| "port must be an integer")?),
+        Some(_) => return Err("port must be an integer".into()),
+    };
+    map.remove("created_at");
+    map.remove("updated_at");
+    if let Some(key) = map.keys().next() {
+        return Err(format!("unknown field {key:?}"));
+    }
+    Ok(ConnectionInput {
+        conn_id,
+        conn_type,
+        host,
+        port,
+        schema,
+        login,
+        password,
+        extra,
+        description,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> ConnId {
+        ConnId::new("prod-postgres").unwrap()
+    }
+
+    #[test]
+    fn uri_and_json_forms_agree() {
+        let from_uri = parse(
+            &id(),
+            "V",
+            "postgres://etl:pw%40x@db:5432/mydb?sslmode=require",
+        )
+        .unwrap();
+        let from_json = parse(
+            &id(),
+            "V",
+            r#"{"conn_type": "postgres", "host": "db", "port": 5432, "schema": "mydb",
+                "login": "etl", "password": "pw@x", "extra": {"sslmode": "require"}}"#,
+        )
+        .unwrap();
+        assert_eq!(from_uri, from_json);
+        assert_eq!(from_uri.password.unwrap().expose(), "pw@x");
+    }
+
+    #[test]
+    fn errors_name_the_variable_never_the_value() {
+        for value in [
+            "postgres://u:ZEBRA-pw@h:99999",
+            r#"{"type": "postgres", "host": "h", "password": "ZEBRA-pw", "port": "x"}"#,
+            r#"{"type": "postgres", "password": "ZEBRA-pw"}"#,
+            r#"{"type": "postgres", "host": "h", "password": "ZEBRA-pw", "oops": 1}"#,
+            "{ZEBRA-pw",
+        ] {
+            let e = parse(&id(), "BROKED_CONN_PROD_POSTGRES", value).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.starts_with("environment variable BROKED_CONN_PROD_POSTGRES"),
+                "{text}"
+            );
+            assert!(!text.contains("ZEBRA"), "{text}");
+        }
+    }
+}

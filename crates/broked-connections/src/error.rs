@@ -1,0 +1,145 @@
+//! The library's one error type. No message contains a password, an extra value or a URI
+//! with credentials.
+
+use std::path::PathBuf;
+
+use broked_core::ValidationErrors;
+
+use crate::env::EnvConnError;
+use crate::info::PipelineUsage;
+use crate::pipeline::PipelineError;
+
+/// What went wrong, with kinds a server maps to HTTP statuses ([`Error::kind`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection is not valid; every problem names its field.
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("{0}")]
+    InvalidPipeline(#[from] PipelineError),
+    #[error("connection {0:?} not found")]
+    NotFound(String),
+    #[error("pipeline {0:?} not found")]
+    PipelineNotFound(String),
+    #[error("connection {0:?} already exists")]
+    AlreadyExists(String),
+    #[error(
+        "connection {conn_id:?} is used by {}: {}; remove it from them first, or delete with force",
+        plural(pipelines.len()),
+        pipelines.iter().map(|p| p.pipeline_id.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    InUse {
+        conn_id: String,
+        pipelines: Vec<PipelineUsage>,
+    },
+    #[error("the pipeline references connections that do not exist: {}", .0.join(", "))]
+    UnknownConnIds(Vec<String>),
+    #[error("{0}")]
+    Env(#[from] EnvConnError),
+    /// The database holds secrets but the key file is missing.
+    #[error(
+        "the database {db} holds encrypted secrets, but its key file {key} is missing; restore \
+         the key file from your backup (a new key is never generated over existing secrets)"
+    )]
+    KeyMissing { db: PathBuf, key: PathBuf },
+    /// The key file does not hold the key the database was encrypted with.
+    #[error(
+        "the key file {key} does not match the database {db}: it does not hold the key the \
+         secrets were encrypted with; restore the right key file from your backup"
+    )]
+    KeyMismatch { db: PathBuf, key: PathBuf },
+    /// A sealed secret could not be opened (wrong key, or the data was tampered with or moved).
+    #[error("the {field} of connection {conn_id:?} could not be decrypted ({reason})")]
+    Decrypt {
+        conn_id: String,
+        field: &'static str,
+        reason: String,
+    },
+    /// An option of [`crate::Options`] is invalid (e.g. a probe deny entry).
+    #[error("invalid option: {0}")]
+    Options(String),
+    #[error("the database is busy; try again")]
+    Busy,
+    #[error("key file: {0}")]
+    Crypto(#[from] broked_crypto::CryptoError),
+    #[error("database: {0}")]
+    Store(broked_store::StoreError),
+    /// An import refused as a whole: every bad row is listed.
+    #[error(
+        "import refused, nothing was changed: {}",
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Import(Vec<ImportRowError>),
+}
+
+/// One bad row of an import. Never contains a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("row {row}{}: {message}", conn_id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default())]
+pub struct ImportRowError {
+    /// 1-based.
+    pub row: usize,
+    pub conn_id: Option<String>,
+    pub message: String,
+}
+
+/// The library's view of a store error.
+pub(crate) fn store_err(e: broked_store::StoreError) -> Error {
+    match e {
+        broked_store::StoreError::Busy => Error::Busy,
+        broked_store::StoreError::AlreadyExists(id) => Error::AlreadyExists(id),
+        other => Error::Store(other),
+    }
+}
+
+fn plural(n: usize) -> String {
+    if n == 1 {
+        "1 pipeline".into()
+    } else {
+        format!("{n} pipelines")
+    }
+}
+
+/// How a caller should treat an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input (HTTP 400/422).
+    Invalid,
+    /// HTTP 404.
+    NotFound,
+    /// Already exists (HTTP 409).
+    Conflict,
+    /// Used by pipelines (HTTP 409).
+    InUse,
+    /// Try again (HTTP 503).
+    Busy,
+    /// Not the client's fault (HTTP 500).
+    Internal,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Invalid(_)
+            | Error::InvalidPipeline(_)
+            | Error::UnknownConnIds(_)
+            | Error::Import(_)
+            | Error::Options(_) => ErrorKind::Invalid,
+            Error::NotFound(_) | Error::PipelineNotFound(_) => ErrorKind::NotFound,
+            Error::AlreadyExists(_) => ErrorKind::Conflict,
+            Error::InUse { .. } => ErrorKind::InUse,
+            Error::Busy => ErrorKind::Busy,
+            Error::Env(_)
+            | Error::KeyMissing { .. }
+            | Error::KeyMismatch { .. }
+            | Error::Decrypt { .. }
+            | Error::Crypto(_)
+            | Error::Store(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<ValidationErrors> for Error {
+    fn from(e: ValidationErrors) -> Error {
+        Error::Invalid(e)
+    }
+}

@@ -1,0 +1,352 @@
+//! The keyring and the store together: opening with a key check, sealing and opening fields,
+//! rotation, pruning and checking.
+//!
+//! "First run" means "the database has no key check value", never "the key file is absent":
+//! a new key is never generated for a database that holds one.
+
+use std::path::Path;
+use std::sync::RwLock;
+
+use broked_core::Secret;
+use broked_crypto::{Aad, CryptoError, KeyId, Keyring};
+use broked_store::{Reseal, Sealed, SecretField, Store};
+
+use crate::connections::Connections;
+use crate::error::{Error, store_err};
+
+/// What `key rotate` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotateReport {
+    /// The new active key, as `k2`.
+    pub active_key: String,
+    /// How many sealed values were moved to it.
+    pub resealed: u64,
+}
+
+/// What `key check` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Sealed values tried.
+    pub checked: u64,
+    pub failures: Vec<CheckFailure>,
+}
+
+/// A sealed value that does not open. Never contains the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckFailure {
+    pub conn_id: String,
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// One key of the keyring, as `key` commands show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyStatus {
+    pub id: String,
+    pub created_at: String,
+    pub active: bool,
+    /// Sealed values under this key.
+    pub secrets: u64,
+}
+
+/// Opens the keyring for `db` and checks it against the key check values in `store`.
+pub(crate) fn open_keyring(db: &Path, store: &dyn Store) -> Result<Keyring, Error> {
+    let key_path = Keyring::path_for_db(db);
+    let checks = store.key_checks().map_err(store_err)?;
+    let keyring = if checks.is_empty() {
+        // First run: no key check in the database, so it holds no secret either (a sealed
+        // value cannot be stored under an unregistered key).
+        Keyring::open_or_create(&key_path)?.0
+    } else {
+        match Keyring::open(&key_path) {
+            Ok(k) => k,
+            Err(CryptoError::Missing { .. }) => {
+                return Err(Error::KeyMissing {
+                    db: db.to_owned(),
+                    key: key_path,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let in_use = store.sealed_per_key().map_err(store_err)?;
+    for (id, check) in &checks {
+        let id = KeyId::new(*id);
+        match keyring.check_value(id) {
+            Some(ours) if ours == *check => {}
+            Some(_) => {
+                return Err(Error::KeyMismatch {
+                    db: db.to_owned(),
+                    key: key_path,
+                });
+            }
+            // A key the file no longer holds: harmless if nothing is sealed under it.
+            None if in_use.iter().any(|(k, n)| *k == id.get() && *n > 0) => {
+                return Err(Error::KeyMismatch {
+                    db: db.to_owned(),
+                    key: key_path,
+                });
+            }
+            None => {}
+        }
+    }
+    register_keys(&keyring, store)?;
+    Ok(keyring)
+}
+
+/// Registers the check value of every key in the ring the database does not know yet (the
+/// first key; a key added by a rotation that crashed before it reached the database).
+fn register_keys(keyring: &Keyring, store: &dyn Store) -> Result<(), Error> {
+    let known = store.key_checks().map_err(store_err)?;
+    for info in keyring.keys() {
+        if known.iter().all(|(id, _)| *id != info.id.get()) {
+            let check = keyring
+                .check_value(info.id)
+                .expect("a key of the ring has a check value");
+            store
+                .add_key_check(info.id.get(), &check)
+                .map_err(store_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn read(keyring: &RwLock<Keyring>) -> std::sync::RwLockReadGuard<'_, Keyring> {
+    keyring.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(keyring: &RwLock<Keyring>) -> std::sync::RwLockWriteGuard<'_, Keyring> {
+    keyring.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Connections {
+    /// Seals `value` for `conn_id`'s `field` under the active key.
+    pub(crate) fn seal(
+        &self,
+        conn_id: &str,
+        field: SecretField,
+        value: &Secret,
+    ) -> Result<Sealed, Error> {
+        let keyring = read(&self.keyring);
+        let blob = keyring.seal(Aad::new(conn_id, field.name()), value.expose().as_bytes())?;
+        Ok(Sealed {
+            key_id: keyring.active().get(),
+            blob,
+        })
+    }
+
+    /// Counts `n` seals made with `key_id` and rotates when the usage bound is reached.
+    pub(crate) fn count_seals(&self, key_id: u32, n: u64) -> Result<(), Error> {
+        if n == 0 {
+            return Ok(());
+        }
+        let total = self.store.count_seals(key_id, n).map_err(store_err)?;
+        if total >= self.options.rotate_after_seals && read(&self.keyring).active().get() == key_id
+        {
+            tracing::info!(
+                key = key_id,
+                seals = total,
+                "usage bound reached: rotating the key"
+            );
+            self.rotate(|_, _| {})?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the key file: another process rotated or pruned.
+    pub(crate) fn reload_keyring(&self) -> Result<(), Error> {
+        let mut keyring = write(&self.keyring);
+        keyring.reload()?;
+        register_keys(&keyring, self.store.as_ref())
+    }
+
+    /// Opens a sealed field. A key this process does not know yet (another process rotated)
+    /// makes it re-read the key file once.
+    pub(crate) fn open_field(
+        &self,
+        conn_id: &str,
+        field: SecretField,
+        sealed: &Sealed,
+    ) -> Result<Secret, Error> {
+        let attempt =
+            |keyring: &Keyring| keyring.open_sealed(Aad::new(conn_id, field.name()), &sealed.blob);
+        // The read guard must be gone before a reload takes the write lock.
+        let first = attempt(&read(&self.keyring));
+        let opened = match first {
+            Err(CryptoError::UnknownKey(_)) => {
+                self.reload_keyring()?;
+                attempt(&read(&self.keyring))
+            }
+            other => other,
+        };
+        let bytes = opened.map_err(|e| Error::Decrypt {
+            conn_id: conn_id.to_owned(),
+            field: field.name(),
+            reason: short_reason(&e),
+        })?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| Error::Decrypt {
+            conn_id: conn_id.to_owned(),
+            field: field.name(),
+            reason: "not UTF-8 text".into(),
+        })?;
+        Ok(Secret::new(text))
+    }
+
+    /// Adds a new active key, re-seals every secret under it in one transaction, and keeps
+    /// the old keys (until [`Connections::prune`]). `progress(done, total)` is called as
+    /// values are re-sealed.
+    ///
+    /// A crash at any point leaves every secret readable: the key file gains the new key
+    /// (atomically) before any value is sealed with it, and the database switches all values
+    /// in one transaction.
+    pub fn rotate(&self, mut progress: impl FnMut(u64, u64)) -> Result<RotateReport, Error> {
+        let active = {
+            let mut keyring = write(&self.keyring);
+            keyring.reload()?;
+            let id = keyring.rotate()?;
+            let check = keyring
+                .check_value(id)
+                .expect("the new key has a check value");
+            self.store
+                .add_key_check(id.get(), &check)
+                .map_err(store_err)?;
+            id
+        };
+        let mut resealed = 0;
+        // Values written meanwhile by a process still on the old key are picked up by the
+        // next pass; a few passes are enough unless someone writes without pause.
+        for _ in 0..5 {
+            let todo = self
+                .store
+                .sealed_not_under(active.get(), usize::MAX)
+                .map_err(store_err)?;
+            if todo.is_empty() {
+                break;
+            }
+            let total = todo.len() as u64;
+            let mut batch = Vec::with_capacity(todo.len());
+            {
+                let keyring = read(&self.keyring);
+                for (i, f) in todo.into_iter().enumerate() {
+                    let blob = keyring
+                        .reseal(Aad::new(&f.conn_id, f.field.name()), &f.sealed.blob)
+                        .map_err(|e| Error::Decrypt {
+                            conn_id: f.conn_id.clone(),
+                            field: f.field.name(),
+                            reason: short_reason(&e),
+                        })?;
+                    batch.push(Reseal {
+                        conn_id: f.conn_id,
+                        field: f.field,
+                        old: f.sealed.blob,
+                        new: Sealed {
+                            key_id: active.get(),
+                            blob,
+                        },
+                    });
+                    progress(i as u64 + 1, total);
+                }
+            }
+            let written = self.store.reseal(&batch).map_err(store_err)? as u64;
+            self.store
+                .count_seals(active.get(), batch.len() as u64)
+                .map_err(store_err)?;
+            resealed += written;
+        }
+        Ok(RotateReport {
+            active_key: active.to_string(),
+            resealed,
+        })
+    }
+
+    /// Removes from the key file and the database the keys that seal nothing any more
+    /// (never the active key). Returns their ids (`k1`…).
+    pub fn prune(&self) -> Result<Vec<String>, Error> {
+        let mut keyring = write(&self.keyring);
+        keyring.reload()?;
+        let active = keyring.active();
+        let candidates: Vec<u32> = keyring
+            .keys()
+            .iter()
+            .map(|k| k.id.get())
+            .filter(|&id| id != active.get())
+            .collect();
+        self.store
+            .remove_unused_keys(&candidates)
+            .map_err(store_err)?;
+        let in_use = self.store.sealed_per_key().map_err(store_err)?;
+        let registered = self.store.key_checks().map_err(store_err)?;
+        // A key goes from the file only once the database has let go of it: registered keys
+        // are the ones a sealed value may still name.
+        let removable: Vec<KeyId> = candidates
+            .into_iter()
+            .filter(|id| {
+                registered.iter().all(|(k, _)| k != id) && in_use.iter().all(|(k, _)| k != id)
+            })
+            .map(KeyId::new)
+            .collect();
+        keyring.remove(&removable)?;
+        Ok(removable.iter().map(|k| k.to_string()).collect())
+    }
+
+    /// Tries to open every sealed value.
+    pub fn check(&self) -> Result<CheckReport, Error> {
+        let mut report = CheckReport {
+            checked: 0,
+            failures: Vec::new(),
+        };
+        for conn in self.store.list_connections(None).map_err(store_err)? {
+            for field in SecretField::ALL {
+                let Some(sealed) = conn.sealed(field) else {
+                    continue;
+                };
+                report.checked += 1;
+                if let Err(e) = self.open_field(&conn.conn_id, field, sealed) {
+                    let reason = match e {
+                        Error::Decrypt { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    report.failures.push(CheckFailure {
+                        conn_id: conn.conn_id.clone(),
+                        field: field.name(),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The keys of the keyring with how many values each seals.
+    pub fn keys(&self) -> Result<Vec<KeyStatus>, Error> {
+        self.reload_keyring()?;
+        let in_use = self.store.sealed_per_key().map_err(store_err)?;
+        let keyring = read(&self.keyring);
+        Ok(keyring
+            .keys()
+            .into_iter()
+            .map(|k| KeyStatus {
+                id: k.id.to_string(),
+                created_at: crate::info::rfc3339(k.created_at),
+                active: k.active,
+                secrets: in_use
+                    .iter()
+                    .find(|(id, _)| *id == k.id.get())
+                    .map_or(0, |(_, n)| *n),
+            })
+            .collect())
+    }
+}
+
+/// A reason for a failed open that never carries data.
+fn short_reason(e: &CryptoError) -> String {
+    match e {
+        CryptoError::UnknownKey(id) => {
+            format!("sealed with key {id}, which the key file does not hold")
+        }
+        CryptoError::Decrypt => {
+            "authentication failed: wrong key, or the value was altered or moved".into()
+        }
+        other => other.to_string(),
+    }
+}

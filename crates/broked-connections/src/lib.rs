@@ -1,0 +1,72 @@
+//! The library the broked pipeline engine links: connections stored with their secrets
+//! encrypted at rest, resolved by `conn_id` to a full URI.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), broked_connections::Error> {
+//! let connections = broked_connections::Connections::open("broked.db")?;
+//! let resolved = connections.resolve("prod-postgres")?;
+//! // resolved.uri is a Secret: its Debug and Display print ********.
+//! let _driver_url: &str = resolved.uri.expose();
+//! # Ok(()) }
+//! ```
+//!
+//! [`Connections`] composes the layers below it: `broked-core` (model, validation, URIs),
+//! `broked-crypto` (sealing with the keyring file `{db_path}.key`), `broked-store` (the SQLite
+//! file) and `broked-probe` with one probe crate per type, each behind a cargo feature of the
+//! same name (`postgres`, `mysql`, `sqlite`, `http`, `sftp`, `s3`, `tcp`; all on by default).
+//! The server and the CLI are thin over it.
+//!
+//! Not here: HTTP, JSON wire shapes, terminal output.
+
+mod connections;
+mod env;
+mod error;
+mod info;
+mod keys;
+mod pipeline;
+mod probes;
+mod transfer;
+mod update;
+
+use std::time::Duration;
+
+pub use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
+pub use broked_probe::{Failure, Outcome as TestOutcome};
+
+pub use crate::connections::{Connections, Resolved, Source};
+pub use crate::env::EnvConnError;
+pub use crate::error::{Error, ErrorKind, ImportRowError};
+pub use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage};
+pub use crate::keys::{CheckFailure, CheckReport, KeyStatus, RotateReport};
+pub use crate::pipeline::{Node, PipelineDef, PipelineError, PipelineId};
+pub use crate::transfer::EXPORT_FORMAT;
+pub use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
+
+/// How [`Connections::open_with`] behaves. `Options::default()` is what `open` uses.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// The overall time limit of one connection test.
+    pub probe_timeout: Duration,
+    /// Networks (CIDR) or host names connection tests may not reach, added to the default
+    /// list (link-local and cloud metadata addresses).
+    pub probe_deny: Vec<String>,
+    /// Turns connection testing off.
+    pub probe_disabled: bool,
+    /// Seals made with one key before it is rotated automatically (the AES-GCM usage bound).
+    pub rotate_after_seals: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            probe_timeout: Duration::from_secs(10),
+            probe_deny: Vec::new(),
+            probe_disabled: false,
+            rotate_after_seals: broked_crypto::ROTATE_AFTER_SEALS,
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

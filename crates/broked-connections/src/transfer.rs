@@ -1,0 +1,216 @@
+//! Export and import of connections: one JSON document, all or nothing.
+//!
+//! The document is `{"format": "broked-connections", "version": 1, "connections": [...]}`;
+//! each connection has the fields of the API (`conn_id`, `type`, `host`, `port`, `schema`,
+//! `login`, `password`, `extra` as an object, `description`). A masked export carries
+//! `"********"` for set secrets and cannot be imported back with them (the secrets are not in
+//! it); `--decrypted` exports can.
+
+use std::collections::HashSet;
+
+use broked_core::{ConnId, Secret};
+use broked_store::{PutMany, SecretField, StoredConnection};
+use serde_json::{Map, Value, json};
+
+use crate::connections::Connections;
+use crate::error::{Error, ImportRowError, store_err};
+use crate::info::now;
+
+/// The `format` field of an export document.
+pub const EXPORT_FORMAT: &str = "broked-connections";
+
+impl Connections {
+    /// Every connection as an export document; secrets masked unless `decrypted`.
+    pub fn export(&self, decrypted: bool) -> Result<Value, Error> {
+        let mut rows = Vec::new();
+        for stored in self.stored_all()? {
+            let conn = if decrypted {
+                Some(self.decrypt(&stored)?)
+            } else {
+                None
+            };
+            let secret = |field: SecretField, plain: Option<&Secret>| -> Value {
+                match (stored.sealed(field), plain) {
+                    (None, _) => Value::Null,
+                    (Some(_), None) => Value::String(Secret::MASK.into()),
+                    (Some(_), Some(s)) if field == SecretField::Extra => {
+                        serde_json::from_str(s.expose())
+                            .unwrap_or_else(|_| Value::String(s.expose().into()))
+                    }
+                    (Some(_), Some(s)) => Value::String(s.expose().into()),
+                }
+            };
+            rows.push(json!({
+                "conn_id": stored.conn_id,
+                "type": stored.conn_type,
+                "host": stored.host,
+                "port": stored.port,
+                "schema": stored.schema,
+                "login": stored.login,
+                "password": secret(SecretField::Password, conn.as_ref().and_then(|c| c.password.as_ref())),
+                "extra": secret(SecretField::Extra, conn.as_ref().and_then(|c| c.extra.as_ref())),
+                "description": stored.description,
+            }));
+        }
+        Ok(json!({ "format": EXPORT_FORMAT, "version": 1, "connections": rows }))
+    }
+
+    /// Every connection as `(conn_id, URI)`; the password masked unless `decrypted`.
+    pub fn export_uris(&self, decrypted: bool) -> Result<Vec<(ConnId, Secret)>, Error> {
+        self.stored_all()?
+            .iter()
+            .map(|stored| {
+                let conn = self.decrypt(stored)?;
+                let uri = if decrypted {
+                    conn.to_uri()
+                } else {
+                    Secret::new(conn.to_masked_uri())
+                };
+                Ok((conn.conn_id, uri))
+            })
+            .collect()
+    }
+
+    /// Imports an export document (or a bare array of connections). All or nothing: if any
+    /// row is bad — invalid, masked secrets, a duplicate, or an existing conn_id without
+    /// `overwrite` — nothing changes and [`Error::Import`] lists every bad row.
+    pub fn import(&self, document: Value, overwrite: bool) -> Result<usize, Error> {
+        let rows = match document {
+            Value::Array(rows) => rows,
+            Value::Object(mut top) => match top.remove("connections") {
+                Some(Value::Array(rows)) => rows,
+                _ => return Err(Error::Import(vec![ImportRowError {
+                    row: 0,
+                    conn_id: None,
+                    message: "expected an array of connections, or an object with a \"connections\" array".into(),
+                }])),
+            },
+            _ => return Err(Error::Import(vec![ImportRowError {
+                row: 0,
+                conn_id: None,
+                message: "expected an array of connections".into(),
+            }])),
+        };
+        let mut errors = Vec::new();
+        let mut seen = HashSet::new();
+        let mut valid = Vec::new();
+        for (i, row) in rows.into_iter().enumerate() {
+            let row_no = i + 1;
+            let mut fail = |conn_id: Option<String>, message: String| {
+                errors.push(ImportRowError {
+                    row: row_no,
+                    conn_id,
+                    message,
+                })
+            };
+            let Value::Object(map) = row else {
+                fail(None, "must be an object".into());
+                continue;
+            };
+            let id = map
+                .get("conn_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let masked: Vec<&str> = ["password", "extra"]
+                .into_iter()
+                .filter(|f| map.get(*f).and_then(Value::as_str) == Some(Secret::MASK))
+                .collect();
+            if !masked.is_empty() {
+                fail(
+                    id,
+                    format!(
+                        "{} masked (********): a masked export holds no secrets; export with --decrypted",
+                        masked.join(" and ")
+                    ),
+                );
+                continue;
+            }
+            let input = match crate::env::input_from_object(without_format_fields(map)) {
+                Ok(input) => input,
+                Err(message) => {
+                    fail(id, message);
+                    continue;
+                }
+            };
+            match input.validate() {
+                Ok(conn) => {
+                    if !seen.insert(conn.conn_id.clone()) {
+                        fail(id, "appears more than once in the file".into());
+                        continue;
+                    }
+                    valid.push((row_no, conn));
+                }
+                Err(e) => fail(id, e.to_string()),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::Import(errors));
+        }
+        let now = now();
+        let stored = valid
+            .iter()
+            .map(|(_, c)| {
+                Ok(StoredConnection {
+                    conn_id: c.conn_id.as_str().to_owned(),
+                    conn_type: c.conn_type.as_str().to_owned(),
+                    host: c.host.clone(),
+                    port: c.port,
+                    schema: c.schema.clone(),
+                    login: c.login.clone(),
+                    password: c
+                        .password
+                        .as_ref()
+                        .map(|p| self.seal(c.conn_id.as_str(), SecretField::Password, p))
+                        .transpose()?,
+                    extra: c
+                        .extra
+                        .as_ref()
+                        .map(|p| self.seal(c.conn_id.as_str(), SecretField::Extra, p))
+                        .transpose()?,
+                    description: c.description.clone(),
+                    created_at: now.clone(),
+                    updated_at: now.clone(),
+                    version: 1,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        match self
+            .store
+            .put_connections(&stored, overwrite)
+            .map_err(store_err)?
+        {
+            PutMany::Done(n) => {
+                let seals = stored
+                    .iter()
+                    .map(|r| r.password.is_some() as u64 + r.extra.is_some() as u64)
+                    .sum();
+                if let Some(key) = stored
+                    .iter()
+                    .find_map(|r| r.password.as_ref().or(r.extra.as_ref()))
+                {
+                    self.count_seals(key.key_id, seals)?;
+                }
+                Ok(n)
+            }
+            PutMany::Exists(ids) => Err(Error::Import(
+                valid
+                    .iter()
+                    .filter(|(_, c)| ids.iter().any(|id| id == c.conn_id.as_str()))
+                    .map(|(row, c)| ImportRowError {
+                        row: *row,
+                        conn_id: Some(c.conn_id.as_str().to_owned()),
+                        message: "already exists; import with --overwrite to replace it".into(),
+                    })
+                    .collect(),
+            )),
+        }
+    }
+}
+
+/// Fields an export carries that are not part of a connection's input.
+fn without_format_fields(mut map: Map<String, Value>) -> Map<String, Value> {
+    for key in ["created_at", "updated_at", "has_password", "has_extra"] {
+        map.remove(key);
+    }
+    map
+}

@@ -1,0 +1,620 @@
+//! The library end to end, on real files in a temporary directory.
+
+use std::path::{Path, PathBuf};
+
+use broked_connections::{
+    ConnType, ConnectionInput, ConnectionUpdate, Connections, Error, Options, PipelineDef,
+    SecretUpdate, Source, UpdateMode,
+};
+use serde_json::json;
+
+/// A password no test output, error or file may contain.
+const PASSWORD: &str = "Zebra-Pw-4417@:/#";
+const EXTRA_VALUE: &str = "Xtra-Token-9931";
+
+struct Db {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Db {
+    fn new() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broked.db");
+        Db { _dir: dir, path }
+    }
+    fn open(&self) -> Connections {
+        Connections::open(&self.path).unwrap()
+    }
+    fn key(&self) -> PathBuf {
+        key_path(&self.path)
+    }
+}
+
+fn key_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".key");
+    PathBuf::from(p)
+}
+
+fn pg(id: &str) -> ConnectionInput {
+    ConnectionInput {
+        conn_id: Some(id.into()),
+        conn_type: Some("postgres".into()),
+        host: Some("db.example.com".into()),
+        port: Some(5432),
+        schema: Some("mydb".into()),
+        login: Some("etl_user".into()),
+        password: Some(PASSWORD.into()),
+        extra: Some(format!(r#"{{"sslmode":"require","token":"{EXTRA_VALUE}"}}"#).into()),
+        description: Some("prod".into()),
+    }
+}
+
+fn pipeline(conn_ids: &[&str]) -> PipelineDef {
+    let nodes: Vec<_> = conn_ids
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({"id": format!("n{i}"), "type": "source_db", "config": {"conn_id": c, "query": "SELECT 1"}}))
+        .collect();
+    PipelineDef::from_value(json!({"name": "users sync", "nodes": nodes})).unwrap()
+}
+
+fn assert_no_secret(text: &str) {
+    assert!(!text.contains(PASSWORD), "password leaked: {text}");
+    assert!(!text.contains(EXTRA_VALUE), "extra leaked: {text}");
+}
+
+fn files_contain(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            std::fs::read(p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        })
+        .collect()
+}
+
+#[test]
+fn first_open_creates_database_and_key_file() {
+    let db = Db::new();
+    let c = db.open();
+    assert!(db.path.exists());
+    assert!(db.key().exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(db.key()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(c.key_path(), db.key());
+}
+
+#[test]
+fn crud_masks_secrets_and_keeps_them_encrypted_at_rest() {
+    let db = Db::new();
+    let c = db.open();
+    let created = c.create(pg("prod-postgres")).unwrap();
+    assert!(created.has_password && created.has_extra);
+    assert_no_secret(&format!("{created:?}"));
+    assert!(matches!(
+        c.create(pg("prod-postgres")),
+        Err(Error::AlreadyExists(_))
+    ));
+
+    let mut my = pg("a-mysql");
+    my.conn_type = Some("mysql".into());
+    my.port = None;
+    c.create(my).unwrap();
+    let all = c.list(None).unwrap();
+    assert_eq!(
+        all.iter().map(|i| i.conn_id.as_str()).collect::<Vec<_>>(),
+        ["a-mysql", "prod-postgres"]
+    );
+    assert_eq!(c.list(Some(ConnType::Mysql)).unwrap().len(), 1);
+
+    let conn = c.connection("prod-postgres").unwrap();
+    assert_eq!(conn.password.as_ref().unwrap().expose(), PASSWORD);
+    assert_no_secret(&format!("{conn:?}"));
+    drop(c);
+    // Neither the database, its WAL, nor anything beside it holds a plaintext secret.
+    let dir = db.path.parent().unwrap();
+    assert_eq!(
+        files_contain(dir, PASSWORD.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(
+        files_contain(dir, EXTRA_VALUE.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+}
+
+#[test]
+fn patch_and_put_follow_the_masking_rules() {
+    let db = Db::new();
+    let c = db.open();
+    c.create(pg("pg")).unwrap();
+    let patch = ConnectionUpdate {
+        description: Some(Some("new".into())),
+        ..Default::default()
+    };
+    let info = c.update("pg", patch, UpdateMode::Merge).unwrap();
+    assert_eq!(info.description.as_deref(), Some("new"));
+    assert_eq!(
+        c.connection("pg").unwrap().password.unwrap().expose(),
+        PASSWORD
+    );
+
+    let put = ConnectionUpdate {
+        conn_type: Some("postgres".into()),
+        host: Some(Some("other.example.com".into())),
+        password: SecretUpdate::from_field(Some(Some("********".into()))),
+        extra: SecretUpdate::Clear,
+        ..Default::default()
+    };
+    let info = c.update("pg", put, UpdateMode::Replace).unwrap();
+    assert_eq!(info.host.as_deref(), Some("other.example.com"));
+    assert_eq!(info.description, None, "PUT replaces absent plain fields");
+    assert!(info.has_password && !info.has_extra);
+    assert_eq!(
+        c.connection("pg").unwrap().password.unwrap().expose(),
+        PASSWORD
+    );
+
+    let rename = ConnectionUpdate {
+        conn_id: Some("other".into()),
+        ..Default::default()
+    };
+    let err = c.update("pg", rename, UpdateMode::Merge).unwrap_err();
+    assert!(
+        err.to_string().contains("conn_id cannot be changed"),
+        "{err}"
+    );
+    let bad_port = ConnectionUpdate {
+        port: Some(Some(70000)),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.update("pg", bad_port, UpdateMode::Merge),
+        Err(Error::Invalid(_))
+    ));
+    assert_eq!(
+        c.get("pg").unwrap().host.as_deref(),
+        Some("other.example.com"),
+        "a refused update changes nothing"
+    );
+    assert!(matches!(
+        c.update("nope", ConnectionUpdate::default(), UpdateMode::Merge),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn concurrent_patches_of_one_connection_lose_nothing() {
+    let db = Db::new();
+    db.open().create(pg("pg")).unwrap();
+    // Two "processes" (separate handles) each append to the description 20 times.
+    let handles: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|tag| {
+            let path = db.path.clone();
+            std::thread::spawn(move || {
+                let c = Connections::open(&path).unwrap();
+                for i in 0..20 {
+                    loop {
+                        let cur = c.get("pg").unwrap().description.unwrap_or_default();
+                        // Read-modify-write through the library's own retry is per call; here
+                        // the test checks that each PATCH lands (no error, no Busy).
+                        let patch = ConnectionUpdate {
+                            description: Some(Some(format!("{cur}{tag}{i},"))),
+                            ..Default::default()
+                        };
+                        if c.update("pg", patch, UpdateMode::Merge).is_ok() {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let c = db.open();
+    let desc = c.get("pg").unwrap().description.unwrap();
+    assert!(desc.contains("a19,") || desc.contains("b19,"), "{desc}");
+    assert_eq!(
+        c.connection("pg").unwrap().password.unwrap().expose(),
+        PASSWORD
+    );
+}
+
+#[test]
+fn delete_is_refused_while_used_and_lists_the_pipelines() {
+    let db = Db::new();
+    let c = db.open();
+    c.create(pg("prod-postgres")).unwrap();
+    c.create(pg("other")).unwrap();
+    c.put_pipeline(
+        "users-sync",
+        pipeline(&["prod-postgres", "prod-postgres", "other"]),
+    )
+    .unwrap();
+    let usage = c.used_by("prod-postgres").unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].pipeline_id.as_str(), "users-sync");
+    assert_eq!(usage[0].name, "users sync");
+    assert_eq!(usage[0].nodes, ["n0", "n1"]);
+    let err = c.delete("prod-postgres", false).unwrap_err();
+    assert!(
+        matches!(&err, Error::InUse { pipelines, .. } if pipelines.len() == 1),
+        "{err}"
+    );
+    assert!(err.to_string().contains("users-sync"), "{err}");
+    assert!(c.get("prod-postgres").is_ok());
+    c.delete("prod-postgres", true).unwrap();
+    assert!(matches!(c.get("prod-postgres"), Err(Error::NotFound(_))));
+    assert!(matches!(
+        c.used_by("prod-postgres"),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        c.delete("prod-postgres", false),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn pipelines_naming_unknown_connections_are_refused() {
+    let db = Db::new();
+    let c = db.open();
+    c.create(pg("pg")).unwrap();
+    let err = c
+        .put_pipeline("p1", pipeline(&["pg", "ghost", "ghost2"]))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownConnIds(ids) if ids == &["ghost", "ghost2"]),
+        "{err}"
+    );
+    assert!(matches!(
+        c.get_pipeline("p1"),
+        Err(Error::PipelineNotFound(_))
+    ));
+    let info = c.put_pipeline("p1", pipeline(&["pg"])).unwrap();
+    assert_eq!(info.definition, pipeline(&["pg"]));
+    assert_eq!(c.list_pipelines().unwrap().len(), 1);
+    c.delete_pipeline("p1").unwrap();
+    assert!(c.used_by("pg").unwrap().is_empty());
+    assert!(matches!(
+        c.delete_pipeline("p1"),
+        Err(Error::PipelineNotFound(_))
+    ));
+    assert!(matches!(
+        c.put_pipeline("bad id!", pipeline(&[])),
+        Err(Error::InvalidPipeline(_))
+    ));
+}
+
+#[test]
+fn resolve_builds_the_uri_and_sees_writes_of_other_processes() {
+    let db = Db::new();
+    let c = db.open();
+    c.create(pg("prod-postgres")).unwrap();
+    let r = c.resolve("prod-postgres").unwrap();
+    assert_eq!(r.source, Source::Store);
+    assert!(
+        r.uri
+            .expose()
+            .starts_with("postgres://etl_user:Zebra-Pw-4417%40%3A%2F%23@db.example.com:5432/mydb?")
+    );
+    assert_no_secret(&format!("{r:?}"));
+    // Another process changes it: the cache must not serve the old value.
+    let other = db.open();
+    let patch = ConnectionUpdate {
+        host: Some(Some("new-host".into())),
+        ..Default::default()
+    };
+    other
+        .update("prod-postgres", patch, UpdateMode::Merge)
+        .unwrap();
+    assert_eq!(
+        c.resolve("prod-postgres")
+            .unwrap()
+            .connection
+            .host
+            .as_deref(),
+        Some("new-host")
+    );
+    assert!(matches!(c.resolve("nope"), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn resolve_looks_at_the_environment_first() {
+    // Setting a variable is `unsafe` in edition 2024 (and unsafe code is forbidden here), so
+    // the test re-runs itself in a child process with the variables set.
+    if std::env::var_os("BROKED_IT_ENV_CHILD").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "resolve_looks_at_the_environment_first",
+                "--nocapture",
+            ])
+            .env("BROKED_IT_ENV_CHILD", "1")
+            .env(
+                "BROKED_CONN_ENV_CONN",
+                "mysql://u:p%40ss@envhost:3307/envdb",
+            )
+            .env("BROKED_CONN_ENV_BAD", "mysql://u:Zebra-Pw-4417@h:99999")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        return;
+    }
+    let db = Db::new();
+    let c = db.open();
+    c.create(pg("env-conn")).unwrap();
+    let r = c.resolve("env-conn").unwrap();
+    assert_eq!(
+        r.source,
+        Source::Environment {
+            var: "BROKED_CONN_ENV_CONN".into()
+        }
+    );
+    assert_eq!(r.connection.conn_type, ConnType::Mysql);
+    assert_eq!(r.connection.password.unwrap().expose(), "p@ss");
+    assert_eq!(r.uri.expose(), "mysql://u:p%40ss@envhost:3307/envdb");
+    // The store's copy is untouched and still reachable through connection().
+    assert_eq!(
+        c.connection("env-conn").unwrap().conn_type,
+        ConnType::Postgres
+    );
+    let err = c.resolve("env-bad").unwrap_err();
+    assert!(err.to_string().contains("BROKED_CONN_ENV_BAD"), "{err}");
+    assert_no_secret(&err.to_string());
+}
+
+#[test]
+fn a_missing_or_wrong_key_file_is_a_clear_error_and_never_replaced() {
+    let db = Db::new();
+    db.open().create(pg("pg")).unwrap();
+    let original = std::fs::read(db.key()).unwrap();
+
+    std::fs::rename(db.key(), db.path.with_extension("moved")).unwrap();
+    let err = Connections::open(&db.path).unwrap_err();
+    assert!(matches!(err, Error::KeyMissing { .. }), "{err}");
+    assert!(err.to_string().contains("broked.db.key"), "{err}");
+    assert!(
+        !db.key().exists(),
+        "a new key was generated over existing secrets"
+    );
+
+    // Another database's key file.
+    let other = Db::new();
+    other.open();
+    std::fs::copy(other.key(), db.key()).unwrap();
+    let err = Connections::open(&db.path).unwrap_err();
+    assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("broked.db.key"), "{err}");
+
+    std::fs::write(db.key(), &original).unwrap();
+    let c = db.open();
+    assert_eq!(
+        c.connection("pg").unwrap().password.unwrap().expose(),
+        PASSWORD
+    );
+}
+
+#[test]
+fn rotation_reseals_everything_and_prune_drops_old_keys() {
+    let db = Db::new();
+    let c = db.open();
+    for i in 0..25 {
+        c.create(pg(&format!("c{i}"))).unwrap();
+    }
+    // A second process opened before the rotation keeps working after it.
+    let other = db.open();
+    let mut calls = 0;
+    let report = c
+        .rotate(|done, total| {
+            calls += 1;
+            assert!(done <= total);
+        })
+        .unwrap();
+    assert_eq!(report.active_key, "k2");
+    assert_eq!(report.resealed, 50);
+    assert_eq!(calls, 50);
+    let keys = c.keys().unwrap();
+    assert_eq!(
+        keys.iter()
+            .map(|k| (k.id.as_str(), k.active, k.secrets))
+            .collect::<Vec<_>>(),
+        [("k1", false, 0), ("k2", true, 50)]
+    );
+    assert_eq!(c.prune().unwrap(), ["k1"]);
+    assert_eq!(c.keys().unwrap().len(), 1);
+    let report = c.check().unwrap();
+    assert_eq!((report.checked, report.failures.len()), (50, 0));
+    // The other handle still believes k1 is active: it reads k2 values and its writes land.
+    assert_eq!(
+        other.connection("c3").unwrap().password.unwrap().expose(),
+        PASSWORD
+    );
+    other.create(pg("after-prune")).unwrap();
+    let patch = ConnectionUpdate {
+        password: SecretUpdate::Set("changed".into()),
+        ..Default::default()
+    };
+    other.update("c4", patch, UpdateMode::Merge).unwrap();
+    let fresh = db.open();
+    assert_eq!(
+        fresh
+            .connection("after-prune")
+            .unwrap()
+            .password
+            .unwrap()
+            .expose(),
+        PASSWORD
+    );
+    assert_eq!(
+        fresh.connection("c4").unwrap().password.unwrap().expose(),
+        "changed"
+    );
+    assert!(fresh.check().unwrap().failures.is_empty());
+}
+
+#[test]
+fn keys_rotate_automatically_at_the_usage_bound() {
+    let db = Db::new();
+    let mut options = Options::default();
+    options.rotate_after_seals = 5;
+    let c = Connections::open_with(&db.path, options).unwrap();
+    for i in 0..3 {
+        c.create(pg(&format!("c{i}"))).unwrap(); // two seals each
+    }
+    let keys = c.keys().unwrap();
+    assert!(
+        keys.len() >= 2,
+        "no rotation after 6 seals with a bound of 5: {keys:?}"
+    );
+    assert!(c.check().unwrap().failures.is_empty());
+}
+
+#[test]
+fn check_reports_a_value_that_does_not_open() {
+    let db = Db::new();
+    let c = db.open();
+    c.create(pg("good")).unwrap();
+    c.create(pg("bad")).unwrap();
+    drop(c);
+    // Move bad's sealed password onto good: the associated data must make it fail.
+    swap_sealed_password(&db.path);
+    let c = db.open();
+    let report = c.check().unwrap();
+    assert_eq!(report.checked, 4);
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    assert_eq!(report.failures[0].conn_id, "good");
+    assert_eq!(report.failures[0].field, "password");
+    let err = c.connection("good").unwrap_err();
+    assert!(matches!(err, Error::Decrypt { .. }), "{err}");
+}
+
+/// Copies bad's sealed password over good's, as an attacker with write access to the file could.
+fn swap_sealed_password(db: &Path) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute(
+        "UPDATE connections SET password = (SELECT password FROM connections WHERE conn_id = 'bad') WHERE conn_id = 'good'",
+        [],
+    )
+    .unwrap();
+}
+
+#[test]
+fn export_and_import_round_trip_every_field() {
+    let db = Db::new();
+    let c = db.open();
+    c.create(pg("pg")).unwrap();
+    let mut s3 = ConnectionInput {
+        conn_id: Some("bucket".into()),
+        conn_type: Some("s3".into()),
+        ..Default::default()
+    };
+    s3.schema = Some("my-bucket".into());
+    c.create(s3).unwrap();
+
+    let masked = c.export(false).unwrap();
+    assert_no_secret(&masked.to_string());
+    let fresh = Db::new();
+    let f = fresh.open();
+    let err = f.import(masked, false).unwrap_err();
+    assert!(err.to_string().contains("masked"), "{err}");
+    assert!(f.list(None).unwrap().is_empty());
+
+    let full = c.export(true).unwrap();
+    assert_eq!(f.import(full.clone(), false).unwrap(), 2);
+    for id in ["pg", "bucket"] {
+        assert_eq!(f.connection(id).unwrap(), c.connection(id).unwrap());
+    }
+    // Again without overwrite: refused as a whole, naming the rows.
+    let err = f.import(full.clone(), false).unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(f.import(full, true).unwrap(), 2);
+}
+
+#[test]
+fn an_import_with_one_bad_row_changes_nothing_and_names_every_bad_row() {
+    let db = Db::new();
+    let c = db.open();
+    let doc = json!([
+        {"conn_id": "ok1", "type": "postgres", "host": "h", "password": PASSWORD},
+        {"conn_id": "bad port", "type": "postgres", "host": "h", "port": 70000},
+        {"conn_id": "ok2", "type": "generic", "host": "h"},
+        "not an object",
+        {"conn_id": "ok1", "type": "postgres", "host": "h"},
+    ]);
+    let err = c.import(doc, false).unwrap_err();
+    let Error::Import(rows) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        rows.iter().map(|r| r.row).collect::<Vec<_>>(),
+        [2, 3, 4, 5],
+        "{err}"
+    );
+    assert_no_secret(&err.to_string());
+    assert!(c.list(None).unwrap().is_empty());
+}
+
+#[test]
+fn errors_never_contain_secrets() {
+    let db = Db::new();
+    let c = db.open();
+    let mut bad = pg("x");
+    bad.port = Some(0);
+    bad.extra = Some(format!("[\"{EXTRA_VALUE}\"]").into());
+    let err = c.create(bad).unwrap_err();
+    assert_no_secret(&err.to_string());
+    assert_no_secret(&format!("{err:?}"));
+}
+
+#[tokio::test]
+async fn every_type_has_its_probe_built_in() {
+    let db = Db::new();
+    let c = db.open();
+    // A closed port on loopback: every probe runs and fails with "refused", none says
+    // "not built in".
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for t in ConnType::ALL {
+        let id = format!("probe-{}", t.as_str());
+        let input = ConnectionInput {
+            conn_id: Some(id.clone()),
+            conn_type: Some(t.as_str().into()),
+            host: Some(if t == ConnType::Sqlite {
+                "/nonexistent/broked-test.db".into()
+            } else {
+                "127.0.0.1".into()
+            }),
+            port: (t != ConnType::Sqlite).then_some(i64::from(port)),
+            schema: (t == ConnType::S3).then(|| "bucket".into()),
+            login: (t != ConnType::Sqlite).then(|| "user".into()),
+            password: (t != ConnType::Sqlite).then(|| PASSWORD.into()),
+            ..Default::default()
+        };
+        c.create(input).unwrap();
+        let outcome = c.test(&id).await.unwrap();
+        assert!(!outcome.success, "{t}: {outcome:?}");
+        assert!(
+            !outcome.driver.is_empty(),
+            "{t}: no probe built in: {outcome:?}"
+        );
+        assert_no_secret(&outcome.message);
+    }
+}
