@@ -1,0 +1,392 @@
+//! The routes of SPEC §4, documented with OpenAPI from the same code (utoipa-axum registers a
+//! handler and its documentation together, so the document cannot miss a route).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::routing::get;
+use broked_connections::{Connections, PipelineDef, UpdateMode};
+use broked_core::ConnType;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Token, require_token};
+use crate::error::{ApiError, ErrorBody};
+use crate::wire::{
+    self, ConnectionIn, ConnectionOut, ConnectionTypeOut, PipelineIn, PipelineOut, TestOut,
+    UsageOut, UsedByOut,
+};
+
+/// Request bodies larger than this are refused with 413.
+pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) token: Option<Arc<Token>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "broked connections",
+        description = "Credentials for databases, APIs and file services, encrypted at rest. \
+                       Passwords and extra values are never returned: they read `********`."
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub(crate) fn router(state: AppState) -> axum::Router {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list_connections, create_connection))
+        .routes(routes!(
+            get_connection,
+            put_connection,
+            patch_connection,
+            delete_connection
+        ))
+        .routes(routes!(test_saved))
+        .routes(routes!(used_by))
+        .routes(routes!(list_pipelines))
+        .routes(routes!(get_pipeline, put_pipeline, delete_pipeline))
+        .routes(routes!(connection_types))
+        .split_for_parts();
+    // `POST /api/connections/test` is routed by the alias below; only its documentation
+    // comes from here.
+    let mut doc = doc;
+    doc.merge(
+        OpenApiRouter::<AppState>::new()
+            .routes(routes!(test_unsaved))
+            .split_for_parts()
+            .1,
+    );
+    let doc = Arc::new(doc);
+    // `/api/connections/test` is a static route, so it would shadow a connection named `test`
+    // for every other method: send those to the connection handlers.
+    let test_alias = axum::routing::post(test_unsaved)
+        .get(|s| get_connection(s, test_id()))
+        .put(|s, b| put_connection(s, test_id(), b))
+        .patch(|s, b| patch_connection(s, test_id(), b))
+        .delete(|s, q| delete_connection(s, test_id(), q));
+    let api = api
+        .route("/api/connections/test", test_alias)
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(api_not_found)
+        .layer(from_fn_with_state(state.clone(), require_token));
+    axum::Router::new()
+        .merge(api)
+        .route("/healthz", get(healthz))
+        .merge(crate::ui::routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(120),
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    // The matched route, not the raw URI: a path never carries a secret, but a
+                    // query string might one day.
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("-", |p| p.as_str())
+                        .to_owned();
+                    tracing::info_span!("request", method = %req.method(), route)
+                })
+                .on_request(())
+                .on_failure(()),
+        )
+        .with_state(state)
+}
+
+fn test_id() -> Result<Path<String>, PathRejection> {
+    Ok(Path("test".to_owned()))
+}
+
+/// Runs a store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Connections) -> Result<T, broked_connections::Error> + Send + 'static,
+) -> ApiResult<T> {
+    let connections = state.connections.clone();
+    match tokio::task::spawn_blocking(move || f(&connections)).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "store task failed");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+fn body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than 1 MiB",
+            )
+        } else {
+            ApiError::bad_request("the request body could not be read")
+        }
+    })
+}
+
+fn path(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    p.map(|Path(p)| p)
+        .map_err(|_| ApiError::bad_request("the path is not valid"))
+}
+
+fn query(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult<HashMap<String, String>> {
+    q.map(|Query(q)| q)
+        .map_err(|_| ApiError::bad_request("the query string is not valid"))
+}
+
+/// List connections, sorted by conn_id.
+#[utoipa::path(get, path = "/api/connections", tag = "connections",
+    params(("type" = Option<String>, Query, description = "Only connections of this type")),
+    responses((status = 200, body = Vec<ConnectionOut>), (status = 400, body = ErrorBody)))]
+async fn list_connections(
+    State(state): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult<Json<Vec<ConnectionOut>>> {
+    let filter: Option<ConnType> = wire::type_filter(query(q)?.get("type").map(String::as_str))?;
+    let list = blocking(&state, move |c| c.list(filter)).await?;
+    Ok(Json(list.into_iter().map(ConnectionOut::from).collect()))
+}
+
+/// Create a connection. The password and extra are encrypted before they are stored.
+#[utoipa::path(post, path = "/api/connections", tag = "connections", request_body = ConnectionIn,
+    responses((status = 201, body = ConnectionOut), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn create_connection(
+    State(state): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<ConnectionOut>)> {
+    let input = wire::into_input(wire::connection_body(&body(b)?)?);
+    let created = blocking(&state, move |c| c.create(input)).await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
+}
+
+/// One connection, secrets masked.
+#[utoipa::path(get, path = "/api/connections/{conn_id}", tag = "connections",
+    params(("conn_id" = String, Path)),
+    responses((status = 200, body = ConnectionOut), (status = 404, body = ErrorBody)))]
+async fn get_connection(
+    State(state): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<ConnectionOut>> {
+    let id = path(p)?;
+    Ok(Json(blocking(&state, move |c| c.get(&id)).await?.into()))
+}
+
+async fn update(
+    state: AppState,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+    mode: UpdateMode,
+) -> ApiResult<Json<ConnectionOut>> {
+    let id = path(p)?;
+    let update = wire::connection_body(&body(b)?)?;
+    Ok(Json(
+        blocking(&state, move |c| c.update(&id, update, mode))
+            .await?
+            .into(),
+    ))
+}
+
+/// Replace a connection. `password`/`extra` absent or `********` keep the stored value; `null` clears it.
+#[utoipa::path(put, path = "/api/connections/{conn_id}", tag = "connections",
+    params(("conn_id" = String, Path)), request_body = ConnectionIn,
+    responses((status = 200, body = ConnectionOut), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn put_connection(
+    State(state): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<ConnectionOut>> {
+    update(state, p, b, UpdateMode::Replace).await
+}
+
+/// Change some fields of a connection, with the same rules for secrets as PUT.
+#[utoipa::path(patch, path = "/api/connections/{conn_id}", tag = "connections",
+    params(("conn_id" = String, Path)), request_body = ConnectionIn,
+    responses((status = 200, body = ConnectionOut), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn patch_connection(
+    State(state): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<ConnectionOut>> {
+    update(state, p, b, UpdateMode::Merge).await
+}
+
+/// Delete a connection; refused with 409 and the pipelines using it unless `force=true`.
+#[utoipa::path(delete, path = "/api/connections/{conn_id}", tag = "connections",
+    params(("conn_id" = String, Path), ("force" = Option<bool>, Query)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_connection(
+    State(state): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let id = path(p)?;
+    let force = match query(q)?.get("force").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(_) => return Err(ApiError::bad_request("force must be true or false")),
+    };
+    blocking(&state, move |c| c.delete(&id, force)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Test a saved connection with its real driver.
+#[utoipa::path(post, path = "/api/connections/{conn_id}/test", tag = "testing",
+    params(("conn_id" = String, Path)),
+    responses((status = 200, body = TestOut), (status = 404, body = ErrorBody)))]
+async fn test_saved(
+    State(state): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<TestOut>> {
+    let id = path(p)?;
+    let outcome = state.connections.test(&id).await?;
+    Ok(Json(outcome.into()))
+}
+
+/// Test an unsaved connection (the body of a create). With `"password": "********"` and the
+/// conn_id of a saved connection, the stored secret is used.
+#[utoipa::path(post, path = "/api/connections/test", tag = "testing", request_body = ConnectionIn,
+    responses((status = 200, body = TestOut), (status = 400, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn test_unsaved(
+    State(state): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<TestOut>> {
+    let update = wire::connection_body(&body(b)?)?;
+    let outcome = state.connections.test_unsaved(update).await?;
+    Ok(Json(outcome.into()))
+}
+
+/// The pipelines that use a connection.
+#[utoipa::path(get, path = "/api/connections/{conn_id}/used-by", tag = "connections",
+    params(("conn_id" = String, Path)),
+    responses((status = 200, body = UsedByOut), (status = 404, body = ErrorBody)))]
+async fn used_by(
+    State(state): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<UsedByOut>> {
+    let id = path(p)?;
+    let usage = blocking(&state, {
+        let id = id.clone();
+        move |c| c.used_by(&id)
+    })
+    .await?;
+    Ok(Json(UsedByOut {
+        conn_id: id,
+        pipelines: usage.iter().map(UsageOut::from).collect(),
+    }))
+}
+
+/// All pipeline definitions.
+#[utoipa::path(get, path = "/api/pipelines", tag = "pipelines",
+    responses((status = 200, body = Vec<PipelineOut>)))]
+async fn list_pipelines(State(state): State<AppState>) -> ApiResult<Json<Vec<PipelineOut>>> {
+    let list = blocking(&state, |c| c.list_pipelines()).await?;
+    Ok(Json(list.into_iter().map(PipelineOut::from).collect()))
+}
+
+/// One pipeline definition.
+#[utoipa::path(get, path = "/api/pipelines/{pipeline_id}", tag = "pipelines",
+    params(("pipeline_id" = String, Path)),
+    responses((status = 200, body = PipelineOut), (status = 404, body = ErrorBody)))]
+async fn get_pipeline(
+    State(state): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<PipelineOut>> {
+    let id = path(p)?;
+    Ok(Json(
+        blocking(&state, move |c| c.get_pipeline(&id)).await?.into(),
+    ))
+}
+
+/// Register or replace a pipeline definition; 422 naming any conn_id that does not exist.
+#[utoipa::path(put, path = "/api/pipelines/{pipeline_id}", tag = "pipelines",
+    params(("pipeline_id" = String, Path)), request_body = PipelineIn,
+    responses((status = 200, body = PipelineOut), (status = 400, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn put_pipeline(
+    State(state): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<PipelineOut>> {
+    let id = path(p)?;
+    let map = wire::json_object(&body(b)?)?;
+    let def = PipelineDef::from_value(serde_json::Value::Object(map))
+        .map_err(|e| ApiError::from(broked_connections::Error::from(e)))?;
+    Ok(Json(
+        blocking(&state, move |c| c.put_pipeline(&id, def))
+            .await?
+            .into(),
+    ))
+}
+
+/// Delete a pipeline definition.
+#[utoipa::path(delete, path = "/api/pipelines/{pipeline_id}", tag = "pipelines",
+    params(("pipeline_id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_pipeline(
+    State(state): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let id = path(p)?;
+    blocking(&state, move |c| c.delete_pipeline(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The connection types: label, use case, default port, URI scheme and the fields each uses.
+#[utoipa::path(get, path = "/api/connection-types", tag = "connections",
+    responses((status = 200, body = Vec<ConnectionTypeOut>)))]
+async fn connection_types() -> Json<Vec<ConnectionTypeOut>> {
+    Json(
+        ConnType::table()
+            .iter()
+            .map(ConnectionTypeOut::from)
+            .collect(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::not_found("no such API route; see /api/openapi.json")
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not found")
+}

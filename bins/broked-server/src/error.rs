@@ -1,0 +1,156 @@
+//! `ApiError`: every error response is `{"error": {"code", "message", …}}`.
+//!
+//! User-facing text and log text are separate: an internal error is logged with its cause and
+//! reaches the client as a generic message. No message carries a secret: library errors are
+//! written without input values.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use broked_connections::{Error, ErrorKind};
+use broked_core::FieldError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::wire::UsageOut;
+
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    body: ErrorDetail,
+}
+
+/// The error envelope.
+#[derive(Serialize, ToSchema, Debug)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema, Debug)]
+pub(crate) struct ErrorDetail {
+    /// Machine-readable: `bad_request`, `invalid`, `not_found`, `conflict`, `in_use`,
+    /// `unauthorized`, `payload_too_large`, `internal`, …
+    code: &'static str,
+    /// A sentence for people. Never contains a password or an extra value.
+    message: String,
+    /// For `invalid`: each problem and the field it is about.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    fields: Vec<FieldProblem>,
+    /// For `in_use`: the pipelines that use the connection.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pipelines: Vec<UsageOut>,
+}
+
+#[derive(Serialize, ToSchema, Debug)]
+pub(crate) struct FieldProblem {
+    field: String,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            body: ErrorDetail {
+                code,
+                message: message.into(),
+                fields: Vec::new(),
+                pipelines: Vec::new(),
+            },
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub(crate) fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this server requires an API token: send Authorization: Bearer TOKEN",
+        )
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub(crate) fn invalid(errors: Vec<FieldError>) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        e.body.fields = errors
+            .into_iter()
+            .map(|e| FieldProblem {
+                field: e.field.to_owned(),
+                message: e.message,
+            })
+            .collect();
+        e
+    }
+
+    pub(crate) fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the server log has the details",
+        )
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e.kind() {
+            ErrorKind::Invalid => match e {
+                Error::Invalid(errors) => ApiError::invalid(errors.0),
+                other => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    other.to_string(),
+                ),
+            },
+            ErrorKind::NotFound => ApiError::not_found(e.to_string()),
+            ErrorKind::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            ErrorKind::InUse => {
+                let message = e.to_string();
+                let pipelines = match e {
+                    Error::InUse { pipelines, .. } => {
+                        pipelines.iter().map(UsageOut::from).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let mut api = ApiError::new(StatusCode::CONFLICT, "in_use", message);
+                api.body.pipelines = pipelines;
+                api
+            }
+            ErrorKind::Busy => {
+                tracing::warn!(error = %e, "store busy");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the database is busy; try again",
+                )
+            }
+            ErrorKind::Internal => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(ErrorBody { error: self.body })).into_response()
+    }
+}

@@ -1,0 +1,296 @@
+//! What the CLI prints: a readable text form, or JSON with stable field names (`--output json`).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use broked_connections::{CheckReport, ConnectionInfo, Connections, PipelineUsage, TestOutcome};
+use broked_core::Secret;
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
+}
+
+const MASK: &str = "********";
+
+/// The same shape as the REST API's connection.
+fn connection_json(c: &ConnectionInfo) -> Value {
+    json!({
+        "conn_id": c.conn_id.as_str(),
+        "type": c.conn_type.as_str(),
+        "host": c.host,
+        "port": c.port,
+        "schema": c.schema,
+        "login": c.login,
+        "password": c.has_password.then_some(MASK),
+        "extra": c.has_extra.then_some(MASK),
+        "description": c.description,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    })
+}
+
+pub(crate) fn connection(out: Output, c: &ConnectionInfo) {
+    match out {
+        Output::Json => print_json(&connection_json(c)),
+        Output::Text => {
+            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            let rows = [
+                ("conn_id", c.conn_id.to_string()),
+                ("type", c.conn_type.to_string()),
+                ("host", opt(&c.host)),
+                ("port", c.port.map(|p| p.to_string()).unwrap_or_default()),
+                ("schema", opt(&c.schema)),
+                ("login", opt(&c.login)),
+                (
+                    "password",
+                    if c.has_password {
+                        MASK.into()
+                    } else {
+                        String::new()
+                    },
+                ),
+                (
+                    "extra",
+                    if c.has_extra {
+                        MASK.into()
+                    } else {
+                        String::new()
+                    },
+                ),
+                ("description", opt(&c.description)),
+                ("created_at", c.created_at.clone()),
+                ("updated_at", c.updated_at.clone()),
+            ];
+            for (k, v) in rows {
+                println!("{k:<12} {v}");
+            }
+        }
+    }
+}
+
+pub(crate) fn connection_list(out: Output, list: &[ConnectionInfo]) {
+    match out {
+        Output::Json => print_json(&Value::Array(list.iter().map(connection_json).collect())),
+        Output::Text => {
+            let header = [
+                "CONN_ID", "TYPE", "HOST", "PORT", "SCHEMA", "LOGIN", "UPDATED",
+            ];
+            let rows: Vec<[String; 7]> = list
+                .iter()
+                .map(|c| {
+                    [
+                        c.conn_id.to_string(),
+                        c.conn_type.to_string(),
+                        c.host.clone().unwrap_or_default(),
+                        c.port.map(|p| p.to_string()).unwrap_or_default(),
+                        c.schema.clone().unwrap_or_default(),
+                        c.login.clone().unwrap_or_default(),
+                        c.updated_at.clone(),
+                    ]
+                })
+                .collect();
+            table(&header, &rows);
+            if list.is_empty() {
+                println!("(no connections)");
+            }
+        }
+    }
+}
+
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub(crate) fn uri(out: Output, conn_id: &str, uri: &Secret) {
+    match out {
+        Output::Json => print_json(&json!({"conn_id": conn_id, "uri": uri.expose()})),
+        Output::Text => println!("{}", uri.expose()),
+    }
+}
+
+pub(crate) fn done(out: Output, message: &str) {
+    match out {
+        Output::Json => print_json(&json!({"ok": true, "message": message})),
+        Output::Text => println!("{message}"),
+    }
+}
+
+pub(crate) fn used_by(out: Output, conn_id: &str, usage: &[PipelineUsage]) {
+    match out {
+        Output::Json => print_json(&json!({
+            "conn_id": conn_id,
+            "pipelines": usage.iter().map(|u| json!({
+                "pipeline_id": u.pipeline_id.as_str(), "name": u.name, "nodes": u.nodes,
+            })).collect::<Vec<_>>(),
+        })),
+        Output::Text => {
+            if usage.is_empty() {
+                println!("{conn_id} is not used by any pipeline");
+            }
+            for u in usage {
+                println!(
+                    "{}  {}  nodes: {}",
+                    u.pipeline_id,
+                    u.name,
+                    u.nodes.join(", ")
+                );
+            }
+        }
+    }
+}
+
+pub(crate) fn check(out: Output, report: &CheckReport) {
+    match out {
+        Output::Json => print_json(&json!({
+            "checked": report.checked,
+            "failures": report.failures.iter().map(|f| json!({
+                "conn_id": f.conn_id, "field": f.field, "reason": f.reason,
+            })).collect::<Vec<_>>(),
+        })),
+        Output::Text => {
+            for f in &report.failures {
+                println!("FAIL {} {}: {}", f.conn_id, f.field, f.reason);
+            }
+            println!(
+                "{} secrets checked, {} failed",
+                report.checked,
+                report.failures.len()
+            );
+        }
+    }
+}
+
+pub(crate) fn progress_bar(label: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} {elapsed}").expect("template"),
+    );
+    bar.set_message(label);
+    bar
+}
+
+fn outcome_json(conn_id: &str, o: &TestOutcome) -> Value {
+    json!({
+        "conn_id": conn_id,
+        "success": o.success,
+        "message": o.message,
+        "driver": o.driver,
+        "latency_ms": u64::try_from(o.latency.as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// `connections test ID` or `test --all`: concurrently, a progress bar on a terminal, a line per
+/// connection; exit 1 if any test fails.
+pub(crate) fn run_tests(
+    out: Output,
+    c: Connections,
+    conn_id: Option<String>,
+    all: bool,
+    concurrency: usize,
+) -> anyhow::Result<ExitCode> {
+    let ids: Vec<String> = if all {
+        c.list(None)?
+            .into_iter()
+            .map(|i| i.conn_id.to_string())
+            .collect()
+    } else {
+        let id = conn_id.expect("clap requires an id without --all");
+        c.get(&id)?;
+        vec![id]
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let c = Arc::new(c);
+    let bar = if all {
+        progress_bar("testing")
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_length(ids.len() as u64);
+    let results = runtime.block_on(async {
+        let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let mut set = tokio::task::JoinSet::new();
+        for (i, id) in ids.iter().cloned().enumerate() {
+            let c = c.clone();
+            let limit = limit.clone();
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await.expect("semaphore");
+                let outcome = c.test(&id).await;
+                (i, id, outcome)
+            });
+        }
+        let mut results = Vec::with_capacity(ids.len());
+        while let Some(joined) = set.join_next().await {
+            let (i, id, outcome) = joined.expect("test task");
+            if out == Output::Text {
+                let line = match &outcome {
+                    Ok(o) => format!(
+                        "{} {id}: {} ({} ms)",
+                        if o.success { "ok  " } else { "FAIL" },
+                        o.message,
+                        o.latency.as_millis()
+                    ),
+                    Err(e) => format!("FAIL {id}: {e}"),
+                };
+                bar.suspend(|| println!("{line}"));
+            }
+            bar.inc(1);
+            results.push((i, id, outcome));
+        }
+        results.sort_by_key(|(i, _, _)| *i);
+        results
+    });
+    bar.finish_and_clear();
+    let failed = results
+        .iter()
+        .filter(|(_, _, o)| !matches!(o, Ok(o) if o.success))
+        .count();
+    match out {
+        Output::Json => {
+            let rows: Vec<Value> = results
+                .iter()
+                .map(|(_, id, o)| match o {
+                    Ok(o) => outcome_json(id, o),
+                    Err(e) => json!({"conn_id": id, "success": false, "message": e.to_string(), "driver": null, "latency_ms": null}),
+                })
+                .collect();
+            print_json(&Value::Array(rows));
+        }
+        Output::Text if all => println!("{} tested, {failed} failed", results.len()),
+        Output::Text => {}
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests: the real `broked-server` (and `broked`) binaries, driven over HTTP and
+//! the command line, against the real PostgreSQL started by scripts/test.
+
+mod server;
