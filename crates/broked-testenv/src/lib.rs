@@ -81,7 +81,9 @@ pub fn mysql() -> Option<Service> {
 pub fn sftp() -> Option<Service> {
     service(
         "SFTP",
-        &["HOST", "PORT", "USER", "PASSWORD", "KEY", "PATH", "HOST_KEY"],
+        &[
+            "HOST", "PORT", "USER", "PASSWORD", "KEY", "PATH", "HOST_KEY",
+        ],
     )
 }
 
@@ -102,7 +104,10 @@ mod tests {
         // A name no script sets.
         if required() {
             let r = std::panic::catch_unwind(|| service("NOPE", &["HOST"]));
-            assert!(r.is_err(), "required flag must turn a missing service into a panic");
+            assert!(
+                r.is_err(),
+                "required flag must turn a missing service into a panic"
+            );
         } else {
             assert!(service("NOPE", &["HOST"]).is_none());
         }
