@@ -618,3 +618,75 @@ async fn every_type_has_its_probe_built_in() {
         assert_no_secret(&outcome.message);
     }
 }
+
+/// Issue 4: a process killed with SIGKILL at random points of a 10,000-secret rotation, 20
+/// times, leaves a database where every secret opens.
+#[test]
+fn rotation_killed_at_random_points_leaves_every_secret_readable() {
+    if let Some(db) = std::env::var_os("BROKED_IT_ROTATE_CHILD") {
+        let c = Connections::open(&db).unwrap();
+        c.rotate(|_, _| {}).unwrap();
+        return;
+    }
+    let db = Db::new();
+    let c = db.open();
+    let rows: Vec<_> = (0..5_000)
+        .map(|i| {
+            json!({"conn_id": format!("c{i:05}"), "type": "postgres", "host": "db",
+            "login": "u", "password": format!("{PASSWORD}-{i}"), "extra": {"token": EXTRA_VALUE}})
+        })
+        .collect();
+    c.import(serde_json::Value::Array(rows), false).unwrap();
+    drop(c);
+    let rotate = || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "rotation_killed_at_random_points_leaves_every_secret_readable",
+            ])
+            .env("BROKED_IT_ROTATE_CHILD", &db.path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // One whole rotation, to learn how long one takes here.
+    let start = std::time::Instant::now();
+    assert!(rotate().wait().unwrap().success());
+    let whole = start.elapsed();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    let mut killed = 0;
+    for _ in 0..20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = whole.mul_f64((seed % 1000) as f64 / 1000.0);
+        let mut child = rotate();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+        let c = db.open();
+        let report = c.check().unwrap();
+        assert_eq!(report.checked, 10_000);
+        assert!(
+            report.failures.is_empty(),
+            "after a kill at {delay:?}: {:?}",
+            &report.failures[..3.min(report.failures.len())]
+        );
+        assert_eq!(
+            c.connection("c04321").unwrap().password.unwrap().expose(),
+            format!("{PASSWORD}-4321")
+        );
+    }
+    assert!(
+        killed >= 10,
+        "only {killed} of 20 runs were killed mid-rotation"
+    );
+}
