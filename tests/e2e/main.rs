@@ -2,3 +2,4 @@
 //! the command line, against the real PostgreSQL started by scripts/test.
 
 mod server;
+mod server_contract;

@@ -169,6 +169,55 @@ impl Server {
         Reply { status, text, json }
     }
 
+    /// Sends `body` as raw bytes with the given `Content-Type` (none when `None`), with the
+    /// server's token: for wire-level cases `call` cannot express (wrong or missing content
+    /// type, bytes that are not UTF-8).
+    pub fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        self.reply(req)
+    }
+
+    /// Sends a request built by the caller (any header) and records the reply like `call`.
+    pub fn send(&self, req: reqwest::blocking::RequestBuilder) -> Reply {
+        self.reply(req)
+    }
+
+    /// A request builder for `method path` on this server, without any header.
+    pub fn request(&self, method: &str, path: &str) -> reqwest::blocking::RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    fn reply(&self, req: reqwest::blocking::RequestBuilder) -> Reply {
+        let resp = req.send().expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().expect("body");
+        self.transcript.lock().unwrap().push(text.clone());
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, text, json }
+    }
+
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn get(&self, path: &str) -> Reply {
         self.call("GET", path, None)
     }

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use broked_connections::{Connections, PipelineDef, UpdateMode};
 use broked_core::ConnType;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -90,13 +90,18 @@ pub(crate) fn router(state: AppState) -> axum::Router {
                 async move { Json(doc.as_ref().clone()) }
             }),
         )
+        // Unknown /api routes answer behind the token check too (401 before 404), rather than
+        // falling through to the router's general fallback.
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(api_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), require_token));
     axum::Router::new()
         .merge(api)
         .route("/healthz", get(healthz))
         .merge(crate::ui::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -115,6 +120,8 @@ pub(crate) fn router(state: AppState) -> axum::Router {
                     tracing::info_span!("request", method = %req.method(), route)
                 })
                 .on_request(())
+                // One INFO line per request: method and route (from the span), status, latency.
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
                 .on_failure(()),
         )
         .with_state(state)
@@ -139,18 +146,50 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is larger than 1 MiB",
-            )
-        } else {
-            ApiError::bad_request("the request body could not be read")
+/// A request body that is JSON by its `Content-Type` (`application/json` or `…+json`), at most
+/// [`BODY_LIMIT`] bytes. An empty body passes whatever its type, for the parser to refuse with
+/// a clear message; a non-empty body of another type is 415.
+pub(crate) struct JsonBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<JsonBody, ApiError> {
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than 1 MiB",
+                )
+            } else {
+                ApiError::bad_request("the request body could not be read")
+            }
+        })?;
+        if !bytes.is_empty() && !content_type.as_deref().is_some_and(is_json) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
         }
-    })
+        Ok(JsonBody(bytes))
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn path(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
@@ -185,9 +224,9 @@ async fn list_connections(
               (status = 422, body = ErrorBody)))]
 async fn create_connection(
     State(state): State<AppState>,
-    b: Result<Bytes, BytesRejection>,
+    b: JsonBody,
 ) -> ApiResult<(StatusCode, Json<ConnectionOut>)> {
-    let input = wire::into_input(wire::connection_body(&body(b)?)?);
+    let input = wire::into_input(wire::connection_body(&b.0)?);
     let created = blocking(&state, move |c| c.create(input)).await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
@@ -207,11 +246,11 @@ async fn get_connection(
 async fn update(
     state: AppState,
     p: Result<Path<String>, PathRejection>,
-    b: Result<Bytes, BytesRejection>,
+    b: JsonBody,
     mode: UpdateMode,
 ) -> ApiResult<Json<ConnectionOut>> {
     let id = path(p)?;
-    let update = wire::connection_body(&body(b)?)?;
+    let update = wire::connection_body(&b.0)?;
     Ok(Json(
         blocking(&state, move |c| c.update(&id, update, mode))
             .await?
@@ -227,7 +266,7 @@ async fn update(
 async fn put_connection(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,
-    b: Result<Bytes, BytesRejection>,
+    b: JsonBody,
 ) -> ApiResult<Json<ConnectionOut>> {
     update(state, p, b, UpdateMode::Replace).await
 }
@@ -240,7 +279,7 @@ async fn put_connection(
 async fn patch_connection(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,
-    b: Result<Bytes, BytesRejection>,
+    b: JsonBody,
 ) -> ApiResult<Json<ConnectionOut>> {
     update(state, p, b, UpdateMode::Merge).await
 }
@@ -282,11 +321,8 @@ async fn test_saved(
 #[utoipa::path(post, path = "/api/connections/test", tag = "testing", request_body = ConnectionIn,
     responses((status = 200, body = TestOut), (status = 400, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-async fn test_unsaved(
-    State(state): State<AppState>,
-    b: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<TestOut>> {
-    let update = wire::connection_body(&body(b)?)?;
+async fn test_unsaved(State(state): State<AppState>, b: JsonBody) -> ApiResult<Json<TestOut>> {
+    let update = wire::connection_body(&b.0)?;
     let outcome = state.connections.test_unsaved(update).await?;
     Ok(Json(outcome.into()))
 }
@@ -341,10 +377,10 @@ async fn get_pipeline(
 async fn put_pipeline(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,
-    b: Result<Bytes, BytesRejection>,
+    b: JsonBody,
 ) -> ApiResult<Json<PipelineOut>> {
     let id = path(p)?;
-    let map = wire::json_object(&body(b)?)?;
+    let map = wire::pipeline_body(&b.0, &id)?;
     let def = PipelineDef::from_value(serde_json::Value::Object(map))
         .map_err(|e| ApiError::from(broked_connections::Error::from(e)))?;
     Ok(Json(
@@ -385,6 +421,14 @@ async fn healthz() -> &'static str {
 
 async fn api_not_found() -> ApiError {
     ApiError::not_found("no such API route; see /api/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see /api/openapi.json",
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -28,6 +28,14 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// The credentials of `Bearer CREDENTIALS`; the scheme name is case-insensitive (RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+}
+
 pub(crate) async fn require_token(
     State(state): State<AppState>,
     request: Request,
@@ -40,7 +48,7 @@ pub(crate) async fn require_token(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     match presented {
         Some(p) if token.matches(p) => next.run(request).await,
         _ => ApiError::unauthorized().into_response(),

@@ -348,3 +348,55 @@ pub(crate) fn type_filter(value: Option<&str>) -> Result<Option<ConnType>, ApiEr
             .map_err(|e| ApiError::bad_request(e.to_string())),
     }
 }
+
+/// Reads a pipeline body: `name` and `nodes` are required, each node has only `id`, `type` and
+/// `config`. The read-only fields of a GET (`pipeline_id`, `created_at`, `updated_at`) may be
+/// sent back; a `pipeline_id` must then be the one in the path. Anything else is refused rather
+/// than silently dropped.
+pub(crate) fn pipeline_body(
+    body: &[u8],
+    pipeline_id: &str,
+) -> Result<Map<String, Value>, ApiError> {
+    let mut map = json_object(body)?;
+    let mut problems = Vec::new();
+    for key in map.keys() {
+        match key.as_str() {
+            "name" | "nodes" | "created_at" | "updated_at" | "pipeline_id" => {}
+            _ => problems.push(format!(
+                "unknown field {key:?}; the fields are name and nodes"
+            )),
+        }
+    }
+    match map.get("pipeline_id") {
+        None => {}
+        Some(Value::String(id)) if id == pipeline_id => {}
+        Some(_) => problems.push("pipeline_id: must match the pipeline_id of the path".into()),
+    }
+    if !map.contains_key("nodes") {
+        problems.push("nodes: required (an array, which may be empty)".into());
+    }
+    if let Some(Value::Array(nodes)) = map.get("nodes") {
+        for (i, node) in nodes.iter().enumerate() {
+            if let Value::Object(node) = node {
+                for key in node.keys() {
+                    if !matches!(key.as_str(), "id" | "type" | "config") {
+                        problems.push(format!(
+                            "nodes[{i}]: unknown field {key:?}; a node has id, type and config"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("invalid pipeline: {}", problems.join("; ")),
+        ));
+    }
+    for key in ["pipeline_id", "created_at", "updated_at"] {
+        map.remove(key);
+    }
+    Ok(map)
+}
