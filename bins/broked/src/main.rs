@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use broked_connections::{ConnectionUpdate, Connections, SecretUpdate, UpdateMode};
+use broked_connections::{ConnectionUpdate, Connections, Error, SecretUpdate, UpdateMode};
 use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
-use clap::{Args, Parser, Subcommand};
+use clap::builder::PossibleValuesParser;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 mod output;
 mod transfer;
@@ -53,10 +54,16 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 enum Command {
     /// Create, read, update, delete, test, export and import connections.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  broked connections list\n  broked connections get prod-postgres --output json\n  broked connections test --all"
+    )]
     Connections(ConnectionsCmd),
     /// Manage the encryption keys in the key file.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  broked key check\n  broked key rotate\n  broked key prune"
+    )]
     Key(KeyCmd),
 }
 
@@ -73,7 +80,8 @@ enum ConnectionsCmd {
         conn_id: String,
         #[command(flatten)]
         fields: FieldArgs,
-        /// Read the whole connection from a URI (docs/uri.md) instead of the field flags.
+        /// Read the whole connection from a URI (docs/uri.md) instead of the field flags;
+        /// `--uri -` reads it from stdin, which keeps a password out of argv.
         #[arg(long, conflicts_with_all = ["conn_type", "host", "port", "schema", "login", "extra"])]
         uri: Option<String>,
         /// Do not ask for a password.
@@ -86,7 +94,7 @@ enum ConnectionsCmd {
     )]
     List {
         /// Only connections of this type.
-        #[arg(long = "type")]
+        #[arg(long = "type", value_parser = conn_types())]
         conn_type: Option<String>,
     },
     /// Show one connection (secrets masked), or its full URI with --uri.
@@ -162,6 +170,7 @@ enum ConnectionsCmd {
         after_help = "Examples:\n  broked connections import backup.json\n  broked connections import secrets.yaml --overwrite"
     )]
     Import {
+        /// The file, or `-` for stdin.
         file: PathBuf,
         /// Replace connections that already exist (otherwise they are errors).
         #[arg(long)]
@@ -172,7 +181,7 @@ enum ConnectionsCmd {
 #[derive(Args, Debug, Default)]
 struct FieldArgs {
     /// postgres, mysql, sqlite, http, sftp, s3 or generic.
-    #[arg(long = "type")]
+    #[arg(long = "type", value_parser = conn_types())]
     conn_type: Option<String>,
     #[arg(long)]
     host: Option<String>,
@@ -184,22 +193,46 @@ struct FieldArgs {
     login: Option<String>,
     #[arg(long)]
     description: Option<String>,
-    /// A JSON object, e.g. '{"sslmode": "require"}'. Stored encrypted.
-    #[arg(long)]
+    /// A JSON object, e.g. '{"sslmode": "require"}'. Stored encrypted. Since it may hold
+    /// tokens, `@FILE` reads it from a file and `-` from stdin, which keeps it out of argv.
+    #[arg(long, value_name = "JSON|@FILE|-")]
     extra: Option<String>,
     /// Read the password from standard input (one line, or all of it without the final newline).
     #[arg(long)]
     password_stdin: bool,
+    /// Refused: a password on the command line shows in `ps` and the shell history.
+    #[arg(long, hide = true, num_args = 0..=1, value_name = "REFUSED")]
+    password: Option<Option<String>>,
 }
 
 #[derive(Subcommand, Debug)]
 enum KeyCmd {
     /// Add a new active key and re-encrypt every secret with it, in one transaction.
+    #[command(
+        after_help = "Examples:\n  broked key rotate\n  broked key rotate && broked key prune   # once every replica has the new key file"
+    )]
     Rotate,
     /// Remove keys that no secret uses any more (never the active key).
+    #[command(after_help = "Example:\n  broked key prune")]
     Prune,
     /// Open every secret; exit 1 if any cannot be decrypted.
+    #[command(after_help = "Examples:\n  broked key check\n  broked key check --output json")]
     Check,
+    /// The keys of the key file, which one is active, and how many secrets each seals.
+    #[command(after_help = "Examples:\n  broked key list\n  broked key list --output json")]
+    List,
+}
+
+/// The `--type` values, from the type table.
+fn conn_types() -> PossibleValuesParser {
+    PossibleValuesParser::new(ConnType::ALL.map(ConnType::as_str))
+}
+
+/// A usage error: printed by clap, exit code 2.
+fn usage(message: impl std::fmt::Display) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
 }
 
 fn main() -> ExitCode {
@@ -215,6 +248,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let out = cli.output;
+    if let Command::Connections(cmd) = &cli.command {
+        check_usage(cmd);
+    }
+    // Only `add` and `import` may create a database: a mistyped --db must not leave an empty
+    // database and a fresh key file behind and report "no connections".
+    let creates = matches!(
+        cli.command,
+        Command::Connections(ConnectionsCmd::Add { .. } | ConnectionsCmd::Import { .. })
+    );
+    if !creates && !cli.db.exists() {
+        bail!(
+            "no database at {} (give --db or BROKED_DB; `broked connections add` creates one)",
+            cli.db.display()
+        );
+    }
     let open = || {
         Connections::open(&cli.db)
             .with_context(|| format!("cannot open the database {}", cli.db.display()))
@@ -222,6 +270,73 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Connections(cmd) => connections(cmd, out, open()?),
         Command::Key(cmd) => key(cmd, out, open()?),
+    }
+}
+
+/// Usage errors clap's attributes cannot express; they exit with 2 before the database opens.
+fn check_usage(cmd: &ConnectionsCmd) {
+    let fields = match cmd {
+        ConnectionsCmd::Add { fields, .. } | ConnectionsCmd::Update { fields, .. } => fields,
+        _ => return,
+    };
+    if fields.password.is_some() {
+        usage(
+            "passwords are not taken from the command line (they would show in `ps` and the \
+             shell history); use --password-stdin or the prompt",
+        );
+    }
+    match cmd {
+        ConnectionsCmd::Add {
+            uri: None, fields, ..
+        } if fields.conn_type.is_none() => {
+            usage("the following required arguments were not provided: --type <TYPE> (or --uri)")
+        }
+        ConnectionsCmd::Add {
+            uri: Some(uri),
+            fields,
+            ..
+        } if uri == "-" && fields.password_stdin => {
+            usage("--uri - and --password-stdin both read stdin; give the password in the URI")
+        }
+        ConnectionsCmd::Add { fields, .. } | ConnectionsCmd::Update { fields, .. }
+            if fields.extra.as_deref() == Some("-") && fields.password_stdin =>
+        {
+            usage("--extra - and --password-stdin both read stdin; give extra as @FILE")
+        }
+        ConnectionsCmd::Update {
+            fields,
+            password_prompt,
+            clear_password,
+            clear_extra,
+            ..
+        } => {
+            let FieldArgs {
+                conn_type,
+                host,
+                port,
+                schema,
+                login,
+                description,
+                extra,
+                password_stdin,
+                password: _,
+            } = fields;
+            let any = conn_type.is_some()
+                || host.is_some()
+                || port.is_some()
+                || schema.is_some()
+                || login.is_some()
+                || description.is_some()
+                || extra.is_some()
+                || *password_stdin
+                || *password_prompt
+                || *clear_password
+                || *clear_extra;
+            if !any {
+                usage("nothing to update: give at least one field, e.g. --host or --password-stdin")
+            }
+        }
+        _ => {}
     }
 }
 
@@ -236,7 +351,12 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
             let input = match uri {
                 Some(uri) => {
                     let id = ConnId::new(conn_id.clone())?;
-                    let parsed = Connection::from_uri(id, &uri)?;
+                    let uri = if uri == "-" {
+                        read_password_stdin().context("cannot read the URI from stdin")?
+                    } else {
+                        Secret::from(uri)
+                    };
+                    let parsed = Connection::from_uri(id, uri.expose())?;
                     let mut input = input_of(parsed);
                     if fields.description.is_some() {
                         input.description = fields.description;
@@ -247,10 +367,7 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
                     input
                 }
                 None => {
-                    let conn_type = fields
-                        .conn_type
-                        .clone()
-                        .context("--type is required (or give --uri)")?;
+                    let conn_type = fields.conn_type.clone().unwrap_or_default();
                     let uses_password = conn_type.parse::<ConnType>().is_ok_and(|t| {
                         t.field_use(broked_core::Field::Password) != broked_core::FieldUse::Unused
                     });
@@ -269,7 +386,7 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
                         schema: fields.schema,
                         login: fields.login,
                         password,
-                        extra: fields.extra.map(Secret::from),
+                        extra: fields.extra.map(read_extra).transpose()?,
                         description: fields.description,
                     }
                 }
@@ -309,7 +426,7 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
                 SecretUpdate::Keep
             };
             let extra = match (fields.extra, clear_extra) {
-                (Some(e), _) => SecretUpdate::Set(Secret::from(e)),
+                (Some(e), _) => SecretUpdate::Set(read_extra(e)?),
                 (None, true) => SecretUpdate::Clear,
                 (None, false) => SecretUpdate::Keep,
             };
@@ -328,11 +445,32 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
             output::connection(out, &info);
             Ok(ExitCode::SUCCESS)
         }
-        ConnectionsCmd::Delete { conn_id, force } => {
-            c.delete(&conn_id, force)?;
-            output::done(out, &format!("deleted {conn_id}"));
-            Ok(ExitCode::SUCCESS)
-        }
+        ConnectionsCmd::Delete { conn_id, force } => match c.delete(&conn_id, force) {
+            Ok(()) => {
+                output::deleted(out, &conn_id);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(Error::InUse { pipelines, .. }) => {
+                let list: Vec<String> = pipelines
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} ({}; nodes: {})",
+                            p.pipeline_id,
+                            p.name,
+                            p.nodes.join(", ")
+                        )
+                    })
+                    .collect();
+                bail!(
+                    "connection {conn_id:?} is used by {} pipeline(s): {}; remove it from them \
+                     first, or delete with --force",
+                    pipelines.len(),
+                    list.join(", ")
+                )
+            }
+            Err(e) => Err(e.into()),
+        },
         ConnectionsCmd::UsedBy { conn_id } => {
             let usage = c.used_by(&conn_id)?;
             output::used_by(out, &conn_id, &usage);
@@ -349,7 +487,7 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
         }
         ConnectionsCmd::Import { file, overwrite } => {
             let count = transfer::import(&c, &file, overwrite)?;
-            output::done(out, &format!("imported {count} connections"));
+            output::imported(out, count);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -364,23 +502,15 @@ fn key(cmd: KeyCmd, out: Output, c: Connections) -> anyhow::Result<ExitCode> {
                 bar.set_position(done);
             })?;
             bar.finish_and_clear();
-            output::done(
-                out,
-                &format!(
-                    "rotated: key {} is active; {} secrets re-encrypted; run `broked key prune` \
-                     once every replica has the new key file",
-                    report.active_key, report.resealed
-                ),
-            );
+            output::rotated(out, &report);
             Ok(ExitCode::SUCCESS)
         }
         KeyCmd::Prune => {
-            let pruned = c.prune()?;
-            let ids: Vec<String> = pruned.iter().map(|k| k.to_string()).collect();
-            output::done(
-                out,
-                &format!("pruned {} keys: {}", ids.len(), ids.join(", ")),
-            );
+            output::pruned(out, &c.prune()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCmd::List => {
+            output::keys(out, &c.keys()?);
             Ok(ExitCode::SUCCESS)
         }
         KeyCmd::Check => {
@@ -425,6 +555,23 @@ fn read_password_stdin() -> anyhow::Result<Secret> {
         bail!("--password-stdin read an empty password");
     }
     Ok(secret)
+}
+
+/// `--extra`: the JSON itself, `@FILE`, or `-` for stdin.
+fn read_extra(arg: String) -> anyhow::Result<Secret> {
+    if arg == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read extra from stdin")?;
+        Ok(Secret::from(text))
+    } else if let Some(path) = arg.strip_prefix('@') {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read extra from {path}"))?;
+        Ok(Secret::from(text))
+    } else {
+        Ok(Secret::from(arg))
+    }
 }
 
 fn prompt_password(prompt: &str) -> anyhow::Result<Option<Secret>> {

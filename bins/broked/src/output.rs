@@ -4,7 +4,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use broked_connections::{CheckReport, ConnectionInfo, Connections, PipelineUsage, TestOutcome};
+use broked_connections::{
+    CheckReport, ConnectionInfo, Connections, KeyStatus, PipelineUsage, RotateReport, TestOutcome,
+};
 use broked_core::Secret;
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -135,10 +137,67 @@ pub(crate) fn uri(out: Output, conn_id: &str, uri: &Secret) {
     }
 }
 
-pub(crate) fn done(out: Output, message: &str) {
+pub(crate) fn deleted(out: Output, conn_id: &str) {
     match out {
-        Output::Json => print_json(&json!({"ok": true, "message": message})),
-        Output::Text => println!("{message}"),
+        Output::Json => print_json(&json!({"conn_id": conn_id, "deleted": true})),
+        Output::Text => println!("deleted {conn_id}"),
+    }
+}
+
+pub(crate) fn imported(out: Output, count: usize) {
+    match out {
+        Output::Json => print_json(&json!({"imported": count})),
+        Output::Text => println!("imported {count} connections"),
+    }
+}
+
+pub(crate) fn rotated(out: Output, report: &RotateReport) {
+    match out {
+        Output::Json => print_json(&json!({
+            "active_key": report.active_key,
+            "resealed": report.resealed,
+        })),
+        Output::Text => println!(
+            "rotated: key {} is active; {} secrets re-encrypted; run `broked key prune` once \
+             every process using this database has read the new key file",
+            report.active_key, report.resealed
+        ),
+    }
+}
+
+pub(crate) fn pruned(out: Output, ids: &[String]) {
+    match out {
+        Output::Json => print_json(&json!({"pruned": ids})),
+        Output::Text if ids.is_empty() => println!("no unused keys to prune"),
+        Output::Text => println!("pruned {} keys: {}", ids.len(), ids.join(", ")),
+    }
+}
+
+pub(crate) fn keys(out: Output, keys: &[KeyStatus]) {
+    match out {
+        Output::Json => print_json(&Value::Array(
+            keys.iter()
+                .map(|k| {
+                    json!({
+                        "id": k.id, "created_at": k.created_at, "active": k.active, "secrets": k.secrets,
+                    })
+                })
+                .collect(),
+        )),
+        Output::Text => {
+            let rows: Vec<[String; 4]> = keys
+                .iter()
+                .map(|k| {
+                    [
+                        k.id.clone(),
+                        if k.active { "yes" } else { "" }.to_owned(),
+                        k.secrets.to_string(),
+                        k.created_at.clone(),
+                    ]
+                })
+                .collect();
+            table(&["KEY", "ACTIVE", "SECRETS", "CREATED"], &rows);
+        }
     }
 }
 
@@ -283,7 +342,10 @@ pub(crate) fn run_tests(
                     Err(e) => json!({"conn_id": id, "success": false, "message": e.to_string(), "driver": null, "latency_ms": null}),
                 })
                 .collect();
-            print_json(&Value::Array(rows));
+            match (all, rows.as_slice()) {
+                (false, [one]) => print_json(one),
+                _ => print_json(&Value::Array(rows)),
+            }
         }
         Output::Text if all => println!("{} tested, {failed} failed", results.len()),
         Output::Text => {}

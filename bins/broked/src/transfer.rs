@@ -40,8 +40,14 @@ pub(crate) fn export(c: &Connections, format: Format, decrypted: bool) -> anyhow
 }
 
 pub(crate) fn import(c: &Connections, file: &Path, overwrite: bool) -> anyhow::Result<usize> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read the import from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
     let rows: Value = if text.trim_start().starts_with(['[', '{']) {
         serde_json::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
