@@ -6,7 +6,7 @@
 //! few slow-loris connections reach the limit unless the server raises it or closes them, and
 //! adds the slow check that connections that never finish a request head are closed.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -102,6 +102,12 @@ fn request(
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!("{method} {path}: no complete answer within {limit:?}"),
+                ));
+            }
             Err(e) => return Err(e),
         }
     }
