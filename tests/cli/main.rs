@@ -1180,6 +1180,33 @@ fn cli_writes_while_the_server_runs() {
     assert!(cli.get_uri("cli-7").contains("CliS3cret"));
     let r = server.get("/api/connections/cli-3");
     assert_eq!(r.status, 200, "the server reads what the CLI wrote");
+
+    // Key rotation and pruning from the CLI while the server keeps writing: every secret,
+    // whichever process sealed it with whichever key, still opens.
+    let post = |id: &str| {
+        let body = format!(
+            r#"{{"conn_id": "{id}", "type": "generic", "host": "h", "port": 2, "password": "CliS3cret-{id}"}}"#
+        );
+        let r = server.post("/api/connections", &body);
+        assert_eq!(r.status, 201, "{}", r.text);
+    };
+    cli.run(&["key", "rotate"]).ok();
+    post("after-rotate");
+    cli.run(&["key", "prune"]).ok();
+    post("after-prune");
+    cli.run(&["key", "rotate"]).ok();
+    cli.run(&["key", "prune"]).ok();
+    post("after-second-prune");
+    let check = cli.run(&["key", "check", "-o", "json"]).ok().json();
+    assert_eq!(check["failures"], json!([]), "{check}");
+    for id in ["after-rotate", "after-prune", "after-second-prune"] {
+        assert_eq!(
+            cli.get_uri(id),
+            format!("generic://:CliS3cret-{id}@h:2"),
+            "{id}"
+        );
+    }
+    assert!(cli.get_uri("cli-7").contains("CliS3cret"));
     assert!(!server.log_text().contains(PW_MARK));
     cli.assert_no_leak(&[PW_MARK]);
 }
