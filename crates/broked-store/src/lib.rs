@@ -5,15 +5,21 @@
 //! `broked-crypto`, together with the id of the key that sealed them (so that rotation and
 //! pruning can ask "what is still sealed under key N" without opening anything).
 //!
-//! [`Store`] is the seam for a second backend (a shared PostgreSQL for several server
-//! replicas); [`SqliteStore`] is the embedded default. Every mutation is one transaction.
+//! [`Store`] is the seam between the library and its backends: [`SqliteStore`] is the
+//! embedded default; `PgStore` (cargo feature `postgres`, on by default) is a shared
+//! PostgreSQL database for several server replicas. Every mutation is one transaction; both
+//! backends pass one test suite (`src/tests.rs`). See `docs/storage.md`.
 //!
 //! Not here: encryption, validation, URIs. Callers validate before they store.
 
 use std::fmt;
 
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub use postgres::{PG_SCHEMA_VERSION, PgStore};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// A secret column of a connection.
@@ -179,9 +185,49 @@ pub enum StoreError {
     },
     #[error("corrupt row in {table}: {reason}")]
     Corrupt { table: &'static str, reason: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database server cannot be reached, refused the credentials, or the address is
+    /// malformed. `server` is the address without its user information or query (never a
+    /// password); `reason` has any password in it replaced by `********`.
+    #[error("cannot use the database at {server}: {reason}")]
+    Connect { server: String, reason: String },
+    /// A PostgreSQL statement failed.
+    #[cfg(feature = "postgres")]
+    #[error("{context}: {source}")]
+    Postgres {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Proof that this process holds the store's rotation lock (see [`Store::lock_rotation`]);
+/// dropping it releases the lock. The lock also goes if the process dies.
+#[must_use = "the rotation lock is released when the guard is dropped"]
+pub struct RotationGuard {
+    _held: Box<dyn Send>,
+}
+
+impl RotationGuard {
+    pub(crate) fn new(held: impl Send + 'static) -> RotationGuard {
+        RotationGuard {
+            _held: Box::new(held),
+        }
+    }
+}
+
+impl fmt::Debug for RotationGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RotationGuard")
+    }
+}
 
 /// A place to keep connections. Implementations are shared between threads; every method is
 /// one transaction.
@@ -228,4 +274,16 @@ pub trait Store: Send + Sync {
     fn delete_pipeline(&self, pipeline_id: &str) -> Result<bool>;
     /// The nodes that reference `conn_id`, sorted by pipeline and node.
     fn used_by(&self, conn_id: &str) -> Result<Vec<PipelineRef>>;
+
+    /// Takes the store-wide rotation lock, waiting while another process (or another handle
+    /// in this one) holds it: one key rotation at a time across every process that shares
+    /// the database. SQLite: an exclusive `flock` on `{db}.rotate.lock`; PostgreSQL: a
+    /// session-level advisory lock on a connection of its own. Not reentrant: a second call
+    /// while holding the guard waits forever.
+    fn lock_rotation(&self) -> Result<RotationGuard>;
+    /// [`Store::lock_rotation`] without waiting: `None` if someone else holds the lock.
+    fn try_lock_rotation(&self) -> Result<Option<RotationGuard>>;
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1162 @@
+//! A shared PostgreSQL database (through `sqlx`, rustls), for several server replicas.
+//!
+//! **The thread bridge.** [`Store`] is synchronous and is called from plain threads and from
+//! inside tokio runtimes (the server calls it in async handlers), so a `PgStore` must never
+//! `block_on` the caller's runtime. Each `PgStore` owns one background thread running a
+//! current-thread tokio runtime with the `sqlx` pool. A trait call boxes its work as a job,
+//! sends it over an unbounded channel and blocks on a `std` channel for the reply; the
+//! background thread spawns every job as a task, so calls from several threads run
+//! concurrently on the pool. Blocking inside an async handler costs that worker thread while
+//! the statement runs, exactly as the SQLite backend does.
+//!
+//! **Writes** run in one READ COMMITTED transaction that first locks the single `state` row
+//! (`SELECT … FOR UPDATE`), so writers queue like SQLite's `BEGIN IMMEDIATE` and each one sees
+//! every earlier commit; the transaction bumps `state.generation` when it changed anything.
+//! `lock_timeout` is 10 s (then [`StoreError::Busy`]); serialization failures and deadlocks
+//! are retried.
+//!
+//! **Migrations** are numbered rows of `broked_schema_migrations`, applied at open in one
+//! transaction under `pg_advisory_xact_lock`, so replicas starting at once apply each once.
+//!
+//! Advisory lock keys are `hashtext('broked.<what>.' || current_schema())`: stores in
+//! different schemas of one database do not contend.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, Sealed, SealedField,
+    SecretField, Store, StoreError, StoredConnection, StoredPipeline, Written,
+};
+
+/// How long a write waits for another writer's row lock, and a call for a pooled connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections per `PgStore` (per replica).
+const MAX_CONNECTIONS: u32 = 8;
+/// Attempts of a write that meets a serialization failure or a deadlock.
+const ATTEMPTS: u32 = 5;
+
+/// Migrations, in order; row `n` of `broked_schema_migrations` records that migration `n`
+/// (1-based) ran. Never edit one that shipped: add a new one. The schema is the SQLite one
+/// with PostgreSQL types; identifiers collate as `"C"` so sorting matches SQLite's bytewise
+/// order.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"CREATE TABLE state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        generation BIGINT NOT NULL
+     );
+     INSERT INTO state (id, generation) VALUES (1, 0);
+     CREATE TABLE keys (
+        key_id BIGINT PRIMARY KEY,
+        check_value TEXT NOT NULL,
+        seals BIGINT NOT NULL DEFAULT 0
+     );
+     CREATE TABLE connections (
+        conn_id TEXT COLLATE "C" PRIMARY KEY,
+        conn_type TEXT COLLATE "C" NOT NULL,
+        host TEXT,
+        port INTEGER CHECK (port BETWEEN 1 AND 65535),
+        schema_name TEXT,
+        login TEXT,
+        password BYTEA,
+        password_key BIGINT,
+        extra BYTEA,
+        extra_key BIGINT,
+        description TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        CHECK ((password IS NULL) = (password_key IS NULL)),
+        CHECK ((extra IS NULL) = (extra_key IS NULL))
+     );
+     CREATE INDEX connections_type ON connections (conn_type, conn_id);
+     CREATE INDEX connections_password_key ON connections (password_key);
+     CREATE INDEX connections_extra_key ON connections (extra_key);
+     CREATE TABLE pipelines (
+        pipeline_id TEXT COLLATE "C" PRIMARY KEY,
+        name TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+     );
+     CREATE TABLE pipeline_refs (
+        pipeline_id TEXT COLLATE "C" NOT NULL
+            REFERENCES pipelines (pipeline_id) ON DELETE CASCADE,
+        node_id TEXT COLLATE "C" NOT NULL,
+        conn_id TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (pipeline_id, node_id)
+     );
+     CREATE INDEX pipeline_refs_conn ON pipeline_refs (conn_id);"#,
+];
+
+/// The schema version this build writes.
+pub const PG_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+type Job = Box<dyn FnOnce(Ctx) -> BoxFut<'static, ()> + Send>;
+
+/// What a job gets: the pool, and the address to name in errors.
+#[derive(Clone)]
+struct Ctx {
+    pool: PgPool,
+    server: Arc<str>,
+    /// Held by every running job and lock holder; the background thread closes the pool
+    /// once the store is dropped and every clone is gone.
+    _alive: mpsc::Sender<()>,
+}
+
+/// A PostgreSQL database shared by several processes. See the module docs for the thread
+/// bridge; `Debug` and errors show the address without credentials.
+pub struct PgStore {
+    server: Arc<str>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db?sslmode=…`; libpq-style
+    /// parameters such as `options=-c search_path=…` work), migrates the schema, and starts
+    /// the background thread. A wrong address or password is [`StoreError::Connect`], whose
+    /// message never holds the password.
+    pub fn open(url: &str) -> Result<PgStore> {
+        let server: Arc<str> = redact_url(url).into();
+        let connect_err = |e: sqlx::Error| StoreError::Connect {
+            server: server.to_string(),
+            reason: scrub(&e.to_string(), url),
+        };
+        let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
+        let (jobs, rx) = mpsc::unbounded_channel::<Job>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), Opening>>(1);
+        let thread_server = server.clone();
+        std::thread::Builder::new()
+            .name("broked-store-pg".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(Opening::Runtime(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    // One direct connection first: the pool retries a refused connection
+                    // until its timeout and then reports only "timed out".
+                    let first = async {
+                        let mut conn = PgConnection::connect_with(&options)
+                            .await
+                            .map_err(Opening::Connect)?;
+                        migrate(&mut conn).await.map_err(Opening::Store)?;
+                        let _ = conn.close().await;
+                        Ok(())
+                    };
+                    if let Err(e) = first.await {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                    let pool = PgPoolOptions::new()
+                        .max_connections(MAX_CONNECTIONS)
+                        .acquire_timeout(BUSY_TIMEOUT)
+                        .connect_lazy_with(options);
+                    let _ = ready_tx.send(Ok(()));
+                    serve(pool, thread_server, rx).await;
+                });
+            })
+            .map_err(|e| StoreError::Connect {
+                server: server.to_string(),
+                reason: format!("cannot start the database thread: {e}"),
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(PgStore { server, jobs }),
+            Ok(Err(Opening::Connect(e))) => Err(connect_err(e)),
+            Ok(Err(Opening::Store(e))) => Err(e),
+            Ok(Err(Opening::Runtime(e))) => Err(StoreError::Connect {
+                server: server.to_string(),
+                reason: format!("cannot start the database runtime: {e}"),
+            }),
+            Err(_) => Err(gone()),
+        }
+    }
+
+    /// The database address without user information or query, as errors show it.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.read((), |c, ()| {
+            Box::pin(async move {
+                sqlx::query_scalar::<_, Option<i64>>(
+                    "SELECT max(version) FROM broked_schema_migrations",
+                )
+                .fetch_one(&c.pool)
+                .await
+                .map(|v| v.unwrap_or(0))
+                .map_err(pg(c, "schema version"))
+            })
+        })
+    }
+
+    /// Runs `job` on the background runtime and waits for its result.
+    fn call<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(Ctx) -> BoxFut<'static, Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let boxed: Job = Box::new(move |ctx| {
+            Box::pin(async move {
+                let _ = tx.send(job(ctx).await);
+            })
+        });
+        self.jobs.send(boxed).map_err(|_| gone())?;
+        // A job that panicked dropped its sender: that is an error, not a hang.
+        rx.recv().map_err(|_| gone())?
+    }
+
+    fn read<A, T>(&self, args: A, op: ReadOp<A, T>) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.call(move |ctx| Box::pin(async move { op(&ctx, &args).await }))
+    }
+
+    fn write<A, T>(&self, args: A, op: WriteOp<A, T>) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.call(move |ctx| Box::pin(async move { write_tx(&ctx, &args, op).await }))
+    }
+
+    fn advisory_lock(&self, wait: bool) -> Result<Option<RotationGuard>> {
+        let held = self.call(move |ctx| {
+            Box::pin(async move {
+                let options = ctx.pool.connect_options();
+                let mut conn = PgConnection::connect_with(&options)
+                    .await
+                    .map_err(pg(&ctx, "rotation lock"))?;
+                let sql = if wait {
+                    "SELECT pg_advisory_lock(hashtext('broked.rotation.' || current_schema())), true"
+                } else {
+                    "SELECT 0, pg_try_advisory_lock(hashtext('broked.rotation.' || current_schema()))"
+                };
+                let got: bool = sqlx::query(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .and_then(|r| r.try_get(1))
+                    .map_err(pg(&ctx, "rotation lock"))?;
+                if !got {
+                    let _ = conn.close().await;
+                    return Ok(None);
+                }
+                let (release, released) = oneshot::channel::<()>();
+                let alive = ctx._alive.clone();
+                tokio::spawn(async move {
+                    // Resolves (with an error) when the guard's sender is dropped.
+                    let _ = released.await;
+                    // Closing the session releases its advisory locks.
+                    let _ = conn.close().await;
+                    drop(alive);
+                });
+                Ok(Some(release))
+            })
+        })?;
+        Ok(held.map(RotationGuard::new))
+    }
+}
+
+enum Opening {
+    Connect(sqlx::Error),
+    Store(StoreError),
+    Runtime(std::io::Error),
+}
+
+/// The background thread's loop: every job becomes a task; when the store is dropped, wait
+/// for running jobs and held locks, then close the pool.
+async fn serve(pool: PgPool, server: Arc<str>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let (alive, mut all_done) = mpsc::channel::<()>(1);
+    let ctx = Ctx {
+        pool: pool.clone(),
+        server,
+        _alive: alive,
+    };
+    while let Some(job) = jobs.recv().await {
+        tokio::spawn(job(ctx.clone()));
+    }
+    drop(ctx);
+    let _ = all_done.recv().await;
+    pool.close().await;
+}
+
+fn gone() -> StoreError {
+    StoreError::Postgres {
+        context: "the database thread has stopped",
+        source: sqlx::Error::WorkerCrashed,
+    }
+}
+
+/// Maps a sqlx error: lost connections to [`StoreError::Connect`], lock timeouts to
+/// [`StoreError::Busy`], the rest to [`StoreError::Postgres`].
+fn pg(ctx: &Ctx, context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError + use<> {
+    let server = ctx.server.clone();
+    move |source| {
+        let code = source
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        match (&source, code.as_deref()) {
+            (_, Some("55P03")) => StoreError::Busy,
+            (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed, _) => {
+                StoreError::Connect {
+                    server: server.to_string(),
+                    reason: source.to_string(),
+                }
+            }
+            (sqlx::Error::PoolTimedOut, _) => StoreError::Connect {
+                server: server.to_string(),
+                reason: format!(
+                    "no database connection within {} s (server down, or every connection busy)",
+                    BUSY_TIMEOUT.as_secs()
+                ),
+            },
+            (_, Some(c)) if c.starts_with("08") || c.starts_with("28") || c == "57P01" => {
+                StoreError::Connect {
+                    server: server.to_string(),
+                    reason: source.to_string(),
+                }
+            }
+            _ => StoreError::Postgres { context, source },
+        }
+    }
+}
+
+/// Whether a failed transaction may simply be run again.
+fn retryable(e: &StoreError) -> bool {
+    let StoreError::Postgres { source, .. } = e else {
+        return false;
+    };
+    matches!(
+        source.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("40001" | "40P01")
+    )
+}
+
+/// `url` without its user information and query: `postgres://host:port/db`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(an address that is not a URL)".into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    format!("{scheme}://{host}{path}")
+}
+
+/// `text` with every password that `url` carries (user information or a `password`
+/// parameter, raw or percent-decoded) replaced by `********`.
+fn scrub(text: &str, url: &str) -> String {
+    let mut secrets = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some((userinfo, _)) = rest[..end].rsplit_once('@') {
+            if let Some((_, pw)) = userinfo.split_once(':') {
+                secrets.push(pw.to_string());
+            }
+        }
+        if let Some((_, query)) = rest.split_once('?') {
+            for pair in query.split('&') {
+                if let Some(pw) = pair.strip_prefix("password=") {
+                    secrets.push(pw.to_string());
+                }
+            }
+        }
+    }
+    let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
+    secrets.extend(decoded);
+    secrets.retain(|s| !s.is_empty());
+    // Longest first, so a password that contains another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_string();
+    for s in secrets {
+        out = out.replace(&s, "********");
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Applies the migrations this database lacks, in one transaction under an advisory lock.
+async fn migrate(conn: &mut PgConnection) -> Result<()> {
+    let err = |context: &'static str| move |source| StoreError::Postgres { context, source };
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(err("cannot begin the migration"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('broked.migrate.' || current_schema()))")
+        .execute(&mut *tx)
+        .await
+        .map_err(err("migration lock"))?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS broked_schema_migrations (
+            version BIGINT PRIMARY KEY,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(err("cannot create broked_schema_migrations"))?;
+    let found: i64 =
+        sqlx::query_scalar::<_, Option<i64>>("SELECT max(version) FROM broked_schema_migrations")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err("schema version"))?
+            .unwrap_or(0);
+    if found > PG_SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found,
+            known: PG_SCHEMA_VERSION,
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        sqlx::raw_sql(step)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("migration failed"))?;
+        sqlx::query("INSERT INTO broked_schema_migrations (version) VALUES ($1)")
+            .bind(i as i64 + 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("migration failed"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(err("cannot commit the migration"))
+}
+
+type ReadOp<A, T> = for<'c> fn(&'c Ctx, &'c A) -> BoxFut<'c, Result<T>>;
+type WriteOp<A, T> =
+    for<'c> fn(&'c Ctx, &'c mut PgConnection, &'c A) -> BoxFut<'c, Result<(T, bool)>>;
+
+/// Runs `op` in one write transaction (see the module docs) and bumps the generation if `op`
+/// says it wrote; retries serialization failures and deadlocks.
+async fn write_tx<A: Sync, T>(ctx: &Ctx, args: &A, op: WriteOp<A, T>) -> Result<T> {
+    let mut attempt = 1;
+    loop {
+        match write_once(ctx, args, op).await {
+            Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn write_once<A: Sync, T>(ctx: &Ctx, args: &A, op: WriteOp<A, T>) -> Result<T> {
+    let mut tx = ctx
+        .pool
+        .begin()
+        .await
+        .map_err(pg(ctx, "cannot begin a write"))?;
+    sqlx::query(&format!(
+        "SET LOCAL lock_timeout = '{}s'",
+        BUSY_TIMEOUT.as_secs()
+    ))
+    .execute(&mut *tx)
+    .await
+    .map_err(pg(ctx, "cannot begin a write"))?;
+    sqlx::query("SELECT generation FROM state WHERE id = 1 FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .map_err(pg(ctx, "cannot begin a write"))?;
+    // On an error the transaction is dropped, which rolls it back.
+    let (value, wrote) = op(ctx, &mut tx, args).await?;
+    if wrote {
+        sqlx::query("UPDATE state SET generation = generation + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(pg(ctx, "generation"))?;
+    }
+    tx.commit().await.map_err(pg(ctx, "cannot commit"))?;
+    Ok(value)
+}
+
+const CONN_COLUMNS: &str = "conn_id, conn_type, host, port, schema_name, login, password, \
+     password_key, extra, extra_key, description, created_at, updated_at, version";
+
+fn sealed(blob: Option<Vec<u8>>, key: Option<i64>) -> Result<Option<Sealed>> {
+    Ok(match (blob, key) {
+        (Some(blob), Some(key)) => Some(Sealed {
+            key_id: to_key_id(key)?,
+            blob,
+        }),
+        _ => None,
+    })
+}
+
+fn to_key_id(key: i64) -> Result<u32> {
+    u32::try_from(key).map_err(|_| StoreError::Corrupt {
+        table: "connections",
+        reason: format!("key id {key} out of range"),
+    })
+}
+
+fn conn_from_row(r: &PgRow) -> std::result::Result<Result<StoredConnection>, sqlx::Error> {
+    let port: Option<i32> = r.try_get(3)?;
+    let password = sealed(r.try_get(6)?, r.try_get(7)?);
+    let extra = sealed(r.try_get(8)?, r.try_get(9)?);
+    let build = |password, extra| -> std::result::Result<StoredConnection, sqlx::Error> {
+        Ok(StoredConnection {
+            conn_id: r.try_get(0)?,
+            conn_type: r.try_get(1)?,
+            host: r.try_get(2)?,
+            port: port.and_then(|p| u16::try_from(p).ok()),
+            schema: r.try_get(4)?,
+            login: r.try_get(5)?,
+            password,
+            extra,
+            description: r.try_get(10)?,
+            created_at: r.try_get(11)?,
+            updated_at: r.try_get(12)?,
+            version: r.try_get(13)?,
+        })
+    };
+    Ok(match (password, extra) {
+        (Ok(p), Ok(e)) => Ok(build(p, e)?),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    })
+}
+
+fn conns_from_rows(
+    ctx: &Ctx,
+    rows: Vec<PgRow>,
+    context: &'static str,
+) -> Result<Vec<StoredConnection>> {
+    rows.iter()
+        .map(|r| conn_from_row(r).map_err(pg(ctx, context))?)
+        .collect()
+}
+
+fn pipeline_from_row(r: &PgRow) -> std::result::Result<StoredPipeline, sqlx::Error> {
+    Ok(StoredPipeline {
+        pipeline_id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        definition: r.try_get(2)?,
+        created_at: r.try_get(3)?,
+        updated_at: r.try_get(4)?,
+    })
+}
+
+/// Binds the 13 insert parameters of `conn` ($1..$13, in [`CONN_COLUMNS`] order).
+fn bind_conn<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    conn: &'q StoredConnection,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(&conn.conn_id)
+        .bind(&conn.conn_type)
+        .bind(&conn.host)
+        .bind(conn.port.map(i32::from))
+        .bind(&conn.schema)
+        .bind(&conn.login)
+        .bind(conn.password.as_ref().map(|s| &s.blob))
+        .bind(conn.password.as_ref().map(|s| i64::from(s.key_id)))
+        .bind(conn.extra.as_ref().map(|s| &s.blob))
+        .bind(conn.extra.as_ref().map(|s| i64::from(s.key_id)))
+        .bind(&conn.description)
+        .bind(&conn.created_at)
+        .bind(&conn.updated_at)
+}
+
+async fn key_known(ctx: &Ctx, c: &mut PgConnection, key_id: u32) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM keys WHERE key_id = $1)")
+        .bind(i64::from(key_id))
+        .fetch_one(c)
+        .await
+        .map_err(pg(ctx, "keys"))
+}
+
+/// Fails with [`StoreError::UnknownKey`] unless every key that seals a field of `conn` is
+/// registered.
+async fn check_keys(ctx: &Ctx, c: &mut PgConnection, conn: &StoredConnection) -> Result<()> {
+    for s in [&conn.password, &conn.extra].into_iter().flatten() {
+        if !key_known(ctx, c, s.key_id).await? {
+            return Err(StoreError::UnknownKey(s.key_id));
+        }
+    }
+    Ok(())
+}
+
+async fn conn_exists(ctx: &Ctx, c: &mut PgConnection, conn_id: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM connections WHERE conn_id = $1)")
+        .bind(conn_id)
+        .fetch_one(c)
+        .await
+        .map_err(pg(ctx, "connections"))
+}
+
+async fn refs_of<'e, E>(ctx: &Ctx, c: E, conn_id: &str) -> Result<Vec<PipelineRef>>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let rows = sqlx::query(
+        "SELECT r.pipeline_id, p.name, r.node_id, r.conn_id FROM pipeline_refs r
+         JOIN pipelines p USING (pipeline_id)
+         WHERE r.conn_id = $1 ORDER BY r.pipeline_id, r.node_id",
+    )
+    .bind(conn_id)
+    .fetch_all(c)
+    .await
+    .map_err(pg(ctx, "used_by"))?;
+    rows.iter()
+        .map(|r| {
+            Ok(PipelineRef {
+                pipeline_id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                node_id: r.try_get(2)?,
+                conn_id: r.try_get(3)?,
+            })
+        })
+        .collect::<std::result::Result<_, sqlx::Error>>()
+        .map_err(pg(ctx, "used_by"))
+}
+
+impl Store for PgStore {
+    fn key_checks(&self) -> Result<Vec<(u32, String)>> {
+        self.read((), |c, ()| {
+            Box::pin(async move {
+                let rows: Vec<(i64, String)> =
+                    sqlx::query_as("SELECT key_id, check_value FROM keys ORDER BY key_id")
+                        .fetch_all(&c.pool)
+                        .await
+                        .map_err(pg(c, "keys"))?;
+                rows.into_iter()
+                    .map(|(k, v)| Ok((to_key_id(k)?, v)))
+                    .collect()
+            })
+        })
+    }
+
+    fn add_key_check(&self, key_id: u32, check: &str) -> Result<()> {
+        self.write((key_id, check.to_string()), |ctx, c, (key_id, check)| {
+            Box::pin(async move {
+                let existing: Option<String> =
+                    sqlx::query_scalar("SELECT check_value FROM keys WHERE key_id = $1")
+                        .bind(i64::from(*key_id))
+                        .fetch_optional(&mut *c)
+                        .await
+                        .map_err(pg(ctx, "keys"))?;
+                match existing {
+                    Some(v) if v == *check => Ok(((), false)),
+                    Some(_) => Err(StoreError::Corrupt {
+                        table: "keys",
+                        reason: format!("key {key_id} is registered with another check value"),
+                    }),
+                    None => {
+                        sqlx::query("INSERT INTO keys (key_id, check_value) VALUES ($1, $2)")
+                            .bind(i64::from(*key_id))
+                            .bind(check)
+                            .execute(&mut *c)
+                            .await
+                            .map_err(pg(ctx, "keys"))?;
+                        Ok(((), true))
+                    }
+                }
+            })
+        })
+    }
+
+    fn remove_unused_keys(&self, key_ids: &[u32]) -> Result<Vec<u32>> {
+        self.write(key_ids.to_vec(), |ctx, c, key_ids| {
+            Box::pin(async move {
+                let mut removed = Vec::new();
+                for &id in key_ids {
+                    let n = sqlx::query(
+                        "DELETE FROM keys WHERE key_id = $1 AND NOT EXISTS (
+                           SELECT 1 FROM connections WHERE password_key = $1 OR extra_key = $1)",
+                    )
+                    .bind(i64::from(id))
+                    .execute(&mut *c)
+                    .await
+                    .map_err(pg(ctx, "keys"))?
+                    .rows_affected();
+                    if n > 0 {
+                        removed.push(id);
+                    }
+                }
+                let wrote = !removed.is_empty();
+                Ok((removed, wrote))
+            })
+        })
+    }
+
+    fn sealed_per_key(&self) -> Result<Vec<(u32, u64)>> {
+        self.read((), |c, ()| {
+            Box::pin(async move {
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT k, count(*) FROM (
+                       SELECT password_key AS k FROM connections WHERE password_key IS NOT NULL
+                       UNION ALL
+                       SELECT extra_key FROM connections WHERE extra_key IS NOT NULL) AS s
+                     GROUP BY k ORDER BY k",
+                )
+                .fetch_all(&c.pool)
+                .await
+                .map_err(pg(c, "keys"))?;
+                rows.into_iter()
+                    .map(|(k, n)| Ok((to_key_id(k)?, n as u64)))
+                    .collect()
+            })
+        })
+    }
+
+    fn count_seals(&self, key_id: u32, n: u64) -> Result<u64> {
+        // Counting is bookkeeping, not data: one atomic statement, no generation bump.
+        self.read((key_id, n), |c, &(key_id, n)| {
+            Box::pin(async move {
+                let total: Option<i64> = sqlx::query_scalar(
+                    "UPDATE keys SET seals = seals + $2 WHERE key_id = $1 RETURNING seals",
+                )
+                .bind(i64::from(key_id))
+                .bind(n as i64)
+                .fetch_optional(&c.pool)
+                .await
+                .map_err(pg(c, "seals"))?;
+                Ok(total.unwrap_or(0) as u64)
+            })
+        })
+    }
+
+    fn seals(&self, key_id: u32) -> Result<u64> {
+        self.read(key_id, |c, &key_id| {
+            Box::pin(async move {
+                let total: Option<i64> =
+                    sqlx::query_scalar("SELECT seals FROM keys WHERE key_id = $1")
+                        .bind(i64::from(key_id))
+                        .fetch_optional(&c.pool)
+                        .await
+                        .map_err(pg(c, "seals"))?;
+                Ok(total.unwrap_or(0) as u64)
+            })
+        })
+    }
+
+    fn generation(&self) -> Result<u64> {
+        self.read((), |c, ()| {
+            Box::pin(async move {
+                sqlx::query_scalar::<_, i64>("SELECT generation FROM state WHERE id = 1")
+                    .fetch_one(&c.pool)
+                    .await
+                    .map(|g| g as u64)
+                    .map_err(pg(c, "generation"))
+            })
+        })
+    }
+
+    fn insert_connection(&self, conn: &StoredConnection) -> Result<()> {
+        self.write(conn.clone(), |ctx, c, conn| {
+            Box::pin(async move {
+                check_keys(ctx, c, conn).await?;
+                if conn_exists(ctx, c, &conn.conn_id).await? {
+                    return Err(StoreError::AlreadyExists(conn.conn_id.clone()));
+                }
+                let sql = format!(
+                    "INSERT INTO connections ({CONN_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)"
+                );
+                bind_conn(sqlx::query(&sql), conn)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(pg(ctx, "insert"))?;
+                Ok(((), true))
+            })
+        })
+    }
+
+    fn get_connection(&self, conn_id: &str) -> Result<Option<StoredConnection>> {
+        self.read(conn_id.to_string(), |c, conn_id| {
+            Box::pin(async move {
+                let rows = sqlx::query(&format!(
+                    "SELECT {CONN_COLUMNS} FROM connections WHERE conn_id = $1"
+                ))
+                .bind(conn_id)
+                .fetch_all(&c.pool)
+                .await
+                .map_err(pg(c, "get"))?;
+                Ok(conns_from_rows(c, rows, "get")?.pop())
+            })
+        })
+    }
+
+    fn list_connections(&self, conn_type: Option<&str>) -> Result<Vec<StoredConnection>> {
+        self.read(conn_type.map(str::to_string), |c, conn_type| {
+            Box::pin(async move {
+                let rows = sqlx::query(&format!(
+                    "SELECT {CONN_COLUMNS} FROM connections
+                     WHERE $1::text IS NULL OR conn_type = $1 ORDER BY conn_id"
+                ))
+                .bind(conn_type)
+                .fetch_all(&c.pool)
+                .await
+                .map_err(pg(c, "list"))?;
+                conns_from_rows(c, rows, "list")
+            })
+        })
+    }
+
+    fn update_connection(&self, conn: &StoredConnection) -> Result<Written> {
+        self.write(conn.clone(), |ctx, c, conn| {
+            Box::pin(async move {
+                check_keys(ctx, c, conn).await?;
+                let n = sqlx::query(
+                    "UPDATE connections SET conn_type = $2, host = $3, port = $4,
+                       schema_name = $5, login = $6, password = $7, password_key = $8,
+                       extra = $9, extra_key = $10, description = $11, updated_at = $12,
+                       version = version + 1
+                     WHERE conn_id = $1 AND version = $13",
+                )
+                .bind(&conn.conn_id)
+                .bind(&conn.conn_type)
+                .bind(&conn.host)
+                .bind(conn.port.map(i32::from))
+                .bind(&conn.schema)
+                .bind(&conn.login)
+                .bind(conn.password.as_ref().map(|s| &s.blob))
+                .bind(conn.password.as_ref().map(|s| i64::from(s.key_id)))
+                .bind(conn.extra.as_ref().map(|s| &s.blob))
+                .bind(conn.extra.as_ref().map(|s| i64::from(s.key_id)))
+                .bind(&conn.description)
+                .bind(&conn.updated_at)
+                .bind(conn.version)
+                .execute(&mut *c)
+                .await
+                .map_err(pg(ctx, "update"))?
+                .rows_affected();
+                if n == 1 {
+                    return Ok((Written::Done, true));
+                }
+                let exists = conn_exists(ctx, c, &conn.conn_id).await?;
+                Ok((
+                    if exists {
+                        Written::Stale
+                    } else {
+                        Written::Missing
+                    },
+                    false,
+                ))
+            })
+        })
+    }
+
+    fn delete_connection(&self, conn_id: &str, force: bool) -> Result<Deleted> {
+        self.write((conn_id.to_string(), force), |ctx, c, (conn_id, force)| {
+            Box::pin(async move {
+                let refs = refs_of(ctx, &mut *c, conn_id).await?;
+                if !refs.is_empty() && !force {
+                    return Ok((Deleted::InUse(refs), false));
+                }
+                let n = sqlx::query("DELETE FROM connections WHERE conn_id = $1")
+                    .bind(conn_id)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(pg(ctx, "delete"))?
+                    .rows_affected();
+                if n == 0 {
+                    return Ok((Deleted::Missing, false));
+                }
+                // As in SQLite: pipelines keep their definitions, lose these references.
+                sqlx::query("DELETE FROM pipeline_refs WHERE conn_id = $1")
+                    .bind(conn_id)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(pg(ctx, "delete"))?;
+                Ok((Deleted::Done, true))
+            })
+        })
+    }
+
+    fn put_connections(&self, rows: &[StoredConnection], overwrite: bool) -> Result<PutMany> {
+        self.write((rows.to_vec(), overwrite), |ctx, c, (rows, overwrite)| {
+            Box::pin(async move {
+                let mut existing = Vec::new();
+                for row in rows {
+                    check_keys(ctx, c, row).await?;
+                    if conn_exists(ctx, c, &row.conn_id).await? {
+                        existing.push(row.conn_id.clone());
+                    }
+                }
+                if !existing.is_empty() && !overwrite {
+                    return Ok((PutMany::Exists(existing), false));
+                }
+                let sql = format!(
+                    "INSERT INTO connections ({CONN_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)
+                     ON CONFLICT (conn_id) DO UPDATE SET conn_type = excluded.conn_type,
+                       host = excluded.host, port = excluded.port,
+                       schema_name = excluded.schema_name, login = excluded.login,
+                       password = excluded.password, password_key = excluded.password_key,
+                       extra = excluded.extra, extra_key = excluded.extra_key,
+                       description = excluded.description, updated_at = excluded.updated_at,
+                       version = connections.version + 1"
+                );
+                for conn in rows {
+                    bind_conn(sqlx::query(&sql), conn)
+                        .execute(&mut *c)
+                        .await
+                        .map_err(pg(ctx, "import"))?;
+                }
+                Ok((PutMany::Done(rows.len()), !rows.is_empty()))
+            })
+        })
+    }
+
+    fn sealed_not_under(&self, key_id: u32, limit: usize) -> Result<Vec<SealedField>> {
+        self.read((key_id, limit), |c, &(under, limit)| {
+            Box::pin(async move {
+                let rows: Vec<(String, i32, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT conn_id, 0, password, password_key FROM connections
+                       WHERE password_key IS NOT NULL AND password_key != $1
+                     UNION ALL
+                     SELECT conn_id, 1, extra, extra_key FROM connections
+                       WHERE extra_key IS NOT NULL AND extra_key != $1
+                     ORDER BY 1, 2 LIMIT $2",
+                )
+                .bind(i64::from(under))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&c.pool)
+                .await
+                .map_err(pg(c, "reseal"))?;
+                rows.into_iter()
+                    .map(|(conn_id, field, blob, key)| {
+                        Ok(SealedField {
+                            conn_id,
+                            field: if field == 0 {
+                                SecretField::Password
+                            } else {
+                                SecretField::Extra
+                            },
+                            sealed: Sealed {
+                                key_id: to_key_id(key)?,
+                                blob,
+                            },
+                        })
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    fn reseal(&self, batch: &[Reseal]) -> Result<usize> {
+        self.write(batch.to_vec(), |ctx, c, batch| {
+            Box::pin(async move {
+                let keys: BTreeSet<u32> = batch.iter().map(|r| r.new.key_id).collect();
+                for key in keys {
+                    if !key_known(ctx, c, key).await? {
+                        return Err(StoreError::UnknownKey(key));
+                    }
+                }
+                let mut written = 0;
+                for r in batch {
+                    let sql = match r.field {
+                        SecretField::Password => {
+                            "UPDATE connections SET password = $3, password_key = $4
+                             WHERE conn_id = $1 AND password = $2"
+                        }
+                        SecretField::Extra => {
+                            "UPDATE connections SET extra = $3, extra_key = $4
+                             WHERE conn_id = $1 AND extra = $2"
+                        }
+                    };
+                    written += sqlx::query(sql)
+                        .bind(&r.conn_id)
+                        .bind(&r.old)
+                        .bind(&r.new.blob)
+                        .bind(i64::from(r.new.key_id))
+                        .execute(&mut *c)
+                        .await
+                        .map_err(pg(ctx, "reseal"))?
+                        .rows_affected() as usize;
+                }
+                Ok((written, written > 0))
+            })
+        })
+    }
+
+    fn put_pipeline(&self, pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline> {
+        self.write((pipeline.clone(), refs.to_vec()), |ctx, c, (p, refs)| {
+            Box::pin(async move {
+                let mut unknown = BTreeSet::new();
+                for r in refs {
+                    if !conn_exists(ctx, c, &r.conn_id).await? {
+                        unknown.insert(r.conn_id.clone());
+                    }
+                }
+                if !unknown.is_empty() {
+                    return Ok((
+                        PutPipeline::UnknownConnIds(unknown.into_iter().collect()),
+                        false,
+                    ));
+                }
+                let replaced = sqlx::query(
+                    "UPDATE pipelines SET name = $2, definition = $3, updated_at = $4
+                     WHERE pipeline_id = $1",
+                )
+                .bind(&p.pipeline_id)
+                .bind(&p.name)
+                .bind(&p.definition)
+                .bind(&p.updated_at)
+                .execute(&mut *c)
+                .await
+                .map_err(pg(ctx, "put pipeline"))?
+                .rows_affected()
+                    == 1;
+                if replaced {
+                    sqlx::query("DELETE FROM pipeline_refs WHERE pipeline_id = $1")
+                        .bind(&p.pipeline_id)
+                        .execute(&mut *c)
+                        .await
+                        .map_err(pg(ctx, "put pipeline"))?;
+                } else {
+                    sqlx::query(
+                        "INSERT INTO pipelines (pipeline_id, name, definition, created_at,
+                           updated_at) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&p.pipeline_id)
+                    .bind(&p.name)
+                    .bind(&p.definition)
+                    .bind(&p.created_at)
+                    .bind(&p.updated_at)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(pg(ctx, "put pipeline"))?;
+                }
+                for r in refs {
+                    sqlx::query(
+                        "INSERT INTO pipeline_refs (pipeline_id, node_id, conn_id)
+                         VALUES ($1, $2, $3)
+                         ON CONFLICT (pipeline_id, node_id) DO UPDATE SET conn_id = excluded.conn_id",
+                    )
+                    .bind(&p.pipeline_id)
+                    .bind(&r.node_id)
+                    .bind(&r.conn_id)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(pg(ctx, "put pipeline"))?;
+                }
+                Ok((
+                    if replaced {
+                        PutPipeline::Replaced
+                    } else {
+                        PutPipeline::Created
+                    },
+                    true,
+                ))
+            })
+        })
+    }
+
+    fn get_pipeline(&self, pipeline_id: &str) -> Result<Option<StoredPipeline>> {
+        self.read(pipeline_id.to_string(), |c, pipeline_id| {
+            Box::pin(async move {
+                let row = sqlx::query(
+                    "SELECT pipeline_id, name, definition, created_at, updated_at FROM pipelines
+                     WHERE pipeline_id = $1",
+                )
+                .bind(pipeline_id)
+                .fetch_optional(&c.pool)
+                .await
+                .map_err(pg(c, "get pipeline"))?;
+                row.as_ref()
+                    .map(pipeline_from_row)
+                    .transpose()
+                    .map_err(pg(c, "get pipeline"))
+            })
+        })
+    }
+
+    fn list_pipelines(&self) -> Result<Vec<StoredPipeline>> {
+        self.read((), |c, ()| {
+            Box::pin(async move {
+                let rows = sqlx::query(
+                    "SELECT pipeline_id, name, definition, created_at, updated_at FROM pipelines
+                     ORDER BY pipeline_id",
+                )
+                .fetch_all(&c.pool)
+                .await
+                .map_err(pg(c, "list pipelines"))?;
+                rows.iter()
+                    .map(pipeline_from_row)
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(pg(c, "list pipelines"))
+            })
+        })
+    }
+
+    fn delete_pipeline(&self, pipeline_id: &str) -> Result<bool> {
+        self.write(pipeline_id.to_string(), |ctx, c, pipeline_id| {
+            Box::pin(async move {
+                let n = sqlx::query("DELETE FROM pipelines WHERE pipeline_id = $1")
+                    .bind(pipeline_id)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(pg(ctx, "delete pipeline"))?
+                    .rows_affected();
+                Ok((n == 1, n == 1))
+            })
+        })
+    }
+
+    fn used_by(&self, conn_id: &str) -> Result<Vec<PipelineRef>> {
+        self.read(conn_id.to_string(), |c, conn_id| {
+            Box::pin(async move { refs_of(c, &c.pool, conn_id).await })
+        })
+    }
+
+    fn lock_rotation(&self) -> Result<RotationGuard> {
+        self.advisory_lock(true)?.ok_or(StoreError::Busy)
+    }
+
+    fn try_lock_rotation(&self) -> Result<Option<RotationGuard>> {
+        self.advisory_lock(false)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,635 @@
+//! The store's behaviour, written once and run against every backend.
+//!
+//! Each behaviour is a function `fn name(b: &impl Backend)`; [`suite!`] turns the list into
+//! one `#[test]` per backend: `tests::sqlite::name` on a temporary file, and (feature
+//! `postgres`) `tests::postgres::name` in a fresh schema of the machine's PostgreSQL
+//! (`broked_testenv::postgres()`; skipped when not configured, a failure when
+//! `BROKED_TEST_REQUIRE_SERVICES=1`). Backend-specific tests (files and pragmas, migrations
+//! tables, connection errors) live beside each backend.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::*;
+
+/// One empty database for one test.
+pub(crate) trait Backend: Sync {
+    type S: Store + 'static;
+    /// A new handle on the test's database, as another process would open it.
+    fn open(&self) -> Self::S;
+}
+
+/// A temporary SQLite file.
+pub(crate) struct Sqlite {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Sqlite {
+    pub(crate) fn new() -> Sqlite {
+        Sqlite {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub(crate) fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("broked.db")
+    }
+}
+
+impl Backend for Sqlite {
+    type S = SqliteStore;
+    fn open(&self) -> SqliteStore {
+        SqliteStore::open(&self.path()).unwrap()
+    }
+}
+
+/// A schema of its own (`t_<pid>_<n>_<nanos>`) in the test database, dropped afterwards;
+/// every handle reaches it through `options=-c search_path=…` in the URL.
+#[cfg(feature = "postgres")]
+pub(crate) struct Pg {
+    /// The test database, no schema set.
+    pub(crate) base_url: String,
+    /// `base_url` with `search_path` set to `schema`.
+    pub(crate) url: String,
+    pub(crate) schema: String,
+}
+
+#[cfg(feature = "postgres")]
+impl Pg {
+    pub(crate) fn new() -> Option<Pg> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let svc = broked_testenv::postgres()?;
+        let base_url = format!(
+            "postgres://{}:{}@{}:{}/{}",
+            svc.get("USER"),
+            svc.get("PASSWORD"),
+            svc.get("HOST"),
+            svc.port(),
+            svc.get("DB")
+        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!(
+            "t_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let url = format!("{base_url}?options=-c%20search_path%3D{schema}");
+        let pg = Pg {
+            base_url,
+            url,
+            schema,
+        };
+        pg.admin(&format!("CREATE SCHEMA {}", pg.schema));
+        Some(pg)
+    }
+
+    /// Runs `sql` on the test database as the test user, on a thread and runtime of its own
+    /// (so it works inside a test's runtime too).
+    pub(crate) fn admin(&self, sql: &str) {
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        std::thread::spawn(move || {
+            use sqlx::{Connection, Executor};
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                c.execute(sqlx::raw_sql(&sql)).await.unwrap();
+                c.close().await.unwrap();
+            })
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.admin(&sql))).is_err() {
+            eprintln!("could not drop test schema {}", self.schema);
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Backend for Pg {
+    type S = PgStore;
+    fn open(&self) -> PgStore {
+        PgStore::open(&self.url).unwrap()
+    }
+}
+
+/// One `#[test]` per behaviour and backend.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::Sqlite::new());
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(b) = super::Pg::new() {
+                        super::$name(&b);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    connections_round_trip_sorted_and_filtered,
+    ids_sort_bytewise,
+    a_duplicate_id_is_refused_and_changes_nothing,
+    a_secret_sealed_under_an_unregistered_key_is_refused,
+    updates_are_compare_and_swap_on_the_version,
+    delete_is_refused_while_pipelines_use_the_connection_unless_forced,
+    a_pipeline_naming_unknown_connections_is_refused_whole,
+    replacing_a_pipeline_replaces_its_references,
+    reseal_writes_only_fields_that_did_not_change_meanwhile,
+    keys_in_use_are_never_removed,
+    seals_are_counted_per_key,
+    put_connections_is_all_or_nothing,
+    reopening_keeps_the_data,
+    the_generation_changes_with_writes_of_another_handle,
+    concurrent_writers_on_separate_handles_never_fail,
+    concurrent_updates_of_one_row_lose_nothing,
+    calls_from_inside_a_tokio_runtime_work,
+    one_rotation_lock_at_a_time,
+    a_waiting_rotation_lock_is_granted_on_release,
+);
+
+pub(crate) fn conn(id: &str) -> StoredConnection {
+    StoredConnection {
+        conn_id: id.into(),
+        conn_type: "postgres".into(),
+        host: Some("db.example.com".into()),
+        port: Some(5432),
+        schema: Some("mydb".into()),
+        login: Some("etl".into()),
+        password: Some(Sealed {
+            key_id: 1,
+            blob: b"sealed-password".to_vec(),
+        }),
+        extra: None,
+        description: Some("d".into()),
+        created_at: "2026-11-26T10:00:00Z".into(),
+        updated_at: "2026-11-26T10:00:00Z".into(),
+        version: 1,
+    }
+}
+
+pub(crate) fn with_key(store: &impl Store) {
+    store.add_key_check(1, "check-1").unwrap();
+}
+
+fn pipeline(id: &str) -> StoredPipeline {
+    StoredPipeline {
+        pipeline_id: id.into(),
+        name: format!("{id} name"),
+        definition: "{}".into(),
+        created_at: "2026-11-26T10:00:00Z".into(),
+        updated_at: "2026-11-26T10:00:00Z".into(),
+    }
+}
+
+fn node(p: &str, node: &str, conn: &str) -> PipelineRef {
+    PipelineRef {
+        pipeline_id: p.into(),
+        name: format!("{p} name"),
+        node_id: node.into(),
+        conn_id: conn.into(),
+    }
+}
+
+fn connections_round_trip_sorted_and_filtered(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    let mut b = conn("b");
+    b.conn_type = "mysql".into();
+    b.extra = Some(Sealed {
+        key_id: 1,
+        blob: vec![1, 2, 3],
+    });
+    b.port = None;
+    store.insert_connection(&b).unwrap();
+    store.insert_connection(&conn("a")).unwrap();
+    let all = store.list_connections(None).unwrap();
+    assert_eq!(
+        all.iter().map(|c| c.conn_id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(all[1], b);
+    let mysql = store.list_connections(Some("mysql")).unwrap();
+    assert_eq!(mysql.len(), 1);
+    assert_eq!(mysql[0].conn_id, "b");
+    assert!(store.get_connection("zzz").unwrap().is_none());
+}
+
+fn a_duplicate_id_is_refused_and_changes_nothing(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    let mut again = conn("a");
+    again.host = Some("other".into());
+    let err = store.insert_connection(&again).unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyExists(ref id) if id == "a"),
+        "{err}"
+    );
+    assert_eq!(
+        store.get_connection("a").unwrap().unwrap().host.as_deref(),
+        Some("db.example.com")
+    );
+}
+
+fn a_secret_sealed_under_an_unregistered_key_is_refused(b: &impl Backend) {
+    let store = b.open();
+    let err = store.insert_connection(&conn("a")).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownKey(1)), "{err}");
+    assert!(store.get_connection("a").unwrap().is_none());
+}
+
+fn updates_are_compare_and_swap_on_the_version(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    let read = store.get_connection("a").unwrap().unwrap();
+    assert_eq!(read.version, 1);
+    let mut first = read.clone();
+    first.description = Some("first".into());
+    assert_eq!(store.update_connection(&first).unwrap(), Written::Done);
+    let mut second = read;
+    second.description = Some("second".into());
+    assert_eq!(store.update_connection(&second).unwrap(), Written::Stale);
+    let now = store.get_connection("a").unwrap().unwrap();
+    assert_eq!(now.description.as_deref(), Some("first"));
+    assert_eq!(now.version, 2);
+    assert_eq!(
+        store.update_connection(&conn("nope")).unwrap(),
+        Written::Missing
+    );
+}
+
+fn delete_is_refused_while_pipelines_use_the_connection_unless_forced(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("pg")).unwrap();
+    store.insert_connection(&conn("other")).unwrap();
+    let refs = [
+        node("etl", "load", "pg"),
+        node("etl", "extract", "pg"),
+        node("etl", "x", "other"),
+    ];
+    assert_eq!(
+        store.put_pipeline(&pipeline("etl"), &refs).unwrap(),
+        PutPipeline::Created
+    );
+    let Deleted::InUse(using) = store.delete_connection("pg", false).unwrap() else {
+        panic!("delete of a used connection was not refused")
+    };
+    assert_eq!(
+        using,
+        vec![node("etl", "extract", "pg"), node("etl", "load", "pg")]
+    );
+    assert!(store.get_connection("pg").unwrap().is_some());
+    assert_eq!(store.delete_connection("pg", true).unwrap(), Deleted::Done);
+    assert!(store.get_connection("pg").unwrap().is_none());
+    assert!(store.used_by("pg").unwrap().is_empty());
+    assert_eq!(store.used_by("other").unwrap().len(), 1);
+    assert_eq!(
+        store.delete_connection("pg", false).unwrap(),
+        Deleted::Missing
+    );
+}
+
+fn a_pipeline_naming_unknown_connections_is_refused_whole(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("pg")).unwrap();
+    let refs = [
+        node("etl", "a", "pg"),
+        node("etl", "b", "nope2"),
+        node("etl", "c", "nope1"),
+    ];
+    assert_eq!(
+        store.put_pipeline(&pipeline("etl"), &refs).unwrap(),
+        PutPipeline::UnknownConnIds(vec!["nope1".into(), "nope2".into()])
+    );
+    assert!(store.get_pipeline("etl").unwrap().is_none());
+    assert!(store.used_by("pg").unwrap().is_empty());
+}
+
+fn replacing_a_pipeline_replaces_its_references(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    store.insert_connection(&conn("b")).unwrap();
+    store
+        .put_pipeline(&pipeline("p"), &[node("p", "n1", "a")])
+        .unwrap();
+    let mut replaced = pipeline("p");
+    replaced.name = "renamed".into();
+    assert_eq!(
+        store
+            .put_pipeline(&replaced, &[node("p", "n2", "b")])
+            .unwrap(),
+        PutPipeline::Replaced
+    );
+    assert!(store.used_by("a").unwrap().is_empty());
+    assert_eq!(store.used_by("b").unwrap()[0].name, "renamed");
+    assert_eq!(store.list_pipelines().unwrap().len(), 1);
+    assert!(store.delete_pipeline("p").unwrap());
+    assert!(!store.delete_pipeline("p").unwrap());
+    assert!(
+        store.used_by("b").unwrap().is_empty(),
+        "references go with the pipeline"
+    );
+}
+
+fn reseal_writes_only_fields_that_did_not_change_meanwhile(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.add_key_check(2, "check-2").unwrap();
+    let mut a = conn("a");
+    a.extra = Some(Sealed {
+        key_id: 1,
+        blob: b"extra-a".to_vec(),
+    });
+    store.insert_connection(&a).unwrap();
+    store.insert_connection(&conn("b")).unwrap();
+    let todo = store.sealed_not_under(2, 100).unwrap();
+    assert_eq!(todo.len(), 3);
+    let batch: Vec<Reseal> = todo
+        .iter()
+        .map(|f| Reseal {
+            conn_id: f.conn_id.clone(),
+            field: f.field,
+            old: if f.conn_id == "b" {
+                b"changed meanwhile".to_vec()
+            } else {
+                f.sealed.blob.clone()
+            },
+            new: Sealed {
+                key_id: 2,
+                blob: [b"new-".as_slice(), &f.sealed.blob].concat(),
+            },
+        })
+        .collect();
+    assert_eq!(store.reseal(&batch).unwrap(), 2);
+    let left = store.sealed_not_under(2, 100).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].conn_id, "b");
+    assert_eq!(store.sealed_per_key().unwrap(), vec![(1, 1), (2, 2)]);
+    let a = store.get_connection("a").unwrap().unwrap();
+    assert_eq!(
+        a.extra.unwrap(),
+        Sealed {
+            key_id: 2,
+            blob: b"new-extra-a".to_vec()
+        }
+    );
+}
+
+fn keys_in_use_are_never_removed(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.add_key_check(2, "check-2").unwrap();
+    store.add_key_check(3, "check-3").unwrap();
+    store.insert_connection(&conn("a")).unwrap();
+    assert_eq!(store.remove_unused_keys(&[1, 2]).unwrap(), vec![2]);
+    assert_eq!(
+        store.key_checks().unwrap(),
+        vec![(1, "check-1".to_string()), (3, "check-3".to_string())]
+    );
+    let err = store.add_key_check(1, "another").unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+fn seals_are_counted_per_key(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    assert_eq!(store.count_seals(1, 3).unwrap(), 3);
+    assert_eq!(store.count_seals(1, 2).unwrap(), 5);
+    assert_eq!(store.seals(1).unwrap(), 5);
+    assert_eq!(store.seals(9).unwrap(), 0);
+}
+
+fn put_connections_is_all_or_nothing(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("b")).unwrap();
+    let rows = [conn("a"), conn("b"), conn("c")];
+    assert_eq!(
+        store.put_connections(&rows, false).unwrap(),
+        PutMany::Exists(vec!["b".into()])
+    );
+    assert_eq!(
+        store.list_connections(None).unwrap().len(),
+        1,
+        "nothing was written"
+    );
+    let mut bad = conn("d");
+    bad.password = Some(Sealed {
+        key_id: 9,
+        blob: vec![1],
+    });
+    let err = store.put_connections(&[conn("a"), bad], true).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownKey(9)), "{err}");
+    assert_eq!(
+        store.list_connections(None).unwrap().len(),
+        1,
+        "nothing was written"
+    );
+    let mut b = conn("b");
+    b.description = Some("replaced".into());
+    assert_eq!(
+        store
+            .put_connections(&[conn("a"), b, conn("c")], true)
+            .unwrap(),
+        PutMany::Done(3)
+    );
+    let b = store.get_connection("b").unwrap().unwrap();
+    assert_eq!(b.description.as_deref(), Some("replaced"));
+    assert_eq!(b.version, 2);
+}
+
+fn ids_sort_bytewise(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    for id in ["ab", "a_b", "a0", "a-b", "b"] {
+        store.insert_connection(&conn(id)).unwrap();
+    }
+    let ids: Vec<String> = store
+        .list_connections(None)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.conn_id)
+        .collect();
+    assert_eq!(ids, ["a-b", "a0", "a_b", "ab", "b"]);
+}
+
+fn reopening_keeps_the_data(b: &impl Backend) {
+    {
+        let store = b.open();
+        with_key(&store);
+        store.insert_connection(&conn("a")).unwrap();
+    }
+    let store = b.open();
+    assert_eq!(store.get_connection("a").unwrap().unwrap(), conn("a"));
+    assert_eq!(store.key_checks().unwrap().len(), 1);
+}
+
+fn the_generation_changes_with_writes_of_another_handle(b: &impl Backend) {
+    let one = b.open();
+    let two = b.open();
+    let before = one.generation().unwrap();
+    with_key(&two);
+    two.insert_connection(&conn("a")).unwrap();
+    let after = one.generation().unwrap();
+    assert!(after > before, "{before} -> {after}");
+    assert_eq!(one.generation().unwrap(), after, "reads do not change it");
+    let mut stale = conn("a");
+    stale.version = 7;
+    assert_eq!(two.update_connection(&stale).unwrap(), Written::Stale);
+    assert_eq!(one.generation().unwrap(), after, "a refused write does not");
+    two.delete_connection("a", false).unwrap();
+    assert!(one.generation().unwrap() > after);
+}
+
+fn concurrent_writers_on_separate_handles_never_fail(b: &impl Backend) {
+    with_key(&b.open());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                let store = Arc::new(b.open());
+                for i in 0..50 {
+                    store
+                        .insert_connection(&conn(&format!("t{t}-{i}")))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(b.open().list_connections(None).unwrap().len(), 200);
+}
+
+/// Read, change, write back, retry on `Stale`: no update is lost between handles.
+fn concurrent_updates_of_one_row_lose_nothing(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("hot")).unwrap();
+    let stale = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let store = b.open();
+                for _ in 0..10 {
+                    loop {
+                        let mut c = store.get_connection("hot").unwrap().unwrap();
+                        let n: u32 = c.description.as_deref().unwrap_or("0").parse().unwrap_or(0);
+                        c.description = Some((n + 1).to_string());
+                        match store.update_connection(&c).unwrap() {
+                            Written::Done => break,
+                            Written::Stale => {
+                                stale.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Written::Missing => panic!("row vanished"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let c = store.get_connection("hot").unwrap().unwrap();
+    assert_eq!(c.description.as_deref(), Some("40"));
+    assert_eq!(c.version, 41);
+}
+
+/// The server calls the store inside async handlers, on both runtime flavours.
+fn calls_from_inside_a_tokio_runtime_work(b: &impl Backend) {
+    let store = Arc::new(b.open());
+    with_key(&*store);
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (i, rt) in [current, multi].into_iter().enumerate() {
+        let store = store.clone();
+        rt.block_on(async move {
+            store.insert_connection(&conn(&format!("rt{i}"))).unwrap();
+            let s = store.clone();
+            let got = tokio::spawn(async move { s.get_connection(&format!("rt{i}")).unwrap() })
+                .await
+                .unwrap();
+            assert!(got.is_some());
+            let gen_before = store.generation().unwrap();
+            store.delete_connection(&format!("rt{i}"), false).unwrap();
+            assert!(store.generation().unwrap() > gen_before);
+        });
+    }
+    assert!(store.list_connections(None).unwrap().is_empty());
+}
+
+fn one_rotation_lock_at_a_time(b: &impl Backend) {
+    let one = b.open();
+    let two = b.open();
+    let held = one
+        .try_lock_rotation()
+        .unwrap()
+        .expect("a free lock is granted");
+    assert!(two.try_lock_rotation().unwrap().is_none(), "held by one");
+    assert!(
+        one.try_lock_rotation().unwrap().is_none(),
+        "not reentrant, even on the same handle"
+    );
+    drop(held);
+    let again = two.try_lock_rotation().unwrap().expect("released on drop");
+    drop(again);
+    drop(one.lock_rotation().unwrap());
+}
+
+fn a_waiting_rotation_lock_is_granted_on_release(b: &impl Backend) {
+    let one = b.open();
+    let held = one.lock_rotation().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let two = b.open();
+            tx.send("waiting").unwrap();
+            let guard = two.lock_rotation().unwrap();
+            tx.send("granted").unwrap();
+            drop(guard);
+        });
+        assert_eq!(rx.recv().unwrap(), "waiting");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(500)).is_err(),
+            "a second lock was granted while the first is held"
+        );
+        drop(held);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(20)),
+            Ok("granted"),
+            "the waiter gets the lock after the release"
+        );
+    });
+}
