@@ -220,7 +220,8 @@ async fn list_connections(
 /// Create a connection. The password and extra are encrypted before they are stored.
 #[utoipa::path(post, path = "/api/connections", tag = "connections", request_body = ConnectionIn,
     responses((status = 201, body = ConnectionOut), (status = 400, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+              (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn create_connection(
     State(state): State<AppState>,
@@ -262,6 +263,7 @@ async fn update(
 #[utoipa::path(put, path = "/api/connections/{conn_id}", tag = "connections",
     params(("conn_id" = String, Path)), request_body = ConnectionIn,
     responses((status = 200, body = ConnectionOut), (status = 400, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn put_connection(
     State(state): State<AppState>,
@@ -275,6 +277,7 @@ async fn put_connection(
 #[utoipa::path(patch, path = "/api/connections/{conn_id}", tag = "connections",
     params(("conn_id" = String, Path)), request_body = ConnectionIn,
     responses((status = 200, body = ConnectionOut), (status = 400, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn patch_connection(
     State(state): State<AppState>,
@@ -320,6 +323,7 @@ async fn test_saved(
 /// conn_id of a saved connection, the stored secret is used.
 #[utoipa::path(post, path = "/api/connections/test", tag = "testing", request_body = ConnectionIn,
     responses((status = 200, body = TestOut), (status = 400, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn test_unsaved(State(state): State<AppState>, b: JsonBody) -> ApiResult<Json<TestOut>> {
     let update = wire::connection_body(&b.0)?;
@@ -373,6 +377,7 @@ async fn get_pipeline(
 #[utoipa::path(put, path = "/api/pipelines/{pipeline_id}", tag = "pipelines",
     params(("pipeline_id" = String, Path)), request_body = PipelineIn,
     responses((status = 200, body = PipelineOut), (status = 400, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn put_pipeline(
     State(state): State<AppState>,
