@@ -59,6 +59,8 @@ SQL
     if [ -z "$("${psql[@]}" -tA -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
         "${psql[@]}" >/dev/null -c "CREATE DATABASE $db OWNER $user" || return 1
     fi
+    # The store's tests create (and drop) a schema per test: owning the database is enough.
+    "${psql[@]}" >/dev/null -c "ALTER DATABASE $db OWNER TO $user" || return 1
 
     export BROKED_TEST_PG_HOST=127.0.0.1 BROKED_TEST_PG_PORT=$port BROKED_TEST_PG_USER=$user
     export BROKED_TEST_PG_PASSWORD=$password BROKED_TEST_PG_DB=$db

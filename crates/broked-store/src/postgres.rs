@@ -269,19 +269,47 @@ impl PgStore {
                     let _ = conn.close().await;
                     return Ok(None);
                 }
-                let (release, released) = oneshot::channel::<()>();
+                let (release, released) = oneshot::channel::<std::sync::mpsc::SyncSender<()>>();
                 let alive = ctx._alive.clone();
                 tokio::spawn(async move {
-                    // Resolves (with an error) when the guard's sender is dropped.
-                    let _ = released.await;
-                    // Closing the session releases its advisory locks.
+                    // `Ok(ack)` when the guard is dropped; `Err` only if it vanished unsent.
+                    let ack = released.await.ok();
+                    // Unlock explicitly, so the lock is free when the guard's drop returns
+                    // (a closing session releases its locks too, but asynchronously).
+                    let _ = sqlx::query(
+                        "SELECT pg_advisory_unlock(hashtext('broked.rotation.' || current_schema()))",
+                    )
+                    .execute(&mut conn)
+                    .await;
                     let _ = conn.close().await;
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
                     drop(alive);
                 });
-                Ok(Some(release))
+                Ok(Some(PgRotationLock {
+                    release: Some(release),
+                }))
             })
         })?;
         Ok(held.map(RotationGuard::new))
+    }
+}
+
+/// The PostgreSQL rotation lock: its session lives on the background runtime; dropping this
+/// asks that task to unlock and waits (at most [`BUSY_TIMEOUT`]) until it has.
+struct PgRotationLock {
+    release: Option<oneshot::Sender<std::sync::mpsc::SyncSender<()>>>,
+}
+
+impl Drop for PgRotationLock {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            let (ack, acked) = std::sync::mpsc::sync_channel(1);
+            if release.send(ack).is_ok() {
+                let _ = acked.recv_timeout(BUSY_TIMEOUT);
+            }
+        }
     }
 }
 

@@ -155,3 +155,16 @@ fn a_lock_held_past_the_timeout_is_busy_not_a_hang() {
     holder.join().unwrap();
     store.insert_connection(&conn("a")).unwrap();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn open_and_calls_inside_a_tokio_test_work() {
+    let Some(pg) = Pg::new() else { return };
+    let store = PgStore::open(&pg.url).unwrap();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    let guard = store.lock_rotation().unwrap();
+    assert!(store.try_lock_rotation().unwrap().is_none());
+    drop(guard);
+    assert!(store.try_lock_rotation().unwrap().is_some());
+    assert_eq!(store.list_connections(None).unwrap().len(), 1);
+}
