@@ -25,7 +25,10 @@ const WRITE_ATTEMPTS: usize = 16;
 /// Shared between threads (`Send + Sync`); every call is one transaction. Several processes
 /// (the server and the CLI) may open the same database at once.
 pub struct Connections {
+    /// The database as shown in messages: a file path, or a PostgreSQL address without its
+    /// user information.
     pub(crate) db: PathBuf,
+    pub(crate) key_path: PathBuf,
     pub(crate) store: Box<dyn Store>,
     pub(crate) keyring: RwLock<Keyring>,
     pub(crate) options: Options,
@@ -77,13 +80,13 @@ impl Connections {
     /// different key file is an error naming the key file; a new key is never generated
     /// over existing secrets.
     pub fn open_with(db_path: impl AsRef<Path>, options: Options) -> Result<Connections, Error> {
-        let db = db_path.as_ref().to_owned();
-        let store = SqliteStore::open(&db).map_err(store_err)?;
-        let keyring = keys::open_keyring(&db, &store)?;
+        let (db, key_path, store) = open_store(db_path.as_ref(), &options)?;
+        let keyring = keys::open_keyring(&db, &key_path, store.as_ref())?;
         let registry = probes::registry(&options)?;
         Ok(Connections {
             db,
-            store: Box::new(store),
+            key_path,
+            store,
             keyring: RwLock::new(keyring),
             options,
             registry,
@@ -91,14 +94,14 @@ impl Connections {
         })
     }
 
-    /// The database file.
+    /// The database: its file, or a PostgreSQL address without user information.
     pub fn db_path(&self) -> &Path {
         &self.db
     }
 
     /// The key file.
     pub fn key_path(&self) -> PathBuf {
-        Keyring::path_for_db(&self.db)
+        self.key_path.clone()
     }
 
     /// Stores a new connection; its secrets are sealed before they reach the database.
@@ -483,6 +486,41 @@ impl Connections {
         }
         Ok(())
     }
+}
+
+/// Whether `db` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// The store for `db`, the name to show for it, and its key file.
+fn open_store(db: &Path, options: &Options) -> Result<(PathBuf, PathBuf, Box<dyn Store>), Error> {
+    let text = db.to_string_lossy();
+    if is_postgres_url(&text) {
+        #[cfg(feature = "postgres-store")]
+        {
+            let store = broked_store::PgStore::open(&text).map_err(store_err)?;
+            let shown = PathBuf::from(store.server());
+            let key = options.key_file.clone().ok_or_else(|| {
+                Error::Options(
+                    "a PostgreSQL database needs a key file: set --key-file (or BROKED_KEY_FILE) \
+                     to the same file on every replica"
+                        .into(),
+                )
+            })?;
+            return Ok((shown, key, Box::new(store)));
+        }
+        #[cfg(not(feature = "postgres-store"))]
+        return Err(Error::Options(
+            "this build has no PostgreSQL store (feature postgres-store)".into(),
+        ));
+    }
+    let store = SqliteStore::open(db).map_err(store_err)?;
+    let key = options
+        .key_file
+        .clone()
+        .unwrap_or_else(|| Keyring::path_for_db(db));
+    Ok((db.to_owned(), key, Box::new(store)))
 }
 
 fn corrupt(what: &str) -> Error {

@@ -50,8 +50,12 @@ pub struct KeyStatus {
 }
 
 /// Opens the keyring for `db` and checks it against the key check values in `store`.
-pub(crate) fn open_keyring(db: &Path, store: &dyn Store) -> Result<Keyring, Error> {
-    let key_path = Keyring::path_for_db(db);
+pub(crate) fn open_keyring(
+    db: &Path,
+    key_path: &Path,
+    store: &dyn Store,
+) -> Result<Keyring, Error> {
+    let key_path = key_path.to_owned();
     let checks = store.key_checks().map_err(store_err)?;
     let keyring = if checks.is_empty() {
         // First run: no key check in the database, so it holds no secret either (a sealed
@@ -200,6 +204,8 @@ impl Connections {
     /// (atomically) before any value is sealed with it, and the database switches all values
     /// in one transaction.
     pub fn rotate(&self, mut progress: impl FnMut(u64, u64)) -> Result<RotateReport, Error> {
+        // One rotation at a time across every process sharing the database.
+        let _lock = self.store.lock_rotation().map_err(store_err)?;
         let active = {
             let mut keyring = write(&self.keyring);
             keyring.reload()?;

@@ -33,7 +33,7 @@ use std::time::Duration;
 pub use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
 pub use broked_probe::{Failure, Outcome as TestOutcome};
 
-pub use crate::connections::{Connections, Resolved, Source};
+pub use crate::connections::{Connections, Resolved, Source, is_postgres_url};
 pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};
 pub use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage};
@@ -55,6 +55,9 @@ pub struct Options {
     pub probe_disabled: bool,
     /// Seals made with one key before it is rotated automatically (the AES-GCM usage bound).
     pub rotate_after_seals: u64,
+    /// The keyring file. Default: `{db_path}.key` beside a SQLite database. Required for a
+    /// PostgreSQL database (`postgres://…`), where every replica must use the same file.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -64,6 +67,7 @@ impl Default for Options {
             probe_deny: Vec::new(),
             probe_disabled: false,
             rotate_after_seals: broked_crypto::ROTATE_AFTER_SEALS,
+            key_file: None,
         }
     }
 }
