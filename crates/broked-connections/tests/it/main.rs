@@ -690,3 +690,142 @@ fn rotation_killed_at_random_points_leaves_every_secret_readable() {
         "only {killed} of 20 runs were killed mid-rotation"
     );
 }
+
+/// A fresh schema in the test PostgreSQL database, dropped on drop; its URL reaches only it.
+struct PgSchema {
+    admin: Vec<String>,
+    password: String,
+    schema: String,
+    url: String,
+}
+
+impl PgSchema {
+    fn new() -> Option<PgSchema> {
+        let pg = broked_testenv::postgres()?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!("lib_{}_{nanos}", std::process::id());
+        let admin = vec![
+            "-h".into(),
+            pg.get("HOST").into(),
+            "-p".into(),
+            pg.get("PORT").into(),
+            "-U".into(),
+            pg.get("USER").into(),
+            "-d".into(),
+            pg.get("DB").into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-qc".into(),
+        ];
+        let s = PgSchema {
+            url: format!(
+                "postgres://{}:{}@{}:{}/{}?options=-c%20search_path%3D{schema}",
+                pg.get("USER"),
+                pg.get("PASSWORD"),
+                pg.get("HOST"),
+                pg.get("PORT"),
+                pg.get("DB")
+            ),
+            password: pg.get("PASSWORD").into(),
+            admin,
+            schema,
+        };
+        s.psql(&format!("CREATE SCHEMA {}", s.schema));
+        Some(s)
+    }
+
+    fn psql(&self, sql: &str) {
+        let out = std::process::Command::new("psql")
+            .args(&self.admin)
+            .arg(sql)
+            .env("PGPASSWORD", &self.password)
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        self.psql(&format!("DROP SCHEMA {} CASCADE", self.schema));
+    }
+}
+
+/// Issue 10: replicas share one PostgreSQL database and one key file.
+#[test]
+fn replicas_share_a_postgres_store_and_its_key_file() {
+    let Some(pg) = PgSchema::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("shared.key");
+
+    // No key file option: a clear error that says which option, never the password.
+    let err = Connections::open(&pg.url).unwrap_err();
+    assert!(err.to_string().contains("--key-file"), "{err}");
+    assert!(!err.to_string().contains(&pg.password), "{err}");
+
+    let opts = || {
+        let mut o = Options::default();
+        o.key_file = Some(key.clone());
+        o
+    };
+    let one = Connections::open_with(&pg.url, opts()).unwrap();
+    let two = Connections::open_with(&pg.url, opts()).unwrap();
+    assert!(!one.db_path().to_string_lossy().contains(&pg.password));
+    one.create(pg_input("shared")).unwrap();
+    assert_eq!(
+        two.connection("shared").unwrap().password.unwrap().expose(),
+        PASSWORD
+    );
+    assert_eq!(
+        two.resolve("shared").unwrap().connection.host.as_deref(),
+        Some("db.example.com")
+    );
+    let patch = ConnectionUpdate {
+        description: Some(Some("from two".into())),
+        ..Default::default()
+    };
+    two.update("shared", patch, UpdateMode::Merge).unwrap();
+    assert_eq!(
+        one.resolve("shared")
+            .unwrap()
+            .connection
+            .description
+            .as_deref(),
+        Some("from two")
+    );
+
+    // Rotation on one while two serves: two meets a key it does not know and re-reads the file.
+    for i in 0..20 {
+        one.create(pg_input(&format!("r{i}"))).unwrap();
+    }
+    let report = one.rotate(|_, _| {}).unwrap();
+    assert_eq!(report.resealed, 42);
+    assert_eq!(
+        two.connection("r7").unwrap().password.unwrap().expose(),
+        PASSWORD
+    );
+    one.prune().unwrap();
+    two.create(pg_input("after-rotation")).unwrap();
+    assert!(one.check().unwrap().failures.is_empty());
+    assert!(two.check().unwrap().failures.is_empty());
+
+    // A replica started with another key file is refused.
+    let other_key = dir.path().join("other.key");
+    let mut o = Options::default();
+    o.key_file = Some(other_key.clone());
+    std::fs::copy(Db::new().open().key_path(), &other_key).unwrap();
+    let err = Connections::open_with(&pg.url, o).unwrap_err();
+    assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
+    assert!(!err.to_string().contains(&pg.password), "{err}");
+}
+
+fn pg_input(id: &str) -> ConnectionInput {
+    pg(id)
+}
