@@ -496,7 +496,7 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
 fn key(cmd: KeyCmd, out: Output, c: Connections) -> anyhow::Result<ExitCode> {
     match cmd {
         KeyCmd::Rotate => {
-            let bar = output::progress_bar("re-encrypting");
+            let bar = output::progress_bar("re-encrypting", 0);
             let report = c.rotate(|done, total| {
                 bar.set_length(total);
                 bar.set_position(done);

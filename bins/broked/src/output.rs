@@ -246,16 +246,16 @@ pub(crate) fn check(out: Output, report: &CheckReport) {
     }
 }
 
-pub(crate) fn progress_bar(label: &'static str) -> ProgressBar {
+/// A progress bar on stderr when it is a terminal (hidden otherwise), `len` steps long.
+pub(crate) fn progress_bar(label: &'static str, len: u64) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} {elapsed}").expect("template"),
-    );
-    bar.set_message(label);
-    bar
+    ProgressBar::new(len)
+        .with_style(
+            ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} {elapsed}").expect("template"),
+        )
+        .with_message(label)
 }
 
 fn outcome_json(conn_id: &str, o: &TestOutcome) -> Value {
@@ -290,11 +290,10 @@ pub(crate) fn run_tests(
     let runtime = tokio::runtime::Runtime::new()?;
     let c = Arc::new(c);
     let bar = if all {
-        progress_bar("testing")
+        progress_bar("testing", ids.len() as u64)
     } else {
         ProgressBar::hidden()
     };
-    bar.set_length(ids.len() as u64);
     let results = runtime.block_on(async {
         let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
         let mut set = tokio::task::JoinSet::new();
