@@ -26,7 +26,7 @@ Examples:
   broked connections add prod-postgres --type postgres --host db.example.com \\
       --schema mydb --login etl_user                      # asks for the password
   echo \"$PW\" | broked connections add prod-postgres --type postgres --host db --password-stdin
-  broked connections add cache --uri 'generic://:pw@127.0.0.1:6379'
+  printf %s \"$REDIS_URI\" | broked connections add cache --uri -   # keeps the password out of argv
   broked connections list --type postgres
   broked connections get prod-postgres --output json
   broked connections test --all --concurrency 8
@@ -75,6 +75,8 @@ enum ConnectionsCmd {
       --schema mydb --login etl_user
   printf %s \"$PW\" | broked connections add api --type http --host https://api.example.com \\
       --login bot --password-stdin --extra '{\"headers\": {\"Accept\": \"application/json\"}}'
+  broked connections add vendor --type http --host https://vendor.example.com \\
+      --extra @vendor-extra.json   # extra from a file: tokens stay out of argv
   broked connections add local --uri 'sqlite:///var/lib/app.db'")]
     Add {
         conn_id: String,
