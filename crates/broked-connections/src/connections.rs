@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
 use broked_crypto::Keyring;
@@ -48,7 +48,7 @@ impl std::fmt::Debug for Connections {
 #[derive(Default)]
 struct Cache {
     generation: Option<u64>,
-    entries: HashMap<String, Resolved>,
+    entries: HashMap<String, Arc<Resolved>>,
 }
 
 /// Where [`Connections::resolve`] found a connection.
@@ -243,18 +243,20 @@ impl Connections {
     /// Lookup order: the environment variable `BROKED_CONN_<ID>` (conn_id upper-cased, `-` →
     /// `_`; a URI or a JSON object) first, then the database. Results from the database are
     /// cached until any process writes to it.
-    pub fn resolve(&self, conn_id: &str) -> Result<Resolved, Error> {
+    ///
+    /// The result is shared (an `Arc`): a warm resolve copies nothing.
+    pub fn resolve(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
         let id = ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
         if let Some(found) = env::lookup(&id) {
             let connection = found?;
             let uri = connection.to_uri();
-            return Ok(Resolved {
+            return Ok(Arc::new(Resolved {
                 connection,
                 uri,
                 source: Source::Environment {
                     var: id.env_var_name(),
                 },
-            });
+            }));
         }
         let generation = self.store.generation().map_err(store_err)?;
         {
@@ -268,11 +270,11 @@ impl Connections {
             }
         }
         let connection = self.connection(conn_id)?;
-        let resolved = Resolved {
+        let resolved = Arc::new(Resolved {
             uri: connection.to_uri(),
             connection,
             source: Source::Store,
-        };
+        });
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.generation == Some(generation) {
             cache.entries.insert(conn_id.to_owned(), resolved.clone());

@@ -366,7 +366,7 @@ fn resolve_looks_at_the_environment_first() {
         }
     );
     assert_eq!(r.connection.conn_type, ConnType::Mysql);
-    assert_eq!(r.connection.password.unwrap().expose(), "p@ss");
+    assert_eq!(r.connection.password.as_ref().unwrap().expose(), "p@ss");
     assert_eq!(r.uri.expose(), "mysql://u:p%40ss@envhost:3307/envdb");
     // The store's copy is untouched and still reachable through connection().
     assert_eq!(
