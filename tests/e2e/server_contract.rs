@@ -30,6 +30,7 @@ const SEED_CREATE: &str = r#"{
 fn finish(mut server: Server, dir: &Path, secrets: &[&str]) {
     assert!(server.stop(), "SIGTERM: graceful exit with status 0");
     let log = server.log_text();
+    assert!(!log.contains('\x1b'), "terminal colour codes in a log file");
     for secret in secrets {
         for body in server.transcript.lock().unwrap().iter() {
             assert!(!body.contains(secret), "a secret in a response: {body}");
@@ -589,9 +590,10 @@ fn request_logs_are_structured_and_secret_free() {
         .collect();
     let seen = |method: &str, route: &str, status: u64| {
         lines.iter().any(|l| {
-            l["span"]["method"] == method
-                && l["span"]["route"] == route
+            l["fields"]["method"] == method
+                && l["fields"]["route"] == route
                 && l["fields"]["status"] == status
+                && l["fields"]["latency_us"].is_u64()
         })
     };
     assert!(seen("POST", "/api/connections", 201), "{log}");
