@@ -505,7 +505,12 @@ fn key(cmd: KeyCmd, out: Output, c: Connections) -> anyhow::Result<ExitCode> {
             })?;
             bar.finish_and_clear();
             output::rotated(out, &report);
-            Ok(ExitCode::SUCCESS)
+            // Values that do not open were left alone: the rotation is incomplete.
+            Ok(if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         KeyCmd::Prune => {
             output::pruned(out, &c.prune()?);

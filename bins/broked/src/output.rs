@@ -156,12 +156,23 @@ pub(crate) fn rotated(out: Output, report: &RotateReport) {
         Output::Json => print_json(&json!({
             "active_key": report.active_key,
             "resealed": report.resealed,
+            "failures": report.failures.iter().map(|f| json!({
+                "conn_id": f.conn_id, "field": f.field, "reason": f.reason,
+            })).collect::<Vec<_>>(),
         })),
-        Output::Text => println!(
-            "rotated: key {} is active; {} secrets re-encrypted; run `broked key prune` once \
-             every process using this database has read the new key file",
-            report.active_key, report.resealed
-        ),
+        Output::Text => {
+            println!(
+                "rotated: key {} is active; {} secrets re-encrypted; run `broked key prune` once \
+                 every process using this database has read the new key file",
+                report.active_key, report.resealed
+            );
+            for f in &report.failures {
+                eprintln!(
+                    "broked: the {} of {} does not open and stays under its old key: {}",
+                    f.field, f.conn_id, f.reason
+                );
+            }
+        }
     }
 }
 

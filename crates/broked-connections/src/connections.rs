@@ -29,6 +29,8 @@ pub struct Connections {
     /// user information.
     pub(crate) db: PathBuf,
     pub(crate) key_path: PathBuf,
+    /// The key file as last read (see `keys::key_file_stamp`).
+    pub(crate) key_stamp: Mutex<Option<(u64, u64, u64, i64, i64)>>,
     pub(crate) store: Box<dyn Store>,
     pub(crate) keyring: RwLock<Keyring>,
     pub(crate) options: Options,
@@ -85,6 +87,7 @@ impl Connections {
         let registry = probes::registry(&options)?;
         Ok(Connections {
             db,
+            key_stamp: Mutex::new(keys::key_file_stamp(&key_path)),
             key_path,
             store,
             keyring: RwLock::new(keyring),
@@ -161,7 +164,13 @@ impl Connections {
     ) -> Result<ConnectionInfo, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let old = self.stored(conn_id)?;
-            let current = self.decrypt(&old)?;
+            // A secret the update replaces or clears is not decrypted: a value that no longer
+            // opens (a damaged row) can still be overwritten.
+            let current = self.decrypt_some(
+                &old,
+                update.password == SecretUpdate::Keep,
+                update.extra == SecretUpdate::Keep,
+            )?;
             let new = update.clone().apply(&current, mode)?;
             let keep = |field: SecretField,
                         new: Option<&Secret>,
@@ -419,8 +428,23 @@ impl Connections {
     }
 
     pub(crate) fn decrypt(&self, row: &StoredConnection) -> Result<Connection, Error> {
+        self.decrypt_some(row, true, true)
+    }
+
+    /// The connection with only the secrets asked for decrypted (the others are `None`).
+    pub(crate) fn decrypt_some(
+        &self,
+        row: &StoredConnection,
+        password: bool,
+        extra: bool,
+    ) -> Result<Connection, Error> {
         let open = |field: SecretField| -> Result<Option<Secret>, Error> {
+            let wanted = match field {
+                SecretField::Password => password,
+                SecretField::Extra => extra,
+            };
             row.sealed(field)
+                .filter(|_| wanted)
                 .map(|s| self.open_field(&row.conn_id, field, s))
                 .transpose()
         };

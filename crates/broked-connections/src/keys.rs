@@ -21,6 +21,9 @@ pub struct RotateReport {
     pub active_key: String,
     /// How many sealed values were moved to it.
     pub resealed: u64,
+    /// Values that do not open (damaged, or sealed under a key the file lacks): they stay as
+    /// they are, under their old key, which `prune` therefore keeps.
+    pub failures: Vec<CheckFailure>,
 }
 
 /// What `key check` found.
@@ -73,7 +76,8 @@ pub(crate) fn open_keyring(
             Err(e) => return Err(e.into()),
         }
     };
-    let in_use = store.sealed_per_key().map_err(store_err)?;
+    // Counting sealed values per key reads every row: only done when a key is missing.
+    let mut in_use: Option<Vec<(u32, u64)>> = None;
     for (id, check) in &checks {
         let id = KeyId::new(*id);
         match keyring.check_value(id) {
@@ -85,7 +89,14 @@ pub(crate) fn open_keyring(
                 });
             }
             // A key the file no longer holds: harmless if nothing is sealed under it.
-            None if in_use.iter().any(|(k, n)| *k == id.get() && *n > 0) => {
+            None if {
+                let counts = match &in_use {
+                    Some(c) => c,
+                    None => in_use.insert(store.sealed_per_key().map_err(store_err)?),
+                };
+                counts.iter().any(|(k, n)| *k == id.get() && *n > 0)
+            } =>
+            {
                 return Err(Error::KeyMismatch {
                     db: db.to_owned(),
                     key: key_path,
@@ -131,6 +142,10 @@ impl Connections {
         field: SecretField,
         value: &Secret,
     ) -> Result<Sealed, Error> {
+        // Another process may have rotated: seal under the newest active key, not a stale one.
+        if self.key_file_changed() {
+            self.reload_keyring()?;
+        }
         let keyring = read(&self.keyring);
         let blob = keyring.seal(Aad::new(conn_id, field.name()), value.expose().as_bytes())?;
         Ok(Sealed {
@@ -157,9 +172,17 @@ impl Connections {
         Ok(())
     }
 
+    /// Whether the key file is no longer the one last read (a rotation or prune by another
+    /// process replaces it by rename, so its inode changes). One `stat`, on writes only.
+    fn key_file_changed(&self) -> bool {
+        let now = key_file_stamp(&self.key_path);
+        *self.key_stamp.lock().unwrap_or_else(|e| e.into_inner()) != now
+    }
+
     /// Re-reads the key file: another process rotated or pruned.
     pub(crate) fn reload_keyring(&self) -> Result<(), Error> {
         let mut keyring = write(&self.keyring);
+        *self.key_stamp.lock().unwrap_or_else(|e| e.into_inner()) = key_file_stamp(&self.key_path);
         keyring.reload()?;
         register_keys(&keyring, self.store.as_ref())
     }
@@ -219,13 +242,21 @@ impl Connections {
             id
         };
         let mut resealed = 0;
+        let mut failures: Vec<CheckFailure> = Vec::new();
         // Values written meanwhile by a process still on the old key are picked up by the
         // next pass; a few passes are enough unless someone writes without pause.
         for _ in 0..5 {
-            let todo = self
+            let todo: Vec<_> = self
                 .store
                 .sealed_not_under(active.get(), usize::MAX)
-                .map_err(store_err)?;
+                .map_err(store_err)?
+                .into_iter()
+                .filter(|f| {
+                    !failures
+                        .iter()
+                        .any(|x| x.conn_id == f.conn_id && x.field == f.field.name())
+                })
+                .collect();
             if todo.is_empty() {
                 break;
             }
@@ -234,24 +265,27 @@ impl Connections {
             {
                 let keyring = read(&self.keyring);
                 for (i, f) in todo.into_iter().enumerate() {
-                    let blob = keyring
-                        .reseal(Aad::new(&f.conn_id, f.field.name()), &f.sealed.blob)
-                        .map_err(|e| Error::Decrypt {
-                            conn_id: f.conn_id.clone(),
+                    progress(i as u64 + 1, total);
+                    match keyring.reseal(Aad::new(&f.conn_id, f.field.name()), &f.sealed.blob) {
+                        Ok(blob) => batch.push(Reseal {
+                            conn_id: f.conn_id,
+                            field: f.field,
+                            old: f.sealed.blob,
+                            new: Sealed {
+                                key_id: active.get(),
+                                blob,
+                            },
+                        }),
+                        Err(e) => failures.push(CheckFailure {
+                            conn_id: f.conn_id,
                             field: f.field.name(),
                             reason: short_reason(&e),
-                        })?;
-                    batch.push(Reseal {
-                        conn_id: f.conn_id,
-                        field: f.field,
-                        old: f.sealed.blob,
-                        new: Sealed {
-                            key_id: active.get(),
-                            blob,
-                        },
-                    });
-                    progress(i as u64 + 1, total);
+                        }),
+                    }
                 }
+            }
+            if batch.is_empty() {
+                break;
             }
             let written = self.store.reseal(&batch).map_err(store_err)? as u64;
             self.store
@@ -262,6 +296,7 @@ impl Connections {
         Ok(RotateReport {
             active_key: active.to_string(),
             resealed,
+            failures,
         })
     }
 
@@ -342,6 +377,13 @@ impl Connections {
             })
             .collect())
     }
+}
+
+/// What identifies one version of the key file: device, inode, size and modification time.
+pub(crate) fn key_file_stamp(path: &Path) -> Option<(u64, u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 /// A reason for a failed open that never carries data.

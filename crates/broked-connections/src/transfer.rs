@@ -60,13 +60,17 @@ impl Connections {
         self.stored_all()?
             .iter()
             .map(|stored| {
-                let conn = self.decrypt(stored)?;
-                let uri = if decrypted {
-                    conn.to_uri()
-                } else {
-                    Secret::new(conn.to_masked_uri())
-                };
-                Ok((conn.conn_id, uri))
+                if decrypted {
+                    let conn = self.decrypt(stored)?;
+                    return Ok((conn.conn_id.clone(), conn.to_uri()));
+                }
+                // Masked: the password is never decrypted; extra only to show its keys, and
+                // left out if it does not open.
+                let mut conn = self
+                    .decrypt_some(stored, false, true)
+                    .or_else(|_| self.decrypt_some(stored, false, false))?;
+                conn.password = stored.password.as_ref().map(|_| Secret::new(Secret::MASK));
+                Ok((conn.conn_id.clone(), Secret::new(conn.to_masked_uri())))
             })
             .collect()
     }

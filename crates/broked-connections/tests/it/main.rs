@@ -829,3 +829,78 @@ fn replicas_share_a_postgres_store_and_its_key_file() {
 fn pg_input(id: &str) -> ConnectionInput {
     pg(id)
 }
+
+/// A damaged secret does not lock its connection or block a rotation.
+#[test]
+fn a_secret_that_does_not_open_can_be_replaced_and_does_not_block_rotation() {
+    let db = Db::new();
+    let c = db.open();
+    c.create(pg("good")).unwrap();
+    c.create(pg("bad")).unwrap();
+    drop(c);
+    swap_sealed_password_of(&db.path, "bad", "good");
+    let c = db.open();
+    // Keeping it: a clear error. Replacing or clearing it: works.
+    let keep = ConnectionUpdate {
+        description: Some(Some("x".into())),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.update("good", keep, UpdateMode::Merge),
+        Err(Error::Decrypt { .. })
+    ));
+    let report = c.rotate(|_, _| {}).unwrap();
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    assert_eq!(
+        (
+            report.failures[0].conn_id.as_str(),
+            report.failures[0].field
+        ),
+        ("good", "password")
+    );
+    assert_eq!(report.resealed, 3);
+    assert!(
+        c.prune().unwrap().is_empty(),
+        "the old key still seals the damaged value"
+    );
+    let uris = c.export_uris(false).unwrap();
+    assert_eq!(uris.len(), 2, "a masked export needs no password to open");
+    let set = ConnectionUpdate {
+        password: SecretUpdate::Set("fresh-pw".into()),
+        ..Default::default()
+    };
+    c.update("good", set, UpdateMode::Merge).unwrap();
+    assert_eq!(
+        c.connection("good").unwrap().password.unwrap().expose(),
+        "fresh-pw"
+    );
+    assert!(c.check().unwrap().failures.is_empty());
+}
+
+/// A process that did not rotate seals under the key another process made active.
+#[test]
+fn writes_after_another_process_rotated_use_the_new_key() {
+    let db = Db::new();
+    let server = db.open();
+    server.create(pg("before")).unwrap();
+    db.open().rotate(|_, _| {}).unwrap();
+    server.create(pg("after")).unwrap();
+    let cli = db.open();
+    let keys = cli.keys().unwrap();
+    assert_eq!(
+        keys.iter()
+            .map(|k| (k.id.as_str(), k.secrets))
+            .collect::<Vec<_>>(),
+        [("k1", 0), ("k2", 4)]
+    );
+    assert_eq!(cli.prune().unwrap(), ["k1"]);
+}
+
+fn swap_sealed_password_of(db: &Path, from: &str, to: &str) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute(
+        "UPDATE connections SET password = (SELECT password FROM connections WHERE conn_id = ?1) WHERE conn_id = ?2",
+        [from, to],
+    )
+    .unwrap();
+}
