@@ -30,7 +30,7 @@ pub struct Connections {
     pub(crate) db: PathBuf,
     pub(crate) key_path: PathBuf,
     /// The key file as last read (see `keys::key_file_stamp`).
-    pub(crate) key_stamp: Mutex<Option<(u64, u64, u64, i64, i64)>>,
+    pub(crate) key_stamp: Mutex<Option<keys::KeyFileStamp>>,
     pub(crate) store: Box<dyn Store>,
     pub(crate) keyring: RwLock<Keyring>,
     pub(crate) options: Options,

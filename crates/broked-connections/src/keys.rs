@@ -380,7 +380,9 @@ impl Connections {
 }
 
 /// What identifies one version of the key file: device, inode, size and modification time.
-pub(crate) fn key_file_stamp(path: &Path) -> Option<(u64, u64, u64, i64, i64)> {
+pub(crate) type KeyFileStamp = (u64, u64, u64, i64, i64);
+
+pub(crate) fn key_file_stamp(path: &Path) -> Option<KeyFileStamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
