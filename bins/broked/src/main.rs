@@ -37,9 +37,21 @@ Examples:
 #[derive(Parser, Debug)]
 #[command(version, about, after_help = EXAMPLES)]
 struct Cli {
-    /// The database file (its key file is the same path plus `.key`).
-    #[arg(long, global = true, env = "BROKED_DB", default_value = "broked.db")]
+    /// The database: a SQLite file (its key file is the same path plus `.key`), or a shared
+    /// PostgreSQL database `postgres://USER:PASSWORD@HOST/DB` (then --key-file is required;
+    /// prefer BROKED_DB for it: argv is visible to other users).
+    #[arg(
+        long,
+        global = true,
+        env = "BROKED_DB",
+        default_value = "broked.db",
+        hide_env_values = true
+    )]
     db: PathBuf,
+
+    /// The key file, if not `{db}.key` (required with a PostgreSQL database).
+    #[arg(long, global = true, env = "BROKED_KEY_FILE")]
+    key_file: Option<PathBuf>,
 
     /// Output format of read commands.
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Text)]
@@ -259,15 +271,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.command,
         Command::Connections(ConnectionsCmd::Add { .. } | ConnectionsCmd::Import { .. })
     );
-    if !creates && !cli.db.exists() {
+    let postgres = broked_connections::is_postgres_url(&cli.db.to_string_lossy());
+    if !creates && !postgres && !cli.db.exists() {
         bail!(
             "no database at {} (give --db or BROKED_DB; `broked connections add` creates one)",
             cli.db.display()
         );
     }
+    // A PostgreSQL address may carry a password: never print it.
+    let shown = if postgres {
+        "the PostgreSQL database".to_owned()
+    } else {
+        format!("the database {}", cli.db.display())
+    };
     let open = || {
-        Connections::open(&cli.db)
-            .with_context(|| format!("cannot open the database {}", cli.db.display()))
+        let mut options = broked_connections::Options::default();
+        options.key_file = cli.key_file.clone();
+        Connections::open_with(&cli.db, options).with_context(|| format!("cannot open {shown}"))
     };
     match cli.command {
         Command::Connections(cmd) => connections(cmd, out, open()?),
