@@ -111,6 +111,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let state = api::AppState {
         connections: Arc::new(connections),
         token: token.map(|t| Arc::new(auth::Token::new(t))),
+        writes_in_flight: Arc::default(),
     };
     let app = api::router(state);
 
