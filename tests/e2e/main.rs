@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `broked-server` (and `broked`) binaries, driven over HTTP and
 //! the command line, against the real PostgreSQL started by scripts/test.
 
+mod replicas;
 mod server;
 mod server_contract;

@@ -64,14 +64,17 @@ impl Server {
         Server::start_with_env(dir, args, &[])
     }
 
+    /// As [`Server::start`], with environment variables.
     pub fn start_with_env(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = dir.join(format!("server-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(bin("broked-server"));
-        cmd.arg("--db")
-            .arg(dir.join("broked.db"))
-            .arg("--listen")
+        // `--db` in `args` (or BROKED_DB in `envs`) replaces the default database.
+        if !args.contains(&"--db") && !envs.iter().any(|(k, _)| *k == "BROKED_DB") {
+            cmd.arg("--db").arg(dir.join("broked.db"));
+        }
+        cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(args)
             .env_remove("BROKED_API_TOKEN")
@@ -228,6 +231,14 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL (a crash, as far as the server can tell) and waits.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Sends SIGTERM and waits; returns whether the server exited successfully.

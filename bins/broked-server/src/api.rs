@@ -109,6 +109,11 @@ pub(crate) fn router(state: AppState) -> axum::Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(120),
         ))
+        // A bug must not drop the connection: a JSON 500 with a generic message (the panic
+        // text, which could hold anything, goes nowhere but the log's "panicked" line).
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -486,4 +491,14 @@ async fn method_not_allowed() -> ApiError {
 
 async fn not_found() -> ApiError {
     ApiError::not_found("not found")
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    tracing::error!("a request handler panicked; answered 500");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({"error": {"code": "internal", "message": "internal error; see the server log"}})),
+    )
+        .into_response()
 }

@@ -29,8 +29,20 @@ mod wire;
 #[command(version, about, long_about)]
 struct Args {
     /// The SQLite database file. Its key file is the same path plus `.key`.
-    #[arg(long, env = "BROKED_DB", default_value = "broked.db")]
+    /// A PostgreSQL database `postgres://USER:PASSWORD@HOST/DB` instead serves several
+    /// replicas (then --key-file is required); give it through BROKED_DB, not argv.
+    #[arg(
+        long,
+        env = "BROKED_DB",
+        default_value = "broked.db",
+        hide_env_values = true
+    )]
     db: PathBuf,
+
+    /// The key file, if not `{db}.key`. Required with a PostgreSQL database: every replica
+    /// must use the same file.
+    #[arg(long, env = "BROKED_KEY_FILE")]
+    key_file: Option<PathBuf>,
 
     /// Address and port to listen on. A non-loopback address requires --api-token.
     #[arg(long, env = "BROKED_LISTEN", default_value = "127.0.0.1:8080")]
@@ -105,8 +117,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     options.probe_timeout = Duration::from_secs(args.probe_timeout.max(1));
     options.probe_deny = args.probe_deny;
     options.probe_disabled = args.probe_disabled;
+    options.key_file = args.key_file.clone();
+    // A PostgreSQL address may carry a password: messages show the library's redacted form.
+    let shown = if broked_connections::is_postgres_url(&args.db.to_string_lossy()) {
+        "the PostgreSQL database".to_owned()
+    } else {
+        format!("the database {}", args.db.display())
+    };
     let connections = broked_connections::Connections::open_with(&args.db, options)
-        .with_context(|| format!("cannot open the database {}", args.db.display()))?;
+        .with_context(|| format!("cannot open {shown}"))?;
+    let db_shown = connections.db_path().display().to_string();
 
     let state = api::AppState {
         connections: Arc::new(connections),
@@ -125,7 +145,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(
             listen = %args.listen,
-            db = %args.db.display(),
+            db = %db_shown,
             "broked-server listening on http://{}",
             args.listen
         );
