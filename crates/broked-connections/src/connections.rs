@@ -301,8 +301,8 @@ impl Connections {
     /// Tests a connection that is not saved (the UI's Test button before Save).
     ///
     /// If `update.conn_id` names a stored connection, a kept secret (absent or `********`)
-    /// is the stored one — but only while type, host and port are those stored: a stored
-    /// password is never sent to another host than the one it was saved for.
+    /// is the stored one — but only while type, host, port and login are those stored: a
+    /// stored password is never sent to another host or account than the one it was saved for.
     pub async fn test_unsaved(&self, update: ConnectionUpdate) -> Result<TestOutcome, Error> {
         let conn = self.unsaved(update)?;
         Ok(self.registry.test(&conn).await)
@@ -320,9 +320,12 @@ impl Connections {
         if let Some(stored) = stored {
             let current = self.decrypt(&stored)?;
             let candidate = update.clone().apply(&current, UpdateMode::Replace)?;
+            // The stored secret goes only where it was saved for: same type, host, port and
+            // login (not another account on the same server either).
             let same_target = candidate.conn_type == current.conn_type
                 && candidate.host == current.host
-                && candidate.effective_port() == current.effective_port();
+                && candidate.effective_port() == current.effective_port()
+                && candidate.login == current.login;
             if same_target {
                 return Ok(candidate);
             }
@@ -613,4 +616,54 @@ fn usages(refs: Vec<PipelineRef>) -> Result<Vec<PipelineUsage>, Error> {
             u
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(c: &Connections) {
+        c.create(ConnectionInput {
+            conn_id: Some("pg".into()),
+            conn_type: Some("postgres".into()),
+            host: Some("db.example.com".into()),
+            login: Some("etl".into()),
+            password: Some("stored-pw".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn an_unsaved_test_uses_the_stored_secret_only_for_the_same_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connections::open(dir.path().join("broked.db")).unwrap();
+        stored(&c);
+        let body = |host: &str, login: &str, port: Option<i64>| ConnectionUpdate {
+            conn_id: Some("pg".into()),
+            conn_type: Some("postgres".into()),
+            host: Some(Some(host.into())),
+            port: Some(port),
+            login: Some(Some(login.into())),
+            password: SecretUpdate::Keep,
+            ..Default::default()
+        };
+        let pw = |u: ConnectionUpdate| {
+            c.unsaved(u)
+                .unwrap()
+                .password
+                .map(|p| p.expose().to_owned())
+        };
+        assert_eq!(
+            pw(body("db.example.com", "etl", None)).as_deref(),
+            Some("stored-pw")
+        );
+        assert_eq!(
+            pw(body("db.example.com", "etl", Some(5432))).as_deref(),
+            Some("stored-pw")
+        );
+        assert_eq!(pw(body("attacker.example", "etl", None)), None);
+        assert_eq!(pw(body("db.example.com", "postgres", None)), None);
+        assert_eq!(pw(body("db.example.com", "etl", Some(6543))), None);
+    }
 }
