@@ -36,6 +36,9 @@ pub struct Connections {
     pub(crate) options: Options,
     registry: broked_probe::Registry,
     cache: Mutex<Cache>,
+    /// `BROKED_CONN_*` variables, read once at open (a process's environment is set when it
+    /// starts; reading it on every resolve would cost more than the rest of a warm resolve).
+    env_conns: HashMap<String, Secret>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -94,6 +97,7 @@ impl Connections {
             options,
             registry,
             cache: Mutex::new(Cache::default()),
+            env_conns: env::snapshot(),
         })
     }
 
@@ -255,9 +259,17 @@ impl Connections {
     ///
     /// The result is shared (an `Arc`): a warm resolve copies nothing.
     pub fn resolve(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
+        if !self.env_conns.is_empty() {
+            return self.resolve_env_first(conn_id);
+        }
+        self.resolve_stored(conn_id)
+    }
+
+    #[cold]
+    fn resolve_env_first(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
         let id = ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
-        if let Some(found) = env::lookup(&id) {
-            let connection = found?;
+        if let Some(value) = self.env_conns.get(&id.env_var_name()) {
+            let connection = env::parse(&id, &id.env_var_name(), value.expose())?;
             let uri = connection.to_uri();
             return Ok(Arc::new(Resolved {
                 connection,
@@ -267,6 +279,11 @@ impl Connections {
                 },
             }));
         }
+        self.resolve_stored(conn_id)
+    }
+
+    /// The hot path: one cheap change check, one hash lookup, no allocation on a hit.
+    fn resolve_stored(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
         let generation = self.store.generation().map_err(store_err)?;
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -278,6 +295,7 @@ impl Connections {
                 return Ok(hit.clone());
             }
         }
+        ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
         let connection = self.connection(conn_id)?;
         let resolved = Arc::new(Resolved {
             uri: connection.to_uri(),

@@ -1,6 +1,8 @@
 //! Connections from the environment: `BROKED_CONN_<ID>` holds a URI or a JSON object, like
 //! Airflow's `AIRFLOW_CONN_*`. Looked at before the store by `Connections::resolve`.
 
+use std::collections::HashMap;
+
 use broked_core::{ConnId, Connection, ConnectionInput, Secret};
 use serde_json::{Map, Value};
 
@@ -12,11 +14,15 @@ pub struct EnvConnError {
     pub reason: String,
 }
 
-/// The connection `id` from the process environment, if its variable is set.
-pub(crate) fn lookup(id: &ConnId) -> Option<Result<Connection, EnvConnError>> {
-    let var = id.env_var_name();
-    let value = Secret::new(std::env::var(&var).ok()?);
-    Some(parse(id, &var, value.expose()))
+/// Every `BROKED_CONN_*` variable of the process environment, by name.
+pub(crate) fn snapshot() -> HashMap<String, Secret> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            k.starts_with("BROKED_CONN_")
+                .then(|| (k, Secret::new(v.to_string_lossy().into_owned())))
+        })
+        .collect()
 }
 
 /// Reads a variable's value: a URI of docs/uri.md, or a JSON object with the connection's
