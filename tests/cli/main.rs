@@ -373,21 +373,45 @@ fn add_list_get_update_delete() {
             "connections",
             "update",
             "prod-postgres",
-            "--host",
-            "db2.example.com",
+            "--description",
+            "nightly",
             "-o",
             "json",
         ])
         .ok()
         .json();
     let mut want = without_times(pg.clone());
-    want["host"] = json!("db2.example.com");
+    want["description"] = json!("nightly");
     assert_eq!(without_times(updated.clone()), want);
     assert_eq!(updated["created_at"], pg["created_at"]);
-    assert_eq!(
-        cli.get_uri("prod-postgres"),
-        uri.replace("db.example.com", "db2.example.com")
-    );
+    assert_eq!(cli.get_uri("prod-postgres"), uri);
+
+    // Another host with the secrets kept is refused (a stored password never moves to
+    // another target); with the password given again (and extra cleared) it is fine.
+    let refused = cli.run(&[
+        "connections",
+        "update",
+        "prod-postgres",
+        "--host",
+        "db2.example.com",
+    ]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("password"), "{refused:?}");
+    assert_eq!(cli.get_uri("prod-postgres"), uri);
+    cli.run_stdin(
+        &[
+            "connections",
+            "update",
+            "prod-postgres",
+            "--host",
+            "db2.example.com",
+            "--password-stdin",
+            "--clear-extra",
+        ],
+        Some(PW),
+    )
+    .ok();
+    assert!(cli.get_uri("prod-postgres").contains("@db2.example.com:"));
 
     // A new password from stdin; then clearing extra.
     cli.run_stdin(

@@ -94,7 +94,37 @@ fn seed_page_flow_create_get_list_update_delete() {
     assert_eq!(r.json["description"], "nightly ETL");
     assert_eq!(r.json["password"], "********");
     let mut put = got.json.clone();
+    put["description"] = json!("put back as read");
+    let r = server.call(
+        "PUT",
+        "/api/connections/prod-postgres",
+        Some(&put.to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["password"], "********");
+    assert_eq!(r.json["extra"], "********");
+    // Another host with the secrets kept: refused, naming both — a stored password is never
+    // moved to another target (else: edit the host, press Test, receive the password).
     put["host"] = json!("db2.example.com");
+    let r = server.call(
+        "PUT",
+        "/api/connections/prod-postgres",
+        Some(&put.to_string()),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    let fields: Vec<&str> = r.json["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["password", "extra"]);
+    assert_eq!(
+        server.get("/api/connections/prod-postgres").json["host"],
+        "db.example.com"
+    );
+    put["password"] = json!("secret123");
+    put["extra"] = json!(r#"{"sslmode": "require"}"#);
     let r = server.call(
         "PUT",
         "/api/connections/prod-postgres",
@@ -103,7 +133,6 @@ fn seed_page_flow_create_get_list_update_delete() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["host"], "db2.example.com");
     assert_eq!(r.json["password"], "********");
-    assert_eq!(r.json["extra"], "********");
     let r = server.call(
         "PATCH",
         "/api/connections/prod-postgres",
@@ -535,4 +564,49 @@ fn a_connection_named_test_is_reachable() {
         server.call("DELETE", "/api/connections/test", None).status,
         204
     );
+}
+
+/// Without a token the API trusts loopback: a web page must not be able to use it through the
+/// browser — by DNS rebinding (its own name resolving to 127.0.0.1) or a cross-site request.
+#[test]
+fn pages_of_other_sites_cannot_use_the_tokenless_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let body = r#"{"conn_id": "c", "type": "generic", "host": "127.0.0.1", "port": 9}"#;
+    let post = |headers: &[(&str, &str)]| {
+        let mut req = server
+            .request("POST", "/api/connections")
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        server.send(req)
+    };
+    let rebound = post(&[("host", "evil.example:8080")]);
+    assert_eq!(rebound.status, 403, "{}", rebound.text);
+    assert_eq!(rebound.json["error"]["code"], "forbidden_host");
+    let origin = post(&[("origin", "http://evil.example")]);
+    assert_eq!(origin.status, 403, "{}", origin.text);
+    assert_eq!(origin.json["error"]["code"], "cross_origin");
+    let fetch = post(&[("sec-fetch-site", "cross-site")]);
+    assert_eq!(fetch.status, 403, "{}", fetch.text);
+    let test = server.send(
+        server
+            .request("POST", "/api/connections/c/test")
+            .header("origin", "http://evil.example"),
+    );
+    assert_eq!(test.status, 403, "{}", test.text);
+    assert_eq!(
+        server.get("/api/connections").json,
+        json!([]),
+        "nothing was created"
+    );
+    // The server's own page (same origin) and plain clients work.
+    let own = format!("http://127.0.0.1:{}", server.port);
+    assert_eq!(
+        post(&[("origin", own.as_str()), ("sec-fetch-site", "same-origin")]).status,
+        201
+    );
+    assert_eq!(server.get("/api/connections/c").status, 200);
 }

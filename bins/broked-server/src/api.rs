@@ -343,7 +343,7 @@ async fn patch_connection(
 /// Delete a connection; refused with 409 and the pipelines using it unless `force=true`.
 #[utoipa::path(delete, path = "/api/connections/{conn_id}", tag = "connections",
     params(("conn_id" = String, Path), ("force" = Option<bool>, Query)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_connection(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,

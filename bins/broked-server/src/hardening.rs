@@ -9,6 +9,17 @@ pub(crate) fn disable_core_dumps() -> nix::Result<()> {
     Ok(())
 }
 
+/// Raises the soft limit of open files to the hard one: each client holds a descriptor, and
+/// the usual soft default (1,024) lets a thousand idle connections starve the server.
+pub(crate) fn raise_open_files_limit() -> nix::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -18,5 +29,13 @@ mod tests {
             nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE).unwrap();
         assert_eq!((soft, hard), (0, 0));
         assert!(!nix::sys::prctl::get_dumpable().unwrap());
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let hard = super::raise_open_files_limit().unwrap();
+        let (soft, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(soft, hard);
     }
 }

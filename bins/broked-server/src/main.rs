@@ -76,6 +76,9 @@ fn main() -> ExitCode {
     if let Err(e) = hardening::disable_core_dumps() {
         eprintln!("broked-server: warning: could not disable core dumps: {e}");
     }
+    if let Err(e) = hardening::raise_open_files_limit() {
+        eprintln!("broked-server: warning: could not raise the open files limit: {e}");
+    }
     init_tracing(&args.log_format);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

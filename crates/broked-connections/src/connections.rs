@@ -176,6 +176,7 @@ impl Connections {
                 update.extra == SecretUpdate::Keep,
             )?;
             let new = update.clone().apply(&current, mode)?;
+            moved_secrets(&current, &new, &update)?;
             let keep = |field: SecretField,
                         new: Option<&Secret>,
                         cur: Option<&Secret>|
@@ -340,11 +341,7 @@ impl Connections {
             let candidate = update.clone().apply(&current, UpdateMode::Replace)?;
             // The stored secret goes only where it was saved for: same type, host, port and
             // login (not another account on the same server either).
-            let same_target = candidate.conn_type == current.conn_type
-                && candidate.host == current.host
-                && candidate.effective_port() == current.effective_port()
-                && candidate.login == current.login;
-            if same_target {
+            if same_target(&candidate, &current) {
                 return Ok(candidate);
             }
         }
@@ -532,6 +529,47 @@ impl Connections {
             self.count_seals(key, n)?;
         }
         Ok(())
+    }
+}
+
+/// Whether `a` and `b` send their secrets to the same place: type, host, port and login.
+fn same_target(a: &Connection, b: &Connection) -> bool {
+    a.conn_type == b.conn_type
+        && a.host == b.host
+        && a.effective_port() == b.effective_port()
+        && a.login == b.login
+}
+
+/// Refuses an update that would send a kept secret to another target: with the host, port,
+/// type or login changed, the password and extra must be given again (or cleared). Otherwise
+/// anyone who can edit a connection could point it at their own server, press Test, and
+/// receive the stored password.
+fn moved_secrets(
+    current: &Connection,
+    new: &Connection,
+    update: &ConnectionUpdate,
+) -> Result<(), Error> {
+    if same_target(current, new) {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    for (field, kept, stored) in [
+        ("password", &update.password, current.password.is_some()),
+        ("extra", &update.extra, current.extra.is_some()),
+    ] {
+        if *kept == SecretUpdate::Keep && stored {
+            errors.push(broked_core::FieldError {
+                field,
+                message: "the type, host, port or login changes: enter it again (or send null \
+                          to clear it); a stored secret is never moved to another target"
+                    .into(),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(broked_core::ValidationErrors(errors)))
     }
 }
 

@@ -30,10 +30,37 @@ pub fn scrub(text: &str, conn: &Connection) -> String {
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     let mut out = scrub_userinfo(text);
     for s in &secrets {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), Secret::MASK);
+        if !out.contains(s.as_str()) {
+            continue;
         }
+        out = if s.chars().count() < 4 {
+            // A short password inside a word ("p" in "port") is not an echo of it; masking
+            // it there would show where the password's letters occur.
+            replace_whole_words(&out, s)
+        } else {
+            out.replace(s.as_str(), Secret::MASK)
+        };
     }
+    out
+}
+
+/// `text` with `needle` replaced where it is not part of a longer alphanumeric word.
+fn replace_whole_words(text: &str, needle: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(needle) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + needle.len()..].chars().next();
+        let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        out.push_str(&rest[..at]);
+        if word(before) || word(after) {
+            out.push_str(needle);
+        } else {
+            out.push_str(Secret::MASK);
+        }
+        rest = &rest[at + needle.len()..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -114,6 +141,15 @@ mod tests {
             extra: extra.map(Secret::from),
             description: None,
         }
+    }
+
+    #[test]
+    fn a_short_password_is_masked_only_as_a_word_of_its_own() {
+        let c = conn(Some("p"), None);
+        assert_eq!(
+            scrub("check host, port and firewalls; password p was refused", &c),
+            "check host, port and firewalls; password ******** was refused"
+        );
     }
 
     #[test]

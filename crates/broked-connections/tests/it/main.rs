@@ -145,11 +145,42 @@ fn patch_and_put_follow_the_masking_rules() {
         PASSWORD
     );
 
+    // PUT with every plain field the same and the password masked: kept.
+    let put = ConnectionUpdate {
+        conn_type: Some("postgres".into()),
+        host: Some(Some("db.example.com".into())),
+        port: Some(Some(5432)),
+        login: Some(Some("etl_user".into())),
+        password: SecretUpdate::from_field(Some(Some("********".into()))),
+        extra: SecretUpdate::Clear,
+        ..Default::default()
+    };
+    let info = c.update("pg", put, UpdateMode::Replace).unwrap();
+    assert_eq!(info.description, None, "PUT replaces absent plain fields");
+    assert!(info.has_password && !info.has_extra);
+    assert_eq!(
+        c.connection("pg").unwrap().password.unwrap().expose(),
+        PASSWORD
+    );
+
+    // A new host with the password kept: refused, naming the password, changing nothing —
+    // else the stored password could be sent to any host by editing it and pressing Test.
+    let moved = ConnectionUpdate {
+        host: Some(Some("attacker.example".into())),
+        ..Default::default()
+    };
+    let err = c.update("pg", moved, UpdateMode::Merge).unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid(e) if e.errors()[0].field == "password"),
+        "{err}"
+    );
+    assert_eq!(c.get("pg").unwrap().host.as_deref(), Some("db.example.com"));
+    // Given again, the move is fine.
     let put = ConnectionUpdate {
         conn_type: Some("postgres".into()),
         host: Some(Some("other.example.com".into())),
-        password: SecretUpdate::from_field(Some(Some("********".into()))),
-        extra: SecretUpdate::Clear,
+        login: Some(Some("etl_user".into())),
+        password: SecretUpdate::Set(PASSWORD.into()),
         ..Default::default()
     };
     let info = c.update("pg", put, UpdateMode::Replace).unwrap();
@@ -312,6 +343,8 @@ fn resolve_builds_the_uri_and_sees_writes_of_other_processes() {
     let other = db.open();
     let patch = ConnectionUpdate {
         host: Some(Some("new-host".into())),
+        password: SecretUpdate::Set(PASSWORD.into()),
+        extra: SecretUpdate::Clear,
         ..Default::default()
     };
     other
