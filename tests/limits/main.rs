@@ -258,10 +258,7 @@ fn a_probe_to_a_silent_host_ends_at_its_timeout() {
 /// so that they cannot pile up to the open-file limit. Only with `BROKED_STRESS=1`.
 #[test]
 fn unfinished_requests_are_closed_by_the_server() {
-    if !stress() {
-        eprintln!("unfinished_requests_are_closed_by_the_server: runs with BROKED_STRESS=1");
-        return;
-    }
+    // The server's header-read timeout is 30 s (bins/broked-server/src/main.rs).
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(dir.path(), &["--probe-disabled"]);
     let mut idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
@@ -274,7 +271,7 @@ fn unfinished_requests_are_closed_by_the_server() {
     loris
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let limit = Duration::from_secs(65);
+    let limit = Duration::from_secs(45);
     let t = Instant::now();
     let (mut idle_closed, mut loris_closed) = (None, None);
     while t.elapsed() < limit && (idle_closed.is_none() || loris_closed.is_none()) {
