@@ -251,6 +251,25 @@ fn create_private(path: &Path) {
         .open(path);
 }
 
+/// The parameters ?1..?13 of an INSERT of [`CONN_COLUMNS`] (all but `version`).
+fn insert_params(conn: &StoredConnection) -> [Box<dyn rusqlite::ToSql + '_>; 13] {
+    [
+        Box::new(&conn.conn_id),
+        Box::new(&conn.conn_type),
+        Box::new(&conn.host),
+        Box::new(conn.port),
+        Box::new(&conn.schema),
+        Box::new(&conn.login),
+        Box::new(conn.password.as_ref().map(|s| &s.blob)),
+        Box::new(conn.password.as_ref().map(|s| s.key_id)),
+        Box::new(conn.extra.as_ref().map(|s| &s.blob)),
+        Box::new(conn.extra.as_ref().map(|s| s.key_id)),
+        Box::new(&conn.description),
+        Box::new(&conn.created_at),
+        Box::new(&conn.updated_at),
+    ]
+}
+
 const CONN_COLUMNS: &str = "conn_id, conn_type, host, port, schema_name, login, password, \
      password_key, extra, extra_key, description, created_at, updated_at, version";
 
@@ -478,21 +497,7 @@ impl Store for SqliteStore {
                     "INSERT INTO connections ({CONN_COLUMNS})
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)"
                 ),
-                params![
-                    conn.conn_id,
-                    conn.conn_type,
-                    conn.host,
-                    conn.port,
-                    conn.schema,
-                    conn.login,
-                    conn.password.as_ref().map(|s| &s.blob),
-                    conn.password.as_ref().map(|s| s.key_id),
-                    conn.extra.as_ref().map(|s| &s.blob),
-                    conn.extra.as_ref().map(|s| s.key_id),
-                    conn.description,
-                    conn.created_at,
-                    conn.updated_at,
-                ],
+                rusqlite::params_from_iter(insert_params(conn)),
             )
             .map_err(sql("insert"))?;
             Ok(((), true))
@@ -619,23 +624,7 @@ impl Store for SqliteStore {
                        description = excluded.description, updated_at = excluded.updated_at,
                        version = version + 1"
                 ))
-                .and_then(|mut s| {
-                    s.execute(params![
-                        conn.conn_id,
-                        conn.conn_type,
-                        conn.host,
-                        conn.port,
-                        conn.schema,
-                        conn.login,
-                        conn.password.as_ref().map(|s| &s.blob),
-                        conn.password.as_ref().map(|s| s.key_id),
-                        conn.extra.as_ref().map(|s| &s.blob),
-                        conn.extra.as_ref().map(|s| s.key_id),
-                        conn.description,
-                        conn.created_at,
-                        conn.updated_at,
-                    ])
-                })
+                .and_then(|mut s| s.execute(rusqlite::params_from_iter(insert_params(conn))))
                 .map_err(sql("import"))?;
             }
             Ok((PutMany::Done(rows.len()), !rows.is_empty()))
