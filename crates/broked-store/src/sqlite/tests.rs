@@ -125,3 +125,30 @@ fn the_rotation_lock_is_a_file_beside_the_database() {
     assert_eq!(mode & 0o077, 0, "{mode:o}");
     drop(held);
 }
+
+#[test]
+fn the_wal_index_header_changes_with_every_commit_of_any_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broked.db");
+    let one = SqliteStore::open(&path).unwrap();
+    let two = SqliteStore::open(&path).unwrap();
+    with_key(&one);
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..20 {
+        let writer = if i % 2 == 0 { &one } else { &two };
+        writer.insert_connection(&conn(&format!("c{i}"))).unwrap();
+        let g = one
+            .wal_index_version()
+            .expect("the fast path is used once the WAL index exists");
+        assert_eq!(one.generation().unwrap(), g);
+        assert!(seen.insert(g), "generation repeated after commit {i}");
+        assert_eq!(one.generation().unwrap(), g, "reads do not change it");
+    }
+    // After a full checkpoint that resets the WAL, a new commit still changes it.
+    one.lock()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let before = one.generation().unwrap();
+    two.insert_connection(&conn("after-checkpoint")).unwrap();
+    assert_ne!(one.generation().unwrap(), before);
+}
