@@ -122,11 +122,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     options.probe_disabled = args.probe_disabled;
     options.key_file = args.key_file.clone();
     // A PostgreSQL address may carry a password: messages show the library's redacted form.
-    let shown = if broked_connections::is_postgres_url(&args.db.to_string_lossy()) {
-        "the PostgreSQL database".to_owned()
-    } else {
-        format!("the database {}", args.db.display())
-    };
+    let shown = broked_connections::describe_db(&args.db);
     let connections = broked_connections::Connections::open_with(&args.db, options)
         .with_context(|| format!("cannot open {shown}"))?;
     let db_shown = connections.db_path().display().to_string();

@@ -279,11 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
     }
     // A PostgreSQL address may carry a password: never print it.
-    let shown = if postgres {
-        "the PostgreSQL database".to_owned()
-    } else {
-        format!("the database {}", cli.db.display())
-    };
+    let shown = broked_connections::describe_db(&cli.db);
     let open = || {
         let mut options = broked_connections::Options::default();
         options.key_file = cli.key_file.clone();

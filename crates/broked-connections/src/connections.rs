@@ -578,6 +578,16 @@ pub fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
+/// `db` as a message may show it, before it is opened: a file path, or — since a PostgreSQL
+/// address may carry a password — only the words "the PostgreSQL database".
+pub fn describe_db(db: &Path) -> String {
+    if is_postgres_url(&db.to_string_lossy()) {
+        "the PostgreSQL database".to_owned()
+    } else {
+        format!("the database {}", db.display())
+    }
+}
+
 /// The store for `db`, the name to show for it, and its key file.
 fn open_store(db: &Path, options: &Options) -> Result<(PathBuf, PathBuf, Box<dyn Store>), Error> {
     let text = db.to_string_lossy();

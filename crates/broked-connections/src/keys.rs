@@ -105,14 +105,18 @@ pub(crate) fn open_keyring(
             None => {}
         }
     }
-    register_keys(&keyring, store)?;
+    register_keys(&keyring, store, &checks)?;
     Ok(keyring)
 }
 
 /// Registers the check value of every key in the ring the database does not know yet (the
 /// first key; a key added by a rotation that crashed before it reached the database).
-fn register_keys(keyring: &Keyring, store: &dyn Store) -> Result<(), Error> {
-    let known = store.key_checks().map_err(store_err)?;
+/// `known` is what the database had registered when it was last read.
+fn register_keys(
+    keyring: &Keyring,
+    store: &dyn Store,
+    known: &[(u32, String)],
+) -> Result<(), Error> {
     for info in keyring.keys() {
         if known.iter().all(|(id, _)| *id != info.id.get()) {
             let check = keyring
@@ -184,7 +188,8 @@ impl Connections {
         let mut keyring = write(&self.keyring);
         *self.key_stamp.lock().unwrap_or_else(|e| e.into_inner()) = key_file_stamp(&self.key_path);
         keyring.reload()?;
-        register_keys(&keyring, self.store.as_ref())
+        let known = self.store.key_checks().map_err(store_err)?;
+        register_keys(&keyring, self.store.as_ref(), &known)
     }
 
     /// Opens a sealed field. A key this process does not know yet (another process rotated)

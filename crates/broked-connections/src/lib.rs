@@ -33,7 +33,7 @@ use std::time::Duration;
 pub use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
 pub use broked_probe::{Failure, Outcome as TestOutcome};
 
-pub use crate::connections::{Connections, Resolved, Source, is_postgres_url};
+pub use crate::connections::{Connections, Resolved, Source, describe_db, is_postgres_url};
 pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};
 pub use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage};
