@@ -234,6 +234,10 @@ impl fmt::Debug for RotationGuard {
 pub trait Store: Send + Sync {
     /// `(key id, check value)` of every key registered in the database.
     fn key_checks(&self) -> Result<Vec<(u32, String)>>;
+    /// A named setting of the database (`None` if never set).
+    fn meta(&self, name: &str) -> Result<Option<String>>;
+    /// Sets a named setting.
+    fn set_meta(&self, name: &str, value: &str) -> Result<()>;
     /// Registers a key's check value (no-op if the id is registered with the same value).
     fn add_key_check(&self, key_id: u32, check: &str) -> Result<()>;
     /// Forgets keys that seal nothing; returns the ids removed. Keys still in use stay.

@@ -96,6 +96,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pipeline_id, node_id)
      );
      CREATE INDEX pipeline_refs_conn ON pipeline_refs (conn_id);"#,
+    // 2: named settings of the database (e.g. the format of its sealed values).
+    r#"CREATE TABLE meta (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        value TEXT NOT NULL
+     );"#,
 ];
 
 /// The schema version this build writes.
@@ -700,6 +705,38 @@ impl Store for PgStore {
                     .collect()
             })
         })
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<String>> {
+        self.read(name.to_owned(), |c, name| {
+            Box::pin(async move {
+                sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&c.pool)
+                    .await
+                    .map_err(pg(c, "meta"))
+            })
+        })
+    }
+
+    fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        self.write(
+            (name.to_owned(), value.to_owned()),
+            |ctx, c, (name, value)| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO meta (name, value) VALUES ($1, $2)
+                         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    )
+                    .bind(name)
+                    .bind(value)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(pg(ctx, "meta"))?;
+                    Ok(((), true))
+                })
+            },
+        )
     }
 
     fn add_key_check(&self, key_id: u32, check: &str) -> Result<()> {

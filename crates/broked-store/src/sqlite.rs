@@ -70,6 +70,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pipeline_id, node_id)
      ) WITHOUT ROWID;
      CREATE INDEX pipeline_refs_conn ON pipeline_refs (conn_id);",
+    // 2: named settings of the database (e.g. the format of its sealed values).
+    "CREATE TABLE meta (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.
@@ -396,6 +401,28 @@ impl Store for SqliteStore {
                 .query_map([], |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?)))
                 .map_err(sql("keys"))?;
             rows.collect::<rusqlite::Result<_>>().map_err(sql("keys"))
+        })
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql("meta"))
+        })
+    }
+
+    fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )
+            .map_err(sql("meta"))?;
+            Ok(((), true))
         })
     }
 

@@ -165,6 +165,7 @@ suite!(
     seals_are_counted_per_key,
     put_connections_is_all_or_nothing,
     reopening_keeps_the_data,
+    meta_settings_are_kept_and_replaced,
     the_generation_changes_with_writes_of_another_handle,
     concurrent_writers_on_separate_handles_never_fail,
     concurrent_updates_of_one_row_lose_nothing,
@@ -492,6 +493,20 @@ fn reopening_keeps_the_data(b: &impl Backend) {
     let store = b.open();
     assert_eq!(store.get_connection("a").unwrap().unwrap(), conn("a"));
     assert_eq!(store.key_checks().unwrap().len(), 1);
+}
+
+fn meta_settings_are_kept_and_replaced(b: &impl Backend) {
+    {
+        let store = b.open();
+        assert_eq!(store.meta("seal_format").unwrap(), None);
+        store.set_meta("seal_format", "1").unwrap();
+        store.set_meta("seal_format", "2").unwrap();
+        store.set_meta("other", "x").unwrap();
+    }
+    let store = b.open();
+    assert_eq!(store.meta("seal_format").unwrap().as_deref(), Some("2"));
+    assert_eq!(store.meta("other").unwrap().as_deref(), Some("x"));
+    assert_eq!(store.meta("missing").unwrap(), None);
 }
 
 fn the_generation_changes_with_writes_of_another_handle(b: &impl Backend) {
