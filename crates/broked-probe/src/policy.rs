@@ -8,12 +8,16 @@ use std::time::Duration;
 use crate::{Failure, ProbeError};
 
 /// What [`Policy::default`] denies: link-local networks (where cloud instance metadata lives),
-/// the metadata services' other addresses and their host names. Loopback is NOT denied: a
+/// the metadata services' other addresses (AWS IMDS and its Amazon DNS resolver over IPv6,
+/// `fd00:ec2::254` and `fd00:ec2::23`; GCP's IPv6 metadata server `fd20:ce::254`; Alibaba
+/// Cloud's `100.100.100.200`) and their host names. Loopback is NOT denied: a
 /// database on the same machine is the common case.
 pub const DEFAULT_DENY: &[&str] = &[
     "169.254.0.0/16",
     "fe80::/10",
     "fd00:ec2::254/128",
+    "fd00:ec2::23/128",
+    "fd20:ce::254/128",
     "100.100.100.200/32",
     "metadata.google.internal",
     "metadata.goog",
@@ -50,10 +54,20 @@ impl Rule {
                 .ok()
                 .filter(|p| *p <= max)
                 .ok_or_else(|| bad("prefix length out of range"))?;
-            return Ok(Rule::Net {
-                addr: canonical_ip(addr),
-                prefix,
-            });
+            // `::ffff:10.0.0.0/104` is the IPv4 network 10.0.0.0/8 written as IPv4-mapped
+            // IPv6: addresses are checked as IPv4 (see `canonical_ip`), so the rule must be
+            // too, with the prefix counted from the IPv4 part. A shorter prefix reaches past
+            // the mapped range and stays an IPv6 rule (it also matches mapped IPv4).
+            if let IpAddr::V6(v6) = addr
+                && let Some(v4) = v6.to_ipv4_mapped()
+                && prefix >= 96
+            {
+                return Ok(Rule::Net {
+                    addr: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+            return Ok(Rule::Net { addr, prefix });
         }
         if let Ok(addr) = e
             .trim_start_matches('[')
@@ -92,7 +106,13 @@ impl Rule {
                 let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
                 u128::from(*net) & mask == u128::from(ip) & mask
             }
-            _ => false,
+            // An IPv6 network wider than the mapped range (`::/0`, `::ffff:0:0/95`) also
+            // holds every IPv4 address in its mapped form.
+            (IpAddr::V6(net), IpAddr::V4(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                u128::from(*net) & mask == u128::from(ip.to_ipv6_mapped()) & mask
+            }
+            (IpAddr::V4(_), IpAddr::V6(_)) => false,
         }
     }
 
@@ -330,6 +350,11 @@ mod tests {
             "METADATA.google.internal.",
             "metadata",
             "2852039166", // 169.254.169.254 in decimal
+            "fd00:ec2::254",
+            "fd00:ec2::23",
+            "[fd00:ec2::23]",
+            "fd20:ce::254",
+            "FD20:CE:0::254",
         ] {
             assert_eq!(
                 p.check_host(host).unwrap_err().kind,
@@ -383,6 +408,56 @@ mod tests {
         let all = deny(&["0.0.0.0/0"]);
         assert!(all.check_ip("127.0.0.1".parse().unwrap()).is_err());
         assert!(all.check_ip("::1".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_mean_the_ipv4_network() {
+        // Issue 13: `::ffff:10.0.0.0/104` underflowed (a panic in debug builds; a mask of
+        // zero, denying every IPv4 address, in release builds).
+        let p = deny(&["::ffff:10.0.0.0/104", "::ffff:192.168.1.7/128"]);
+        for ip in [
+            "10.0.0.1",
+            "10.255.255.255",
+            "::ffff:10.1.2.3",
+            "192.168.1.7",
+        ] {
+            assert!(p.check_ip(ip.parse().unwrap()).is_err(), "{ip}");
+        }
+        for host in ["10.9.8.7", "012.1", "[::ffff:10.0.0.9]", "167772161"] {
+            assert!(p.check_host(host).is_err(), "{host}");
+        }
+        for ip in ["11.0.0.1", "127.0.0.1", "192.168.1.8", "::1", "fd00::1"] {
+            assert!(p.check_ip(ip.parse().unwrap()).is_ok(), "{ip}");
+        }
+        assert!(
+            p.deny_rules().iter().any(|r| r == "10.0.0.0/8"),
+            "{:?}",
+            p.deny_rules()
+        );
+        // Every prefix of the mapped range parses and never denies more than it says.
+        for prefix in 104..=128u8 {
+            let p = Policy::without_defaults(
+                Duration::from_secs(1),
+                false,
+                &[format!("::ffff:10.0.0.0/{prefix}")],
+            )
+            .unwrap();
+            assert!(
+                p.check_ip("10.0.0.0".parse().unwrap()).is_err(),
+                "/{prefix}"
+            );
+            assert!(p.check_ip("11.0.0.0".parse().unwrap()).is_ok(), "/{prefix}");
+            assert!(
+                p.check_ip("127.0.0.1".parse().unwrap()).is_ok(),
+                "/{prefix}"
+            );
+        }
+        let all_v4 = deny(&["::ffff:0.0.0.0/96"]);
+        assert!(all_v4.check_ip("8.8.8.8".parse().unwrap()).is_err());
+        assert!(all_v4.check_ip("::1".parse().unwrap()).is_ok());
+        // A network wider than the mapped range holds every IPv4 address too.
+        let wide = deny(&["::ffff:0.0.0.0/95"]);
+        assert!(wide.check_ip("8.8.8.8".parse().unwrap()).is_err());
     }
 
     #[test]
