@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
+use crate::secret::MASK;
 use crate::{ConnId, ConnType, Field, FieldUse, Secret};
 
 /// A valid connection: what a pipeline needs to reach an external system.
@@ -196,18 +197,59 @@ impl Connection {
 
     /// The port a client connects to: `port`, else the type's default (443 for an https host).
     pub fn effective_port(&self) -> Option<u16> {
-        self.port.or_else(|| match self.conn_type {
-            ConnType::Http if self.host.as_deref().is_some_and(is_https) => Some(443),
-            ConnType::S3
-                if self
-                    .host
-                    .as_deref()
-                    .is_some_and(|h| h.starts_with("http://")) =>
-            {
-                Some(80)
-            }
-            t => t.default_port(),
-        })
+        effective_port(self.conn_type, self.host.as_deref(), self.port)
+    }
+
+    /// Whether `self` and `other` send their secrets to the same place, secured alike: same
+    /// type, host, effective port and login, and the same values of the extra keys that
+    /// secure the target (TLS mode, trusted certificates, host key: see
+    /// [`ConnType::extra_key_role`]). Compares the extra of both as given (decrypted).
+    pub fn same_target(&self, other: &Connection) -> bool {
+        self.same_endpoint(other)
+            && crate::securing_extra(self.conn_type, self.extra.as_ref().map(Secret::expose))
+                == crate::securing_extra(other.conn_type, other.extra.as_ref().map(Secret::expose))
+    }
+
+    /// Same type, host, effective port and login (the extra is not compared).
+    pub fn same_endpoint(&self, other: &Connection) -> bool {
+        self.conn_type == other.conn_type
+            && self.host == other.host
+            && self.effective_port() == other.effective_port()
+            && self.login == other.login
+    }
+}
+
+/// The port a client of type `t` connects to for `host` and `port`: `port`, else the type's
+/// default (443 for an https host, 80 for an s3 `http://` endpoint).
+pub fn effective_port(t: ConnType, host: Option<&str>, port: Option<u16>) -> Option<u16> {
+    port.or_else(|| match t {
+        ConnType::Http if host.is_some_and(is_https) => Some(443),
+        ConnType::S3 if host.is_some_and(|h| h.starts_with("http://")) => Some(80),
+        t => t.default_port(),
+    })
+}
+
+/// What a sealed password or extra is bound to (part of its associated data): the type,
+/// host, effective port and login of its connection, as a JSON array. A row whose target was
+/// changed outside broked (in the database directly, or a tampered backup) no longer opens.
+pub fn target_binding(
+    t: ConnType,
+    host: Option<&str>,
+    port: Option<u16>,
+    login: Option<&str>,
+) -> String {
+    serde_json::json!([t.as_str(), host, effective_port(t, host, port), login]).to_string()
+}
+
+impl Connection {
+    /// [`target_binding`] of this connection.
+    pub fn target_binding(&self) -> String {
+        target_binding(
+            self.conn_type,
+            self.host.as_deref(),
+            self.port,
+            self.login.as_deref(),
+        )
     }
 
     fn check(mut self, errors: &mut ValidationErrors, had_port: bool) -> Connection {
@@ -251,7 +293,41 @@ impl Connection {
                 errors.push(name, format!("{name} must not contain NUL characters"));
             }
         }
-        self.extra = canonical_extra(self.extra.take(), errors);
+        for (name, value) in [("password", &self.password), ("extra", &self.extra)] {
+            if value.as_ref().is_some_and(|v| v.expose() == MASK) {
+                errors.push(
+                    name,
+                    format!(
+                        "{MASK} is how a stored {name} is shown, not a {name}: enter the real \
+                         value (or leave the field out to keep a stored one)"
+                    ),
+                );
+            }
+        }
+        if self.extra.as_ref().is_some_and(|v| v.expose() == MASK) {
+            self.extra = None;
+        } else {
+            self.extra = canonical_extra(self.extra.take(), errors);
+        }
+        if let Some(extra) = &self.extra {
+            if let Ok(serde_json::Value::Object(map)) =
+                serde_json::from_str::<serde_json::Value>(extra.expose())
+            {
+                for (key, use_instead) in crate::target::naming_keys(t, &map) {
+                    let instead = match use_instead {
+                        Some(field) => format!("put it in {field}"),
+                        None => "broked has no such setting".to_owned(),
+                    };
+                    errors.push(
+                        "extra",
+                        format!(
+                            "extra key {key:?} would name the target a stored secret is sent \
+                             to, overriding the connection's fields: {instead}"
+                        ),
+                    );
+                }
+            }
+        }
         self
     }
 }
@@ -550,5 +626,87 @@ mod tests {
         assert_eq!(c("s3", "http://h"), Some(80));
         assert_eq!(c("generic", "h"), Some(7));
         assert_eq!(c("sqlite", "a.db"), None);
+    }
+
+    #[test]
+    fn extra_keys_that_name_the_target_are_refused_naming_the_field_to_use() {
+        let e = ConnectionInput {
+            extra: Some(
+                r#"{"HOST":"evil.example","port":6543,"sslmode":"disable","user":"x"}"#.into(),
+            ),
+            ..input("postgres")
+        }
+        .validate()
+        .unwrap_err();
+        expect_test::expect![[r#"invalid connection: extra: extra key "host" would name the target a stored secret is sent to, overriding the connection's fields: put it in host; extra: extra key "port" would name the target a stored secret is sent to, overriding the connection's fields: put it in port; extra: extra key "user" would name the target a stored secret is sent to, overriding the connection's fields: put it in login"#]]
+        .assert_eq(&e.to_string());
+        assert!(!e.to_string().contains("evil"));
+        for (t, extra) in [
+            ("postgres", r#"{"hostaddr":"10.0.0.1"}"#),
+            ("postgres", r#"{"service":"prod"}"#),
+            ("postgres", r#"{"dbname":"other"}"#),
+            ("mysql", r#"{"unix_socket":"/tmp/x"}"#),
+            ("mysql", r#"{"read_default_file":"/etc/evil.cnf"}"#),
+            ("s3", r#"{"endpoint_url":"http://evil.example"}"#),
+            ("http", r#"{"proxy":"http://evil.example:3128"}"#),
+            ("sftp", r#"{"proxy_command":"nc evil 22"}"#),
+            ("generic", r#"{"Password":"x"}"#),
+        ] {
+            let r = ConnectionInput {
+                extra: Some(extra.into()),
+                port: (t == "generic").then_some(1),
+                ..input(t)
+            }
+            .validate();
+            assert!(r.is_err(), "{t} {extra}");
+        }
+        // Options that do not name the target stay allowed.
+        ConnectionInput {
+            extra: Some(r#"{"sslmode":"require","application_name":"etl"}"#.into()),
+            ..input("postgres")
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_mask_is_not_a_password() {
+        for (password, extra) in [(Some("********"), None), (None, Some("********"))] {
+            let e = ConnectionInput {
+                password: password.map(Into::into),
+                extra: extra.map(Into::into),
+                ..input("postgres")
+            }
+            .validate()
+            .unwrap_err();
+            assert!(e.to_string().contains("is how a stored"), "{e}");
+        }
+    }
+
+    #[test]
+    fn same_target_includes_the_securing_extra_keys() {
+        let c = |extra: Option<&str>| {
+            ConnectionInput {
+                extra: extra.map(Into::into),
+                ..input("postgres")
+            }
+            .validate()
+            .unwrap()
+        };
+        let base = c(Some(r#"{"sslmode":"verify-full","application_name":"a"}"#));
+        assert!(base.same_target(&c(Some(
+            r#"{"sslmode":"verify-full","application_name":"b"}"#
+        ))));
+        assert!(!base.same_target(&c(Some(r#"{"sslmode":"disable"}"#))));
+        assert!(!base.same_target(&c(None)));
+        let mut other_port = base.clone();
+        other_port.port = Some(6543);
+        assert!(!base.same_target(&other_port));
+        other_port.port = Some(5432);
+        assert!(base.same_target(&other_port));
+        assert_eq!(
+            base.target_binding(),
+            r#"["postgres","db.example.com",5432,null]"#
+        );
     }
 }

@@ -12,11 +12,15 @@
 mod connection;
 mod id;
 mod secret;
+mod target;
 mod types;
 mod uri;
 
-pub use connection::{Connection, ConnectionInput, FieldError, ValidationErrors};
+pub use connection::{
+    Connection, ConnectionInput, FieldError, ValidationErrors, effective_port, target_binding,
+};
 pub use id::{ConnId, ConnIdError};
 pub use secret::Secret;
+pub use target::{ExtraKeyRole, securing_extra};
 pub use types::{ConnType, Field, FieldUse, TypeInfo, UnknownConnType};
 pub use uri::UriError;

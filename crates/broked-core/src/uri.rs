@@ -43,6 +43,16 @@ pub enum UriError {
     Ipv6,
     #[error("a parameter appears twice in the URI query")]
     DuplicateParameter,
+    #[error(
+        "a URI has one scheme: a second one (like postgres://https://...) is not allowed; \
+         percent-encode : and / in the login and password (%3A, %2F)"
+    )]
+    NestedScheme,
+    #[error(
+        "an @ after the host: percent-encode @, / and : in the login and password \
+         (%40, %2F, %3A)"
+    )]
+    StrayAt,
     #[error("{0}")]
     Invalid(ValidationErrors),
 }
@@ -106,7 +116,15 @@ impl Connection {
         }
         if let Some(extra) = &self.extra {
             if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(extra.expose()) {
-                for (i, (key, value)) in map.iter().enumerate() {
+                let params = map.iter().filter(|(key, _)| {
+                    // A key that would name the target is never written (validation refuses
+                    // it; a row stored before that rule still cannot steer the secret).
+                    !matches!(
+                        self.conn_type.extra_key_role(key),
+                        Some(crate::ExtraKeyRole::Names { .. })
+                    )
+                });
+                for (i, (key, value)) in params.enumerate() {
                     uri.push(if i == 0 { '?' } else { '&' });
                     uri.push_str(&enc(key, COMPONENT));
                     uri.push('=');
@@ -153,6 +171,11 @@ impl Connection {
             Some((rest, query)) => (rest, Some(query)),
             None => (rest, None),
         };
+        // A second scheme means the URI was pasted inside another, or a password holds an
+        // unencoded "://": either way part of a secret would land in a plain field.
+        if rest.contains("://") {
+            return Err(UriError::NestedScheme);
+        }
         let mut c = Connection {
             conn_id,
             conn_type,
@@ -171,6 +194,11 @@ impl Connection {
                 Some(i) => rest.split_at(i),
                 None => (rest, ""),
             };
+            // "user:pa/ss@host": the password's "/" ended the authority early; the rest of the
+            // password would become the schema, shown unmasked.
+            if path.contains('@') {
+                return Err(UriError::StrayAt);
+            }
             let host_port = match authority.rsplit_once('@') {
                 Some((userinfo, host_port)) => {
                     let (login, password) = match userinfo.split_once(':') {

@@ -377,3 +377,48 @@ fn docs_examples_round_trip() {
         "only {checked} examples found in docs/uri.md"
     );
 }
+
+#[test]
+fn a_second_scheme_or_a_stray_at_is_refused_and_never_stored() {
+    let id = || ConnId::new("c").unwrap();
+    for uri in [
+        "postgres://protocol://user:pw-SECRET@host:123",
+        "http://https://x",
+        "mysql://u:p@h/db?x=1://",
+    ] {
+        let r = Connection::from_uri(id(), uri);
+        if uri.ends_with("1://") {
+            // In the query: a value, not a scheme.
+            assert!(r.is_ok(), "{uri}");
+        } else {
+            assert_eq!(r, Err(UriError::NestedScheme), "{uri}");
+        }
+    }
+    // The password's "/" ends the authority early: the rest would land in schema.
+    let r = Connection::from_uri(id(), "postgres://user:123/x-SECRET@db/app");
+    assert_eq!(r, Err(UriError::StrayAt));
+    assert!(!UriError::StrayAt.to_string().contains("SECRET"));
+}
+
+#[test]
+fn the_builder_never_writes_a_key_that_names_the_target() {
+    // A row stored before the rule: built by hand, not validated.
+    let c = Connection {
+        conn_id: ConnId::new("c").unwrap(),
+        conn_type: ConnType::Postgres,
+        host: Some("127.0.0.1".into()),
+        port: Some(5432),
+        schema: Some("db".into()),
+        login: Some("u".into()),
+        password: Some("pw".into()),
+        extra: Some(
+            r#"{"host":"evil.example","hostaddr":"10.1.1.1","port":6543,"sslmode":"require"}"#
+                .into(),
+        ),
+        description: None,
+    };
+    assert_eq!(
+        c.to_uri().expose(),
+        "postgres://u:pw@127.0.0.1:5432/db?sslmode=require"
+    );
+}

@@ -1,0 +1,332 @@
+//! The target of a connection: everything a driver uses to decide where the secret goes.
+//!
+//! A stored password or extra is only ever sent to the target it was saved for. The target is
+//! the type, host, port (the effective one: an empty port is the type's default) and login,
+//! plus, per type, the `extra` keys that **secure** the connection to it (TLS mode, trusted
+//! certificates, the SSH host key...). Changing or removing one of those while a stored secret
+//! is kept would send the secret over a weaker channel, so it counts as a change of target.
+//!
+//! Keys that **name** a target (`host`, `port`, `user`, `dbname`, `endpoint_url`, a proxy...)
+//! are refused in `extra` altogether: drivers such as libpq and sqlx let them override the
+//! authority of the URI, so the password would go to wherever they say. Each has a field to
+//! use instead. The table is documented in `docs/uri.md` and `docs/security.md`.
+//!
+//! Keys are compared case-insensitively with `-` and `_` alike (`ssl-mode` = `SSL_MODE`), since
+//! drivers disagree on those spellings.
+
+use serde_json::{Map, Value};
+
+use crate::ConnType;
+
+/// How an `extra` key relates to the target of a connection of some type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtraKeyRole {
+    /// The key names (part of) the target: refused in extra. `use_instead` says where the
+    /// value belongs (`"host"`, `"port"`, `"login"`, `"password"`, `"schema"`), or is `None`
+    /// when broked has no such setting (a proxy, a service file).
+    Names { use_instead: Option<&'static str> },
+    /// The key secures the connection to the target (TLS, host keys): part of the target.
+    Secures,
+}
+
+/// Keys that name a target for every network type.
+const NAMES_COMMON: &[(&str, Option<&str>)] = &[
+    ("host", Some("host")),
+    ("hostname", Some("host")),
+    ("hostaddr", Some("host")),
+    ("server", Some("host")),
+    ("address", Some("host")),
+    ("addr", Some("host")),
+    ("url", Some("host")),
+    ("uri", Some("host")),
+    ("dsn", Some("host")),
+    ("endpoint", Some("host")),
+    ("endpoint_url", Some("host")),
+    ("base_url", Some("host")),
+    ("connection_string", Some("host")),
+    ("port", Some("port")),
+    ("user", Some("login")),
+    ("username", Some("login")),
+    ("login", Some("login")),
+    ("uid", Some("login")),
+    ("password", Some("password")),
+    ("passwd", Some("password")),
+    ("pass", Some("password")),
+    ("pwd", Some("password")),
+    ("proxy", None),
+    ("proxies", None),
+    ("proxy_url", None),
+    ("http_proxy", None),
+    ("https_proxy", None),
+    ("all_proxy", None),
+    ("socks_proxy", None),
+    ("proxy_command", None),
+    ("proxycommand", None),
+    ("proxy_jump", None),
+    ("proxyjump", None),
+];
+
+const NAMES_POSTGRES: &[(&str, Option<&str>)] = &[
+    ("dbname", Some("schema")),
+    ("database", Some("schema")),
+    ("db", Some("schema")),
+    ("service", None),
+    ("servicefile", None),
+    ("passfile", Some("password")),
+    ("socket", Some("host")),
+    ("unix_socket", Some("host")),
+];
+
+const NAMES_MYSQL: &[(&str, Option<&str>)] = &[
+    ("socket", Some("host")),
+    ("unix_socket", Some("host")),
+    ("database", Some("schema")),
+    ("dbname", Some("schema")),
+    ("db", Some("schema")),
+    ("read_default_file", None),
+    ("read_default_group", None),
+    ("defaults_file", None),
+    ("defaults_extra_file", None),
+];
+
+const NAMES_S3: &[(&str, Option<&str>)] = &[
+    ("aws_access_key_id", Some("login")),
+    ("access_key", Some("login")),
+    ("access_key_id", Some("login")),
+    ("aws_secret_access_key", Some("password")),
+    ("secret_key", Some("password")),
+    ("secret_access_key", Some("password")),
+    ("endpoint_override", Some("host")),
+];
+
+const SECURES_POSTGRES: &[&str] = &[
+    "sslmode",
+    "ssl_mode",
+    "sslrootcert",
+    "ssl_root_cert",
+    "ssl_ca",
+    "sslcert",
+    "ssl_cert",
+    "sslkey",
+    "ssl_key",
+    "sslcrl",
+    "sslcrldir",
+    "sslpassword",
+    "sslsni",
+    "sslnegotiation",
+    "sslcompression",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "channel_binding",
+    "require_auth",
+    "requirepeer",
+    "gssencmode",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+];
+
+const SECURES_MYSQL: &[&str] = &[
+    "ssl",
+    "tls",
+    "sslmode",
+    "ssl_mode",
+    "ssl_ca",
+    "sslca",
+    "ssl_capath",
+    "ssl_cert",
+    "sslcert",
+    "ssl_key",
+    "sslkey",
+    "ssl_cipher",
+    "ssl_verify_cert",
+    "ssl_verify_identity",
+    "ssl_disabled",
+    "tls_version",
+    "enable_cleartext_plugin",
+    "allowcleartextpasswords",
+];
+
+const SECURES_HTTP: &[&str] = &[
+    "verify_tls",
+    "verify",
+    "ca_cert",
+    "ca_bundle",
+    "tls",
+    "insecure",
+];
+
+const SECURES_SFTP: &[&str] = &[
+    "host_key",
+    "known_hosts",
+    "no_host_key_check",
+    "allow_host_key_change",
+    "strict_host_key_checking",
+    "host_key_algorithms",
+    "disabled_algorithms",
+    "ciphers",
+];
+
+const SECURES_S3: &[&str] = &["verify", "verify_tls", "use_ssl", "ca_bundle", "ca_cert"];
+
+const SECURES_GENERIC: &[&str] = &[
+    "ssl",
+    "tls",
+    "sslmode",
+    "ssl_mode",
+    "verify_tls",
+    "verify",
+    "ca_cert",
+    "ssl_ca",
+    "ssl_ca_certs",
+    "ssl_cert_reqs",
+    "tls_ca",
+    "insecure",
+    "insecure_skip_verify",
+];
+
+/// A key as drivers may read it: lower case, `-` as `_`.
+fn normalize(key: &str) -> String {
+    key.trim()
+        .chars()
+        .map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+impl ConnType {
+    /// What the `extra` key `key` is for a connection of this type: a key that names the
+    /// target (refused), a key that secures it (part of the target), or `None` (an option).
+    pub fn extra_key_role(self, key: &str) -> Option<ExtraKeyRole> {
+        let key = normalize(key);
+        let (names, secures): (&[(&str, Option<&str>)], &[&str]) = match self {
+            // A file on the engine's machine: no secret travels anywhere.
+            ConnType::Sqlite => return None,
+            ConnType::Postgres => (NAMES_POSTGRES, SECURES_POSTGRES),
+            ConnType::Mysql => (NAMES_MYSQL, SECURES_MYSQL),
+            ConnType::Http => (&[], SECURES_HTTP),
+            ConnType::Sftp => (&[], SECURES_SFTP),
+            ConnType::S3 => (NAMES_S3, SECURES_S3),
+            ConnType::Generic => (&[], SECURES_GENERIC),
+        };
+        if let Some((_, use_instead)) = NAMES_COMMON
+            .iter()
+            .chain(names)
+            .find(|(name, _)| *name == key)
+        {
+            return Some(ExtraKeyRole::Names {
+                use_instead: *use_instead,
+            });
+        }
+        secures
+            .contains(&key.as_str())
+            .then_some(ExtraKeyRole::Secures)
+    }
+
+    /// The keys of the target table for this type, as `(key, role)`, for docs and forms.
+    pub fn target_keys(self) -> Vec<(&'static str, ExtraKeyRole)> {
+        let (names, secures): (&[(&str, Option<&str>)], &[&str]) = match self {
+            ConnType::Sqlite => return Vec::new(),
+            ConnType::Postgres => (NAMES_POSTGRES, SECURES_POSTGRES),
+            ConnType::Mysql => (NAMES_MYSQL, SECURES_MYSQL),
+            ConnType::Http => (&[], SECURES_HTTP),
+            ConnType::Sftp => (&[], SECURES_SFTP),
+            ConnType::S3 => (NAMES_S3, SECURES_S3),
+            ConnType::Generic => (&[], SECURES_GENERIC),
+        };
+        NAMES_COMMON
+            .iter()
+            .chain(names)
+            .map(|(k, u)| (*k, ExtraKeyRole::Names { use_instead: *u }))
+            .chain(secures.iter().map(|k| (*k, ExtraKeyRole::Secures)))
+            .collect()
+    }
+}
+
+/// The extra keys of `map` that name a target of type `t`, as the table spells them (never
+/// the input's own text), with the field to use instead.
+pub(crate) fn naming_keys(
+    t: ConnType,
+    map: &Map<String, Value>,
+) -> Vec<(&'static str, Option<&'static str>)> {
+    let table = t.target_keys();
+    map.keys()
+        .filter_map(|k| {
+            let k = normalize(k);
+            table.iter().find_map(|(name, role)| match role {
+                ExtraKeyRole::Names { use_instead } if *name == k => Some((*name, *use_instead)),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// The securing part of an extra object: its securing keys (normalized) and their values,
+/// sorted. Two connections with equal results secure their target alike.
+pub fn securing_extra(t: ConnType, extra: Option<&str>) -> Vec<(String, Value)> {
+    let Some(Ok(Value::Object(map))) = extra.map(serde_json::from_str::<Value>) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Value)> = map
+        .into_iter()
+        .filter(|(k, _)| t.extra_key_role(k) == Some(ExtraKeyRole::Secures))
+        .map(|(k, v)| (normalize(&k), v))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_ignore_case_and_dash_spelling() {
+        let names =
+            |t: ConnType, k: &str| matches!(t.extra_key_role(k), Some(ExtraKeyRole::Names { .. }));
+        for k in [
+            "host", "HOST", "hostaddr", "port", "user", "dbname", "service", "passfile",
+        ] {
+            assert!(names(ConnType::Postgres, k), "{k}");
+        }
+        for k in ["host", "socket", "unix_socket", "read_default_file", "User"] {
+            assert!(names(ConnType::Mysql, k), "{k}");
+        }
+        assert!(names(ConnType::S3, "endpoint_url"));
+        assert!(names(ConnType::Http, "proxy"));
+        assert!(names(ConnType::Sftp, "proxy_command"));
+        assert_eq!(
+            ConnType::Mysql.extra_key_role("SSL-Mode"),
+            Some(ExtraKeyRole::Secures)
+        );
+        assert_eq!(
+            ConnType::Postgres.extra_key_role("sslmode"),
+            Some(ExtraKeyRole::Secures)
+        );
+        assert_eq!(
+            ConnType::Sftp.extra_key_role("host_key"),
+            Some(ExtraKeyRole::Secures)
+        );
+        assert_eq!(ConnType::Postgres.extra_key_role("application_name"), None);
+        assert_eq!(ConnType::Http.extra_key_role("headers"), None);
+        assert_eq!(ConnType::Sqlite.extra_key_role("host"), None);
+    }
+
+    #[test]
+    fn securing_extra_is_normalized_and_sorted() {
+        let s = securing_extra(
+            ConnType::Mysql,
+            Some(r#"{"ssl-mode":"required","charset":"utf8","SSL_CA":"pem"}"#),
+        );
+        assert_eq!(
+            s,
+            vec![
+                ("ssl_ca".to_owned(), Value::from("pem")),
+                ("ssl_mode".to_owned(), Value::from("required")),
+            ]
+        );
+        assert!(securing_extra(ConnType::Postgres, None).is_empty());
+    }
+}
