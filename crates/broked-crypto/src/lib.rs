@@ -24,7 +24,9 @@ use std::fmt;
 
 pub use crate::error::CryptoError;
 pub use crate::keyring::Keyring;
-pub use crate::seal::{SEALED_OVERHEAD, SEALED_VERSION, sealed_key_id};
+pub use crate::seal::{
+    SEALED_OVERHEAD, SEALED_VERSION, SEALED_VERSION_V1, sealed_format, sealed_key_id,
+};
 
 /// Seals per key after which the key must be rotated.
 ///
@@ -79,17 +81,35 @@ pub struct KeyInfo {
 }
 
 /// The associated data a sealed value is bound to: a blob sealed for one connection and field
-/// fails to open for any other.
+/// fails to open for any other; a blob sealed with a `target` (format 2) also fails to open
+/// once the connection's target (type, host, port, login) differs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Aad<'a> {
     pub conn_id: &'a str,
     /// `"password"` or `"extra"`.
     pub field: &'a str,
+    /// The connection's target as `broked_core::target_binding` writes it. `None` seals in
+    /// format 1 (no target), which only old data and tests use.
+    pub target: Option<&'a str>,
 }
 
 impl<'a> Aad<'a> {
+    /// Associated data without a target (sealed format 1).
     pub fn new(conn_id: &'a str, field: &'a str) -> Aad<'a> {
-        Aad { conn_id, field }
+        Aad {
+            conn_id,
+            field,
+            target: None,
+        }
+    }
+
+    /// Associated data bound to the connection's target (sealed format 2).
+    pub fn bound(conn_id: &'a str, field: &'a str, target: &'a str) -> Aad<'a> {
+        Aad {
+            conn_id,
+            field,
+            target: Some(target),
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! offset  size  field
-//! 0       1     format version, SEALED_VERSION (1)
+//! 0       1     format version: 1 (bound to conn_id and field), or SEALED_VERSION (2: also
+//!               bound to the connection's target)
 //! 1       4     key id, big-endian u32
 //! 5       12    nonce, random per seal
 //! 17      n     ciphertext (n = plaintext length)
@@ -18,8 +19,11 @@ use zeroize::Zeroizing;
 
 use crate::{Aad, CryptoError, KeyId};
 
-/// The version byte every sealed blob starts with.
-pub const SEALED_VERSION: u8 = 1;
+/// The version byte of a blob sealed with a target; [`SEALED_VERSION_V1`] blobs (no target)
+/// are still read.
+pub const SEALED_VERSION: u8 = 2;
+/// The first format: associated data without the target.
+pub const SEALED_VERSION_V1: u8 = 1;
 
 /// Bytes a sealed blob adds to its plaintext: version, key id, nonce and tag.
 pub const SEALED_OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
@@ -30,6 +34,8 @@ const TAG_LEN: usize = 16;
 
 /// Domain separation for the associated data; part of the format.
 const AAD_LABEL: &[u8] = b"broked-connections sealed secret v1\0";
+/// The same for format 2, whose associated data includes the target.
+const AAD_LABEL_V2: &[u8] = b"broked-connections sealed secret v2\0";
 /// The constant the key check value is an HMAC of; part of the format.
 const CHECK_LABEL: &[u8] = b"broked-connections key check v1";
 /// Bytes of the HMAC kept in the check value.
@@ -40,7 +46,13 @@ pub fn sealed_key_id(blob: &[u8]) -> Result<KeyId, CryptoError> {
     Ok(parse(blob)?.key_id)
 }
 
+/// Returns the format version of `blob` (1: not bound to a target; 2: bound). Never panics.
+pub fn sealed_format(blob: &[u8]) -> Result<u8, CryptoError> {
+    Ok(parse(blob)?.version)
+}
+
 pub(crate) struct Parsed<'a> {
+    pub(crate) version: u8,
     pub(crate) key_id: KeyId,
     header: &'a [u8],
     nonce: [u8; NONCE_LEN],
@@ -51,7 +63,7 @@ pub(crate) fn parse(blob: &[u8]) -> Result<Parsed<'_>, CryptoError> {
     let Some((&version, rest)) = blob.split_first() else {
         return Err(CryptoError::BadBlob("empty"));
     };
-    if version != SEALED_VERSION {
+    if version != SEALED_VERSION && version != SEALED_VERSION_V1 {
         return Err(CryptoError::BadBlob("unknown format version"));
     }
     if blob.len() < SEALED_OVERHEAD {
@@ -66,6 +78,7 @@ pub(crate) fn parse(blob: &[u8]) -> Result<Parsed<'_>, CryptoError> {
         .try_into()
         .map_err(|_| CryptoError::BadBlob("truncated"))?;
     Ok(Parsed {
+        version,
         key_id: KeyId::new(u32::from_be_bytes(id)),
         header: &blob[..HEADER_LEN],
         nonce,
@@ -73,18 +86,39 @@ pub(crate) fn parse(blob: &[u8]) -> Result<Parsed<'_>, CryptoError> {
     })
 }
 
-/// AAD = label || len(conn_id) || conn_id || len(field) || field || header, lengths as u64 BE.
-/// Length prefixes keep ("ab", "c") and ("a", "bc") apart; the header binds version and key id.
-fn associated_data(aad: Aad<'_>, header: &[u8]) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(AAD_LABEL.len() + 16 + aad.conn_id.len() + aad.field.len() + HEADER_LEN);
-    out.extend_from_slice(AAD_LABEL);
-    for part in [aad.conn_id, aad.field] {
+/// Format 1: AAD = label || len(conn_id) || conn_id || len(field) || field || header.
+/// Format 2: AAD = label v2 || len(conn_id) || conn_id || len(field) || field || len(target) ||
+/// target || header. Lengths as u64 BE: they keep ("ab", "c") and ("a", "bc") apart; the
+/// header binds version and key id. `None` when a format 2 blob is opened without a target.
+fn associated_data(version: u8, aad: Aad<'_>, header: &[u8]) -> Option<Vec<u8>> {
+    let target = match (version, aad.target) {
+        (SEALED_VERSION_V1, _) => None,
+        (_, Some(t)) => Some(t),
+        (_, None) => return None,
+    };
+    let label = if target.is_some() {
+        AAD_LABEL_V2
+    } else {
+        AAD_LABEL
+    };
+    let mut out = Vec::with_capacity(
+        label.len()
+            + 24
+            + aad.conn_id.len()
+            + aad.field.len()
+            + target.map_or(0, str::len)
+            + HEADER_LEN,
+    );
+    out.extend_from_slice(label);
+    for part in [Some(aad.conn_id), Some(aad.field), target]
+        .into_iter()
+        .flatten()
+    {
         out.extend_from_slice(&(part.len() as u64).to_be_bytes());
         out.extend_from_slice(part.as_bytes());
     }
     out.extend_from_slice(header);
-    out
+    Some(out)
 }
 
 /// One AES-256 key: its bytes (zeroized on drop) and ring's key schedule for it.
@@ -158,11 +192,17 @@ impl Key {
         // Exact capacity: the plaintext copied in here is encrypted in place and the vector never
         // reallocates, so no copy of the plaintext is left behind in freed memory.
         let mut blob = Vec::with_capacity(SEALED_OVERHEAD + plaintext.len());
-        blob.push(SEALED_VERSION);
+        let version = if aad.target.is_some() {
+            SEALED_VERSION
+        } else {
+            SEALED_VERSION_V1
+        };
+        blob.push(version);
         blob.extend_from_slice(&id.get().to_be_bytes());
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(plaintext);
-        let ad = associated_data(aad, &blob[..HEADER_LEN]);
+        let ad = associated_data(version, aad, &blob[..HEADER_LEN])
+            .expect("the version follows the target");
         let (_, in_out) = blob.split_at_mut(HEADER_LEN + NONCE_LEN);
         let tag = self
             .aead
@@ -181,7 +221,7 @@ impl Key {
         aad: Aad<'_>,
         parsed: &Parsed<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let ad = associated_data(aad, parsed.header);
+        let ad = associated_data(parsed.version, aad, parsed.header).ok_or(CryptoError::Decrypt)?;
         let mut buf = Zeroizing::new(parsed.ciphertext_and_tag.to_vec());
         let len = self
             .aead

@@ -6,9 +6,18 @@ fn key(byte: u8) -> Key {
     Key::from_slice(&[byte; KEY_LEN]).unwrap()
 }
 
+/// Format 1 associated data (no target): what the known answers below were computed for.
 const AAD: Aad<'static> = Aad {
     conn_id: "warehouse",
     field: "password",
+    target: None,
+};
+
+/// Format 2: bound to the connection's target too.
+const AAD_V2: Aad<'static> = Aad {
+    conn_id: "warehouse",
+    field: "password",
+    target: Some(r#"["postgres","db.example.com",5432,"etl"]"#),
 };
 
 #[test]
@@ -19,7 +28,7 @@ fn layout_of_a_sealed_blob() {
         .unwrap();
     assert_eq!(blob.len(), SEALED_OVERHEAD + 7);
     assert_eq!(SEALED_OVERHEAD, 33);
-    assert_eq!(blob[0], SEALED_VERSION);
+    assert_eq!(blob[0], SEALED_VERSION_V1, "format 1 without a target");
     assert_eq!(&blob[1..5], &[1, 2, 3, 4]);
     assert_eq!(&blob[5..17], &nonce);
     assert_ne!(&blob[17..24], b"hunter2");
@@ -62,11 +71,19 @@ fn sealing_is_deterministic_for_a_given_nonce() {
 #[test]
 fn associated_data_is_unambiguous() {
     let header = [1, 0, 0, 0, 1];
-    let a = associated_data(Aad::new("ab", "c"), &header);
-    let b = associated_data(Aad::new("a", "bc"), &header);
+    let a = associated_data(1, Aad::new("ab", "c"), &header);
+    let b = associated_data(1, Aad::new("a", "bc"), &header);
     assert_ne!(a, b);
-    let c = associated_data(Aad::new("ab", "c"), &[1, 0, 0, 0, 2]);
+    let c = associated_data(1, Aad::new("ab", "c"), &[1, 0, 0, 0, 2]);
     assert_ne!(a, c);
+    let d = associated_data(2, Aad::bound("ab", "c", "t"), &[2, 0, 0, 0, 1]);
+    let e = associated_data(2, Aad::bound("ab", "ct", ""), &[2, 0, 0, 0, 1]);
+    assert!(d.is_some());
+    assert_ne!(d, e);
+    assert_eq!(
+        associated_data(2, Aad::new("ab", "c"), &[2, 0, 0, 0, 1]),
+        None
+    );
 }
 
 #[test]
@@ -126,8 +143,9 @@ fn short_or_foreign_blobs_are_bad_blobs() {
         sealed_key_id(&[1]),
         Err(CryptoError::BadBlob("truncated"))
     ));
+    // Format 2 (bound to the target) exists since issue 13; 3 does not.
     assert!(matches!(
-        sealed_key_id(&[2; 64]),
+        sealed_key_id(&[3; 64]),
         Err(CryptoError::BadBlob("unknown format version"))
     ));
     assert!(matches!(
@@ -181,4 +199,60 @@ proptest! {
             prop_assert!(key(1).open(AAD, &parsed).is_err());
         }
     }
+}
+
+#[test]
+fn format_2_binds_the_target_and_format_1_still_opens() {
+    let rng = SystemRandom::new();
+    let k = key(5);
+    let blob = k.seal(KeyId::new(1), AAD_V2, b"s3cret", &rng).unwrap();
+    assert_eq!(blob[0], SEALED_VERSION);
+    assert_eq!(sealed_format(&blob).unwrap(), 2);
+    assert_eq!(
+        &k.open(AAD_V2, &parse(&blob).unwrap()).unwrap()[..],
+        b"s3cret"
+    );
+    for wrong in [
+        Aad::bound(
+            "warehouse",
+            "password",
+            r#"["postgres","evil.example",5432,"etl"]"#,
+        ),
+        Aad::bound(
+            "warehouse",
+            "password",
+            r#"["postgres","db.example.com",6543,"etl"]"#,
+        ),
+        Aad::bound("warehouse", "password", ""),
+        AAD,
+    ] {
+        assert!(
+            matches!(
+                k.open(wrong, &parse(&blob).unwrap()),
+                Err(CryptoError::Decrypt)
+            ),
+            "{wrong:?}"
+        );
+    }
+    // A format 1 blob opens whatever target is asked for: the caller decides whether format 1
+    // is still acceptable (broked-connections refuses it once a database is migrated).
+    let old = k.seal(KeyId::new(1), AAD, b"legacy", &rng).unwrap();
+    assert_eq!(sealed_format(&old).unwrap(), 1);
+    assert_eq!(
+        &k.open(AAD_V2, &parse(&old).unwrap()).unwrap()[..],
+        b"legacy"
+    );
+}
+
+#[test]
+fn format_2_known_answer() {
+    let a = key(7)
+        .seal_with_nonce(KeyId::new(1), AAD_V2, [0; 12], b"pw")
+        .unwrap();
+    let hex: String = a.iter().map(|b| format!("{b:02x}")).collect();
+    // Computed independently with Python's `cryptography` AESGCM over the documented AAD.
+    assert_eq!(
+        hex,
+        "020000000100000000000000000000000011afe9fc8ad3fb2316d64a829db94231325d"
+    );
 }

@@ -15,6 +15,7 @@ use proptest::prelude::*;
 
 const GOLDEN_KEY_FILE: &str = include_str!("../fixtures/golden-keyring.txt");
 const GOLDEN_SEALED: &str = include_str!("../fixtures/golden-sealed.tsv");
+const GOLDEN_SEALED_V2: &str = include_str!("../fixtures/golden-sealed-v2.tsv");
 
 /// Copies the golden key file to a fresh directory with mode 0600 (git does not keep modes).
 fn golden_keyring() -> (tempfile::TempDir, Keyring) {
@@ -84,6 +85,36 @@ fn golden_fixture_keeps_opening() {
         assert_eq!(sealed_key_id(&golden.blob).unwrap(), golden.key);
         let aad = Aad::new(&golden.conn_id, &golden.field);
         assert_eq!(&ring.open_sealed(aad, &golden.blob).unwrap()[..], plaintext);
+    }
+}
+
+#[test]
+fn golden_format_2_blobs_keep_opening_only_for_their_target() {
+    let (_dir, ring) = golden_keyring();
+    let expected: [&[u8]; 3] = [
+        b"hunter2",
+        br#"{"sslmode":"require"}"#,
+        "pässwörd with spaces & ünïcode".as_bytes(),
+    ];
+    let rows: Vec<Vec<&str>> = GOLDEN_SEALED_V2
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), expected.len());
+    for (f, plaintext) in rows.iter().zip(expected) {
+        let blob = BASE64.decode(f[4]).unwrap();
+        assert_eq!(sealed_key_id(&blob).unwrap(), KeyId::parse(f[0]).unwrap());
+        assert_eq!(broked_crypto::sealed_format(&blob).unwrap(), 2);
+        let aad = Aad::bound(f[1], f[2], f[3]);
+        assert_eq!(&ring.open_sealed(aad, &blob).unwrap()[..], plaintext);
+        // Moved to another host, or read without its target: refused.
+        let moved = f[3].replace("example.com", "example.net");
+        assert!(
+            ring.open_sealed(Aad::bound(f[1], f[2], &moved), &blob)
+                .is_err()
+        );
+        assert!(ring.open_sealed(Aad::new(f[1], f[2]), &blob).is_err());
     }
 }
 
