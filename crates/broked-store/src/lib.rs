@@ -191,6 +191,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The database file or its `-shm` index was replaced or removed while this handle had
+    /// it open, and another handle of this process still uses the old one, so this one
+    /// cannot simply reopen.
+    #[error(
+        "{}: the database file (or its -shm index) was replaced while open; reopen the database",
+        path.display()
+    )]
+    Replaced { path: std::path::PathBuf },
     /// The database server cannot be reached, refused the credentials, or the address is
     /// malformed. `server` is the address without its user information or query (never a
     /// password); `reason` has any password in it replaced by `********`.
@@ -249,7 +257,11 @@ pub trait Store: Send + Sync {
     fn count_seals(&self, key_id: u32, n: u64) -> Result<u64>;
     fn seals(&self, key_id: u32) -> Result<u64>;
 
-    /// A number that changes whenever anything is written, by any process.
+    /// A number that changes whenever anything is written, by any process; it only grows
+    /// within one handle and never repeats. The resolve cache keeps a value only while this
+    /// is unchanged, so it must never stay the same across a commit: SQLite compares the
+    /// whole WAL-index header and the files' inodes (`sqlite/fresh.rs`); PostgreSQL counts
+    /// notifications, or asks the database while it cannot listen (`postgres.rs`).
     fn generation(&self) -> Result<u64>;
 
     fn insert_connection(&self, conn: &StoredConnection) -> Result<()>;

@@ -8,17 +8,21 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior, params,
 };
 
+use self::fresh::{Fresh, Watch};
 use crate::{
     Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, Sealed, SealedField,
     SecretField, Store, StoreError, StoredConnection, StoredPipeline, Written,
 };
+
+mod fresh;
 
 /// How long a write waits for another process's write to finish before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,11 +87,12 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// A SQLite database file.
 pub struct SqliteStore {
     path: PathBuf,
+    /// `{path}-shm`, SQLite's WAL index.
+    shm_path: PathBuf,
+    /// Declared before `fresh`: the connection closes before the `-shm` handle it used.
     conn: Mutex<Connection>,
-    /// Commits made through this handle; `PRAGMA data_version` sees only other handles'.
-    local_commits: std::sync::atomic::AtomicU64,
-    /// The `-shm` file (SQLite's WAL index), opened on first use; see `wal_index_version`.
-    shm: std::sync::OnceLock<Option<std::fs::File>>,
+    /// The files the connection has open and the last WAL-index header seen (`fresh.rs`).
+    fresh: Mutex<Fresh>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -105,36 +110,73 @@ fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     }
 }
 
+/// Opens (creating if absent, with mode 0600), configures and migrates the database at `path`.
+fn connect(path: &Path) -> Result<Connection> {
+    create_private(path);
+    let mut conn = Connection::open(path).map_err(sql("cannot open the database"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sql("busy_timeout"))?;
+    // journal_mode needs a lock of its own; retry it under the busy timeout.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(sql("cannot switch to WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt {
+            table: "pragma",
+            reason: format!("journal_mode is {mode}, WAL was requested"),
+        });
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA secure_delete = ON;",
+    )
+    .map_err(sql("cannot set pragmas"))?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Applies the migrations the database lacks, in one transaction.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("cannot begin the migration"))?;
+    let found: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql("user_version"))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(step).map_err(sql("migration failed"))?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(sql("user_version"))?;
+    }
+    tx.commit().map_err(sql("cannot commit the migration"))
+}
+
 impl SqliteStore {
     /// Opens (creating if absent, with mode 0600) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        create_private(path);
-        let conn = Connection::open(path).map_err(sql("cannot open the database"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(sql("busy_timeout"))?;
-        // journal_mode needs a lock of its own; retry it under the busy timeout.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(sql("cannot switch to WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt {
-                table: "pragma",
-                reason: format!("journal_mode is {mode}, WAL was requested"),
-            });
-        }
-        conn.execute_batch(
-            "PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA secure_delete = ON;",
-        )
-        .map_err(sql("cannot set pragmas"))?;
-        let mut store = SqliteStore {
+        let conn = connect(path)?;
+        let mut shm_path = path.as_os_str().to_owned();
+        shm_path.push("-shm");
+        let store = SqliteStore {
             path: path.to_owned(),
+            shm_path: shm_path.into(),
             conn: Mutex::new(conn),
-            local_commits: std::sync::atomic::AtomicU64::new(0),
-            shm: std::sync::OnceLock::new(),
+            fresh: Mutex::new(Fresh {
+                watch: None,
+                seen: None,
+                generation: 0,
+            }),
         };
-        store.migrate()?;
+        // The migration's transaction made SQLite open the WAL index: record the files.
+        let watch = store.watch()?;
+        store.fresh_lock().watch = Some(watch);
         Ok(store)
     }
 
@@ -149,68 +191,83 @@ impl SqliteStore {
             .map_err(sql("user_version"))
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("cannot begin the migration"))?;
-        let found: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql("user_version"))?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                found,
-                known: SCHEMA_VERSION,
-            });
-        }
-        for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            tx.execute_batch(step).map_err(sql("migration failed"))?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)
-                .map_err(sql("user_version"))?;
-        }
-        tx.commit().map_err(sql("cannot commit the migration"))
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves no half-done transaction behind (rusqlite
         // rolls back on drop), so the connection is still usable.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `(1 << 63) | salt-1 bits | iChange` from the WAL-index header, if both copies agree
-    /// and it is initialised.
-    fn wal_index_version(&self) -> Option<u64> {
-        use std::os::unix::fs::FileExt;
-        let file = self
-            .shm
-            .get_or_init(|| {
-                let mut path = self.path.clone().into_os_string();
-                path.push("-shm");
-                std::fs::File::open(path).ok()
-            })
-            .as_ref()?;
-        let mut header = [0u8; 96];
-        file.read_exact_at(&mut header, 0).ok()?;
-        let (first, second) = header.split_at(48);
-        // isInit (byte 12) is 1 once the header is valid.
-        if first != second || first[12] != 1 {
-            return None;
+    fn fresh_lock(&self) -> std::sync::MutexGuard<'_, Fresh> {
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
+        let path = path.to_owned();
+        move |source| StoreError::Io { path, source }
+    }
+
+    /// The files the paths name now, with this process's handle on the `-shm`.
+    fn watch(&self) -> Result<Watch> {
+        let db = fresh::file_id(&self.path).map_err(self.io(&self.path))?;
+        let (shm, handle) = fresh::shm_handle(&self.shm_path).map_err(self.io(&self.shm_path))?;
+        Ok(Watch { db, shm, handle })
+    }
+
+    /// Whether the paths still name the files the connection has open (`false` also when
+    /// the `-shm` is gone); an unreadable database path is an error.
+    fn same_files(&self, watch: &Watch) -> Result<bool> {
+        let db = fresh::file_id(&self.path).map_err(self.io(&self.path))?;
+        Ok(db == watch.db && fresh::file_id(&self.shm_path).ok() == Some(watch.shm))
+    }
+
+    /// Makes sure the connection is on the files the paths name now, reconnecting if the
+    /// database or its `-shm` was replaced. Called before every statement.
+    fn ensure_current(&self) -> Result<()> {
+        {
+            let fresh = self.fresh_lock();
+            if let Some(w) = &fresh.watch {
+                if self.same_files(w)? {
+                    return Ok(());
+                }
+            }
         }
-        let word = |at: usize| {
-            u64::from(u32::from_ne_bytes([
-                first[at],
-                first[at + 1],
-                first[at + 2],
-                first[at + 3],
-            ]))
-        };
-        let i_change = word(8);
-        let salt = word(32) & 0x7fff_ffff;
-        Some((1 << 63) | (salt << 32) | i_change)
+        self.reconnect()
+    }
+
+    /// Closes the connection and opens the database the path names now — unless another
+    /// store of this process still uses the old files: its SQLite connection shares our
+    /// locks and WAL index, and reopening under it could hand out its stale pages.
+    #[cold]
+    fn reconnect(&self) -> Result<()> {
+        let mut conn = self.lock();
+        let mut fresh = self.fresh_lock();
+        if let Some(w) = &fresh.watch {
+            if self.same_files(w)? {
+                return Ok(());
+            }
+            if Arc::strong_count(&w.handle) > 1 {
+                return Err(StoreError::Replaced {
+                    path: self.path.clone(),
+                });
+            }
+        }
+        // No checkpoint on close: it would write the old WAL into the old inode and then
+        // delete `-wal`/`-shm` by name — files that now belong to the new database.
+        let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+        let placeholder = Connection::open_in_memory().map_err(sql("cannot reopen"))?;
+        drop(std::mem::replace(&mut *conn, placeholder));
+        // Only now, with our SQLite connection on them closed, may the handle go.
+        fresh.watch = None;
+        fresh.seen = None;
+        fresh.generation += 1;
+        *conn = connect(&self.path)?;
+        fresh.watch = Some(self.watch()?);
+        Ok(())
     }
 
     /// Runs `f` in one IMMEDIATE transaction and bumps the generation if `f` says it wrote.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<(T, bool)>) -> Result<T> {
+        self.ensure_current()?;
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -224,14 +281,11 @@ impl SqliteStore {
             .map_err(sql("generation"))?;
         }
         tx.commit().map_err(sql("cannot commit"))?;
-        if wrote {
-            self.local_commits
-                .fetch_add(1, std::sync::atomic::Ordering::Release);
-        }
         Ok(value)
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.ensure_current()?;
         f(&self.lock())
     }
 
@@ -524,29 +578,25 @@ impl Store for SqliteStore {
         })
     }
 
-    /// A number that changes with every commit of any connection in any process.
+    /// A number that changes with every commit of any connection in any process, and
+    /// whenever the database or its `-shm` file is replaced (see `sqlite/fresh.rs`).
     ///
-    /// Fast path, no lock and no SQL: the WAL-index header at the start of the `-shm` file
-    /// (SQLite's documented WAL-index format: two 48-byte copies of a header whose `iChange`
-    /// counter every commit increments, written copy 2 then copy 1). One `pread` of both
-    /// copies; if they differ (a writer is mid-commit) or the file is not there, the
-    /// fallback is `PRAGMA data_version` plus this handle's own commits. The two kinds of
-    /// value never compare equal (bit 63 tells them apart), so switching between them only
-    /// drops a cache.
+    /// No SQL and no lock shared with other processes: a `stat` of the database and of
+    /// `-shm`, and one `pread` of the WAL-index header through this process's one handle on
+    /// `-shm`. The whole header is compared with the one seen last; anything but an
+    /// identical, consistent header counts as a change.
     fn generation(&self) -> Result<u64> {
-        if let Some(v) = self.wal_index_version() {
-            return Ok(v);
+        loop {
+            let mut fresh = self.fresh_lock();
+            if let Some(w) = &fresh.watch {
+                if self.same_files(w)? {
+                    let header = fresh::read_header(&w.handle).map_err(self.io(&self.shm_path))?;
+                    return Ok(fresh.observe(header));
+                }
+            }
+            drop(fresh);
+            self.reconnect()?;
         }
-        self.read(|c| {
-            let others = c
-                .prepare_cached("PRAGMA data_version")
-                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-                .map_err(sql("data_version"))? as u64;
-            let ours = self
-                .local_commits
-                .load(std::sync::atomic::Ordering::Acquire);
-            Ok((others.rotate_left(32) ^ ours) & !(1 << 63))
-        })
     }
 
     fn insert_connection(&self, conn: &StoredConnection) -> Result<()> {

@@ -127,7 +127,7 @@ fn the_rotation_lock_is_a_file_beside_the_database() {
 }
 
 #[test]
-fn the_wal_index_header_changes_with_every_commit_of_any_handle() {
+fn the_generation_changes_with_every_commit_of_any_handle() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broked.db");
     let one = SqliteStore::open(&path).unwrap();
@@ -137,12 +137,15 @@ fn the_wal_index_header_changes_with_every_commit_of_any_handle() {
     for i in 0..20 {
         let writer = if i % 2 == 0 { &one } else { &two };
         writer.insert_connection(&conn(&format!("c{i}"))).unwrap();
-        let g = one
-            .wal_index_version()
-            .expect("the fast path is used once the WAL index exists");
-        assert_eq!(one.generation().unwrap(), g);
+        let g = one.generation().unwrap();
         assert!(seen.insert(g), "generation repeated after commit {i}");
         assert_eq!(one.generation().unwrap(), g, "reads do not change it");
+        assert!(
+            fresh::read_header(&one.fresh_lock().watch.as_ref().unwrap().handle)
+                .unwrap()
+                .is_some(),
+            "the fast path is used once the WAL index exists"
+        );
     }
     // After a full checkpoint that resets the WAL, a new commit still changes it.
     one.lock()
@@ -150,5 +153,183 @@ fn the_wal_index_header_changes_with_every_commit_of_any_handle() {
         .unwrap();
     let before = one.generation().unwrap();
     two.insert_connection(&conn("after-checkpoint")).unwrap();
-    assert_ne!(one.generation().unwrap(), before);
+    assert!(one.generation().unwrap() > before);
+}
+
+/// `(inode, start, end)` of every POSIX lock this process holds, from `/proc/locks`.
+pub(crate) fn own_locks() -> Vec<(u64, u64, u64)> {
+    let me = std::process::id().to_string();
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            // "1: POSIX  ADVISORY  READ 1234 08:01:5678 128 128"
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.get(1) != Some(&"POSIX") || f.get(4) != Some(&me.as_str()) {
+                return None;
+            }
+            let ino = f[5].rsplit(':').next()?.parse().ok()?;
+            Some((ino, f[6].parse().ok()?, f[7].parse().ok()?))
+        })
+        .collect()
+}
+
+/// SQLite's "DMS" lock on `-shm` (byte 128): while any process holds it, nobody rebuilds
+/// the WAL index under the others.
+fn holds_dms_lock(shm: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(shm).unwrap().ino();
+    own_locks()
+        .iter()
+        .any(|&(i, start, end)| i == ino && start <= 128 && 128 <= end)
+}
+
+#[test]
+fn dropping_a_second_store_keeps_sqlites_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broked.db");
+    let shm = dir.path().join("broked.db-shm");
+    let one = SqliteStore::open(&path).unwrap();
+    one.generation().unwrap();
+    assert!(holds_dms_lock(&shm), "SQLite holds its DMS lock");
+    for _ in 0..3 {
+        let two = SqliteStore::open(&path).unwrap();
+        two.generation().unwrap();
+        drop(two);
+        assert!(holds_dms_lock(&shm), "dropping another store dropped it");
+    }
+    one.generation().unwrap();
+    assert!(holds_dms_lock(&shm));
+}
+
+#[test]
+fn a_database_replaced_by_a_copy_is_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broked.db");
+    let copy = dir.path().join("copy.db");
+    let store = SqliteStore::open(&path).unwrap();
+    with_key(&store);
+    store.insert_connection(&conn("old")).unwrap();
+    {
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
+        let c = Connection::open(&copy).unwrap();
+        c.execute(
+            "UPDATE connections SET host = 'copied' WHERE conn_id = 'old'",
+            [],
+        )
+        .unwrap();
+    }
+    let g = store.generation().unwrap();
+    assert_eq!(
+        store
+            .get_connection("old")
+            .unwrap()
+            .unwrap()
+            .host
+            .as_deref(),
+        Some("db.example.com")
+    );
+    store
+        .lock()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    assert!(
+        store.generation().unwrap() > g,
+        "a replaced file is a change"
+    );
+    assert_eq!(
+        store
+            .get_connection("old")
+            .unwrap()
+            .unwrap()
+            .host
+            .as_deref(),
+        Some("copied"),
+        "reads come from the file the path names now"
+    );
+}
+
+#[test]
+fn a_removed_wal_index_is_a_change_and_the_store_reconnects() {
+    let (b, store) = temp();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    let g = store.generation().unwrap();
+    std::fs::remove_file(b.dir.path().join("broked.db-shm")).unwrap();
+    assert!(store.generation().unwrap() > g);
+    assert!(store.get_connection("a").unwrap().is_some());
+    assert!(holds_dms_lock(&b.dir.path().join("broked.db-shm")));
+}
+
+#[test]
+fn a_replaced_file_under_two_stores_of_one_process_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broked.db");
+    let one = SqliteStore::open(&path).unwrap();
+    let two = SqliteStore::open(&path).unwrap();
+    let copy = dir.path().join("copy.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+        .unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    let err = one.generation().unwrap_err();
+    assert!(matches!(err, StoreError::Replaced { .. }), "{err}");
+    assert!(err.to_string().contains("replaced"), "{err}");
+    drop(two);
+    // Alone now: it reopens.
+    one.generation().unwrap();
+    assert!(one.list_connections(None).unwrap().is_empty());
+}
+
+#[test]
+fn a_torn_or_invalid_header_is_never_unchanged() {
+    let mut header = [0u8; 96];
+    assert_eq!(read_torn(&header), None, "not initialised");
+    // A valid header: isInit and the checksum of bytes 0..40.
+    header[12] = 1;
+    header[16] = 7; // mxFrame
+    let word = |h: &[u8], at: usize| u32::from_ne_bytes(h[at..at + 4].try_into().unwrap());
+    let (mut s1, mut s2) = (0u32, 0u32);
+    for at in (0..40).step_by(8) {
+        s1 = s1.wrapping_add(word(&header, at)).wrapping_add(s2);
+        s2 = s2.wrapping_add(word(&header, at + 4)).wrapping_add(s1);
+    }
+    header[40..44].copy_from_slice(&s1.to_ne_bytes());
+    header[44..48].copy_from_slice(&s2.to_ne_bytes());
+    let (first, second) = header.split_at_mut(48);
+    second.copy_from_slice(first);
+    assert!(read_torn(&header).is_some());
+    let mut torn = header;
+    torn[48 + 8] ^= 1; // only the second copy changed
+    assert_eq!(read_torn(&torn), None);
+    let mut bad = header;
+    bad[16] ^= 1;
+    bad[48 + 16] ^= 1; // both copies, checksum not updated
+    assert_eq!(read_torn(&bad), None);
+
+    let mut fresh = Fresh {
+        watch: None,
+        seen: None,
+        generation: 0,
+    };
+    let valid = read_torn(&header);
+    let g = fresh.observe(valid);
+    assert_eq!(fresh.observe(valid), g);
+    assert!(fresh.observe(None) > g);
+    assert!(
+        fresh.observe(None) > g + 1,
+        "an invalid header is a change each time"
+    );
+}
+
+fn read_torn(bytes: &[u8; 96]) -> Option<[u8; 48]> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x-shm");
+    std::fs::write(&path, bytes).unwrap();
+    fresh::read_header(&std::fs::File::open(&path).unwrap()).unwrap()
 }
