@@ -8,6 +8,12 @@
 //! process's working directory; the canonical absolute path is what gets opened, so SQLite
 //! never interprets the name as a `file:` URI.
 //!
+//! Never a target, whatever the file roots allow: the store's database and key file and their
+//! SQLite side files ([`Policy::protect_files`](broked_probe::Policy::protect_files)), any
+//! `-wal`/`-shm`/`-journal` file, a database with a `{db}.key` file beside it, any keyring file
+//! (by its format line), and any database with a broked store's tables (checked after
+//! opening, before anything is reported). All of these fail as `blocked`.
+//!
 //! Not here: writes, migrations, or anything beyond the check.
 
 use std::path::{Path, PathBuf};
@@ -74,6 +80,14 @@ fn check(path: &PathBuf, shown: &str, busy: std::time::Duration) -> Result<Strin
             |r| r.get(0),
         )
         .map_err(|e| classify(&e, shown))?;
+    let store_tables: i64 = db
+        .query_row(STORE_TABLES_SQL, [], |r| r.get(0))
+        .map_err(|e| classify(&e, shown))?;
+    if store_tables == STORE_TABLES {
+        // A broked store (this server's or a copy): its sealed secrets are nobody's test
+        // target, wherever the file lies and whatever its key file is called.
+        return Err(ProbeError::blocked());
+    }
     drop(db);
     Ok(format!(
         "SQLite {}, {tables} table{}, schema version {version}",
@@ -81,6 +95,12 @@ fn check(path: &PathBuf, shown: &str, busy: std::time::Duration) -> Result<Strin
         if tables == 1 { "" } else { "s" }
     ))
 }
+
+/// The tables every broked store has (`broked-store`'s first migration); a database with all
+/// of them is a store and never a test target (`docs/probes.md`).
+const STORE_TABLES_SQL: &str = "SELECT count(*) FROM sqlite_schema WHERE type = 'table' \
+     AND name IN ('state', 'keys', 'connections', 'pipelines', 'pipeline_refs')";
+const STORE_TABLES: i64 = 5;
 
 fn classify(e: &rusqlite::Error, shown: &str) -> ProbeError {
     match e {

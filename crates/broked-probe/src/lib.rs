@@ -19,7 +19,7 @@ use std::pin::Pin;
 
 pub use broked_core::{ConnType, Connection};
 pub use error::{Failure, ProbeError, classify_io, io_error};
-pub use policy::{DEFAULT_DENY, DEFAULT_TIMEOUT, Policy};
+pub use policy::{DEFAULT_DENY, DEFAULT_TIMEOUT, KEYRING_MAGIC, Policy};
 pub use registry::{Context, Outcome, Registry};
 pub use scrub::scrub;
 

@@ -145,6 +145,30 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// `path` made absolute against the working directory, without touching the file system.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Whether a regular file reads like a keyring file: after blank and `#` comment lines, its
+/// first line starts with [`KEYRING_MAGIC`]. Only regular files are read (a FIFO would block),
+/// and only their first 64 KiB; an unreadable file is not a keyring as far as this check knows.
+fn is_keyring(path: &Path) -> bool {
+    use std::io::Read;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut head = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(64 * 1024).read_to_end(&mut head));
+    if read.is_err() {
+        return false;
+    }
+    head.split(|&b| b == b'\n')
+        .map(|l| l.trim_ascii())
+        .find(|l| !l.is_empty() && !l.starts_with(b"#"))
+        .is_some_and(|l| l.starts_with(KEYRING_MAGIC))
+}
+
 fn normalize_name(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
 }
@@ -183,7 +207,16 @@ pub struct Policy {
     disabled: bool,
     deny: Vec<Rule>,
     file_roots: Option<Vec<PathBuf>>,
+    /// Files the sqlite probe never opens (canonical paths), with their SQLite side files.
+    protected: Vec<PathBuf>,
 }
+
+/// How the format line of a keyring file (`broked-crypto`) begins, after its comment lines:
+/// such a file is never a test target.
+pub const KEYRING_MAGIC: &[u8] = b"broked-keyring ";
+
+/// The side files SQLite keeps beside a database: never a database of their own.
+const SIDE_FILE_SUFFIXES: &[&str] = &["-wal", "-shm", "-journal"];
 
 impl Default for Policy {
     /// 10 s, enabled, denying [`DEFAULT_DENY`].
@@ -206,6 +239,7 @@ impl fmt::Debug for Policy {
                     .collect::<Vec<_>>(),
             )
             .field("file_roots", &self.file_roots)
+            .field("protected", &self.protected)
             .finish()
     }
 }
@@ -240,6 +274,7 @@ impl Policy {
             disabled,
             deny,
             file_roots: None,
+            protected: Vec::new(),
         })
     }
 
@@ -247,6 +282,27 @@ impl Policy {
     /// symbolic links). Without it, any file the server process can read may be tested.
     pub fn with_file_roots(mut self, dirs: Vec<PathBuf>) -> Policy {
         self.file_roots = Some(dirs);
+        self
+    }
+
+    /// Files the sqlite probe must never open — the store's database and its key file —
+    /// together with their `-wal`, `-shm` and `-journal` files. Compared after resolving `..`
+    /// and symbolic links; a path that does not exist (yet) is compared as written.
+    pub fn protect_files(mut self, files: impl IntoIterator<Item = PathBuf>) -> Policy {
+        for f in files {
+            let f = absolute(&f);
+            let canonical = f.canonicalize().unwrap_or_else(|_| f.clone());
+            for base in [f, canonical] {
+                for suffix in [""].iter().chain(SIDE_FILE_SUFFIXES) {
+                    let mut name = base.clone().into_os_string();
+                    name.push(suffix);
+                    let path = PathBuf::from(name);
+                    if !self.protected.contains(&path) {
+                        self.protected.push(path);
+                    }
+                }
+            }
+        }
         self
     }
 
@@ -320,10 +376,40 @@ impl Policy {
                 .filter_map(|r| r.canonicalize().ok())
                 .any(|r| canonical.starts_with(r));
             if !inside {
+                tracing::info!(path = %canonical.display(), "probe file outside the file roots");
                 return Err(ProbeError::blocked());
             }
         }
+        if let Some(why) = self.protected_file(&canonical) {
+            tracing::info!(path = %canonical.display(), why, "probe file denied by policy");
+            return Err(ProbeError::blocked());
+        }
         Ok(canonical)
+    }
+
+    /// Why `canonical` is never a test target, if it is not: a protected file, a SQLite side
+    /// file, a database with a key file beside it (`{db}.key`: a broked store), or a keyring.
+    fn protected_file(&self, canonical: &Path) -> Option<&'static str> {
+        if self.protected.iter().any(|p| p == canonical) {
+            return Some("the store's own database or key file");
+        }
+        let name = canonical.as_os_str().to_string_lossy();
+        for suffix in SIDE_FILE_SUFFIXES {
+            if let Some(base) = name.strip_suffix(suffix)
+                && Path::new(base).exists()
+            {
+                return Some("a SQLite side file");
+            }
+        }
+        let mut key = canonical.as_os_str().to_owned();
+        key.push(".key");
+        if Path::new(&key).exists() {
+            return Some("a database with a key file beside it");
+        }
+        if is_keyring(canonical) {
+            return Some("a keyring file");
+        }
+        None
     }
 }
 

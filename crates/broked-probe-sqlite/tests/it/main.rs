@@ -149,3 +149,75 @@ async fn disabled_policy() {
     let o = test(&r, &path).await;
     assert_eq!(o.failure, Some(Failure::Disabled));
 }
+
+/// Issue 13: the store's database, its key file and their side files are never test targets,
+/// whatever the file roots allow; a keyring or a store is recognised wherever it lies.
+#[tokio::test]
+async fn store_files_and_keyrings_are_never_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A database shaped like a broked store, its key file, and its WAL/SHM files.
+    let store = d.join("broked.db");
+    {
+        let db = rusqlite::Connection::open(&store).unwrap();
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE state (id); CREATE TABLE keys (key_id);
+             CREATE TABLE connections (conn_id, password BLOB);
+             CREATE TABLE pipelines (pipeline_id); CREATE TABLE pipeline_refs (conn_id);
+             INSERT INTO connections VALUES ('a', x'00');",
+        )
+        .unwrap();
+        let held = rusqlite::Connection::open(&store).unwrap();
+        held.execute_batch("INSERT INTO connections VALUES ('b', x'01');")
+            .unwrap();
+        std::fs::write(
+            d.join("broked.db.key"),
+            "# broked connections keyring: back it up\n\nbroked-keyring v1\nactive k1\nend\n",
+        )
+        .unwrap();
+        assert!(d.join("broked.db-wal").exists() && d.join("broked.db-shm").exists());
+        let r = registry(Policy::default().with_file_roots(vec![d.to_owned()]));
+        for name in [
+            "broked.db",
+            "broked.db.key",
+            "broked.db-wal",
+            "broked.db-shm",
+        ] {
+            let o = test(&r, &d.join(name)).await;
+            assert_eq!(o.failure, Some(Failure::Blocked), "{name}: {o:?}");
+            assert_eq!(o.message, "blocked by probe policy", "{name}");
+        }
+        drop(held);
+    }
+    // A copy of the keyring under another name, and a copy of the store without a key file
+    // beside it: recognised by their contents.
+    std::fs::copy(d.join("broked.db.key"), d.join("keyring.txt")).unwrap();
+    std::fs::copy(&store, d.join("copy.sqlite")).unwrap();
+    // The key file named explicitly (as with --key-file), wherever it lies.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let key = elsewhere.path().join("prod.keys");
+    std::fs::write(&key, "not even a keyring yet").unwrap();
+    let r = registry(Policy::default().protect_files([key.clone()]));
+    for path in [d.join("keyring.txt"), d.join("copy.sqlite"), key.clone()] {
+        let o = test(&r, &path).await;
+        assert_eq!(
+            o.failure,
+            Some(Failure::Blocked),
+            "{}: {o:?}",
+            path.display()
+        );
+    }
+    // Through a symbolic link and a `..` detour too.
+    #[cfg(unix)]
+    {
+        let link = elsewhere.path().join("innocent.db");
+        std::os::unix::fs::symlink(&store, &link).unwrap();
+        assert_eq!(test(&r, &link).await.failure, Some(Failure::Blocked));
+        let detour = d.join("..").join(d.file_name().unwrap()).join("broked.db");
+        assert_eq!(test(&r, &detour).await.failure, Some(Failure::Blocked));
+    }
+    // An ordinary database beside them is still fine.
+    make_db(&d.join("app.db"));
+    assert!(test(&r, &d.join("app.db")).await.success);
+}
