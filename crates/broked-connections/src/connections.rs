@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
 use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
 use broked_crypto::Keyring;
@@ -14,6 +14,7 @@ use broked_store::{
 use crate::error::{Error, store_err};
 use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage, now};
 use crate::pipeline::{PipelineDef, PipelineId};
+use crate::resolve::Cache;
 use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
 use crate::{Options, TestOutcome, env, keys, probes};
 
@@ -35,10 +36,10 @@ pub struct Connections {
     pub(crate) keyring: RwLock<Keyring>,
     pub(crate) options: Options,
     registry: broked_probe::Registry,
-    cache: Mutex<Cache>,
+    pub(crate) cache: Mutex<Cache>,
     /// `BROKED_CONN_*` variables, read once at open (a process's environment is set when it
     /// starts; reading it on every resolve would cost more than the rest of a warm resolve).
-    env_conns: HashMap<String, Secret>,
+    pub(crate) env_conns: HashMap<String, Secret>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -47,31 +48,6 @@ impl std::fmt::Debug for Connections {
             .field("db", &self.db)
             .finish_non_exhaustive()
     }
-}
-
-/// Decrypted connections by conn_id, valid while the store's generation is unchanged.
-#[derive(Default)]
-struct Cache {
-    generation: Option<u64>,
-    entries: HashMap<String, Arc<Resolved>>,
-}
-
-/// Where [`Connections::resolve`] found a connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// The environment variable `BROKED_CONN_<ID>`.
-    Environment { var: String },
-    /// The database.
-    Store,
-}
-
-/// A connection with its secrets, and its full URI — what the engine hands to a driver.
-/// `Debug` shows no secret.
-#[derive(Clone, Debug)]
-pub struct Resolved {
-    pub connection: Connection,
-    pub uri: Secret,
-    pub source: Source,
 }
 
 impl Connections {
@@ -250,64 +226,6 @@ impl Connections {
     /// (see [`Connections::resolve`]).
     pub fn connection(&self, conn_id: &str) -> Result<Connection, Error> {
         self.decrypt(&self.stored(conn_id)?)
-    }
-
-    /// What the engine calls: the connection `conn_id` with its secrets and full URI.
-    ///
-    /// Lookup order: the environment variable `BROKED_CONN_<ID>` (conn_id upper-cased, `-` →
-    /// `_`; a URI or a JSON object) first, then the database. Results from the database are
-    /// cached until any process writes to it.
-    ///
-    /// The result is shared (an `Arc`): a warm resolve copies nothing.
-    pub fn resolve(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
-        if !self.env_conns.is_empty() {
-            return self.resolve_env_first(conn_id);
-        }
-        self.resolve_stored(conn_id)
-    }
-
-    #[cold]
-    fn resolve_env_first(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
-        let id = ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
-        if let Some(value) = self.env_conns.get(&id.env_var_name()) {
-            let connection = env::parse(&id, &id.env_var_name(), value.expose())?;
-            let uri = connection.to_uri();
-            return Ok(Arc::new(Resolved {
-                connection,
-                uri,
-                source: Source::Environment {
-                    var: id.env_var_name(),
-                },
-            }));
-        }
-        self.resolve_stored(conn_id)
-    }
-
-    /// The hot path: one cheap change check, one hash lookup, no allocation on a hit.
-    fn resolve_stored(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
-        let generation = self.store.generation().map_err(store_err)?;
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.generation != Some(generation) {
-                cache.entries.clear();
-                cache.generation = Some(generation);
-            }
-            if let Some(hit) = cache.entries.get(conn_id) {
-                return Ok(hit.clone());
-            }
-        }
-        ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
-        let connection = self.connection(conn_id)?;
-        let resolved = Arc::new(Resolved {
-            uri: connection.to_uri(),
-            connection,
-            source: Source::Store,
-        });
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.generation == Some(generation) {
-            cache.entries.insert(conn_id.to_owned(), resolved.clone());
-        }
-        Ok(resolved)
     }
 
     /// Tests the stored connection with the probe of its type. A failed connect is an

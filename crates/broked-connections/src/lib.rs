@@ -25,6 +25,7 @@ mod info;
 mod keys;
 mod pipeline;
 mod probes;
+mod resolve;
 mod transfer;
 mod update;
 
@@ -33,12 +34,13 @@ use std::time::Duration;
 pub use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
 pub use broked_probe::{Failure, Outcome as TestOutcome};
 
-pub use crate::connections::{Connections, Resolved, Source, describe_db, is_postgres_url};
+pub use crate::connections::{Connections, describe_db, is_postgres_url};
 pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};
 pub use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage};
 pub use crate::keys::{CheckFailure, CheckReport, KeyStatus, RotateReport};
 pub use crate::pipeline::{Node, PipelineDef, PipelineError, PipelineId};
+pub use crate::resolve::{Resolved, Source, Stale};
 pub use crate::transfer::EXPORT_FORMAT;
 pub use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
 
@@ -58,6 +60,12 @@ pub struct Options {
     /// The keyring file. Default: `{db_path}.key` beside a SQLite database. Required for a
     /// PostgreSQL database (`postgres://…`), where every replica must use the same file.
     pub key_file: Option<std::path::PathBuf>,
+    /// When the database cannot be reached (PostgreSQL down, the SQLite file unreadable),
+    /// [`Connections::resolve`] fails — unless this is set: then it returns the last value
+    /// it saw, marked [`Resolved::stale`] and logged as a warning, as long as the database
+    /// confirmed that value less than `max_stale` ago; after that it fails again (closed).
+    /// Default `None`: never a value the database did not just confirm.
+    pub max_stale: Option<Duration>,
 }
 
 impl Default for Options {
@@ -68,6 +76,7 @@ impl Default for Options {
             probe_disabled: false,
             rotate_after_seals: broked_crypto::ROTATE_AFTER_SEALS,
             key_file: None,
+            max_stale: None,
         }
     }
 }

@@ -1,0 +1,170 @@
+//! [`Connections::resolve`]: what the engine calls on every run, and its cache.
+//!
+//! **The freshness guarantee** (docs/connections.md): on SQLite, a resolve never returns a
+//! value older than the newest one committed when the call began, by any process; on
+//! PostgreSQL, other processes' changes arrive by `LISTEN/NOTIFY` (and while the listening
+//! connection is down every resolve asks the database). The cache keeps decrypted values only
+//! while [`Store::generation`](broked_store::Store::generation) is unchanged, and that number
+//! is read *before* the row, so a cached value is never older than the generation it is kept
+//! under.
+//!
+//! When the store cannot be reached, resolve fails — unless [`Options::max_stale`] is set:
+//! then the last value is returned, marked [`Resolved::stale`], with a warning, while it is
+//! younger than that; after that it fails closed.
+//!
+//! [`Options::max_stale`]: crate::Options::max_stale
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broked_core::{ConnId, Connection, Secret};
+
+use crate::connections::Connections;
+use crate::env;
+use crate::error::{Error, store_err};
+
+/// Decrypted connections by conn_id, valid while the store's generation is unchanged.
+#[derive(Default)]
+pub(crate) struct Cache {
+    generation: Option<u64>,
+    /// When the store last confirmed `generation` (kept only with `max_stale`).
+    verified: Option<Instant>,
+    entries: HashMap<String, Arc<Resolved>>,
+}
+
+/// Where [`Connections::resolve`] found a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The environment variable `BROKED_CONN_<ID>`.
+    Environment { var: String },
+    /// The database.
+    Store,
+}
+
+/// A connection with its secrets, and its full URI — what the engine hands to a driver.
+/// `Debug` shows no secret.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub connection: Connection,
+    pub uri: Secret,
+    pub source: Source,
+    /// `Some` only with [`Options::max_stale`](crate::Options::max_stale) set, when the
+    /// database could not be reached: this is the last value seen, not a verified one.
+    pub stale: Option<Stale>,
+}
+
+/// Why and how old a [`Resolved`] value is that could not be checked against the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stale {
+    /// Time since the database last confirmed the value was current.
+    pub age: Duration,
+    /// The error that prevented the check (never contains a secret).
+    pub reason: String,
+}
+
+impl Connections {
+    /// What the engine calls: the connection `conn_id` with its secrets and full URI.
+    ///
+    /// Lookup order: the environment variable `BROKED_CONN_<ID>` (conn_id upper-cased, `-` →
+    /// `_`; a URI or a JSON object) first, then the database. Results from the database are
+    /// cached until any process writes to it (see the module docs for the guarantee).
+    ///
+    /// The result is shared (an `Arc`): a warm resolve copies nothing.
+    pub fn resolve(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
+        if !self.env_conns.is_empty() {
+            return self.resolve_env_first(conn_id);
+        }
+        self.resolve_stored(conn_id)
+    }
+
+    #[cold]
+    fn resolve_env_first(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
+        let id = ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
+        if let Some(value) = self.env_conns.get(&id.env_var_name()) {
+            let connection = env::parse(&id, &id.env_var_name(), value.expose())?;
+            let uri = connection.to_uri();
+            return Ok(Arc::new(Resolved {
+                connection,
+                uri,
+                source: Source::Environment {
+                    var: id.env_var_name(),
+                },
+                stale: None,
+            }));
+        }
+        self.resolve_stored(conn_id)
+    }
+
+    /// The hot path: one cheap change check, one hash lookup, no allocation on a hit.
+    fn resolve_stored(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
+        let generation = match self.store.generation() {
+            Ok(g) => g,
+            Err(e) => return self.resolve_unchecked(conn_id, store_err(e)),
+        };
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.generation != Some(generation) {
+                cache.entries.clear();
+                cache.generation = Some(generation);
+            }
+            if self.options.max_stale.is_some() {
+                cache.verified = Some(Instant::now());
+            }
+            if let Some(hit) = cache.entries.get(conn_id) {
+                return Ok(hit.clone());
+            }
+        }
+        ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
+        let connection = self.connection(conn_id)?;
+        let resolved = Arc::new(Resolved {
+            uri: connection.to_uri(),
+            connection,
+            source: Source::Store,
+            stale: None,
+        });
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.generation == Some(generation) {
+            cache.entries.insert(conn_id.to_owned(), resolved.clone());
+        }
+        Ok(resolved)
+    }
+
+    /// The store cannot say whether the cache is current: fail with `error`, or — with
+    /// `max_stale`, while the last check is recent enough — return the cached value marked
+    /// stale.
+    #[cold]
+    fn resolve_unchecked(&self, conn_id: &str, error: Error) -> Result<Arc<Resolved>, Error> {
+        let Some(max_stale) = self.options.max_stale else {
+            return Err(error);
+        };
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some(hit), Some(verified)) = (cache.entries.get(conn_id), cache.verified) else {
+            return Err(error);
+        };
+        let age = verified.elapsed();
+        if age > max_stale {
+            tracing::error!(
+                conn_id,
+                age_ms = age.as_millis() as u64,
+                max_stale_ms = max_stale.as_millis() as u64,
+                error = %error,
+                "the database cannot be reached and the last value is older than max_stale: \
+                 failing closed"
+            );
+            return Err(error);
+        }
+        tracing::warn!(
+            conn_id,
+            age_ms = age.as_millis() as u64,
+            error = %error,
+            "the database cannot be reached: returning the last value, marked stale"
+        );
+        let mut stale = Resolved::clone(hit);
+        stale.stale = Some(Stale {
+            age,
+            reason: error.to_string(),
+        });
+        Ok(Arc::new(stale))
+    }
+}
