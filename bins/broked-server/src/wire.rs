@@ -323,6 +323,8 @@ pub(crate) fn connection_body(body: &[u8]) -> Result<ConnectionUpdate, ApiError>
 pub(crate) fn into_input(u: ConnectionUpdate) -> ConnectionInput {
     let secret = |s: SecretUpdate| match s {
         SecretUpdate::Set(s) => Some(s),
+        // The mask sent in a create: validation refuses it by name (it is no password).
+        SecretUpdate::Masked => Some(Secret::new(Secret::MASK)),
         SecretUpdate::Keep | SecretUpdate::Clear => None,
     };
     ConnectionInput {

@@ -64,7 +64,7 @@ impl Connections {
         let (db, key_path, store) = open_store(db_path.as_ref(), &options)?;
         let keyring = keys::open_keyring(&db, &key_path, store.as_ref())?;
         let registry = probes::registry(&options)?;
-        Ok(Connections {
+        let connections = Connections {
             db,
             key_stamp: Mutex::new(keys::key_file_stamp(&key_path)),
             key_path,
@@ -74,7 +74,9 @@ impl Connections {
             registry,
             cache: Mutex::new(Cache::default()),
             env_conns: env::snapshot(),
-        })
+        };
+        connections.migrate_seals()?;
+        Ok(connections)
     }
 
     /// The database: its file, or a PostgreSQL address without user information.
@@ -146,21 +148,35 @@ impl Connections {
             let old = self.stored(conn_id)?;
             // A secret the update replaces or clears is not decrypted: a value that no longer
             // opens (a damaged row) can still be overwritten.
-            let current = self.decrypt_some(
-                &old,
-                update.password == SecretUpdate::Keep,
-                update.extra == SecretUpdate::Keep,
-            )?;
+            let mut current =
+                self.decrypt_some(&old, update.password.keeps(), update.extra.keeps())?;
+            masked_without_value(&current, &update)?;
+            // The securing keys of the stored extra decide whether a kept password may stay
+            // (see `moved_secrets`): read it even when the update replaces it. A stored extra
+            // that does not open counts as unknown, so a kept password must be entered again.
+            let mut stored_extra_unknown = false;
+            if !update.extra.keeps() && update.password.keeps() && current.password.is_some() {
+                match old
+                    .sealed(SecretField::Extra)
+                    .map(|s| self.open_field(conn_id, &row_target(&old)?, SecretField::Extra, s))
+                    .transpose()
+                {
+                    Ok(extra) => current.extra = extra,
+                    Err(_) => stored_extra_unknown = true,
+                }
+            }
             let new = update.clone().apply(&current, mode)?;
-            moved_secrets(&current, &new, &update)?;
+            moved_secrets(&current, &new, &update, stored_extra_unknown)?;
+            let same_binding = new.target_binding() == current.target_binding();
+            let new_target = new.target_binding();
             let keep = |field: SecretField,
                         new: Option<&Secret>,
                         cur: Option<&Secret>|
              -> Result<Option<Sealed>, Error> {
                 match (new, cur) {
-                    // Unchanged: keep the sealed value as it is (same conn_id, same field).
-                    (Some(n), Some(c)) if n == c => Ok(old.sealed(field).cloned()),
-                    (Some(n), _) => self.seal(conn_id, field, n).map(Some),
+                    // Unchanged, for the same target: keep the sealed value as it is.
+                    (Some(n), Some(c)) if n == c && same_binding => Ok(old.sealed(field).cloned()),
+                    (Some(n), _) => self.seal(conn_id, &new_target, field, n).map(Some),
                     (None, _) => Ok(None),
                 }
             };
@@ -179,7 +195,8 @@ impl Connections {
                 extra: keep(
                     SecretField::Extra,
                     new.extra.as_ref(),
-                    current.extra.as_ref(),
+                    // A stored extra read only for its securing keys is not kept as is.
+                    current.extra.as_ref().filter(|_| update.extra.keeps()),
                 )?,
                 description: new.description.clone(),
                 created_at: old.created_at.clone(),
@@ -259,13 +276,13 @@ impl Connections {
             let candidate = update.clone().apply(&current, UpdateMode::Replace)?;
             // The stored secret goes only where it was saved for: same type, host, port and
             // login (not another account on the same server either).
-            if same_target(&candidate, &current) {
+            if candidate.same_target(&current) {
                 return Ok(candidate);
             }
         }
         let secret = |s: &SecretUpdate| match s {
             SecretUpdate::Set(v) => Some(v.clone()),
-            SecretUpdate::Keep | SecretUpdate::Clear => None,
+            SecretUpdate::Keep | SecretUpdate::Masked | SecretUpdate::Clear => None,
         };
         let port = update.port.flatten();
         let input = ConnectionInput {
@@ -374,6 +391,11 @@ impl Connections {
         password: bool,
         extra: bool,
     ) -> Result<Connection, Error> {
+        let target = if (password && row.password.is_some()) || (extra && row.extra.is_some()) {
+            row_target(row)?
+        } else {
+            String::new()
+        };
         let open = |field: SecretField| -> Result<Option<Secret>, Error> {
             let wanted = match field {
                 SecretField::Password => password,
@@ -381,7 +403,7 @@ impl Connections {
             };
             row.sealed(field)
                 .filter(|_| wanted)
-                .map(|s| self.open_field(&row.conn_id, field, s))
+                .map(|s| self.open_field(&row.conn_id, &target, field, s))
                 .transpose()
         };
         Ok(Connection {
@@ -403,8 +425,9 @@ impl Connections {
         field: SecretField,
         value: Option<&Secret>,
     ) -> Result<Option<Sealed>, Error> {
+        let target = conn.target_binding();
         value
-            .map(|v| self.seal(conn.conn_id.as_str(), field, v))
+            .map(|v| self.seal(conn.conn_id.as_str(), &target, field, v))
             .transpose()
     }
 
@@ -450,37 +473,33 @@ impl Connections {
     }
 }
 
-/// Whether `a` and `b` send their secrets to the same place: type, host, port and login.
-fn same_target(a: &Connection, b: &Connection) -> bool {
-    a.conn_type == b.conn_type
-        && a.host == b.host
-        && a.effective_port() == b.effective_port()
-        && a.login == b.login
+/// The target a row's sealed values are bound to ([`broked_core::target_binding`]).
+pub(crate) fn row_target(row: &StoredConnection) -> Result<String, Error> {
+    let t: ConnType = row.conn_type.parse().map_err(|_| corrupt("conn_type"))?;
+    Ok(broked_core::target_binding(
+        t,
+        row.host.as_deref(),
+        row.port,
+        row.login.as_deref(),
+    ))
 }
 
-/// Refuses an update that would send a kept secret to another target: with the host, port,
-/// type or login changed, the password and extra must be given again (or cleared). Otherwise
-/// anyone who can edit a connection could point it at their own server, press Test, and
-/// receive the stored password.
-fn moved_secrets(
-    current: &Connection,
-    new: &Connection,
-    update: &ConnectionUpdate,
-) -> Result<(), Error> {
-    if same_target(current, new) {
-        return Ok(());
-    }
+/// Refuses the mask `********` sent back for a secret the connection does not have: there is
+/// nothing to keep, and storing nothing silently would surprise the sender.
+fn masked_without_value(current: &Connection, update: &ConnectionUpdate) -> Result<(), Error> {
     let mut errors = Vec::new();
-    for (field, kept, stored) in [
+    for (field, u, stored) in [
         ("password", &update.password, current.password.is_some()),
         ("extra", &update.extra, current.extra.is_some()),
     ] {
-        if *kept == SecretUpdate::Keep && stored {
+        if *u == SecretUpdate::Masked && !stored {
             errors.push(broked_core::FieldError {
                 field,
-                message: "the type, host, port or login changes: enter it again (or send null \
-                          to clear it); a stored secret is never moved to another target"
-                    .into(),
+                message: format!(
+                    "{} is how a stored {field} is shown, and this connection has none: enter \
+                     the real value, or leave the field out",
+                    Secret::MASK
+                ),
             });
         }
     }
@@ -489,6 +508,80 @@ fn moved_secrets(
     } else {
         Err(Error::Invalid(broked_core::ValidationErrors(errors)))
     }
+}
+
+/// Refuses an update that would send a kept secret to another target: with the host, port,
+/// type or login changed, the password and extra must be given again (or cleared); with a
+/// securing extra key changed or removed (TLS mode, certificates, SSH host key), the password.
+/// Otherwise anyone who can edit a connection could point it at their own server (or strip
+/// its TLS), press Test, and receive the stored password.
+fn moved_secrets(
+    current: &Connection,
+    new: &Connection,
+    update: &ConnectionUpdate,
+    stored_extra_unknown: bool,
+) -> Result<(), Error> {
+    let endpoint = current.same_endpoint(new);
+    if endpoint && !stored_extra_unknown && current.same_target(new) {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    for (field, kept, stored) in [
+        ("password", &update.password, current.password.is_some()),
+        ("extra", &update.extra, current.extra.is_some()),
+    ] {
+        if !kept.keeps() || !stored {
+            continue;
+        }
+        if !endpoint {
+            errors.push(broked_core::FieldError {
+                field,
+                message: "the type, host, port or login changes: enter it again (or send null \
+                          to clear it); a stored secret is never moved to another target"
+                    .into(),
+            });
+        } else if field == "password" {
+            let changed: Vec<String> = changed_securing_keys(current, new);
+            errors.push(broked_core::FieldError {
+                field,
+                message: if stored_extra_unknown {
+                    "the stored extra cannot be read to compare its TLS and host key \
+                     settings: enter the password again (or send null to clear it)"
+                        .into()
+                } else {
+                    format!(
+                        "extra {} changes how the target is secured (TLS, certificates, host \
+                         key): enter the password again (or send null to clear it); a stored \
+                         secret is never sent over a connection secured otherwise",
+                        changed.join(", ")
+                    )
+                },
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(broked_core::ValidationErrors(errors)))
+    }
+}
+
+/// The names of the securing extra keys whose values differ between `a` and `b`.
+fn changed_securing_keys(a: &Connection, b: &Connection) -> Vec<String> {
+    let sa = broked_core::securing_extra(a.conn_type, a.extra.as_ref().map(Secret::expose));
+    let sb = broked_core::securing_extra(b.conn_type, b.extra.as_ref().map(Secret::expose));
+    let mut keys: Vec<String> = sa
+        .iter()
+        .chain(&sb)
+        .map(|(k, _)| k.clone())
+        .filter(|k| {
+            sa.iter().find(|(x, _)| x == k).map(|(_, v)| v)
+                != sb.iter().find(|(x, _)| x == k).map(|(_, v)| v)
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// Whether `db` names a PostgreSQL database rather than a SQLite file.
@@ -649,5 +742,16 @@ mod tests {
         assert_eq!(pw(body("attacker.example", "etl", None)), None);
         assert_eq!(pw(body("db.example.com", "postgres", None)), None);
         assert_eq!(pw(body("db.example.com", "etl", Some(6543))), None);
+        // Issue 13: the same host but TLS weakened in extra — the stored password stays home.
+        let weaker = ConnectionUpdate {
+            extra: SecretUpdate::Set(r#"{"sslmode":"disable"}"#.into()),
+            ..body("db.example.com", "etl", None)
+        };
+        assert_eq!(pw(weaker), None);
+        let same_tls = ConnectionUpdate {
+            extra: SecretUpdate::Set(r#"{"application_name":"x"}"#.into()),
+            ..body("db.example.com", "etl", None)
+        };
+        assert_eq!(pw(same_tls).as_deref(), Some("stored-pw"));
     }
 }

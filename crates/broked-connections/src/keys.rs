@@ -76,9 +76,25 @@ pub(crate) fn open_keyring(
             Err(e) => return Err(e.into()),
         }
     };
+    verify_keyring(db, &key_path, &keyring, store, &checks)?;
+    register_keys(&keyring, store, &checks)?;
+    Ok(keyring)
+}
+
+/// Checks `keyring` against the key check values `checks` of the database: a key the
+/// database knows must have the same check value in the file, and a key the file lacks must
+/// seal nothing. Otherwise the file is not this database's ([`Error::KeyMismatch`]).
+fn verify_keyring(
+    db: &Path,
+    key_path: &Path,
+    keyring: &Keyring,
+    store: &dyn Store,
+    checks: &[(u32, String)],
+) -> Result<(), Error> {
+    let key_path = key_path.to_owned();
     // Counting sealed values per key reads every row: only done when a key is missing.
     let mut in_use: Option<Vec<(u32, u64)>> = None;
-    for (id, check) in &checks {
+    for (id, check) in checks {
         let id = KeyId::new(*id);
         match keyring.check_value(id) {
             Some(ours) if ours == *check => {}
@@ -105,8 +121,7 @@ pub(crate) fn open_keyring(
             None => {}
         }
     }
-    register_keys(&keyring, store, &checks)?;
-    Ok(keyring)
+    Ok(())
 }
 
 /// Registers the check value of every key in the ring the database does not know yet (the
@@ -139,10 +154,12 @@ fn write(keyring: &RwLock<Keyring>) -> std::sync::RwLockWriteGuard<'_, Keyring> 
 }
 
 impl Connections {
-    /// Seals `value` for `conn_id`'s `field` under the active key.
+    /// Seals `value` for `conn_id`'s `field` under the active key, bound to the connection's
+    /// `target` ([`broked_core::target_binding`]).
     pub(crate) fn seal(
         &self,
         conn_id: &str,
+        target: &str,
         field: SecretField,
         value: &Secret,
     ) -> Result<Sealed, Error> {
@@ -151,7 +168,10 @@ impl Connections {
             self.reload_keyring()?;
         }
         let keyring = read(&self.keyring);
-        let blob = keyring.seal(Aad::new(conn_id, field.name()), value.expose().as_bytes())?;
+        let blob = keyring.seal(
+            Aad::bound(conn_id, field.name(), target),
+            value.expose().as_bytes(),
+        )?;
         Ok(Sealed {
             key_id: keyring.active().get(),
             blob,
@@ -186,10 +206,27 @@ impl Connections {
     /// Re-reads the key file: another process rotated or pruned.
     pub(crate) fn reload_keyring(&self) -> Result<(), Error> {
         let mut keyring = write(&self.keyring);
-        *self.key_stamp.lock().unwrap_or_else(|e| e.into_inner()) = key_file_stamp(&self.key_path);
-        keyring.reload()?;
+        self.reload_verified(&mut keyring)
+    }
+
+    /// Replaces `keyring` by the key file as it is now — but only after checking it against
+    /// the database's key check values: a file that is not this database's (swapped under a
+    /// running process) is refused with [`Error::KeyMismatch`] and the keys in memory stay,
+    /// so nothing is ever sealed under a foreign key.
+    fn reload_verified(&self, keyring: &mut Keyring) -> Result<(), Error> {
+        let stamp = key_file_stamp(&self.key_path);
+        let fresh = Keyring::open(&self.key_path)?;
         let known = self.store.key_checks().map_err(store_err)?;
-        register_keys(&keyring, self.store.as_ref(), &known)
+        verify_keyring(
+            &self.db,
+            &self.key_path,
+            &fresh,
+            self.store.as_ref(),
+            &known,
+        )?;
+        *keyring = fresh;
+        *self.key_stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        register_keys(keyring, self.store.as_ref(), &known)
     }
 
     /// Opens a sealed field. A key this process does not know yet (another process rotated)
@@ -197,11 +234,11 @@ impl Connections {
     pub(crate) fn open_field(
         &self,
         conn_id: &str,
+        target: &str,
         field: SecretField,
         sealed: &Sealed,
     ) -> Result<Secret, Error> {
-        let attempt =
-            |keyring: &Keyring| keyring.open_sealed(Aad::new(conn_id, field.name()), &sealed.blob);
+        let attempt = |keyring: &Keyring| open_bound(keyring, conn_id, target, field, &sealed.blob);
         // The read guard must be gone before a reload takes the write lock.
         let first = attempt(&read(&self.keyring));
         let opened = match first {
@@ -236,7 +273,7 @@ impl Connections {
         let _lock = self.store.lock_rotation().map_err(store_err)?;
         let active = {
             let mut keyring = write(&self.keyring);
-            keyring.reload()?;
+            self.reload_verified(&mut keyring)?;
             let id = keyring.rotate()?;
             let check = keyring
                 .check_value(id)
@@ -248,6 +285,9 @@ impl Connections {
         };
         let mut resealed = 0;
         let mut failures: Vec<CheckFailure> = Vec::new();
+        // Each value is bound to its connection's target: read them once. A row changed
+        // meanwhile is skipped by the compare-and-swap of `reseal` and picked up next pass.
+        let mut targets = std::collections::HashMap::new();
         // Values written meanwhile by a process still on the old key are picked up by the
         // next pass; a few passes are enough unless someone writes without pause.
         for _ in 0..5 {
@@ -267,11 +307,28 @@ impl Connections {
             }
             let total = todo.len() as u64;
             let mut batch = Vec::with_capacity(todo.len());
+            if todo.iter().any(|f| !targets.contains_key(&f.conn_id)) {
+                targets.clear();
+                for row in self.store.list_connections(None).map_err(store_err)? {
+                    if let Ok(t) = crate::connections::row_target(&row) {
+                        targets.insert(row.conn_id, t);
+                    }
+                }
+            }
             {
                 let keyring = read(&self.keyring);
                 for (i, f) in todo.into_iter().enumerate() {
                     progress(i as u64 + 1, total);
-                    match keyring.reseal(Aad::new(&f.conn_id, f.field.name()), &f.sealed.blob) {
+                    let Some(target) = targets.get(&f.conn_id) else {
+                        continue; // deleted meanwhile
+                    };
+                    let resealed =
+                        open_bound(&keyring, &f.conn_id, target, f.field, &f.sealed.blob).and_then(
+                            |plain| {
+                                keyring.seal(Aad::bound(&f.conn_id, f.field.name(), target), &plain)
+                            },
+                        );
+                    match resealed {
                         Ok(blob) => batch.push(Reseal {
                             conn_id: f.conn_id,
                             field: f.field,
@@ -309,7 +366,7 @@ impl Connections {
     /// (never the active key). Returns their ids (`k1`…).
     pub fn prune(&self) -> Result<Vec<String>, Error> {
         let mut keyring = write(&self.keyring);
-        keyring.reload()?;
+        self.reload_verified(&mut keyring)?;
         let active = keyring.active();
         let candidates: Vec<u32> = keyring
             .keys()
@@ -347,7 +404,9 @@ impl Connections {
                     continue;
                 };
                 report.checked += 1;
-                if let Err(e) = self.open_field(&conn.conn_id, field, sealed) {
+                let opened = crate::connections::row_target(&conn)
+                    .and_then(|target| self.open_field(&conn.conn_id, &target, field, sealed));
+                if let Err(e) = opened {
                     let reason = match e {
                         Error::Decrypt { reason, .. } => reason,
                         other => other.to_string(),
@@ -384,6 +443,106 @@ impl Connections {
     }
 }
 
+/// Opens a value bound to `target`. A value in sealed format 1 (not bound to a target) is
+/// refused: after the migration at open ([`Connections::migrate_seals`]) none is left, so one
+/// found later was put back from before (an old backup, a hand-edited row).
+fn open_bound(
+    keyring: &Keyring,
+    conn_id: &str,
+    target: &str,
+    field: SecretField,
+    blob: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError> {
+    if broked_crypto::sealed_format(blob)? == broked_crypto::SEALED_VERSION_V1 {
+        return Err(CryptoError::BadBlob(
+            "sealed in the old format (not bound to its target) after the database was \
+             migrated: restored from an old backup or tampered with",
+        ));
+    }
+    keyring.open_sealed(Aad::bound(conn_id, field.name(), target), blob)
+}
+
+/// The `meta` setting that records that every value is sealed in format 2.
+const SEAL_FORMAT: &str = "seal_format";
+
+impl Connections {
+    /// Re-seals every value of sealed format 1 in format 2 (bound to its connection's target),
+    /// once per database: the first open by a version that knows format 2 does it, under the
+    /// rotation lock, and records it in the database. Values that do not open are reported
+    /// (conn_id and field) and left as they are.
+    pub(crate) fn migrate_seals(&self) -> Result<(), Error> {
+        let done = |store: &dyn Store| -> Result<bool, Error> {
+            Ok(store.meta(SEAL_FORMAT).map_err(store_err)?.as_deref() == Some("2"))
+        };
+        if done(self.store.as_ref())? {
+            return Ok(());
+        }
+        let _lock = self.store.lock_rotation().map_err(store_err)?;
+        if done(self.store.as_ref())? {
+            return Ok(());
+        }
+        let mut batch = Vec::new();
+        let mut failed = 0usize;
+        {
+            let keyring = read(&self.keyring);
+            for row in self.store.list_connections(None).map_err(store_err)? {
+                for field in SecretField::ALL {
+                    let Some(sealed) = row.sealed(field) else {
+                        continue;
+                    };
+                    if broked_crypto::sealed_format(&sealed.blob).ok()
+                        != Some(broked_crypto::SEALED_VERSION_V1)
+                    {
+                        continue;
+                    }
+                    let moved = crate::connections::row_target(&row)
+                        .ok()
+                        .and_then(|target| {
+                            let plain = keyring
+                                .open_sealed(Aad::new(&row.conn_id, field.name()), &sealed.blob)
+                                .ok()?;
+                            keyring
+                                .seal(Aad::bound(&row.conn_id, field.name(), &target), &plain)
+                                .ok()
+                        });
+                    match moved {
+                        Some(blob) => batch.push(Reseal {
+                            conn_id: row.conn_id.clone(),
+                            field,
+                            old: sealed.blob.clone(),
+                            new: Sealed {
+                                key_id: keyring.active().get(),
+                                blob,
+                            },
+                        }),
+                        None => {
+                            failed += 1;
+                            tracing::warn!(
+                                conn_id = %row.conn_id,
+                                field = field.name(),
+                                "a sealed value does not open; left in the old format"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let written = self.store.reseal(&batch).map_err(store_err)?;
+            let active = batch[0].new.key_id;
+            self.store
+                .count_seals(active, written as u64)
+                .map_err(store_err)?;
+            tracing::info!(
+                resealed = written,
+                failed,
+                "sealed values bound to their connection's target (format 2)"
+            );
+        }
+        self.store.set_meta(SEAL_FORMAT, "2").map_err(store_err)
+    }
+}
+
 /// What identifies one version of the key file: device, inode, size and modification time.
 pub(crate) type KeyFileStamp = (u64, u64, u64, i64, i64);
 
@@ -399,9 +558,10 @@ fn short_reason(e: &CryptoError) -> String {
         CryptoError::UnknownKey(id) => {
             format!("sealed with key {id}, which the key file does not hold")
         }
-        CryptoError::Decrypt => {
-            "authentication failed: wrong key, or the value was altered or moved".into()
-        }
+        CryptoError::Decrypt => "authentication failed: tampered or moved — the value, or its \
+                                 connection's type, host, port or login, was changed outside \
+                                 broked (or the key is wrong)"
+            .into(),
         other => other.to_string(),
     }
 }

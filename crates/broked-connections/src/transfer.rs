@@ -164,12 +164,26 @@ impl Connections {
                     password: c
                         .password
                         .as_ref()
-                        .map(|p| self.seal(c.conn_id.as_str(), SecretField::Password, p))
+                        .map(|p| {
+                            self.seal(
+                                c.conn_id.as_str(),
+                                &c.target_binding(),
+                                SecretField::Password,
+                                p,
+                            )
+                        })
                         .transpose()?,
                     extra: c
                         .extra
                         .as_ref()
-                        .map(|p| self.seal(c.conn_id.as_str(), SecretField::Extra, p))
+                        .map(|p| {
+                            self.seal(
+                                c.conn_id.as_str(),
+                                &c.target_binding(),
+                                SecretField::Extra,
+                                p,
+                            )
+                        })
                         .transpose()?,
                     description: c.description.clone(),
                     created_at: now.clone(),

@@ -5,9 +5,12 @@ use broked_core::{Connection, ConnectionInput, FieldError, Secret, ValidationErr
 /// What an update does to a secret field.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum SecretUpdate {
-    /// Absent, or the mask `********`: the stored value stays.
+    /// Absent: the stored value stays.
     #[default]
     Keep,
+    /// The mask `********` sent back: the stored value stays; an error when there is none
+    /// (the mask is never a password).
+    Masked,
     /// `null` (or an empty string): the stored value is removed.
     Clear,
     /// A new value.
@@ -21,15 +24,20 @@ impl SecretUpdate {
         match field {
             None => SecretUpdate::Keep,
             Some(None) => SecretUpdate::Clear,
-            Some(Some(s)) if s.expose() == Secret::MASK => SecretUpdate::Keep,
+            Some(Some(s)) if s.expose() == Secret::MASK => SecretUpdate::Masked,
             Some(Some(s)) if s.is_empty() => SecretUpdate::Clear,
             Some(Some(s)) => SecretUpdate::Set(s),
         }
     }
 
+    /// Whether the stored value stays (absent or masked).
+    pub fn keeps(&self) -> bool {
+        matches!(self, SecretUpdate::Keep | SecretUpdate::Masked)
+    }
+
     fn apply(self, current: Option<&Secret>) -> Option<Secret> {
         match self {
-            SecretUpdate::Keep => current.cloned(),
+            SecretUpdate::Keep | SecretUpdate::Masked => current.cloned(),
             SecretUpdate::Clear => None,
             SecretUpdate::Set(s) => Some(s),
         }

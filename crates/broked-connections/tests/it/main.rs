@@ -8,6 +8,10 @@ use broked_connections::{
 };
 use serde_json::json;
 
+mod freshness;
+
+mod target;
+
 /// A password no test output, error or file may contain.
 const PASSWORD: &str = "Zebra-Pw-4417@:/#";
 const EXTRA_VALUE: &str = "Xtra-Token-9931";
@@ -145,17 +149,41 @@ fn patch_and_put_follow_the_masking_rules() {
         PASSWORD
     );
 
-    // PUT with every plain field the same and the password masked: kept.
-    let put = ConnectionUpdate {
+    // PUT with every plain field the same and the password masked: kept. (Issue 13: clearing
+    // the extra would remove `sslmode`, which secures the target, while the password is kept:
+    // refused, naming the password and the key; with the password given again it is fine.)
+    let put = |password: SecretUpdate| ConnectionUpdate {
         conn_type: Some("postgres".into()),
         host: Some(Some("db.example.com".into())),
         port: Some(Some(5432)),
         login: Some(Some("etl_user".into())),
-        password: SecretUpdate::from_field(Some(Some("********".into()))),
+        password,
         extra: SecretUpdate::Clear,
         ..Default::default()
     };
-    let info = c.update("pg", put, UpdateMode::Replace).unwrap();
+    let err = c
+        .update(
+            "pg",
+            put(SecretUpdate::from_field(Some(Some("********".into())))),
+            UpdateMode::Replace,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid(e) if e.errors()[0].field == "password"
+            && e.errors()[0].message.contains("sslmode")),
+        "{err}"
+    );
+    assert!(
+        c.get("pg").unwrap().has_extra,
+        "a refused update changes nothing"
+    );
+    let info = c
+        .update(
+            "pg",
+            put(SecretUpdate::Set(PASSWORD.into())),
+            UpdateMode::Replace,
+        )
+        .unwrap();
     assert_eq!(info.description, None, "PUT replaces absent plain fields");
     assert!(info.has_password && !info.has_extra);
     assert_eq!(
