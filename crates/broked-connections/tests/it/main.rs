@@ -10,6 +10,8 @@ use serde_json::json;
 
 mod freshness;
 
+mod freshness;
+
 mod target;
 
 /// A password no test output, error or file may contain.
