@@ -251,17 +251,24 @@ fn add_list_get_update_delete() {
     assert_eq!(pg["extra"], "********");
     assert_eq!(pg["description"], "production warehouse");
 
-    // add --uri (argv: no password in it) and --uri - (stdin: with a password).
-    let api = cli.add(
-        "api",
-        &[
-            "--uri",
-            "https://bot@api.example.com/v1?timeout=30",
-            "--description",
-            "REST",
-        ],
-        None,
-    );
+    // add --uri - (stdin: with extra, which argv refuses; then with a password).
+    let api = cli
+        .run_stdin(
+            &[
+                "connections",
+                "add",
+                "api",
+                "--uri",
+                "-",
+                "--description",
+                "REST",
+                "-o",
+                "json",
+            ],
+            Some("https://bot@api.example.com/v1?timeout=30\n"),
+        )
+        .ok()
+        .json();
     assert_eq!(
         without_times(api),
         json!({"conn_id": "api", "type": "http", "host": "https://api.example.com", "port": null,
@@ -671,6 +678,9 @@ fn test_against_the_real_postgres_and_a_closed_port() {
 fn seeded() -> TestCli {
     let cli = TestCli::new();
     let extra = extra_arg(&cli);
+    let region_file = cli.path("region.json");
+    std::fs::write(&region_file, r#"{"region": "eu-west-1"}"#).unwrap();
+    let region_extra = format!("@{}", region_file.display());
     cli.add(
         "prod-postgres",
         &[
@@ -704,7 +714,7 @@ fn seeded() -> TestCli {
             "--login",
             "AKIAEXAMPLE",
             "--extra",
-            r#"{"region": "eu-west-1"}"#,
+            &region_extra,
         ],
         Some("CliS3cret/K7+MDENG"),
     );
@@ -1091,6 +1101,8 @@ fn help_usage_errors_and_failures() {
         ])
         .fails(1);
     assert!(invalid.stderr.contains("conn_id"), "{}", invalid.stderr);
+    let bad_extra_file = cli.path("bad-extra.json");
+    std::fs::write(&bad_extra_file, "[1]").unwrap();
     let bad_extra = cli
         .run(&[
             "connections",
@@ -1101,7 +1113,7 @@ fn help_usage_errors_and_failures() {
             "--host",
             "h",
             "--extra",
-            "[1]",
+            &format!("@{}", bad_extra_file.display()),
         ])
         .fails(1);
     assert!(bad_extra.stderr.contains("extra must be a JSON object"));
@@ -1232,5 +1244,280 @@ fn cli_writes_while_the_server_runs() {
     }
     assert!(cli.get_uri("cli-7").contains("CliS3cret"));
     assert!(!server.log_text().contains(PW_MARK));
+    cli.assert_no_leak(&[PW_MARK]);
+}
+
+/// Issue 13.6: a URI with a password or extra, and an extra value, are refused on argv like
+/// `--password` (usage error, exit 2, the value not echoed, no database created); the same
+/// values through stdin or a file are accepted.
+#[test]
+fn uri_passwords_and_extra_values_are_refused_on_argv() {
+    let cli = TestCli::new();
+    let secret = "CliS3cret-argv";
+    let refused: &[(&[&str], &str)] = &[
+        (
+            &[
+                "connections",
+                "add",
+                "x",
+                "--uri",
+                "postgres://etl:CliS3cret-argv@db.example/app",
+            ],
+            "--uri -",
+        ),
+        (
+            &[
+                "connections",
+                "add",
+                "x",
+                "--uri",
+                "generic://:CliS3cret-argv@cache:6379",
+            ],
+            "--uri -",
+        ),
+        // Percent-encoded, and a URI the parser cannot read: refused all the same.
+        (
+            &[
+                "connections",
+                "add",
+                "x",
+                "--uri",
+                "sftp://u:CliS3cret-argv%40x@files/in",
+            ],
+            "--uri -",
+        ),
+        (
+            &[
+                "connections",
+                "add",
+                "x",
+                "--uri",
+                "postgres://u:CliS3cret-argv@h:notaport/db",
+            ],
+            "--uri -",
+        ),
+        // Extra in the query string.
+        (
+            &[
+                "connections",
+                "add",
+                "x",
+                "--uri",
+                "https://api.example/v1?token=CliS3cret-argv",
+            ],
+            "--uri -",
+        ),
+        (
+            &[
+                "connections",
+                "add",
+                "x",
+                "--type",
+                "http",
+                "--host",
+                "api.example",
+                "--extra",
+                r#"{"headers": {"X-Api-Key": "CliS3cret-argv"}}"#,
+            ],
+            "@FILE",
+        ),
+        (
+            &[
+                "connections",
+                "update",
+                "x",
+                "--extra",
+                r#"{"token": "CliS3cret-argv"}"#,
+            ],
+            "@FILE",
+        ),
+        (
+            &["connections", "update", "x", "--extra", "CliS3cret-argv"],
+            "@FILE",
+        ),
+    ];
+    for (args, hint) in refused {
+        let run = cli.run(args).fails(2);
+        assert!(run.stderr.contains(hint), "{args:?}: {}", run.stderr);
+        assert!(
+            !run.stderr.contains(secret),
+            "{args:?} echoed: {}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "{run:?}");
+        cli.runs.borrow_mut().pop(); // its argv holds the secret by design
+    }
+    assert!(!cli.db().exists(), "refused commands create no database");
+
+    // Without secrets argv is fine; with them, stdin and files are.
+    let plain = cli.add("plain", &["--uri", "postgres://etl@db.example/app"], None);
+    assert_eq!(plain["password"], Value::Null);
+    assert_eq!(plain["extra"], Value::Null);
+    let empty = cli.add(
+        "empty-extra",
+        &[
+            "--type", "generic", "--host", "h", "--port", "1", "--extra", "{}",
+        ],
+        None,
+    );
+    assert_eq!(empty["conn_id"], "empty-extra");
+    let piped = cli
+        .run_stdin(
+            &["connections", "add", "piped", "--uri", "-", "-o", "json"],
+            Some("postgres://etl:CliS3cret-argv@db.example/app?sslmode=require\n"),
+        )
+        .ok()
+        .json();
+    assert_eq!(piped["password"], "********");
+    assert_eq!(piped["extra"], "********");
+    let updated = cli
+        .run_stdin(
+            &[
+                "connections",
+                "update",
+                "plain",
+                "--extra",
+                "-",
+                "-o",
+                "json",
+            ],
+            Some(r#"{"token": "CliS3cret-argv"}"#),
+        )
+        .ok()
+        .json();
+    assert_eq!(updated["extra"], "********");
+    assert!(
+        cli.get_uri("plain").contains("token=CliS3cret-argv"),
+        "the extra from stdin was stored"
+    );
+    cli.assert_no_leak(&[secret, PW_MARK]);
+}
+
+/// Issue 13.6: a panic prints where it happened, never its message (which may hold a
+/// password). Debug builds of `broked` panic on purpose with `BROKED_DEBUG_PANIC=TEXT`.
+#[test]
+fn a_panic_prints_its_location_not_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "CliS3cret-panic-pw";
+    let out = Command::new(bin("broked"))
+        .args(["--db"])
+        .arg(dir.path().join("broked.db"))
+        .args(["connections", "list"])
+        .env_remove("BROKED_DB")
+        .env(
+            "BROKED_DEBUG_PANIC",
+            format!("postgres://etl:{secret}@db/app"),
+        )
+        .env("RUST_BACKTRACE", "full")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run broked");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "a panic exits 101: {stderr}");
+    assert!(
+        !stderr.contains(secret),
+        "the panic message reached stderr: {stderr}"
+    );
+    assert!(!stderr.contains("debug panic"), "{stderr}");
+    assert!(
+        stderr.contains("broked: internal error at bins/broked/src/panic_hook.rs:"),
+        "the location is printed: {stderr}"
+    );
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one line, no backtrace: {stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+/// Issue 13.7: `--probe-file-root DIR` limits sqlite tests to DIR; the database, its key file
+/// and their side files are never a test target, with or without it.
+#[test]
+fn sqlite_tests_never_open_the_store_and_stay_in_the_file_roots() {
+    let cli = TestCli::new();
+    let root = tempfile::tempdir().unwrap();
+    let inside = root.path().join("app.db");
+    let outside = cli.path("other.db");
+    for db in [&inside, &outside] {
+        // A one-table SQLite database (python3's sqlite3, as `corrupt_password` uses).
+        let status = Command::new("python3")
+            .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('CREATE TABLE t (x)'); c.commit()"])
+            .arg(db)
+            .status()
+            .expect("python3");
+        assert!(status.success());
+    }
+    let db = cli.db().display().to_string();
+    let key = format!("{db}.key");
+    let wal = format!("{db}-wal");
+    let targets = [
+        ("inside", inside.display().to_string()),
+        ("outside", outside.display().to_string()),
+        ("store", db.clone()),
+        ("store-key", key),
+        ("store-wal", wal),
+        // The store through a `..` detour.
+        (
+            "store-detour",
+            cli.dir
+                .path()
+                .join("..")
+                .join(cli.dir.path().file_name().unwrap())
+                .join("broked.db")
+                .display()
+                .to_string(),
+        ),
+    ];
+    for (id, host) in &targets {
+        cli.add(id, &["--type", "sqlite", "--host", host], None);
+    }
+    // The store has a WAL file while the CLI writes; make sure one exists to be tested.
+    if !Path::new(&targets[4].1).exists() {
+        std::fs::write(&targets[4].1, b"").unwrap();
+    }
+    let test = |id: &str, extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend(["connections", "test", id, "-o", "json"]);
+        let run = cli.run(&args);
+        let v = run.json();
+        (
+            v["success"].as_bool().unwrap(),
+            v["message"].as_str().unwrap().to_owned(),
+        )
+    };
+    // Without roots: any readable database, but never the store's own files.
+    assert!(test("inside", &[]).0);
+    assert!(test("outside", &[]).0);
+    for id in ["store", "store-key", "store-wal", "store-detour"] {
+        assert_eq!(
+            test(id, &[]),
+            (false, "blocked by probe policy".to_owned()),
+            "{id}"
+        );
+    }
+    // With a root: only inside it.
+    let root_arg = root.path().display().to_string();
+    let with_root = ["--probe-file-root", root_arg.as_str()];
+    assert!(test("inside", &with_root).0);
+    for id in ["outside", "store", "store-key", "store-wal"] {
+        assert_eq!(
+            test(id, &with_root),
+            (false, "blocked by probe policy".to_owned()),
+            "{id} with a file root"
+        );
+    }
+    // A root that does not exist is an error before anything runs.
+    let missing = cli.path("no-such-dir").display().to_string();
+    let run = cli
+        .run(&[
+            "--probe-file-root",
+            &missing,
+            "connections",
+            "test",
+            "inside",
+        ])
+        .fails(1);
+    assert!(run.stderr.contains("no-such-dir"), "{}", run.stderr);
     cli.assert_no_leak(&[PW_MARK]);
 }

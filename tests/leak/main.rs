@@ -313,6 +313,11 @@ fn no_secret_reaches_any_output_or_file() {
 
     // --- CLI on the same database while the server runs. ---
     let dbp = db.as_path();
+    // Extra comes from a file (argv refuses it), kept outside the scanned directory.
+    let extra_dir = tempfile::tempdir().unwrap();
+    let extra_file = extra_dir.path().join("extra.json");
+    std::fs::write(&extra_file, json!({"charset": EXTRA_CLI}).to_string()).unwrap();
+    let extra_arg = format!("@{}", extra_file.display());
     let out = cli_clean(
         &mut seen,
         dbp,
@@ -329,7 +334,7 @@ fn no_secret_reaches_any_output_or_file() {
             "--login",
             "leak_user",
             "--extra",
-            &json!({"charset": EXTRA_CLI}).to_string(),
+            &extra_arg,
             "--password-stdin",
         ],
         Some(&format!("{PW_CLI}\n")),

@@ -491,7 +491,12 @@ fn concurrent_writers_and_the_cli_lose_nothing() {
                         "h".into(),
                         "--no-password".into(),
                         "--extra".into(),
-                        json!({"i": i}).to_string(),
+                        // argv refuses extra values: a file holds it.
+                        {
+                            let file = db.with_file_name(format!("extra-{i}.json"));
+                            std::fs::write(&file, json!({"i": i}).to_string()).unwrap();
+                            format!("@{}", file.display())
+                        },
                         "--description".into(),
                         "n=0".into(),
                     ],

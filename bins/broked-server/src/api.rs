@@ -92,6 +92,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
                 async move { Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(crate::panic_hook::debug_routes().unwrap_or_default())
         // Unknown /api routes answer behind the token check too (401 before 404), rather than
         // falling through to the router's general fallback.
         .route("/api/{*rest}", axum::routing::any(api_not_found))
@@ -114,6 +115,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
+        .layer(axum::middleware::from_fn(no_store))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -136,6 +138,29 @@ async fn log_request(req: Request, next: axum::middleware::Next) -> axum::respon
         latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
+    response
+}
+
+/// Every `/api` answer and every JSON answer (errors of the fallbacks, the body limit, the
+/// timeout and a caught panic included) gets `Cache-Control: no-store` — connection data must
+/// not stay in a browser's or a proxy's cache — and `X-Content-Type-Options: nosniff`, so a
+/// browser never reads JSON as anything else.
+async fn no_store(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let api = req.uri().path().starts_with("/api");
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json);
+    if api || json {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
     response
 }
 

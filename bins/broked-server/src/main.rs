@@ -17,6 +17,7 @@ mod api;
 mod auth;
 mod error;
 mod hardening;
+mod panic_hook;
 mod ui;
 mod wire;
 
@@ -66,12 +67,19 @@ struct Args {
     #[arg(long, env = "BROKED_PROBE_DISABLED")]
     probe_disabled: bool,
 
+    /// Limit sqlite connection tests to files inside DIR (repeat for several directories).
+    /// Without it, a test may open any file the server can read. The server's own database
+    /// and key file are never a test target either way.
+    #[arg(long, env = "BROKED_PROBE_FILE_ROOT", value_name = "DIR")]
+    probe_file_root: Vec<PathBuf>,
+
     /// Log format: text or json.
     #[arg(long, env = "BROKED_LOG_FORMAT", default_value = "text")]
     log_format: String,
 }
 
 fn main() -> ExitCode {
+    panic_hook::install();
     let args = Args::parse();
     if let Err(e) = hardening::disable_core_dumps() {
         eprintln!("broked-server: warning: could not disable core dumps: {e}");
@@ -120,6 +128,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     options.probe_timeout = Duration::from_secs(args.probe_timeout.max(1));
     options.probe_deny = args.probe_deny;
     options.probe_disabled = args.probe_disabled;
+    options.probe_file_roots = args.probe_file_root.clone();
     options.key_file = args.key_file.clone();
     // A PostgreSQL address may carry a password: messages show the library's redacted form.
     let shown = broked_connections::describe_db(&args.db);

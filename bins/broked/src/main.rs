@@ -17,6 +17,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 mod output;
+mod panic_hook;
 mod transfer;
 
 use output::Output;
@@ -53,6 +54,16 @@ struct Cli {
     #[arg(long, global = true, env = "BROKED_KEY_FILE")]
     key_file: Option<PathBuf>,
 
+    /// Limit sqlite connection tests (`connections test`) to files inside DIR (repeat for
+    /// several directories). The database and its key file are never a test target.
+    #[arg(
+        long,
+        global = true,
+        env = "BROKED_PROBE_FILE_ROOT",
+        value_name = "DIR"
+    )]
+    probe_file_root: Vec<PathBuf>,
+
     /// Output format of read commands.
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -86,7 +97,7 @@ enum ConnectionsCmd {
   broked connections add prod-postgres --type postgres --host db.example.com --port 5432 \\
       --schema mydb --login etl_user
   printf %s \"$PW\" | broked connections add api --type http --host https://api.example.com \\
-      --login bot --password-stdin --extra '{\"headers\": {\"Accept\": \"application/json\"}}'
+      --login bot --password-stdin --extra @api-extra.json
   broked connections add vendor --type http --host https://vendor.example.com \\
       --extra @vendor-extra.json   # extra from a file: tokens stay out of argv
   broked connections add local --uri 'sqlite:///var/lib/app.db'")]
@@ -94,8 +105,9 @@ enum ConnectionsCmd {
         conn_id: String,
         #[command(flatten)]
         fields: FieldArgs,
-        /// Read the whole connection from a URI (docs/uri.md) instead of the field flags;
-        /// `--uri -` reads it from stdin, which keeps a password out of argv.
+        /// Read the whole connection from a URI (docs/uri.md) instead of the field flags.
+        /// A URI with a password or query parameters (extra) is refused on argv: `--uri -`
+        /// reads it from stdin.
         #[arg(long, conflicts_with_all = ["conn_type", "host", "port", "schema", "login", "extra"])]
         uri: Option<String>,
         /// Do not ask for a password.
@@ -207,9 +219,9 @@ struct FieldArgs {
     login: Option<String>,
     #[arg(long)]
     description: Option<String>,
-    /// A JSON object, e.g. '{"sslmode": "require"}'. Stored encrypted. Since it may hold
-    /// tokens, `@FILE` reads it from a file and `-` from stdin, which keeps it out of argv.
-    #[arg(long, value_name = "JSON|@FILE|-")]
+    /// A JSON object such as {"sslmode": "require"}, stored encrypted: `@FILE` reads it from
+    /// a file, `-` from stdin. Since it may hold tokens it is never taken from argv itself.
+    #[arg(long, value_name = "@FILE|-")]
     extra: Option<String>,
     /// Read the password from standard input (one line, or all of it without the final newline).
     #[arg(long)]
@@ -250,7 +262,9 @@ fn usage(message: impl std::fmt::Display) -> ! {
 }
 
 fn main() -> ExitCode {
+    panic_hook::install();
     let cli = Cli::parse();
+    panic_hook::debug_trigger();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -283,6 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let open = || {
         let mut options = broked_connections::Options::default();
         options.key_file = cli.key_file.clone();
+        options.probe_file_roots = cli.probe_file_root.clone();
         Connections::open_with(&cli.db, options).with_context(|| format!("cannot open {shown}"))
     };
     match cli.command {
@@ -302,6 +317,32 @@ fn check_usage(cmd: &ConnectionsCmd) {
             "passwords are not taken from the command line (they would show in `ps` and the \
              shell history); use --password-stdin or the prompt",
         );
+    }
+    if let Some(extra) = fields.extra.as_deref()
+        && !extra_kept_off_argv(extra)
+    {
+        usage(
+            "extra is not taken from the command line (it may hold tokens, and argv shows in \
+             `ps` and the shell history); give it as --extra @FILE, or --extra - to read stdin",
+        );
+    }
+    if let ConnectionsCmd::Add { uri: Some(uri), .. } = cmd
+        && uri != "-"
+    {
+        let (password, extra) = uri_secrets(uri);
+        if password {
+            usage(
+                "a URI with a password is not taken from the command line (it would show in \
+                 `ps` and the shell history); give the URI on stdin with --uri -, or leave \
+                 the password out of it and add --password-stdin",
+            );
+        }
+        if extra {
+            usage(
+                "a URI with query parameters (extra, which may hold tokens) is not taken from \
+                 the command line; give the URI on stdin with --uri -",
+            );
+        }
     }
     match cmd {
         ConnectionsCmd::Add {
@@ -356,6 +397,40 @@ fn check_usage(cmd: &ConnectionsCmd) {
         }
         _ => {}
     }
+}
+
+/// Whether an `--extra` argument keeps the value itself off argv: `@FILE`, `-` (stdin), or a
+/// value with nothing secret in it (empty, or the empty object `{}`).
+fn extra_kept_off_argv(arg: &str) -> bool {
+    let arg = arg.trim();
+    arg == "-"
+        || arg.starts_with('@')
+        || arg.is_empty()
+        || serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(arg)
+            .is_ok_and(|m| m.is_empty())
+}
+
+/// Whether a URI given on argv carries a password, and whether it carries extra (query
+/// parameters). What `Connection::from_uri` reads decides; a URI it cannot read is judged by
+/// its text (`user:pw@` before the last `@`, any `?`), so a malformed URI with a password is
+/// refused here too rather than only failing later with the password already in argv.
+fn uri_secrets(uri: &str) -> (bool, bool) {
+    let id = ConnId::new("argv-check").expect("a valid conn_id");
+    if let Ok(parsed) = Connection::from_uri(id, uri) {
+        let password = parsed.password.as_ref().is_some_and(|p| !p.is_empty());
+        let extra = parsed.extra.as_ref().is_some_and(|e| !e.is_empty());
+        return (password, extra);
+    }
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let password = before_query
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .is_some_and(|(_, pw)| !pw.is_empty());
+    (password, query.is_some_and(|q| !q.is_empty()))
 }
 
 fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Result<ExitCode> {

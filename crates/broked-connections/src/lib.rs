@@ -55,6 +55,10 @@ pub struct Options {
     pub probe_deny: Vec<String>,
     /// Turns connection testing off.
     pub probe_disabled: bool,
+    /// Directories sqlite connection tests are limited to (after resolving `..` and symbolic
+    /// links); each must exist. Empty: any file the process can read. The key file, the
+    /// store's database and their side files are never a test target either way.
+    pub probe_file_roots: Vec<std::path::PathBuf>,
     /// Seals made with one key before it is rotated automatically (the AES-GCM usage bound).
     pub rotate_after_seals: u64,
     /// The keyring file. Default: `{db_path}.key` beside a SQLite database. Required for a
@@ -74,6 +78,7 @@ impl Default for Options {
             probe_timeout: Duration::from_secs(10),
             probe_deny: Vec::new(),
             probe_disabled: false,
+            probe_file_roots: Vec::new(),
             rotate_after_seals: broked_crypto::ROTATE_AFTER_SEALS,
             key_file: None,
             max_stale: None,

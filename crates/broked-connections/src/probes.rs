@@ -11,6 +11,7 @@ pub(crate) fn registry(options: &Options) -> Result<Registry, Error> {
         &options.probe_deny,
     )
     .map_err(Error::Options)?;
+    let policy = file_policy(policy, options)?;
     #[allow(unused_mut)]
     let mut registry = Registry::new(policy);
     #[cfg(feature = "postgres")]
@@ -28,4 +29,26 @@ pub(crate) fn registry(options: &Options) -> Result<Registry, Error> {
     #[cfg(feature = "tcp")]
     registry.register(std::sync::Arc::new(broked_probe_tcp::TcpProbe));
     Ok(registry)
+}
+
+/// The file side of the policy: `probe_file_roots` (each must be an existing directory), and
+/// the key file named in the options, which is never a test target (the sqlite probe also
+/// refuses any keyring, any broked store and any database with a `.key` file beside it).
+fn file_policy(policy: Policy, options: &Options) -> Result<Policy, Error> {
+    let mut policy = policy.protect_files(options.key_file.clone());
+    if !options.probe_file_roots.is_empty() {
+        let roots = options
+            .probe_file_roots
+            .iter()
+            .map(|dir| match dir.canonicalize() {
+                Ok(c) if c.is_dir() => Ok(c),
+                _ => Err(Error::Options(format!(
+                    "probe file root {} is not a directory",
+                    dir.display()
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        policy = policy.with_file_roots(roots);
+    }
+    Ok(policy)
 }
