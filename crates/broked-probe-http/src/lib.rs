@@ -6,8 +6,10 @@
 //! information is refused. The probe policy is applied three times: to the host as written
 //! (IP literals, which `reqwest` never resolves), in a DNS resolver that checks every address
 //! it returns (so the connection goes to exactly the addresses that passed), and on every
-//! redirect hop (at most 5). Environment proxies are ignored (`no_proxy`): a proxy would reach
-//! the target on the probe's behalf, past the policy.
+//! redirect hop (at most 5, followed here rather than by `reqwest`). Basic auth and the custom
+//! `headers` of extra go only to the connection's own origin: a redirect to another scheme,
+//! host or port gets neither. Environment proxies are ignored (`no_proxy`): a proxy would
+//! reach the target on the probe's behalf, past the policy.
 //!
 //! Not here: request bodies, cookies, OAuth. Response bodies are not read.
 
@@ -225,29 +227,11 @@ fn check_url(policy: &Policy, url: &Url) -> Result<(), ProbeError> {
 
 fn client(req: &Request, ctx: &Context) -> Result<reqwest::Client, ProbeError> {
     let policy = Arc::new(ctx.policy().clone());
-    let redirect_policy = policy.clone();
-    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() > MAX_REDIRECTS {
-            return attempt.error(ProbeError::new(
-                Failure::Protocol,
-                format!("more than {MAX_REDIRECTS} redirects"),
-            ));
-        }
-        if !matches!(attempt.url().scheme(), "http" | "https") {
-            return attempt.error(ProbeError::new(
-                Failure::Protocol,
-                "redirect to a non-HTTP URL",
-            ));
-        }
-        match check_url(&redirect_policy, attempt.url()) {
-            Ok(()) => attempt.follow(),
-            Err(e) => attempt.error(e),
-        }
-    });
     let mut b = reqwest::Client::builder()
         .no_proxy()
         .dns_resolver(Arc::new(PolicyResolver(policy)))
-        .redirect(redirects)
+        // Redirects are followed by `send` below, which decides what each hop may carry.
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(ctx.remaining())
         .connect_timeout(ctx.remaining())
         .user_agent(concat!(
@@ -268,21 +252,84 @@ fn client(req: &Request, ctx: &Context) -> Result<reqwest::Client, ProbeError> {
         .map_err(|e| ProbeError::new(Failure::Other, format!("HTTP client: {}", e.without_url())))
 }
 
+/// Sends the request and follows up to [`MAX_REDIRECTS`] redirects, checking every hop's
+/// URL against the policy before connecting. The credentials — basic auth and the custom
+/// `headers` of extra — go only to the connection's own origin (scheme, host and port): a
+/// hop to another origin gets neither, and neither does any hop after it that is not back
+/// at the connection's origin. (`reqwest` alone drops `Authorization` across hosts but keeps
+/// custom headers such as `X-Api-Key`.)
+async fn send(
+    client: &reqwest::Client,
+    req: &Request,
+    conn: &Connection,
+    ctx: &Context,
+) -> Result<reqwest::Response, ProbeError> {
+    let origin = origin(&req.url);
+    let home = req.url.origin();
+    let mut url = req.url.clone();
+    let mut method = req.method.clone();
+    let mut hops = 0;
+    loop {
+        let mut builder = client.request(method.clone(), url.clone());
+        if url.origin() == home {
+            builder = builder.headers(req.headers.clone());
+            if let Some(login) = conn.login.as_deref().filter(|l| !l.is_empty()) {
+                builder = builder.basic_auth(login, conn.password.as_ref().map(|p| p.expose()));
+            }
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| classify(e, &origin, ctx.policy().timeout()))?;
+        let status = response.status();
+        let location = match status.as_u16() {
+            301 | 302 | 303 | 307 | 308 => response.headers().get(reqwest::header::LOCATION),
+            _ => None,
+        };
+        let Some(location) = location else {
+            return Ok(response);
+        };
+        if hops == MAX_REDIRECTS {
+            return Err(ProbeError::new(
+                Failure::Protocol,
+                format!("{origin}: more than {MAX_REDIRECTS} redirects"),
+            ));
+        }
+        hops += 1;
+        let next = location
+            .to_str()
+            .ok()
+            .and_then(|l| url.join(l).ok())
+            .ok_or_else(|| {
+                ProbeError::new(
+                    Failure::Protocol,
+                    format!("{origin}: redirect to an invalid URL"),
+                )
+            })?;
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(ProbeError::new(
+                Failure::Protocol,
+                format!("{origin}: redirect to a non-HTTP URL"),
+            ));
+        }
+        check_url(ctx.policy(), &next)?;
+        // As browsers and reqwest do: 303 turns anything but HEAD into GET, 301/302 a POST.
+        if (status == StatusCode::SEE_OTHER && method != Method::HEAD)
+            || (matches!(status.as_u16(), 301 | 302) && method == Method::POST)
+        {
+            method = Method::GET;
+        }
+        drop(response);
+        url = next;
+    }
+}
+
 async fn probe(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
     let req = request(conn)?;
     check_url(ctx.policy(), &req.url)?;
     let client = client(&req, ctx)?;
     let origin = origin(&req.url);
-    let mut builder = client
-        .request(req.method.clone(), req.url.clone())
-        .headers(req.headers.clone());
-    if let Some(login) = conn.login.as_deref().filter(|l| !l.is_empty()) {
-        builder = builder.basic_auth(login, conn.password.as_ref().map(|p| p.expose()));
-    }
-    let response = builder
-        .send()
-        .await
-        .map_err(|e| classify(e, &origin, ctx.policy().timeout()))?;
+    let response = send(&client, &req, conn, ctx).await?;
     let status = response.status();
     drop(response);
     let ok = match &req.expected {

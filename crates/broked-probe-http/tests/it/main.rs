@@ -220,6 +220,83 @@ async fn redirects_are_checked_per_hop() {
     );
 }
 
+/// Issue 13.7: basic auth and the custom headers of extra go to the connection's origin only;
+/// a redirect to another origin (here another port) gets neither, and a redirect back home
+/// gets them again.
+#[tokio::test]
+async fn credentials_stay_with_their_origin_on_redirects() {
+    let (other_port, other_seen) = http_server(
+        "127.0.0.1",
+        Arc::new(|head: &str| {
+            let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+            match path.strip_prefix("/back-to/") {
+                Some(port) => (307, format!("Location: http://127.0.0.1:{port}/home\r\n")),
+                None => (200, String::new()),
+            }
+        }),
+    )
+    .await;
+    let handler: Handler = Arc::new(move |head: &str| {
+        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        let port = head
+            .lines()
+            .find_map(|l| l.strip_prefix("host: 127.0.0.1:"))
+            .unwrap_or("0")
+            .trim()
+            .to_owned();
+        match path.as_str() {
+            "/away" => (
+                302,
+                format!("Location: http://127.0.0.1:{other_port}/landed\r\n"),
+            ),
+            "/round-trip" => (
+                302,
+                format!("Location: http://127.0.0.1:{other_port}/back-to/{port}\r\n"),
+            ),
+            "/same" => (301, "Location: /same-final\r\n".to_owned()),
+            _ => (200, String::new()),
+        }
+    });
+    let (port, seen) = http_server("127.0.0.1", handler).await;
+    let r = registry(Duration::from_secs(5), &[]);
+    let extra = |path: &str| {
+        format!(r#"{{"path":"{path}","headers":{{"X-Api-Key":"extra-token-value"}}}}"#)
+    };
+    let carries = |head: &str| {
+        let h = head.to_ascii_lowercase();
+        (
+            h.contains("x-api-key: extra-token-value"),
+            h.contains("authorization: basic"),
+        )
+    };
+    for path in ["/away", "/round-trip", "/same"] {
+        let o = test(&r, &conn("127.0.0.1", Some(port), Some(&extra(path)))).await;
+        assert!(o.success, "{path}: {o:?}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    let other = other_seen.lock().unwrap().clone();
+    assert!(!other.is_empty(), "the other origin was reached");
+    for head in &other {
+        assert_eq!(
+            carries(head),
+            (false, false),
+            "sent to another origin:\n{head}"
+        );
+    }
+    // Every request at the connection's origin carried both: the first ones, the same-origin
+    // hop, and the hop back home.
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    for head in &seen {
+        assert_eq!(
+            carries(head),
+            (true, true),
+            "at the connection's origin:\n{head}"
+        );
+    }
+    assert!(seen.iter().any(|h| h.starts_with("GET /same-final ")));
+    assert!(seen.iter().any(|h| h.starts_with("GET /home ")));
+}
+
 #[tokio::test]
 async fn denied_hosts_are_blocked_before_any_packet() {
     let (port, seen) = http_server("127.0.0.2", ok()).await;
