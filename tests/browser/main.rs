@@ -5,8 +5,15 @@
 //! and exports `BROKED_TEST_CHROMIUM`/`BROKED_TEST_CHROMEDRIVER`). Without them the tests skip,
 //! saying why — or fail when `BROKED_TEST_REQUIRE_SERVICES=1`, as in CI.
 //!
+//! Every page the tests reach is checked with axe-core's WCAG 2.1 A/AA rules (`a11y::axe`;
+//! `BROKED_TEST_AXE` names its `axe.min.js`, which `scripts/services/chromium.sh` vendors).
+//!
 //! Screenshots go to `tests/artifacts/` (git-ignored): `ui-list.png`, `ui-form.png`,
-//! `ui-delete.png`, and at 400 px wide `ui-list-narrow.png`, `ui-form-narrow.png`.
+//! `ui-delete.png`, and at 400 px wide `ui-list-narrow.png`, `ui-form-narrow.png`; `a11y`
+//! adds the error summary, forced colours, a stale test result, the discard dialog and the
+//! phone layout (docs/ui.md lists them).
+
+mod a11y;
 
 use std::future::Future;
 use std::net::TcpStream;
@@ -14,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use a11y::axe;
 use broked_tests::{Reply, Server, env, free_port};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -328,6 +336,7 @@ fn connection_lifecycle_in_the_browser() {
             .expect("open the UI");
         list_shown(&c).await;
         wait_text(&c, "#list-status", "No connections yet").await;
+        axe(&c, "the empty list").await;
 
         // New Connection: the type select comes from /api/connection-types, the port from its default.
         click(&c, "#new-connection").await;
@@ -405,11 +414,13 @@ fn connection_lifecycle_in_the_browser() {
         fill(&c, "#f-description", "created in the browser").await;
         c.set_window_size(1280, 1500).await.expect("resize"); // the whole form in one picture
         screenshot(&c, "ui-form.png").await;
+        axe(&c, "the filled-in New Connection form").await;
         c.set_window_size(1280, 900).await.expect("resize");
 
         // Test before Save: POST /api/connections/test with the form.
         click(&c, "#test").await;
         let result = wait_text(&c, "#test-result", "Success").await;
+        axe(&c, "a test result").await;
         assert!(
             result.contains("sqlx-postgres"),
             "the driver is shown: {result}"
@@ -422,8 +433,10 @@ fn connection_lifecycle_in_the_browser() {
         );
 
         click(&c, "#save").await;
-        wait_text(&c, "#form-status", "Saved ui-pg").await;
+        // After a create the confirmation shows beside the heading that gets the focus.
+        wait_text(&c, "#notice", "Saved ui-pg").await;
         wait_text(&c, "#form-title", "Edit ui-pg").await;
+        axe(&c, "the edit form").await;
         let saved = call(&server, "GET", "/api/connections/ui-pg", None);
         assert_eq!(saved.status, 200, "{}", saved.text);
         assert_eq!(saved.json["description"], "created in the browser");
@@ -534,6 +547,7 @@ fn connection_lifecycle_in_the_browser() {
         fill(&c, "#f-extra", "{not json").await;
         click(&c, "#save").await;
         wait_text(&c, "#e-extra", "not valid JSON").await;
+        axe(&c, "an invalid extra").await;
         assert_eq!(
             active_id(&c).await,
             "f-extra",
@@ -573,8 +587,15 @@ fn connection_lifecycle_in_the_browser() {
             Some(1)
         );
 
-        // The list, filtered by type.
+        // The list, filtered by type. The refused form is not saved: leaving asks first.
         click(&c, "#nav-connections").await;
+        wait_js(
+            &c,
+            "the discard dialog",
+            "document.getElementById('leave-dialog').open",
+        )
+        .await;
+        click(&c, "#leave-discard").await;
         list_shown(&c).await;
         let row = wait_text(&c, "tr[data-conn-id=ui-pg]", "PostgreSQL").await;
         assert!(
@@ -606,6 +627,7 @@ fn connection_lifecycle_in_the_browser() {
         .await
         .expect("js");
         screenshot(&c, "ui-list.png").await;
+        axe(&c, "the list").await;
         c.set_window_size(400, 800).await.expect("resize");
         wait_js(
             &c,
@@ -614,6 +636,7 @@ fn connection_lifecycle_in_the_browser() {
         )
         .await;
         screenshot(&c, "ui-list-narrow.png").await;
+        axe(&c, "the list 400 px wide").await;
         c.set_window_size(1280, 900).await.expect("resize");
 
         // Delete while a pipeline uses it: the dialog lists the pipeline and explains the 409.
@@ -636,6 +659,7 @@ fn connection_lifecycle_in_the_browser() {
         assert!(body.contains("409"), "the refusal is explained: {body}");
         wait_text(&c, "#delete-confirm", "Delete anyway").await;
         screenshot(&c, "ui-delete.png").await;
+        axe(&c, "the delete dialog").await;
         click(&c, "#delete-cancel").await;
         wait_js(
             &c,
@@ -669,6 +693,7 @@ fn connection_lifecycle_in_the_browser() {
         )
         .await;
         screenshot(&c, "ui-form-narrow.png").await;
+        axe(&c, "the form 400 px wide").await;
 
         c.close().await.expect("close the browser");
     });
@@ -703,6 +728,7 @@ fn token_prompt_and_keyboard_only() {
         )
         .await;
         assert_eq!(active_id(&c).await, "token-input", "the prompt has focus");
+        axe(&c, "the token prompt").await;
         press(&c, "wrong-token").await;
         press(&c, ENTER).await;
         wait_js(&c, "the prompt again, saying the token was refused", "document.getElementById('token-dialog').open && !document.getElementById('token-error').hidden").await;
@@ -743,7 +769,13 @@ fn token_prompt_and_keyboard_only() {
         press(&c, "db.example.com").await;
         tab_to(&c, "save", 20).await;
         press(&c, ENTER).await;
-        wait_text(&c, "#form-status", "Saved kbd-conn").await;
+        wait_text(&c, "#notice", "Saved kbd-conn").await;
+        assert_eq!(
+            active_id(&c).await,
+            "form-title",
+            "focus on the new page's heading"
+        );
+        axe(&c, "the edit form reached with the keyboard").await;
         let saved = call(&server, "GET", "/api/connections/kbd-conn", None);
         assert_eq!(saved.status, 200, "{}", saved.text);
         assert_eq!(saved.json["type"], "postgres");

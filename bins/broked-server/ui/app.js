@@ -27,13 +27,22 @@ const EXTRA_HINTS = {
   s3: '{"region": "eu-west-1"}',
 };
 
+// Fields whose label does not depend on the type.
+const FIXED_LABELS = { conn_id: 'Connection ID', type: 'Type', region: 'Region', description: 'Description' };
+const ID_RULE = /^[a-z0-9][a-z0-9_-]{0,127}$/; // SPEC §2, checked here too so all errors show at once
+const ID_TEXT = 'use lowercase letters, digits, _ and -, starting with a letter or digit (at most 128 characters).';
+const PORT_TEXT = 'use a whole number from 1 to 65535.';
+
 const $ = (id) => document.getElementById(id);
 
 const state = {
   types: [],          // GET /api/connection-types
   typeMap: new Map(),
   editing: null,      // the masked connection being edited, or null for a new one
-  dirty: false,       // the form changed since it was loaded or saved
+  baseline: null,     // snapshot() of the form as loaded or saved; null while no form is shown
+  tested: null,       // testSnapshot() of the form the shown test result is about
+  shownHash: null,    // the hash of the page on screen
+  allowLeave: false,  // the next hash change may leave a changed form (after Save, Delete, Discard)
   portTouched: false, // the user typed a port: do not replace it with a type's default
   busy: false,
   notice: '',         // shown after the next route change
@@ -151,14 +160,30 @@ function restoreFocus(node) {
   if (node && node.isConnected && typeof node.focus === 'function') node.focus();
 }
 
-function showBanner(message) {
+// The banner: a message, and for a form that was refused an error summary — one line per
+// problem, each a link to its field.
+function showBanner(message, problems = []) {
   $('banner-text').textContent = message;
+  const list = $('banner-list');
+  list.replaceChildren(...problems.map((p) => el('li', {}, p.placed
+    ? el('a', {
+      href: `#${input(p.field).id}`,
+      text: p.text,
+      onclick: (e) => {
+        e.preventDefault(); // the hash is the router's
+        input(p.field).focus();
+      },
+    })
+    : p.text)));
+  list.hidden = problems.length === 0;
   $('banner').hidden = false;
 }
 
 function hideBanner() {
   $('banner').hidden = true;
   $('banner-text').textContent = '';
+  $('banner-list').replaceChildren();
+  $('banner-list').hidden = true;
 }
 
 function setNotice(message) {
@@ -189,10 +214,14 @@ function parseRoute() {
 
 async function route(moveFocus) {
   const r = parseRoute();
+  state.shownHash = location.hash;
+  state.allowLeave = false;
+  state.baseline = null;
   hideBanner();
+  // A notice (Saved …, Deleted …) shows at the top, beside the heading that gets the focus.
   const notice = state.notice;
   state.notice = '';
-  setNotice(r.view === 'list' ? notice : '');
+  setNotice(notice);
   $('view-list').hidden = r.view !== 'list';
   $('view-form').hidden = r.view === 'list';
   let heading;
@@ -203,9 +232,70 @@ async function route(moveFocus) {
   } else {
     heading = $('form-title');
     await openForm(r.view === 'edit' ? r.id : null);
-    $('form-status').textContent = notice;
   }
   if (moveFocus) heading.focus();
+}
+
+// Goes to a hash that leaves the form without asking (its changes are saved or discarded).
+function leaveTo(hash) {
+  if (location.hash === hash) {
+    route(true);
+    return;
+  }
+  state.allowLeave = true;
+  location.hash = hash;
+}
+
+function onHashChange() {
+  if (location.hash === state.shownHash && !state.allowLeave) return; // put back by pushState
+  if (!state.allowLeave && formChanged()) {
+    // Back, forward or a typed address: stay on the form until the person decides.
+    const target = location.hash;
+    history.pushState(null, '', state.shownHash || '#/connections');
+    askLeave(target, document.activeElement);
+    return;
+  }
+  route(true);
+}
+
+// A link to another page while the form has changes asks first (before the hash changes).
+function onLinkClick(e) {
+  const a = e.target instanceof Element ? e.target.closest('a[href^="#/"]') : null;
+  if (!a || e.defaultPrevented || e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
+  if (!formChanged()) return;
+  const target = a.getAttribute('href');
+  if (target === location.hash) return;
+  e.preventDefault();
+  askLeave(target, a);
+}
+
+let leaveTarget = null;
+let leaveOpener = null;
+
+function askLeave(target, opener) {
+  leaveTarget = target;
+  leaveOpener = opener;
+  const c = state.editing;
+  $('leave-body').textContent = c
+    ? `Your changes to ${c.conn_id} are not saved. Discard them, or keep editing and Save.`
+    : 'This new connection is not saved. Discard it, or keep editing and Save.';
+  const dialog = $('leave-dialog');
+  if (!dialog.open) dialog.showModal();
+  $('leave-stay').focus();
+}
+
+function closeLeave(discard) {
+  const dialog = $('leave-dialog');
+  if (dialog.open) dialog.close();
+  const target = leaveTarget;
+  const opener = leaveOpener;
+  leaveTarget = null;
+  leaveOpener = null;
+  if (discard && target !== null) {
+    leaveTo(target);
+  } else {
+    restoreFocus(opener);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,7 +326,8 @@ async function loadList() {
 function row(c) {
   const tr = el('tr', { 'data-conn-id': c.conn_id });
   tr.append(
-    el('td', { 'data-label': 'Connection ID', class: 'conn-id' }, el('strong', { text: c.conn_id })),
+    el('td', { 'data-label': 'Connection ID', class: 'conn-id' },
+      el('a', { class: 'conn-link', href: `#/connections/${enc(c.conn_id)}` }, el('strong', { text: c.conn_id }))),
     el('td', { 'data-label': 'Type', text: typeLabel(c.type) }),
     el('td', { 'data-label': 'Host', class: 'host', text: c.host ?? '—' }),
     el('td', { 'data-label': 'Port', text: c.port == null ? '—' : String(c.port) }),
@@ -278,6 +369,7 @@ async function openForm(id) {
   clearErrors();
   $('test-result').replaceChildren();
   $('test-result').className = 'test-result';
+  state.tested = null;
   $('form-status').textContent = '';
   const form = $('conn-form');
   form.reset();
@@ -302,6 +394,8 @@ function fillForm(c) {
   id.readOnly = editing;
   id.setAttribute('aria-readonly', String(editing));
   $('h-conn_id').hidden = editing;
+  $('h-conn_id-fixed').hidden = !editing;
+  id.setAttribute('aria-describedby', `e-conn_id ${editing ? 'h-conn_id-fixed' : 'h-conn_id'}`);
   $('form-delete').hidden = !editing;
   input('type').value = editing ? c.type : state.types[0]?.type || '';
   for (const f of ['conn_id', 'host', 'schema', 'login', 'description']) {
@@ -318,7 +412,26 @@ function fillForm(c) {
   state.portTouched = editing && c.port !== storedDefault;
   applyType();
   applySecrets();
-  state.dirty = false;
+  state.baseline = snapshot();
+}
+
+// Every control of the form, as it is now: compared with the baseline to know if it changed.
+function snapshot(skip = []) {
+  const values = [];
+  for (const e of $('conn-form').elements) {
+    if (!e.id || skip.includes(e.id)) continue;
+    values.push([e.id, e.type === 'checkbox' ? e.checked : e.value]);
+  }
+  return JSON.stringify(values);
+}
+
+// What a Test uses: everything but the description.
+function testSnapshot() {
+  return snapshot(['f-description']);
+}
+
+function formChanged() {
+  return !$('view-form').hidden && state.baseline !== null && snapshot() !== state.baseline;
 }
 
 // Show, label and mark the fields for the selected type.
@@ -372,33 +485,114 @@ function applySecrets() {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Errors: in the words of the form (its labels), every one at once, each beside its field and
+// listed in the banner with a link to it.
+
+// The label a person sees for a field (URL, Bucket, Endpoint… per type).
+function labelOf(field) {
+  if (FIXED_LABELS[field]) return FIXED_LABELS[field];
+  const box = fieldBox(field);
+  const text = box && box.querySelector('.label-text');
+  return text ? text.textContent : field;
+}
+
+function problem(field, text) {
+  return { field, text: `${labelOf(field)}: ${text}` };
+}
+
+// An API message about a field, said with the form's labels; never a raw pattern.
+function humanize(field, message) {
+  const label = labelOf(field);
+  const t = currentType();
+  let m = String(message || '').trim();
+  if (field === 'conn_id' && /required/.test(m)) return `${label}: enter one, such as prod-postgres.`;
+  if (field === 'conn_id') return `${label}: ${ID_TEXT}`;
+  if (field === 'port' && /integer/.test(m)) return `${label}: ${PORT_TEXT}`;
+  if (/ is required\b/.test(m)) return `${label}: required${t ? ` for ${t.label} connections` : ''}.`;
+  m = m.replace(/\s*\(\^.*?\$\)/g, '');
+  m = m.replace(/\b(postgres|mysql|sqlite|http|sftp|s3|generic)( connections?)\b/g,
+    (_, type, rest) => `${typeLabel(type)}${rest}`);
+  m = m.replace(/\b(in|use) (host|port|schema|login|password|extra)\b/g, (_, w, f) => `${w} ${labelOf(f)}`);
+  if (m.startsWith(`${field} `)) m = `${label}${m.slice(field.length)}`;
+  m = m.replace(/[.\s]*$/, '.');
+  return m.startsWith(label) ? m : `${label}: ${m.charAt(0).toLowerCase()}${m.slice(1)}`;
+}
+
 // Extra must be a JSON object. The message never repeats the value.
-function checkExtra() {
+function extraProblem() {
   const raw = input('extra').value.trim();
-  if (input('extra').disabled || raw === '') {
-    clearError('extra');
-    return { ok: true, value: null };
-  }
+  if (input('extra').disabled || raw === '') return { value: null };
   let v;
   try {
     v = JSON.parse(raw);
   } catch {
-    setError('extra', 'Extra is not valid JSON. It must be a JSON object, like {"sslmode": "require"}.');
-    return { ok: false };
+    return { problem: problem('extra', 'this is not valid JSON. It must be a JSON object, like {"sslmode": "require"}.') };
   }
   if (v === null || typeof v !== 'object' || Array.isArray(v)) {
-    setError('extra', 'Extra must be a JSON object, like {"sslmode": "require"}.');
-    return { ok: false };
+    return { problem: problem('extra', 'it must be a JSON object, like {"sslmode": "require"}.') };
   }
+  return { value: v };
+}
+
+// As one types: only the extra field's own message.
+function checkExtra() {
+  const r = extraProblem();
   clearError('extra');
-  return { ok: true, value: v };
+  if (r.problem) setError('extra', r.problem.text);
+  return r;
+}
+
+// What the browser can check before anything is sent, all at once and in the form's order.
+// Returns the problems and the parsed extra.
+function checkForm() {
+  const t = currentType();
+  const c = state.editing;
+  const problems = [];
+  if (c === null) {
+    const id = input('conn_id').value.trim();
+    if (id === '') problems.push(problem('conn_id', 'enter one, such as prod-postgres.'));
+    else if (!ID_RULE.test(id)) problems.push(problem('conn_id', ID_TEXT));
+  }
+  for (const f of ['host', 'port', 'schema', 'login', 'password']) {
+    if (!t || t.fields[f] !== 'required' || fieldBox(f).hidden) continue;
+    const stored = f === 'password' && c && c.password && !$('f-clear-password').checked;
+    if (!stored && input(f).value.trim() === '') problems.push(problem(f, `required for ${t.label} connections.`));
+  }
+  const port = input('port').value.trim();
+  if (!fieldBox('port').hidden && port !== '') {
+    const n = /^\d+$/.test(port) ? Number(port) : NaN;
+    if (!(n >= 1 && n <= 65535)) problems.push(problem('port', PORT_TEXT));
+  }
+  const extra = extraProblem();
+  if (extra.problem) problems.push(extra.problem);
+  return { problems, extra: extra.value ?? null };
+}
+
+// Shows problems beside their fields and as the banner's summary; focus goes to the first.
+function showProblems(problems, what) {
+  clearErrors();
+  const fields = [...document.querySelectorAll('#conn-form .field')].map((b) => b.dataset.field);
+  const order = (p) => {
+    const i = fields.indexOf(p.field);
+    return i < 0 ? fields.length : i;
+  };
+  const sorted = [...problems].sort((a, b) => order(a) - order(b));
+  for (const p of sorted) p.placed = setError(p.field, p.text);
+  const n = sorted.length;
+  showBanner(n === 1 ? `${what}: correct this first.` : `${what}: correct these ${n} problems first.`, sorted);
+  restoreFocus(firstInvalid());
 }
 
 function setError(field, message) {
   const box = fieldBox(field);
   const err = $(`e-${field}`);
   if (!box || !err || box.hidden) return false;
-  err.textContent = message;
+  if (err.textContent !== '' && !err.hidden) {
+    if (!err.textContent.includes(message)) err.textContent += ` ${message}`;
+  } else {
+    err.textContent = message;
+  }
   err.hidden = false;
   box.classList.add('invalid');
   input(field).setAttribute('aria-invalid', 'true');
@@ -423,26 +617,21 @@ function firstInvalid() {
   return document.querySelector('#conn-form [aria-invalid="true"]');
 }
 
-// Shows an API error beside the fields it names; the rest in the banner.
+// Shows an API error: the fields it names as problems in the form's words; else the banner.
 function showApiError(e, what) {
-  const unplaced = [];
-  for (const f of e.fields) {
-    if (!setError(f.field, f.message)) unplaced.push(f.message);
-  }
-  if (e.fields.length === 0) {
-    showBanner(`${what}: ${e.message}`);
-  } else if (unplaced.length > 0) {
-    showBanner(`${what}: ${unplaced.join(' ')}`);
+  if (e.fields.length > 0) {
+    showProblems(e.fields.map((f) => ({ field: f.field, text: humanize(f.field, f.message) })), what);
+  } else if (e.status === 409 && e.code === 'conflict' && state.editing === null) {
+    showProblems([problem('conn_id', 'a connection with this ID exists already; choose another.')], what);
   } else {
-    showBanner(`${what}: please correct the marked fields.`);
+    showBanner(`${what}: ${e.message}`);
   }
-  restoreFocus(firstInvalid());
 }
 
 function portValue() {
   const raw = input('port').value.trim();
   if (raw === '') return null;
-  return /^\d+$/.test(raw) ? Number(raw) : raw; // the server explains a bad port
+  return /^\d+$/.test(raw) ? Number(raw) : raw; // checkForm refuses anything else first
 }
 
 function text(field) {
@@ -494,22 +683,24 @@ async function save(e) {
   e.preventDefault();
   if (state.busy) return;
   clearErrors();
+  setNotice('');
   $('form-status').textContent = '';
-  const extra = checkExtra();
-  if (!extra.ok) {
+  const checked = checkForm();
+  if (checked.problems.length > 0) {
     $('form-status').textContent = 'Not saved: correct the marked fields.';
-    input('extra').focus();
+    showProblems(checked.problems, 'Not saved');
     return;
   }
   const c = state.editing;
-  const body = formBody(extra.value, false);
+  const body = formBody(checked.extra, false);
   state.busy = true;
   $('form-status').textContent = 'Saving…';
   try {
     if (c === null) {
       const created = await api('POST', '/api/connections', body);
       state.notice = `Saved ${created.conn_id}.`;
-      location.hash = `#/connections/${enc(created.conn_id)}`;
+      $('form-status').textContent = '';
+      leaveTo(`#/connections/${enc(created.conn_id)}`);
     } else {
       const saved = await api('PUT', `/api/connections/${enc(c.conn_id)}`, body);
       state.editing = saved;
@@ -532,19 +723,22 @@ async function runTest() {
   clearErrors();
   const c = state.editing;
   let request;
-  if (c !== null && !state.dirty) {
+  if (c !== null && !formChanged()) {
     request = () => api('POST', `/api/connections/${enc(c.conn_id)}/test`);
   } else {
-    const extra = checkExtra();
-    if (!extra.ok) {
+    const checked = checkForm();
+    if (checked.problems.length > 0) {
       out.className = 'test-result failure';
       out.replaceChildren(el('p', { text: 'Not tested: correct the marked fields.' }));
-      input('extra').focus();
+      state.tested = null;
+      showProblems(checked.problems, 'Not tested');
       return;
     }
-    const body = formBody(extra.value, true);
+    const body = formBody(checked.extra, true);
     request = () => api('POST', '/api/connections/test', body);
   }
+  const asked = testSnapshot();
+  state.tested = asked;
   state.busy = true;
   out.className = 'test-result pending';
   out.replaceChildren(el('p', { text: 'Testing…' }));
@@ -567,6 +761,17 @@ async function runTest() {
   } finally {
     state.busy = false;
   }
+  if (testSnapshot() !== asked) markStale(); // changed while the test ran
+}
+
+// A result is about the form as it was tested: once a field a Test uses changes, it says so.
+function markStale() {
+  const out = $('test-result');
+  if (!out.firstChild || out.classList.contains('stale') || out.classList.contains('pending')) return;
+  out.className = 'test-result stale';
+  out.prepend(el('p', { class: 'stale-note' },
+    el('strong', { text: 'Out of date:' }),
+    ' the form changed after this test. Test again to check the form as it is now.'));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -640,7 +845,7 @@ async function confirmDelete() {
     if (parseRoute().view === 'list') {
       route(true);
     } else {
-      location.hash = '#/connections';
+      leaveTo('#/connections');
     }
   } catch (e) {
     if (e.status === 409 && e.pipelines) {
@@ -682,7 +887,7 @@ async function start() {
   const form = $('conn-form');
   form.addEventListener('submit', save);
   form.addEventListener('input', (e) => {
-    state.dirty = true;
+    if (state.tested !== null && testSnapshot() !== state.tested) markStale();
     if (e.target === input('port')) state.portTouched = input('port').value.trim() !== '';
     if (e.target === input('extra')) {
       // Checked as one types, after a pause (and again before Save and Test). Not on blur:
@@ -710,7 +915,21 @@ async function start() {
     e.preventDefault();
     closeDelete();
   });
-  window.addEventListener('hashchange', () => route(true));
+  $('leave-discard').addEventListener('click', () => closeLeave(true));
+  $('leave-stay').addEventListener('click', () => closeLeave(false));
+  $('leave-dialog').addEventListener('cancel', (e) => {
+    e.preventDefault();
+    closeLeave(false);
+  });
+  document.addEventListener('click', onLinkClick, true);
+  window.addEventListener('hashchange', onHashChange);
+  // Closing or reloading the tab with unsaved changes: the browser asks.
+  window.addEventListener('beforeunload', (e) => {
+    if (formChanged()) {
+      e.preventDefault();
+      e.returnValue = '';
+    }
+  });
 
   try {
     state.types = await api('GET', '/api/connection-types');
