@@ -303,3 +303,137 @@ fn the_mask_is_never_stored_as_a_secret() {
     .unwrap_err();
     assert!(err.to_string().contains("password"), "{err}");
 }
+
+mod driver_parsers {
+    //! For any stored connection — also a row stored before extra keys were checked — the URI
+    //! the engine gets, read by the real driver's parser, names exactly the stored host, port
+    //! and login.
+
+    use std::str::FromStr;
+
+    use broked_connections::{ConnId, ConnType, Connection, Secret};
+    use proptest::prelude::*;
+
+    /// Keys a driver may read as the target, spelled as drivers and attackers would, and
+    /// ordinary options. (Keys whose values the drivers check, such as `sslmode`, are left
+    /// out: a random value would only make the parse fail, which sends nothing anywhere.)
+    const KEYS: &[&str] = &[
+        "host",
+        "hostaddr",
+        "port",
+        "user",
+        "dbname",
+        "password",
+        "service",
+        "socket",
+        "unix_socket",
+        "Host",
+        "HOSTADDR",
+        "sslrootcert",
+        "ssl-ca",
+        "application_name",
+        "options",
+        "charset",
+        "endpoint_url",
+        "url",
+        "proxy",
+    ];
+
+    fn host() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,5}){0,2}",
+            (1u8..=254, 0u8..=255, 0u8..=255, 1u8..=254)
+                .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+            Just("::1".to_owned()),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            "[a-z0-9.:/@-]{0,12}".prop_map(serde_json::Value::from),
+            (1u16..=65535).prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from("evil.example")),
+            Just(serde_json::Value::from("/tmp/evil.sock")),
+        ]
+    }
+
+    fn stored() -> impl Strategy<Value = Connection> {
+        (
+            prop::sample::select(vec![ConnType::Postgres, ConnType::Mysql, ConnType::Http]),
+            host(),
+            prop::option::of(1u16..=65535),
+            "[a-zA-Z0-9_@:/ %é-]{1,12}",
+            "[ -~]{0,12}",
+            prop::collection::btree_map(prop::sample::select(KEYS.to_vec()), value(), 0..6),
+        )
+            .prop_map(|(t, host, port, login, password, extra)| {
+                let extra: serde_json::Map<String, serde_json::Value> =
+                    extra.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                Connection {
+                    conn_id: ConnId::new("c").unwrap(),
+                    conn_type: t,
+                    host: Some(host),
+                    port,
+                    schema: Some("db".into()),
+                    login: Some(login),
+                    password: Some(Secret::new(password)),
+                    extra: (!extra.is_empty())
+                        .then(|| Secret::new(serde_json::Value::Object(extra).to_string())),
+                    description: None,
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn the_driver_reads_exactly_the_stored_target(c in stored()) {
+            let uri = c.to_uri();
+            let uri = uri.expose();
+            let host = c.host.as_deref().unwrap();
+            let port = c.effective_port().unwrap();
+            let login = c.login.as_deref().unwrap();
+            let unbracket = |h: &str| h.trim_start_matches('[').trim_end_matches(']').to_owned();
+            match c.conn_type {
+                ConnType::Postgres => {
+                    let o = sqlx::postgres::PgConnectOptions::from_str(uri).unwrap();
+                    prop_assert_eq!(unbracket(o.get_host()), host);
+                    prop_assert_eq!(o.get_port(), port);
+                    prop_assert_eq!(o.get_username(), login);
+                    prop_assert!(o.get_socket().is_none());
+                }
+                ConnType::Mysql => {
+                    let o = sqlx::mysql::MySqlConnectOptions::from_str(uri).unwrap();
+                    prop_assert_eq!(unbracket(o.get_host()), host);
+                    prop_assert_eq!(o.get_port(), port);
+                    prop_assert_eq!(o.get_username(), login);
+                    prop_assert!(o.get_socket().is_none());
+                }
+                _ => {
+                    let u = url::Url::parse(uri).unwrap();
+                    prop_assert_eq!(unbracket(u.host_str().unwrap()), host);
+                    prop_assert_eq!(u.port_or_known_default(), Some(port));
+                    let user = percent_decode(u.username());
+                    prop_assert_eq!(user.as_str(), login);
+                }
+            }
+        }
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+}
