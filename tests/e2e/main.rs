@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `broked-server` (and `broked`) binaries, driven over HTTP and
 //! the command line, against the real PostgreSQL started by scripts/test.
 
+mod attacks;
 mod replicas;
 mod server;
 mod server_contract;
