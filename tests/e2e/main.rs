@@ -5,3 +5,4 @@ mod attacks;
 mod replicas;
 mod server;
 mod server_contract;
+mod target;

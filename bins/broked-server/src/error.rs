@@ -110,6 +110,26 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
+        match &e {
+            // A sealed value that does not open for its row: tampered with or moved outside
+            // broked (issue 13). A state the client can fix by entering the secret again, not
+            // a server bug; the message names the connection and field, never a value.
+            Error::Decrypt { .. } => {
+                tracing::error!(error = %e, "a stored secret does not open");
+                return ApiError::new(StatusCode::CONFLICT, "tampered", e.to_string());
+            }
+            // The key file was swapped under the running server: nothing is written.
+            Error::KeyMismatch { .. } | Error::KeyMissing { .. } => {
+                tracing::error!(error = %e, "key file");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "key_mismatch",
+                    "the key file does not belong to this database (replaced while the server \
+                     runs?); nothing was written — the server log names the file to restore",
+                );
+            }
+            _ => {}
+        }
         match e.kind() {
             ErrorKind::Invalid => match e {
                 Error::Invalid(errors) => ApiError::invalid(errors.0),

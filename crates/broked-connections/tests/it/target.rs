@@ -437,3 +437,40 @@ mod driver_parsers {
         String::from_utf8(out).unwrap()
     }
 }
+
+#[test]
+fn an_environment_connection_cannot_name_another_target_in_its_query() {
+    // The variables must be set before the process starts: re-run in a child (see
+    // `resolve_looks_at_the_environment_first`).
+    const NAME: &str = "target::an_environment_connection_cannot_name_another_target_in_its_query";
+    if std::env::var_os("BROKED_IT_ENV_STEER").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture"])
+            .env("BROKED_IT_ENV_STEER", "1")
+            .env(
+                "BROKED_CONN_STEERED",
+                "postgres://u:Env-Pw-991@127.0.0.1/db?host=evil.example&port=6543",
+            )
+            .env(
+                "BROKED_CONN_STEERED_JSON",
+                r#"{"type":"postgres","host":"127.0.0.1","password":"Env-Pw-991","extra":{"hostaddr":"192.0.2.1"}}"#,
+            )
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        return;
+    }
+    let db = Db::new();
+    let c = db.open();
+    for id in ["steered", "steered-json"] {
+        let err = c.resolve(id).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("hostaddr") || text.contains("\"host\""), "{text}");
+        assert!(!text.contains("Env-Pw-991") && !text.contains("evil"), "{text}");
+    }
+}
