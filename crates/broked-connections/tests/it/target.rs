@@ -470,7 +470,13 @@ fn an_environment_connection_cannot_name_another_target_in_its_query() {
     for id in ["steered", "steered-json"] {
         let err = c.resolve(id).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("hostaddr") || text.contains("\"host\""), "{text}");
-        assert!(!text.contains("Env-Pw-991") && !text.contains("evil"), "{text}");
+        assert!(
+            text.contains("hostaddr") || text.contains("\"host\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Env-Pw-991") && !text.contains("evil"),
+            "{text}"
+        );
     }
 }
