@@ -11,7 +11,9 @@
 //!
 //! **Writes** run in one READ COMMITTED transaction that first locks the single `state` row
 //! (`SELECT … FOR UPDATE`), so writers queue like SQLite's `BEGIN IMMEDIATE` and each one sees
-//! every earlier commit; the transaction bumps `state.generation` when it changed anything.
+//! every earlier commit; when it changed anything, the transaction sets `state.generation` to
+//! a new random value and notifies the other stores (`postgres/fresh.rs`: how `generation`
+//! answers without a round trip, and what it does while it cannot listen).
 //! `lock_timeout` is 10 s (then [`StoreError::Busy`]); serialization failures and deadlocks
 //! are retried.
 //!
@@ -32,10 +34,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use self::fresh::Fresh;
+
 use crate::{
     Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, Sealed, SealedField,
     SecretField, Store, StoreError, StoredConnection, StoredPipeline, Written,
 };
+
+mod fresh;
 
 /// How long a write waits for another writer's row lock, and a call for a pooled connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,6 +120,8 @@ type Job = Box<dyn FnOnce(Ctx) -> BoxFut<'static, ()> + Send>;
 struct Ctx {
     pool: PgPool,
     server: Arc<str>,
+    /// What `generation` answers from (see `postgres/fresh.rs`).
+    fresh: Arc<Fresh>,
     /// Held by every running job and lock holder; the background thread closes the pool
     /// once the store is dropped and every clone is gone.
     _alive: mpsc::Sender<()>,
@@ -124,6 +132,7 @@ struct Ctx {
 pub struct PgStore {
     server: Arc<str>,
     jobs: mpsc::UnboundedSender<Job>,
+    fresh: Arc<Fresh>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -149,6 +158,8 @@ impl PgStore {
         let (jobs, rx) = mpsc::unbounded_channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), Opening>>(1);
         let thread_server = server.clone();
+        let fresh = Arc::new(Fresh::default());
+        let thread_fresh = fresh.clone();
         std::thread::Builder::new()
             .name("broked-store-pg".into())
             .spawn(move || {
@@ -182,7 +193,7 @@ impl PgStore {
                         .acquire_timeout(BUSY_TIMEOUT)
                         .connect_lazy_with(options);
                     let _ = ready_tx.send(Ok(()));
-                    serve(pool, thread_server, rx).await;
+                    serve(pool, thread_server, thread_fresh, rx).await;
                 });
             })
             .map_err(|e| StoreError::Connect {
@@ -190,7 +201,11 @@ impl PgStore {
                 reason: format!("cannot start the database thread: {e}"),
             })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(PgStore { server, jobs }),
+            Ok(Ok(())) => Ok(PgStore {
+                server,
+                jobs,
+                fresh,
+            }),
             Ok(Err(Opening::Connect(e))) => Err(connect_err(e)),
             Ok(Err(Opening::Store(e))) => Err(e),
             Ok(Err(Opening::Runtime(e))) => Err(StoreError::Connect {
@@ -326,17 +341,26 @@ enum Opening {
 
 /// The background thread's loop: every job becomes a task; when the store is dropped, wait
 /// for running jobs and held locks, then close the pool.
-async fn serve(pool: PgPool, server: Arc<str>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn serve(
+    pool: PgPool,
+    server: Arc<str>,
+    fresh: Arc<Fresh>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
     let (alive, mut all_done) = mpsc::channel::<()>(1);
+    let listener = tokio::spawn(fresh::listen(pool.clone(), fresh.clone()));
     let ctx = Ctx {
         pool: pool.clone(),
         server,
+        fresh,
         _alive: alive,
     };
     while let Some(job) = jobs.recv().await {
         tokio::spawn(job(ctx.clone()));
     }
     drop(ctx);
+    listener.abort();
+    let _ = listener.await;
     let _ = all_done.recv().await;
     pool.close().await;
 }
@@ -543,12 +567,19 @@ async fn write_once<A: Sync, T>(ctx: &Ctx, args: &A, op: WriteOp<A, T>) -> Resul
     // On an error the transaction is dropped, which rolls it back.
     let (value, wrote) = op(ctx, &mut tx, args).await?;
     if wrote {
-        sqlx::query("UPDATE state SET generation = generation + 1 WHERE id = 1")
+        // A random generation, not a counter: after a restore to an older snapshot, k more
+        // writes do not bring back a generation some process has cached. Other processes
+        // hear of the commit by the notification (sent when it commits).
+        sqlx::query(fresh::BUMP)
             .execute(&mut *tx)
             .await
             .map_err(pg(ctx, "generation"))?;
     }
     tx.commit().await.map_err(pg(ctx, "cannot commit"))?;
+    if wrote {
+        // Read-your-writes in this process, before our own notification comes back.
+        ctx.fresh.changed();
+    }
     Ok(value)
 }
 
@@ -843,16 +874,30 @@ impl Store for PgStore {
         })
     }
 
+    /// While this store listens for the database's change notifications: a counter of the
+    /// notifications (and of this process's own writes) — no round trip. While it does not
+    /// (the listening connection is down or reconnecting): the database's generation, asked
+    /// every time, within [`fresh::CHECK_TIMEOUT`].
     fn generation(&self) -> Result<u64> {
-        self.read((), |c, ()| {
+        if let Some(g) = self.fresh.listening() {
+            return Ok(g);
+        }
+        let db = self.read((), |c, ()| {
             Box::pin(async move {
-                sqlx::query_scalar::<_, i64>("SELECT generation FROM state WHERE id = 1")
-                    .fetch_one(&c.pool)
-                    .await
-                    .map(|g| g as u64)
-                    .map_err(pg(c, "generation"))
+                tokio::time::timeout(
+                    fresh::CHECK_TIMEOUT,
+                    sqlx::query_scalar::<_, i64>("SELECT generation FROM state WHERE id = 1")
+                        .fetch_one(&c.pool),
+                )
+                .await
+                .map_err(|_| StoreError::Connect {
+                    server: c.server.to_string(),
+                    reason: format!("no answer within {} s", fresh::CHECK_TIMEOUT.as_secs_f32()),
+                })?
+                .map_err(pg(c, "generation"))
             })
-        })
+        })?;
+        Ok(self.fresh.observe(db))
     }
 
     fn insert_connection(&self, conn: &StoredConnection) -> Result<()> {

@@ -168,3 +168,188 @@ async fn open_and_calls_inside_a_tokio_test_work() {
     assert!(store.try_lock_rotation().unwrap().is_some());
     assert_eq!(store.list_connections(None).unwrap().len(), 1);
 }
+
+impl PgStore {
+    /// Waits (at most 10 s) until the store listens for notifications.
+    pub(crate) fn until_listening(&self) {
+        let start = std::time::Instant::now();
+        while self.fresh.listening().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never started listening"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn until_listening(store: &PgStore) {
+    store.until_listening();
+}
+
+/// Ends the listening connection of `store` from the server side.
+fn terminate_listener(pg: &Pg, store: &PgStore) {
+    let pid = store
+        .fresh
+        .listener_pid
+        .load(std::sync::atomic::Ordering::Acquire);
+    pg.admin(&format!("SELECT pg_terminate_backend({pid})"));
+}
+
+#[test]
+fn generations_are_random_not_a_counter() {
+    let Some(schema) = Pg::new() else { return };
+    let store = schema.open();
+    with_key(&store);
+    let mut seen = std::collections::HashSet::new();
+    let mut previous = None::<i64>;
+    for i in 0..20 {
+        store.insert_connection(&conn(&format!("c{i}"))).unwrap();
+        let db: i64 = store
+            .read((), |c, ()| {
+                Box::pin(async move {
+                    sqlx::query_scalar("SELECT generation FROM state WHERE id = 1")
+                        .fetch_one(&c.pool)
+                        .await
+                        .map_err(pg(c, "generation"))
+                })
+            })
+            .unwrap();
+        assert!(seen.insert(db), "generation {db} repeated");
+        if let Some(p) = previous {
+            assert_ne!(
+                db,
+                p.wrapping_add(1),
+                "sequential: a restore could repeat it"
+            );
+        }
+        previous = Some(db);
+    }
+}
+
+#[test]
+fn a_restore_followed_by_writes_never_repeats_a_cached_generation() {
+    let Some(pg) = Pg::new() else { return };
+    let writer = pg.open();
+    let reader = pg.open();
+    with_key(&writer);
+    writer.insert_connection(&conn("a")).unwrap();
+    // The reader "caches" under the generation it sees now; then the database goes back to
+    // an older snapshot (as pg_restore would: same rows, the old generation) and is written
+    // to again, as often as it had been.
+    pg.admin("CREATE TABLE snap AS SELECT * FROM state");
+    let seen = reader.generation().unwrap();
+    for i in 0..5 {
+        writer.insert_connection(&conn(&format!("b{i}"))).unwrap();
+    }
+    let cached = reader.generation().unwrap();
+    pg.admin(
+        "UPDATE state SET generation = (SELECT generation FROM snap);
+         DELETE FROM connections WHERE conn_id LIKE 'b%'",
+    );
+    for i in 0..5 {
+        writer.insert_connection(&conn(&format!("c{i}"))).unwrap();
+        let now = reader.generation().unwrap();
+        assert_ne!(now, seen);
+        // Another write is seen before it is cached (notification or heartbeat).
+        let start = std::time::Instant::now();
+        while reader.generation().unwrap() == cached && start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_ne!(reader.generation().unwrap(), cached, "after write {i}");
+    }
+}
+
+#[test]
+fn other_stores_learn_of_a_write_by_notification() {
+    let Some(pg) = Pg::new() else { return };
+    let writer = pg.open();
+    let reader = pg.open();
+    with_key(&writer);
+    until_listening(&reader);
+    let mut delays = Vec::new();
+    for i in 0..50 {
+        let before = reader.generation().unwrap();
+        writer.insert_connection(&conn(&format!("c{i}"))).unwrap();
+        let acked = std::time::Instant::now();
+        while reader.generation().unwrap() == before {
+            assert!(
+                acked.elapsed() < Duration::from_secs(2),
+                "write {i} never seen"
+            );
+            std::thread::yield_now();
+        }
+        delays.push(acked.elapsed());
+        assert!(
+            reader.fresh.listening().is_some(),
+            "answered by the listener"
+        );
+    }
+    delays.sort();
+    let p99 = delays[delays.len() * 99 / 100 - 1];
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+    // The writer sees its own write at once, notification or not.
+    let before = writer.generation().unwrap();
+    writer.delete_connection("c0", false).unwrap();
+    assert_ne!(writer.generation().unwrap(), before);
+}
+
+#[test]
+fn while_the_listener_is_down_every_check_asks_the_database() {
+    let Some(pg) = Pg::new() else { return };
+    let writer = pg.open();
+    let reader = pg.open();
+    with_key(&writer);
+    until_listening(&reader);
+    reader
+        .fresh
+        .paused
+        .store(true, std::sync::atomic::Ordering::Release);
+    terminate_listener(&pg, &reader);
+    let start = std::time::Instant::now();
+    while reader.fresh.listening().is_some() {
+        assert!(start.elapsed() < Duration::from_secs(5), "loss not noticed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 0..20 {
+        let before = reader.generation().unwrap();
+        assert_eq!(reader.generation().unwrap(), before, "reads change nothing");
+        writer.insert_connection(&conn(&format!("c{i}"))).unwrap();
+        // No waiting: the very next check sees the acknowledged write.
+        assert_ne!(reader.generation().unwrap(), before, "write {i}");
+    }
+    reader
+        .fresh
+        .paused
+        .store(false, std::sync::atomic::Ordering::Release);
+    until_listening(&reader);
+    let before = reader.generation().unwrap();
+    writer.delete_connection("c0", false).unwrap();
+    let start = std::time::Instant::now();
+    while reader.generation().unwrap() == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "not seen after relistening"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_write_while_the_listener_reconnects_is_not_missed() {
+    let Some(pg) = Pg::new() else { return };
+    let writer = pg.open();
+    let reader = pg.open();
+    with_key(&writer);
+    for i in 0..5 {
+        until_listening(&reader);
+        let before = reader.generation().unwrap();
+        terminate_listener(&pg, &reader);
+        writer.insert_connection(&conn(&format!("c{i}"))).unwrap();
+        let start = std::time::Instant::now();
+        while reader.generation().unwrap() == before {
+            assert!(start.elapsed() < Duration::from_secs(3), "write {i} missed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
