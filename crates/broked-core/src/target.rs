@@ -330,3 +330,23 @@ mod tests {
         assert!(securing_extra(ConnType::Postgres, None).is_empty());
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// docs/uri.md lists every key of the table (so the documentation cannot drift).
+    #[test]
+    fn docs_uri_lists_every_key() {
+        let doc = include_str!("../../../docs/uri.md");
+        let section = doc
+            .split("## The target, and the extra keys that may not name it")
+            .nth(1)
+            .expect("docs/uri.md has the target section");
+        for t in ConnType::ALL {
+            for (key, _) in t.target_keys() {
+                assert!(section.contains(&format!("`{key}`")), "{t} {key}");
+            }
+        }
+    }
+}
