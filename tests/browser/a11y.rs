@@ -239,10 +239,13 @@ async fn no_sideways_scroll(c: &Client) {
 }
 
 async fn dialog_open(c: &Client, id: &str) -> bool {
-    js(c, &format!("return document.getElementById('{id}').open"))
-        .await
-        .as_bool()
-        .unwrap_or(false)
+    js(
+        c,
+        &format!("const d = document.getElementById('{id}'); return Boolean(d && d.open)"),
+    )
+    .await
+    .as_bool()
+    .unwrap_or(false)
 }
 
 async fn hash(c: &Client) -> String {
@@ -623,16 +626,15 @@ fn leaving_a_changed_form_asks_and_a_test_result_goes_stale() {
             .await
             .expect("open the UI");
         list_shown(&c).await;
-        // The connection ID opens it.
-        click(&c, "tr[data-conn-id=tcp-svc] a.conn-link").await;
+        click(&c, "tr[data-conn-id=tcp-svc] a[aria-label='Edit tcp-svc']").await;
         form_shown(&c).await;
         wait_text(&c, "#form-title", "Edit tcp-svc").await;
 
         // Without changes, leaving does not ask.
-        click(&c, "#back-link").await;
+        click(&c, ".crumb a").await;
         list_shown(&c).await;
         assert!(!dialog_open(&c, "leave-dialog").await);
-        click(&c, "tr[data-conn-id=tcp-svc] a.conn-link").await;
+        click(&c, "tr[data-conn-id=tcp-svc] a[aria-label='Edit tcp-svc']").await;
         wait_text(&c, "#form-title", "Edit tcp-svc").await;
 
         // A verdict is about the form as it was tested.
@@ -669,7 +671,7 @@ fn leaving_a_changed_form_asks_and_a_test_result_goes_stale() {
         axe(&c, "a stale test result").await;
 
         // With changes, each way off the form asks: the back link…
-        click(&c, "#back-link").await;
+        click(&c, ".crumb a").await;
         wait_js(
             &c,
             "the discard dialog",
@@ -742,7 +744,7 @@ fn leaving_a_changed_form_asks_and_a_test_result_goes_stale() {
         assert_eq!(js(&c, unload).await, Value::Bool(false), "nothing to lose");
 
         // Typing back to what was loaded is no change; a saved change is no change either.
-        click(&c, "tr[data-conn-id=tcp-svc] a.conn-link").await;
+        click(&c, "tr[data-conn-id=tcp-svc] a[aria-label='Edit tcp-svc']").await;
         wait_text(&c, "#form-title", "Edit tcp-svc").await;
         fill(&c, "#f-host", "127.0.0.9").await;
         fill(&c, "#f-host", "127.0.0.1").await;
@@ -752,7 +754,7 @@ fn leaving_a_changed_form_asks_and_a_test_result_goes_stale() {
         click(&c, "#save").await;
         wait_text(&c, "#form-status", "Saved tcp-svc").await;
         assert_eq!(js(&c, unload).await, Value::Bool(false));
-        click(&c, "#back-link").await;
+        click(&c, ".crumb a").await;
         list_shown(&c).await;
         assert!(!dialog_open(&c, "leave-dialog").await);
 
