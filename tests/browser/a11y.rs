@@ -863,3 +863,117 @@ fn phone_layout_has_44px_targets_wraps_hosts_and_ids_open_connections() {
         c.close().await.expect("close the browser");
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4b. No edit lost to someone else's save (the client side: the API has no If-Match yet)
+
+#[test]
+fn saving_over_a_change_made_meanwhile_asks_first() {
+    let Some((chromium, driver)) = setup() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    create(
+        &server,
+        json!({"conn_id": "shared", "type": "generic", "host": "127.0.0.1", "port": 5000,
+               "description": "original"}),
+    );
+    let theirs = |host: &str, description: &str| {
+        let body =
+            json!({"type": "generic", "host": host, "port": 5000, "description": description});
+        let r = call(
+            &server,
+            "PUT",
+            "/api/connections/shared",
+            Some(&body.to_string()),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+    };
+    let stored =
+        |field: &str| call(&server, "GET", "/api/connections/shared", None).json[field].clone();
+    run(async {
+        let c = open_browser(&chromium, &driver).await;
+        c.goto(&format!("{}/#/connections/shared", server.base))
+            .await
+            .expect("open the UI");
+        form_shown(&c).await;
+        wait_text(&c, "#form-title", "Edit shared").await;
+        fill(&c, "#f-description", "mine").await;
+
+        // Someone else saves first: Save asks instead of overwriting.
+        theirs("127.0.0.5", "theirs");
+        click(&c, "#save").await;
+        wait_js(
+            &c,
+            "the conflict dialog",
+            "document.getElementById('conflict-dialog').open",
+        )
+        .await;
+        let body = wait_text(&c, "#conflict-body", "changed: Host").await;
+        assert!(body.contains("Description"), "{body}");
+        assert_eq!(active_id(&c).await, "conflict-stay");
+        screenshot(&c, "ui-conflict.png").await;
+        axe(&c, "the changed-meanwhile dialog").await;
+        click(&c, "#conflict-stay").await;
+        assert!(!dialog_open(&c, "conflict-dialog").await);
+        assert_eq!(stored("description"), "theirs", "nothing was overwritten");
+        assert_eq!(
+            value(&c, "#f-description").await,
+            "mine",
+            "the edit is kept"
+        );
+        assert_eq!(active_id(&c).await, "save");
+
+        // Load the saved version: their values, and the form counts as unchanged.
+        click(&c, "#save").await;
+        wait_js(
+            &c,
+            "the conflict dialog",
+            "document.getElementById('conflict-dialog').open",
+        )
+        .await;
+        click(&c, "#conflict-load").await;
+        wait_text(&c, "#form-status", "Loaded the version saved").await;
+        assert_eq!(value(&c, "#f-host").await, "127.0.0.5");
+        assert_eq!(value(&c, "#f-description").await, "theirs");
+
+        // Save mine anyway: the form's values replace theirs.
+        fill(&c, "#f-description", "mine again").await;
+        theirs("127.0.0.6", "theirs again");
+        click(&c, "#save").await;
+        wait_js(
+            &c,
+            "the conflict dialog",
+            "document.getElementById('conflict-dialog').open",
+        )
+        .await;
+        click(&c, "#conflict-overwrite").await;
+        wait_text(&c, "#form-status", "Saved shared").await;
+        assert_eq!(stored("description"), "mine again");
+        assert_eq!(
+            stored("host"),
+            "127.0.0.5",
+            "the form's host, as the person saw it"
+        );
+
+        // Nobody else in between: Save saves at once.
+        fill(&c, "#f-description", "alone").await;
+        click(&c, "#save").await;
+        wait_text(&c, "#form-status", "Saved shared").await;
+        assert_eq!(stored("description"), "alone");
+        assert!(!dialog_open(&c, "conflict-dialog").await);
+
+        // Deleted meanwhile: said so, and nothing is recreated behind the person's back.
+        fill(&c, "#f-description", "after the delete").await;
+        let r = call(&server, "DELETE", "/api/connections/shared", None);
+        assert_eq!(r.status, 204, "{}", r.text);
+        click(&c, "#save").await;
+        wait_text(&c, "#banner-text", "deleted meanwhile").await;
+        assert_eq!(
+            call(&server, "GET", "/api/connections/shared", None).status,
+            404
+        );
+        c.close().await.expect("close the browser");
+    });
+}

@@ -679,8 +679,58 @@ function formBody(extra, forTest) {
   return body;
 }
 
-async function save(e) {
-  e.preventDefault();
+// Someone else may have saved the connection since the form was loaded. The API has no ETag /
+// If-Match yet, so before an update the form compares a fresh GET with what it loaded.
+const COMPARED = ['type', 'host', 'port', 'schema', 'login', 'password', 'extra', 'description', 'updated_at'];
+
+function changedMeanwhile(before, now) {
+  return COMPARED.filter((f) => JSON.stringify(before[f] ?? null) !== JSON.stringify(now[f] ?? null));
+}
+
+let conflictCurrent = null;
+
+function askConflict(now, changed) {
+  conflictCurrent = now;
+  const names = changed.filter((f) => f !== 'updated_at').map((f) => (f === 'type' ? 'Type' : labelOf(f)));
+  $('conflict-title').textContent = `${now.conn_id} changed meanwhile`;
+  $('conflict-body').replaceChildren(
+    el('p', {
+      text: `It was saved again at ${formatTime(now.updated_at)}, after you opened it`
+        + `${names.length ? ` (changed: ${names.join(', ')})` : ''}. Your changes are not saved yet.`,
+    }),
+    el('p', {
+      class: 'explain',
+      text: 'Save mine anyway replaces that version with this form. Load the saved version '
+        + 'discards your changes and shows what is saved now.',
+    }),
+  );
+  $('conflict-dialog').showModal();
+  $('conflict-stay').focus();
+}
+
+function closeConflict(choice) {
+  const dialog = $('conflict-dialog');
+  if (dialog.open) dialog.close();
+  const now = conflictCurrent;
+  conflictCurrent = null;
+  if (choice === 'overwrite' && now) {
+    state.editing = now; // the form is now an edit of that version
+    save(null, true);
+  } else if (choice === 'load' && now) {
+    state.editing = now;
+    fillForm(now);
+    $('test-result').replaceChildren();
+    $('test-result').className = 'test-result';
+    state.tested = null;
+    $('form-status').textContent = `Loaded the version saved at ${formatTime(now.updated_at)}.`;
+    restoreFocus(input('host').closest('.field').hidden ? input('type') : input('host'));
+  } else {
+    restoreFocus($('save'));
+  }
+}
+
+async function save(e, overwrite = false) {
+  if (e) e.preventDefault();
   if (state.busy) return;
   clearErrors();
   setNotice('');
@@ -702,6 +752,24 @@ async function save(e) {
       $('form-status').textContent = '';
       leaveTo(`#/connections/${enc(created.conn_id)}`);
     } else {
+      if (!overwrite) {
+        let now;
+        try {
+          now = await api('GET', `/api/connections/${enc(c.conn_id)}`);
+        } catch (err) {
+          if (err.status !== 404) throw err;
+          $('form-status').textContent = 'Not saved.';
+          showBanner(`Not saved: ${c.conn_id} was deleted meanwhile. To keep it, create it again `
+            + 'with New Connection.');
+          return;
+        }
+        const changed = changedMeanwhile(c, now);
+        if (changed.length > 0) {
+          $('form-status').textContent = 'Not saved yet.';
+          askConflict(now, changed);
+          return;
+        }
+      }
       const saved = await api('PUT', `/api/connections/${enc(c.conn_id)}`, body);
       state.editing = saved;
       fillForm(saved);
@@ -914,6 +982,13 @@ async function start() {
   $('delete-dialog').addEventListener('cancel', (e) => {
     e.preventDefault();
     closeDelete();
+  });
+  $('conflict-overwrite').addEventListener('click', () => closeConflict('overwrite'));
+  $('conflict-load').addEventListener('click', () => closeConflict('load'));
+  $('conflict-stay').addEventListener('click', () => closeConflict('stay'));
+  $('conflict-dialog').addEventListener('cancel', (e) => {
+    e.preventDefault();
+    closeConflict('stay');
   });
   $('leave-discard').addEventListener('click', () => closeLeave(true));
   $('leave-stay').addEventListener('click', () => closeLeave(false));
