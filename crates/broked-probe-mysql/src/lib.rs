@@ -3,13 +3,15 @@
 //!
 //! The connect options are built from the connection's fields only (`sqlx`'s MySQL options read
 //! no environment). Not here: pooling, queries beyond the check. Unix-domain sockets are not
-//! reachable: the probe connects to the addresses that the probe policy approved.
+//! reachable: the probe connects to the addresses that the probe policy approved — in
+//! `verify_identity` too, where `sqlx` gets the host name for the certificate check and a
+//! [`Relay`] to the approved address instead of resolving the name again.
 
 use std::net::SocketAddr;
 
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, extra_object, io_error,
-    require_host, require_port,
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Relay, extra_object,
+    io_error, require_host, require_port,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlSslMode};
 use sqlx::{ConnectOptions, Connection as _};
@@ -88,16 +90,25 @@ fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
     })
 }
 
-fn options(s: &Settings, conn: &Connection, addr: SocketAddr) -> MySqlConnectOptions {
-    // verify_identity checks the certificate against the host name, so it connects by name
-    // (whose addresses passed the policy); every other mode connects to the approved address.
-    let host = match s.ssl_mode {
-        MySqlSslMode::VerifyIdentity => s
+/// The options for one address.
+///
+/// `verify_identity` checks the certificate against the host *name*, and `sqlx` connects to
+/// the host it verifies: so with `relay` (that mode) it gets the name as host and the relay's
+/// Unix socket, which carries its bytes to the approved address — no second DNS lookup.
+/// Every other mode connects to the approved address itself.
+fn options(
+    s: &Settings,
+    conn: &Connection,
+    addr: SocketAddr,
+    relay: Option<&Relay>,
+) -> MySqlConnectOptions {
+    let host = match relay {
+        Some(_) => s
             .host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned(),
-        _ => addr.ip().to_string(),
+        None => addr.ip().to_string(),
     };
     let mut o = MySqlConnectOptions::new()
         .host(&host)
@@ -107,6 +118,9 @@ fn options(s: &Settings, conn: &Connection, addr: SocketAddr) -> MySqlConnectOpt
         .ssl_mode(s.ssl_mode)
         .statement_cache_capacity(0)
         .disable_statement_logging();
+    if let Some(relay) = relay {
+        o = o.socket(relay.socket());
+    }
     if let Some(db) = &s.database {
         o = o.database(db);
     }
@@ -116,33 +130,63 @@ fn options(s: &Settings, conn: &Connection, addr: SocketAddr) -> MySqlConnectOpt
     o
 }
 
+/// Connects to one approved address and runs the check.
+async fn check(
+    s: &Settings,
+    conn: &Connection,
+    addr: SocketAddr,
+    ctx: &Context,
+) -> Result<String, ProbeError> {
+    if !matches!(s.ssl_mode, MySqlSslMode::VerifyIdentity) {
+        return query(&options(s, conn, addr, None), s, addr).await;
+    }
+    let stream = ctx.connect_addr(addr, &s.host).await?;
+    let mut relay = Relay::new(stream, "mysql.sock")?;
+    let opts = options(s, conn, addr, Some(&relay));
+    let work = query(&opts, s, addr);
+    tokio::pin!(work);
+    let mut relaying = true;
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut work => return result,
+            _ = relay.serve(), if relaying => relaying = false,
+        }
+    }
+}
+
+async fn query(
+    opts: &MySqlConnectOptions,
+    s: &Settings,
+    addr: SocketAddr,
+) -> Result<String, ProbeError> {
+    let mut c = MySqlConnection::connect_with(opts)
+        .await
+        .map_err(|e| classify(&e, s, addr))?;
+    let row: Result<(i64, String), _> = sqlx::query_as("SELECT 1, VERSION()")
+        .fetch_one(&mut c)
+        .await;
+    let _ = c.close().await;
+    match row {
+        Ok((1, version)) => Ok(describe(&version)),
+        Ok(_) => Err(ProbeError::new(
+            Failure::Protocol,
+            "SELECT 1 did not return 1",
+        )),
+        Err(e) => Err(classify(&e, s, addr)),
+    }
+}
+
 async fn probe(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
     let s = settings(conn)?;
     let addrs = ctx.resolve(&s.host, s.port).await?;
     let mut last = None;
     for addr in addrs {
-        match MySqlConnection::connect_with(&options(&s, conn, addr)).await {
-            Ok(mut c) => {
-                let row: Result<(i64, String), _> = sqlx::query_as("SELECT 1, VERSION()")
-                    .fetch_one(&mut c)
-                    .await;
-                let _ = c.close().await;
-                return match row {
-                    Ok((1, version)) => Ok(describe(&version)),
-                    Ok(_) => Err(ProbeError::new(
-                        Failure::Protocol,
-                        "SELECT 1 did not return 1",
-                    )),
-                    Err(e) => Err(classify(&e, &s, addr)),
-                };
-            }
-            Err(e) => {
-                let err = classify(&e, &s, addr);
-                if err.kind != Failure::Refused {
-                    return Err(err);
-                }
-                last = Some(err);
-            }
+        match check(&s, conn, addr, ctx).await {
+            Ok(detail) => return Ok(detail),
+            // Another address may answer; any other failure is the server's answer.
+            Err(err) if err.kind == Failure::Refused => last = Some(err),
+            Err(err) => return Err(err),
         }
     }
     Err(last.unwrap_or_else(|| ProbeError::new(Failure::Dns, "no address to connect to")))
@@ -207,6 +251,17 @@ fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
                 }
                 None => ProbeError::new(Failure::Other, format!("server error: {}", d.message())),
             }
+        }
+        // rustls reports a failed handshake (a certificate for another name, an unknown
+        // issuer) as an IO error of kind InvalidData.
+        sqlx::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::InvalidData
+                && io.to_string().contains("certificate") =>
+        {
+            ProbeError::new(
+                Failure::Tls,
+                format!("TLS error with {target}: {io} (check ssl_mode and ssl_ca)"),
+            )
         }
         sqlx::Error::Io(io) => io_error(io, &target),
         sqlx::Error::Tls(t) => ProbeError::new(

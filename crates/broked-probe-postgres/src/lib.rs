@@ -9,13 +9,15 @@
 //! `PgConnectOptions`' `Debug` prints the password: it is never formatted or logged.
 //!
 //! Not here: pooling, queries beyond the check. Unix-domain sockets are not reachable: the
-//! probe connects to the addresses that the probe policy approved.
+//! probe connects to the addresses that the probe policy approved — in `verify-full` too,
+//! where `sqlx` gets the host name for the certificate check and a [`Relay`] to the approved
+//! address instead of resolving the name again.
 
 use std::net::SocketAddr;
 
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, extra_object, io_error,
-    require_host, require_port,
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Relay, extra_object,
+    io_error, require_host, require_port,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{ConnectOptions, Connection as _};
@@ -111,17 +113,24 @@ fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
 
 /// The options for one address. Every field that `sqlx` may have taken from the environment
 /// is set here explicitly.
-fn options(s: &Settings, conn: &Connection, addr: SocketAddr) -> PgConnectOptions {
-    // verify-full checks the certificate against the host name, so it must connect by name
-    // (after the name's addresses passed the policy); every other mode connects to the
-    // approved address itself.
-    let host = match s.ssl_mode {
-        PgSslMode::VerifyFull => s
+///
+/// `verify-full` checks the certificate against the host *name*, and `sqlx` connects to the
+/// host it verifies: so with `relay` (that mode) it gets the name as host and the relay's
+/// Unix socket, which carries its bytes to the approved address — no second DNS lookup.
+/// Every other mode connects to the approved address itself.
+fn options(
+    s: &Settings,
+    conn: &Connection,
+    addr: SocketAddr,
+    relay: Option<&Relay>,
+) -> PgConnectOptions {
+    let host = match relay {
+        Some(_) => s
             .host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned(),
-        _ => addr.ip().to_string(),
+        None => addr.ip().to_string(),
     };
     let password = conn.password.as_ref().map(|p| p.expose()).unwrap_or("");
     let str_extra = |k: &str| s.extra.get(k).and_then(|v| v.as_str());
@@ -135,6 +144,9 @@ fn options(s: &Settings, conn: &Connection, addr: SocketAddr) -> PgConnectOption
         .application_name(str_extra("application_name").unwrap_or("broked-connections"))
         .statement_cache_capacity(0)
         .disable_statement_logging();
+    if let Some(relay) = relay {
+        o = o.socket(relay.dir());
+    }
     if let Some(pem) = str_extra("sslrootcert") {
         o = o.ssl_root_cert_from_pem(pem.as_bytes().to_vec());
     }
@@ -146,36 +158,64 @@ fn options(s: &Settings, conn: &Connection, addr: SocketAddr) -> PgConnectOption
     o
 }
 
+/// Connects to one approved address and runs the check.
+async fn check(
+    s: &Settings,
+    conn: &Connection,
+    addr: SocketAddr,
+    ctx: &Context,
+) -> Result<String, ProbeError> {
+    if !matches!(s.ssl_mode, PgSslMode::VerifyFull) {
+        return query(&options(s, conn, addr, None), s, addr).await;
+    }
+    let stream = ctx.connect_addr(addr, &s.host).await?;
+    let mut relay = Relay::new(stream, &format!(".s.PGSQL.{}", addr.port()))?;
+    let opts = options(s, conn, addr, Some(&relay));
+    let work = query(&opts, s, addr);
+    tokio::pin!(work);
+    let mut relaying = true;
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut work => return result,
+            _ = relay.serve(), if relaying => relaying = false,
+        }
+    }
+}
+
+async fn query(
+    opts: &PgConnectOptions,
+    s: &Settings,
+    addr: SocketAddr,
+) -> Result<String, ProbeError> {
+    let mut c = PgConnection::connect_with(opts)
+        .await
+        .map_err(|e| classify(&e, s, addr))?;
+    let row: Result<(i32, String), _> =
+        sqlx::query_as("SELECT 1, current_setting('server_version')")
+            .fetch_one(&mut c)
+            .await;
+    let _ = c.close().await;
+    match row {
+        Ok((1, version)) => Ok(format!("PostgreSQL {version}")),
+        Ok(_) => Err(ProbeError::new(
+            Failure::Protocol,
+            "SELECT 1 did not return 1",
+        )),
+        Err(e) => Err(classify(&e, s, addr)),
+    }
+}
+
 async fn probe(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
     let s = settings(conn)?;
     let addrs = ctx.resolve(&s.host, s.port).await?;
     let mut last = None;
     for addr in addrs {
-        let opts = options(&s, conn, addr);
-        match PgConnection::connect_with(&opts).await {
-            Ok(mut c) => {
-                let row: Result<(i32, String), _> =
-                    sqlx::query_as("SELECT 1, current_setting('server_version')")
-                        .fetch_one(&mut c)
-                        .await;
-                let _ = c.close().await;
-                return match row {
-                    Ok((1, version)) => Ok(format!("PostgreSQL {version}")),
-                    Ok(_) => Err(ProbeError::new(
-                        Failure::Protocol,
-                        "SELECT 1 did not return 1",
-                    )),
-                    Err(e) => Err(classify(&e, &s, addr)),
-                };
-            }
-            Err(e) => {
-                let err = classify(&e, &s, addr);
-                // Another address may answer; any other failure is the server's answer.
-                if err.kind != Failure::Refused {
-                    return Err(err);
-                }
-                last = Some(err);
-            }
+        match check(&s, conn, addr, ctx).await {
+            Ok(detail) => return Ok(detail),
+            // Another address may answer; any other failure is the server's answer.
+            Err(err) if err.kind == Failure::Refused => last = Some(err),
+            Err(err) => return Err(err),
         }
     }
     Err(last.unwrap_or_else(|| ProbeError::new(Failure::Dns, "no address to connect to")))
@@ -214,6 +254,17 @@ fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
                     format!("server error {code}: {}", db.message()),
                 ),
             }
+        }
+        // rustls reports a failed handshake (a certificate for another name, an unknown
+        // issuer) as an IO error of kind InvalidData.
+        sqlx::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::InvalidData
+                && io.to_string().contains("certificate") =>
+        {
+            ProbeError::new(
+                Failure::Tls,
+                format!("TLS error with {target}: {io} (check sslmode and sslrootcert)"),
+            )
         }
         sqlx::Error::Io(io) => io_error(io, &target),
         sqlx::Error::Tls(t) => ProbeError::new(

@@ -12,6 +12,7 @@
 mod error;
 mod policy;
 mod registry;
+mod relay;
 mod scrub;
 
 use std::future::Future;
@@ -21,6 +22,7 @@ pub use broked_core::{ConnType, Connection};
 pub use error::{Failure, ProbeError, classify_io, io_error};
 pub use policy::{DEFAULT_DENY, DEFAULT_TIMEOUT, KEYRING_MAGIC, Policy};
 pub use registry::{Context, Outcome, Registry};
+pub use relay::Relay;
 pub use scrub::scrub;
 
 /// What a probe returns: an optional detail (e.g. `PostgreSQL 15.19`, may be empty) or why it failed.

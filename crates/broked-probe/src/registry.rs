@@ -92,6 +92,20 @@ impl Context {
         }
         Err(last.unwrap_or_else(|| dns_error(host)))
     }
+
+    /// Opens a TCP connection to one address that [`Context::resolve`] returned, within the
+    /// remaining time; `host` names the target in messages.
+    pub async fn connect_addr(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+    ) -> Result<TcpStream, ProbeError> {
+        match tokio::time::timeout(self.remaining(), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(crate::io_error(&e, &target(host, addr.port()))),
+            Err(_) => Err(timeout_error(self.policy.timeout())),
+        }
+    }
 }
 
 /// `host:port`, with brackets around an IPv6 address.

@@ -213,3 +213,157 @@ async fn blank_password_is_auth() {
         assert_eq!(o.failure, Some(Failure::Auth), "{o:?}");
     }
 }
+
+/// Issue 13.7: `verify_identity` connects to the address the policy checked — through the
+/// probe's relay, not by resolving the name again — and still verifies the certificate against
+/// the host name. A MySQL stand-in on 127.0.0.1 greets, takes the SSL request, completes TLS
+/// with a certificate from a test CA, records the server name the client asked for, and
+/// refuses the login (error 1045): an `auth` failure proves that TLS with the name succeeded.
+mod verify_identity {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use std::sync::Mutex;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls::{self, pki_types};
+
+    fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut p = len.to_le_bytes()[..3].to_vec();
+        p.push(seq);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    async fn read_packet<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u8, Vec<u8>)> {
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).await.ok()?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.ok()?;
+        Some((head[3], payload))
+    }
+
+    /// The server greeting (protocol 10) offering TLS and mysql_native_password.
+    fn greeting() -> Vec<u8> {
+        let mut g = vec![10];
+        g.extend_from_slice(b"8.0.36-standin\0");
+        g.extend_from_slice(&7u32.to_le_bytes());
+        g.extend_from_slice(b"abcdefgh\0");
+        // Lower capabilities: everything but compression (SSL, PROTOCOL_41, SECURE_CONNECTION
+        // included); upper: multi-statements/results and PLUGIN_AUTH.
+        g.extend_from_slice(&0xFFDFu16.to_le_bytes());
+        g.push(33);
+        g.extend_from_slice(&2u16.to_le_bytes());
+        g.extend_from_slice(&0x000Fu16.to_le_bytes());
+        g.push(21);
+        g.extend_from_slice(&[0; 10]);
+        g.extend_from_slice(b"ijklmnopqrst\0");
+        g.extend_from_slice(b"mysql_native_password\0");
+        g
+    }
+
+    fn relay_dirs() -> usize {
+        let prefix = format!("broked-probe-{}-", std::process::id());
+        ["/tmp".into(), std::env::temp_dir()]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .count()
+    }
+
+    /// The stand-in with a certificate for `names`; returns its port, the CA's PEM, and for
+    /// each handshake it completed the server name (SNI) and whether it came through a relay.
+    async fn tls_mysql(names: &[&str]) -> (u16, String, Arc<Mutex<Vec<String>>>) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "broked test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let sni: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sni2 = sni.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let (acceptor, sni) = (acceptor.clone(), sni2.clone());
+                tokio::spawn(async move {
+                    s.write_all(&packet(0, &greeting())).await.unwrap();
+                    // The SSL request: 32 bytes, CLIENT_SSL set.
+                    let Some((1, req)) = read_packet(&mut s).await else {
+                        return;
+                    };
+                    if req.len() != 32 || req[1] & 0x08 == 0 {
+                        return;
+                    }
+                    let Ok(mut tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let name = tls.get_ref().1.server_name().unwrap_or("").to_owned();
+                    let via = if relay_dirs() > 0 { "relay" } else { "direct" };
+                    sni.lock().unwrap().push(format!("{name} via {via}"));
+                    let Some((seq, _response)) = read_packet(&mut tls).await else {
+                        return;
+                    };
+                    let mut err = vec![0xff];
+                    err.extend_from_slice(&1045u16.to_le_bytes());
+                    err.extend_from_slice(b"#28000Access denied for user 'etl'");
+                    let _ = tls.write_all(&packet(seq + 1, &err)).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, ca.pem(), sni)
+    }
+
+    fn verify_identity(port: u16, ca: &str) -> Connection {
+        let mut c = conn("localhost", port, "etl", Some("my-relay-Secret-52"), "db");
+        c.extra = Some(Secret::from(
+            serde_json::json!({"ssl_mode": "verify_identity", "ssl_ca": ca}).to_string(),
+        ));
+        c
+    }
+
+    #[tokio::test]
+    async fn verifies_the_name_at_the_checked_address() {
+        let (port, ca, sni) = tls_mysql(&["localhost"]).await;
+        let r = registry(Duration::from_secs(5), &[]);
+        let o = test(&r, &verify_identity(port, &ca)).await;
+        assert_eq!(o.failure, Some(Failure::Auth), "{o:?}");
+        assert_eq!(
+            *sni.lock().unwrap(),
+            ["localhost via relay"],
+            "TLS asked for the name, over the probe's own connection to the checked address"
+        );
+
+        let (port, ca, _) = tls_mysql(&["db.other.example"]).await;
+        let o = test(&r, &verify_identity(port, &ca)).await;
+        assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+
+        let (port, ca, sni) = tls_mysql(&["localhost"]).await;
+        let denied = registry(Duration::from_secs(5), &["127.0.0.0/8", "::1"]);
+        let o = test(&denied, &verify_identity(port, &ca)).await;
+        assert_eq!(o.failure, Some(Failure::Blocked), "{o:?}");
+        assert!(sni.lock().unwrap().is_empty());
+        assert_eq!(relay_dirs(), 0, "relay directories are removed");
+    }
+}

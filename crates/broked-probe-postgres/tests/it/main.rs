@@ -300,3 +300,142 @@ async fn client_cert_env_child() {
     assert_eq!(o.failure, Some(Failure::Config), "{o:?}");
     assert!(o.message.contains("PGSSLCERT"), "{o:?}");
 }
+
+/// Issue 13.7: `verify-full` connects to the address the policy checked — through the probe's
+/// relay, not by resolving the name again — and still verifies the certificate against the
+/// host name. A PostgreSQL stand-in on 127.0.0.1 answers the SSL request, completes TLS with
+/// a certificate from a test CA, records the server name the client asked for, and refuses
+/// the login (SQLSTATE 28P01): an `auth` failure proves that TLS with the name succeeded.
+mod verify_full {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls::{self, pki_types};
+
+    /// The stand-in with a certificate for `names`; returns its port, the CA's PEM, and for
+    /// each handshake it completed the server name (SNI) and whether it came through a relay.
+    async fn tls_postgres(names: &[&str]) -> (u16, String, Arc<Mutex<Vec<String>>>) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "broked test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let sni: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sni2 = sni.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let (acceptor, sni) = (acceptor.clone(), sni2.clone());
+                tokio::spawn(async move {
+                    let mut ssl_request = [0u8; 8];
+                    if s.read_exact(&mut ssl_request).await.is_err()
+                        || ssl_request != [0, 0, 0, 8, 4, 210, 22, 47]
+                    {
+                        return;
+                    }
+                    s.write_all(b"S").await.unwrap();
+                    let Ok(mut tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let name = tls.get_ref().1.server_name().unwrap_or("").to_owned();
+                    // Whether the client reached us through the probe's relay (its socket
+                    // directory exists while it relays), not by a TCP connect of its own.
+                    let via = if relay_dirs() > 0 { "relay" } else { "direct" };
+                    sni.lock().unwrap().push(format!("{name} via {via}"));
+                    // The startup message: a length, then that many bytes minus four.
+                    let mut len = [0u8; 4];
+                    if tls.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                    if tls.read_exact(&mut rest).await.is_err() {
+                        return;
+                    }
+                    let mut body = Vec::new();
+                    for (code, text) in [
+                        (b'S', "FATAL"),
+                        (b'V', "FATAL"),
+                        (b'C', "28P01"),
+                        (b'M', "password authentication failed"),
+                    ] {
+                        body.push(code);
+                        body.extend_from_slice(text.as_bytes());
+                        body.push(0);
+                    }
+                    body.push(0);
+                    let mut msg = vec![b'E'];
+                    msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+                    msg.extend_from_slice(&body);
+                    let _ = tls.write_all(&msg).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, ca.pem(), sni)
+    }
+
+    fn verify_full(port: u16, ca: &str) -> Connection {
+        let mut c = conn("localhost", port, "etl", Some("pg-relay-Secret-41"), "db");
+        c.extra = Some(Secret::from(
+            serde_json::json!({"sslmode": "verify-full", "sslrootcert": ca}).to_string(),
+        ));
+        c
+    }
+
+    fn relay_dirs() -> usize {
+        let prefix = format!("broked-probe-{}-", std::process::id());
+        ["/tmp".into(), std::env::temp_dir()]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn verifies_the_name_at_the_checked_address() {
+        let (port, ca, sni) = tls_postgres(&["localhost"]).await;
+        let r = registry(Duration::from_secs(5), &[]);
+        let o = test(&r, &verify_full(port, &ca)).await;
+        assert_eq!(o.failure, Some(Failure::Auth), "{o:?}");
+        assert_eq!(
+            *sni.lock().unwrap(),
+            ["localhost via relay"],
+            "TLS asked for the name, over the probe's own connection to the checked address"
+        );
+
+        // A certificate for another name fails verification, through the relay too.
+        let (port, ca, _) = tls_postgres(&["db.other.example"]).await;
+        let o = test(&r, &verify_full(port, &ca)).await;
+        assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+
+        // The name's addresses are checked and only those are used: denied, nothing is sent.
+        let (port, ca, sni) = tls_postgres(&["localhost"]).await;
+        let denied = registry(Duration::from_secs(5), &["127.0.0.0/8", "::1"]);
+        let o = test(&denied, &verify_full(port, &ca)).await;
+        assert_eq!(o.failure, Some(Failure::Blocked), "{o:?}");
+        assert!(sni.lock().unwrap().is_empty());
+        assert_eq!(relay_dirs(), 0, "relay directories are removed");
+    }
+}
