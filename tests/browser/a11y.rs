@@ -423,6 +423,38 @@ fn errors_use_the_labels_show_all_at_once_and_link_from_a_summary() {
             call(&server, "GET", "/api/connections/ui-http", None).status,
             404
         );
+
+        // A stored password does not follow a new host: the server's refusal, in the UI's words.
+        create(
+            &server,
+            json!({"conn_id": "ui-pg", "type": "postgres", "host": "db.example.com",
+                   "login": "etl", "password": "pw-kept-1"}),
+        );
+        c.goto(&format!("{}/#/connections/ui-pg", server.base))
+            .await
+            .expect("edit");
+        wait_js(
+            &c,
+            "the discard dialog (the refused form is not saved)",
+            "document.getElementById('leave-dialog').open",
+        )
+        .await;
+        click(&c, "#leave-discard").await;
+        form_shown(&c).await;
+        wait_text(&c, "#form-title", "Edit ui-pg").await;
+        fill(&c, "#f-host", "db2.example.com").await;
+        click(&c, "#save").await;
+        let pw_error = wait_text(&c, "#e-password", "Password:").await;
+        assert!(
+            pw_error.contains("type the password again")
+                && pw_error.contains("Clear the stored password")
+                && !pw_error.contains("null"),
+            "{pw_error}"
+        );
+        assert_eq!(
+            call(&server, "GET", "/api/connections/ui-pg", None).json["host"],
+            "db.example.com"
+        );
         c.close().await.expect("close the browser");
     });
 }

@@ -510,6 +510,18 @@ function humanize(field, message) {
   if (field === 'conn_id') return `${label}: ${ID_TEXT}`;
   if (field === 'port' && /integer/.test(m)) return `${label}: ${PORT_TEXT}`;
   if (/ is required\b/.test(m)) return `${label}: required${t ? ` for ${t.label} connections` : ''}.`;
+  if (field === 'password' || field === 'extra') {
+    // A stored secret is never sent to another target: the server asks to type it again.
+    const clear = `tick “Clear the stored ${field}”`;
+    const what = `type the ${field === 'password' ? label.toLowerCase() : 'extra'} again or ${clear}`;
+    if (/type, host, port or login changes/.test(m)) {
+      return `${label}: the type, host, port or login changed, so ${what}. A stored secret is never sent to another server.`;
+    }
+    if (/changes how the target is secured/.test(m)) {
+      return `${label}: the extra settings that secure the connection (TLS, certificates, host key) changed, so ${what}.`;
+    }
+    m = m.replace(/\(?or send null to clear it\)?/g, `or ${clear}`);
+  }
   m = m.replace(/\s*\(\^.*?\$\)/g, '');
   m = m.replace(/\b(postgres|mysql|sqlite|http|sftp|s3|generic)( connections?)\b/g,
     (_, type, rest) => `${typeLabel(type)}${rest}`);
