@@ -2,21 +2,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
 use broked_crypto::Keyring;
 use broked_store::{
-    Deleted, PipelineRef, PutPipeline, Sealed, SecretField, SqliteStore, Store, StoreError,
-    StoredConnection, StoredPipeline, Written,
+    Deleted, PipelineRef, PutPipeline, SqliteStore, Store, StoreError, StoredConnection,
+    StoredPipeline, Written,
 };
 
 use crate::error::{Error, store_err};
 use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage, now};
 use crate::pipeline::{PipelineDef, PipelineId};
 use crate::resolve::Cache;
+use crate::sealer::{CheckReport, KeyStatus, RotateReport, Sealer, corrupt};
 use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
-use crate::{Options, TestOutcome, env, keys, probes};
+use crate::{Options, TestOutcome, env, probes};
 
 /// How many times a write is retried when another writer changed the row first.
 const WRITE_ATTEMPTS: usize = 16;
@@ -29,11 +30,9 @@ pub struct Connections {
     /// The database as shown in messages: a file path, or a PostgreSQL address without its
     /// user information.
     pub(crate) db: PathBuf,
-    pub(crate) key_path: PathBuf,
-    /// The key file as last read (see `keys::key_file_stamp`).
-    pub(crate) key_stamp: Mutex<Option<keys::KeyFileStamp>>,
-    pub(crate) store: Box<dyn Store>,
-    pub(crate) keyring: RwLock<Keyring>,
+    pub(crate) store: Arc<dyn Store>,
+    /// The keyring: every secret is sealed and opened through it.
+    pub(crate) sealer: Sealer,
     pub(crate) options: Options,
     registry: broked_probe::Registry,
     pub(crate) cache: Mutex<Cache>,
@@ -62,21 +61,18 @@ impl Connections {
     /// over existing secrets.
     pub fn open_with(db_path: impl AsRef<Path>, options: Options) -> Result<Connections, Error> {
         let (db, key_path, store) = open_store(db_path.as_ref(), &options)?;
-        let keyring = keys::open_keyring(&db, &key_path, store.as_ref())?;
+        let store: Arc<dyn Store> = Arc::from(store);
+        let sealer = Sealer::open(&db, &key_path, store.clone(), options.rotate_after_seals)?;
         let registry = probes::registry(&options)?;
-        let connections = Connections {
+        Ok(Connections {
             db,
-            key_stamp: Mutex::new(keys::key_file_stamp(&key_path)),
-            key_path,
             store,
-            keyring: RwLock::new(keyring),
+            sealer,
             options,
             registry,
             cache: Mutex::new(Cache::default()),
             env_conns: env::snapshot(),
-        };
-        connections.migrate_seals()?;
-        Ok(connections)
+        })
     }
 
     /// The database: its file, or a PostgreSQL address without user information.
@@ -86,38 +82,20 @@ impl Connections {
 
     /// The key file.
     pub fn key_path(&self) -> PathBuf {
-        self.key_path.clone()
+        self.sealer.key_path().to_owned()
     }
 
     /// Stores a new connection; its secrets are sealed before they reach the database.
     pub fn create(&self, input: ConnectionInput) -> Result<ConnectionInfo, Error> {
         let conn = input.validate()?;
         let now = now();
-        let stored = self.with_sealed_retry(
-            || {
-                Ok(StoredConnection {
-                    conn_id: conn.conn_id.as_str().to_owned(),
-                    conn_type: conn.conn_type.as_str().to_owned(),
-                    host: conn.host.clone(),
-                    port: conn.port,
-                    schema: conn.schema.clone(),
-                    login: conn.login.clone(),
-                    password: self.seal_opt(
-                        &conn,
-                        SecretField::Password,
-                        conn.password.as_ref(),
-                    )?,
-                    extra: self.seal_opt(&conn, SecretField::Extra, conn.extra.as_ref())?,
-                    description: conn.description.clone(),
-                    created_at: now.clone(),
-                    updated_at: now.clone(),
-                    version: 1,
-                })
-            },
-            |row| self.store.insert_connection(row),
+        let (rows, ()) = self.sealer.write_rows(
+            None,
+            || Ok(vec![self.sealer.seal_row(&conn, None, &now, &now, 1)?]),
+            |rows| self.store.insert_connection(&rows[0]),
+            |_| true,
         )?;
-        self.count_row_seals(&stored, None)?;
-        info(&stored)
+        info(&rows[0])
     }
 
     /// A connection, masked.
@@ -156,67 +134,48 @@ impl Connections {
             // that does not open counts as unknown, so a kept password must be entered again.
             let mut stored_extra_unknown = false;
             if !update.extra.keeps() && update.password.keeps() && current.password.is_some() {
-                match old
-                    .sealed(SecretField::Extra)
-                    .map(|s| self.open_field(conn_id, &row_target(&old)?, SecretField::Extra, s))
-                    .transpose()
-                {
-                    Ok(extra) => current.extra = extra,
+                match self.sealer.open_row(&old, false, true) {
+                    Ok(c) => current.extra = c.extra,
                     Err(_) => stored_extra_unknown = true,
                 }
             }
             let new = update.clone().apply(&current, mode)?;
             moved_secrets(&current, &new, &update, stored_extra_unknown)?;
-            let same_binding = new.target_binding() == current.target_binding();
-            let new_target = new.target_binding();
-            let keep = |field: SecretField,
-                        new: Option<&Secret>,
-                        cur: Option<&Secret>|
-             -> Result<Option<Sealed>, Error> {
-                match (new, cur) {
-                    // Unchanged, for the same target: keep the sealed value as it is.
-                    (Some(n), Some(c)) if n == c && same_binding => Ok(old.sealed(field).cloned()),
-                    (Some(n), _) => self.seal(conn_id, &new_target, field, n).map(Some),
-                    (None, _) => Ok(None),
-                }
+            // A stored extra read only for its securing keys is not kept as it is.
+            let kept = Connection {
+                extra: current.extra.clone().filter(|_| update.extra.keeps()),
+                ..current.clone()
             };
-            let row = StoredConnection {
-                conn_id: old.conn_id.clone(),
-                conn_type: new.conn_type.as_str().to_owned(),
-                host: new.host.clone(),
-                port: new.port,
-                schema: new.schema.clone(),
-                login: new.login.clone(),
-                password: keep(
-                    SecretField::Password,
-                    new.password.as_ref(),
-                    current.password.as_ref(),
-                )?,
-                extra: keep(
-                    SecretField::Extra,
-                    new.extra.as_ref(),
-                    // A stored extra read only for its securing keys is not kept as is.
-                    current.extra.as_ref().filter(|_| update.extra.keeps()),
-                )?,
-                description: new.description.clone(),
-                created_at: old.created_at.clone(),
-                updated_at: now(),
-                version: old.version,
+            let updated_at = now();
+            let written = self.sealer.write_rows(
+                Some(&old),
+                || {
+                    let mut row = self.sealer.seal_row(
+                        &new,
+                        Some((&old, &kept)),
+                        &old.created_at,
+                        &updated_at,
+                        old.version,
+                    )?;
+                    row.conn_id = old.conn_id.clone();
+                    Ok(vec![row])
+                },
+                |rows| self.store.update_connection(&rows[0]),
+                |w| *w == Written::Done,
+            );
+            let (rows, outcome) = match written {
+                Ok(w) => w,
+                Err(Error::Store(StoreError::UnknownKey(_))) => continue,
+                Err(e) => return Err(e),
             };
-            match self.store.update_connection(&row) {
-                Ok(Written::Done) => {
-                    self.count_row_seals(&row, Some(&old))?;
-                    let mut row = row;
+            match outcome {
+                Written::Done => {
+                    let mut row = rows.into_iter().next().expect("one row");
                     row.version += 1;
                     return info(&row);
                 }
-                Ok(Written::Stale) => continue,
-                Ok(Written::Missing) => return Err(Error::NotFound(conn_id.to_owned())),
-                Err(StoreError::UnknownKey(_)) => {
-                    self.reload_keyring()?;
-                    continue;
-                }
-                Err(e) => return Err(store_err(e)),
+                Written::Stale => continue,
+                Written::Missing => return Err(Error::NotFound(conn_id.to_owned())),
             }
         }
         Err(Error::Busy)
@@ -391,97 +350,35 @@ impl Connections {
         password: bool,
         extra: bool,
     ) -> Result<Connection, Error> {
-        let target = if (password && row.password.is_some()) || (extra && row.extra.is_some()) {
-            row_target(row)?
-        } else {
-            String::new()
-        };
-        let open = |field: SecretField| -> Result<Option<Secret>, Error> {
-            let wanted = match field {
-                SecretField::Password => password,
-                SecretField::Extra => extra,
-            };
-            row.sealed(field)
-                .filter(|_| wanted)
-                .map(|s| self.open_field(&row.conn_id, &target, field, s))
-                .transpose()
-        };
-        Ok(Connection {
-            conn_id: ConnId::new(row.conn_id.as_str()).map_err(|_| corrupt("conn_id"))?,
-            conn_type: row.conn_type.parse().map_err(|_| corrupt("conn_type"))?,
-            host: row.host.clone(),
-            port: row.port,
-            schema: row.schema.clone(),
-            login: row.login.clone(),
-            password: open(SecretField::Password)?,
-            extra: open(SecretField::Extra)?,
-            description: row.description.clone(),
-        })
+        self.sealer.open_row(row, password, extra)
     }
 
-    fn seal_opt(
-        &self,
-        conn: &Connection,
-        field: SecretField,
-        value: Option<&Secret>,
-    ) -> Result<Option<Sealed>, Error> {
-        let target = conn.target_binding();
-        value
-            .map(|v| self.seal(conn.conn_id.as_str(), &target, field, v))
-            .transpose()
+    /// Adds a new active key, re-seals every secret under it in one transaction, and keeps
+    /// the old keys (until [`Connections::prune`]). `progress(done, total)` is called as
+    /// values are re-sealed.
+    ///
+    /// A crash at any point leaves every secret readable: the key file gains the new key
+    /// (atomically) before any value is sealed with it, and the database switches all values
+    /// in one transaction.
+    pub fn rotate(&self, progress: impl FnMut(u64, u64)) -> Result<RotateReport, Error> {
+        self.sealer.rotate(progress)
     }
 
-    /// Builds a row with fresh seals and writes it; if the store does not know the key
-    /// (another process pruned it after rotating), re-reads the key file and seals again.
-    fn with_sealed_retry(
-        &self,
-        build: impl Fn() -> Result<StoredConnection, Error>,
-        write: impl Fn(&StoredConnection) -> Result<(), StoreError>,
-    ) -> Result<StoredConnection, Error> {
-        let mut reloaded = false;
-        loop {
-            let row = build()?;
-            match write(&row) {
-                Ok(()) => return Ok(row),
-                Err(StoreError::UnknownKey(_)) if !reloaded => {
-                    reloaded = true;
-                    self.reload_keyring()?;
-                }
-                Err(e) => return Err(store_err(e)),
-            }
-        }
+    /// Removes from the key file and the database the keys that seal nothing any more
+    /// (never the active key). Returns their ids (`k1`…).
+    pub fn prune(&self) -> Result<Vec<String>, Error> {
+        self.sealer.prune()
     }
 
-    /// Counts the seals a write made (values that differ from `old`'s).
-    fn count_row_seals(
-        &self,
-        row: &StoredConnection,
-        old: Option<&StoredConnection>,
-    ) -> Result<(), Error> {
-        let mut per_key: BTreeMap<u32, u64> = BTreeMap::new();
-        for field in SecretField::ALL {
-            if let Some(s) = row.sealed(field) {
-                if old.and_then(|o| o.sealed(field)) != Some(s) {
-                    *per_key.entry(s.key_id).or_default() += 1;
-                }
-            }
-        }
-        for (key, n) in per_key {
-            self.count_seals(key, n)?;
-        }
-        Ok(())
+    /// Tries to open every sealed value.
+    pub fn check(&self) -> Result<CheckReport, Error> {
+        self.sealer.check()
     }
-}
 
-/// The target a row's sealed values are bound to ([`broked_core::target_binding`]).
-pub(crate) fn row_target(row: &StoredConnection) -> Result<String, Error> {
-    let t: ConnType = row.conn_type.parse().map_err(|_| corrupt("conn_type"))?;
-    Ok(broked_core::target_binding(
-        t,
-        row.host.as_deref(),
-        row.port,
-        row.login.as_deref(),
-    ))
+    /// The keys of the keyring with how many values each seals.
+    pub fn keys(&self) -> Result<Vec<KeyStatus>, Error> {
+        self.sealer.keys()
+    }
 }
 
 /// Refuses the mask `********` sent back for a secret the connection does not have: there is
@@ -627,13 +524,6 @@ fn open_store(db: &Path, options: &Options) -> Result<(PathBuf, PathBuf, Box<dyn
         .clone()
         .unwrap_or_else(|| Keyring::path_for_db(db));
     Ok((db.to_owned(), key, Box::new(store)))
-}
-
-fn corrupt(what: &str) -> Error {
-    Error::Store(StoreError::Corrupt {
-        table: "connections",
-        reason: format!("invalid {what}"),
-    })
 }
 
 pub(crate) fn info(row: &StoredConnection) -> Result<ConnectionInfo, Error> {

@@ -22,10 +22,10 @@ mod connections;
 mod env;
 mod error;
 mod info;
-mod keys;
 mod pipeline;
 mod probes;
 mod resolve;
+mod sealer;
 mod transfer;
 mod update;
 
@@ -38,9 +38,9 @@ pub use crate::connections::{Connections, describe_db, is_postgres_url};
 pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};
 pub use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage};
-pub use crate::keys::{CheckFailure, CheckReport, KeyStatus, RotateReport};
 pub use crate::pipeline::{Node, PipelineDef, PipelineError, PipelineId};
 pub use crate::resolve::{Resolved, Source, Stale};
+pub use crate::sealer::{CheckFailure, CheckReport, KeyStatus, RotateReport};
 pub use crate::transfer::EXPORT_FORMAT;
 pub use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
 

@@ -1,17 +1,21 @@
-//! The keyring and the store together: opening with a key check, sealing and opening fields,
-//! rotation, pruning and checking.
+//! [`Sealer`]: the one owner of the keyring. Opening it with a key check against the store,
+//! sealing and opening values bound to their connection's target, whole rows, the one write
+//! path that retries on a key another process added and counts seals, rotation, pruning,
+//! checking and the migration to sealed format 2.
+//!
+//! Locks, in the order they may be taken: `keyring` (read or write), then `key_stamp`. The
+//! store's rotation lock (`Store::lock_rotation`) is taken before either.
 //!
 //! "First run" means "the database has no key check value", never "the key file is absent":
 //! a new key is never generated for a database that holds one.
 
-use std::path::Path;
-use std::sync::RwLock;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
-use broked_core::Secret;
+use broked_core::{ConnId, ConnType, Connection, Secret};
 use broked_crypto::{Aad, CryptoError, KeyId, Keyring};
-use broked_store::{Reseal, Sealed, SecretField, Store};
+use broked_store::{Reseal, Sealed, SecretField, Store, StoreError, StoredConnection};
 
-use crate::connections::Connections;
 use crate::error::{Error, store_err};
 
 /// What `key rotate` did.
@@ -52,12 +56,193 @@ pub struct KeyStatus {
     pub secrets: u64,
 }
 
+/// The keyring of one database, with the key file as last read. Every sealed value goes in
+/// and out through it.
+pub(crate) struct Sealer {
+    /// The database as messages show it.
+    db: PathBuf,
+    key_path: PathBuf,
+    store: Arc<dyn Store>,
+    keyring: RwLock<Keyring>,
+    /// The key file as last read (see [`key_file_stamp`]).
+    key_stamp: Mutex<Option<KeyFileStamp>>,
+    /// Rotate when the active key has sealed this many values.
+    rotate_after_seals: u64,
+}
+
+impl Sealer {
+    /// Opens the key file for `db` (creating it on first run), checks it against the
+    /// database's key check values, and re-seals values of sealed format 1 once.
+    pub(crate) fn open(
+        db: &Path,
+        key_path: &Path,
+        store: Arc<dyn Store>,
+        rotate_after_seals: u64,
+    ) -> Result<Sealer, Error> {
+        let keyring = open_keyring(db, key_path, store.as_ref())?;
+        let sealer = Sealer {
+            db: db.to_owned(),
+            key_stamp: Mutex::new(key_file_stamp(key_path)),
+            key_path: key_path.to_owned(),
+            store,
+            keyring: RwLock::new(keyring),
+            rotate_after_seals,
+        };
+        sealer.migrate_seals()?;
+        Ok(sealer)
+    }
+
+    pub(crate) fn key_path(&self) -> &Path {
+        &self.key_path
+    }
+
+    /// A connection as a row, its secrets sealed for its target. With `old` (the row and its
+    /// opened connection before an update), a secret that is unchanged and whose target is
+    /// unchanged keeps its sealed value as it is.
+    pub(crate) fn seal_row(
+        &self,
+        conn: &Connection,
+        old: Option<(&StoredConnection, &Connection)>,
+        created_at: &str,
+        updated_at: &str,
+        version: i64,
+    ) -> Result<StoredConnection, Error> {
+        let target = conn.target_binding();
+        let same_target = old.is_some_and(|(_, c)| c.target_binding() == target);
+        let seal = |field: SecretField, new: Option<&Secret>| -> Result<Option<Sealed>, Error> {
+            let Some(new) = new else { return Ok(None) };
+            if let Some((row, before)) = old {
+                let before = match field {
+                    SecretField::Password => before.password.as_ref(),
+                    SecretField::Extra => before.extra.as_ref(),
+                };
+                if same_target && before == Some(new) {
+                    return Ok(row.sealed(field).cloned());
+                }
+            }
+            self.seal(conn.conn_id.as_str(), &target, field, new)
+                .map(Some)
+        };
+        Ok(StoredConnection {
+            conn_id: conn.conn_id.as_str().to_owned(),
+            conn_type: conn.conn_type.as_str().to_owned(),
+            host: conn.host.clone(),
+            port: conn.port,
+            schema: conn.schema.clone(),
+            login: conn.login.clone(),
+            password: seal(SecretField::Password, conn.password.as_ref())?,
+            extra: seal(SecretField::Extra, conn.extra.as_ref())?,
+            description: conn.description.clone(),
+            created_at: created_at.to_owned(),
+            updated_at: updated_at.to_owned(),
+            version,
+        })
+    }
+
+    /// A row as a connection, with only the secrets asked for opened (the others `None`).
+    pub(crate) fn open_row(
+        &self,
+        row: &StoredConnection,
+        password: bool,
+        extra: bool,
+    ) -> Result<Connection, Error> {
+        let target = if (password && row.password.is_some()) || (extra && row.extra.is_some()) {
+            row_target(row)?
+        } else {
+            String::new()
+        };
+        let open = |field: SecretField, wanted: bool| -> Result<Option<Secret>, Error> {
+            row.sealed(field)
+                .filter(|_| wanted)
+                .map(|s| self.open_field(&row.conn_id, &target, field, s))
+                .transpose()
+        };
+        Ok(Connection {
+            conn_id: ConnId::new(row.conn_id.as_str()).map_err(|_| corrupt("conn_id"))?,
+            conn_type: row.conn_type.parse().map_err(|_| corrupt("conn_type"))?,
+            host: row.host.clone(),
+            port: row.port,
+            schema: row.schema.clone(),
+            login: row.login.clone(),
+            password: open(SecretField::Password, password)?,
+            extra: open(SecretField::Extra, extra)?,
+            description: row.description.clone(),
+        })
+    }
+
+    /// The one write path for sealed rows: builds the rows (sealing), writes them, and counts
+    /// the seals that reached the database (`wrote` says whether they did; values equal to
+    /// `old`'s are not new seals). If the store does not know the key (another process
+    /// rotated and pruned), re-reads the key file and seals again, once.
+    pub(crate) fn write_rows<T>(
+        &self,
+        old: Option<&StoredConnection>,
+        build: impl Fn() -> Result<Vec<StoredConnection>, Error>,
+        write: impl Fn(&[StoredConnection]) -> Result<T, StoreError>,
+        wrote: impl Fn(&T) -> bool,
+    ) -> Result<(Vec<StoredConnection>, T), Error> {
+        let mut reloaded = false;
+        loop {
+            let rows = build()?;
+            match write(&rows) {
+                Ok(outcome) => {
+                    if wrote(&outcome) {
+                        self.count_row_seals(&rows, old)?;
+                    }
+                    return Ok((rows, outcome));
+                }
+                Err(StoreError::UnknownKey(_)) if !reloaded => {
+                    reloaded = true;
+                    self.reload_keyring()?;
+                }
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+    }
+
+    /// Counts the seals of `rows` (values that differ from `old`'s), per key.
+    fn count_row_seals(
+        &self,
+        rows: &[StoredConnection],
+        old: Option<&StoredConnection>,
+    ) -> Result<(), Error> {
+        let mut per_key: std::collections::BTreeMap<u32, u64> = Default::default();
+        for row in rows {
+            for field in SecretField::ALL {
+                if let Some(s) = row.sealed(field) {
+                    if old.and_then(|o| o.sealed(field)) != Some(s) {
+                        *per_key.entry(s.key_id).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for (key, n) in per_key {
+            self.count_seals(key, n)?;
+        }
+        Ok(())
+    }
+}
+
+/// The target a row's sealed values are bound to ([`broked_core::target_binding`]).
+pub(crate) fn row_target(row: &StoredConnection) -> Result<String, Error> {
+    let t: ConnType = row.conn_type.parse().map_err(|_| corrupt("conn_type"))?;
+    Ok(broked_core::target_binding(
+        t,
+        row.host.as_deref(),
+        row.port,
+        row.login.as_deref(),
+    ))
+}
+
+pub(crate) fn corrupt(what: &str) -> Error {
+    Error::Store(StoreError::Corrupt {
+        table: "connections",
+        reason: format!("invalid {what}"),
+    })
+}
+
 /// Opens the keyring for `db` and checks it against the key check values in `store`.
-pub(crate) fn open_keyring(
-    db: &Path,
-    key_path: &Path,
-    store: &dyn Store,
-) -> Result<Keyring, Error> {
+fn open_keyring(db: &Path, key_path: &Path, store: &dyn Store) -> Result<Keyring, Error> {
     let key_path = key_path.to_owned();
     let checks = store.key_checks().map_err(store_err)?;
     let keyring = if checks.is_empty() {
@@ -153,10 +338,10 @@ fn write(keyring: &RwLock<Keyring>) -> std::sync::RwLockWriteGuard<'_, Keyring> 
     keyring.write().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Connections {
+impl Sealer {
     /// Seals `value` for `conn_id`'s `field` under the active key, bound to the connection's
     /// `target` ([`broked_core::target_binding`]).
-    pub(crate) fn seal(
+    fn seal(
         &self,
         conn_id: &str,
         target: &str,
@@ -179,13 +364,12 @@ impl Connections {
     }
 
     /// Counts `n` seals made with `key_id` and rotates when the usage bound is reached.
-    pub(crate) fn count_seals(&self, key_id: u32, n: u64) -> Result<(), Error> {
+    fn count_seals(&self, key_id: u32, n: u64) -> Result<(), Error> {
         if n == 0 {
             return Ok(());
         }
         let total = self.store.count_seals(key_id, n).map_err(store_err)?;
-        if total >= self.options.rotate_after_seals && read(&self.keyring).active().get() == key_id
-        {
+        if total >= self.rotate_after_seals && read(&self.keyring).active().get() == key_id {
             tracing::info!(
                 key = key_id,
                 seals = total,
@@ -231,7 +415,7 @@ impl Connections {
 
     /// Opens a sealed field. A key this process does not know yet (another process rotated)
     /// makes it re-read the key file once.
-    pub(crate) fn open_field(
+    fn open_field(
         &self,
         conn_id: &str,
         target: &str,
@@ -262,13 +446,13 @@ impl Connections {
     }
 
     /// Adds a new active key, re-seals every secret under it in one transaction, and keeps
-    /// the old keys (until [`Connections::prune`]). `progress(done, total)` is called as
+    /// the old keys (until [`Sealer::prune`]). `progress(done, total)` is called as
     /// values are re-sealed.
     ///
     /// A crash at any point leaves every secret readable: the key file gains the new key
     /// (atomically) before any value is sealed with it, and the database switches all values
     /// in one transaction.
-    pub fn rotate(&self, mut progress: impl FnMut(u64, u64)) -> Result<RotateReport, Error> {
+    pub(crate) fn rotate(&self, mut progress: impl FnMut(u64, u64)) -> Result<RotateReport, Error> {
         // One rotation at a time across every process sharing the database.
         let _lock = self.store.lock_rotation().map_err(store_err)?;
         let active = {
@@ -310,7 +494,7 @@ impl Connections {
             if todo.iter().any(|f| !targets.contains_key(&f.conn_id)) {
                 targets.clear();
                 for row in self.store.list_connections(None).map_err(store_err)? {
-                    if let Ok(t) = crate::connections::row_target(&row) {
+                    if let Ok(t) = row_target(&row) {
                         targets.insert(row.conn_id, t);
                     }
                 }
@@ -364,7 +548,7 @@ impl Connections {
 
     /// Removes from the key file and the database the keys that seal nothing any more
     /// (never the active key). Returns their ids (`k1`…).
-    pub fn prune(&self) -> Result<Vec<String>, Error> {
+    pub(crate) fn prune(&self) -> Result<Vec<String>, Error> {
         let mut keyring = write(&self.keyring);
         self.reload_verified(&mut keyring)?;
         let active = keyring.active();
@@ -393,7 +577,7 @@ impl Connections {
     }
 
     /// Tries to open every sealed value.
-    pub fn check(&self) -> Result<CheckReport, Error> {
+    pub(crate) fn check(&self) -> Result<CheckReport, Error> {
         let mut report = CheckReport {
             checked: 0,
             failures: Vec::new(),
@@ -404,7 +588,7 @@ impl Connections {
                     continue;
                 };
                 report.checked += 1;
-                let opened = crate::connections::row_target(&conn)
+                let opened = row_target(&conn)
                     .and_then(|target| self.open_field(&conn.conn_id, &target, field, sealed));
                 if let Err(e) = opened {
                     let reason = match e {
@@ -423,7 +607,7 @@ impl Connections {
     }
 
     /// The keys of the keyring with how many values each seals.
-    pub fn keys(&self) -> Result<Vec<KeyStatus>, Error> {
+    pub(crate) fn keys(&self) -> Result<Vec<KeyStatus>, Error> {
         self.reload_keyring()?;
         let in_use = self.store.sealed_per_key().map_err(store_err)?;
         let keyring = read(&self.keyring);
@@ -444,7 +628,7 @@ impl Connections {
 }
 
 /// Opens a value bound to `target`. A value in sealed format 1 (not bound to a target) is
-/// refused: after the migration at open ([`Connections::migrate_seals`]) none is left, so one
+/// refused: after the migration at open ([`Sealer::migrate_seals`]) none is left, so one
 /// found later was put back from before (an old backup, a hand-edited row).
 fn open_bound(
     keyring: &Keyring,
@@ -465,12 +649,12 @@ fn open_bound(
 /// The `meta` setting that records that every value is sealed in format 2.
 const SEAL_FORMAT: &str = "seal_format";
 
-impl Connections {
+impl Sealer {
     /// Re-seals every value of sealed format 1 in format 2 (bound to its connection's target),
     /// once per database: the first open by a version that knows format 2 does it, under the
     /// rotation lock, and records it in the database. Values that do not open are reported
     /// (conn_id and field) and left as they are.
-    pub(crate) fn migrate_seals(&self) -> Result<(), Error> {
+    fn migrate_seals(&self) -> Result<(), Error> {
         let done = |store: &dyn Store| -> Result<bool, Error> {
             Ok(store.meta(SEAL_FORMAT).map_err(store_err)?.as_deref() == Some("2"))
         };
@@ -495,16 +679,14 @@ impl Connections {
                     {
                         continue;
                     }
-                    let moved = crate::connections::row_target(&row)
-                        .ok()
-                        .and_then(|target| {
-                            let plain = keyring
-                                .open_sealed(Aad::new(&row.conn_id, field.name()), &sealed.blob)
-                                .ok()?;
-                            keyring
-                                .seal(Aad::bound(&row.conn_id, field.name(), &target), &plain)
-                                .ok()
-                        });
+                    let moved = row_target(&row).ok().and_then(|target| {
+                        let plain = keyring
+                            .open_sealed(Aad::new(&row.conn_id, field.name()), &sealed.blob)
+                            .ok()?;
+                        keyring
+                            .seal(Aad::bound(&row.conn_id, field.name(), &target), &plain)
+                            .ok()
+                    });
                     match moved {
                         Some(blob) => batch.push(Reseal {
                             conn_id: row.conn_id.clone(),

@@ -9,11 +9,11 @@
 use std::collections::HashSet;
 
 use broked_core::{ConnId, Secret};
-use broked_store::{PutMany, SecretField, StoredConnection};
+use broked_store::{PutMany, SecretField};
 use serde_json::{Map, Value, json};
 
 use crate::connections::Connections;
-use crate::error::{Error, ImportRowError, store_err};
+use crate::error::{Error, ImportRowError};
 use crate::info::now;
 
 /// The `format` field of an export document.
@@ -151,65 +151,19 @@ impl Connections {
             return Err(Error::Import(errors));
         }
         let now = now();
-        let stored = valid
-            .iter()
-            .map(|(_, c)| {
-                Ok(StoredConnection {
-                    conn_id: c.conn_id.as_str().to_owned(),
-                    conn_type: c.conn_type.as_str().to_owned(),
-                    host: c.host.clone(),
-                    port: c.port,
-                    schema: c.schema.clone(),
-                    login: c.login.clone(),
-                    password: c
-                        .password
-                        .as_ref()
-                        .map(|p| {
-                            self.seal(
-                                c.conn_id.as_str(),
-                                &c.target_binding(),
-                                SecretField::Password,
-                                p,
-                            )
-                        })
-                        .transpose()?,
-                    extra: c
-                        .extra
-                        .as_ref()
-                        .map(|p| {
-                            self.seal(
-                                c.conn_id.as_str(),
-                                &c.target_binding(),
-                                SecretField::Extra,
-                                p,
-                            )
-                        })
-                        .transpose()?,
-                    description: c.description.clone(),
-                    created_at: now.clone(),
-                    updated_at: now.clone(),
-                    version: 1,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        match self
-            .store
-            .put_connections(&stored, overwrite)
-            .map_err(store_err)?
-        {
-            PutMany::Done(n) => {
-                let seals = stored
+        let (_, outcome) = self.sealer.write_rows(
+            None,
+            || {
+                valid
                     .iter()
-                    .map(|r| r.password.is_some() as u64 + r.extra.is_some() as u64)
-                    .sum();
-                if let Some(key) = stored
-                    .iter()
-                    .find_map(|r| r.password.as_ref().or(r.extra.as_ref()))
-                {
-                    self.count_seals(key.key_id, seals)?;
-                }
-                Ok(n)
-            }
+                    .map(|(_, c)| self.sealer.seal_row(c, None, &now, &now, 1))
+                    .collect()
+            },
+            |rows| self.store.put_connections(rows, overwrite),
+            |outcome| matches!(outcome, PutMany::Done(_)),
+        )?;
+        match outcome {
+            PutMany::Done(n) => Ok(n),
             PutMany::Exists(ids) => Err(Error::Import(
                 valid
                     .iter()
