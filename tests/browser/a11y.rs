@@ -481,6 +481,7 @@ fn focus_rings_and_field_borders_have_contrast_also_in_forced_colours() {
             .expect("open the UI");
         list_shown(&c).await;
         wait_text(&c, "#list-status", "1 connection").await;
+        axe(&c, "the list").await;
         check_field_borders(&c, "the list").await;
         let list = check_focus_rings(&c, "the list").await;
         assert!(
@@ -495,6 +496,7 @@ fn focus_rings_and_field_borders_have_contrast_also_in_forced_colours() {
             .expect("edit");
         form_shown(&c).await;
         wait_text(&c, "#form-title", "Edit focus-pg").await;
+        axe(&c, "the edit form with stored secrets").await;
         check_field_borders(&c, "the edit form").await;
         let form = check_focus_rings(&c, "the edit form").await;
         click(&c, ".sidebar .brand").await;
