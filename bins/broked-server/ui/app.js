@@ -704,7 +704,7 @@ let conflictCurrent = null;
 function askConflict(now, changed) {
   conflictCurrent = now;
   const names = changed.filter((f) => f !== 'updated_at').map((f) => (f === 'type' ? 'Type' : labelOf(f)));
-  $('conflict-title').textContent = `${now.conn_id} changed meanwhile`;
+  $('conflict-title').textContent = `${now.conn_id} was changed meanwhile`;
   $('conflict-body').replaceChildren(
     el('p', {
       text: `It was saved again at ${formatTime(now.updated_at)}, after you opened it`
