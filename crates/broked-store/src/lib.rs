@@ -125,6 +125,24 @@ pub struct Reseal {
     pub new: Sealed,
 }
 
+/// A named API token. Only the SHA-256 of the token is stored (hex), never the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+    pub name: String,
+    /// Lower-case hex SHA-256 of the token.
+    pub hash: String,
+    /// Comma-separated scopes (`read,test`).
+    pub scopes: String,
+    /// Comma-separated conn_id globs the token is limited to; `None`: every connection.
+    pub conns: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; `None`: never expires.
+    pub expires_at: Option<String>,
+    /// RFC 3339, updated at most once a minute per process.
+    pub last_used_at: Option<String>,
+}
+
 /// What [`Store::update_connection`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Written {
@@ -167,6 +185,8 @@ pub enum PutPipeline {
 pub enum StoreError {
     #[error("connection {0:?} already exists")]
     AlreadyExists(String),
+    #[error("a token named {0:?} already exists")]
+    TokenExists(String),
     /// A sealed value names a key the database has no check value for (pruned, or a keyring
     /// this process has not reloaded).
     #[error("key {0} is not registered in the database")]
@@ -290,6 +310,17 @@ pub trait Store: Send + Sync {
     fn delete_pipeline(&self, pipeline_id: &str) -> Result<bool>;
     /// The nodes that reference `conn_id`, sorted by pipeline and node.
     fn used_by(&self, conn_id: &str) -> Result<Vec<PipelineRef>>;
+
+    /// Stores a new token; [`StoreError::TokenExists`] if the name is taken.
+    fn insert_token(&self, token: &StoredToken) -> Result<()>;
+    /// Every token, sorted by name.
+    fn list_tokens(&self) -> Result<Vec<StoredToken>>;
+    fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>>;
+    /// Whether a token of that name existed.
+    fn delete_token(&self, name: &str) -> Result<bool>;
+    /// Records a use of the token (does not change the generation).
+    fn touch_token(&self, name: &str, at: &str) -> Result<()>;
+    fn count_tokens(&self) -> Result<u64>;
 
     /// Takes the store-wide rotation lock, waiting while another process (or another handle
     /// in this one) holds it: one key rotation at a time across every process that shares

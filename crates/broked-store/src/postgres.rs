@@ -38,10 +38,11 @@ use self::fresh::Fresh;
 
 use crate::{
     Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, Sealed, SealedField,
-    SecretField, Store, StoreError, StoredConnection, StoredPipeline, Written,
+    SecretField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, Written,
 };
 
 mod fresh;
+mod tokens;
 
 /// How long a write waits for another writer's row lock, and a call for a pooled connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,6 +107,16 @@ const MIGRATIONS: &[&str] = &[
     r#"CREATE TABLE meta (
         name TEXT COLLATE "C" PRIMARY KEY,
         value TEXT NOT NULL
+     );"#,
+    // 3: named API tokens, stored as the SHA-256 of the token.
+    r#"CREATE TABLE tokens (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        scopes TEXT NOT NULL,
+        conns TEXT,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        last_used_at TEXT
      );"#,
 ];
 
@@ -1261,6 +1272,30 @@ impl Store for PgStore {
 
     fn lock_rotation(&self) -> Result<RotationGuard> {
         self.advisory_lock(true)?.ok_or(StoreError::Busy)
+    }
+
+    fn insert_token(&self, token: &StoredToken) -> Result<()> {
+        tokens::insert(self, token)
+    }
+
+    fn list_tokens(&self) -> Result<Vec<StoredToken>> {
+        tokens::list(self)
+    }
+
+    fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>> {
+        tokens::by_hash(self, hash)
+    }
+
+    fn delete_token(&self, name: &str) -> Result<bool> {
+        tokens::delete(self, name)
+    }
+
+    fn touch_token(&self, name: &str, at: &str) -> Result<()> {
+        tokens::touch(self, name, at)
+    }
+
+    fn count_tokens(&self) -> Result<u64> {
+        tokens::count(self)
     }
 
     fn try_lock_rotation(&self) -> Result<Option<RotationGuard>> {

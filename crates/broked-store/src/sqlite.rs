@@ -19,10 +19,11 @@ use rusqlite::{
 use self::fresh::{Fresh, Watch};
 use crate::{
     Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, Sealed, SealedField,
-    SecretField, Store, StoreError, StoredConnection, StoredPipeline, Written,
+    SecretField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, Written,
 };
 
 mod fresh;
+mod tokens;
 
 /// How long a write waits for another process's write to finish before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,6 +79,16 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE meta (
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
+     ) WITHOUT ROWID;",
+    // 3: named API tokens, stored as the SHA-256 of the token.
+    "CREATE TABLE tokens (
+        name TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        scopes TEXT NOT NULL,
+        conns TEXT,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        last_used_at TEXT
      ) WITHOUT ROWID;",
 ];
 
@@ -939,6 +950,30 @@ impl Store for SqliteStore {
 
     fn lock_rotation(&self) -> Result<RotationGuard> {
         self.flock(true)?.ok_or(StoreError::Busy)
+    }
+
+    fn insert_token(&self, token: &StoredToken) -> Result<()> {
+        tokens::insert(self, token)
+    }
+
+    fn list_tokens(&self) -> Result<Vec<StoredToken>> {
+        tokens::list(self)
+    }
+
+    fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>> {
+        tokens::by_hash(self, hash)
+    }
+
+    fn delete_token(&self, name: &str) -> Result<bool> {
+        tokens::delete(self, name)
+    }
+
+    fn touch_token(&self, name: &str, at: &str) -> Result<()> {
+        tokens::touch(self, name, at)
+    }
+
+    fn count_tokens(&self) -> Result<u64> {
+        tokens::count(self)
     }
 
     fn try_lock_rotation(&self) -> Result<Option<RotationGuard>> {

@@ -192,6 +192,7 @@ suite!(
     put_connections_is_all_or_nothing,
     reopening_keeps_the_data,
     meta_settings_are_kept_and_replaced,
+    tokens_are_stored_by_hash_listed_and_revoked,
     the_generation_changes_with_writes_of_another_handle,
     concurrent_writers_on_separate_handles_never_fail,
     concurrent_updates_of_one_row_lose_nothing,
@@ -519,6 +520,54 @@ fn reopening_keeps_the_data(b: &impl Backend) {
     let store = b.open();
     assert_eq!(store.get_connection("a").unwrap().unwrap(), conn("a"));
     assert_eq!(store.key_checks().unwrap().len(), 1);
+}
+
+fn token(name: &str, hash: &str) -> StoredToken {
+    StoredToken {
+        name: name.into(),
+        hash: hash.into(),
+        scopes: "read,test".into(),
+        conns: Some("team-a-*".into()),
+        created_at: "2026-12-02T00:00:00Z".into(),
+        expires_at: None,
+        last_used_at: None,
+    }
+}
+
+fn tokens_are_stored_by_hash_listed_and_revoked(b: &impl Backend) {
+    let store = b.open();
+    assert_eq!(store.count_tokens().unwrap(), 0);
+    store.insert_token(&token("ci", "aa")).unwrap();
+    store.insert_token(&token("bot", "bb")).unwrap();
+    assert!(matches!(
+        store.insert_token(&token("ci", "cc")),
+        Err(StoreError::TokenExists(ref n)) if n == "ci"
+    ));
+    assert_eq!(store.count_tokens().unwrap(), 2);
+    let names: Vec<_> = store
+        .list_tokens()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["bot", "ci"]);
+    assert_eq!(store.token_by_hash("aa").unwrap(), Some(token("ci", "aa")));
+    assert_eq!(store.token_by_hash("zz").unwrap(), None);
+    store.touch_token("ci", "2026-12-02T01:00:00Z").unwrap();
+    let other = b.open();
+    assert_eq!(
+        other
+            .token_by_hash("aa")
+            .unwrap()
+            .unwrap()
+            .last_used_at
+            .as_deref(),
+        Some("2026-12-02T01:00:00Z")
+    );
+    assert!(store.delete_token("ci").unwrap());
+    assert!(!store.delete_token("ci").unwrap());
+    assert_eq!(other.token_by_hash("aa").unwrap(), None);
+    assert_eq!(other.count_tokens().unwrap(), 1);
 }
 
 fn meta_settings_are_kept_and_replaced(b: &impl Backend) {
