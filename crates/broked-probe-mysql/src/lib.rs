@@ -141,18 +141,9 @@ async fn check(
         return query(&options(s, conn, addr, None), s, addr).await;
     }
     let stream = ctx.connect_addr(addr, &s.host).await?;
-    let mut relay = Relay::new(stream, "mysql.sock")?;
+    let relay = Relay::new(stream, "mysql.sock")?;
     let opts = options(s, conn, addr, Some(&relay));
-    let work = query(&opts, s, addr);
-    tokio::pin!(work);
-    let mut relaying = true;
-    loop {
-        tokio::select! {
-            biased;
-            result = &mut work => return result,
-            _ = relay.serve(), if relaying => relaying = false,
-        }
-    }
+    relay.run(query(&opts, s, addr)).await
 }
 
 async fn query(

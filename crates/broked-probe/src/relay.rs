@@ -12,9 +12,11 @@
 //! this process only (its peer credentials are checked) — and is unlinked at once; the
 //! directory is removed when the relay is dropped.
 
+use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixListener};
 
@@ -81,9 +83,28 @@ impl Relay {
         &self.socket
     }
 
-    /// Accepts the one client and copies bytes both ways until either side closes. Meant to
-    /// run alongside the driver (`tokio::select!`) and to be dropped when the driver is done.
-    pub async fn serve(&mut self) -> std::io::Result<()> {
+    /// Runs `work` — the driver, connecting to [`Relay::dir`] or [`Relay::socket`] — while
+    /// relaying its connection, and returns what it returns. Once `work` is done the relay
+    /// gets up to 200 ms more to pass on the driver's last bytes (its goodbye to the server).
+    pub async fn run<T>(mut self, work: impl Future<Output = T>) -> T {
+        let serve = self.serve();
+        tokio::pin!(serve, work);
+        let mut relaying = true;
+        let result = loop {
+            tokio::select! {
+                biased;
+                result = &mut work => break result,
+                _ = &mut serve, if relaying => relaying = false,
+            }
+        };
+        if relaying {
+            let _ = tokio::time::timeout(Duration::from_millis(200), serve).await;
+        }
+        result
+    }
+
+    /// Accepts the one client and copies bytes both ways until both sides are closed.
+    async fn serve(&mut self) -> std::io::Result<()> {
         let Some(listener) = self.listener.take() else {
             return Ok(());
         };
@@ -130,7 +151,7 @@ mod tests {
                 .unwrap();
         });
         let stream = TcpStream::connect(addr).await.unwrap();
-        let mut relay = Relay::new(stream, ".s.PGSQL.5432").unwrap();
+        let relay = Relay::new(stream, ".s.PGSQL.5432").unwrap();
         let (dir, socket) = (relay.dir().to_owned(), relay.socket().to_owned());
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -144,11 +165,9 @@ mod tests {
             c.read_exact(&mut buf).await.unwrap();
             buf
         };
-        let (served, got) = tokio::join!(relay.serve(), client);
-        served.unwrap();
+        let got = relay.run(client).await;
         assert_eq!(&got, b"qing");
-        assert!(!socket.exists(), "the socket is unlinked once accepted");
-        drop(relay);
+        assert!(!socket.exists(), "the socket is unlinked");
         assert!(!dir.exists(), "the directory is removed");
     }
 }
