@@ -36,6 +36,8 @@ pub struct Connections {
     pub(crate) options: Options,
     registry: broked_probe::Registry,
     pub(crate) cache: Mutex<Cache>,
+    /// Named API tokens seen lately (see `tokens.rs`).
+    pub(crate) tokens: Mutex<crate::tokens::TokenCache>,
     /// `BROKED_CONN_*` variables, read once at open (a process's environment is set when it
     /// starts; reading it on every resolve would cost more than the rest of a warm resolve).
     pub(crate) env_conns: HashMap<String, Secret>,
@@ -71,6 +73,7 @@ impl Connections {
             options,
             registry,
             cache: Mutex::new(Cache::default()),
+            tokens: crate::tokens::new_cache(),
             env_conns: env::snapshot(),
         })
     }

@@ -23,6 +23,10 @@ pub enum Error {
     PipelineNotFound(String),
     #[error("connection {0:?} already exists")]
     AlreadyExists(String),
+    #[error("a token named {0:?} already exists; revoke it first or choose another name")]
+    TokenExists(String),
+    #[error("token {0:?} not found")]
+    TokenNotFound(String),
     #[error(
         "connection {conn_id:?} is used by {}: {}; remove it from them first, or delete with force",
         plural(pipelines.len()),
@@ -124,8 +128,10 @@ impl Error {
             | Error::UnknownConnIds(_)
             | Error::Import(_)
             | Error::Options(_) => ErrorKind::Invalid,
-            Error::NotFound(_) | Error::PipelineNotFound(_) => ErrorKind::NotFound,
-            Error::AlreadyExists(_) => ErrorKind::Conflict,
+            Error::NotFound(_) | Error::PipelineNotFound(_) | Error::TokenNotFound(_) => {
+                ErrorKind::NotFound
+            }
+            Error::AlreadyExists(_) | Error::TokenExists(_) => ErrorKind::Conflict,
             Error::InUse { .. } => ErrorKind::InUse,
             Error::Busy => ErrorKind::Busy,
             Error::Env(_)

@@ -26,6 +26,7 @@ mod pipeline;
 mod probes;
 mod resolve;
 mod sealer;
+mod tokens;
 mod transfer;
 mod update;
 
@@ -41,6 +42,7 @@ pub use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage};
 pub use crate::pipeline::{Node, PipelineDef, PipelineError, PipelineId};
 pub use crate::resolve::{Resolved, Source, Stale};
 pub use crate::sealer::{CheckFailure, CheckReport, KeyStatus, RotateReport};
+pub use crate::tokens::{Grant, Scope, TokenInfo, glob_match, parse_duration};
 pub use crate::transfer::EXPORT_FORMAT;
 pub use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
 

@@ -10,9 +10,8 @@ use serde_json::json;
 
 mod freshness;
 
-mod freshness;
-
 mod target;
+mod tokens;
 
 /// A password no test output, error or file may contain.
 const PASSWORD: &str = "Zebra-Pw-4417@:/#";
