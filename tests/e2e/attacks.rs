@@ -334,3 +334,121 @@ fn http_credentials_are_not_sent_across_origins_on_redirect() {
         "basic auth sent across origins:\n{away}"
     );
 }
+
+/// A TLS PostgreSQL stand-in on 127.0.0.1 with a certificate for `names` from a fresh CA:
+/// it answers the SSL request, completes TLS, records the server name the client asked for
+/// and whether `broked-server` (process `server_pid`) had a probe relay open at that moment,
+/// then refuses the login (SQLSTATE 28P01). Returns its port, the CA's PEM and the records.
+fn tls_postgres(names: &[&str], server_pid: u32) -> (u16, String, Arc<Mutex<Vec<String>>>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::PrivateKeyDer;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "broked test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    let relay_prefix = format!("broked-probe-{server_pid}-");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut tcp) = stream else { continue };
+            let mut ssl_request = [0u8; 8];
+            if tcp.read_exact(&mut ssl_request).is_err()
+                || ssl_request != [0, 0, 0, 8, 4, 210, 22, 47]
+            {
+                continue;
+            }
+            let _ = tcp.write_all(b"S");
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut len = [0u8; 4];
+            if tls.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let name = tls.conn.server_name().unwrap_or("").to_owned();
+            let relayed = ["/tmp".into(), std::env::temp_dir()]
+                .iter()
+                .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+                .any(|e| e.file_name().to_string_lossy().starts_with(&relay_prefix));
+            let via = if relayed { "relay" } else { "direct" };
+            seen2.lock().unwrap().push(format!("{name} via {via}"));
+            let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+            if tls.read_exact(&mut rest).is_err() {
+                continue;
+            }
+            let mut body = Vec::new();
+            for (code, text) in [
+                (b'S', "FATAL"),
+                (b'V', "FATAL"),
+                (b'C', "28P01"),
+                (b'M', "password authentication failed"),
+            ] {
+                body.push(code);
+                body.extend_from_slice(text.as_bytes());
+                body.push(0);
+            }
+            body.push(0);
+            let mut msg = vec![b'E'];
+            msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+            msg.extend_from_slice(&body);
+            let _ = tls.write_all(&msg);
+            let _ = tls.flush();
+        }
+    });
+    (port, ca.pem(), seen)
+}
+
+/// Point 7: a `verify-full` test from the server connects to the address its policy checked
+/// (through the probe's relay, no second DNS lookup) and still verifies the certificate
+/// against the host name.
+#[test]
+fn verify_full_tests_connect_to_the_checked_address_and_verify_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--probe-timeout", "5"]);
+    let pid = server.pid().unwrap();
+    let pg = |port: u16, ca: &str| {
+        json!({"conn_id": "tls-pg", "type": "postgres", "host": "localhost", "port": port,
+               "login": "etl", "password": PASSWORD,
+               "extra": json!({"sslmode": "verify-full", "sslrootcert": ca}).to_string()})
+    };
+    let (port, ca, seen) = tls_postgres(&["localhost"], pid);
+    let (ok, message) = test_unsaved(&server, pg(port, &ca));
+    assert!(!ok);
+    assert!(
+        message.contains("authentication failed"),
+        "TLS went through: {message}"
+    );
+    assert_eq!(*seen.lock().unwrap(), ["localhost via relay"]);
+
+    let (port, ca, _) = tls_postgres(&["db.other.example"], pid);
+    let (ok, message) = test_unsaved(&server, pg(port, &ca));
+    assert!(!ok);
+    assert!(
+        message.contains("TLS error"),
+        "the name is still verified: {message}"
+    );
+    assert!(!server.log_text().contains(PASSWORD));
+}
