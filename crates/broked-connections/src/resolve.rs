@@ -30,7 +30,8 @@ pub(crate) struct Cache {
     generation: Option<u64>,
     /// When the store last confirmed `generation` (kept only with `max_stale`).
     verified: Option<Instant>,
-    entries: HashMap<String, Arc<Resolved>>,
+    /// With the row version each value was read at.
+    entries: HashMap<String, (i64, Arc<Resolved>)>,
 }
 
 /// Where [`Connections::resolve`] found a connection.
@@ -104,19 +105,23 @@ impl Connections {
         };
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.generation != Some(generation) {
+            // Generations only grow. A caller that read an older one than the cache holds
+            // (it was slower to get here) may use the newer entries, but never moves the
+            // cache back: that would let it insert a row read before the newer generation.
+            if cache.generation.is_none_or(|c| generation > c) {
                 cache.entries.clear();
                 cache.generation = Some(generation);
             }
             if self.options.max_stale.is_some() {
                 cache.verified = Some(Instant::now());
             }
-            if let Some(hit) = cache.entries.get(conn_id) {
+            if let Some((_, hit)) = cache.entries.get(conn_id) {
                 return Ok(hit.clone());
             }
         }
         ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
-        let connection = self.connection(conn_id)?;
+        let row = self.stored(conn_id)?;
+        let connection = self.decrypt(&row)?;
         let resolved = Arc::new(Resolved {
             uri: connection.to_uri(),
             connection,
@@ -125,7 +130,17 @@ impl Connections {
         });
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.generation == Some(generation) {
-            cache.entries.insert(conn_id.to_owned(), resolved.clone());
+            // Two misses under one generation can read two versions of the row (on
+            // PostgreSQL the generation moves when the notification arrives, after the
+            // commit): keep the newer, so no caller ever sees a value go back.
+            match cache.entries.get(conn_id) {
+                Some((version, newer)) if *version > row.version => return Ok(newer.clone()),
+                _ => {
+                    cache
+                        .entries
+                        .insert(conn_id.to_owned(), (row.version, resolved.clone()));
+                }
+            }
         }
         Ok(resolved)
     }
@@ -139,7 +154,7 @@ impl Connections {
             return Err(error);
         };
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (Some(hit), Some(verified)) = (cache.entries.get(conn_id), cache.verified) else {
+        let (Some((_, hit)), Some(verified)) = (cache.entries.get(conn_id), cache.verified) else {
             return Err(error);
         };
         let age = verified.elapsed();

@@ -581,16 +581,16 @@ async fn write_once<A: Sync, T>(ctx: &Ctx, args: &A, op: WriteOp<A, T>) -> Resul
         // A random generation, not a counter: after a restore to an older snapshot, k more
         // writes do not bring back a generation some process has cached. Other processes
         // hear of the commit by the notification (sent when it commits).
-        sqlx::query(fresh::BUMP)
-            .execute(&mut *tx)
+        let new: i64 = sqlx::query_scalar(fresh::BUMP)
+            .fetch_one(&mut *tx)
             .await
             .map_err(pg(ctx, "generation"))?;
+        tx.commit().await.map_err(pg(ctx, "cannot commit"))?;
+        // Read-your-writes in this process, before our own notification comes back.
+        ctx.fresh.advance(new);
+        return Ok(value);
     }
     tx.commit().await.map_err(pg(ctx, "cannot commit"))?;
-    if wrote {
-        // Read-your-writes in this process, before our own notification comes back.
-        ctx.fresh.changed();
-    }
     Ok(value)
 }
 
@@ -934,14 +934,25 @@ impl Store for PgStore {
     fn get_connection(&self, conn_id: &str) -> Result<Option<StoredConnection>> {
         self.read(conn_id.to_string(), |c, conn_id| {
             Box::pin(async move {
-                let rows = sqlx::query(&format!(
-                    "SELECT {CONN_COLUMNS} FROM connections WHERE conn_id = $1"
+                // The row and the generation it belongs to, from one snapshot: a read that
+                // is ahead of the notifications received so far moves the generation on
+                // (see `postgres/fresh.rs`), so no later resolve in this process serves an
+                // older value from its cache.
+                let row = sqlx::query(&format!(
+                    "SELECT {CONN_COLUMNS}, s.generation FROM state s
+                     LEFT JOIN connections ON conn_id = $1 WHERE s.id = 1"
                 ))
                 .bind(conn_id)
-                .fetch_all(&c.pool)
+                .fetch_one(&c.pool)
                 .await
                 .map_err(pg(c, "get"))?;
-                Ok(conns_from_rows(c, rows, "get")?.pop())
+                let seen: i64 = row.try_get(14).map_err(pg(c, "get"))?;
+                c.fresh.advance(seen);
+                let found: Option<String> = row.try_get(0).map_err(pg(c, "get"))?;
+                match found {
+                    None => Ok(None),
+                    Some(_) => Ok(conns_from_rows(c, vec![row], "get")?.pop()),
+                }
             })
         })
     }

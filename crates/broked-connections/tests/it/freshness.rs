@@ -171,6 +171,7 @@ fn child() {
             )
             .unwrap();
         }
+        ["pg_resolve", url, key, out, seconds] => pg_resolve_loop(url, key, out, seconds),
         other => panic!("unknown step {other:?}"),
     }
 }
@@ -330,4 +331,184 @@ fn an_unreadable_database_fails_clearly_and_max_stale_marks_the_last_value() {
     std::fs::rename(&moved, &db.path).unwrap();
     assert_eq!(password(&tolerant), "v0");
     assert!(tolerant.resolve("c").unwrap().stale.is_none());
+}
+
+/// A resolver process on the PostgreSQL store: two threads resolve `c` until the file
+/// `{out}.stop` exists (at most `seconds`), each checks that the versions it sees never go back, and records every change it
+/// sees as a line `old_began old end new` in `out`: when the last resolve that returned the
+/// old version began, that version, when the first one that returned the new version ended,
+/// and the new version (wall-clock nanoseconds, comparable across processes).
+fn pg_resolve_loop(url: &str, key: &str, out: &str, seconds: &str) {
+    let mut options = broked_connections::Options::default();
+    options.key_file = Some(key.into());
+    let c = Connections::open_with(url, options).unwrap();
+    let stop = format!("{out}.stop");
+    let stop = Path::new(&stop);
+    let until =
+        std::time::Instant::now() + std::time::Duration::from_secs(seconds.parse().unwrap());
+    let lines: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut seen = Vec::new();
+                    let (mut last, mut last_start) = (0u64, 0u128);
+                    while std::time::Instant::now() < until && !stop.exists() {
+                        let start = now_ns();
+                        let v = version(&c);
+                        let end = now_ns();
+                        assert!(v >= last, "went back from v{last} to v{v}");
+                        if v > last {
+                            seen.push(format!("{last_start} {last} {end} {v}"));
+                            last = v;
+                        }
+                        last_start = start;
+                        std::thread::sleep(std::time::Duration::from_micros(300));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    std::fs::write(out, lines.join("\n")).unwrap();
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// The `N` of the password `vN` that `c` resolves to.
+fn version(c: &Connections) -> u64 {
+    let r = c.resolve("c").unwrap();
+    r.connection.password.as_ref().unwrap().expose()[1..]
+        .parse()
+        .unwrap()
+}
+
+/// Issue 14, PostgreSQL: a writer replica (this process) and two resolver processes on the
+/// same store. 1,000 updates, then 1,000 more while the resolvers' listening connections are
+/// killed every 100 updates. Every resolver sees the versions in order; each write reaches
+/// them within 100 ms at p99; and no resolve that began more than 1 s (the listener's
+/// heartbeat) after a write was acknowledged returns an older value.
+#[test]
+fn postgres_resolvers_in_other_processes_see_every_write_in_order_and_fast() {
+    let Some(pg) = super::PgSchema::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("shared.key");
+    let mut options = broked_connections::Options::default();
+    options.key_file = Some(key.clone());
+    let a = Connections::open_with(&pg.url, options).unwrap();
+    a.create(ConnectionInput {
+        conn_id: Some("c".into()),
+        conn_type: Some("postgres".into()),
+        host: Some("db.example.com".into()),
+        login: Some("etl".into()),
+        password: Some("v0".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let seconds = 120;
+    let resolvers: Vec<_> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("resolver-{i}.txt"));
+            let child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "freshness::child", "--nocapture"])
+                .env(
+                    CHILD,
+                    [
+                        "pg_resolve",
+                        &pg.url,
+                        key.to_str().unwrap(),
+                        out.to_str().unwrap(),
+                        &seconds.to_string(),
+                    ]
+                    .join("\n"),
+                )
+                .env("BROKED_IT_FRESH_DB", "unused")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, out)
+        })
+        .collect();
+    // Let the resolvers open, cache v0 and start listening.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut acked = vec![0u128]; // acked[i]: when the write of vI was acknowledged
+    let started = std::time::Instant::now();
+    for i in 1..=2000u64 {
+        if i > 1000 && i % 100 == 1 {
+            pg.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'broked-listener' AND pid <> pg_backend_pid()",
+            );
+        }
+        set_password(&a, &format!("v{i}"));
+        acked.push(now_ns());
+    }
+    let writing = started.elapsed();
+    // Let the last notifications arrive, then stop the resolvers.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    for (_, out) in &resolvers {
+        std::fs::write(format!("{}.stop", out.display()), "").unwrap();
+    }
+    assert!(
+        writing < std::time::Duration::from_secs(seconds - 10),
+        "the writes took {writing:?}: the resolvers stopped before them"
+    );
+    let mut delays = Vec::new();
+    // The longest time a resolve that began after a write was acknowledged still returned
+    // an older value: the notification delay as a resolver meets it.
+    let mut max_lag = 0u128;
+    for (child, out) in resolvers {
+        let output = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && text.contains("1 passed"),
+            "{text}"
+        );
+        let mut first_seen = vec![None::<u128>; acked.len()];
+        for line in std::fs::read_to_string(&out).unwrap().lines() {
+            let f: Vec<u128> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+            let (old_began, old, new_ended, new) = (f[0], f[1] as usize, f[2], f[3] as usize);
+            // Versions skipped over count as seen when a newer one is.
+            for seen in first_seen.iter_mut().take(new + 1) {
+                seen.get_or_insert(new_ended);
+            }
+            // The last resolve that returned `old` began this long after `old + 1` was
+            // acknowledged.
+            if old_began > 0 {
+                max_lag = max_lag.max(old_began.saturating_sub(acked[old + 1]));
+            }
+        }
+        for (i, seen) in first_seen.iter().enumerate().skip(1) {
+            let seen = seen.unwrap_or_else(|| panic!("v{i} never seen by a resolver"));
+            delays.push(seen.saturating_sub(acked[i]));
+        }
+    }
+    delays.sort();
+    let at = |q: usize| std::time::Duration::from_nanos(delays[delays.len() * q / 100] as u64);
+    let (p50, p99) = (at(50), at(99));
+    let max = std::time::Duration::from_nanos(*delays.last().unwrap() as u64);
+    let max_lag = std::time::Duration::from_nanos(max_lag as u64);
+    eprintln!(
+        "PG freshness: {} writes in {writing:?}; from a write's acknowledgement until the \
+         resolvers return it: p50 {p50:?}, p99 {p99:?}, max {max:?}; longest a resolve that \
+         began after an acknowledged write still returned the older value: {max_lag:?}",
+        acked.len() - 1
+    );
+    assert!(
+        max_lag < std::time::Duration::from_secs(1),
+        "a resolve began {max_lag:?} after a newer write was acknowledged"
+    );
+    assert!(p99 < std::time::Duration::from_millis(100), "p99 {p99:?}");
 }

@@ -1,9 +1,11 @@
 //! How a `PgStore` learns that the database changed, without a round trip per resolve.
 //!
-//! Every write sets `state.generation` to a fresh random number (so a restore to an older
-//! snapshot followed by more writes never repeats a generation some process cached) and, in
-//! the same transaction, `pg_notify`s the schema's channel `broked_<md5(schema)>`; PostgreSQL
-//! delivers the notification to every listening session when the transaction commits.
+//! Every write sets `state.generation` to a new value — a sequence number in the high 32 bits
+//! (writes are serialized on the `state` row, so it follows commit order) and 32 random bits
+//! below (so a restore to an older snapshot followed by as many writes repeats a generation
+//! some process cached only with probability 2⁻³²) — and, in the same transaction,
+//! `pg_notify`s it on the schema's channel `broked_<md5(schema)>`; PostgreSQL delivers the
+//! notification to every listening session when the transaction commits.
 //!
 //! Each store runs one listening connection on its background runtime ([`listen`]). While it
 //! is connected and listening, `generation` is a local counter that each notification (and
@@ -13,6 +15,13 @@
 //! listening connection fails, the store stops trusting the counter: every `generation` call
 //! asks the database (within [`CHECK_TIMEOUT`]) until the listener is back, and the listener
 //! re-reads the generation after its `LISTEN` before it is trusted again.
+//!
+//! **No value goes back.** A notification arrives a little after its commit, so a row read
+//! can be *ahead* of the counter: a resolve reads version 452 while the counter still stands
+//! for 450. Another thread, under the same or the next counter value, may read 451 and cache
+//! it. So every row read also returns the generation of its snapshot, and one that is newer
+//! (by sequence number) than the newest known moves the counter on at once ([`Fresh::advance`]):
+//! every later resolve in the process then reads again, from a snapshot at least as new.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -32,10 +41,18 @@ const RECONNECT: Duration = Duration::from_millis(100);
 /// the notification, sent when the transaction commits.
 pub(super) const BUMP: &str = "WITH g AS (
         UPDATE state
-        SET generation = ('x' || substr(translate(gen_random_uuid()::text, '-', ''), 1, 16))::bit(64)::bigint
+        SET generation = ((((generation >> 32) + 1) & 2147483647) << 32)
+            | ('x' || left(gen_random_uuid()::text, 8))::bit(32)::bigint
         WHERE id = 1 RETURNING generation
      )
-     SELECT pg_notify('broked_' || md5(current_schema()), generation::text) FROM g";
+     SELECT generation FROM g, pg_notify('broked_' || md5(current_schema()), generation::text)";
+
+/// Whether generation `a` was written after `b`: its sequence number is ahead (mod 2³¹).
+fn after(a: i64, b: i64) -> bool {
+    let seq = |g: i64| ((g >> 32) & 0x7fff_ffff) as u32;
+    let ahead = seq(a).wrapping_sub(seq(b)) & 0x7fff_ffff;
+    ahead != 0 && ahead < 1 << 30
+}
 
 const GENERATION: &str = "SELECT generation FROM state WHERE id = 1";
 
@@ -46,9 +63,8 @@ pub(super) struct Fresh {
     listening: AtomicBool,
     /// Counts the changes seen; only grows.
     counter: AtomicU64,
-    /// The database's generation last read while not listening (`None` after every change
-    /// of mode, so the first read counts as a change).
-    last: Mutex<Option<i64>>,
+    /// The newest database generation the counter stands for.
+    known: Mutex<Option<i64>>,
     /// The backend process of the listening connection (tests terminate it).
     pub(super) listener_pid: AtomicI32,
     /// Tests: keep the listener down.
@@ -66,20 +82,31 @@ impl Fresh {
         }
     }
 
-    /// Something changed (a notification, or a write of this process).
-    pub(super) fn changed(&self) {
-        self.counter.fetch_add(1, Ordering::AcqRel);
+    fn changed(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// The counter for a generation `db` just read from the database: advanced unless `db`
-    /// is the one read last.
-    pub(super) fn observe(&self, db: i64) -> u64 {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if *last != Some(db) {
-            *last = Some(db);
-            self.counter.fetch_add(1, Ordering::AcqRel) + 1
+    /// The counter for `current`, the database's generation just read: advanced unless it
+    /// is the one the counter stands for. (A current read is the truth even when its
+    /// sequence number is behind: the database was restored.)
+    pub(super) fn observe(&self, current: i64) -> u64 {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if *known != Some(current) {
+            *known = Some(current);
+            self.changed()
         } else {
             self.counter.load(Ordering::Acquire)
+        }
+    }
+
+    /// `seen` came with a notification, a row read or a write of this process: the counter
+    /// moves on if it is newer than what the counter stands for. An older one (a
+    /// notification that arrives after a read already saw past it) changes nothing.
+    pub(super) fn advance(&self, seen: i64) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.is_none_or(|k| after(seen, k)) {
+            *known = Some(seen);
+            self.changed();
         }
     }
 
@@ -87,7 +114,6 @@ impl Fresh {
         if !on {
             self.listening.store(false, Ordering::Release);
         }
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.changed();
         if on {
             self.listening.store(true, Ordering::Release);
@@ -117,26 +143,25 @@ async fn listen_once(pool: &PgPool, fresh: &Fresh) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     // A lost connection must reach us at once, not after a reconnect attempt.
     listener.eager_reconnect(false);
+    // Named, so an operator (or a test) can tell it in pg_stat_activity.
+    sqlx::query("SET application_name = 'broked-listener'")
+        .execute(&mut listener)
+        .await?;
     let (pid, channel): (i32, String) =
         sqlx::query_as("SELECT pg_backend_pid(), 'broked_' || md5(current_schema())")
             .fetch_one(&mut listener)
             .await?;
     listener.listen(&channel).await?;
     // Changes before the LISTEN took effect are in this read; later ones are notified.
-    let mut known: i64 = sqlx::query_scalar(GENERATION)
+    let current: i64 = sqlx::query_scalar(GENERATION)
         .fetch_one(&mut listener)
         .await?;
+    fresh.observe(current);
     fresh.listener_pid.store(pid, Ordering::Release);
     fresh.set_listening(true);
     loop {
         match tokio::time::timeout(HEARTBEAT, listener.try_recv()).await {
-            Ok(Ok(Some(n))) => {
-                // The payload is the new generation: the heartbeat compares with it.
-                if let Ok(g) = n.payload().parse() {
-                    known = g;
-                }
-                fresh.changed();
-            }
+            Ok(Ok(Some(n))) => notified(fresh, n.payload()),
             // The connection was lost.
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(e)) => return Err(e),
@@ -148,18 +173,23 @@ async fn listen_once(pool: &PgPool, fresh: &Fresh) -> Result<(), sqlx::Error> {
                 .await;
                 let Ok(now) = now else { return Ok(()) };
                 let now = now?;
-                // Notifications that arrived while the query ran.
+                // Notifications that arrived while the query ran, then the truth.
                 while let Some(n) = listener.next_buffered() {
-                    if let Ok(g) = n.payload().parse() {
-                        known = g;
-                    }
-                    fresh.changed();
+                    notified(fresh, n.payload());
                 }
-                if now != known {
-                    known = now;
-                    fresh.changed();
-                }
+                fresh.observe(now);
             }
+        }
+    }
+}
+
+/// A notification: its payload is the new generation.
+fn notified(fresh: &Fresh, payload: &str) {
+    match payload.parse() {
+        Ok(g) => fresh.advance(g),
+        // Not ours, or garbled: count it as a change.
+        Err(_) => {
+            fresh.changed();
         }
     }
 }
