@@ -6,3 +6,4 @@ mod replicas;
 mod server;
 mod server_contract;
 mod target;
+mod tls;

@@ -66,6 +66,22 @@ impl Server {
 
     /// As [`Server::start`], with environment variables.
     pub fn start_with_env(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        Server::start_with_client(dir, args, envs, "http", http)
+    }
+
+    /// As [`Server::start_with_env`], talking to `SCHEME://127.0.0.1:PORT` with `http` (for
+    /// HTTPS: a client that trusts the test's CA; see `tests/e2e/tls.rs`).
+    pub fn start_with_client(
+        dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        scheme: &str,
+        http: reqwest::blocking::Client,
+    ) -> Server {
         let port = free_port();
         let log = dir.join(format!("server-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
@@ -100,14 +116,11 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             port,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             dir: dir.to_owned(),
             log,
             token,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("client"),
+            http,
             transcript: Mutex::new(Vec::new()),
         };
         server.wait_ready();

@@ -2,7 +2,8 @@
 //!
 //! A thin binary over `broked-connections`: it knows HTTP and JSON wire shapes, nothing about
 //! storage or encryption. It is secure by default: loopback only unless an API token is set,
-//! masked secrets in every response, no secret in any log line, core dumps off.
+//! HTTPS off loopback unless plain HTTP is asked for by name, masked secrets in every response,
+//! no secret in any log line, core dumps off.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ mod auth;
 mod error;
 mod hardening;
 mod panic_hook;
+mod tls;
 mod ui;
 mod wire;
 
@@ -45,9 +47,35 @@ struct Args {
     #[arg(long, env = "BROKED_KEY_FILE")]
     key_file: Option<PathBuf>,
 
-    /// Address and port to listen on. A non-loopback address requires --api-token.
+    /// Address and port to listen on. A non-loopback address requires --api-token, and
+    /// --tls-cert/--tls-key (or --insecure-http).
     #[arg(long, env = "BROKED_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+
+    /// Serve HTTPS with this certificate chain (PEM, the server's own certificate first).
+    /// The certificate and key are read again on SIGHUP.
+    #[arg(
+        long,
+        env = "BROKED_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "BROKED_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy, say): the
+    /// token and every password sent to the API then cross the network in clear. The server
+    /// warns at start-up and in a `Broked-Warning` header on every response (/healthz too).
+    #[arg(long, env = "BROKED_INSECURE_HTTP", conflicts_with = "tls_cert")]
+    insecure_http: bool,
 
     /// Require `Authorization: Bearer TOKEN` on every /api request.
     /// Prefer the environment variable: argv is visible to other users of the machine.
@@ -124,6 +152,25 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.listen
         );
     }
+    if !args.listen.ip().is_loopback() && args.tls_cert.is_none() && !args.insecure_http {
+        bail!(
+            "refusing to serve plain HTTP on {}: the API token and every password sent to the \
+             API would cross the network in clear. Give --tls-cert FILE --tls-key FILE, or \
+             --insecure-http if something else encrypts the traffic (a TLS proxy in front)",
+            args.listen
+        );
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::load(cert, key)?)),
+        _ => None,
+    };
+    if args.insecure_http {
+        tracing::warn!(
+            listen = %args.listen,
+            "--insecure-http: serving plain HTTP; the API token and passwords sent to the API \
+             cross the network in clear"
+        );
+    }
     let mut options = broked_connections::Options::default();
     options.probe_timeout = Duration::from_secs(args.probe_timeout.max(1));
     options.probe_deny = args.probe_deny;
@@ -142,6 +189,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         writes_in_flight: Arc::default(),
     };
     let app = api::router(state);
+    let app = if args.insecure_http {
+        app.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            axum::http::HeaderName::from_static("broked-warning"),
+            axum::http::HeaderValue::from_static(INSECURE_HTTP_WARNING),
+        ))
+    } else {
+        app
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -151,27 +206,41 @@ fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        if let Some(tls) = &tls {
+            // Installed before the server announces itself: SIGHUP's default action is to
+            // end the process.
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot handle SIGHUP")?;
+            tokio::spawn(tls::reload_on_sighup(tls.clone(), hangup));
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(
             listen = %args.listen,
             db = %db_shown,
-            "broked-server listening on http://{}",
+            "broked-server listening on {scheme}://{}",
             args.listen
         );
-        serve(listener, app).await;
+        serve(listener, app, tls).await;
         tracing::info!("shut down");
         anyhow::Ok(())
     })
 }
 
+/// The `Broked-Warning` header of every response under --insecure-http.
+const INSECURE_HTTP_WARNING: &str =
+    "insecure-http: plain HTTP, the API token and passwords cross the network in clear";
+
 /// How long a client may take to send a request's head (and how long an idle keep-alive
 /// connection stays open): slow-loris and idle clients cannot hold connections forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves HTTP/1.1 until SIGINT/SIGTERM, then lets requests in flight finish (up to 10 s).
+/// Serves HTTP/1.1 (over TLS with `tls`) until SIGINT/SIGTERM, then lets requests in flight
+/// finish (up to 10 s).
 ///
 /// Not `axum::serve`: it gives hyper no timer, so hyper's header-read timeout never fires.
-async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+/// The TLS handshake runs in the connection's task, bounded by [`tls::HANDSHAKE_TIMEOUT`], so
+/// that a slow client holds up neither the accept loop nor the shutdown for longer.
+async fn serve(listener: tokio::net::TcpListener, app: axum::Router, tls: Option<Arc<tls::Tls>>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -188,15 +257,21 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(stream, app, watcher));
+            }
+            Some(tls) => {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    if let Some(stream) = tls.accept(stream).await {
+                        serve_connection(stream, app, watcher).await;
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
@@ -205,6 +280,23 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
             tracing::warn!("requests still running after 10 s; exiting");
         }
     }
+}
+
+/// One HTTP/1.1 connection, with hyper's header-read timeout, ended gracefully on shutdown.
+async fn serve_connection<I>(
+    io: I,
+    app: axum::Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    let _ = watcher.watch(conn).await;
 }
 
 async fn shutdown_signal() {
