@@ -65,7 +65,12 @@ impl Connections {
         let (db, key_path, store) = open_store(db_path.as_ref(), &options)?;
         let store: Arc<dyn Store> = Arc::from(store);
         let sealer = Sealer::open(&db, &key_path, store.clone(), options.rotate_after_seals)?;
-        let registry = probes::registry(&options)?;
+        // The store's files and the key file are never a sqlite test target.
+        let mut protected = vec![key_path.clone()];
+        if !is_postgres_url(&db.to_string_lossy()) {
+            protected.push(db.clone());
+        }
+        let registry = probes::registry(&options, protected)?;
         Ok(Connections {
             db,
             store,

@@ -4,14 +4,18 @@ use broked_probe::{Policy, Registry};
 
 use crate::{Error, Options};
 
-pub(crate) fn registry(options: &Options) -> Result<Registry, Error> {
+/// `protected`: the store's database file (for SQLite) and the key file, never a test target.
+pub(crate) fn registry(
+    options: &Options,
+    protected: Vec<std::path::PathBuf>,
+) -> Result<Registry, Error> {
     let policy = Policy::new(
         options.probe_timeout,
         options.probe_disabled,
         &options.probe_deny,
     )
     .map_err(Error::Options)?;
-    let policy = file_policy(policy, options)?;
+    let policy = file_policy(policy.protect_files(protected), options)?;
     #[allow(unused_mut)]
     let mut registry = Registry::new(policy);
     #[cfg(feature = "postgres")]
