@@ -486,3 +486,308 @@ fn wait_for(server: &Server, mut ok: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A private PostgreSQL cluster for one test: `initdb` under a temporary directory, a free
+/// loopback port, TLS with a certificate made by the test, and only `hostssl` lines in
+/// `pg_hba.conf` — a TCP connection without TLS is refused by the server itself. Stopped
+/// (`pg_ctl stop -m immediate`) when dropped, also when the test fails. Never the shared
+/// cluster of scripts/test.
+struct PgCluster {
+    bindir: PathBuf,
+    data: PathBuf,
+    port: u16,
+    /// `runuser -u postgres --` when the tests run as root (PostgreSQL refuses to).
+    as_postgres: bool,
+}
+
+const PG_USER: &str = "broked_tls";
+const PG_PASSWORD: &str = "Pg-Tls-Pw-6e0b";
+
+impl PgCluster {
+    /// `None` (the test is skipped, or fails under BROKED_TEST_REQUIRE_SERVICES=1) when no
+    /// PostgreSQL server binaries are installed.
+    fn start(root: &Path, cert_pem: &str, key_pem: &str) -> Option<PgCluster> {
+        let Some(bindir) = pg_bindir() else {
+            let why = "no PostgreSQL server binaries (initdb, pg_ctl) on this machine";
+            assert!(!broked_tests::env::required(), "{why}");
+            eprintln!("SKIPPED: {why}");
+            return None;
+        };
+        let as_postgres = is_root();
+        let data = root.join("pgdata");
+        let pwfile = root.join("pgpass.txt");
+        std::fs::write(&pwfile, PG_PASSWORD).unwrap();
+        if as_postgres {
+            chown_postgres(root);
+        }
+        let cluster = PgCluster {
+            bindir,
+            data,
+            port: free_port(),
+            as_postgres,
+        };
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                cluster.data.to_str().unwrap(),
+                "-U",
+                PG_USER,
+                "--pwfile",
+                pwfile.to_str().unwrap(),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "--no-instructions",
+            ],
+        );
+        std::fs::remove_file(&pwfile).unwrap();
+        cluster.write_tls(cert_pem, key_pem);
+        let conf = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
+             ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+             fsync = off\nmax_connections = 30\nshared_buffers = 16MB\n",
+            cluster.port,
+            cluster.data.display()
+        );
+        append(&cluster.data.join("postgresql.conf"), &conf);
+        std::fs::write(
+            cluster.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        if as_postgres {
+            chown_postgres(&cluster.data);
+        }
+        let log = cluster.data.join("server.log");
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D",
+                cluster.data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        Some(cluster)
+    }
+
+    /// Replaces the server's certificate and key and has PostgreSQL read them again.
+    fn replace_certificate(&self, cert_pem: &str, key_pem: &str) {
+        self.write_tls(cert_pem, key_pem);
+        if self.as_postgres {
+            chown_postgres(&self.data);
+        }
+        self.run("pg_ctl", &["-D", self.data.to_str().unwrap(), "reload"]);
+    }
+
+    fn write_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(self.data.join("server.crt"), cert_pem).unwrap();
+        let key = self.data.join("server.key");
+        std::fs::write(&key, key_pem).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// `postgres://…@127.0.0.1:PORT/postgres?QUERY`
+    fn url(&self, query: &str) -> String {
+        format!(
+            "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/postgres?{query}",
+            self.port
+        )
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bindir.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
+        let out = cmd
+            .args(args)
+            .env_remove("PGPASSWORD")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let exe = self.bindir.join("pg_ctl");
+        let data = self.data.to_str().unwrap();
+        let args = ["-D", data, "-m", "immediate", "-w", "stop"];
+        let status = if self.as_postgres {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
+        } else {
+            std::process::Command::new(&exe).args(args).output()
+        };
+        if !status.is_ok_and(|o| o.status.success()) {
+            eprintln!("could not stop the test cluster in {data}");
+        }
+    }
+}
+
+/// Where `initdb` and `pg_ctl` are: `pg_config --bindir`, Debian's newest
+/// `/usr/lib/postgresql/N/bin`, or the PATH.
+fn pg_bindir() -> Option<PathBuf> {
+    let has_tools = |d: &Path| d.join("initdb").exists() && d.join("pg_ctl").exists();
+    if let Ok(out) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_tools(&dir) {
+            return Some(dir);
+        }
+    }
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(_, d)| has_tools(d))
+        .collect();
+    debian.sort();
+    if let Some((_, dir)) = debian.pop() {
+        return Some(dir);
+    }
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).find(|d| has_tools(d)))
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn chown_postgres(path: &Path) {
+    let out = std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chown: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The store's connection to PostgreSQL with `sslmode=verify-full&sslrootcert=CA` in the URL
+/// (docs/operations.md): it verifies the CA and the name, through the server and the CLI.
+#[test]
+fn the_postgres_store_verifies_the_database_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("broked e2e database CA");
+    let (cert, key) = ca.issue(&["127.0.0.1"]);
+    let Some(pg) = PgCluster::start(dir.path(), &cert, &key) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let ca_file = work.path().join("db-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let other_ca_file = work.path().join("other-ca.pem");
+    std::fs::write(&other_ca_file, Ca::new("another CA").pem()).unwrap();
+    let key_file = work.path().join("keyring.key");
+    let key_s = key_file.to_str().unwrap();
+    let verify_full = pg.url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        ca_file.display()
+    ));
+
+    // The server on the verified connection: create, read; the CLI on the same URL.
+    let envs = [
+        ("BROKED_DB", verify_full.as_str()),
+        ("BROKED_KEY_FILE", key_s),
+    ];
+    let mut server = Server::start_with_env(work.path(), &["--probe-disabled"], &envs);
+    let body = json!({"conn_id": "via-verified-tls", "type": "generic", "host": "127.0.0.1",
+        "port": 9, "password": "Stored-Pw-3f8e"});
+    let r = server.post("/api/connections", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(server.get("/api/connections/via-verified-tls").status, 200);
+    assert!(server.stop(), "{}", server.log_text());
+    let out = std::process::Command::new(broked_tests::bin("broked"))
+        .args(["connections", "list", "--output", "json"])
+        .envs(envs)
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("via-verified-tls"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let refused = |url: &str| {
+        let out = server_output(
+            work.path(),
+            &["--probe-disabled"],
+            &[("BROKED_DB", url), ("BROKED_KEY_FILE", key_s)],
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{url}: {text}");
+        assert!(!text.contains(PG_PASSWORD), "the password in: {text}");
+        text.to_lowercase()
+    };
+
+    // Another CA: refused at start-up.
+    let text = refused(&pg.url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        other_ca_file.display()
+    )));
+    assert!(
+        text.contains("certificate") || text.contains("tls"),
+        "{text}"
+    );
+    // Without TLS: the cluster itself refuses (hostssl only), so the connections above were
+    // encrypted.
+    let text = refused(&pg.url("sslmode=disable"));
+    assert!(
+        text.contains("no pg_hba.conf entry") || text.contains("no encryption"),
+        "{text}"
+    );
+
+    // The right CA, another name: refused. A renewed certificate for the right name from
+    // the same CA: accepted again (so the refusal was the name).
+    let (cert, key) = ca.issue(&["db.example.com"]);
+    pg.replace_certificate(&cert, &key);
+    let text = refused(&verify_full);
+    assert!(text.contains("not valid for name"), "{text}");
+    let (cert, key) = ca.issue(&["127.0.0.1"]);
+    pg.replace_certificate(&cert, &key);
+    let server = Server::start_with_env(work.path(), &["--probe-disabled"], &envs);
+    assert_eq!(server.get("/api/connections/via-verified-tls").status, 200);
+    assert!(!server.log_text().contains(PG_PASSWORD));
+}
