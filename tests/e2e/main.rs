@@ -7,3 +7,4 @@ mod server;
 mod server_contract;
 mod target;
 mod tls;
+mod tokens;

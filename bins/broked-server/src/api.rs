@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
-use broked_connections::{Connections, PipelineDef, UpdateMode};
+use axum::{Extension, Json};
+use broked_connections::{Connections, Grant, PipelineDef, UpdateMode};
 use broked_core::ConnType;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
@@ -34,6 +34,8 @@ pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 pub(crate) struct AppState {
     pub(crate) connections: Arc<Connections>,
     pub(crate) token: Option<Arc<Token>>,
+    /// Failed authentications per client (429 past a limit).
+    pub(crate) failures: Arc<crate::auth::Failures>,
     /// Store writes of this process started and not yet finished (see [`read_fast`]).
     pub(crate) writes_in_flight: Arc<AtomicUsize>,
 }
@@ -65,6 +67,11 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .routes(routes!(list_pipelines))
         .routes(routes!(get_pipeline, put_pipeline, delete_pipeline))
         .routes(routes!(connection_types))
+        .routes(routes!(
+            crate::tokens::list_tokens,
+            crate::tokens::create_token
+        ))
+        .routes(routes!(crate::tokens::revoke_token))
         .split_for_parts();
     // `POST /api/connections/test` is routed by the alias below; only its documentation
     // comes from here.
@@ -170,7 +177,7 @@ fn test_id() -> Result<Path<String>, PathRejection> {
 
 /// Runs a store write off the async workers, counted in `writes_in_flight` until the closure
 /// has finished (even when the client has gone and the handler was dropped).
-async fn write<T: Send + 'static>(
+pub(crate) async fn write<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&Connections) -> Result<T, broked_connections::Error> + Send + 'static,
 ) -> ApiResult<T> {
@@ -210,7 +217,7 @@ async fn read_fast<T: Send + 'static>(
 }
 
 /// Runs a store call off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&Connections) -> Result<T, broked_connections::Error> + Send + 'static,
 ) -> ApiResult<T> {
@@ -227,7 +234,7 @@ async fn blocking<T: Send + 'static>(
 /// A request body that is JSON by its `Content-Type` (`application/json` or `…+json`), at most
 /// [`BODY_LIMIT`] bytes. An empty body passes whatever its type, for the parser to refuse with
 /// a clear message; a non-empty body of another type is 415.
-pub(crate) struct JsonBody(Bytes);
+pub(crate) struct JsonBody(pub(crate) Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
@@ -270,7 +277,7 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-fn path(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+pub(crate) fn path(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
     p.map(|Path(p)| p)
         .map_err(|_| ApiError::bad_request("the path is not valid"))
 }
@@ -288,11 +295,17 @@ fn query(
     responses((status = 200, body = Vec<ConnectionOut>), (status = 400, body = ErrorBody)))]
 async fn list_connections(
     State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<Json<Vec<ConnectionOut>>> {
     let filter: Option<ConnType> = wire::type_filter(query(q)?.get("type").map(String::as_str))?;
     let list = blocking(&state, move |c| c.list(filter)).await?;
-    Ok(Json(list.into_iter().map(ConnectionOut::from).collect()))
+    Ok(Json(
+        list.into_iter()
+            .filter(|i| grant.sees(i.conn_id.as_str()))
+            .map(ConnectionOut::from)
+            .collect(),
+    ))
 }
 
 /// Create a connection. The password and extra are encrypted before they are stored.
@@ -303,9 +316,20 @@ async fn list_connections(
               (status = 422, body = ErrorBody)))]
 async fn create_connection(
     State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
     b: JsonBody,
 ) -> ApiResult<(StatusCode, Json<ConnectionOut>)> {
     let input = wire::into_input(wire::connection_body(&b.0)?);
+    if let Some(id) = &input.conn_id {
+        if !grant.sees(id) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token may not create that connection: its conn_id is outside the \
+                 token's connections",
+            ));
+        }
+    }
     let created = write(&state, move |c| c.create(input)).await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
@@ -403,8 +427,16 @@ async fn test_saved(
     responses((status = 200, body = TestOut), (status = 400, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-async fn test_unsaved(State(state): State<AppState>, b: JsonBody) -> ApiResult<Json<TestOut>> {
-    let update = wire::connection_body(&b.0)?;
+async fn test_unsaved(
+    State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
+    b: JsonBody,
+) -> ApiResult<Json<TestOut>> {
+    let mut update = wire::connection_body(&b.0)?;
+    // A stored secret is reused only for a connection the token may see.
+    if update.conn_id.as_deref().is_some_and(|id| !grant.sees(id)) {
+        update.conn_id = None;
+    }
     let outcome = state.connections.test_unsaved(update).await?;
     Ok(Json(outcome.into()))
 }
@@ -415,6 +447,7 @@ async fn test_unsaved(State(state): State<AppState>, b: JsonBody) -> ApiResult<J
     responses((status = 200, body = UsedByOut), (status = 404, body = ErrorBody)))]
 async fn used_by(
     State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<UsedByOut>> {
     let id = path(p)?;
@@ -423,18 +456,67 @@ async fn used_by(
         move |c| c.used_by(&id)
     })
     .await?;
+    // A pipeline that also uses connections outside the token's globs is not shown.
+    let pipelines = if grant.is_limited() {
+        let all = blocking(&state, |c| c.list_pipelines()).await?;
+        usage
+            .iter()
+            .filter(|u| {
+                all.iter()
+                    .find(|p| p.pipeline_id == u.pipeline_id)
+                    .is_some_and(|p| pipeline_visible(&grant, p))
+            })
+            .map(UsageOut::from)
+            .collect()
+    } else {
+        usage.iter().map(UsageOut::from).collect()
+    };
     Ok(Json(UsedByOut {
         conn_id: id,
-        pipelines: usage.iter().map(UsageOut::from).collect(),
+        pipelines,
     }))
 }
 
 /// All pipeline definitions.
 #[utoipa::path(get, path = "/api/pipelines", tag = "pipelines",
     responses((status = 200, body = Vec<PipelineOut>)))]
-async fn list_pipelines(State(state): State<AppState>) -> ApiResult<Json<Vec<PipelineOut>>> {
+async fn list_pipelines(
+    State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
+) -> ApiResult<Json<Vec<PipelineOut>>> {
     let list = blocking(&state, |c| c.list_pipelines()).await?;
-    Ok(Json(list.into_iter().map(PipelineOut::from).collect()))
+    Ok(Json(
+        list.into_iter()
+            .filter(|p| pipeline_visible(&grant, p))
+            .map(PipelineOut::from)
+            .collect(),
+    ))
+}
+
+/// Whether every connection a pipeline references is one the token may see.
+fn pipeline_visible(grant: &Grant, p: &broked_connections::PipelineInfo) -> bool {
+    !grant.is_limited()
+        || p.definition
+            .references()
+            .iter()
+            .all(|(_, id)| grant.sees(id.as_str()))
+}
+
+/// The pipeline, or a 404 like a missing one if the token may not see all it references.
+async fn visible_pipeline(
+    state: &AppState,
+    grant: &Grant,
+    id: &str,
+) -> ApiResult<Option<broked_connections::PipelineInfo>> {
+    let id = id.to_owned();
+    match blocking(state, move |c| c.get_pipeline(&id)).await {
+        Ok(p) if pipeline_visible(grant, &p) => Ok(Some(p)),
+        Ok(p) => Err(ApiError::from(broked_connections::Error::PipelineNotFound(
+            p.pipeline_id.as_str().to_owned(),
+        ))),
+        Err(e) if e.status == StatusCode::NOT_FOUND => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// One pipeline definition.
@@ -443,12 +525,16 @@ async fn list_pipelines(State(state): State<AppState>) -> ApiResult<Json<Vec<Pip
     responses((status = 200, body = PipelineOut), (status = 404, body = ErrorBody)))]
 async fn get_pipeline(
     State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<PipelineOut>> {
     let id = path(p)?;
-    Ok(Json(
-        blocking(&state, move |c| c.get_pipeline(&id)).await?.into(),
-    ))
+    match visible_pipeline(&state, &grant, &id).await? {
+        Some(p) => Ok(Json(p.into())),
+        None => Err(ApiError::from(broked_connections::Error::PipelineNotFound(
+            id,
+        ))),
+    }
 }
 
 /// Register or replace a pipeline definition; 422 naming any conn_id that does not exist.
@@ -459,6 +545,7 @@ async fn get_pipeline(
               (status = 422, body = ErrorBody)))]
 async fn put_pipeline(
     State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
     p: Result<Path<String>, PathRejection>,
     b: JsonBody,
 ) -> ApiResult<Json<PipelineOut>> {
@@ -466,6 +553,24 @@ async fn put_pipeline(
     let map = wire::pipeline_body(&b.0, &id)?;
     let def = PipelineDef::from_value(serde_json::Value::Object(map))
         .map_err(|e| ApiError::from(broked_connections::Error::from(e)))?;
+    if grant.is_limited() {
+        // Connections outside the token's globs are "missing" to it; a pipeline it may not
+        // see cannot be replaced either.
+        let mut outside: Vec<String> = def
+            .references()
+            .into_iter()
+            .filter(|(_, c)| !grant.sees(c.as_str()))
+            .map(|(_, c)| c.as_str().to_owned())
+            .collect();
+        if !outside.is_empty() {
+            outside.sort();
+            outside.dedup();
+            return Err(ApiError::from(broked_connections::Error::UnknownConnIds(
+                outside,
+            )));
+        }
+        visible_pipeline(&state, &grant, &id).await?;
+    }
     Ok(Json(
         write(&state, move |c| c.put_pipeline(&id, def))
             .await?
@@ -479,9 +584,13 @@ async fn put_pipeline(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn delete_pipeline(
     State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
     let id = path(p)?;
+    if grant.is_limited() {
+        visible_pipeline(&state, &grant, &id).await?;
+    }
     write(&state, move |c| c.delete_pipeline(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,4 +1,14 @@
-//! The API token: `Authorization: Bearer TOKEN` on every /api request when one is set.
+//! Who may do what: `Authorization: Bearer TOKEN` on every /api request when the server has
+//! a bootstrap token (`--api-token`) or the store holds named tokens (issue 16). The request
+//! gets a [`Grant`] (scopes and conn_id globs) that the route's scope and the handlers check;
+//! repeated failures from one client are slowed down with 429.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use broked_connections::{Grant, Scope};
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -54,11 +64,11 @@ fn loopback_host(host: &str) -> bool {
 ///   reaches 127.0.0.1 under its own name);
 /// - an `Origin` other than this server's own, or `Sec-Fetch-Site: cross-site` (a page
 ///   posting to http://127.0.0.1:8080 from elsewhere).
-fn cross_site(state: &AppState, headers: &axum::http::HeaderMap) -> Option<ApiError> {
+fn cross_site(auth_required: bool, headers: &axum::http::HeaderMap) -> Option<ApiError> {
     use axum::http::StatusCode;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let host = header("host").unwrap_or("");
-    if state.token.is_none() && !loopback_host(host) {
+    if !auth_required && !loopback_host(host) {
         return Some(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_host",
@@ -81,26 +91,181 @@ fn cross_site(state: &AppState, headers: &axum::http::HeaderMap) -> Option<ApiEr
     None
 }
 
+/// The client's address, set per connection by the accept loop.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientAddr(pub(crate) IpAddr);
+
+/// Failed authentications per client address in the current window.
+#[derive(Default)]
+pub(crate) struct Failures {
+    by_client: Mutex<HashMap<Option<IpAddr>, (Instant, u32)>>,
+}
+
+/// At most this many failed authentications per client and window; then 429 until it ends.
+const FAILURES_ALLOWED: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+impl Failures {
+    /// Seconds until the client may try again, if it is over the limit.
+    fn blocked(&self, client: Option<IpAddr>) -> Option<u64> {
+        let map = self.by_client.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, n) = map.get(&client)?;
+        let left = FAILURE_WINDOW.checked_sub(start.elapsed())?;
+        (*n >= FAILURES_ALLOWED).then(|| left.as_secs().max(1))
+    }
+
+    fn record(&self, client: Option<IpAddr>) {
+        let mut map = self.by_client.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            map.retain(|_, (start, _)| start.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = map.entry(client).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= FAILURE_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// The scope a route needs (`None`: any valid token), from its template and method.
+pub(crate) fn scope_of(method: &axum::http::Method, route: &str) -> Option<Scope> {
+    use axum::http::Method;
+    if route.starts_with("/api/tokens") {
+        return Some(Scope::Admin);
+    }
+    if route == "/api/openapi.json" || route == "/api/connection-types" {
+        return None;
+    }
+    let test = method == Method::POST
+        && (route == "/api/connections/test" || route == "/api/connections/{conn_id}/test");
+    Some(if test {
+        Scope::Test
+    } else if method == Method::GET || method == Method::HEAD {
+        Scope::Read
+    } else {
+        Scope::Write
+    })
+}
+
+/// The conn_id in the path of a `/api/connections/{conn_id}...` route (also the
+/// `/api/connections/test` alias, which serves the connection named `test` for GET, PUT,
+/// PATCH and DELETE).
+fn path_conn_id<'a>(method: &axum::http::Method, route: &str, path: &'a str) -> Option<&'a str> {
+    let alias = route == "/api/connections/test" && method != axum::http::Method::POST;
+    if !route.starts_with("/api/connections/{conn_id}") && !alias {
+        return None;
+    }
+    path.strip_prefix("/api/connections/")?.split('/').next()
+}
+
+fn refuse(status: axum::http::StatusCode, code: &'static str, message: String) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
 pub(crate) async fn require_token(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(refused) = cross_site(&state, request.headers()) {
+    use axum::http::StatusCode;
+    let c = state.connections.clone();
+    // Named tokens in the store turn authentication on even without a bootstrap token.
+    let auth_required = state.token.is_some()
+        || match c.tokens_exist() {
+            Ok(any) => any,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+    if let Some(refused) = cross_site(auth_required, request.headers()) {
         return refused.into_response();
     }
-    let Some(token) = &state.token else {
-        return next.run(request).await;
+    let is_tokens_route = request.uri().path().starts_with("/api/tokens");
+    let grant = if !auth_required {
+        // Creating a token here would switch authentication on for everyone, from a request
+        // nobody authenticated: token management needs a token, or the CLI.
+        if is_tokens_route {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "token management over the API needs authentication: start the server with \
+                 --api-token (or BROKED_API_TOKEN), or use `broked token create`"
+                    .into(),
+            );
+        }
+        Grant::all("local")
+    } else {
+        let client = request.extensions().get::<ClientAddr>().map(|a| a.0);
+        if let Some(retry) = state.failures.blocked(client) {
+            let mut r = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                "too many failed authentications from this address; try again later".into(),
+            );
+            if let Ok(v) = axum::http::HeaderValue::from_str(&retry.to_string()) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        let presented = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer);
+        let grant = match presented {
+            Some(p) if state.token.as_ref().is_some_and(|t| t.matches(p)) => {
+                Some(Grant::all("bootstrap"))
+            }
+            Some(p) => match c.authenticate(p) {
+                Ok(g) => g,
+                Err(e) => return ApiError::from(e).into_response(),
+            },
+            None => None,
+        };
+        match grant {
+            Some(g) => g,
+            None => {
+                // Only a presented token that is wrong counts towards the limit: a client
+                // that has not sent one yet (a browser before its prompt) is not guessing.
+                if presented.is_some() {
+                    state.failures.record(client);
+                    tracing::warn!(client = ?client, "refused authentication: a wrong token");
+                }
+                return ApiError::unauthorized().into_response();
+            }
+        }
     };
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    match presented {
-        Some(p) if token.matches(p) => next.run(request).await,
-        _ => ApiError::unauthorized().into_response(),
+    // The route's scope, and the connection in its path: a connection outside the token's
+    // globs answers exactly like a missing one.
+    if let Some(route) = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+    {
+        if let Some(scope) = scope_of(request.method(), &route) {
+            if !grant.allows(scope) {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("this token may not do that: it needs the {scope} scope"),
+                );
+            }
+        }
+        if let Some(id) = path_conn_id(request.method(), &route, request.uri().path()) {
+            if !grant.sees(id) {
+                return ApiError::not_found(format!("connection {id:?} not found")).into_response();
+            }
+        }
+        if route.starts_with("/api/tokens") && grant.is_limited() {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "tokens are managed with an admin token that is not limited to some \
+                 connections"
+                    .into(),
+            );
+        }
     }
+    request.extensions_mut().insert(grant);
+    next.run(request).await
 }
 
 #[cfg(test)]

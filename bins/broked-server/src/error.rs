@@ -15,7 +15,7 @@ use crate::wire::UsageOut;
 
 #[derive(Debug)]
 pub(crate) struct ApiError {
-    status: StatusCode,
+    pub(crate) status: StatusCode,
     body: ErrorDetail,
 }
 

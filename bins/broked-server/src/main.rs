@@ -20,6 +20,7 @@ mod error;
 mod hardening;
 mod panic_hook;
 mod tls;
+mod tokens;
 mod ui;
 mod wire;
 
@@ -186,6 +187,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let state = api::AppState {
         connections: Arc::new(connections),
         token: token.map(|t| Arc::new(auth::Token::new(t))),
+        failures: Arc::default(),
         writes_in_flight: Arc::default(),
     };
     let app = api::router(state);

@@ -88,6 +88,40 @@ enum Command {
         after_help = "Examples:\n  broked key check\n  broked key rotate\n  broked key prune"
     )]
     Key(KeyCmd),
+    /// Named API tokens for the server: scopes and the connections they may see.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  broked token create ci --scope read,test --conns 'team-a-*' --expires 30d\n  broked token list\n  broked token revoke ci"
+    )]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Create a token and print it — the only time it is shown. Once any token exists, the
+    /// server requires a token on every API request.
+    #[command(
+        after_help = "Scopes: read (list/get, masked), test, write (create/update/delete), admin (tokens; implies the others).\nExamples:\n  broked token create ci --scope read,test\n  broked token create team-a --scope read,write --conns 'team-a-*' --expires 90d"
+    )]
+    Create {
+        /// Name of the token (lowercase letters, digits, _ and -).
+        name: String,
+        /// Comma-separated scopes: read, test, write, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<String>,
+        /// Comma-separated conn_id globs (`*`, `?`) the token is limited to; default: all.
+        #[arg(long, value_delimiter = ',')]
+        conns: Option<Vec<String>>,
+        /// Lifetime, like 30d, 12h, 90m or 2w; default: never expires.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// The tokens: name, scopes, globs, created, expires, last used — never the token.
+    #[command(after_help = "Examples:\n  broked token list\n  broked token list --output json")]
+    List,
+    /// Revoke a token: it stops working at once, in every server.
+    #[command(after_help = "Example:\n  broked token revoke ci")]
+    Revoke { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -303,6 +337,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Connections(cmd) => connections(cmd, out, open()?),
         Command::Key(cmd) => key(cmd, out, open()?),
+        Command::Token(cmd) => token(cmd, out, open()?),
     }
 }
 
@@ -621,6 +656,36 @@ fn key(cmd: KeyCmd, out: Output, c: Connections) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn token(cmd: TokenCmd, out: Output, c: Connections) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCmd::Create {
+            name,
+            scope,
+            conns,
+            expires,
+        } => {
+            let scopes = scope
+                .iter()
+                .map(|s| s.parse::<broked_connections::Scope>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| anyhow::anyhow!("--scope: {m}"))?;
+            let expires = expires
+                .as_deref()
+                .map(broked_connections::parse_duration)
+                .transpose()
+                .map_err(|m| anyhow::anyhow!("--expires must be {m}"))?;
+            let (info, secret) = c.create_token(&name, &scopes, conns, expires)?;
+            output::token_created(out, &info, &secret);
+        }
+        TokenCmd::List => output::tokens(out, &c.list_tokens()?),
+        TokenCmd::Revoke { name } => {
+            c.revoke_token(&name)?;
+            output::token_revoked(out, &name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The fields of a parsed connection as an input (for `add --uri`).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use broked_connections::{
     CheckReport, ConnectionInfo, Connections, KeyStatus, PipelineUsage, RotateReport, TestOutcome,
+    TokenInfo,
 };
 use broked_core::Secret;
 use clap::ValueEnum;
@@ -365,4 +366,70 @@ pub(crate) fn run_tests(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn token_json(t: &TokenInfo) -> Value {
+    json!({
+        "name": t.name,
+        "scopes": t.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "conns": t.conns,
+        "created_at": t.created_at,
+        "expires_at": t.expires_at,
+        "last_used_at": t.last_used_at,
+    })
+}
+
+/// A new token: the one output that shows it.
+pub(crate) fn token_created(out: Output, t: &TokenInfo, token: &Secret) {
+    match out {
+        Output::Json => {
+            let mut v = token_json(t);
+            v["token"] = Value::String(token.expose().to_owned());
+            print_json(&v);
+        }
+        Output::Text => {
+            println!("{}", token.expose());
+            eprintln!(
+                "token {} created; it is shown only now: store it (send it as \
+                 Authorization: Bearer TOKEN)",
+                t.name
+            );
+        }
+    }
+}
+
+pub(crate) fn tokens(out: Output, list: &[TokenInfo]) {
+    match out {
+        Output::Json => print_json(&Value::Array(list.iter().map(token_json).collect())),
+        Output::Text => {
+            let rows: Vec<[String; 6]> = list
+                .iter()
+                .map(|t| {
+                    [
+                        t.name.clone(),
+                        t.scopes
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        t.conns.as_ref().map_or("*".to_owned(), |g| g.join(",")),
+                        t.created_at.clone(),
+                        t.expires_at.clone().unwrap_or_else(|| "never".into()),
+                        t.last_used_at.clone().unwrap_or_else(|| "never".into()),
+                    ]
+                })
+                .collect();
+            table(
+                &["NAME", "SCOPES", "CONNS", "CREATED", "EXPIRES", "LAST USED"],
+                &rows,
+            );
+        }
+    }
+}
+
+pub(crate) fn token_revoked(out: Output, name: &str) {
+    match out {
+        Output::Json => print_json(&json!({"revoked": name})),
+        Output::Text => println!("token {name} revoked"),
+    }
 }
