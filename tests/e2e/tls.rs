@@ -262,6 +262,27 @@ fn a_handshake_that_never_finishes_is_closed() {
     assert_eq!(server.get("/healthz").status, 200);
 }
 
+#[test]
+fn shutdown_does_not_wait_for_a_stalled_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("broked e2e CA");
+    let (cert, key) = ca.write_server_files(dir.path());
+    let mut server = start_tls(dir.path(), &cert, &key, &ca.pem(), &["--probe-disabled"]);
+    let mut half = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    // The server has accepted it (a request after it is answered).
+    assert_eq!(server.get("/healthz").status, 200);
+    let t = Instant::now();
+    assert!(server.stop(), "SIGTERM: clean exit\n{}", server.log_text());
+    // Well under the 10 s handshake limit: the half-open handshake is dropped at once.
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        !server.log_text().contains("still running"),
+        "{}",
+        server.log_text()
+    );
+}
+
 /// Whether the peer closed (or reset) the connection; waits up to the read timeout.
 fn is_closed(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 256];

@@ -244,6 +244,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// that a slow client holds up neither the accept loop nor the shutdown for longer.
 async fn serve(listener: tokio::net::TcpListener, app: axum::Router, tls: Option<Arc<tls::Tls>>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Tells connections still in their TLS handshake to give up: they hold no request yet.
+    let (closing, closing_rx) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         let stream = tokio::select! {
@@ -267,8 +269,13 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, tls: Option
             }
             Some(tls) => {
                 let tls = tls.clone();
+                let mut closing = closing_rx.clone();
                 tokio::spawn(async move {
-                    if let Some(stream) = tls.accept(stream).await {
+                    let stream = tokio::select! {
+                        stream = tls.accept(stream) => stream,
+                        _ = closing.changed() => None,
+                    };
+                    if let Some(stream) = stream {
                         serve_connection(stream, app, watcher).await;
                     }
                 });
@@ -276,6 +283,7 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, tls: Option
         }
     }
     drop(listener);
+    let _ = closing.send(());
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(Duration::from_secs(10)) => {
