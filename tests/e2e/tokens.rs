@@ -370,4 +370,15 @@ fn tokens_with_an_expiry_and_rate_limited_failures() {
     assert_eq!(last, 429);
     let r = server.send(server.request("GET", "/api/connections").bearer_auth(BOOT));
     assert_eq!(r.status, 429, "{}", r.text);
+    // Another client address (127.0.0.2, also loopback) is not held up.
+    let other = reqwest::blocking::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = other
+        .get(format!("{}/api/connections", server.base))
+        .bearer_auth(BOOT)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 }

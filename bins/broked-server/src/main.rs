@@ -248,9 +248,9 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, tls: Option
     let (closing, closing_rx) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, most likely: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -261,7 +261,10 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, tls: Option
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        // Every request of the connection carries its client's address (for the limit on
+        // failed authentications).
+        let client = auth::ClientAddr(peer.ip());
+        let app = app.clone().layer(axum::Extension(client));
         let watcher = graceful.watcher();
         match &tls {
             None => {
