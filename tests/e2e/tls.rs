@@ -140,7 +140,20 @@ fn a_client_that_verifies_the_generated_ca_uses_the_api_over_https() {
 
     // Graceful shutdown works with TLS connections open.
     assert!(server.stop(), "SIGTERM: clean exit\n{}", server.log_text());
-    assert!(!server.log_text().contains("Tls-Pw-5d2a"));
+    let log = server.log_text();
+    assert!(!log.contains("Tls-Pw-5d2a"), "{log}");
+    assert!(!log.contains("readable by every user"), "{log}");
+
+    // A key file every user can read: served, with a warning.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = start_tls(dir.path(), &cert, &key, &ca.pem(), &["--probe-disabled"]);
+    assert!(
+        server.log_text().contains("readable by every user"),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(server.get("/api/connections/over-tls").status, 200);
 }
 
 /// Starts a TLS server whose certificate the client should reject; returns the client's

@@ -152,6 +152,7 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("cannot read the TLS key {}", path.display()))?;
+    warn_if_others_can_read(path);
     // The parser's error is not shown: it could quote a line of the key file.
     PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
         anyhow::anyhow!(
@@ -159,6 +160,20 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
             path.display()
         )
     })
+}
+
+/// A warning, not a refusal: Debian's convention is a key readable by the `ssl-cert` group
+/// (0640), which is fine; readable by every user of the machine is not.
+fn warn_if_others_can_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(
+                key = %path.display(),
+                "the TLS key is readable by every user of this machine: chmod 600 (or 640) it"
+            );
+        }
+    }
 }
 
 /// Reloads `tls` on every SIGHUP, logging the outcome. The handler is installed by the caller
