@@ -73,7 +73,10 @@ fn seeded(dir: &Path) -> Server {
 fn needed(method: &str, path: &str) -> Option<&'static str> {
     if path.starts_with("/api/tokens") {
         Some("admin")
-    } else if path == "/api/connection-types" || path == "/api/openapi.json" {
+    } else if path == "/api/connection-types"
+        || path == "/api/openapi.json"
+        || path == "/api/whoami"
+    {
         None
     } else if method == "post" && path.ends_with("/test") {
         Some("test")

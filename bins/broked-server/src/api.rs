@@ -72,6 +72,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
             crate::tokens::create_token
         ))
         .routes(routes!(crate::tokens::revoke_token))
+        .routes(routes!(crate::tokens::whoami))
         .split_for_parts();
     // `POST /api/connections/test` is routed by the alias below; only its documentation
     // comes from here.

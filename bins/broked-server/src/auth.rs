@@ -133,7 +133,7 @@ pub(crate) fn scope_of(method: &axum::http::Method, route: &str) -> Option<Scope
     if route.starts_with("/api/tokens") {
         return Some(Scope::Admin);
     }
-    if route == "/api/openapi.json" || route == "/api/connection-types" {
+    if route == "/api/openapi.json" || route == "/api/connection-types" || route == "/api/whoami" {
         return None;
     }
     let test = method == Method::POST

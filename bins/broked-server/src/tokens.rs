@@ -201,3 +201,31 @@ pub(crate) async fn revoke_token(
     crate::api::write(&state, move |c| c.revoke_token(&name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// What the request's token may do.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WhoamiOut {
+    /// The token's name; `bootstrap` for `--api-token`, `local` when the server needs none.
+    name: String,
+    scopes: Vec<&'static str>,
+    /// conn_id globs the token is limited to; `null`: every connection.
+    conns: Option<Vec<String>>,
+}
+
+/// The token this request presented: its name, scopes and conn_id globs (the UI hides what
+/// the token may not do). Any valid token.
+#[utoipa::path(get, path = "/api/whoami", tag = "tokens",
+    responses((status = 200, body = WhoamiOut), (status = 401, body = ErrorBody)))]
+pub(crate) async fn whoami(
+    axum::Extension(grant): axum::Extension<broked_connections::Grant>,
+) -> Json<WhoamiOut> {
+    Json(WhoamiOut {
+        name: grant.name.clone(),
+        scopes: Scope::ALL
+            .into_iter()
+            .filter(|s| grant.allows(*s))
+            .map(Scope::as_str)
+            .collect(),
+        conns: grant.conns.clone(),
+    })
+}

@@ -46,7 +46,37 @@ const state = {
   portTouched: false, // the user typed a port: do not replace it with a type's default
   busy: false,
   notice: '',         // shown after the next route change
+  scopes: null,       // what the token may do (GET /api/whoami); null: not known yet, all shown
 };
+
+// What the token may do: `admin` implies every scope. Unknown yet: everything is shown, and the
+// server still refuses what the token may not do.
+function can(scope) {
+  return state.scopes === null || state.scopes.includes(scope) || state.scopes.includes('admin');
+}
+
+async function loadGrant() {
+  try {
+    const me = await api('GET', '/api/whoami');
+    state.scopes = Array.isArray(me.scopes) ? me.scopes : null;
+  } catch {
+    state.scopes = null;
+  }
+  applyGrant();
+}
+
+// Hides the controls of what the token may not do (Save and Delete need write, Test needs test).
+function applyGrant() {
+  $('new-connection').hidden = !can('write');
+  $('save').hidden = !can('write');
+  $('test').hidden = !can('test');
+  if (!can('write')) $('form-delete').hidden = true;
+  for (const b of document.querySelectorAll('#conn-rows button.delete')) b.hidden = !can('write');
+  for (const a of document.querySelectorAll('#conn-rows a.button')) {
+    a.textContent = can('write') ? 'Edit' : 'View';
+    a.setAttribute('aria-label', `${a.textContent} ${a.closest('tr').dataset.connId}`);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // API
@@ -127,6 +157,8 @@ function askToken(refused) {
       }
       sessionStorage.setItem(TOKEN_KEY, value);
       finish(true);
+      // Another token may do other things.
+      setTimeout(loadGrant, 0);
     };
     const onCancel = (e) => {
       e.preventDefault();
@@ -316,6 +348,7 @@ async function loadList() {
   }
   rows.replaceChildren();
   for (const c of list) rows.append(row(c));
+  applyGrant();
   $('conn-table').hidden = list.length === 0;
   const what = type ? `${typeLabel(type)} connection` : 'connection';
   status.textContent = list.length === 0
@@ -396,7 +429,7 @@ function fillForm(c) {
   $('h-conn_id').hidden = editing;
   $('h-conn_id-fixed').hidden = !editing;
   id.setAttribute('aria-describedby', `e-conn_id ${editing ? 'h-conn_id-fixed' : 'h-conn_id'}`);
-  $('form-delete').hidden = !editing;
+  $('form-delete').hidden = !editing || !can('write');
   input('type').value = editing ? c.type : state.types[0]?.type || '';
   for (const f of ['conn_id', 'host', 'schema', 'login', 'description']) {
     input(f).value = editing ? c[f] ?? '' : '';
@@ -1026,6 +1059,7 @@ async function start() {
   }
   state.typeMap = new Map(state.types.map((t) => [t.type, t]));
   fillTypeSelects();
+  await loadGrant();
   document.body.classList.add('ready');
   await route(false);
 }

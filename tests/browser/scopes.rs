@@ -1,0 +1,73 @@
+//! Issue 16: the UI asks for a token and hides what the token may not do.
+
+use std::process::{Command, Stdio};
+
+use broked_tests::bin;
+
+use super::*;
+
+#[test]
+fn a_read_only_token_sees_no_save_test_or_delete() {
+    let Some((chromium, driver_bin)) = browser_tools() else {
+        return;
+    };
+    const BOOT: &str = "ui-boot-token-91d2";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--api-token", BOOT]);
+    let r = call(
+        &server,
+        "POST",
+        "/api/connections",
+        Some(r#"{"conn_id": "shown", "type": "generic", "host": "h", "port": 1}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let out = Command::new(bin("broked"))
+        .arg("--db")
+        .arg(dir.path().join("broked.db"))
+        .args(["token", "create", "viewer", "--scope", "read", "-o", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("broked");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let viewer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let viewer = viewer["token"].as_str().unwrap().to_owned();
+    let driver = Driver::start(&driver_bin);
+    run(async {
+        let c = open_browser(&chromium, &driver).await;
+        c.goto(&format!("{}/", server.base))
+            .await
+            .expect("open the UI");
+        wait_js(
+            &c,
+            "the token prompt",
+            "document.getElementById('token-dialog').open",
+        )
+        .await;
+        press(&c, &viewer).await;
+        press(&c, ENTER).await;
+        list_shown(&c).await;
+        wait_text(&c, "#list-status", "1 connection").await;
+        let hidden = |id: &str| format!("document.getElementById('{id}').hidden");
+        wait_js(&c, "New Connection hidden", &hidden("new-connection")).await;
+        wait_js(
+            &c,
+            "no Delete in the row, View instead of Edit",
+            "document.querySelector('#conn-rows button.delete').hidden \
+             && document.querySelector('#conn-rows a.button').textContent === 'View'",
+        )
+        .await;
+        axe(&c, "the list for a read-only token").await;
+        screenshot(&c, "ui-read-only-list").await;
+        click(&c, "#conn-rows a.button").await;
+        form_shown(&c).await;
+        wait_text(&c, "#form-title", "Edit shown").await;
+        for id in ["save", "test", "form-delete"] {
+            wait_js(&c, &format!("{id} hidden"), &hidden(id)).await;
+        }
+        axe(&c, "the form for a read-only token").await;
+    });
+}
