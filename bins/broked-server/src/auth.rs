@@ -178,7 +178,12 @@ pub(crate) async fn require_token(
     if let Some(refused) = cross_site(auth_required, request.headers()) {
         return refused.into_response();
     }
-    let is_tokens_route = request.uri().path().starts_with("/api/tokens");
+    // The methods the token routes have; any other answers 405 from the router.
+    let is_tokens_route = request.uri().path().starts_with("/api/tokens")
+        && matches!(
+            *request.method(),
+            axum::http::Method::GET | axum::http::Method::POST | axum::http::Method::DELETE
+        );
     let grant = if !auth_required {
         // Creating a token here would switch authentication on for everyone, from a request
         // nobody authenticated: token management needs a token, or the CLI.
