@@ -38,6 +38,23 @@ fn bench(cr: &mut Criterion) {
     cr.bench_function("resolve_warm", |b| {
         b.iter(|| c.resolve("prod-postgres").unwrap())
     });
+    // For comparison (issue 14): the alternative change check through SQLite itself — a
+    // `PRAGMA data_version` statement on a locked connection plus the two `stat`s that find a
+    // replaced file — without the rest of a resolve.
+    let db = dir.path().join("broked.db");
+    let check = std::sync::Mutex::new(rusqlite::Connection::open(&db).unwrap());
+    cr.bench_function("check_data_version_and_stat", |b| {
+        b.iter(|| {
+            let _ = std::fs::metadata(&db).unwrap();
+            let _ = std::fs::metadata(dir.path().join("broked.db-shm")).unwrap();
+            let c = check.lock().unwrap();
+            c.prepare_cached("PRAGMA data_version")
+                .unwrap()
+                .query_row([], |r| r.get::<_, i64>(0))
+                .unwrap()
+        })
+    });
+    resolve_warm_postgres(cr);
 
     let mut i = 0u64;
     cr.bench_function("create_durable", |b| {
@@ -75,6 +92,56 @@ fn bench(cr: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// Issue 14: a warm resolve on the PostgreSQL store (the listener's counter, no round trip),
+/// when the test PostgreSQL is configured (`broked_testenv::postgres()`), in a schema of its
+/// own.
+fn resolve_warm_postgres(cr: &mut Criterion) {
+    let Some(pg) = broked_testenv::postgres() else {
+        eprintln!("resolve_warm_postgres: SKIPPED, no test PostgreSQL configured");
+        return;
+    };
+    let schema = format!("bench_{}", std::process::id());
+    let psql = |sql: &str| {
+        let ok = std::process::Command::new("psql")
+            .args([
+                "-h",
+                pg.get("HOST"),
+                "-p",
+                pg.get("PORT"),
+                "-U",
+                pg.get("USER"),
+            ])
+            .args(["-d", pg.get("DB"), "-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .env("PGPASSWORD", pg.get("PASSWORD"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "psql {sql}");
+    };
+    psql(&format!("CREATE SCHEMA {schema}"));
+    let url = format!(
+        "postgres://{}:{}@{}:{}/{}?options=-c%20search_path%3D{schema}",
+        pg.get("USER"),
+        pg.get("PASSWORD"),
+        pg.get("HOST"),
+        pg.get("PORT"),
+        pg.get("DB")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = broked_connections::Options::default();
+    options.key_file = Some(dir.path().join("bench.key"));
+    let c = Connections::open_with(&url, options).unwrap();
+    c.create(input("prod-postgres")).unwrap();
+    // Until the listener is up, each resolve asks the database.
+    std::thread::sleep(Duration::from_secs(1));
+    c.resolve("prod-postgres").unwrap();
+    cr.bench_function("resolve_warm_postgres", |b| {
+        b.iter(|| c.resolve("prod-postgres").unwrap())
+    });
+    drop(c);
+    psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
 
 criterion_group!(benches, bench);

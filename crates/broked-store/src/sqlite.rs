@@ -219,9 +219,36 @@ impl SqliteStore {
 
     /// The files the paths name now, with this process's handle on the `-shm`.
     fn watch(&self) -> Result<Watch> {
+        // The directory watch first, its count before the stats: a file replaced after
+        // them is counted.
+        let dir = fresh::dirs::watch(&self.path);
+        let verified = dir.as_ref().map_or(fresh::dirs::LOST, |c| {
+            fresh::dirs::poll();
+            c.load(std::sync::atomic::Ordering::Acquire)
+        });
         let db = fresh::file_id(&self.path).map_err(self.io(&self.path))?;
         let (shm, handle) = fresh::shm_handle(&self.shm_path).map_err(self.io(&self.shm_path))?;
-        Ok(Watch { db, shm, handle })
+        Ok(Watch {
+            db,
+            shm,
+            handle,
+            dir,
+            verified,
+        })
+    }
+
+    /// [`SqliteStore::same_files`], skipping the `stat`s while nothing in the database's
+    /// directory was created, deleted or renamed since they last matched.
+    fn still_current(&self, watch: &mut Watch) -> Result<bool> {
+        let (must, count) = watch.must_stat();
+        if !must {
+            return Ok(true);
+        }
+        let same = self.same_files(watch)?;
+        if same {
+            watch.verified = count;
+        }
+        Ok(same)
     }
 
     /// Whether the paths still name the files the connection has open (`false` also when
@@ -235,9 +262,9 @@ impl SqliteStore {
     /// database or its `-shm` was replaced. Called before every statement.
     fn ensure_current(&self) -> Result<()> {
         {
-            let fresh = self.fresh_lock();
-            if let Some(w) = &fresh.watch {
-                if self.same_files(w)? {
+            let mut fresh = self.fresh_lock();
+            if let Some(w) = &mut fresh.watch {
+                if self.still_current(w)? {
                     return Ok(());
                 }
             }
@@ -599,8 +626,8 @@ impl Store for SqliteStore {
     fn generation(&self) -> Result<u64> {
         loop {
             let mut fresh = self.fresh_lock();
-            if let Some(w) = &fresh.watch {
-                if self.same_files(w)? {
+            if let Some(w) = &mut fresh.watch {
+                if self.still_current(w)? {
                     let header = fresh::read_header(&w.handle).map_err(self.io(&self.shm_path))?;
                     return Ok(fresh.observe(header));
                 }

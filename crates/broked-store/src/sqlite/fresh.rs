@@ -118,12 +118,40 @@ pub(super) fn read_header(shm: &File) -> io::Result<Option<[u8; HEADER]>> {
     Ok(Some(header))
 }
 
-/// What the store's connection has open, and the header it last saw.
+/// What the store's connection has open.
 pub(super) struct Watch {
     pub(super) db: FileId,
     pub(super) shm: FileId,
     /// Dropped only after the SQLite connection that used it is closed.
     pub(super) handle: Arc<File>,
+    /// The change count of the database's directory ([`dirs`]), `None`: `stat` every time.
+    pub(super) dir: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The count at which `db` and `shm` were last found at their paths.
+    pub(super) verified: u64,
+}
+
+impl Watch {
+    /// Whether the paths may name other files than `db` and `shm` (then `stat` them), and
+    /// the directory count to record if they do not.
+    pub(super) fn must_stat(&self) -> (bool, u64) {
+        let Some(count) = &self.dir else {
+            return (true, dirs::LOST);
+        };
+        dirs::poll();
+        let now = count.load(std::sync::atomic::Ordering::Acquire);
+        (now == dirs::LOST || now != self.verified, now)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) mod dirs {
+    pub(in crate::sqlite) const LOST: u64 = u64::MAX;
+    pub(in crate::sqlite) fn watch(
+        _db: &std::path::Path,
+    ) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        None
+    }
+    pub(in crate::sqlite) fn poll() {}
 }
 
 /// The store's view of its files: `None` between closing a connection and opening the next.
@@ -143,5 +171,134 @@ impl Fresh {
             self.seen = header;
         }
         self.generation
+    }
+}
+
+/// Whether the files at a database's paths may have been replaced, without a `stat` of each
+/// on every call: one inotify instance for the whole process watches the directory of every
+/// open database for entries created, deleted or renamed (the only ways to put another file
+/// under a path), and counts them per directory. A check reads the pending events (one
+/// non-blocking `read`, which sees every rename that finished before it) and compares the
+/// directory's count with the one it last verified; only on a difference does it `stat`.
+/// Where inotify is unavailable, or the path goes through a symbolic link (whose target
+/// directory is not watched), every check `stat`s.
+#[cfg(target_os = "linux")]
+pub(super) mod dirs {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, Weak};
+
+    use nix::errno::Errno;
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+    /// A directory's count once its watch is gone (deleted, moved, or an overflow): `stat`
+    /// from then on.
+    pub(in crate::sqlite) const LOST: u64 = u64::MAX;
+
+    struct Watcher {
+        inotify: Inotify,
+        dirs: Vec<(WatchDescriptor, PathBuf, Weak<AtomicU64>)>,
+    }
+
+    /// `None` until first used; stays `None` if inotify cannot be had.
+    static WATCHER: Mutex<Option<Watcher>> = Mutex::new(None);
+
+    /// The change count of the directory holding `db`, or `None` (then `stat` every time).
+    pub(in crate::sqlite) fn watch(db: &Path) -> Option<Arc<AtomicU64>> {
+        let absolute = std::path::absolute(db).ok()?;
+        if std::fs::canonicalize(db).ok()? != absolute {
+            return None;
+        }
+        let dir = absolute.parent()?.to_owned();
+        let mut guard = WATCHER.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+            *guard = Some(Watcher {
+                inotify,
+                dirs: Vec::new(),
+            });
+        }
+        let w = guard.as_mut()?;
+        drain(w);
+        if let Some(count) = w
+            .dirs
+            .iter()
+            .find(|(_, d, _)| *d == dir)
+            .and_then(|(_, _, c)| c.upgrade())
+            .filter(|c| c.load(Ordering::Acquire) != LOST)
+        {
+            return Some(count);
+        }
+        let mask = AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF;
+        let wd = w.inotify.add_watch(&dir, mask).ok()?;
+        let count = Arc::new(AtomicU64::new(0));
+        // One watch descriptor per directory: a second add_watch returns the same one.
+        w.dirs
+            .retain(|(d, path, c)| *d != wd && *path != dir && c.strong_count() > 0);
+        w.dirs.push((wd, dir, Arc::downgrade(&count)));
+        Some(count)
+    }
+
+    /// Reads every pending event and counts it for its directory.
+    pub(in crate::sqlite) fn poll() {
+        let mut guard = WATCHER.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = guard.as_mut() {
+            // The common case: nothing pending, `read` fails with EAGAIN at once. (A zero
+            // length buffer is EINVAL when an event is waiting.)
+            if nix::unistd::read(&w.inotify, &mut []) == Err(Errno::EAGAIN) {
+                return;
+            }
+            drain(w);
+        }
+    }
+
+    fn drain(w: &mut Watcher) {
+        loop {
+            match w.inotify.read_events() {
+                Ok(events) if !events.is_empty() => {
+                    for e in events {
+                        let lost = e.mask.intersects(
+                            AddWatchFlags::IN_Q_OVERFLOW
+                                | AddWatchFlags::IN_IGNORED
+                                | AddWatchFlags::IN_DELETE_SELF
+                                | AddWatchFlags::IN_MOVE_SELF,
+                        );
+                        for (wd, _, count) in &w.dirs {
+                            if *wd != e.wd && !e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                                continue;
+                            }
+                            if let Some(count) = count.upgrade() {
+                                if lost {
+                                    count.store(LOST, Ordering::Release);
+                                } else {
+                                    let _ = count.fetch_update(
+                                        Ordering::AcqRel,
+                                        Ordering::Acquire,
+                                        |n| (n != LOST).then_some(n + 1),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                // EAGAIN: drained. Any other error: the instance is unusable, so every
+                // directory is lost (stat from now on).
+                Ok(_) | Err(Errno::EAGAIN) => return,
+                Err(_) => {
+                    for (_, _, count) in &w.dirs {
+                        if let Some(count) = count.upgrade() {
+                            count.store(LOST, Ordering::Release);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
     }
 }
