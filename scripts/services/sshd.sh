@@ -79,7 +79,9 @@ StrictModes yes
 # With PAM off, sshd checks /etc/shadow itself: a wrong password fails, the right one works.
 UsePAM no
 X11Forwarding no
-AllowTcpForwarding no
+# Local forwarding (direct-tcpip) only: the SSH tunnel tests (crates/broked-tunnel,
+# docs/tunnels.md) use this server as a bastion to the suite's PostgreSQL and MariaDB.
+AllowTcpForwarding local
 AllowAgentForwarding no
 PermitTTY no
 PrintMotd no
