@@ -172,6 +172,22 @@ fn child() {
             .unwrap();
         }
         ["pg_resolve", url, key, out, seconds] => pg_resolve_loop(url, key, out, seconds),
+        ["stress_write", writer, stop] => {
+            let c = Connections::open(&db).unwrap();
+            let mut i = 0u64;
+            while !Path::new(stop).exists() {
+                i += 1;
+                set_password(&c, &format!("{writer}-{i}"));
+                if i % 100 == 0 {
+                    // Reset the WAL now and then, as a checkpointing process would.
+                    let _ = rusqlite::Connection::open(&db)
+                        .unwrap()
+                        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+                }
+            }
+            println!("\nRESULT {i}");
+        }
+        ["stress_resolve", stop, last] => stress_resolve(&db, stop, last),
         other => panic!("unknown step {other:?}"),
     }
 }
@@ -511,4 +527,120 @@ fn postgres_resolvers_in_other_processes_see_every_write_in_order_and_fast() {
         "a resolve began {max_lag:?} after a newer write was acknowledged"
     );
     assert!(p99 < std::time::Duration::from_millis(100), "p99 {p99:?}");
+}
+
+/// A resolver process of the stress test: two threads resolve `c` until `stop` exists. A
+/// password is `{writer}-{n}`, and one writer's `n` only grows, so a thread must never see a
+/// writer's `n` go back. When `last` exists (every writer has exited; it holds the newest
+/// committed password), the next resolve of every thread must return exactly that.
+/// Meanwhile a third thread opens and drops a second `Connections` on the same database
+/// every 50 ms, as an engine might (this once dropped SQLite's locks for the whole process).
+fn stress_resolve(db: &Path, stop: &str, last: &str) {
+    let c = Connections::open(db).unwrap();
+    let resolves: u64 = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !Path::new(last).exists() {
+                let second = Connections::open(db).unwrap();
+                second.resolve("c").unwrap();
+                drop(second);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut highest = std::collections::HashMap::<String, u64>::new();
+                    let mut n = 0u64;
+                    loop {
+                        let final_value = std::fs::read_to_string(last).ok();
+                        let r = c.resolve("c").unwrap();
+                        let pw = r.connection.password.as_ref().unwrap().expose().to_owned();
+                        n += 1;
+                        if let Some(want) = final_value.filter(|v| !v.is_empty()) {
+                            assert_eq!(pw, want, "after every writer exited");
+                            return n;
+                        }
+                        if let Some((writer, i)) = pw.split_once('-') {
+                            let i: u64 = i.parse().unwrap();
+                            let top = highest.entry(writer.to_owned()).or_default();
+                            assert!(i >= *top, "{writer}: went back from {top} to {i}");
+                            *top = i;
+                        }
+                        if Path::new(stop).exists() {
+                            return n;
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    println!("\nRESULT {resolves}");
+}
+
+/// Issue 14: writers and resolvers in several processes on one SQLite file for a bounded
+/// time (`BROKED_STRESS_SECS`, default 5 s), with WAL resets and second handles opened and
+/// dropped in the resolver processes: every value each resolver thread sees is in order per
+/// writer, and once the writers have exited every resolver returns the newest password at
+/// once.
+#[test]
+fn stress_writers_and_resolvers_in_several_processes() {
+    let (db, a) = Db::new();
+    set_password(&a, "w0-0");
+    drop(a);
+    let stop = db.side(".stop");
+    let last = db.side(".last");
+    let secs: u64 = std::env::var("BROKED_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let spawn = |step: &[&str]| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "freshness::child", "--nocapture"])
+            .env(CHILD, step.join("\n"))
+            .env("BROKED_IT_FRESH_DB", &db.path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (stop_s, last_s) = (stop.to_str().unwrap(), last.to_str().unwrap());
+    let resolvers: Vec<_> = (0..3)
+        .map(|_| spawn(&["stress_resolve", "/nonexistent/never", last_s]))
+        .collect();
+    let writers: Vec<_> = (1..=2)
+        .map(|w| spawn(&["stress_write", &format!("w{w}"), stop_s]))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    std::fs::write(&stop, "").unwrap();
+    let result = |child: std::process::Child| {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        text.lines()
+            .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_owned()))
+            .unwrap()
+    };
+    let writes: Vec<u64> = writers
+        .into_iter()
+        .map(|w| result(w).parse().unwrap())
+        .collect();
+    // The writers are gone: what is committed now is final.
+    let newest = Connections::open(&db.path)
+        .unwrap()
+        .connection("c")
+        .unwrap()
+        .password
+        .unwrap()
+        .expose()
+        .to_owned();
+    std::fs::write(&last, &newest).unwrap();
+    let resolves: Vec<u64> = resolvers
+        .into_iter()
+        .map(|r| result(r).parse().unwrap())
+        .collect();
+    eprintln!("stress: {writes:?} writes, {resolves:?} resolves, newest {newest}");
+    assert!(writes.iter().all(|&n| n > 10), "{writes:?}");
+    assert!(resolves.iter().all(|&n| n > 100), "{resolves:?}");
 }
