@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Policy, Probe, ProbeError, ProbeFuture, extra_object,
-    require_host,
+    ConnType, Connection, Context, Failure, Policy, Probe, ProbeError, ProbeFuture, Probed, Tls,
+    extra_object, require_host,
 };
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Method, StatusCode, Url};
@@ -258,18 +258,23 @@ fn client(req: &Request, ctx: &Context) -> Result<reqwest::Client, ProbeError> {
 /// hop to another origin gets neither, and neither does any hop after it that is not back
 /// at the connection's origin. (`reqwest` alone drops `Authorization` across hosts but keeps
 /// custom headers such as `X-Api-Key`.)
+///
+/// Returns the last response and the weakest transport of all hops: an `http://` hop that
+/// redirects to `https://` has already sent the request in clear.
 async fn send(
     client: &reqwest::Client,
     req: &Request,
     conn: &Connection,
     ctx: &Context,
-) -> Result<reqwest::Response, ProbeError> {
+) -> Result<(reqwest::Response, Tls), ProbeError> {
     let origin = origin(&req.url);
     let home = req.url.origin();
     let mut url = req.url.clone();
     let mut method = req.method.clone();
     let mut hops = 0;
+    let mut weakest = Tls::Verified;
     loop {
+        weakest = weaker(weakest, transport(&url, req.verify_tls));
         let mut builder = client.request(method.clone(), url.clone());
         if url.origin() == home {
             builder = builder.headers(req.headers.clone());
@@ -287,7 +292,7 @@ async fn send(
             _ => None,
         };
         let Some(location) = location else {
-            return Ok(response);
+            return Ok((response, weakest));
         };
         if hops == MAX_REDIRECTS {
             return Err(ProbeError::new(
@@ -324,12 +329,32 @@ async fn send(
     }
 }
 
-async fn probe(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
+/// The transport of one request: https with verification on is [`Tls::Verified`] (rustls
+/// refuses a certificate it cannot verify), https with `verify_tls: false`
+/// [`Tls::Unverified`], plain http [`Tls::Plaintext`].
+fn transport(url: &Url, verify_tls: bool) -> Tls {
+    match (url.scheme(), verify_tls) {
+        ("https", true) => Tls::Verified,
+        ("https", false) => Tls::Unverified,
+        _ => Tls::Plaintext,
+    }
+}
+
+fn weaker(a: Tls, b: Tls) -> Tls {
+    let rank = |t| match t {
+        Tls::Plaintext => 0,
+        Tls::Unverified => 1,
+        Tls::Verified => 2,
+    };
+    if rank(b) < rank(a) { b } else { a }
+}
+
+async fn probe(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeError> {
     let req = request(conn)?;
     check_url(ctx.policy(), &req.url)?;
     let client = client(&req, ctx)?;
     let origin = origin(&req.url);
-    let response = send(&client, &req, conn, ctx).await?;
+    let (response, tls) = send(&client, &req, conn, ctx).await?;
     let status = response.status();
     drop(response);
     let ok = match &req.expected {
@@ -337,7 +362,7 @@ async fn probe(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
         None => status.as_u16() < 400,
     };
     if ok {
-        return Ok(format!("HTTP {status}"));
+        return Ok(Probed::new(format!("HTTP {status}"), tls));
     }
     let expected = req.expected.as_ref().map(|c| {
         let list: Vec<String> = c.iter().map(u16::to_string).collect();
@@ -434,6 +459,23 @@ fn classify(e: reqwest::Error, origin: &str, timeout: std::time::Duration) -> Pr
 mod tests {
     use super::*;
     use broked_core::{ConnId, Secret};
+
+    #[test]
+    fn transport_is_the_weakest_hop() {
+        let http = Url::parse("http://a.example/").unwrap();
+        let https = Url::parse("https://a.example/").unwrap();
+        assert_eq!(transport(&https, true), Tls::Verified);
+        assert_eq!(transport(&https, false), Tls::Unverified);
+        assert_eq!(transport(&http, true), Tls::Plaintext);
+        // http that redirects to https already sent the request in clear.
+        assert_eq!(
+            weaker(transport(&http, true), transport(&https, true)),
+            Tls::Plaintext
+        );
+        assert_eq!(weaker(Tls::Verified, Tls::Unverified), Tls::Unverified);
+        assert_eq!(weaker(Tls::Unverified, Tls::Verified), Tls::Unverified);
+        assert_eq!(weaker(Tls::Verified, Tls::Verified), Tls::Verified);
+    }
 
     fn conn(
         host: &str,

@@ -1,5 +1,7 @@
 //! Tests MySQL and MariaDB connections with `sqlx` over rustls: connect, `SELECT 1`, report
-//! the server version.
+//! the server version and whether the session is encrypted and the certificate verified
+//! ([`Tls`]: `verify_ca`/`verify_identity` verify; `disabled` is plain; `preferred` and
+//! `required` ask the server (`Ssl_cipher`) whether this session uses TLS).
 //!
 //! The connect options are built from the connection's fields only (`sqlx`'s MySQL options read
 //! no environment). Not here: pooling, queries beyond the check. Unix-domain sockets are not
@@ -10,11 +12,11 @@
 use std::net::SocketAddr;
 
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Relay, extra_object,
-    io_error, require_host, require_port,
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Relay, Tls,
+    extra_object, io_error, require_host, require_port,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlSslMode};
-use sqlx::{ConnectOptions, Connection as _};
+use sqlx::{ConnectOptions, Connection as _, Executor as _, Row as _};
 
 /// The MySQL/MariaDB probe (`sqlx-mysql`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -93,7 +95,8 @@ fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
 /// The options for one address.
 ///
 /// `verify_identity` checks the certificate against the host *name*, and `sqlx` connects to
-/// the host it verifies: so with `relay` (that mode) it gets the name as host and the relay's
+/// the host it verifies: so with `relay` (that mode, and `verify_ca`: see [`check`]) it gets
+/// the name as host and the relay's
 /// Unix socket, which carries its bytes to the approved address — no second DNS lookup.
 /// Every other mode connects to the approved address itself.
 fn options(
@@ -131,13 +134,21 @@ fn options(
 }
 
 /// Connects to one approved address and runs the check.
+///
+/// `verify_ca` goes through the relay with the host name too: `sqlx` 0.8.6 means to skip the
+/// name check in that mode, but its verifier lets only rustls' old `NotValidForName` error
+/// pass, and rustls 0.23 reports `NotValidForNameContext` — so the name is checked in fact,
+/// and a certificate for the name would fail against the bare IP address.
 async fn check(
     s: &Settings,
     conn: &Connection,
     addr: SocketAddr,
     ctx: &Context,
-) -> Result<String, ProbeError> {
-    if !matches!(s.ssl_mode, MySqlSslMode::VerifyIdentity) {
+) -> Result<Probed, ProbeError> {
+    if !matches!(
+        s.ssl_mode,
+        MySqlSslMode::VerifyIdentity | MySqlSslMode::VerifyCa
+    ) {
         return query(&options(s, conn, addr, None), s, addr).await;
     }
     let stream = ctx.connect_addr(addr, &s.host).await?;
@@ -150,16 +161,20 @@ async fn query(
     opts: &MySqlConnectOptions,
     s: &Settings,
     addr: SocketAddr,
-) -> Result<String, ProbeError> {
+) -> Result<Probed, ProbeError> {
     let mut c = MySqlConnection::connect_with(opts)
         .await
         .map_err(|e| classify(&e, s, addr))?;
     let row: Result<(i64, String), _> = sqlx::query_as("SELECT 1, VERSION()")
         .fetch_one(&mut c)
         .await;
+    let tls = match row {
+        Ok(_) => tls_state(s.ssl_mode, &mut c).await,
+        Err(_) => Tls::Plaintext,
+    };
     let _ = c.close().await;
     match row {
-        Ok((1, version)) => Ok(describe(&version)),
+        Ok((1, version)) => Ok(Probed::new(describe(&version), tls)),
         Ok(_) => Err(ProbeError::new(
             Failure::Protocol,
             "SELECT 1 did not return 1",
@@ -168,7 +183,35 @@ async fn query(
     }
 }
 
-async fn probe(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
+/// Whether this session is encrypted, and whether the certificate was verified.
+///
+/// `verify_ca` and `verify_identity` connect only with a certificate that `sqlx` verified
+/// against the trusted roots (extra `ssl_ca`, or the system's) — `verify_identity` checks the
+/// host name too. `disabled` never starts TLS. For `preferred` (which falls back to plain
+/// text when the server has no TLS) and `required`, the server is asked: a non-empty
+/// `Ssl_cipher` session status is TLS. A server that cannot say counts as plain text under
+/// `preferred` — the weaker claim — and as unverified TLS under `required`.
+async fn tls_state(mode: MySqlSslMode, c: &mut MySqlConnection) -> Tls {
+    match mode {
+        MySqlSslMode::VerifyCa | MySqlSslMode::VerifyIdentity => return Tls::Verified,
+        MySqlSslMode::Disabled => return Tls::Plaintext,
+        MySqlSslMode::Preferred | MySqlSslMode::Required => {}
+    }
+    // The text protocol: SHOW is not allowed as a prepared statement everywhere.
+    let cipher = c
+        .fetch_optional("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| row.try_get::<String, _>(1).ok());
+    match (cipher, mode) {
+        (Some(cipher), _) if !cipher.trim().is_empty() => Tls::Unverified,
+        (_, MySqlSslMode::Required) => Tls::Unverified,
+        _ => Tls::Plaintext,
+    }
+}
+
+async fn probe(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeError> {
     let s = settings(conn)?;
     let addrs = ctx.resolve(&s.host, s.port).await?;
     let mut last = None;

@@ -1,5 +1,7 @@
 //! Tests PostgreSQL connections with `sqlx` over rustls: connect, `SELECT 1`, report the
-//! server version.
+//! server version and whether the session is encrypted and the certificate verified
+//! ([`Tls`]: `verify-ca`/`verify-full` verify; `disable` is plain; `allow`, `prefer` and
+//! `require` ask the server, through `pg_stat_ssl`, whether this session uses TLS).
 //!
 //! The connect options are built from the connection's fields only. `sqlx`'s own constructors
 //! read `PGPASSWORD`, `PGHOST`, `PGUSER`, `PGDATABASE`, `PGSSLMODE`, … and `~/.pgpass` from the
@@ -16,8 +18,8 @@
 use std::net::SocketAddr;
 
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Relay, extra_object,
-    io_error, require_host, require_port,
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Relay, Tls,
+    extra_object, io_error, require_host, require_port,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{ConnectOptions, Connection as _};
@@ -115,7 +117,8 @@ fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
 /// is set here explicitly.
 ///
 /// `verify-full` checks the certificate against the host *name*, and `sqlx` connects to the
-/// host it verifies: so with `relay` (that mode) it gets the name as host and the relay's
+/// host it verifies: so with `relay` (that mode, and `verify-ca`: see [`check`]) it gets the
+/// name as host and the relay's
 /// Unix socket, which carries its bytes to the approved address — no second DNS lookup.
 /// Every other mode connects to the approved address itself.
 fn options(
@@ -159,13 +162,18 @@ fn options(
 }
 
 /// Connects to one approved address and runs the check.
+///
+/// `verify-ca` goes through the relay with the host name too: `sqlx` 0.8.6 means to skip the
+/// name check in that mode, but its verifier lets only rustls' old `NotValidForName` error
+/// pass, and rustls 0.23 reports `NotValidForNameContext` — so the name is checked in fact,
+/// and a certificate for the name would fail against the bare IP address.
 async fn check(
     s: &Settings,
     conn: &Connection,
     addr: SocketAddr,
     ctx: &Context,
-) -> Result<String, ProbeError> {
-    if !matches!(s.ssl_mode, PgSslMode::VerifyFull) {
+) -> Result<Probed, ProbeError> {
+    if !matches!(s.ssl_mode, PgSslMode::VerifyFull | PgSslMode::VerifyCa) {
         return query(&options(s, conn, addr, None), s, addr).await;
     }
     let stream = ctx.connect_addr(addr, &s.host).await?;
@@ -178,7 +186,7 @@ async fn query(
     opts: &PgConnectOptions,
     s: &Settings,
     addr: SocketAddr,
-) -> Result<String, ProbeError> {
+) -> Result<Probed, ProbeError> {
     let mut c = PgConnection::connect_with(opts)
         .await
         .map_err(|e| classify(&e, s, addr))?;
@@ -186,9 +194,13 @@ async fn query(
         sqlx::query_as("SELECT 1, current_setting('server_version')")
             .fetch_one(&mut c)
             .await;
+    let tls = match row {
+        Ok(_) => tls_state(s.ssl_mode, &mut c).await,
+        Err(_) => Tls::Plaintext,
+    };
     let _ = c.close().await;
     match row {
-        Ok((1, version)) => Ok(format!("PostgreSQL {version}")),
+        Ok((1, version)) => Ok(Probed::new(format!("PostgreSQL {version}"), tls)),
         Ok(_) => Err(ProbeError::new(
             Failure::Protocol,
             "SELECT 1 did not return 1",
@@ -197,7 +209,33 @@ async fn query(
     }
 }
 
-async fn probe(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
+/// Whether this session is encrypted, and whether the certificate was verified.
+///
+/// `verify-ca` and `verify-full` connect only with a certificate that `sqlx` verified against
+/// the trusted roots (extra `sslrootcert`, or the system's) — `verify-full` checks the host
+/// name too. `disable` never starts TLS. For the modes in between, sqlx does not say whether
+/// it fell back to plain text, so the server is asked (`pg_stat_ssl`, PostgreSQL 9.5 and
+/// later); a server that cannot say (no such view) counts as plain text under `allow` and
+/// `prefer` — the weaker claim — and as unverified TLS under `require`, which does not
+/// connect without TLS.
+async fn tls_state(mode: PgSslMode, c: &mut PgConnection) -> Tls {
+    match mode {
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull => return Tls::Verified,
+        PgSslMode::Disable => return Tls::Plaintext,
+        PgSslMode::Allow | PgSslMode::Prefer | PgSslMode::Require => {}
+    }
+    let ssl: Result<Option<bool>, _> =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_optional(&mut *c)
+            .await
+            .map(Option::flatten);
+    match (ssl, mode) {
+        (Ok(Some(true)), _) | (_, PgSslMode::Require) => Tls::Unverified,
+        _ => Tls::Plaintext,
+    }
+}
+
+async fn probe(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeError> {
     let s = settings(conn)?;
     let addrs = ctx.resolve(&s.host, s.port).await?;
     let mut last = None;

@@ -28,7 +28,8 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
 use broked_core::Secret;
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Policy, Probe, ProbeError, ProbeFuture, human_duration,
+    ConnType, Connection, Context, Failure, Policy, Probe, ProbeError, ProbeFuture, Probed, Tls,
+    human_duration,
 };
 
 /// The S3 probe; its driver is `aws-sdk-s3`.
@@ -53,8 +54,10 @@ impl Probe for S3Probe {
 pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// Tests `conn` (an s3 connection) within `ctx`'s deadline and policy: `HeadBucket` on its
-/// bucket. On success returns a detail naming the bucket, the endpoint and the region.
-pub async fn check(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
+/// bucket. On success returns a detail naming the bucket, the endpoint and the region, and
+/// the transport: [`Tls::Verified`] for AWS and `https` endpoints (rustls verifies the
+/// certificate; there is no switch to turn that off), [`Tls::Plaintext`] for `http://`.
+pub async fn check(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeError> {
     let p = Params::from_connection(conn)?;
 
     let mut known = HashMap::new();
@@ -110,10 +113,17 @@ pub async fn check(conn: &Connection, ctx: &Context) -> Result<String, ProbeErro
         Err(_) => return Err(timeout(&p, budget)),
         Ok(Ok(out)) => {
             let region = out.bucket_region().unwrap_or(&p.region);
-            return Ok(format!(
-                "bucket {} found at {} (region {region})",
-                p.bucket,
-                p.target()
+            let tls = match &p.endpoint {
+                Some(ep) if !ep.https => Tls::Plaintext,
+                _ => Tls::Verified,
+            };
+            return Ok(Probed::new(
+                format!(
+                    "bucket {} found at {} (region {region})",
+                    p.bucket,
+                    p.target()
+                ),
+                tls,
             ));
         }
         Ok(Err(err)) => err,

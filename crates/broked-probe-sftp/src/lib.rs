@@ -2,11 +2,12 @@
 //! policy allowed, SSH handshake, host key check, authentication (password or a private key
 //! from extra), the SFTP subsystem, and a `stat` of the base path (`schema`) when it is set.
 //!
-//! Host key policy: with extra `host_key` (a public key line as in `known_hosts`,
-//! `ssh-ed25519 AAAA…`, or a fingerprint `SHA256:…`), the server's key must match, and a mismatch
-//! fails before any credential is sent. Without it the key is accepted and its fingerprint is
-//! reported in the success detail, so the caller can pin it (trust on first use is the caller's
-//! job, not this crate's).
+//! Host key policy: a password or key is never sent to a host whose key is not pinned. With
+//! extra `host_key` (a public key line as in `known_hosts`, `ssh-ed25519 AAAA…`, or a
+//! fingerprint `SHA256:…`), the server's key must match, and a mismatch fails before any
+//! credential is sent. Without it the test stops after the handshake, before authentication,
+//! and fails with the key's fingerprint and how to pin it (issue 16): trust on first use is
+//! the caller's decision, made by storing the fingerprint, never the probe's.
 //!
 //! libssh2 blocks: the session runs in `spawn_blocking`, bounded three ways: socket read/write
 //! timeouts, libssh2's session timeout, and an outer deadline that shuts the socket down when it
@@ -23,7 +24,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use broked_core::Secret;
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, human_duration,
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Tls,
+    human_duration,
 };
 use ssh2::{ErrorCode, HashType, MethodType, Session};
 
@@ -46,9 +48,9 @@ impl Probe for SftpProbe {
 }
 
 /// Tests `conn` (an sftp connection) within `ctx`'s deadline and policy. On success returns a
-/// detail naming the server, its host key fingerprint (and whether it was verified) and the
-/// base path.
-pub async fn check(conn: &Connection, ctx: &Context) -> Result<String, ProbeError> {
+/// detail naming the server, its host key fingerprint and the base path, with [`Tls::Verified`]
+/// (the host key matched the pin; an unpinned host never gets that far).
+pub async fn check(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeError> {
     let params = Params::from_connection(conn)?;
     let host = broked_probe::require_host(conn)?;
     let port = broked_probe::require_port(conn)?;
@@ -230,13 +232,26 @@ fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
+/// The failure of a test against a host whose key is not pinned: the fingerprint, and how to
+/// pin it. Nothing secret was sent.
+fn unpinned(target: &str, algo: &str, fingerprint: &str) -> ProbeError {
+    ProbeError::new(
+        Failure::Tls,
+        format!(
+            "host key not pinned: {target} presented {algo} SHA256:{fingerprint}; no password or \
+             key was sent. Check the fingerprint out of band (ssh-keygen -lf on the server's \
+             public host key file), then set extra.host_key to \"SHA256:{fingerprint}\" to trust it"
+        ),
+    )
+}
+
 /// The blocking part: handshake, host key, auth, SFTP, stat.
 fn session(
     stream: TcpStream,
     p: &Params,
     deadline: Instant,
     target: &str,
-) -> Result<String, ProbeError> {
+) -> Result<Probed, ProbeError> {
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
@@ -269,9 +284,10 @@ fn session(
         .host_key_hash(HashType::Sha256)
         .map(|h| STANDARD_NO_PAD.encode(h))
         .ok_or_else(|| ProbeError::new(Failure::Protocol, "the server's host key is unreadable"))?;
-    let verified = match &p.host_key {
-        None => false,
-        Some(pin) if pin.matches(blob, &fingerprint) => true,
+    match &p.host_key {
+        // Never a credential to a host nobody vouched for.
+        None => return Err(unpinned(target, &algo, &fingerprint)),
+        Some(pin) if pin.matches(blob, &fingerprint) => {}
         Some(_) => {
             return Err(ProbeError::new(
                 Failure::Tls,
@@ -283,7 +299,7 @@ fn session(
                 ),
             ));
         }
-    };
+    }
 
     authenticate(&sess, p, target, &left)?;
 
@@ -303,13 +319,11 @@ fn session(
     let _ = sess.disconnect(None, "broked connection test done", None);
 
     let server = sess.banner().unwrap_or("SSH server").trim().to_owned();
-    let key_detail = if verified {
-        "matches extra.host_key"
-    } else {
-        "not verified: set extra.host_key to pin it"
-    };
-    Ok(format!(
-        "{server}; host key {algo} SHA256:{fingerprint} ({key_detail}){path_detail}"
+    Ok(Probed::new(
+        format!(
+            "{server}; host key {algo} SHA256:{fingerprint} (matches extra.host_key){path_detail}"
+        ),
+        Tls::Verified,
     ))
 }
 

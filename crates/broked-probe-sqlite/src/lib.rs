@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, require_host,
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, require_host,
 };
 use rusqlite::{ErrorCode, OpenFlags};
 
@@ -49,7 +49,8 @@ impl Probe for SqliteProbe {
             let shown = host.to_owned();
             let busy = ctx.remaining();
             match tokio::task::spawn_blocking(move || check(&path, &shown, busy)).await {
-                Ok(result) => result,
+                // A local file: no network session, no TLS state.
+                Ok(result) => result.map(Probed::without_tls),
                 Err(_) => Err(ProbeError::new(
                     Failure::Other,
                     "the SQLite check did not complete",

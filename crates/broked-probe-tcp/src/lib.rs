@@ -3,7 +3,7 @@
 //! connections there, not that it speaks any particular protocol.
 
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, require_host,
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, require_host,
 };
 
 /// The generic probe (`tcp`).
@@ -33,7 +33,9 @@ impl Probe for TcpProbe {
             })?;
             let (stream, addr) = ctx.connect_tcp(host, port).await?;
             drop(stream);
-            Ok(format!("TCP connect to {addr}"))
+            // Nothing is sent, so the probe cannot tell whether the protocol spoken there
+            // is encrypted: no TLS state.
+            Ok(Probed::without_tls(format!("TCP connect to {addr}")))
         })
     }
 }

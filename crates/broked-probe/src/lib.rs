@@ -21,12 +21,13 @@ use std::pin::Pin;
 pub use broked_core::{ConnType, Connection};
 pub use error::{Failure, ProbeError, classify_io, io_error};
 pub use policy::{DEFAULT_DENY, DEFAULT_TIMEOUT, KEYRING_MAGIC, Policy};
-pub use registry::{Context, Outcome, Registry};
+pub use registry::{Context, Outcome, Probed, Registry, Tls};
 pub use relay::Relay;
 pub use scrub::scrub;
 
-/// What a probe returns: an optional detail (e.g. `PostgreSQL 15.19`, may be empty) or why it failed.
-pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<String, ProbeError>> + Send + 'a>>;
+/// What a probe returns: what it learned ([`Probed`]: a detail such as `PostgreSQL 15.19`, and
+/// the session's [`Tls`] state) or why it failed.
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<Probed, ProbeError>> + Send + 'a>>;
 
 /// Tests one type of connection with a real driver.
 ///

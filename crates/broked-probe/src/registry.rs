@@ -136,7 +136,7 @@ fn timeout_error(timeout: Duration) -> ProbeError {
 struct CatchPanic<'a>(crate::ProbeFuture<'a>);
 
 impl Future for CatchPanic<'_> {
-    type Output = Result<String, ProbeError>;
+    type Output = Result<Probed, ProbeError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let fut = &mut self.0;
@@ -153,6 +153,67 @@ impl Future for CatchPanic<'_> {
     }
 }
 
+/// Whether the session a test opened was encrypted, and whether the server's identity was
+/// verified: what `"tls"` says in a test response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tls {
+    /// Encrypted, and the server proved its identity: a certificate checked against trusted
+    /// roots (`verify-full`, `verify-ca`, `verify_identity`, `verify_ca`, https with
+    /// verification on), or an SSH host key that matched `extra.host_key`.
+    Verified,
+    /// Encrypted, but anyone in the middle could have answered: a certificate that was not
+    /// checked (`require`, `prefer` when the server offered TLS, `verify_tls: false`).
+    Unverified,
+    /// Not encrypted: the credentials crossed the network in clear (`sslmode=disable`,
+    /// `prefer` against a server without TLS, `http://`).
+    Plaintext,
+}
+
+impl Tls {
+    /// The wire name: `verified`, `unverified`, `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tls::Verified => "verified",
+            Tls::Unverified => "unverified",
+            Tls::Plaintext => "none",
+        }
+    }
+}
+
+impl fmt::Display for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a probe learned from a successful test.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probed {
+    /// E.g. `PostgreSQL 15.19`; may be empty. The registry scrubs it.
+    pub detail: String,
+    /// The session's transport security; `None` where the type has no network session to
+    /// speak of (a local SQLite file) or the probe does not speak the protocol (a bare TCP
+    /// connect for `generic`).
+    pub tls: Option<Tls>,
+}
+
+impl Probed {
+    pub fn new(detail: impl Into<String>, tls: Tls) -> Probed {
+        Probed {
+            detail: detail.into(),
+            tls: Some(tls),
+        }
+    }
+
+    /// A result without a TLS state (see [`Probed::tls`]).
+    pub fn without_tls(detail: impl Into<String>) -> Probed {
+        Probed {
+            detail: detail.into(),
+            tls: None,
+        }
+    }
+}
+
 /// The result of one test, as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -165,6 +226,9 @@ pub struct Outcome {
     pub failure: Option<Failure>,
     /// What the probe learned on success, scrubbed (e.g. `PostgreSQL 15.19`); may be empty.
     pub detail: String,
+    /// On success, whether the session was encrypted and the server verified ([`Tls`]);
+    /// `None` on failure and for types without a network session (sqlite, generic).
+    pub tls: Option<Tls>,
 }
 
 impl Outcome {
@@ -181,6 +245,7 @@ impl Outcome {
             latency,
             failure: Some(err.kind),
             detail: String::new(),
+            tls: None,
         }
     }
 }
@@ -260,13 +325,14 @@ impl Registry {
         let result = tokio::time::timeout(self.policy.timeout(), run).await;
         let latency = start.elapsed();
         let outcome = match result {
-            Ok(Ok(detail)) => Outcome {
+            Ok(Ok(probed)) => Outcome {
                 success: true,
                 message: format!("Connected successfully ({driver})"),
                 driver,
                 latency,
                 failure: None,
-                detail: scrub(&detail, conn),
+                detail: scrub(&probed.detail, conn),
+                tls: probed.tls,
             },
             Ok(Err(err)) => Outcome::failed(err, driver, latency, conn),
             Err(_) => Outcome::failed(timeout_error(self.policy.timeout()), driver, latency, conn),
@@ -277,6 +343,7 @@ impl Registry {
             driver,
             success = outcome.success,
             failure = outcome.failure.map(Failure::as_str),
+            tls = outcome.tls.map(Tls::as_str),
             latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
             "connection test"
         );
@@ -322,7 +389,7 @@ mod tests {
         fn probe<'a>(&'a self, _conn: &'a Connection, _ctx: &'a Context) -> ProbeFuture<'a> {
             Box::pin(async move {
                 tokio::time::sleep(self.1).await;
-                self.0.clone().map(str::to_owned)
+                self.0.clone().map(|d| Probed::new(d, Tls::Unverified))
             })
         }
     }
@@ -357,6 +424,7 @@ mod tests {
         assert_eq!(o.driver, "fake");
         assert_eq!(o.failure, None);
         assert_eq!(o.detail, "v1 ********");
+        assert_eq!(o.tls, Some(Tls::Unverified));
     }
 
     #[tokio::test]
@@ -370,6 +438,16 @@ mod tests {
         assert!(!o.success);
         assert_eq!(o.failure, Some(Failure::Auth));
         assert_eq!(o.message, "bad password ********, ********, x://********@h");
+        assert_eq!(o.tls, None, "a failed test reports no TLS state");
+    }
+
+    #[test]
+    fn tls_wire_names() {
+        let names: Vec<_> = [Tls::Verified, Tls::Unverified, Tls::Plaintext]
+            .into_iter()
+            .map(Tls::as_str)
+            .collect();
+        assert_eq!(names, ["verified", "unverified", "none"]);
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use broked_core::{ConnId, Secret};
-use broked_probe::{ConnType, Connection, Failure, Outcome, Policy, Registry};
+use broked_probe::{ConnType, Connection, Failure, Outcome, Policy, Registry, Tls};
 use broked_probe_http::HttpProbe;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -103,6 +103,7 @@ async fn success_sends_basic_auth_headers_method_and_path() {
     assert_eq!(o.message, "Connected successfully (reqwest)");
     assert_eq!(o.driver, "reqwest");
     assert_eq!(o.detail, "HTTP 200 OK");
+    assert_eq!(o.tls, Some(Tls::Plaintext), "plain http: {o:?}");
     let head = seen.lock().unwrap()[0].clone();
     assert!(
         head.starts_with("HEAD /api/v1/health HTTP/1.1\r\n"),
@@ -423,8 +424,10 @@ mod tls {
         let extra = serde_json::json!({ "ca_cert": ca_pem }).to_string();
         let o = test(&r, &conn("https://localhost", Some(port), Some(&extra))).await;
         assert!(o.success, "{o:?}");
+        assert_eq!(o.tls, Some(Tls::Verified), "{o:?}");
         let o = test(&r, &conn("https://127.0.0.1", Some(port), Some(&extra))).await;
         assert!(o.success, "{o:?}");
+        assert_eq!(o.tls, Some(Tls::Verified), "{o:?}");
 
         let o = test(&r, &conn("https://localhost", Some(port), None)).await;
         assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
@@ -439,6 +442,7 @@ mod tls {
         )
         .await;
         assert!(o.success, "{o:?}");
+        assert_eq!(o.tls, Some(Tls::Unverified), "verify_tls false: {o:?}");
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broked_core::{ConnId, Secret};
-use broked_probe::{ConnType, Connection, Failure, Outcome, Policy, Registry};
+use broked_probe::{ConnType, Connection, Failure, Outcome, Policy, Registry, Tls};
 use broked_probe_mysql::MysqlProbe;
 use tokio::net::TcpListener;
 
@@ -96,6 +96,41 @@ async fn success_reports_version() {
     c.extra = Some(Secret::from(r#"{"ssl_mode":"preferred"}"#));
     let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
     assert!(o.success || o.message.contains("::1"), "{o:?}");
+}
+
+/// Issue 16: the outcome says whether the session was encrypted. `disabled` is plain text;
+/// the default (`preferred`) reports what the server says about this session (`Ssl_cipher`),
+/// which must agree with whether the server can do TLS at all (`required` connects).
+#[tokio::test]
+async fn tls_state_on_the_shared_server() {
+    let Some(s) = broked_testenv::mysql() else {
+        return;
+    };
+    let r = registry(Duration::from_secs(10), &[]);
+    let with = |mode: &str| {
+        let mut c = service_conn(&s);
+        c.extra = Some(Secret::from(
+            serde_json::json!({ "ssl_mode": mode }).to_string(),
+        ));
+        c
+    };
+    let o = test(&r, &with("disabled")).await;
+    assert!(o.success, "{o:?}");
+    assert_eq!(o.tls, Some(Tls::Plaintext), "{o:?}");
+
+    let server_has_tls = test(&r, &with("required")).await;
+    let preferred = test(&r, &service_conn(&s)).await;
+    assert!(preferred.success, "{preferred:?}");
+    if server_has_tls.success {
+        assert_eq!(
+            server_has_tls.tls,
+            Some(Tls::Unverified),
+            "{server_has_tls:?}"
+        );
+        assert_eq!(preferred.tls, Some(Tls::Unverified), "{preferred:?}");
+    } else {
+        assert_eq!(preferred.tls, Some(Tls::Plaintext), "{preferred:?}");
+    }
 }
 
 #[tokio::test]

@@ -1,11 +1,14 @@
 //! The PostgreSQL probe against the real server that scripts/services/postgres.sh prepares,
-//! and against local listeners for the failure classes that need no server.
+//! against a private TLS cluster made per test (`cluster`), and against local listeners for
+//! the failure classes that need no server.
+
+mod cluster;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broked_core::{ConnId, Secret};
-use broked_probe::{ConnType, Connection, Failure, Outcome, Policy, Registry};
+use broked_probe::{ConnType, Connection, Failure, Outcome, Policy, Registry, Tls};
 use broked_probe_postgres::PostgresProbe;
 use tokio::net::TcpListener;
 
@@ -93,6 +96,144 @@ async fn success_reports_version() {
     c.extra = Some(Secret::from(r#"{"sslmode":"prefer"}"#));
     let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
     assert!(o.success || o.message.contains("::1"), "{o:?}");
+}
+
+/// Issue 16: the outcome says whether the session was encrypted. The shared test server may
+/// or may not have TLS on; `sslmode=disable` is plain text either way, and the default
+/// (`prefer`) reports what the server says about this session.
+#[tokio::test]
+async fn tls_state_on_the_shared_server() {
+    let Some(s) = broked_testenv::postgres() else {
+        return;
+    };
+    let r = registry(Duration::from_secs(10), &[]);
+    let mut c = service_conn(&s);
+    c.extra = Some(Secret::from(r#"{"sslmode":"disable"}"#));
+    let o = test(&r, &c).await;
+    assert!(o.success, "{o:?}");
+    assert_eq!(o.tls, Some(Tls::Plaintext), "{o:?}");
+
+    let o = test(&r, &service_conn(&s)).await;
+    assert!(o.success, "{o:?}");
+    assert!(
+        matches!(o.tls, Some(Tls::Plaintext | Tls::Unverified)),
+        "prefer never verifies: {o:?}"
+    );
+}
+
+/// Issue 16: `sslmode=verify-full` with the CA in extra against a real PostgreSQL with TLS (a
+/// private cluster, certificate made here, `hostssl` only): verified; `verify-ca` verified;
+/// `require` and the default `prefer` encrypted but unverified; another CA, or a host that is
+/// not the certificate's name, a `tls` failure; `disable` refused by the server.
+#[tokio::test]
+async fn verify_full_with_a_ca_in_extra_against_a_tls_postgres() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("broked probe test CA");
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .unwrap();
+    let dir = tempdir();
+    // Blocks this test's own runtime for the few seconds initdb takes; nothing else runs on it.
+    let started =
+        cluster::PgCluster::start(dir.path(), &server_cert.pem(), &server_key.serialize_pem());
+    let Some(pg) = started else {
+        return;
+    };
+    let r = registry(Duration::from_secs(10), &[]);
+    let with = |host: &str, extra: serde_json::Value| {
+        let mut c = conn(
+            host,
+            pg.port,
+            cluster::USER,
+            Some(cluster::PASSWORD),
+            "postgres",
+        );
+        c.extra = Some(Secret::from(extra.to_string()));
+        c
+    };
+    let ca_pem = ca_cert.pem();
+
+    for mode in ["verify-full", "verify-ca"] {
+        let c = with(
+            "localhost",
+            serde_json::json!({"sslmode": mode, "sslrootcert": ca_pem}),
+        );
+        let o = test(&r, &c).await;
+        assert!(o.success, "{mode}: {o:?}");
+        assert!(o.detail.starts_with("PostgreSQL "), "{o:?}");
+        assert_eq!(o.tls, Some(Tls::Verified), "{mode}: {o:?}");
+    }
+    for extra in [
+        serde_json::json!({"sslmode": "require"}),
+        serde_json::json!({}),
+    ] {
+        let o = test(&r, &with("127.0.0.1", extra.clone())).await;
+        assert!(o.success, "{extra}: {o:?}");
+        assert_eq!(o.tls, Some(Tls::Unverified), "{extra}: {o:?}");
+    }
+
+    // Another CA: the certificate cannot be verified.
+    let (other_ca, _) = ca("another CA");
+    let c = with(
+        "localhost",
+        serde_json::json!({"sslmode": "verify-full", "sslrootcert": other_ca.pem()}),
+    );
+    let o = test(&r, &c).await;
+    assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+    assert_eq!(o.tls, None, "{o:?}");
+    // The right CA, but the host is not the certificate's name.
+    let c = with(
+        "127.0.0.1",
+        serde_json::json!({"sslmode": "verify-full", "sslrootcert": ca_pem}),
+    );
+    let o = test(&r, &c).await;
+    assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+    // Without TLS the cluster (hostssl only) lets nobody in.
+    let o = test(
+        &r,
+        &with("127.0.0.1", serde_json::json!({"sslmode": "disable"})),
+    )
+    .await;
+    assert!(!o.success, "{o:?}");
+    drop(pg);
+}
+
+fn tempdir() -> TempDir {
+    let d = std::env::temp_dir().join(format!(
+        "broked-probe-pg-tls-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    TempDir(d)
+}
+
+/// A directory removed on drop (after the cluster in it has stopped).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[tokio::test]

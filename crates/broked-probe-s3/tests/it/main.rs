@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broked_core::{ConnId, ConnType, Connection, Secret};
-use broked_probe::{Context, Failure, Policy, ProbeError, Registry};
+use broked_probe::{Context, Failure, Policy, ProbeError, Registry, Tls};
 use broked_probe_s3::{S3Probe, check};
 use broked_testenv::Service;
 
@@ -39,7 +39,7 @@ fn ctx_with(timeout: Duration, deny: &[&str]) -> Context {
 
 /// The probe's result, checked to carry none of the connection's secrets.
 async fn run_with(c: &Connection, ctx: &Context) -> Result<String, ProbeError> {
-    let result = check(c, ctx).await;
+    let result = check(c, ctx).await.map(|p| p.detail);
     let text = match &result {
         Ok(detail) => detail.clone(),
         Err(e) => e.message.clone(),
@@ -95,6 +95,8 @@ async fn through_the_registry_the_message_names_the_driver() {
     let outcome = registry.test(&conn(&svc)).await;
     assert!(outcome.success, "{outcome:?}");
     assert_eq!(outcome.message, "Connected successfully (aws-sdk-s3)");
+    // The test server's endpoint is http://: the keys' signatures cross in clear.
+    assert_eq!(outcome.tls, Some(Tls::Plaintext), "{outcome:?}");
 }
 
 #[tokio::test]

@@ -6,11 +6,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broked_core::{ConnId, ConnType, Connection, Secret};
-use broked_probe::{Context, Failure, Policy, ProbeError, Registry};
+use broked_probe::{Context, Failure, Policy, ProbeError, Registry, Tls};
 use broked_probe_sftp::{SftpProbe, check};
 use broked_testenv::Service;
 
+/// The test server's connection with its host key pinned: since issue 16 a test against an
+/// unpinned host fails before authentication, so every test that means to log in pins it.
 fn conn(svc: &Service) -> Connection {
+    Connection {
+        extra: pinned(svc, serde_json::json!({})),
+        ..unpinned_conn(svc)
+    }
+}
+
+/// `extra` with the test server's host key added.
+fn pinned(svc: &Service, mut extra: serde_json::Value) -> Option<Secret> {
+    extra["host_key"] = svc.get("HOST_KEY").into();
+    Some(Secret::new(extra.to_string()))
+}
+
+fn unpinned_conn(svc: &Service) -> Connection {
     Connection {
         conn_id: ConnId::new("sftp-test").unwrap(),
         conn_type: ConnType::Sftp,
@@ -39,7 +54,7 @@ fn ctx() -> Context {
 
 /// The probe's result, checked to carry none of the connection's secrets.
 async fn run(c: &Connection) -> Result<String, ProbeError> {
-    let result = check(c, &ctx()).await;
+    let result = check(c, &ctx()).await.map(|p| p.detail);
     let text = match &result {
         Ok(detail) => detail.clone(),
         Err(e) => e.message.clone(),
@@ -53,9 +68,9 @@ async fn run(c: &Connection) -> Result<String, ProbeError> {
     result
 }
 
-fn fail(result: Result<String, ProbeError>) -> ProbeError {
+fn fail<T: std::fmt::Debug>(result: Result<T, ProbeError>) -> ProbeError {
     match result {
-        Ok(detail) => panic!("expected a failure, got success: {detail}"),
+        Ok(detail) => panic!("expected a failure, got success: {detail:?}"),
         Err(e) => e,
     }
 }
@@ -68,8 +83,71 @@ async fn password_login_succeeds_and_reports_the_host_key() {
     let detail = run(&conn(&svc)).await.unwrap();
     assert!(detail.contains("OpenSSH"), "{detail}");
     assert!(detail.contains("host key ssh-ed25519 SHA256:"), "{detail}");
-    assert!(detail.contains("not verified"), "{detail}");
+    // Changed by issue 16: success needs a pinned key, so the detail says it matched (it
+    // said "not verified" when an unpinned host was accepted).
+    assert!(detail.contains("matches extra.host_key"), "{detail}");
     assert!(detail.contains("is a directory"), "{detail}");
+}
+
+/// `ssh-keygen -lf` of the test server's host key line: `SHA256:…`, computed apart from the
+/// probe.
+fn fingerprint_of(key_line: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("host.pub");
+    std::fs::write(&path, format!("{key_line}\n")).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-E", "sha256", "-lf"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("no fingerprint in {text}"))
+        .to_owned()
+}
+
+/// Issue 16: a password or key is never sent to an unpinned host. The test stops after the
+/// handshake and answers with the fingerprint and how to pin it; pinning exactly that
+/// fingerprint then works.
+#[tokio::test]
+async fn an_unpinned_host_gets_no_credentials_and_a_fingerprint_to_pin() {
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
+    let want = fingerprint_of(svc.get("HOST_KEY"));
+    let e = fail(run(&unpinned_conn(&svc)).await);
+    assert_eq!(e.kind, Failure::Tls, "{e:?}");
+    assert!(e.message.starts_with("host key not pinned: "), "{e:?}");
+    assert!(
+        e.message.contains(&format!("ssh-ed25519 {want};")),
+        "{want} in {e:?}"
+    );
+    assert!(e.message.contains("no password or key was sent"), "{e:?}");
+    assert!(
+        e.message
+            .contains(&format!("set extra.host_key to \"{want}\"")),
+        "{e:?}"
+    );
+
+    // Authentication was never tried: a wrong password, or a key the server does not know,
+    // gets the same answer instead of an auth failure.
+    let mut c = unpinned_conn(&svc);
+    c.password = Some(Secret::new("wrong-Pw-unpinned-41"));
+    let e = fail(run(&c).await);
+    assert!(e.message.starts_with("host key not pinned: "), "{e:?}");
+    let mut c = unpinned_conn(&svc);
+    c.password = None;
+    c.extra = extra(serde_json::json!({ "private_key": "not even a key" }));
+    let e = fail(run(&c).await);
+    assert!(e.message.starts_with("host key not pinned: "), "{e:?}");
+
+    // The fingerprint as the message gave it pins the key.
+    let mut c = unpinned_conn(&svc);
+    c.extra = extra(serde_json::json!({ "host_key": want }));
+    let detail = run(&c).await.unwrap();
+    assert!(detail.contains("matches extra.host_key"), "{detail}");
 }
 
 #[tokio::test]
@@ -83,6 +161,14 @@ async fn through_the_registry_the_message_names_the_driver() {
     assert!(outcome.success, "{outcome:?}");
     assert_eq!(outcome.message, "Connected successfully (ssh2)");
     assert_eq!(outcome.driver, "ssh2");
+    // A matched host key is a verified session.
+    assert_eq!(outcome.tls, Some(Tls::Verified), "{outcome:?}");
+
+    let outcome = registry.test(&unpinned_conn(&svc)).await;
+    assert!(!outcome.success, "{outcome:?}");
+    assert_eq!(outcome.failure, Some(Failure::Tls), "{outcome:?}");
+    assert!(outcome.message.contains("SHA256:"), "{outcome:?}");
+    assert_eq!(outcome.tls, None, "{outcome:?}");
 }
 
 #[tokio::test]
@@ -93,7 +179,7 @@ async fn private_key_login_succeeds() {
     let key = std::fs::read_to_string(svc.get("KEY")).unwrap();
     let mut c = conn(&svc);
     c.password = None;
-    c.extra = extra(serde_json::json!({ "private_key": key }));
+    c.extra = pinned(&svc, serde_json::json!({ "private_key": key }));
     run(&c).await.unwrap();
 }
 
@@ -113,9 +199,12 @@ async fn a_key_the_server_does_not_know_is_auth() {
     assert!(status.success());
     let mut c = conn(&svc);
     c.password = None;
-    c.extra = extra(serde_json::json!({
-        "private_key": std::fs::read_to_string(&path).unwrap()
-    }));
+    c.extra = pinned(
+        &svc,
+        serde_json::json!({
+            "private_key": std::fs::read_to_string(&path).unwrap()
+        }),
+    );
     let e = fail(run(&c).await);
     assert_eq!(e.kind, Failure::Auth, "{e:?}");
     assert!(e.message.contains("private key"), "{e:?}");
@@ -128,7 +217,8 @@ async fn garbage_private_key_is_config() {
     };
     let mut c = conn(&svc);
     c.password = None;
-    c.extra = extra(
+    c.extra = pinned(
+        &svc,
         serde_json::json!({ "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nbm9wZQ==\n-----END OPENSSH PRIVATE KEY-----\n" }),
     );
     let e = fail(run(&c).await);
@@ -159,7 +249,7 @@ async fn pinned_host_key_matches() {
     let detail = run(&c).await.unwrap();
     assert!(detail.contains("matches extra.host_key"), "{detail}");
 
-    // The fingerprint the first success reported pins the key as well.
+    // The fingerprint the success reported pins the key as well.
     let fp = detail
         .split_whitespace()
         .find(|w| w.starts_with("SHA256:"))
