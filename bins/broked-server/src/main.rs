@@ -87,6 +87,11 @@ struct Args {
     #[arg(long, env = "BROKED_PROBE_TIMEOUT", default_value_t = 10)]
     probe_timeout: u64,
 
+    /// When the database cannot be reached, resolve the last value seen (marked stale, with
+    /// a warning) for up to this many seconds, then fail. Default: fail at once.
+    #[arg(long, env = "BROKED_MAX_STALE", value_name = "SECONDS", value_parser = max_stale)]
+    max_stale: Option<Duration>,
+
     /// Networks or hosts connection tests may not reach, comma-separated (CIDR or host name),
     /// checked after DNS resolution. Added to the default list (link-local, cloud metadata).
     #[arg(long, env = "BROKED_PROBE_DENY", value_delimiter = ',')]
@@ -178,6 +183,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     options.probe_disabled = args.probe_disabled;
     options.probe_file_roots = args.probe_file_root.clone();
     options.key_file = args.key_file.clone();
+    options.max_stale = args.max_stale;
     // A PostgreSQL address may carry a password: messages show the library's redacted form.
     let shown = broked_connections::describe_db(&args.db);
     let connections = broked_connections::Connections::open_with(&args.db, options)
@@ -320,4 +326,12 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// `--max-stale`: seconds, fractions allowed.
+fn max_stale(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }

@@ -54,6 +54,11 @@ struct Cli {
     #[arg(long, global = true, env = "BROKED_KEY_FILE")]
     key_file: Option<PathBuf>,
 
+    /// When the database cannot be reached, resolve the last value seen (marked stale, with
+    /// a warning) for up to this many seconds, then fail. Default: fail at once.
+    #[arg(long, global = true, env = "BROKED_MAX_STALE", value_name = "SECONDS", value_parser = max_stale)]
+    max_stale: Option<std::time::Duration>,
+
     /// Limit sqlite connection tests (`connections test`) to files inside DIR (repeat for
     /// several directories). The database and its key file are never a test target.
     #[arg(
@@ -331,6 +336,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let open = || {
         let mut options = broked_connections::Options::default();
         options.key_file = cli.key_file.clone();
+        options.max_stale = cli.max_stale;
         options.probe_file_roots = cli.probe_file_root.clone();
         Connections::open_with(&cli.db, options).with_context(|| format!("cannot open {shown}"))
     };
@@ -747,4 +753,12 @@ fn prompt_password(prompt: &str) -> anyhow::Result<Option<Secret>> {
 fn zeroize_string(s: String) {
     // Secret zeroizes on drop; moving the text in and dropping it wipes this copy.
     drop(Secret::new(s));
+}
+
+/// `--max-stale`: seconds, fractions allowed.
+fn max_stale(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| std::time::Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }
