@@ -644,3 +644,184 @@ fn stress_writers_and_resolvers_in_several_processes() {
     assert!(writes.iter().all(|&n| n > 10), "{writes:?}");
     assert!(resolves.iter().all(|&n| n > 100), "{resolves:?}");
 }
+
+/// A PostgreSQL cluster of the test's own (initdb on a free port, trust authentication for
+/// `postgres` on 127.0.0.1), which the test may stop and start; removed on drop.
+struct PrivateCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl PrivateCluster {
+    /// `None` when the machine has no PostgreSQL server binaries (or no `postgres` user).
+    fn new() -> Option<PrivateCluster> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| Some(e.ok()?.path().join("bin")))
+            .find(|b| b.join("initdb").exists())?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = PrivateCluster { dir, bin, port };
+        // initdb refuses to run as root: the cluster belongs to `postgres`.
+        let chown = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(cluster.dir.path())
+            .status()
+            .ok()?;
+        assert!(chown.success());
+        cluster.run("initdb", &["-U", "postgres", "--auth=trust", "-D", "data"]);
+        cluster.start();
+        Some(cluster)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &["-D", "data", "-l", "log", "-w", "-o", &options, "start"],
+        );
+    }
+
+    fn stop(&self) {
+        self.run("pg_ctl", &["-D", "data", "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", "data", "-m", "immediate", "stop"])
+            .current_dir(self.dir.path())
+            .output();
+    }
+}
+
+/// Issue 14: PostgreSQL down. By default resolve fails with a clear error; with `max_stale`
+/// it returns the last value marked stale, up to that age, then fails closed; once the
+/// server is back, resolves are verified (and fresh) again.
+#[test]
+fn postgres_down_fails_clearly_or_serves_marked_stale_values_up_to_max_stale() {
+    // Only where the PostgreSQL service is configured (scripts/test installs it).
+    if broked_testenv::postgres().is_none() {
+        return;
+    }
+    let Some(cluster) = PrivateCluster::new() else {
+        panic!("PostgreSQL is configured but its server binaries (initdb) are not found");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let open = |max_stale: Option<std::time::Duration>| {
+        let mut options = broked_connections::Options::default();
+        options.key_file = Some(dir.path().join("key"));
+        options.max_stale = max_stale;
+        Connections::open_with(cluster.url(), options).unwrap()
+    };
+    let plain = open(None);
+    let max_stale = std::time::Duration::from_secs(6);
+    let tolerant = open(Some(max_stale));
+    plain
+        .create(ConnectionInput {
+            conn_id: Some("c".into()),
+            conn_type: Some("postgres".into()),
+            host: Some("db.example.com".into()),
+            login: Some("etl".into()),
+            password: Some("v0".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(password(&plain), "v0");
+    assert_eq!(password(&tolerant), "v0");
+
+    cluster.stop();
+    let stopped = std::time::Instant::now();
+    // Each check of an unreachable server takes up to 2 s (the check's time limit).
+    let r = tolerant.resolve("c").unwrap();
+    let stale = r.stale.as_ref().expect("marked stale");
+    assert!(stale.age < max_stale, "{stale:?}");
+    assert!(stale.reason.contains("127.0.0.1"), "{stale:?}");
+    assert_eq!(r.connection.password.as_ref().unwrap().expose(), "v0");
+    // No write can commit while the server is down; within moments every resolve fails.
+    let err = loop {
+        match plain.resolve("c") {
+            Err(e) => break e,
+            Ok(_) => assert!(stopped.elapsed() < std::time::Duration::from_secs(5)),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let text = err.to_string();
+    assert!(text.contains("127.0.0.1"), "{text}");
+    assert!(!text.contains("v0"), "{text}");
+    while stopped.elapsed() < max_stale + std::time::Duration::from_secs(1) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        tolerant.resolve("c").is_err(),
+        "fails closed after max_stale"
+    );
+
+    cluster.start();
+    let restarted = std::time::Instant::now();
+    set_password_eventually(&plain, "v1");
+    loop {
+        match tolerant.resolve("c") {
+            Ok(r) if r.stale.is_none() => {
+                let pw = r.connection.password.as_ref().unwrap().expose().to_owned();
+                if pw == "v1" {
+                    break;
+                }
+            }
+            _ => {}
+        }
+        assert!(
+            restarted.elapsed() < std::time::Duration::from_secs(10),
+            "the write after the restart was not seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The pool reconnects on demand: retry a write for a few seconds after a restart.
+fn set_password_eventually(c: &Connections, value: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let update = ConnectionUpdate {
+            password: SecretUpdate::Set(value.into()),
+            ..Default::default()
+        };
+        match c.update("c", update, UpdateMode::Merge) {
+            Ok(_) => return,
+            Err(e) => assert!(start.elapsed() < std::time::Duration::from_secs(10), "{e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
