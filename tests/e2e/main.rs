@@ -3,6 +3,7 @@
 
 mod attacks;
 mod replicas;
+mod safe_defaults;
 mod server;
 mod server_contract;
 mod target;

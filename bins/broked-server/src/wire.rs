@@ -89,6 +89,20 @@ pub(crate) struct TestOut {
     #[schema(example = "sqlx-postgres")]
     driver: &'static str,
     latency_ms: u64,
+    /// Whether the session was encrypted and the server verified (issue 16): `verified`
+    /// (a checked certificate, or an SSH host key that matched `extra.host_key`),
+    /// `unverified` (encrypted, certificate not checked: postgres `prefer`/`require`),
+    /// `none` (not encrypted). `null` when the test failed, and for sqlite and generic.
+    tls: Option<TlsOut>,
+}
+
+/// The `tls` of a test response.
+#[derive(Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TlsOut {
+    Verified,
+    Unverified,
+    None,
 }
 
 impl From<TestOutcome> for TestOut {
@@ -98,6 +112,11 @@ impl From<TestOutcome> for TestOut {
             message: o.message,
             driver: o.driver,
             latency_ms: u64::try_from(o.latency.as_millis()).unwrap_or(u64::MAX),
+            tls: o.tls.map(|t| match t.as_str() {
+                "verified" => TlsOut::Verified,
+                "unverified" => TlsOut::Unverified,
+                _ => TlsOut::None,
+            }),
         }
     }
 }

@@ -277,7 +277,16 @@ fn outcome_json(conn_id: &str, o: &TestOutcome) -> Value {
         "message": o.message,
         "driver": o.driver,
         "latency_ms": u64::try_from(o.latency.as_millis()).unwrap_or(u64::MAX),
+        "tls": o.tls.map(|t| t.as_str()),
     })
+}
+
+/// `12 ms`, and the transport when the test reported one: `12 ms, tls: unverified`.
+fn latency_and_tls(o: &TestOutcome) -> String {
+    match o.tls {
+        Some(tls) => format!("{} ms, tls: {tls}", o.latency.as_millis()),
+        None => format!("{} ms", o.latency.as_millis()),
+    }
 }
 
 /// `connections test ID` or `test --all`: concurrently, a progress bar on a terminal, a line per
@@ -324,10 +333,10 @@ pub(crate) fn run_tests(
             if out == Output::Text {
                 let line = match &outcome {
                     Ok(o) => format!(
-                        "{} {id}: {} ({} ms)",
+                        "{} {id}: {} ({})",
                         if o.success { "ok  " } else { "FAIL" },
                         o.message,
-                        o.latency.as_millis()
+                        latency_and_tls(o)
                     ),
                     Err(e) => format!("FAIL {id}: {e}"),
                 };
@@ -350,7 +359,7 @@ pub(crate) fn run_tests(
                 .iter()
                 .map(|(_, id, o)| match o {
                     Ok(o) => outcome_json(id, o),
-                    Err(e) => json!({"conn_id": id, "success": false, "message": e.to_string(), "driver": null, "latency_ms": null}),
+                    Err(e) => json!({"conn_id": id, "success": false, "message": e.to_string(), "driver": null, "latency_ms": null, "tls": null}),
                 })
                 .collect();
             match (all, rows.as_slice()) {
