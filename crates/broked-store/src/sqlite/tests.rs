@@ -333,3 +333,62 @@ fn read_torn(bytes: &[u8; 96]) -> Option<[u8; 48]> {
     std::fs::write(&path, bytes).unwrap();
     fresh::read_header(&std::fs::File::open(&path).unwrap()).unwrap()
 }
+
+#[test]
+fn the_directory_watch_spares_the_stats_and_still_sees_a_replaced_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broked.db");
+    let store = SqliteStore::open(&path).unwrap();
+    with_key(&store);
+    let watched = store.fresh_lock().watch.as_ref().unwrap().dir.is_some();
+    assert_eq!(watched, cfg!(target_os = "linux"), "inotify in use");
+    // Unrelated entries in the directory only cost a stat.
+    std::fs::write(dir.path().join("unrelated"), "x").unwrap();
+    let g = store.generation().unwrap();
+    assert_eq!(store.generation().unwrap(), g);
+    let copy = dir.path().join("copy.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+        .unwrap();
+    Connection::open(&copy)
+        .unwrap()
+        .execute(
+            "INSERT INTO keys (key_id, check_value) VALUES (9, 'c9')",
+            [],
+        )
+        .unwrap();
+    store
+        .lock()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    assert!(store.generation().unwrap() > g);
+    assert_eq!(store.key_checks().unwrap().len(), 2, "reads the copy");
+}
+
+#[test]
+fn through_a_symlink_every_check_stats_and_sees_a_replaced_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let store = SqliteStore::open(&link.join("broked.db")).unwrap();
+    assert!(
+        store.fresh_lock().watch.as_ref().unwrap().dir.is_none(),
+        "the watched directory would not be the file's"
+    );
+    let g = store.generation().unwrap();
+    let copy = real.join("copy.db");
+    Connection::open(real.join("broked.db"))
+        .unwrap()
+        .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+        .unwrap();
+    store
+        .lock()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    std::fs::rename(&copy, real.join("broked.db")).unwrap();
+    assert!(store.generation().unwrap() > g);
+}
