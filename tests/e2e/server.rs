@@ -521,6 +521,11 @@ fn openapi_document_matches_the_routes() {
         "GET /api/pipelines/{pipeline_id}",
         "DELETE /api/pipelines/{pipeline_id}",
         "GET /api/connection-types",
+        // Issue 16: named tokens and what the presented token may do.
+        "GET /api/tokens",
+        "POST /api/tokens",
+        "DELETE /api/tokens/{name}",
+        "GET /api/whoami",
     ];
     spec.sort();
     assert_eq!(documented, spec);

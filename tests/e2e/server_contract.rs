@@ -59,9 +59,16 @@ fn assert_test_shape(r: &Reply) {
         .collect();
     let mut keys = keys;
     keys.sort();
+    // Issue 16 added `tls` (whether the session was encrypted and verified) to the contract.
     assert_eq!(
         keys,
-        ["driver", "latency_ms", "message", "success"],
+        ["driver", "latency_ms", "message", "success", "tls"],
+        "{}",
+        r.text
+    );
+    assert!(
+        r.json["tls"].is_null()
+            || ["verified", "unverified", "none"].contains(&r.json["tls"].as_str().unwrap_or("")),
         "{}",
         r.text
     );
@@ -148,7 +155,11 @@ fn put_and_patch_keep_and_clear_secrets_as_the_real_postgres_sees_them() {
     masked["extra"] = json!({"sslmode": "disable"});
     let r = put(&masked);
     assert_eq!(r.status, 422, "{}", r.text);
-    assert_eq!(r.json["error"]["fields"][0]["field"], "password", "{}", r.text);
+    assert_eq!(
+        r.json["error"]["fields"][0]["field"], "password",
+        "{}",
+        r.text
+    );
     masked["extra"] = json!({"application_name": "broked-contract"});
     let r = put(&masked);
     assert_eq!(r.status, 200, "{}", r.text);
@@ -492,10 +503,17 @@ fn auth_token_guards_every_api_route_and_only_those() {
     assert!(!server.log_text().contains(token), "the token in the log");
     finish(server, dir.path(), &[token]);
 
-    // With a token, a non-loopback address is allowed.
+    // With a token, a non-loopback address is allowed (issue 16: off loopback plain HTTP
+    // also needs --insecure-http; tests/e2e/tls.rs covers the refusal without it).
     let port = free_port();
     let mut child = std::process::Command::new(bin("broked-server"))
-        .args(["--db", "nl.db", "--listen", &format!("0.0.0.0:{port}")])
+        .args([
+            "--db",
+            "nl.db",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--insecure-http",
+        ])
         .env("BROKED_API_TOKEN", token)
         .current_dir(dir.path())
         .stdout(std::process::Stdio::null())

@@ -365,7 +365,7 @@ fn tokens_with_an_expiry_and_rate_limited_failures() {
     assert!(r.json["expires_at"].is_string());
     // Repeated failures from one address: 429 with Retry-After, also for a good token then.
     let mut last = 0;
-    for _ in 0..12 {
+    for _ in 0..32 {
         last = server
             .call_with("GET", "/api/connections", None, Some("brk_wrong"))
             .status;

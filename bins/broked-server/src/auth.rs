@@ -102,7 +102,7 @@ pub(crate) struct Failures {
 }
 
 /// At most this many failed authentications per client and window; then 429 until it ends.
-const FAILURES_ALLOWED: u32 = 10;
+const FAILURES_ALLOWED: u32 = 30;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 impl Failures {

@@ -4,9 +4,9 @@
 //! field is reported at once, by name, and no serde message can echo a submitted password.
 
 use broked_connections::{
-    ConnectionInfo, ConnectionUpdate, PipelineInfo, PipelineUsage, SecretUpdate, TestOutcome,
+    ConnectionInfo, ConnectionUpdate, JsonSource, PipelineInfo, PipelineUsage, TestOutcome,
 };
-use broked_core::{ConnType, ConnectionInput, FieldError, FieldUse, Secret, TypeInfo};
+use broked_core::{ConnType, ConnectionInput, FieldUse, TypeInfo};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -59,26 +59,87 @@ impl From<ConnectionInfo> for ConnectionOut {
 }
 
 /// The body of POST, PUT and PATCH `/api/connections…` and of `POST /api/connections/test`.
-/// Unknown fields are refused; `created_at`/`updated_at` are read-only and ignored.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documents the request body; bodies are read by `connection_body`
-pub(crate) struct ConnectionIn {
-    /// Required on create; immutable afterwards.
-    conn_id: Option<String>,
-    /// One of postgres, mysql, sqlite, http, sftp, s3, generic. Required on create and PUT.
-    #[schema(rename = "type")]
-    conn_type: Option<String>,
-    host: Option<String>,
-    port: Option<u16>,
-    schema: Option<String>,
-    login: Option<String>,
-    /// Absent or `********`: keep the stored password; `null`: clear it.
-    password: Option<String>,
-    /// A JSON object, as a string or as an object. Absent or `********`: keep; `null`: clear.
-    #[schema(value_type = Option<Object>)]
-    extra: Option<String>,
-    description: Option<String>,
+/// Its schema is built from the keys the library's one reader accepts
+/// ([`broked_connections::CONNECTION_KEYS`], [`broked_connections::READ_ONLY_KEYS`]), so the
+/// document cannot list a field the parser refuses, or miss one it reads. Unknown fields are
+/// refused (`additionalProperties: false`).
+pub(crate) struct ConnectionIn;
+
+impl utoipa::PartialSchema for ConnectionIn {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        let nullable = |t: Type| SchemaType::from_iter([t, Type::Null]);
+        let text = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(nullable(Type::String))
+                .description(Some(description))
+        };
+        let mut object = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::<
+                utoipa::openapi::schema::Schema,
+            >::FreeForm(false)))
+            .description(Some(
+                "A connection. Unknown fields are refused; created_at and updated_at are \
+                 read-only and ignored.",
+            ));
+        for key in broked_connections::CONNECTION_KEYS
+            .into_iter()
+            .chain(broked_connections::READ_ONLY_KEYS)
+        {
+            let schema = match key {
+                "conn_id" => text("Required on create; immutable afterwards.")
+                    .pattern(Some(broked_core::ConnId::RULE))
+                    .max_length(Some(128)),
+                "type" => ObjectBuilder::new()
+                    .schema_type(nullable(Type::String))
+                    .enum_values(Some(
+                        ConnType::ALL
+                            .iter()
+                            .map(|t| Some(t.as_str()))
+                            .chain([None])
+                            .collect::<Vec<_>>(),
+                    ))
+                    .description(Some("Required on create and PUT.")),
+                "port" => ObjectBuilder::new()
+                    .schema_type(nullable(Type::Integer))
+                    .minimum(Some(1))
+                    .maximum(Some(65535)),
+                "password" => text(
+                    "Absent or `********`: keep the stored password; `null`: clear it. \
+                     `********` for a connection without a password is refused.",
+                ),
+                "extra" => ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([
+                        Type::Object,
+                        Type::String,
+                        Type::Null,
+                    ]))
+                    .description(Some(
+                        "A JSON object, or a string holding one. Absent or `********`: keep; \
+                         `null`: clear. Keys that name the target (host, port, user, ...) are \
+                         refused (docs/uri.md).",
+                    )),
+                "created_at" | "updated_at" => ObjectBuilder::new()
+                    .schema_type(nullable(Type::String))
+                    .read_only(Some(true)),
+                other => text(match other {
+                    "host" => {
+                        "Host name, IP address or URL prefix, a socket path, or the \
+                               database file (sqlite)."
+                    }
+                    "schema" => "Database, bucket or base path.",
+                    "login" => "User name or access key id.",
+                    _ => "Free text.",
+                }),
+            };
+            object = object.property(key, schema);
+        }
+        utoipa::openapi::RefOr::T(object.into())
+    }
 }
+
+impl ToSchema for ConnectionIn {}
 
 /// The outcome of a connection test. A failed connect is `success: false`, not an HTTP error.
 #[derive(Serialize, ToSchema)]
@@ -197,6 +258,11 @@ pub(crate) struct ConnectionTypeOut {
     fields: Map<String, Value>,
     host_hint: &'static str,
     schema_hint: &'static str,
+    /// How a form labels host, port, schema, login, password and extra for this type.
+    #[schema(value_type = Object)]
+    labels: Map<String, Value>,
+    /// An example of extra for this type (may be empty).
+    extra_example: &'static str,
 }
 
 impl From<&TypeInfo> for ConnectionTypeOut {
@@ -221,6 +287,12 @@ impl From<&TypeInfo> for ConnectionTypeOut {
             fields,
             host_hint: t.host_hint,
             schema_hint: t.schema_hint,
+            labels: broked_core::Field::ALL
+                .into_iter()
+                .zip(t.labels)
+                .map(|(f, l)| (f.name().to_owned(), Value::String(l.into())))
+                .collect(),
+            extra_example: t.extra_example,
         }
     }
 }
@@ -241,122 +313,16 @@ pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// Reads a connection body into an update, reporting every wrong field at once.
+/// Reads a connection body into an update, reporting every wrong field at once (the
+/// library's one reader of connection objects).
 pub(crate) fn connection_body(body: &[u8]) -> Result<ConnectionUpdate, ApiError> {
-    let map = json_object(body)?;
-    let mut errors = Vec::new();
-    let mut update = ConnectionUpdate::default();
-    let wrong = |errors: &mut Vec<FieldError>, field: &'static str, what: &str| {
-        errors.push(FieldError {
-            field,
-            message: format!("{field} must be {what}"),
-        })
-    };
-    for (key, value) in map {
-        match key.as_str() {
-            "conn_id" => match value {
-                Value::String(s) => update.conn_id = Some(s),
-                Value::Null => {}
-                _ => wrong(&mut errors, "conn_id", "a string"),
-            },
-            "type" => match value {
-                Value::String(s) => update.conn_type = Some(s),
-                Value::Null => {}
-                _ => wrong(&mut errors, "type", "a string"),
-            },
-            "host" | "schema" | "login" | "description" => {
-                let field: &'static str = match key.as_str() {
-                    "host" => "host",
-                    "schema" => "schema",
-                    "login" => "login",
-                    _ => "description",
-                };
-                let v = match value {
-                    Value::String(s) => Some(s),
-                    Value::Null => None,
-                    _ => {
-                        wrong(&mut errors, field, "a string or null");
-                        continue;
-                    }
-                };
-                let slot = match field {
-                    "host" => &mut update.host,
-                    "schema" => &mut update.schema,
-                    "login" => &mut update.login,
-                    _ => &mut update.description,
-                };
-                *slot = Some(v);
-            }
-            "port" => match value {
-                Value::Null => update.port = Some(None),
-                Value::Number(n) => match n.as_i64() {
-                    Some(p) => update.port = Some(Some(p)),
-                    None => wrong(&mut errors, "port", "an integer from 1 to 65535"),
-                },
-                Value::String(s) if s.is_empty() => update.port = Some(None),
-                Value::String(s) => match s.trim().parse::<i64>() {
-                    Ok(p) => update.port = Some(Some(p)),
-                    Err(_) => wrong(&mut errors, "port", "an integer from 1 to 65535"),
-                },
-                _ => wrong(&mut errors, "port", "an integer from 1 to 65535"),
-            },
-            "password" => match value {
-                Value::String(s) => {
-                    update.password = SecretUpdate::from_field(Some(Some(Secret::from(s))))
-                }
-                Value::Null => update.password = SecretUpdate::Clear,
-                _ => wrong(&mut errors, "password", "a string or null"),
-            },
-            "extra" => match value {
-                Value::String(s) => {
-                    update.extra = SecretUpdate::from_field(Some(Some(Secret::from(s))))
-                }
-                v @ Value::Object(_) => {
-                    update.extra = SecretUpdate::Set(Secret::new(v.to_string()))
-                }
-                Value::Null => update.extra = SecretUpdate::Clear,
-                _ => wrong(
-                    &mut errors,
-                    "extra",
-                    "a JSON object (or a string holding one) or null",
-                ),
-            },
-            "created_at" | "updated_at" => {}
-            _ => errors.push(FieldError {
-                field: "body",
-                message: format!(
-                    "unknown field {key:?}; the fields are conn_id, type, host, port, schema, \
-                     login, password, extra, description"
-                ),
-            }),
-        }
-    }
-    if errors.is_empty() {
-        Ok(update)
-    } else {
-        Err(ApiError::invalid(errors))
-    }
+    ConnectionUpdate::from_json(json_object(body)?, JsonSource::Api)
+        .map_err(|e| ApiError::invalid(e.0))
 }
 
-/// A create body as an input: "keep" has nothing to keep, so it means "not set".
+/// A create body as an input (see `From<ConnectionUpdate> for ConnectionInput`).
 pub(crate) fn into_input(u: ConnectionUpdate) -> ConnectionInput {
-    let secret = |s: SecretUpdate| match s {
-        SecretUpdate::Set(s) => Some(s),
-        // The mask sent in a create: validation refuses it by name (it is no password).
-        SecretUpdate::Masked => Some(Secret::new(Secret::MASK)),
-        SecretUpdate::Keep | SecretUpdate::Clear => None,
-    };
-    ConnectionInput {
-        conn_id: u.conn_id,
-        conn_type: u.conn_type,
-        host: u.host.flatten(),
-        port: u.port.flatten(),
-        schema: u.schema.flatten(),
-        login: u.login.flatten(),
-        password: secret(u.password),
-        extra: secret(u.extra),
-        description: u.description.flatten(),
-    }
+    ConnectionInput::from(u)
 }
 
 /// `?type=` of the list.
@@ -420,4 +386,29 @@ pub(crate) fn pipeline_body(
         map.remove(key);
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+
+    use super::*;
+
+    /// The document's request body lists exactly the keys the parser accepts (issue 15).
+    #[test]
+    fn the_connection_schema_has_exactly_the_keys_the_parser_reads() {
+        let RefOr::T(Schema::Object(object)) = ConnectionIn::schema() else {
+            panic!("ConnectionIn is an object schema");
+        };
+        let documented: Vec<&str> = object.properties.keys().map(String::as_str).collect();
+        assert_eq!(documented, JsonSource::Api.keys());
+        // And the parser refuses anything else, accepting each documented key.
+        for key in &documented {
+            let body = serde_json::json!({ *key: null }).to_string();
+            assert!(connection_body(body.as_bytes()).is_ok(), "{key}");
+        }
+        assert!(connection_body(br#"{"conn_type": "postgres"}"#).is_err());
+    }
 }

@@ -9,23 +9,8 @@ const TOKEN_KEY = 'broked.apiToken'; // sessionStorage: this tab only
 const TYPE_FIELDS = ['host', 'port', 'schema', 'login', 'password', 'extra'];
 const FORM_FIELDS = ['conn_id', 'type', ...TYPE_FIELDS, 'region', 'description'];
 
-// How each type names its fields; anything not listed keeps the default.
-const LABELS = {
-  default: { host: 'Host', port: 'Port', schema: 'Schema', login: 'Login', password: 'Password', extra: 'Extra (JSON)' },
-  postgres: { schema: 'Database' },
-  mysql: { schema: 'Database' },
-  sqlite: { host: 'Database file path' },
-  http: { host: 'URL', schema: 'Base path' },
-  sftp: { schema: 'Base path' },
-  s3: { host: 'Endpoint', schema: 'Bucket', login: 'Access key ID', password: 'Secret access key' },
-};
-const EXTRA_HINTS = {
-  postgres: '{"sslmode": "require"}',
-  mysql: '{"ssl-mode": "REQUIRED"}',
-  http: '{"headers": {"X-Api-Key": "…"}}',
-  sftp: '{"private_key": "…"}',
-  s3: '{"region": "eu-west-1"}',
-};
+// Each type's field labels and extra example come from the type table
+// (GET /api/connection-types: `labels`, `extra_example`), the one place they are written.
 
 // Fields whose label does not depend on the type.
 const FIXED_LABELS = { conn_id: 'Connection ID', type: 'Type', region: 'Region', description: 'Description' };
@@ -471,13 +456,13 @@ function formChanged() {
 function applyType() {
   const t = currentType();
   if (!t) return;
-  const labels = { ...LABELS.default, ...(LABELS[t.type] || {}) };
+  const labels = t.labels || {};
   $('h-type').textContent = t.use_case ? `${t.label}: ${t.use_case}.` : '';
   for (const f of TYPE_FIELDS) {
     const use = (t.fields && t.fields[f]) || 'optional';
     const box = fieldBox(f);
     box.hidden = use === 'unused';
-    box.querySelector('.label-text').textContent = labels[f];
+    box.querySelector('.label-text').textContent = labels[f] || f;
     box.querySelector('.opt').hidden = use !== 'optional';
     input(f).required = use === 'required';
     input(f).setAttribute('aria-required', String(use === 'required'));
@@ -491,7 +476,7 @@ function applyType() {
     ? `${t.label} uses ${t.default_port} when empty.`
     : '';
   if (!state.portTouched) port.value = t.default_port != null ? String(t.default_port) : '';
-  const example = EXTRA_HINTS[t.type];
+  const example = t.extra_example;
   $('h-extra').textContent = `A JSON object${example ? `, e.g. ${example}` : ''}. Encrypted at rest.`;
 }
 

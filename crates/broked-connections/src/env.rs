@@ -40,61 +40,20 @@ pub(crate) fn parse(id: &ConnId, var: &str, value: &str) -> Result<Connection, E
     let Ok(Value::Object(map)) = serde_json::from_str::<Value>(trimmed) else {
         return Err(err("it starts with { but is not a JSON object".into()));
     };
-    let mut input = input_from_object(map).map_err(err)?;
+    let mut input = input_from_object(map, crate::JsonSource::Env).map_err(err)?;
     input.conn_id = Some(id.as_str().to_owned());
     input.validate().map_err(|e| err(e.to_string()))
 }
 
-/// A JSON object with a connection's fields as an input: `type` or `conn_type`, `host`,
-/// `port`, `schema`, `login`, `password`, `extra` (an object or a string holding one),
-/// `description`, and `conn_id`. Read-only fields (`created_at`, `updated_at`) are ignored;
-/// any other field is an error. Messages never contain values.
-pub(crate) fn input_from_object(mut map: Map<String, Value>) -> Result<ConnectionInput, String> {
-    let mut string = |key: &str| -> Result<Option<String>, String> {
-        match map.remove(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(format!("{key} must be a string")),
-        }
-    };
-    let conn_id = string("conn_id")?;
-    let conn_type = match string("type")? {
-        Some(t) => Some(t),
-        None => string("conn_type")?,
-    };
-    let host = string("host")?;
-    let schema = string("schema")?;
-    let login = string("login")?;
-    let password = string("password")?.map(Secret::from);
-    let description = string("description")?;
-    let extra = match map.remove("extra") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(Secret::from(s)),
-        Some(v @ Value::Object(_)) => Some(Secret::new(v.to_string())),
-        Some(_) => return Err("extra must be a JSON object or a string".into()),
-    };
-    let port = match map.remove("port") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_i64().ok_or("port must be an integer")?),
-        Some(Value::String(s)) => Some(s.parse().map_err(|_| "port must be an integer")?),
-        Some(_) => return Err("port must be an integer".into()),
-    };
-    map.remove("created_at");
-    map.remove("updated_at");
-    if let Some(key) = map.keys().next() {
-        return Err(format!("unknown field {key:?}"));
-    }
-    Ok(ConnectionInput {
-        conn_id,
-        conn_type,
-        host,
-        port,
-        schema,
-        login,
-        password,
-        extra,
-        description,
-    })
+/// A JSON object with a connection's fields as an input (the one reader of
+/// [`crate::JsonSource`]). Messages never contain values.
+pub(crate) fn input_from_object(
+    map: Map<String, Value>,
+    source: crate::JsonSource,
+) -> Result<ConnectionInput, String> {
+    crate::ConnectionUpdate::from_json(map, source)
+        .map(ConnectionInput::from)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 mod connections;
 mod env;
 mod error;
+mod fields;
 mod info;
 mod pipeline;
 mod probes;
@@ -38,6 +39,7 @@ pub use broked_probe::{Failure, Outcome as TestOutcome};
 pub use crate::connections::{Connections, describe_db, is_postgres_url};
 pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};
+pub use crate::fields::{CONNECTION_KEYS, JsonSource, READ_ONLY_KEYS};
 pub use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage};
 pub use crate::pipeline::{Node, PipelineDef, PipelineError, PipelineId};
 pub use crate::resolve::{Resolved, Source, Stale};

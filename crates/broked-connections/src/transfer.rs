@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use broked_core::{ConnId, Secret};
 use broked_store::{PutMany, SecretField};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::connections::Connections;
 use crate::error::{Error, ImportRowError};
@@ -129,7 +129,7 @@ impl Connections {
                 );
                 continue;
             }
-            let input = match crate::env::input_from_object(without_format_fields(map)) {
+            let input = match crate::env::input_from_object(map, crate::JsonSource::Import) {
                 Ok(input) => input,
                 Err(message) => {
                     fail(id, message);
@@ -177,12 +177,4 @@ impl Connections {
             )),
         }
     }
-}
-
-/// Fields an export carries that are not part of a connection's input.
-fn without_format_fields(mut map: Map<String, Value>) -> Map<String, Value> {
-    for key in ["created_at", "updated_at", "has_password", "has_extra"] {
-        map.remove(key);
-    }
-    map
 }

@@ -74,7 +74,21 @@ pub struct TypeInfo {
     pub host_hint: &'static str,
     /// What `schema` means for this type, for forms and docs.
     pub schema_hint: &'static str,
+    /// How a form labels each of [`Field::ALL`] for this type (`URL` for an http host, ...).
+    pub labels: [&'static str; 6],
+    /// An example of `extra` for this type, for forms and docs.
+    pub extra_example: &'static str,
 }
+
+/// The labels most types use, in [`Field::ALL`] order.
+const LABELS: [&str; 6] = [
+    "Host",
+    "Port",
+    "Schema",
+    "Login",
+    "Password",
+    "Extra (JSON)",
+];
 
 use FieldUse::{Optional as O, Required as R, Unused as U};
 
@@ -89,6 +103,15 @@ static TABLE: [TypeInfo; 7] = [
         fields: [R, O, O, O, O, O],
         host_hint: "Host name or IP address, or the directory of a Unix socket",
         schema_hint: "Database name",
+        labels: [
+            "Host",
+            "Port",
+            "Database",
+            "Login",
+            "Password",
+            "Extra (JSON)",
+        ],
+        extra_example: r#"{"sslmode": "require"}"#,
     },
     TypeInfo {
         conn_type: ConnType::Mysql,
@@ -99,6 +122,15 @@ static TABLE: [TypeInfo; 7] = [
         fields: [R, O, O, O, O, O],
         host_hint: "Host name or IP address, or the path of a Unix socket",
         schema_hint: "Database name",
+        labels: [
+            "Host",
+            "Port",
+            "Database",
+            "Login",
+            "Password",
+            "Extra (JSON)",
+        ],
+        extra_example: r#"{"ssl-mode": "REQUIRED"}"#,
     },
     TypeInfo {
         conn_type: ConnType::Sqlite,
@@ -109,6 +141,15 @@ static TABLE: [TypeInfo; 7] = [
         fields: [R, U, U, U, U, O],
         host_hint: "Path of the database file, absolute or relative",
         schema_hint: "",
+        labels: [
+            "Database file path",
+            "Port",
+            "Schema",
+            "Login",
+            "Password",
+            "Extra (JSON)",
+        ],
+        extra_example: "",
     },
     TypeInfo {
         conn_type: ConnType::Http,
@@ -119,6 +160,15 @@ static TABLE: [TypeInfo; 7] = [
         fields: [R, O, O, O, O, O],
         host_hint: "Host name, optionally with https:// (http:// is the default)",
         schema_hint: "Base path",
+        labels: [
+            "URL",
+            "Port",
+            "Base path",
+            "Login",
+            "Password",
+            "Extra (JSON)",
+        ],
+        extra_example: r#"{"headers": {"X-Api-Key": "…"}}"#,
     },
     TypeInfo {
         conn_type: ConnType::Sftp,
@@ -129,6 +179,15 @@ static TABLE: [TypeInfo; 7] = [
         fields: [R, O, O, O, O, O],
         host_hint: "Host name or IP address",
         schema_hint: "Base path",
+        labels: [
+            "Host",
+            "Port",
+            "Base path",
+            "Login",
+            "Password",
+            "Extra (JSON)",
+        ],
+        extra_example: r#"{"private_key": "…"}"#,
     },
     TypeInfo {
         conn_type: ConnType::S3,
@@ -140,6 +199,15 @@ static TABLE: [TypeInfo; 7] = [
         host_hint: "Endpoint of an S3-compatible store, optionally with http:// or https://; \
                     empty for AWS",
         schema_hint: "Bucket",
+        labels: [
+            "Endpoint",
+            "Port",
+            "Bucket",
+            "Access key ID",
+            "Secret access key",
+            "Extra (JSON)",
+        ],
+        extra_example: r#"{"region": "eu-west-1"}"#,
     },
     TypeInfo {
         conn_type: ConnType::Generic,
@@ -150,6 +218,8 @@ static TABLE: [TypeInfo; 7] = [
         fields: [R, R, O, O, O, O],
         host_hint: "Host name or IP address",
         schema_hint: "Free text (database, path, ...)",
+        labels: LABELS,
+        extra_example: "",
     },
 ];
 

@@ -1,0 +1,227 @@
+//! The one reader of a connection as a JSON object — for the REST API, import files and
+//! `BROKED_CONN_*` variables — and the list of keys it accepts, which the server's OpenAPI
+//! document is built from (so the two cannot drift).
+
+use broked_core::{ConnectionInput, FieldError, Secret, ValidationErrors};
+use serde_json::{Map, Value};
+
+use crate::update::{ConnectionUpdate, SecretUpdate};
+
+/// Where a connection object comes from. They differ only in a few keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonSource {
+    /// A REST API body (create, PUT, PATCH, unsaved test).
+    Api,
+    /// A row of an import file (an export): also `has_password`/`has_extra`, ignored.
+    Import,
+    /// A `BROKED_CONN_*` variable: `conn_type` is also read as `type` (Airflow's spelling).
+    Env,
+}
+
+/// The keys of a connection object, in the order the API documents them.
+pub const CONNECTION_KEYS: [&str; 9] = [
+    "conn_id",
+    "type",
+    "host",
+    "port",
+    "schema",
+    "login",
+    "password",
+    "extra",
+    "description",
+];
+
+/// Keys that are accepted and ignored: what the API and an export show but nobody sets.
+pub const READ_ONLY_KEYS: [&str; 2] = ["created_at", "updated_at"];
+
+impl JsonSource {
+    /// Every key this source accepts.
+    pub fn keys(self) -> Vec<&'static str> {
+        let mut keys: Vec<&str> = CONNECTION_KEYS.into_iter().chain(READ_ONLY_KEYS).collect();
+        match self {
+            JsonSource::Api => {}
+            JsonSource::Import => keys.extend(["has_password", "has_extra"]),
+            JsonSource::Env => keys.push("conn_type"),
+        }
+        keys
+    }
+}
+
+fn wrong(errors: &mut Vec<FieldError>, field: &'static str, what: &str) {
+    errors.push(FieldError {
+        field,
+        message: format!("{field} must be {what}"),
+    });
+}
+
+impl ConnectionUpdate {
+    /// Reads a connection object: every wrong field at once, each named; never a value in a
+    /// message. Absent fields stay absent, `null` means "clear", `********` for a secret means
+    /// "keep" ([`SecretUpdate::Masked`]).
+    pub fn from_json(
+        map: Map<String, Value>,
+        source: JsonSource,
+    ) -> Result<ConnectionUpdate, ValidationErrors> {
+        let mut errors = Vec::new();
+        let mut u = ConnectionUpdate::default();
+        let accepted = source.keys();
+        for (key, value) in map {
+            let key = match key.as_str() {
+                "conn_type" if source == JsonSource::Env => "type",
+                k if accepted.contains(&k) => {
+                    accepted[accepted.iter().position(|a| *a == k).expect("found")]
+                }
+                _ => {
+                    errors.push(FieldError {
+                        field: "body",
+                        message: format!(
+                            "unknown field {key:?}; the fields are {}",
+                            CONNECTION_KEYS.join(", ")
+                        ),
+                    });
+                    continue;
+                }
+            };
+            match key {
+                "conn_id" | "type" => {
+                    let slot = if key == "type" {
+                        &mut u.conn_type
+                    } else {
+                        &mut u.conn_id
+                    };
+                    match value {
+                        Value::String(s) => *slot = Some(s),
+                        Value::Null => {}
+                        _ => wrong(&mut errors, key, "a string"),
+                    }
+                }
+                "host" | "schema" | "login" | "description" => {
+                    let v = match value {
+                        Value::String(s) => Some(s),
+                        Value::Null => None,
+                        _ => {
+                            wrong(&mut errors, key, "a string or null");
+                            continue;
+                        }
+                    };
+                    *match key {
+                        "host" => &mut u.host,
+                        "schema" => &mut u.schema,
+                        "login" => &mut u.login,
+                        _ => &mut u.description,
+                    } = Some(v);
+                }
+                "port" => {
+                    let rule = "an integer from 1 to 65535";
+                    match value {
+                        Value::Null => u.port = Some(None),
+                        Value::Number(n) => match n.as_i64() {
+                            Some(p) => u.port = Some(Some(p)),
+                            None => wrong(&mut errors, "port", rule),
+                        },
+                        Value::String(s) if s.is_empty() => u.port = Some(None),
+                        Value::String(s) => match s.trim().parse::<i64>() {
+                            Ok(p) => u.port = Some(Some(p)),
+                            Err(_) => wrong(&mut errors, "port", rule),
+                        },
+                        _ => wrong(&mut errors, "port", rule),
+                    }
+                }
+                "password" => match value {
+                    Value::String(s) => {
+                        u.password = SecretUpdate::from_field(Some(Some(Secret::from(s))))
+                    }
+                    Value::Null => u.password = SecretUpdate::Clear,
+                    _ => wrong(&mut errors, "password", "a string or null"),
+                },
+                "extra" => match value {
+                    Value::String(s) => {
+                        u.extra = SecretUpdate::from_field(Some(Some(Secret::from(s))))
+                    }
+                    v @ Value::Object(_) => u.extra = SecretUpdate::Set(Secret::new(v.to_string())),
+                    Value::Null => u.extra = SecretUpdate::Clear,
+                    _ => wrong(
+                        &mut errors,
+                        "extra",
+                        "a JSON object (or a string holding one) or null",
+                    ),
+                },
+                _ => {} // read-only keys: ignored
+            }
+        }
+        if errors.is_empty() {
+            Ok(u)
+        } else {
+            Err(ValidationErrors(errors))
+        }
+    }
+}
+
+/// A create: "keep" has nothing to keep, so it means "not set"; the mask sent for a secret
+/// stays the literal mask, which validation refuses by name (it is never a secret).
+impl From<ConnectionUpdate> for ConnectionInput {
+    fn from(u: ConnectionUpdate) -> ConnectionInput {
+        let secret = |s: SecretUpdate| match s {
+            SecretUpdate::Set(s) => Some(s),
+            SecretUpdate::Masked => Some(Secret::new(Secret::MASK)),
+            SecretUpdate::Keep | SecretUpdate::Clear => None,
+        };
+        ConnectionInput {
+            conn_id: u.conn_id,
+            conn_type: u.conn_type,
+            host: u.host.flatten(),
+            port: u.port.flatten(),
+            schema: u.schema.flatten(),
+            login: u.login.flatten(),
+            password: secret(u.password),
+            extra: secret(u.extra),
+            description: u.description.flatten(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_wrong_field_at_once_never_a_value() {
+        let e = ConnectionUpdate::from_json(
+            obj(
+                serde_json::json!({"conn_id": 1, "port": "x-SECRET", "password": 5,
+                "extra": [1], "oops": "SECRET"}),
+            ),
+            JsonSource::Api,
+        )
+        .unwrap_err();
+        let fields: Vec<_> = e.errors().iter().map(|e| e.field).collect();
+        assert_eq!(fields.len(), 5, "{e}");
+        assert!(!e.to_string().contains("SECRET"), "{e}");
+    }
+
+    #[test]
+    fn sources_differ_only_in_their_extra_keys() {
+        let body = |k: &str| obj(serde_json::json!({ k: "x" }));
+        assert!(ConnectionUpdate::from_json(body("conn_type"), JsonSource::Env).is_ok());
+        assert!(ConnectionUpdate::from_json(body("conn_type"), JsonSource::Api).is_err());
+        assert!(ConnectionUpdate::from_json(body("has_password"), JsonSource::Import).is_ok());
+        assert!(ConnectionUpdate::from_json(body("has_password"), JsonSource::Api).is_err());
+        let u = ConnectionUpdate::from_json(
+            obj(serde_json::json!({"conn_type": "postgres", "port": " 5432 ", "password": "********"})),
+            JsonSource::Env,
+        )
+        .unwrap();
+        assert_eq!(u.conn_type.as_deref(), Some("postgres"));
+        assert_eq!(u.port, Some(Some(5432)));
+        assert_eq!(u.password, SecretUpdate::Masked);
+        let input = ConnectionInput::from(u);
+        assert_eq!(input.password.unwrap().expose(), Secret::MASK);
+    }
+}
