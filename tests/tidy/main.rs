@@ -91,6 +91,7 @@ fn lower_layers_never_depend_on_higher_ones() {
             "broked-probe" => &["broked-core"],
             n if n.starts_with("broked-probe-") => &["broked-core", "broked-probe"],
             "broked-testenv" => &[],
+            "broked-tunnel" => &["broked-core", "broked-probe"],
             "broked-connections" => &[
                 "broked-core",
                 "broked-crypto",
