@@ -21,6 +21,6 @@ pub use connection::{
 };
 pub use id::{ConnId, ConnIdError};
 pub use secret::Secret;
-pub use target::{ExtraKeyRole, securing_extra};
+pub use target::{ExtraKeyRole, SSH_TUNNEL_KEY, is_tunnel_key, securing_extra};
 pub use types::{ConnType, Field, FieldUse, TypeInfo, UnknownConnType};
 pub use uri::UriError;

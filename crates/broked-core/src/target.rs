@@ -29,6 +29,18 @@ pub enum ExtraKeyRole {
     Secures,
 }
 
+/// The extra key that routes a connection through SSH bastions (`docs/tunnels.md`): the conn_id
+/// of an sftp connection, or a list of them. It decides where the secret travels, so it secures
+/// the target of every network type (changing it while a password is kept is refused like a
+/// change of host), and it is broked's own setting, never a driver's: the URI builder leaves it
+/// out.
+pub const SSH_TUNNEL_KEY: &str = "ssh_tunnel";
+
+/// Whether `key` is [`SSH_TUNNEL_KEY`] in any spelling drivers would accept (case, `-`).
+pub fn is_tunnel_key(key: &str) -> bool {
+    normalize(key) == SSH_TUNNEL_KEY
+}
+
 /// Keys that name a target for every network type.
 const NAMES_COMMON: &[(&str, Option<&str>)] = &[
     ("host", Some("host")),
@@ -124,6 +136,7 @@ const SECURES_POSTGRES: &[&str] = &[
     "krbsrvname",
     "gsslib",
     "gssdelegation",
+    SSH_TUNNEL_KEY,
 ];
 
 const SECURES_MYSQL: &[&str] = &[
@@ -145,6 +158,7 @@ const SECURES_MYSQL: &[&str] = &[
     "tls_version",
     "enable_cleartext_plugin",
     "allowcleartextpasswords",
+    SSH_TUNNEL_KEY,
 ];
 
 const SECURES_HTTP: &[&str] = &[
@@ -154,6 +168,7 @@ const SECURES_HTTP: &[&str] = &[
     "ca_bundle",
     "tls",
     "insecure",
+    SSH_TUNNEL_KEY,
 ];
 
 const SECURES_SFTP: &[&str] = &[
@@ -165,9 +180,17 @@ const SECURES_SFTP: &[&str] = &[
     "host_key_algorithms",
     "disabled_algorithms",
     "ciphers",
+    SSH_TUNNEL_KEY,
 ];
 
-const SECURES_S3: &[&str] = &["verify", "verify_tls", "use_ssl", "ca_bundle", "ca_cert"];
+const SECURES_S3: &[&str] = &[
+    "verify",
+    "verify_tls",
+    "use_ssl",
+    "ca_bundle",
+    "ca_cert",
+    SSH_TUNNEL_KEY,
+];
 
 const SECURES_GENERIC: &[&str] = &[
     "ssl",
@@ -183,6 +206,7 @@ const SECURES_GENERIC: &[&str] = &[
     "tls_ca",
     "insecure",
     "insecure_skip_verify",
+    SSH_TUNNEL_KEY,
 ];
 
 /// A key as drivers may read it: lower case, `-` as `_`.
@@ -312,6 +336,23 @@ mod tests {
         assert_eq!(ConnType::Postgres.extra_key_role("application_name"), None);
         assert_eq!(ConnType::Http.extra_key_role("headers"), None);
         assert_eq!(ConnType::Sqlite.extra_key_role("host"), None);
+    }
+
+    #[test]
+    fn ssh_tunnel_secures_every_network_type() {
+        for t in ConnType::ALL {
+            let want = (t != ConnType::Sqlite).then_some(ExtraKeyRole::Secures);
+            assert_eq!(t.extra_key_role("ssh_tunnel"), want, "{t}");
+            assert_eq!(t.extra_key_role("SSH-Tunnel"), want, "{t}");
+        }
+        assert!(is_tunnel_key("Ssh-Tunnel") && !is_tunnel_key("tunnel"));
+        // A change of bastion is a change of target: a kept password may not follow it.
+        let s = |extra: &str| securing_extra(ConnType::Postgres, Some(extra));
+        assert_ne!(
+            s(r#"{"ssh_tunnel":"bastion-a"}"#),
+            s(r#"{"ssh_tunnel":"bastion-b"}"#)
+        );
+        assert_ne!(s(r#"{"ssh_tunnel":"bastion-a"}"#), s("{}"));
     }
 
     #[test]

@@ -123,6 +123,9 @@ impl Connection {
                         self.conn_type.extra_key_role(key),
                         Some(crate::ExtraKeyRole::Names { .. })
                     )
+                    // Nor the SSH tunnel: broked's routing, no driver's parameter
+                    // (docs/tunnels.md); the URI through it comes from `open_tunnel`.
+                    && !crate::is_tunnel_key(key)
                 });
                 for (i, (key, value)) in params.enumerate() {
                     uri.push(if i == 0 { '?' } else { '&' });
@@ -141,7 +144,8 @@ impl Connection {
 
     /// Reads a URI of `docs/uri.md` into a valid connection with the given id.
     ///
-    /// `parse(build(c)) == c` for every valid connection `c` without a description.
+    /// `parse(build(c)) == c` for every valid connection `c` without a description and
+    /// without `extra.ssh_tunnel`, which the builder leaves out (docs/uri.md).
     /// Errors never contain any part of the input.
     pub fn from_uri(conn_id: ConnId, uri: &str) -> Result<Connection, UriError> {
         let (scheme, rest) = uri.split_once("://").ok_or(UriError::NoScheme)?;

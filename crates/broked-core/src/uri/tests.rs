@@ -156,6 +156,35 @@ fn hand_written_uris() {
     assert_eq!((c.host.as_deref(), c.port), (Some("api.example.com"), None));
 }
 
+/// `extra.ssh_tunnel` is broked's routing, not a driver parameter: never in a URI (in any
+/// spelling), so a driver is never handed it. Everything else round trips; a URI that names a
+/// tunnel is still read (a `BROKED_CONN_*` variable may route through a bastion).
+#[test]
+fn the_ssh_tunnel_is_never_a_query_parameter() {
+    let c = conn("postgres", |i| {
+        i.host = Some("db.internal".into());
+        i.login = Some("etl".into());
+        i.password = Some("pw".into());
+        i.extra = Some(
+            r#"{"sslmode":"require","ssh_tunnel":["jump-a","jump-b"],"SSH-Tunnel":"x"}"#.into(),
+        );
+    });
+    let uri = c.to_uri();
+    assert_eq!(
+        uri.expose(),
+        "postgres://etl:pw@db.internal?sslmode=require"
+    );
+    assert_eq!(
+        c.to_masked_uri(),
+        "postgres://etl:********@db.internal?sslmode=********"
+    );
+    let back = Connection::from_uri(id(), uri.expose()).unwrap();
+    assert_eq!(back.extra.unwrap().expose(), r#"{"sslmode":"require"}"#);
+    assert_eq!((back.host, back.login), (c.host, c.login));
+    let read = Connection::from_uri(id(), "mysql://u@h/db?ssh_tunnel=bastion").unwrap();
+    assert_eq!(read.extra.unwrap().expose(), r#"{"ssh_tunnel":"bastion"}"#);
+}
+
 #[test]
 fn parse_errors() {
     let cases = [
