@@ -3,42 +3,30 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::{Extension, Json};
-use broked_connections::{Connections, Grant, PipelineDef, UpdateMode};
+use broked_connections::{Grant, PipelineDef, UpdateMode};
 use broked_core::ConnType;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Token, require_token};
-use crate::error::{ApiError, ErrorBody};
+use crate::auth::require_token;
+use crate::error::{ApiError, ErrorBody, UsageOut};
+use crate::extract::{BODY_LIMIT, JsonBody, is_json, path, query};
+pub(crate) use crate::state::AppState;
+use crate::state::{blocking, read_fast, write};
 use crate::wire::{
     self, ConnectionIn, ConnectionOut, ConnectionTypeOut, PipelineIn, PipelineOut, TestOut,
-    UsageOut, UsedByOut,
+    UsedByOut,
 };
-
-/// Request bodies larger than this are refused with 413.
-pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
-
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) connections: Arc<Connections>,
-    pub(crate) token: Option<Arc<Token>>,
-    /// Failed authentications per client (429 past a limit).
-    pub(crate) failures: Arc<crate::auth::Failures>,
-    /// Store writes of this process started and not yet finished (see [`read_fast`]).
-    pub(crate) writes_in_flight: Arc<AtomicUsize>,
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -106,7 +94,14 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), require_token));
+        .layer(from_fn_with_state(
+            crate::auth::Guard {
+                connections: state.connections.clone(),
+                token: state.token.clone(),
+                failures: state.failures.clone(),
+            },
+            require_token,
+        ));
     axum::Router::new()
         .merge(api)
         .route("/healthz", get(healthz))
@@ -174,120 +169,6 @@ async fn no_store(req: Request, next: axum::middleware::Next) -> axum::response:
 
 fn test_id() -> Result<Path<String>, PathRejection> {
     Ok(Path("test".to_owned()))
-}
-
-/// Runs a store write off the async workers, counted in `writes_in_flight` until the closure
-/// has finished (even when the client has gone and the handler was dropped).
-pub(crate) async fn write<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce(&Connections) -> Result<T, broked_connections::Error> + Send + 'static,
-) -> ApiResult<T> {
-    struct InFlight(Arc<AtomicUsize>);
-    impl Drop for InFlight {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-    state.writes_in_flight.fetch_add(1, Ordering::AcqRel);
-    let in_flight = InFlight(state.writes_in_flight.clone());
-    blocking(state, move |c| {
-        let _in_flight = in_flight;
-        f(c)
-    })
-    .await
-}
-
-/// A short read by primary key: inline on the async worker when no write of this process is
-/// in flight, otherwise off the workers like any store call.
-///
-/// `spawn_blocking` costs two cross-thread wake-ups per request, more than the read itself
-/// (GET of one connection: ≈ 21,000 → ≈ 33,000 req/s on two cores, docs/BENCHMARKS.md). The
-/// store serialises calls on one mutex, and a write can hold it for an fsync or, while another
-/// process writes, up to the busy timeout; a read must not wait for that on an async worker,
-/// hence the check. A write that starts between the check and the read delays the read by
-/// that one write (the library's own connection tests read inline the same way).
-async fn read_fast<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce(&Connections) -> Result<T, broked_connections::Error> + Send + 'static,
-) -> ApiResult<T> {
-    if state.writes_in_flight.load(Ordering::Acquire) == 0 {
-        f(&state.connections).map_err(ApiError::from)
-    } else {
-        blocking(state, f).await
-    }
-}
-
-/// Runs a store call off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce(&Connections) -> Result<T, broked_connections::Error> + Send + 'static,
-) -> ApiResult<T> {
-    let connections = state.connections.clone();
-    match tokio::task::spawn_blocking(move || f(&connections)).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(e) => {
-            tracing::error!(error = %e, "store task failed");
-            Err(ApiError::internal())
-        }
-    }
-}
-
-/// A request body that is JSON by its `Content-Type` (`application/json` or `…+json`), at most
-/// [`BODY_LIMIT`] bytes. An empty body passes whatever its type, for the parser to refuse with
-/// a clear message; a non-empty body of another type is 415.
-pub(crate) struct JsonBody(pub(crate) Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<JsonBody, ApiError> {
-        let content_type = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than 1 MiB",
-                )
-            } else {
-                ApiError::bad_request("the request body could not be read")
-            }
-        })?;
-        if !bytes.is_empty() && !content_type.as_deref().is_some_and(is_json) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with Content-Type: application/json",
-            ));
-        }
-        Ok(JsonBody(bytes))
-    }
-}
-
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-pub(crate) fn path(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
-    p.map(|Path(p)| p)
-        .map_err(|_| ApiError::bad_request("the path is not valid"))
-}
-
-fn query(
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult<HashMap<String, String>> {
-    q.map(|Query(q)| q)
-        .map_err(|_| ApiError::bad_request("the query string is not valid"))
 }
 
 /// List connections, sorted by conn_id.

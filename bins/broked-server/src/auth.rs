@@ -15,7 +15,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::api::AppState;
 use crate::error::ApiError;
 
 /// The configured token. `Debug` does not print it.
@@ -91,6 +90,14 @@ fn cross_site(auth_required: bool, headers: &axum::http::HeaderMap) -> Option<Ap
     None
 }
 
+/// What the token check needs of the server's state.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    pub(crate) connections: std::sync::Arc<broked_connections::Connections>,
+    pub(crate) token: Option<std::sync::Arc<Token>>,
+    pub(crate) failures: std::sync::Arc<Failures>,
+}
+
 /// The client's address, set per connection by the accept loop.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ClientAddr(pub(crate) IpAddr);
@@ -163,7 +170,7 @@ fn refuse(status: axum::http::StatusCode, code: &'static str, message: String) -
 }
 
 pub(crate) async fn require_token(
-    State(state): State<AppState>,
+    State(state): State<Guard>,
     mut request: Request,
     next: Next,
 ) -> Response {

@@ -11,7 +11,7 @@ use broked_core::FieldError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::wire::UsageOut;
+use broked_connections::PipelineUsage;
 
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -180,5 +180,24 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// One pipeline that uses a connection.
+#[derive(Serialize, ToSchema, Debug)]
+pub(crate) struct UsageOut {
+    pipeline_id: String,
+    name: String,
+    /// The ids of the nodes that reference the connection.
+    nodes: Vec<String>,
+}
+
+impl From<&PipelineUsage> for UsageOut {
+    fn from(u: &PipelineUsage) -> UsageOut {
+        UsageOut {
+            pipeline_id: u.pipeline_id.as_str().to_owned(),
+            name: u.name.clone(),
+            nodes: u.nodes.clone(),
+        }
     }
 }

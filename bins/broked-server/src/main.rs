@@ -17,8 +17,10 @@ use clap::Parser;
 mod api;
 mod auth;
 mod error;
+mod extract;
 mod hardening;
 mod panic_hook;
+mod state;
 mod tls;
 mod tokens;
 mod ui;
@@ -190,7 +192,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {shown}"))?;
     let db_shown = connections.db_path().display().to_string();
 
-    let state = api::AppState {
+    let state = state::AppState {
         connections: Arc::new(connections),
         token: token.map(|t| Arc::new(auth::Token::new(t))),
         failures: Arc::default(),

@@ -11,8 +11,9 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::api::{AppState, JsonBody};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::JsonBody;
+use crate::state::AppState;
 
 /// A token as lists show it: never the token itself.
 #[derive(Serialize, ToSchema)]
@@ -161,7 +162,7 @@ fn token_body(body: &[u8]) -> Result<Parsed, ApiError> {
 pub(crate) async fn list_tokens(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<TokenOut>>, ApiError> {
-    let list = crate::api::blocking(&state, |c| c.list_tokens()).await?;
+    let list = crate::state::blocking(&state, |c| c.list_tokens()).await?;
     Ok(Json(list.into_iter().map(TokenOut::from).collect()))
 }
 
@@ -175,7 +176,7 @@ pub(crate) async fn create_token(
     b: JsonBody,
 ) -> Result<(StatusCode, Json<CreatedTokenOut>), ApiError> {
     let (name, scopes, conns, expires) = token_body(&b.0)?;
-    let (info, token) = crate::api::write(&state, move |c| {
+    let (info, token) = crate::state::write(&state, move |c| {
         c.create_token(&name, &scopes, conns, expires)
     })
     .await?;
@@ -197,8 +198,8 @@ pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let name = crate::api::path(p)?;
-    crate::api::write(&state, move |c| c.revoke_token(&name)).await?;
+    let name = crate::extract::path(p)?;
+    crate::state::write(&state, move |c| c.revoke_token(&name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

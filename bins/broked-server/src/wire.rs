@@ -3,15 +3,13 @@
 //! Request bodies are read from `serde_json::Value` by hand rather than derived: every wrong
 //! field is reported at once, by name, and no serde message can echo a submitted password.
 
-use broked_connections::{
-    ConnectionInfo, ConnectionUpdate, JsonSource, PipelineInfo, PipelineUsage, TestOutcome,
-};
+use broked_connections::{ConnectionInfo, ConnectionUpdate, JsonSource, PipelineInfo, TestOutcome};
 use broked_core::{ConnType, ConnectionInput, FieldUse, TypeInfo};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, UsageOut};
 
 const MASK: &str = "********";
 
@@ -178,25 +176,6 @@ impl From<TestOutcome> for TestOut {
                 "unverified" => TlsOut::Unverified,
                 _ => TlsOut::None,
             }),
-        }
-    }
-}
-
-/// One pipeline that uses a connection.
-#[derive(Serialize, ToSchema, Debug)]
-pub(crate) struct UsageOut {
-    pipeline_id: String,
-    name: String,
-    /// The ids of the nodes that reference the connection.
-    nodes: Vec<String>,
-}
-
-impl From<&PipelineUsage> for UsageOut {
-    fn from(u: &PipelineUsage) -> UsageOut {
-        UsageOut {
-            pipeline_id: u.pipeline_id.as_str().to_owned(),
-            name: u.name.clone(),
-            nodes: u.nodes.clone(),
         }
     }
 }
