@@ -14,6 +14,7 @@
 //! phone layout (docs/ui.md lists them).
 
 mod a11y;
+mod host_key;
 mod scopes;
 
 use std::future::Future;

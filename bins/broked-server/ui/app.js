@@ -850,8 +850,11 @@ async function runTest() {
         el('span', { class: 'message', text: r.message })),
       el('p', { class: 'meta' },
         'Driver ', el('code', { class: 'driver', text: r.driver }),
-        ` · ${r.latency_ms} ms`),
+        ` · ${r.latency_ms} ms`,
+        r.tls ? ` · ${TLS_TEXT[r.tls] || r.tls}` : ''),
     );
+    const fingerprint = r.success ? null : unpinnedFingerprint(r.message);
+    if (fingerprint) out.append(trustOffer(fingerprint));
   } catch (err) {
     out.className = 'test-result failure';
     out.replaceChildren(el('p', {}, el('strong', { class: 'outcome', text: 'Not tested' }), ' ', err.message));
@@ -860,6 +863,66 @@ async function runTest() {
     state.busy = false;
   }
   if (testSnapshot() !== asked) markStale(); // changed while the test ran
+}
+
+// What protected the tested session (the test response's `tls`, issue 16).
+const TLS_TEXT = {
+  verified: 'TLS, verified',
+  unverified: 'TLS, not verified',
+  none: 'not encrypted',
+};
+
+// An SFTP test against a host whose key is not pinned fails with its fingerprint, before any
+// password or key is sent (issue 16): the SHA256:… of that message, or null.
+function unpinnedFingerprint(message) {
+  if (!message.startsWith('host key not pinned:')) return null;
+  const m = /SHA256:[A-Za-z0-9+/]{43}/.exec(message);
+  return m ? m[0] : null;
+}
+
+// "Trust this host key": puts the fingerprint into the form's extra as host_key. Saving it
+// keeps no stored secret: the library sends a stored password only to the host key it was
+// saved with, so a saved connection needs its password (or key) typed again.
+function trustOffer(fingerprint) {
+  const note = el('p', { class: 'trust-note', id: 'trust-note' },
+    `Check ${fingerprint} out of band (ssh-keygen -lf on the server's public host key) before you trust it.`);
+  const button = el('button', {
+    type: 'button', class: 'trust-host-key', onclick: () => trustHostKey(fingerprint, note),
+  }, 'Trust this host key');
+  return el('div', { class: 'trust' }, el('p', {}, button), note);
+}
+
+function trustHostKey(fingerprint, note) {
+  const c = state.editing;
+  const extra = input('extra');
+  const stored = Boolean(c && c.extra) && extra.value.trim() === '' && !$('f-clear-extra').checked;
+  if (stored) {
+    note.textContent = `The stored extra is not shown, so it cannot be changed here: type extra again `
+      + `with "host_key": "${fingerprint}" added, and the password, then Save.`;
+    extra.focus();
+    return;
+  }
+  let obj = {};
+  if (extra.value.trim() !== '') {
+    try { obj = JSON.parse(extra.value); } catch { obj = null; }
+  }
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
+    note.textContent = `Extra is not a JSON object: add "host_key": "${fingerprint}" to it by hand.`;
+    extra.focus();
+    return;
+  }
+  obj.host_key = fingerprint;
+  extra.value = JSON.stringify(obj, null, 2);
+  extra.dispatchEvent(new Event('input', { bubbles: true }));
+  const passwordKept = Boolean(c && c.password) && input('password').value === '';
+  if (passwordKept) {
+    note.textContent = `${fingerprint} is in extra as host_key. Type the password again, then Save: `
+      + 'a stored password is only sent to the host key it was saved with.';
+    input('password').focus();
+  } else {
+    note.textContent = `${fingerprint} is in extra as host_key. Test again, then Save.`;
+    extra.focus();
+  }
 }
 
 // A result is about the form as it was tested: once a field a Test uses changes, it says so.
