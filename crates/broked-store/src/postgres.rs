@@ -888,10 +888,17 @@ impl Store for PgStore {
     /// While this store listens for the database's change notifications: a counter of the
     /// notifications (and of this process's own writes) — no round trip. While it does not
     /// (the listening connection is down or reconnecting): the database's generation, asked
-    /// every time, within [`fresh::CHECK_TIMEOUT`].
+    /// every time, within [`fresh::CHECK_TIMEOUT`]; after a check that could not reach the
+    /// server, the same error at once for [`fresh::RETRY_AFTER`].
     fn generation(&self) -> Result<u64> {
         if let Some(g) = self.fresh.listening() {
             return Ok(g);
+        }
+        if let Some(reason) = self.fresh.recent_failure() {
+            return Err(StoreError::Connect {
+                server: self.server.to_string(),
+                reason,
+            });
         }
         let db = self.read((), |c, ()| {
             Box::pin(async move {
@@ -907,8 +914,19 @@ impl Store for PgStore {
                 })?
                 .map_err(pg(c, "generation"))
             })
-        })?;
-        Ok(self.fresh.observe(db))
+        });
+        match db {
+            Ok(db) => {
+                self.fresh.checked(None);
+                Ok(self.fresh.observe(db))
+            }
+            Err(e) => {
+                if let StoreError::Connect { reason, .. } = &e {
+                    self.fresh.checked(Some(reason.clone()));
+                }
+                Err(e)
+            }
+        }
     }
 
     fn insert_connection(&self, conn: &StoredConnection) -> Result<()> {

@@ -781,6 +781,14 @@ fn postgres_down_fails_clearly_or_serves_marked_stale_values_up_to_max_stale() {
     let text = err.to_string();
     assert!(text.contains("127.0.0.1"), "{text}");
     assert!(!text.contains("v0"), "{text}");
+    // Right after a failed check, the next ones fail at once (no 2 s wait per resolve).
+    let quick = std::time::Instant::now();
+    assert!(plain.resolve("c").is_err());
+    assert!(
+        quick.elapsed() < std::time::Duration::from_millis(500),
+        "{:?}",
+        quick.elapsed()
+    );
     while stopped.elapsed() < max_stale + std::time::Duration::from_secs(1) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

@@ -32,6 +32,10 @@ use sqlx::postgres::PgListener;
 
 /// How long a generation check may take before resolve reports the database unreachable.
 pub(super) const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a check failed (the server unreachable), later checks fail at once for this long
+/// with the same reason, so that during an outage one resolve per interval waits for
+/// [`CHECK_TIMEOUT`], not every one.
+pub(super) const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How often the listener checks the generation on its own connection.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Pause between attempts to listen again.
@@ -65,6 +69,8 @@ pub(super) struct Fresh {
     counter: AtomicU64,
     /// The newest database generation the counter stands for.
     known: Mutex<Option<i64>>,
+    /// When and why the last check from `generation` failed (see [`RETRY_AFTER`]).
+    failed: Mutex<Option<(std::time::Instant, String)>>,
     /// The backend process of the listening connection (tests terminate it).
     pub(super) listener_pid: AtomicI32,
     /// Tests: keep the listener down.
@@ -80,6 +86,20 @@ impl Fresh {
         } else {
             None
         }
+    }
+
+    /// The reason of a check that failed less than [`RETRY_AFTER`] ago.
+    pub(super) fn recent_failure(&self) -> Option<String> {
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let (when, reason) = failed.as_ref()?;
+        let ago = when.elapsed();
+        (ago < RETRY_AFTER).then(|| format!("{reason} (checked {} ms ago)", ago.as_millis()))
+    }
+
+    /// Records the outcome of a check: `Some(reason)` if it could not reach the server.
+    pub(super) fn checked(&self, failure: Option<String>) {
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+            failure.map(|r| (std::time::Instant::now(), r));
     }
 
     fn changed(&self) -> u64 {
