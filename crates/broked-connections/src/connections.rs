@@ -16,6 +16,7 @@ use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage, now};
 use crate::pipeline::{PipelineDef, PipelineId};
 use crate::resolve::Cache;
 use crate::sealer::{CheckReport, KeyStatus, RotateReport, Sealer, corrupt};
+use crate::tokens::{Grant, Scope, TokenInfo, Tokens};
 use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
 use crate::{Options, TestOutcome, env, probes};
 
@@ -36,8 +37,8 @@ pub struct Connections {
     pub(crate) options: Options,
     registry: broked_probe::Registry,
     pub(crate) cache: Mutex<Cache>,
-    /// Named API tokens seen lately (see `tokens.rs`).
-    pub(crate) tokens: Mutex<crate::tokens::TokenCache>,
+    /// Named API tokens (see `tokens.rs`).
+    tokens: Tokens,
     /// `BROKED_CONN_*` variables, read once at open (a process's environment is set when it
     /// starts; reading it on every resolve would cost more than the rest of a warm resolve).
     pub(crate) env_conns: HashMap<String, Secret>,
@@ -64,6 +65,7 @@ impl Connections {
     pub fn open_with(db_path: impl AsRef<Path>, options: Options) -> Result<Connections, Error> {
         let (db, key_path, store) = open_store(db_path.as_ref(), &options)?;
         let store: Arc<dyn Store> = Arc::from(store);
+        let tokens_store = store.clone();
         let sealer = Sealer::open(&db, &key_path, store.clone(), options.rotate_after_seals)?;
         // The store's files and the key file are never a sqlite test target.
         let mut protected = vec![key_path.clone()];
@@ -78,7 +80,7 @@ impl Connections {
             options,
             registry,
             cache: Mutex::new(Cache::default()),
-            tokens: crate::tokens::new_cache(),
+            tokens: Tokens::new(Arc::clone(&tokens_store)),
             env_conns: env::snapshot(),
         })
     }
@@ -386,6 +388,39 @@ impl Connections {
     /// The keys of the keyring with how many values each seals.
     pub fn keys(&self) -> Result<Vec<KeyStatus>, Error> {
         self.sealer.keys()
+    }
+
+    /// Creates a named API token; returns it — the only time it is shown — with what
+    /// [`Connections::list_tokens`] shows of it.
+    pub fn create_token(
+        &self,
+        name: &str,
+        scopes: &[Scope],
+        conns: Option<Vec<String>>,
+        expires_in: Option<std::time::Duration>,
+    ) -> Result<(TokenInfo, Secret), Error> {
+        self.tokens.create_token(name, scopes, conns, expires_in)
+    }
+
+    /// Every named token, by name; never the token itself.
+    pub fn list_tokens(&self) -> Result<Vec<TokenInfo>, Error> {
+        self.tokens.list_tokens()
+    }
+
+    /// Revokes a token: it stops working at once, in every process.
+    pub fn revoke_token(&self, name: &str) -> Result<(), Error> {
+        self.tokens.revoke_token(name)
+    }
+
+    /// Whether any named token exists (then a server requires a token on every request).
+    pub fn tokens_exist(&self) -> Result<bool, Error> {
+        self.tokens.tokens_exist()
+    }
+
+    /// What `presented` may do, or `None` if it is no valid token (unknown, revoked or
+    /// expired alike).
+    pub fn authenticate(&self, presented: &str) -> Result<Option<Grant>, Error> {
+        self.tokens.authenticate(presented)
     }
 }
 

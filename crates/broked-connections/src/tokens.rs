@@ -5,13 +5,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use broked_core::{FieldError, Secret, ValidationErrors};
-use broked_store::{StoreError, StoredToken};
+use broked_store::{Store, StoreError, StoredToken};
 
-use crate::connections::Connections;
 use crate::error::{Error, store_err};
 use crate::info::{now, rfc3339};
 
@@ -186,10 +185,17 @@ fn expired(t: &StoredToken) -> bool {
     }
 }
 
+/// The named tokens of one store, with a cache of those seen lately. `Connections` delegates
+/// its token calls here.
+pub(crate) struct Tokens {
+    store: Arc<dyn Store>,
+    cache: Mutex<TokenCache>,
+}
+
 /// Authenticated tokens by hash while the store's generation stays the same (a revoke or a
 /// new token changes it), and when each was last recorded as used.
 #[derive(Default)]
-pub(crate) struct TokenCache {
+struct TokenCache {
     generation: Option<u64>,
     by_hash: HashMap<String, StoredToken>,
     any: Option<bool>,
@@ -199,9 +205,16 @@ pub(crate) struct TokenCache {
 /// How often a token's `last_used_at` is written, at most, per process.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
-impl Connections {
+impl Tokens {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Tokens {
+        Tokens {
+            store,
+            cache: Mutex::new(TokenCache::default()),
+        }
+    }
+
     /// Creates a token; returns it — the only time it is shown — with what `token list` shows.
-    pub fn create_token(
+    pub(crate) fn create_token(
         &self,
         name: &str,
         scopes: &[Scope],
@@ -261,7 +274,7 @@ impl Connections {
     }
 
     /// Every token, by name; never the token itself.
-    pub fn list_tokens(&self) -> Result<Vec<TokenInfo>, Error> {
+    pub(crate) fn list_tokens(&self) -> Result<Vec<TokenInfo>, Error> {
         Ok(self
             .store
             .list_tokens()
@@ -272,7 +285,7 @@ impl Connections {
     }
 
     /// Revokes a token: it stops working at once, in every process.
-    pub fn revoke_token(&self, name: &str) -> Result<(), Error> {
+    pub(crate) fn revoke_token(&self, name: &str) -> Result<(), Error> {
         if self.store.delete_token(name).map_err(store_err)? {
             Ok(())
         } else {
@@ -281,7 +294,7 @@ impl Connections {
     }
 
     /// Whether any named token exists (then a server requires a token on every request).
-    pub fn tokens_exist(&self) -> Result<bool, Error> {
+    pub(crate) fn tokens_exist(&self) -> Result<bool, Error> {
         let mut cache = self.fresh_token_cache()?;
         if let Some(any) = cache.any {
             return Ok(any);
@@ -293,7 +306,7 @@ impl Connections {
 
     /// What `presented` may do, or `None` if it is no valid token (unknown, revoked or
     /// expired — the caller cannot tell which, and neither can the client).
-    pub fn authenticate(&self, presented: &str) -> Result<Option<Grant>, Error> {
+    pub(crate) fn authenticate(&self, presented: &str) -> Result<Option<Grant>, Error> {
         if !presented.starts_with(broked_crypto::TOKEN_PREFIX) || presented.len() > 128 {
             return Ok(None);
         }
@@ -326,7 +339,7 @@ impl Connections {
     /// Records a use, at most once a minute per token and process; a failure only logs.
     fn touch(&self, name: &str) {
         {
-            let mut cache = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             let now_i = Instant::now();
             match cache.touched.get(name) {
                 Some(at) if now_i.duration_since(*at) < TOUCH_EVERY => return,
@@ -343,7 +356,7 @@ impl Connections {
     /// The token cache, emptied first if the store changed since it was filled.
     fn fresh_token_cache(&self) -> Result<std::sync::MutexGuard<'_, TokenCache>, Error> {
         let generation = self.store.generation().map_err(store_err)?;
-        let mut cache = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.generation != Some(generation) {
             cache.generation = Some(generation);
             cache.by_hash.clear();
@@ -351,10 +364,6 @@ impl Connections {
         }
         Ok(cache)
     }
-}
-
-pub(crate) fn new_cache() -> Mutex<TokenCache> {
-    Mutex::new(TokenCache::default())
 }
 
 #[cfg(test)]
