@@ -163,3 +163,85 @@ fn an_unpinned_sftp_host_is_refused_with_its_fingerprint() {
     let log = server.log_text();
     assert!(!log.contains(password), "password in the server log");
 }
+
+/// The private TLS cluster of the PostgreSQL probe's tests (one copy of the helper).
+#[path = "../../crates/broked-probe-postgres/tests/it/cluster.rs"]
+mod cluster;
+
+/// `sslmode=verify-full` with the CA in extra, through the server and the CLI, against a
+/// real PostgreSQL with TLS: a private cluster (initdb on a free loopback port, a certificate
+/// made here for `localhost`, `hostssl` only), stopped when the test ends — never the shared
+/// server.
+#[test]
+fn verify_full_with_a_ca_in_extra_is_verified_against_a_tls_postgres() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("broked e2e probe CA");
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .unwrap();
+    let pg_dir = tempfile::tempdir().unwrap();
+    let Some(pg) = cluster::PgCluster::start(
+        pg_dir.path(),
+        &server_cert.pem(),
+        &server_key.serialize_pem(),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let body = |conn_id: &str, ca_pem: &str| {
+        json!({"conn_id": conn_id, "type": "postgres", "host": "localhost", "port": pg.port,
+            "schema": "postgres", "login": cluster::USER, "password": cluster::PASSWORD,
+            "extra": {"sslmode": "verify-full", "sslrootcert": ca_pem}})
+    };
+
+    let r = server.post(
+        "/api/connections/test",
+        &body("pg-tls", &ca_cert.pem()).to_string(),
+    );
+    assert_eq!(r.json["success"], true, "{}", r.text);
+    assert_eq!(r.json["tls"], "verified", "{}", r.text);
+
+    // Another CA: no connection, a TLS failure, no password in the answer.
+    let (other, _) = ca("another CA");
+    let r = server.post(
+        "/api/connections/test",
+        &body("pg-tls", &other.pem()).to_string(),
+    );
+    assert_eq!(r.json["success"], false, "{}", r.text);
+    assert!(
+        r.json["message"].as_str().unwrap().contains("TLS"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains(cluster::PASSWORD), "{}", r.text);
+
+    // Saved, then tested by the CLI on the same database.
+    let r = server.post(
+        "/api/connections",
+        &body("pg-tls", &ca_cert.pem()).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(server.stop(), "{}", server.log_text());
+    let out = Command::new(bin("broked"))
+        .arg("--db")
+        .arg(dir.path().join("broked.db"))
+        .args(["connections", "test", "pg-tls", "-o", "json"])
+        .env_remove("BROKED_DB")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tls"], "verified", "{json}");
+    drop(pg);
+}

@@ -6,7 +6,8 @@
 //!
 //! The same steps as `PgCluster` in tests/e2e/tls.rs (the store's TLS), kept here because
 //! test helpers cannot be shared between the e2e binary and a crate's integration tests
-//! without a library for them.
+//! without a library for them. tests/e2e/safe_defaults.rs includes this file (`#[path]`) for
+//! the same check through the server and the CLI.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
