@@ -392,3 +392,26 @@ fn through_a_symlink_every_check_stats_and_sees_a_replaced_file() {
     std::fs::rename(&copy, real.join("broked.db")).unwrap();
     assert!(store.generation().unwrap() > g);
 }
+
+#[test]
+fn a_wal_index_replaced_by_another_file_is_a_change_and_the_store_reconnects() {
+    let (b, store) = temp();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    let g = store.generation().unwrap();
+    let shm = b.dir.path().join("broked.db-shm");
+    let copy = b.dir.path().join("copy-shm");
+    std::fs::copy(&shm, &copy).unwrap();
+    std::fs::rename(&copy, &shm).unwrap();
+    assert!(
+        store.generation().unwrap() > g,
+        "a replaced -shm is a change"
+    );
+    // Reads and writes go through a connection on the -shm the path names now.
+    store.insert_connection(&conn("b")).unwrap();
+    assert_eq!(store.list_connections(None).unwrap().len(), 2);
+    assert!(holds_dms_lock(&shm));
+    let other = SqliteStore::open(&b.path()).unwrap();
+    other.delete_connection("a", false).unwrap();
+    assert_eq!(store.list_connections(None).unwrap().len(), 1);
+}
