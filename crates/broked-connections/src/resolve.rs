@@ -6,7 +6,9 @@
 //! connection is down every resolve asks the database). The cache keeps decrypted values only
 //! while [`Store::generation`](broked_store::Store::generation) is unchanged, and that number
 //! is read *before* the row, so a cached value is never older than the generation it is kept
-//! under.
+//! under. Generations only grow: the cache never goes back to an older one, and of two rows
+//! read under one generation it keeps the newer version, so within a process no resolve
+//! returns an older value than one that returned before it began.
 //!
 //! When the store cannot be reached, resolve fails — unless [`Options::max_stale`] is set:
 //! then the last value is returned, marked [`Resolved::stale`], with a warning, while it is
