@@ -1,5 +1,8 @@
 //! The MySQL probe against the real MariaDB that scripts/services/mariadb.sh prepares,
-//! and against local listeners for the failure classes that need no server.
+//! against a private MariaDB with TLS made per test (`server`), and against local listeners
+//! for the failure classes that need no server.
+
+mod server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,6 +133,104 @@ async fn tls_state_on_the_shared_server() {
         assert_eq!(preferred.tls, Some(Tls::Unverified), "{preferred:?}");
     } else {
         assert_eq!(preferred.tls, Some(Tls::Plaintext), "{preferred:?}");
+    }
+}
+
+/// Issue 16: against a real MariaDB with TLS (a private server, certificate made here for
+/// `localhost`, a user that must use TLS): `verify_identity` and `verify_ca` with the CA in
+/// extra are verified; `required` and the default `preferred` are encrypted but unverified —
+/// the latter as the server reports it (`Ssl_cipher`); another CA is a `tls` failure;
+/// `disabled` is refused by the server.
+#[tokio::test]
+async fn tls_state_against_a_private_tls_mariadb() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("broked probe test CA");
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .unwrap();
+    let dir = TempDir::new();
+    // Blocks this test's own runtime while the server starts; nothing else runs on it.
+    let started =
+        server::MariaDb::start(dir.path(), &server_cert.pem(), &server_key.serialize_pem());
+    let Some(db) = started else {
+        return;
+    };
+    let r = registry(Duration::from_secs(10), &[]);
+    let with = |host: &str, extra: serde_json::Value| {
+        let mut c = conn(host, db.port, server::USER, Some(server::PASSWORD), "mysql");
+        c.extra = Some(Secret::from(extra.to_string()));
+        c
+    };
+    let ca_pem = ca_cert.pem();
+    for mode in ["verify_identity", "verify_ca"] {
+        let c = with(
+            "localhost",
+            serde_json::json!({"ssl_mode": mode, "ssl_ca": ca_pem}),
+        );
+        let o = test(&r, &c).await;
+        assert!(o.success, "{mode}: {o:?}");
+        assert_eq!(o.tls, Some(Tls::Verified), "{mode}: {o:?}");
+    }
+    for extra in [
+        serde_json::json!({"ssl_mode": "required"}),
+        serde_json::json!({}),
+    ] {
+        let o = test(&r, &with("127.0.0.1", extra.clone())).await;
+        assert!(o.success, "{extra}: {o:?}");
+        assert_eq!(o.tls, Some(Tls::Unverified), "{extra}: {o:?}");
+    }
+    let (other, _) = ca("another CA");
+    let c = with(
+        "localhost",
+        serde_json::json!({"ssl_mode": "verify_identity", "ssl_ca": other.pem()}),
+    );
+    let o = test(&r, &c).await;
+    assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+    let o = test(
+        &r,
+        &with("127.0.0.1", serde_json::json!({"ssl_mode": "disabled"})),
+    )
+    .await;
+    assert!(!o.success, "the user must use TLS: {o:?}");
+    drop(db);
+}
+
+/// A directory under the system's temporary directory, removed on drop (after the server in
+/// it has stopped).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let d = std::env::temp_dir().join(format!(
+            "broked-probe-mysql-tls-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
