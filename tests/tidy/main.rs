@@ -104,6 +104,7 @@ fn lower_layers_never_depend_on_higher_ones() {
                 "broked-probe-sftp",
                 "broked-probe-s3",
                 "broked-probe-tcp",
+                "broked-tunnel",
             ],
             // The binaries are thin over the library: never the store or crypto directly.
             "broked-server" | "broked" => &["broked-connections", "broked-core"],

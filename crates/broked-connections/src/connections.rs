@@ -35,7 +35,9 @@ pub struct Connections {
     /// The keyring: every secret is sealed and opened through it.
     pub(crate) sealer: Sealer,
     pub(crate) options: Options,
-    registry: broked_probe::Registry,
+    pub(crate) registry: broked_probe::Registry,
+    /// Open SSH tunnels and the registry that tests their local end (`tunnel.rs`).
+    pub(crate) tunnels: crate::tunnel::Tunnels,
     pub(crate) cache: Mutex<Cache>,
     /// Named API tokens (see `tokens.rs`).
     tokens: Tokens,
@@ -72,6 +74,7 @@ impl Connections {
         if !is_postgres_url(&db.to_string_lossy()) {
             protected.push(db.clone());
         }
+        let tunnels = crate::tunnel::Tunnels::new(&options, protected.clone())?;
         let registry = probes::registry(&options, protected)?;
         Ok(Connections {
             db,
@@ -79,6 +82,7 @@ impl Connections {
             sealer,
             options,
             registry,
+            tunnels,
             cache: Mutex::new(Cache::default()),
             tokens: Tokens::new(Arc::clone(&tokens_store)),
             env_conns: env::snapshot(),
@@ -98,6 +102,7 @@ impl Connections {
     /// Stores a new connection; its secrets are sealed before they reach the database.
     pub fn create(&self, input: ConnectionInput) -> Result<ConnectionInfo, Error> {
         let conn = input.validate()?;
+        self.check_tunnel(&conn)?;
         let now = now();
         let (rows, ()) = self.sealer.write_rows(
             None,
@@ -151,6 +156,9 @@ impl Connections {
             }
             let new = update.clone().apply(&current, mode)?;
             moved_secrets(&current, &new, &update, stored_extra_unknown)?;
+            if !update.extra.keeps() {
+                self.check_tunnel(&new)?;
+            }
             // A stored extra read only for its securing keys is not kept as it is.
             let kept = Connection {
                 extra: current.extra.clone().filter(|_| update.extra.keeps()),
@@ -194,6 +202,8 @@ impl Connections {
     /// Deletes a connection. Refused with [`Error::InUse`] (listing the pipelines) while a
     /// pipeline references it, unless `force`.
     pub fn delete(&self, conn_id: &str, force: bool) -> Result<(), Error> {
+        // A bastion other connections go through (extra.ssh_tunnel) stays too.
+        self.check_bastion_delete(conn_id, force)?;
         match self
             .store
             .delete_connection(conn_id, force)
@@ -218,6 +228,9 @@ impl Connections {
     /// [`TestOutcome`] with `success: false`, not an error.
     pub async fn test(&self, conn_id: &str) -> Result<TestOutcome, Error> {
         let conn = self.connection(conn_id)?;
+        if let Some(outcome) = self.test_tunneled(&conn).await {
+            return Ok(outcome);
+        }
         Ok(self.registry.test(&conn).await)
     }
 
@@ -228,6 +241,9 @@ impl Connections {
     /// stored password is never sent to another host or account than the one it was saved for.
     pub async fn test_unsaved(&self, update: ConnectionUpdate) -> Result<TestOutcome, Error> {
         let conn = self.unsaved(update)?;
+        if let Some(outcome) = self.test_tunneled(&conn).await {
+            return Ok(outcome);
+        }
         Ok(self.registry.test(&conn).await)
     }
 

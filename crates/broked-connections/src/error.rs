@@ -36,6 +36,19 @@ pub enum Error {
         conn_id: String,
         pipelines: Vec<PipelineUsage>,
     },
+    /// A bastion that other connections go through (their `extra.ssh_tunnel`).
+    #[error(
+        "connection {conn_id:?} is the SSH bastion of {}; change their extra.ssh_tunnel first, \
+         or delete with force",
+        connections.join(", ")
+    )]
+    BastionInUse {
+        conn_id: String,
+        connections: Vec<String>,
+    },
+    /// An SSH tunnel could not be opened or is down; the message names the hop.
+    #[error("{0}")]
+    Tunnel(broked_tunnel::TunnelError),
     #[error("the pipeline references connections that do not exist: {}", .0.join(", "))]
     UnknownConnIds(Vec<String>),
     #[error("{0}")]
@@ -132,7 +145,11 @@ impl Error {
                 ErrorKind::NotFound
             }
             Error::AlreadyExists(_) | Error::TokenExists(_) => ErrorKind::Conflict,
-            Error::InUse { .. } => ErrorKind::InUse,
+            Error::InUse { .. } | Error::BastionInUse { .. } => ErrorKind::InUse,
+            Error::Tunnel(e) if matches!(e.kind, broked_probe::Failure::Config) => {
+                ErrorKind::Invalid
+            }
+            Error::Tunnel(_) => ErrorKind::Internal,
             Error::Busy => ErrorKind::Busy,
             Error::Env(_)
             | Error::KeyMissing { .. }

@@ -29,6 +29,7 @@ mod resolve;
 mod sealer;
 mod tokens;
 mod transfer;
+mod tunnel;
 mod update;
 
 use std::time::Duration;
@@ -46,6 +47,8 @@ pub use crate::resolve::{Resolved, Source, Stale};
 pub use crate::sealer::{CheckFailure, CheckReport, KeyStatus, RotateReport};
 pub use crate::tokens::{Grant, Scope, TokenInfo, glob_match, parse_duration};
 pub use crate::transfer::EXPORT_FORMAT;
+pub use crate::tunnel::{MAX_HOPS, TunnelGuard, ssh_tunnel_refs};
+pub use broked_tunnel::TunnelError;
 pub use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
 
 /// How [`Connections::open_with`] behaves. `Options::default()` is what `open` uses.

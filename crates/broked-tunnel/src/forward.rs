@@ -39,10 +39,12 @@ pub(crate) struct Forward {
 
 impl Forward {
     /// Connects the hop, checks that it can reach `next` (one channel, opened and closed), and
-    /// starts forwarding a fresh loopback port to it.
+    /// starts forwarding a fresh loopback port to it. `next_hop` is the hop at `next`, if it
+    /// is one: when this bastion cannot reach it, the error names that hop.
     pub(crate) fn start(
         hop: Arc<Hop>,
         place: Place,
+        next_hop: Option<Place>,
         via: Vec<SocketAddr>,
         next: (String, u16),
         timeouts: Timeouts,
@@ -55,7 +57,22 @@ impl Forward {
                 drop(ch);
                 live.sess.set_blocking(false);
             }
-            Err(ChannelFail::Session(e) | ChannelFail::Target(e)) => return Err(e),
+            Err(ChannelFail::Target(e)) => {
+                return Err(match next_hop {
+                    Some(n) => n.error(
+                        e.kind,
+                        format!(
+                            "not reachable from the previous bastion {:?}: {}",
+                            place.name,
+                            e.message
+                                .split_once("): ")
+                                .map_or(e.message.as_str(), |(_, m)| m)
+                        ),
+                    ),
+                    None => e,
+                });
+            }
+            Err(ChannelFail::Session(e)) => return Err(e),
         }
         let local_err = {
             let place = place.clone();

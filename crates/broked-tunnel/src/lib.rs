@@ -311,12 +311,19 @@ impl Tunnel {
             .chain(std::iter::once((target_host.clone(), target_port)))
             .collect();
         let mut forwards: Vec<Forward> = Vec::with_capacity(total);
-        for ((hop, place), next) in hops.into_iter().zip(places).zip(nexts) {
+        for (i, (hop, next)) in hops.into_iter().zip(nexts).enumerate() {
             let via = match forwards.last() {
                 None => addrs.clone(),
                 Some(prev) => vec![prev.local_addr()],
             };
-            forwards.push(Forward::start(Arc::new(hop), place, via, next, timeouts)?);
+            forwards.push(Forward::start(
+                Arc::new(hop),
+                places[i].clone(),
+                places.get(i + 1).cloned(),
+                via,
+                next,
+                timeouts,
+            )?);
         }
         Ok(Tunnel {
             forwards,

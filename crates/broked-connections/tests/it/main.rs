@@ -12,6 +12,7 @@ mod freshness;
 
 mod target;
 mod tokens;
+mod tunnel;
 
 /// A password no test output, error or file may contain.
 const PASSWORD: &str = "Zebra-Pw-4417@:/#";

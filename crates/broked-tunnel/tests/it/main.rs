@@ -386,6 +386,23 @@ fn a_chain_of_two_hops() {
     )
     .unwrap_err();
     assert_eq!((e.kind, e.hop), (Failure::Refused, Some((2, 2))), "{e}");
+    // Hop 2 down: hop 1 cannot reach it, and the error names hop 2.
+    drop(own);
+    let e = Tunnel::open(
+        vec![hop(&pinned(&svc, "jump-1")), hop(&second)],
+        "127.0.0.1",
+        echo.port(),
+        &Policy::default(),
+        timeouts(),
+    )
+    .unwrap_err();
+    assert_eq!((e.kind, e.hop), (Failure::Refused, Some((2, 2))), "{e}");
+    assert!(
+        e.message.contains("hop 2 of 2 (bastion \"jump-2\"")
+            && e.message
+                .contains("not reachable from the previous bastion \"jump-1\""),
+        "{e}"
+    );
 }
 
 #[test]
