@@ -3,7 +3,8 @@
 //! What is here: [`ConnId`] (the slug rule, checked in its constructor), [`ConnType`] and the
 //! type table, [`Connection`] and its validation ([`ConnectionInput::validate`]), the URI
 //! builder and parser ([`Connection::to_uri`], [`Connection::from_uri`]) and [`Secret`], the
-//! string type every password and extra value travels in.
+//! string type every password and extra value travels in, and [`redact`]: the rules that
+//! take secrets out of text (URLs, driver messages), used by the store and the probes.
 //!
 //! What is not here, by design: any IO (files, network, clocks, environment), any encryption
 //! (that is `broked-crypto`), any wire format (that is the server's). This crate has no
@@ -11,6 +12,7 @@
 
 mod connection;
 mod id;
+pub mod redact;
 mod secret;
 mod target;
 mod types;

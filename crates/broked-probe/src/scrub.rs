@@ -1,12 +1,15 @@
 //! Removing secrets from text that drivers produced.
 
+use broked_core::redact::{mask, mask_userinfo, percent_encoded};
 use broked_core::{Connection, Secret};
 
 /// `text` without the connection's password, without any string value of its extra object
 /// (of 4 characters or more; shorter ones such as `"on"` would garble the message), and without
 /// the user information of any URI in it; each replaced by `********`.
 ///
-/// The password is also removed percent-encoded, as a connection string carries it.
+/// The password is also removed percent-encoded, as a connection string carries it; a
+/// password shorter than 4 characters only where it stands as a word of its own
+/// ([`broked_core::redact::mask`]).
 pub fn scrub(text: &str, conn: &Connection) -> String {
     let mut secrets: Vec<String> = Vec::new();
     if let Some(p) = conn
@@ -15,113 +18,32 @@ pub fn scrub(text: &str, conn: &Connection) -> String {
         .map(Secret::expose)
         .filter(|p| !p.is_empty())
     {
-        secrets.push(p.to_owned());
-        let encoded = percent_encode(p);
-        if encoded != p {
-            secrets.push(encoded);
-        }
+        push_with_encoded(p, &mut secrets);
     }
     if let Some(extra) = &conn.extra
         && let Ok(value) = serde_json::from_str::<serde_json::Value>(extra.expose())
     {
         collect_strings(&value, &mut secrets);
     }
-    // Longest first, so a secret that contains another is removed whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out = scrub_userinfo(text);
-    for s in &secrets {
-        if !out.contains(s.as_str()) {
-            continue;
-        }
-        out = if s.chars().count() < 4 {
-            // A short password inside a word ("p" in "port") is not an echo of it; masking
-            // it there would show where the password's letters occur.
-            replace_whole_words(&out, s)
-        } else {
-            out.replace(s.as_str(), Secret::MASK)
-        };
-    }
-    out
+    mask(&mask_userinfo(text), secrets, 4)
 }
 
-/// `text` with `needle` replaced where it is not part of a longer alphanumeric word.
-fn replace_whole_words(text: &str, needle: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(needle) {
-        let before = rest[..at].chars().next_back();
-        let after = rest[at + needle.len()..].chars().next();
-        let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
-        out.push_str(&rest[..at]);
-        if word(before) || word(after) {
-            out.push_str(needle);
-        } else {
-            out.push_str(Secret::MASK);
-        }
-        rest = &rest[at + needle.len()..];
+/// `s`, and its percent-encoded form where that differs.
+fn push_with_encoded(s: &str, out: &mut Vec<String>) {
+    out.push(s.to_owned());
+    let encoded = percent_encoded(s);
+    if encoded != s {
+        out.push(encoded);
     }
-    out.push_str(rest);
-    out
 }
 
 fn collect_strings(value: &serde_json::Value, out: &mut Vec<String>) {
     match value {
-        serde_json::Value::String(s) if s.chars().count() >= 4 => {
-            out.push(s.clone());
-            let encoded = percent_encode(s);
-            if encoded != *s {
-                out.push(encoded);
-            }
-        }
+        serde_json::Value::String(s) if s.chars().count() >= 4 => push_with_encoded(s, out),
         serde_json::Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
         serde_json::Value::Object(map) => map.values().for_each(|v| collect_strings(v, out)),
         _ => {}
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `scheme://user:pass@host/…` becomes `scheme://********@host/…`, wherever it appears.
-fn scrub_userinfo(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        // The authority ends at the first '/', '?', '#', whitespace or quote.
-        let end = tail
-            .find(|c: char| {
-                c == '/'
-                    || c == '?'
-                    || c == '#'
-                    || c.is_whitespace()
-                    || c == '"'
-                    || c == '\''
-                    || c == '>'
-            })
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str(Secret::MASK);
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
