@@ -25,10 +25,10 @@ use std::fmt;
 
 pub use crate::error::CryptoError;
 pub use crate::keyring::Keyring;
-pub use crate::token::{TOKEN_PREFIX, new_token, token_hash};
 pub use crate::seal::{
     SEALED_OVERHEAD, SEALED_VERSION, SEALED_VERSION_V1, sealed_format, sealed_key_id,
 };
+pub use crate::token::{TOKEN_PREFIX, new_token, token_hash};
 
 /// Seals per key after which the key must be rotated.
 ///
