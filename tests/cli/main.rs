@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 use broked_tests::{Server, bin, env, free_port};
 use serde_json::{Value, json};
 
+mod tunnel;
+
 /// The password used throughout: distinctive, with characters a URI must encode.
 const PW: &str = "CliS3cret-7f2a:@/ é";
 /// The part of [`PW`] that survives percent-encoding: what the leak check looks for.

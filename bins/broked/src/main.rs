@@ -19,6 +19,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 mod output;
 mod panic_hook;
 mod transfer;
+mod tunnel;
 
 use output::Output;
 
@@ -212,6 +213,17 @@ enum ConnectionsCmd {
         /// How many tests run at once with --all.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: u16,
+    },
+    /// Keep a connection's SSH tunnel (extra.ssh_tunnel) open in the foreground and print
+    /// its local URI, without the password; Ctrl-C or SIGTERM closes it.
+    #[command(
+        after_help = "Examples:\n  broked connections tunnel prod-postgres   # prints postgres://etl@127.0.0.1:PORT/db, runs until Ctrl-C\n  broked connections tunnel prod-postgres --output json"
+    )]
+    Tunnel {
+        conn_id: String,
+        /// Print the full URI, password and extra options included.
+        #[arg(long)]
+        show_password: bool,
     },
     /// The pipelines that use a connection.
     #[command(
@@ -605,6 +617,10 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
             }
             Err(e) => Err(e.into()),
         },
+        ConnectionsCmd::Tunnel {
+            conn_id,
+            show_password,
+        } => tunnel::run(out, c, &conn_id, show_password),
         ConnectionsCmd::UsedBy { conn_id } => {
             let usage = c.used_by(&conn_id)?;
             output::used_by(out, &conn_id, &usage);
