@@ -1,8 +1,8 @@
 //! [`Connections`]: CRUD, resolve, test and pipeline usage over one database and its keyring.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
 use broked_crypto::Keyring;
@@ -14,11 +14,11 @@ use broked_store::{
 use crate::error::{Error, store_err};
 use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage, now};
 use crate::pipeline::{PipelineDef, PipelineId};
-use crate::resolve::Cache;
+use crate::resolve::{Resolved, Resolver};
 use crate::sealer::{CheckReport, KeyStatus, RotateReport, Sealer, corrupt};
 use crate::tokens::{Grant, Scope, TokenInfo, Tokens};
 use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
-use crate::{Options, TestOutcome, env, probes};
+use crate::{Options, TestOutcome, probes};
 
 /// How many times a write is retried when another writer changed the row first.
 const WRITE_ATTEMPTS: usize = 16;
@@ -38,12 +38,9 @@ pub struct Connections {
     pub(crate) registry: broked_probe::Registry,
     /// Open SSH tunnels and the registry that tests their local end (`tunnel.rs`).
     pub(crate) tunnels: crate::tunnel::Tunnels,
-    pub(crate) cache: Mutex<Cache>,
+    resolver: Resolver,
     /// Named API tokens (see `tokens.rs`).
     tokens: Tokens,
-    /// `BROKED_CONN_*` variables, read once at open (a process's environment is set when it
-    /// starts; reading it on every resolve would cost more than the rest of a warm resolve).
-    pub(crate) env_conns: HashMap<String, Secret>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -77,15 +74,14 @@ impl Connections {
         let tunnels = crate::tunnel::Tunnels::new(&options, protected.clone())?;
         let registry = probes::registry(&options, protected)?;
         Ok(Connections {
+            resolver: Resolver::new(options.max_stale),
             db,
             store,
             sealer,
             options,
             registry,
             tunnels,
-            cache: Mutex::new(Cache::default()),
             tokens: Tokens::new(Arc::clone(&tokens_store)),
-            env_conns: env::snapshot(),
         })
     }
 
@@ -377,6 +373,21 @@ impl Connections {
         extra: bool,
     ) -> Result<Connection, Error> {
         self.sealer.open_row(row, password, extra)
+    }
+
+    /// What the engine calls: the connection `conn_id` with its secrets and full URI.
+    ///
+    /// Lookup order: the environment variable `BROKED_CONN_<ID>` (conn_id upper-cased, `-` →
+    /// `_`; a URI or a JSON object) first, then the database. Results from the database are
+    /// cached until any process writes to it (the guarantee: docs/connections.md).
+    ///
+    /// The result is shared (an `Arc`): a warm resolve copies nothing.
+    pub fn resolve(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
+        let load = |id: &str| {
+            let row = self.stored(id)?;
+            Ok((row.version, self.decrypt(&row)?))
+        };
+        self.resolver.resolve(self.store.as_ref(), &load, conn_id)
     }
 
     /// Adds a new active key, re-seals every secret under it in one transaction, and keeps

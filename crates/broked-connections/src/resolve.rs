@@ -1,4 +1,4 @@
-//! [`Connections::resolve`]: what the engine calls on every run, and its cache.
+//! `Connections::resolve`: what the engine calls on every run, and its cache.
 //!
 //! **The freshness guarantee** (docs/connections.md): on SQLite, a resolve never returns a
 //! value older than the newest one committed when the call began, by any process; on
@@ -17,18 +17,28 @@
 //! [`Options::max_stale`]: crate::Options::max_stale
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use broked_core::{ConnId, Connection, Secret};
+use broked_store::Store;
 
-use crate::connections::Connections;
 use crate::env;
 use crate::error::{Error, store_err};
 
+/// The engine's lookup: the `BROKED_CONN_*` variables read at open, and the cache of
+/// decrypted connections. `Connections::resolve` calls it with the store and a loader.
+pub(crate) struct Resolver {
+    cache: Mutex<Cache>,
+    /// `BROKED_CONN_*` variables, read once at open (a process's environment is set when it
+    /// starts; reading it on every resolve would cost more than the rest of a warm resolve).
+    env_conns: HashMap<String, Secret>,
+    max_stale: Option<Duration>,
+}
+
 /// Decrypted connections by conn_id, valid while the store's generation is unchanged.
 #[derive(Default)]
-pub(crate) struct Cache {
+struct Cache {
     generation: Option<u64>,
     /// When the store last confirmed `generation` (kept only with `max_stale`).
     verified: Option<Instant>,
@@ -36,7 +46,7 @@ pub(crate) struct Cache {
     entries: HashMap<String, (i64, Arc<Resolved>)>,
 }
 
-/// Where [`Connections::resolve`] found a connection.
+/// Where `Connections::resolve` found a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     /// The environment variable `BROKED_CONN_<ID>`.
@@ -66,23 +76,38 @@ pub struct Stale {
     pub reason: String,
 }
 
-impl Connections {
-    /// What the engine calls: the connection `conn_id` with its secrets and full URI.
-    ///
-    /// Lookup order: the environment variable `BROKED_CONN_<ID>` (conn_id upper-cased, `-` →
-    /// `_`; a URI or a JSON object) first, then the database. Results from the database are
-    /// cached until any process writes to it (see the module docs for the guarantee).
-    ///
-    /// The result is shared (an `Arc`): a warm resolve copies nothing.
-    pub fn resolve(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
-        if !self.env_conns.is_empty() {
-            return self.resolve_env_first(conn_id);
+/// Reads a stored connection: its row version and the connection with its secrets.
+pub(crate) type Load<'a> = &'a dyn Fn(&str) -> Result<(i64, Connection), Error>;
+
+impl Resolver {
+    pub(crate) fn new(max_stale: Option<Duration>) -> Resolver {
+        Resolver {
+            cache: Mutex::new(Cache::default()),
+            env_conns: env::snapshot(),
+            max_stale,
         }
-        self.resolve_stored(conn_id)
+    }
+
+    /// See `Connections::resolve`.
+    pub(crate) fn resolve(
+        &self,
+        store: &dyn Store,
+        load: Load<'_>,
+        conn_id: &str,
+    ) -> Result<Arc<Resolved>, Error> {
+        if !self.env_conns.is_empty() {
+            return self.resolve_env_first(store, load, conn_id);
+        }
+        self.resolve_stored(store, load, conn_id)
     }
 
     #[cold]
-    fn resolve_env_first(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
+    fn resolve_env_first(
+        &self,
+        store: &dyn Store,
+        load: Load<'_>,
+        conn_id: &str,
+    ) -> Result<Arc<Resolved>, Error> {
         let id = ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
         if let Some(value) = self.env_conns.get(&id.env_var_name()) {
             let connection = env::parse(&id, &id.env_var_name(), value.expose())?;
@@ -96,12 +121,17 @@ impl Connections {
                 stale: None,
             }));
         }
-        self.resolve_stored(conn_id)
+        self.resolve_stored(store, load, conn_id)
     }
 
     /// The hot path: one cheap change check, one hash lookup, no allocation on a hit.
-    fn resolve_stored(&self, conn_id: &str) -> Result<Arc<Resolved>, Error> {
-        let generation = match self.store.generation() {
+    fn resolve_stored(
+        &self,
+        store: &dyn Store,
+        load: Load<'_>,
+        conn_id: &str,
+    ) -> Result<Arc<Resolved>, Error> {
+        let generation = match store.generation() {
             Ok(g) => g,
             Err(e) => return self.resolve_unchecked(conn_id, store_err(e)),
         };
@@ -114,7 +144,7 @@ impl Connections {
                 cache.entries.clear();
                 cache.generation = Some(generation);
             }
-            if self.options.max_stale.is_some() {
+            if self.max_stale.is_some() {
                 cache.verified = Some(Instant::now());
             }
             if let Some((_, hit)) = cache.entries.get(conn_id) {
@@ -122,8 +152,7 @@ impl Connections {
             }
         }
         ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
-        let row = self.stored(conn_id)?;
-        let connection = self.decrypt(&row)?;
+        let (row_version, connection) = load(conn_id)?;
         let resolved = Arc::new(Resolved {
             uri: connection.to_uri(),
             connection,
@@ -136,11 +165,11 @@ impl Connections {
             // PostgreSQL the generation moves when the notification arrives, after the
             // commit): keep the newer, so no caller ever sees a value go back.
             match cache.entries.get(conn_id) {
-                Some((version, newer)) if *version > row.version => return Ok(newer.clone()),
+                Some((version, newer)) if *version > row_version => return Ok(newer.clone()),
                 _ => {
                     cache
                         .entries
-                        .insert(conn_id.to_owned(), (row.version, resolved.clone()));
+                        .insert(conn_id.to_owned(), (row_version, resolved.clone()));
                 }
             }
         }
@@ -152,7 +181,7 @@ impl Connections {
     /// stale.
     #[cold]
     fn resolve_unchecked(&self, conn_id: &str, error: Error) -> Result<Arc<Resolved>, Error> {
-        let Some(max_stale) = self.options.max_stale else {
+        let Some(max_stale) = self.max_stale else {
             return Err(error);
         };
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
