@@ -233,3 +233,96 @@ fn no_serializable_type_holds_a_secret() {
         "a Serialize type holds a Secret: {offenders:#?}"
     );
 }
+
+/// The top-level modules of a crate's `src` and, for each, the other top-level modules its
+/// files name with `crate::` (the crate root, which re-exports, is not a node).
+fn module_graph(src: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in &files {
+        let rel = f.strip_prefix(src).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned();
+        if top == "lib" || top == "main" {
+            continue;
+        }
+        let text = fs::read_to_string(f).unwrap();
+        let entry = graph.entry(top.clone()).or_default();
+        for (i, _) in text.match_indices("crate::") {
+            let name: String = text[i + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != top && !entry.contains(&name) {
+                entry.push(name);
+            }
+        }
+    }
+    let modules: Vec<String> = graph.keys().cloned().collect();
+    for deps in graph.values_mut() {
+        deps.retain(|d| modules.contains(d));
+    }
+    graph
+}
+
+/// A cycle in `graph`, if there is one.
+fn find_cycle(graph: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+    fn visit(
+        graph: &BTreeMap<String, Vec<String>>,
+        node: &str,
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == node) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.iter().any(|d| d == node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in &graph[node] {
+            if let Some(c) = visit(graph, next, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.push(node.to_owned());
+        None
+    }
+    let mut done = Vec::new();
+    graph
+        .keys()
+        .find_map(|n| visit(graph, n, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_two_files_of_a_crate_import_each_other_in_a_circle() {
+    // The checker itself.
+    let mut g = BTreeMap::new();
+    g.insert("a".to_owned(), vec!["b".to_owned()]);
+    g.insert("b".to_owned(), vec!["a".to_owned()]);
+    assert!(find_cycle(&g).is_some());
+    g.insert("b".to_owned(), vec![]);
+    assert!(find_cycle(&g).is_none());
+    for (name, (dir, _)) in packages() {
+        let src = dir.join("src");
+        if !src.is_dir() {
+            continue;
+        }
+        let graph = module_graph(&src);
+        assert_eq!(
+            find_cycle(&graph),
+            None,
+            "{name}: files import each other in a circle"
+        );
+    }
+}
