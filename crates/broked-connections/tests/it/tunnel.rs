@@ -141,6 +141,97 @@ async fn tests_of_postgres_and_mysql_go_through_the_bastion() {
     clean(&format!("{o:?}"), &[&ssh, &pg, &my]);
 }
 
+/// A minimal HTTP server on loopback: answers every request `204 No Content`.
+fn http_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn http_generic_and_sftp_tests_go_through_the_bastion() {
+    let Some((ssh, pg, _)) = services() else {
+        return;
+    };
+    let db = Db::new();
+    let c = db.open();
+    c.create(bastion_input(&ssh, "bastion", Some(ssh.get("HOST_KEY"))))
+        .unwrap();
+    let http = http_server();
+    c.create(ConnectionInput {
+        conn_id: Some("api".into()),
+        conn_type: Some("http".into()),
+        host: Some("127.0.0.1".into()),
+        port: Some(http.into()),
+        login: Some("bot".into()),
+        password: Some("api-Pw-2291".into()),
+        extra: Some(r#"{"ssh_tunnel":"bastion","path":"/health"}"#.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    c.create(ConnectionInput {
+        conn_id: Some("tcp".into()),
+        conn_type: Some("generic".into()),
+        host: Some(pg.get("HOST").into()),
+        port: Some(pg.port().into()),
+        extra: Some(r#"{"ssh_tunnel":["bastion"]}"#.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    // An SFTP server reached through a bastion (here the same server: the pin still holds).
+    let mut files = bastion_input(&ssh, "files", Some(ssh.get("HOST_KEY")));
+    files.schema = Some(ssh.get("PATH").into());
+    files.extra = Some(
+        serde_json::json!({"host_key": ssh.get("HOST_KEY"), "ssh_tunnel": "bastion"})
+            .to_string()
+            .into(),
+    );
+    c.create(files).unwrap();
+    for (id, driver) in [("api", "reqwest"), ("tcp", "tcp"), ("files", "ssh2")] {
+        let o = c.test(id).await.unwrap();
+        assert!(o.success, "{id}: {o:?}");
+        assert_eq!(o.driver, driver);
+        assert!(o.detail.contains("through the SSH tunnel"), "{id}: {o:?}");
+        clean(&format!("{o:?}"), &[&ssh, &pg]);
+        assert!(!format!("{o:?}").contains("api-Pw-2291"));
+    }
+    // Nothing listens behind the bastion any more: the generic test fails there.
+    let closed = closed_port();
+    c.update(
+        "tcp",
+        ConnectionUpdate {
+            port: Some(Some(closed.into())),
+            extra: SecretUpdate::Set(r#"{"ssh_tunnel":"bastion"}"#.into()),
+            ..Default::default()
+        },
+        UpdateMode::Merge,
+    )
+    .unwrap();
+    let o = c.test("tcp").await.unwrap();
+    assert_eq!(
+        (o.failure, o.driver),
+        (Some(Failure::Refused), "ssh2"),
+        "{o:?}"
+    );
+}
+
 #[tokio::test]
 async fn tunnel_failures_are_distinct_and_name_the_hop() {
     let Some((ssh, pg, _)) = services() else {
