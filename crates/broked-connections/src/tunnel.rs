@@ -398,27 +398,37 @@ impl Connections {
             port
         ])
         .to_string();
-        let tunnel = {
+        let shared = |key: &str| {
             let mut open = self.tunnels.open.lock().unwrap_or_else(|e| e.into_inner());
             open.retain(|_, t| t.strong_count() > 0);
-            match open.get(&key).and_then(Weak::upgrade) {
-                Some(t) => t,
-                None => {
-                    let t = Arc::new(
-                        Tunnel::open(
-                            hops,
-                            &host,
-                            port,
-                            self.registry.policy(),
-                            Timeouts {
-                                connect: self.options.probe_timeout,
-                                ..Timeouts::default()
-                            },
-                        )
-                        .map_err(|e| Error::Tunnel(scrubbed(e, conn, &chain)))?,
-                    );
-                    open.insert(key, Arc::downgrade(&t));
-                    t
+            open.get(key).and_then(Weak::upgrade)
+        };
+        let tunnel = match shared(&key) {
+            Some(t) => t,
+            None => {
+                // Opened without the lock: other targets need not wait for these handshakes.
+                let fresh = Arc::new(
+                    Tunnel::open(
+                        hops,
+                        &host,
+                        port,
+                        self.registry.policy(),
+                        Timeouts {
+                            connect: self.options.probe_timeout,
+                            ..Timeouts::default()
+                        },
+                    )
+                    .map_err(|e| Error::Tunnel(scrubbed(e, conn, &chain)))?,
+                );
+                let mut open = self.tunnels.open.lock().unwrap_or_else(|e| e.into_inner());
+                match open.get(&key).and_then(Weak::upgrade) {
+                    // Another caller opened the same tunnel meanwhile: share that one (ours
+                    // closes as it is dropped).
+                    Some(theirs) => theirs,
+                    None => {
+                        open.insert(key, Arc::downgrade(&fresh));
+                        fresh
+                    }
                 }
             }
         };

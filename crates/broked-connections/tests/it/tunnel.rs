@@ -553,6 +553,17 @@ async fn open_tunnel_gives_a_local_uri_that_sqlx_and_psql_use() {
         "the last guard closes the tunnel"
     );
 
+    // Opened at once from several threads: one tunnel for all.
+    let guards: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| c.open_tunnel("pg").unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ports: std::collections::BTreeSet<_> = guards.iter().map(|g| g.local_addr()).collect();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    drop(guards);
+
     let guard = c.open_tunnel("my").unwrap();
     let mut conn = sqlx::MySqlConnection::connect(guard.uri().expose())
         .await
