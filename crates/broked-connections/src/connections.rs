@@ -36,7 +36,7 @@ pub struct Connections {
     pub(crate) sealer: Sealer,
     pub(crate) options: Options,
     pub(crate) registry: broked_probe::Registry,
-    /// Open SSH tunnels and the registry that tests their local end (`tunnel.rs`).
+    /// The SSH tunnels open for `open_tunnel` (`tunnel.rs`).
     pub(crate) tunnels: crate::tunnel::Tunnels,
     resolver: Resolver,
     /// Named API tokens (see `tokens.rs`).
@@ -71,7 +71,6 @@ impl Connections {
         if !is_postgres_url(&db.to_string_lossy()) {
             protected.push(db.clone());
         }
-        let tunnels = crate::tunnel::Tunnels::new(&options, protected.clone())?;
         let registry = probes::registry(&options, protected)?;
         Ok(Connections {
             resolver: Resolver::new(options.max_stale),
@@ -80,7 +79,7 @@ impl Connections {
             sealer,
             options,
             registry,
-            tunnels,
+            tunnels: crate::tunnel::Tunnels::default(),
             tokens: Tokens::new(Arc::clone(&tokens_store)),
         })
     }

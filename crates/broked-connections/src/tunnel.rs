@@ -19,41 +19,21 @@ use std::time::Instant;
 use broked_core::{
     ConnId, ConnType, Connection, FieldError, SSH_TUNNEL_KEY, Secret, ValidationErrors,
 };
-use broked_probe::{Failure, Registry};
+use broked_probe::Failure;
 use broked_tunnel::{Hop, Timeouts, Tunnel, TunnelError};
 use serde_json::Value;
 
+use crate::TestOutcome;
 use crate::connections::Connections;
 use crate::error::Error;
-use crate::{Options, TestOutcome, probes};
 
 /// The longest chain of bastions.
 pub const MAX_HOPS: usize = 8;
 
-/// The tunnels this process has open, by chain and target, and the registry that tests the
-/// local end of a tunnel.
+/// The tunnels this process has open, by chain and target.
+#[derive(Default)]
 pub(crate) struct Tunnels {
     open: Mutex<HashMap<String, Weak<Tunnel>>>,
-    /// The probes with the default deny list only: the local end of a tunnel is on loopback,
-    /// which a deployment may deny for direct tests. The real target and every bastion are
-    /// checked against the full policy when the tunnel opens.
-    local: Registry,
-}
-
-impl Tunnels {
-    pub(crate) fn new(
-        options: &Options,
-        protected: Vec<std::path::PathBuf>,
-    ) -> Result<Tunnels, Error> {
-        let local_options = Options {
-            probe_deny: Vec::new(),
-            ..options.clone()
-        };
-        Ok(Tunnels {
-            open: Mutex::new(HashMap::new()),
-            local: probes::registry(&local_options, protected)?,
-        })
-    }
 }
 
 /// A connection's URI through its SSH tunnel, valid while this guard lives: host and port
@@ -497,7 +477,10 @@ impl Connections {
                 }
             };
         let local = through(conn, tunnel.local_addr());
-        let mut outcome = self.tunnels.local.test(&local).await;
+        // The full policy again: the local end is on loopback, so a deny list that holds
+        // loopback blocks tests through tunnels too (never a way around the policy, e.g. for
+        // an HTTP redirect that leaves the tunnel).
+        let mut outcome = self.registry.test(&local).await;
         drop(tunnel);
         outcome.latency = start.elapsed();
         let via = chain

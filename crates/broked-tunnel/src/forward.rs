@@ -482,6 +482,8 @@ impl Pump {
 /// Whether the bastion closed the session's socket (a read of it would return end of file).
 fn gone(live: &Live) -> bool {
     let mut byte = [0u8; 1];
-    matches!(live.sock.peek(&mut byte), Ok(0))
-        || matches!(live.sock.peek(&mut byte), Err(e) if !would_block(&e))
+    match live.sock.peek(&mut byte) {
+        Ok(n) => n == 0,
+        Err(e) => !would_block(&e),
+    }
 }

@@ -207,6 +207,15 @@ pub struct Tunnel {
     target: String,
 }
 
+impl Drop for Tunnel {
+    /// The last hop first: each session says goodbye over a transport that still works.
+    fn drop(&mut self) {
+        while let Some(forward) = self.forwards.pop() {
+            drop(forward);
+        }
+    }
+}
+
 impl fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tunnel")

@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use broked_core::{ConnId, Secret};
-use broked_probe::testkit::{closed_port, silent_listener};
-use broked_probe::{ConnType, Connection, Failure, Outcome, Registry, Tls};
+use broked_probe::{ConnType, Connection, Failure, Outcome, Policy, Registry, Tls};
 use broked_probe_http::HttpProbe;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -59,7 +58,10 @@ fn ok() -> Handler {
 }
 
 fn registry(timeout: Duration, deny: &[&str]) -> Registry {
-    broked_probe::testkit::registry(HttpProbe, timeout, deny)
+    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
+    let mut r = Registry::new(Policy::new(timeout, false, &deny).unwrap());
+    r.register(Arc::new(HttpProbe));
+    r
 }
 
 fn conn(host: &str, port: Option<u16>, extra: Option<&str>) -> Connection {
@@ -319,7 +321,11 @@ async fn denied_hosts_are_blocked_before_any_packet() {
 
 #[tokio::test]
 async fn refused_fast_and_silent_times_out() {
-    let closed = closed_port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let r = registry(Duration::from_millis(500), &[]);
     let start = Instant::now();
     let o = test(&r, &conn("127.0.0.1", Some(closed), None)).await;
@@ -330,7 +336,14 @@ async fn refused_fast_and_silent_times_out() {
         start.elapsed()
     );
 
-    let port = silent_listener().await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
     let start = Instant::now();
     let o = test(&r, &conn("127.0.0.1", Some(port), None)).await;
     let took = start.elapsed();
