@@ -76,8 +76,8 @@ pub(crate) fn router(state: AppState) -> axum::Router {
     // for every other method: send those to the connection handlers.
     let test_alias = axum::routing::post(test_unsaved)
         .get(|s| get_connection(s, test_id()))
-        .put(|s, b| put_connection(s, test_id(), b))
-        .patch(|s, b| patch_connection(s, test_id(), b))
+        .put(|s, g, b| put_connection(s, g, test_id(), b))
+        .patch(|s, g, b| patch_connection(s, g, test_id(), b))
         .delete(|s, q| delete_connection(s, test_id(), q));
     let api = api
         .route("/api/connections/test", test_alias)
@@ -91,6 +91,8 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(crate::panic_hook::debug_routes().unwrap_or_default())
         // Unknown /api routes answer behind the token check too (401 before 404), rather than
         // falling through to the router's general fallback.
+        // Behind the token check like the API: any valid token may read it (auth.rs).
+        .route("/metrics", get(metrics))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -105,6 +107,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .merge(api)
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(crate::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -123,24 +126,35 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
-/// One INFO event per request: method, matched route, status, latency in microseconds.
+/// One INFO event per request: its id, method, matched route, status, latency in
+/// microseconds; the same counted in `/metrics`. The id (`X-Request-Id` from a proxy when it
+/// is plain, else a new one) is sent back in `X-Request-Id`.
 ///
 /// The route is the template (`/api/connections/{conn_id}`), not the path: no id and no query
 /// string is logged. One flat event rather than a span plus an event (tower-http's
 /// `TraceLayer`): the span cost as much CPU as the store read of a GET (docs/BENCHMARKS.md).
-async fn log_request(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn log_request(mut req: Request, next: axum::middleware::Next) -> axum::response::Response {
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
+    let id = crate::metrics::RequestId::for_request(req.headers());
+    req.extensions_mut().insert(id.clone());
     let start = std::time::Instant::now();
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
+    let elapsed = start.elapsed();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     tracing::info!(
         target: "broked_server::request",
+        request_id = %id.0,
         method = %method,
-        route = route.as_ref().map_or("-", MatchedPath::as_str),
+        route,
         status = response.status().as_u16(),
-        latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "request"
     );
+    crate::metrics::METRICS.request(route, &method, response.status().as_u16(), elapsed);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id.0) {
+        response.headers_mut().insert("x-request-id", v);
+    }
     response
 }
 
@@ -212,6 +226,11 @@ async fn create_connection(
             ));
         }
     }
+    let extra = match &input.extra {
+        Some(e) => broked_connections::SecretUpdate::Set(e.clone()),
+        None => broked_connections::SecretUpdate::Keep,
+    };
+    tunnel_in_scope(&state, &grant, &extra).await?;
     let created = write(&state, move |c| c.create(input)).await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
@@ -230,12 +249,14 @@ async fn get_connection(
 
 async fn update(
     state: AppState,
+    grant: Grant,
     p: Result<Path<String>, PathRejection>,
     b: JsonBody,
     mode: UpdateMode,
 ) -> ApiResult<Json<ConnectionOut>> {
     let id = path(p)?;
     let update = wire::connection_body(&b.0)?;
+    tunnel_in_scope(&state, &grant, &update.extra).await?;
     Ok(Json(
         write(&state, move |c| c.update(&id, update, mode))
             .await?
@@ -251,10 +272,11 @@ async fn update(
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn put_connection(
     State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
     p: Result<Path<String>, PathRejection>,
     b: JsonBody,
 ) -> ApiResult<Json<ConnectionOut>> {
-    update(state, p, b, UpdateMode::Replace).await
+    update(state, grant, p, b, UpdateMode::Replace).await
 }
 
 /// Change some fields of a connection, with the same rules for secrets as PUT.
@@ -265,10 +287,11 @@ async fn put_connection(
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn patch_connection(
     State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
     p: Result<Path<String>, PathRejection>,
     b: JsonBody,
 ) -> ApiResult<Json<ConnectionOut>> {
-    update(state, p, b, UpdateMode::Merge).await
+    update(state, grant, p, b, UpdateMode::Merge).await
 }
 
 /// Delete a connection; refused with 409 and the pipelines using it unless `force=true`.
@@ -300,6 +323,11 @@ async fn test_saved(
 ) -> ApiResult<Json<TestOut>> {
     let id = path(p)?;
     let outcome = state.connections.test(&id).await?;
+    // The type for the metrics (the saved row, read again; a test takes far longer).
+    let conn_type = read_fast(&state, move |c| c.get(&id))
+        .await
+        .map_or("unknown", |c| c.conn_type.as_str());
+    crate::metrics::METRICS.test(conn_type, &outcome);
     Ok(Json(outcome.into()))
 }
 
@@ -319,7 +347,15 @@ async fn test_unsaved(
     if update.conn_id.as_deref().is_some_and(|id| !grant.sees(id)) {
         update.conn_id = None;
     }
+    tunnel_in_scope(&state, &grant, &update.extra).await?;
+    // A valid type (the test refuses any other) for the metrics.
+    let conn_type = update
+        .conn_type
+        .as_deref()
+        .and_then(|t| t.parse::<ConnType>().ok())
+        .map_or("unknown", ConnType::as_str);
     let outcome = state.connections.test_unsaved(update).await?;
+    crate::metrics::METRICS.test(conn_type, &outcome);
     Ok(Json(outcome.into()))
 }
 
@@ -373,6 +409,63 @@ async fn list_pipelines(
             .map(PipelineOut::from)
             .collect(),
     ))
+}
+
+/// A token limited to some connections may not route a connection through a bastion outside
+/// them (its SSH credentials would be used): every bastion of a new `extra.ssh_tunnel`, and
+/// the bastions those go through, must be in the token's globs. One outside them answers
+/// like a missing one.
+async fn tunnel_in_scope(
+    state: &AppState,
+    grant: &Grant,
+    extra: &broked_connections::SecretUpdate,
+) -> ApiResult<()> {
+    let broked_connections::SecretUpdate::Set(extra) = extra else {
+        return Ok(());
+    };
+    if !grant.is_limited() {
+        return Ok(());
+    }
+    let Ok(first) = broked_connections::ssh_tunnel_refs(Some(extra.expose())) else {
+        return Ok(()); // malformed: the library refuses it with its own message
+    };
+    let grant = grant.clone();
+    blocking(state, move |c| {
+        let missing = |name: &str| {
+            broked_connections::Error::Invalid(broked_core::ValidationErrors(vec![
+                broked_core::FieldError {
+                    field: "extra",
+                    message: format!(
+                        "extra.{} names {name:?}, which does not exist",
+                        broked_core::SSH_TUNNEL_KEY
+                    ),
+                },
+            ]))
+        };
+        for top in &first {
+            // Every bastion reached through this one, transitively.
+            let mut todo = vec![top.clone()];
+            let mut seen: Vec<String> = Vec::new();
+            while let Some(id) = todo.pop() {
+                if seen.contains(&id) {
+                    continue;
+                }
+                if !grant.sees(&id) {
+                    return Err(missing(top));
+                }
+                if let Ok(bastion) = c.connection(&id) {
+                    let next = broked_connections::ssh_tunnel_refs(
+                        bastion.extra.as_ref().map(|e| e.expose()),
+                    )
+                    .unwrap_or_default();
+                    todo.extend(next);
+                }
+                seen.push(id);
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Whether every connection a pipeline references is one the token may see.
@@ -489,8 +582,95 @@ async fn connection_types() -> Json<Vec<ConnectionTypeOut>> {
     )
 }
 
+/// Liveness: the process serves HTTP. Never asks the store.
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Readiness: 200 when the store answers a trivial query within `--store-timeout` and the
+/// key file matches the store's key check values; otherwise 503 with the reason. The body
+/// names no store, file or address (this route needs no token); the log has the details.
+async fn readyz(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = crate::metrics::store_timeout();
+    let c = state.connections.clone();
+    let checked = tokio::time::timeout(
+        limit + Duration::from_millis(500),
+        tokio::task::spawn_blocking(move || c.ready()),
+    )
+    .await;
+    let (reason, message) = match checked {
+        Ok(Ok(Ok(()))) => {
+            return Json(serde_json::json!({"status": "ready"})).into_response();
+        }
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "not ready");
+            match (&e, e.kind()) {
+                (broked_connections::Error::KeyMismatch { .. }, _)
+                | (broked_connections::Error::KeyMissing { .. }, _)
+                | (broked_connections::Error::Crypto(_), _) => (
+                    "key_mismatch",
+                    "the key file does not match the store's key check",
+                ),
+                (_, broked_connections::ErrorKind::Unavailable) => {
+                    ("store_unavailable", "the store cannot be reached")
+                }
+                (_, broked_connections::ErrorKind::Busy) => (
+                    "store_busy",
+                    "the store did not answer within the time limit",
+                ),
+                _ => ("store_error", "the store answered with an error"),
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "readiness check failed");
+            ("internal", "the readiness check failed")
+        }
+        Err(_) => {
+            tracing::warn!(
+                limit_ms = limit.as_millis() as u64,
+                "not ready: the store did not answer in time"
+            );
+            (
+                "store_unavailable",
+                "the store did not answer within the time limit",
+            )
+        }
+    };
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({"status": "unavailable", "reason": reason, "message": message})),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(crate::error::STORE_RETRY_AFTER),
+    );
+    r
+}
+
+/// `/metrics`: the Prometheus text format (metrics.rs). The key usage needs the store; when
+/// it cannot say, those series are left out and the rest is served.
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let c = state.connections.clone();
+    let keys = tokio::time::timeout(
+        crate::metrics::store_timeout() + Duration::from_millis(500),
+        tokio::task::spawn_blocking(move || c.key_usage()),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .and_then(Result::ok);
+    let text = crate::metrics::METRICS.render(&state.connections, keys);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn api_not_found() -> ApiError {

@@ -140,7 +140,11 @@ pub(crate) fn scope_of(method: &axum::http::Method, route: &str) -> Option<Scope
     if route.starts_with("/api/tokens") {
         return Some(Scope::Admin);
     }
-    if route == "/api/openapi.json" || route == "/api/connection-types" || route == "/api/whoami" {
+    if route == "/api/openapi.json"
+        || route == "/api/connection-types"
+        || route == "/api/whoami"
+        || route == "/metrics"
+    {
         return None;
     }
     let test = method == Method::POST

@@ -13,10 +13,15 @@ use utoipa::ToSchema;
 
 use broked_connections::PipelineUsage;
 
+/// `Retry-After` of a `store_unavailable` answer, in seconds.
+pub(crate) const STORE_RETRY_AFTER: u32 = 5;
+
 #[derive(Debug)]
 pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     body: ErrorDetail,
+    /// `Retry-After` in seconds (503 answers).
+    retry_after: Option<u32>,
 }
 
 /// The error envelope.
@@ -28,7 +33,7 @@ pub(crate) struct ErrorBody {
 #[derive(Serialize, ToSchema, Debug)]
 pub(crate) struct ErrorDetail {
     /// Machine-readable: `bad_request`, `invalid`, `not_found`, `conflict`, `in_use`,
-    /// `unauthorized`, `payload_too_large`, `internal`, …
+    /// `unauthorized`, `payload_too_large`, `busy`, `store_unavailable`, `internal`, …
     code: &'static str,
     /// A sentence for people. Never contains a password or an extra value.
     message: String,
@@ -60,7 +65,21 @@ impl ApiError {
                 fields: Vec::new(),
                 pipelines: Vec::new(),
             },
+            retry_after: None,
         }
+    }
+
+    /// 503 `store_unavailable`: the store cannot be reached or read. The details (which
+    /// store, why) go to the log only.
+    pub(crate) fn store_unavailable() -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the credential store cannot be reached right now; try again later (the server \
+             log has the details)",
+        );
+        e.retry_after = Some(STORE_RETRY_AFTER);
+        e
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
@@ -155,11 +174,17 @@ impl From<Error> for ApiError {
             }
             ErrorKind::Busy => {
                 tracing::warn!(error = %e, "store busy");
-                ApiError::new(
+                let mut api = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "busy",
                     "the database is busy; try again",
-                )
+                );
+                api.retry_after = Some(1);
+                api
+            }
+            ErrorKind::Unavailable => {
+                tracing::error!(error = %e, "the store is unavailable");
+                ApiError::store_unavailable()
             }
             ErrorKind::Internal => {
                 tracing::error!(error = %e, "internal error");
@@ -173,6 +198,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
         let mut response = (status, axum::Json(ErrorBody { error: self.body })).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -19,6 +19,7 @@ mod auth;
 mod error;
 mod extract;
 mod hardening;
+mod metrics;
 mod panic_hook;
 mod state;
 mod tls;
@@ -109,9 +110,16 @@ struct Args {
     #[arg(long, env = "BROKED_PROBE_FILE_ROOT", value_name = "DIR")]
     probe_file_root: Vec<PathBuf>,
 
-    /// Log format: text or json.
-    #[arg(long, env = "BROKED_LOG_FORMAT", default_value = "text")]
+    /// Log format: text, or json (one object per line, for log shippers; each request's
+    /// event carries its request_id).
+    #[arg(long, env = "BROKED_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+
+    /// The longest an API call waits for the store (PostgreSQL down or refusing, a SQLite
+    /// lock held by another process), in seconds; then it answers 503 (store_unavailable or
+    /// busy) with Retry-After. /readyz uses the same limit.
+    #[arg(long, env = "BROKED_STORE_TIMEOUT", value_name = "SECONDS", default_value = "3", value_parser = store_timeout)]
+    store_timeout: Duration,
 }
 
 fn main() -> ExitCode {
@@ -186,6 +194,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     options.probe_file_roots = args.probe_file_root.clone();
     options.key_file = args.key_file.clone();
     options.max_stale = args.max_stale;
+    options.store_timeout = args.store_timeout;
+    let _ = metrics::STORE_TIMEOUT.set(args.store_timeout);
     // A PostgreSQL address may carry a password: messages show the library's redacted form.
     let shown = broked_connections::describe_db(&args.db);
     let connections = broked_connections::Connections::open_with(&args.db, options)
@@ -328,6 +338,16 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// `--store-timeout`: seconds, fractions allowed, from 0.1 to 300.
+fn store_timeout(s: &str) -> Result<Duration, String> {
+    max_stale(s).and_then(|d| {
+        (Duration::from_millis(100)..=Duration::from_secs(300))
+            .contains(&d)
+            .then_some(d)
+            .ok_or_else(|| format!("{s:?}: give 0.1 to 300 seconds"))
+    })
 }
 
 /// `--max-stale`: seconds, fractions allowed.

@@ -312,17 +312,34 @@ fn usage(message: impl std::fmt::Display) -> ! {
         .exit()
 }
 
+/// The exit code when the store cannot be reached or read (sysexits' EX_UNAVAILABLE).
+const EXIT_STORE_UNAVAILABLE: u8 = 69;
+
 fn main() -> ExitCode {
     panic_hook::install();
     let cli = Cli::parse();
     panic_hook::debug_trigger();
+    // A PostgreSQL address may carry a password: never print it.
+    let shown = broked_connections::describe_db(&cli.db);
     match run(cli) {
         Ok(code) => code,
+        Err(e) if store_unavailable(&e) => {
+            eprintln!("broked: error: the store {shown} is unavailable: {e:#}");
+            ExitCode::from(EXIT_STORE_UNAVAILABLE)
+        }
         Err(e) => {
             eprintln!("broked: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the library said the store cannot be reached or read.
+fn store_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<broked_connections::Error>()
+            .is_some_and(|e| e.kind() == broked_connections::ErrorKind::Unavailable)
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

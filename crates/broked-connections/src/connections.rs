@@ -63,7 +63,7 @@ impl Connections {
     /// over existing secrets.
     pub fn open_with(db_path: impl AsRef<Path>, options: Options) -> Result<Connections, Error> {
         let (db, key_path, store) = open_store(db_path.as_ref(), &options)?;
-        let store: Arc<dyn Store> = Arc::from(store);
+        let store: Arc<dyn Store> = Arc::new(crate::metrics::Timed(store));
         let tokens_store = store.clone();
         let sealer = Sealer::open(&db, &key_path, store.clone(), options.rotate_after_seals)?;
         // The store's files and the key file are never a sqlite test target.
@@ -571,7 +571,8 @@ fn open_store(db: &Path, options: &Options) -> Result<(PathBuf, PathBuf, Box<dyn
     if is_postgres_url(&text) {
         #[cfg(feature = "postgres-store")]
         {
-            let store = broked_store::PgStore::open(&text).map_err(store_err)?;
+            let store = broked_store::PgStore::open_with_timeout(&text, options.store_timeout)
+                .map_err(store_err)?;
             let shown = PathBuf::from(store.server());
             let key = options.key_file.clone().ok_or_else(|| {
                 Error::Options(
@@ -587,7 +588,7 @@ fn open_store(db: &Path, options: &Options) -> Result<(PathBuf, PathBuf, Box<dyn
             "this build has no PostgreSQL store (feature postgres-store)".into(),
         ));
     }
-    let store = SqliteStore::open(db).map_err(store_err)?;
+    let store = SqliteStore::open_with_timeout(db, options.store_timeout).map_err(store_err)?;
     let key = options
         .key_file
         .clone()

@@ -129,6 +129,11 @@ pub enum ErrorKind {
     InUse,
     /// Try again (HTTP 503).
     Busy,
+    /// The store cannot be reached or read — the database server down or refusing, the
+    /// file unreadable ([`broked_store::StoreError::is_unavailable`]). Try again later
+    /// (HTTP 503); nothing was changed by the failed call. An engine should retry or fail
+    /// the run, not treat the connection as missing.
+    Unavailable,
     /// Not the client's fault (HTTP 500).
     Internal,
 }
@@ -151,6 +156,7 @@ impl Error {
             }
             Error::Tunnel(_) => ErrorKind::Internal,
             Error::Busy => ErrorKind::Busy,
+            Error::Store(e) if e.is_unavailable() => ErrorKind::Unavailable,
             Error::Env(_)
             | Error::KeyMissing { .. }
             | Error::KeyMismatch { .. }

@@ -23,6 +23,7 @@ mod env;
 mod error;
 mod fields;
 mod info;
+mod metrics;
 mod pipeline;
 mod probes;
 mod resolve;
@@ -42,6 +43,7 @@ pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};
 pub use crate::fields::{CONNECTION_KEYS, JsonSource, READ_ONLY_KEYS};
 pub use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage};
+pub use crate::metrics::{Histogram, KeyUsage, LATENCY_BUCKETS, Metrics, StoreOpMetrics};
 pub use crate::pipeline::{Node, PipelineDef, PipelineError, PipelineId};
 pub use crate::resolve::{Resolved, Source, Stale};
 pub use crate::sealer::{CheckFailure, CheckReport, KeyStatus, RotateReport};
@@ -77,6 +79,11 @@ pub struct Options {
     /// confirmed that value less than `max_stale` ago; after that it fails again (closed).
     /// Default `None`: never a value the database did not just confirm.
     pub max_stale: Option<Duration>,
+    /// The longest a call waits for the store: for a pooled PostgreSQL connection (while the
+    /// server is down or refusing), for a statement, and for another process's SQLite lock.
+    /// Past it the call fails with [`ErrorKind::Unavailable`] or [`ErrorKind::Busy`].
+    /// Default 10 s; the server uses 3 s (`--store-timeout`).
+    pub store_timeout: Duration,
 }
 
 impl Default for Options {
@@ -89,6 +96,7 @@ impl Default for Options {
             rotate_after_seals: broked_crypto::ROTATE_AFTER_SEALS,
             key_file: None,
             max_stale: None,
+            store_timeout: Duration::from_secs(10),
         }
     }
 }

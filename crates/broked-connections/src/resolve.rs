@@ -148,9 +148,11 @@ impl Resolver {
                 cache.verified = Some(Instant::now());
             }
             if let Some((_, hit)) = cache.entries.get(conn_id) {
+                crate::metrics::STATS.resolve_hit();
                 return Ok(hit.clone());
             }
         }
+        crate::metrics::STATS.resolve_miss();
         ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
         let (row_version, connection) = load(conn_id)?;
         let resolved = Arc::new(Resolved {
@@ -206,6 +208,7 @@ impl Resolver {
             error = %error,
             "the database cannot be reached: returning the last value, marked stale"
         );
+        crate::metrics::STATS.resolve_stale();
         let mut stale = Resolved::clone(hit);
         stale.stale = Some(Stale {
             age,

@@ -606,6 +606,45 @@ impl Sealer {
         Ok(report)
     }
 
+    /// The active key's seal count and bound, and the sealed values per key (metrics).
+    pub(crate) fn usage(&self) -> Result<crate::KeyUsage, Error> {
+        let active = read(&self.keyring).active();
+        let active_seals = self.store.seals(active.get()).map_err(store_err)?;
+        let sealed = self.store.sealed_per_key().map_err(store_err)?;
+        Ok(crate::KeyUsage {
+            active_key: active.to_string(),
+            active_seals,
+            seal_limit: self.rotate_after_seals,
+            sealed_values: sealed
+                .into_iter()
+                .map(|(id, n)| (KeyId::new(id).to_string(), n))
+                .collect(),
+        })
+    }
+
+    /// The key file as it is on disk, checked against the store's key check values (the
+    /// readiness check): nothing is loaded, registered or written.
+    pub(crate) fn check_key_file(&self) -> Result<(), Error> {
+        let checks = self.store.key_checks().map_err(store_err)?;
+        let keyring = match Keyring::open(&self.key_path) {
+            Ok(k) => k,
+            Err(CryptoError::Missing { .. }) => {
+                return Err(Error::KeyMissing {
+                    db: self.db.clone(),
+                    key: self.key_path.clone(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        verify_keyring(
+            &self.db,
+            &self.key_path,
+            &keyring,
+            self.store.as_ref(),
+            &checks,
+        )
+    }
+
     /// The keys of the keyring with how many values each seals.
     pub(crate) fn keys(&self) -> Result<Vec<KeyStatus>, Error> {
         self.reload_keyring()?;

@@ -234,6 +234,39 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database cannot be used at all right now — the server down or refusing,
+    /// the file unreadable, replaced by something that is not a database, or on a failing
+    /// disk — rather than a problem of one call. Callers answer "unavailable, try later"
+    /// (HTTP 503) and a readiness check fails; a later call may succeed without a restart.
+    pub fn is_unavailable(&self) -> bool {
+        use rusqlite::ErrorCode;
+        match self {
+            StoreError::Connect { .. } | StoreError::Io { .. } => true,
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    ErrorCode::CannotOpen
+                        | ErrorCode::NotADatabase
+                        | ErrorCode::SystemIoFailure
+                        | ErrorCode::PermissionDenied
+                        | ErrorCode::ReadOnly
+                        | ErrorCode::DiskFull
+                )
+            ),
+            #[cfg(feature = "postgres")]
+            StoreError::Postgres { source, .. } => matches!(
+                source,
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Proof that this process holds the store's rotation lock (see [`Store::lock_rotation`]);

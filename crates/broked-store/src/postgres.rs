@@ -160,6 +160,14 @@ impl PgStore {
     /// the background thread. A wrong address or password is [`StoreError::Connect`], whose
     /// message never holds the password.
     pub fn open(url: &str) -> Result<PgStore> {
+        PgStore::open_with_timeout(url, BUSY_TIMEOUT)
+    }
+
+    /// [`PgStore::open`] with another bound on the wait for the database: a call waits at
+    /// most `timeout` for a pooled connection (while the server is down or refusing, then
+    /// [`StoreError::Connect`]) and a statement runs at most `timeout` on the server
+    /// (`statement_timeout`, then [`StoreError::Busy`]).
+    pub fn open_with_timeout(url: &str, timeout: Duration) -> Result<PgStore> {
         let server: Arc<str> = redact_url(url).into();
         let connect_err = |e: sqlx::Error| StoreError::Connect {
             server: server.to_string(),
@@ -199,9 +207,19 @@ impl PgStore {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
+                    // On the pool's connections only: the rotation lock's own session
+                    // waits as long as it must.
+                    let statement_timeout =
+                        format!("SET statement_timeout = {}", timeout.as_millis().max(1));
                     let pool = PgPoolOptions::new()
                         .max_connections(MAX_CONNECTIONS)
-                        .acquire_timeout(BUSY_TIMEOUT)
+                        .acquire_timeout(timeout)
+                        .after_connect(move |conn, _| {
+                            let set = statement_timeout.clone();
+                            Box::pin(async move {
+                                sqlx::Executor::execute(conn, set.as_str()).await.map(drop)
+                            })
+                        })
                         .connect_lazy_with(options);
                     let _ = ready_tx.send(Ok(()));
                     serve(pool, thread_server, thread_fresh, rx).await;
@@ -383,17 +401,19 @@ fn gone() -> StoreError {
     }
 }
 
-/// Maps a sqlx error: lost connections to [`StoreError::Connect`], lock timeouts to
-/// [`StoreError::Busy`], the rest to [`StoreError::Postgres`].
+/// Maps a sqlx error: lost connections to [`StoreError::Connect`], lock and statement
+/// timeouts to [`StoreError::Busy`], the rest to [`StoreError::Postgres`].
 fn pg(ctx: &Ctx, context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError + use<> {
     let server = ctx.server.clone();
+    let waited = ctx.pool.options().get_acquire_timeout();
     move |source| {
         let code = source
             .as_database_error()
             .and_then(|e| e.code())
             .map(|c| c.into_owned());
         match (&source, code.as_deref()) {
-            (_, Some("55P03")) => StoreError::Busy,
+            // lock_timeout, or statement_timeout (the store's bound on a statement).
+            (_, Some("55P03" | "57014")) => StoreError::Busy,
             (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed, _) => {
                 StoreError::Connect {
                     server: server.to_string(),
@@ -403,8 +423,8 @@ fn pg(ctx: &Ctx, context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreErro
             (sqlx::Error::PoolTimedOut, _) => StoreError::Connect {
                 server: server.to_string(),
                 reason: format!(
-                    "no database connection within {} s (server down, or every connection busy)",
-                    BUSY_TIMEOUT.as_secs()
+                    "no database connection within {} ms (server down, or every connection busy)",
+                    waited.as_millis()
                 ),
             },
             (_, Some(c)) if c.starts_with("08") || c.starts_with("28") || c == "57P01" => {

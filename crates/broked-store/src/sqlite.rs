@@ -25,7 +25,8 @@ use crate::{
 mod fresh;
 mod tokens;
 
-/// How long a write waits for another process's write to finish before giving up.
+/// How long a write waits for another process's write to finish before giving up, unless
+/// the store is opened with another limit ([`SqliteStore::open_with_timeout`]).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Migrations, in order; `user_version` is the number applied. Never edit one that shipped:
@@ -100,6 +101,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// `{path}-shm`, SQLite's WAL index.
     shm_path: PathBuf,
+    /// How long a statement waits for another process's lock.
+    busy_timeout: Duration,
     /// Declared before `fresh`: the connection closes before the `-shm` handle it used.
     conn: Mutex<Connection>,
     /// The files the connection has open and the last WAL-index header seen (`fresh.rs`).
@@ -122,10 +125,10 @@ fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 /// Opens (creating if absent, with mode 0600), configures and migrates the database at `path`.
-fn connect(path: &Path) -> Result<Connection> {
+fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     create_private(path);
     let mut conn = Connection::open(path).map_err(sql("cannot open the database"))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
+    conn.busy_timeout(busy_timeout)
         .map_err(sql("busy_timeout"))?;
     // journal_mode needs a lock of its own; retry it under the busy timeout.
     let mode: String = conn
@@ -172,12 +175,19 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 impl SqliteStore {
     /// Opens (creating if absent, with mode 0600) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        let conn = connect(path)?;
+        SqliteStore::open_with_timeout(path, BUSY_TIMEOUT)
+    }
+
+    /// [`SqliteStore::open`] with another limit on the wait for another process's lock
+    /// (then [`StoreError::Busy`]).
+    pub fn open_with_timeout(path: &Path, busy_timeout: Duration) -> Result<SqliteStore> {
+        let conn = connect(path, busy_timeout)?;
         let mut shm_path = path.as_os_str().to_owned();
         shm_path.push("-shm");
         let store = SqliteStore {
             path: path.to_owned(),
             shm_path: shm_path.into(),
+            busy_timeout,
             conn: Mutex::new(conn),
             fresh: Mutex::new(Fresh {
                 watch: None,
@@ -298,7 +308,7 @@ impl SqliteStore {
         fresh.watch = None;
         fresh.seen = None;
         fresh.generation += 1;
-        *conn = connect(&self.path)?;
+        *conn = connect(&self.path, self.busy_timeout)?;
         fresh.watch = Some(self.watch()?);
         Ok(())
     }

@@ -1,0 +1,287 @@
+//! What the library counts for an operator, read with [`Connections::metrics`] and
+//! [`Connections::key_usage`]: resolve cache hits and misses, every store call by operation
+//! with its latency and errors, and the seals made.
+//!
+//! Plain atomics, no exporter: a server renders them (`broked-server`'s `/metrics`). Every
+//! label is from a fixed set (the store's operation names), never from input, and nothing here
+//! holds a secret. The counters are per process, like a Prometheus client's.
+//!
+//! The warm resolve stays cheap: a hit costs one relaxed atomic add, and the store's change
+//! check (`generation`, called on every resolve) is counted only when it fails, not timed.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use broked_store::{
+    Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, SealedField, Store,
+    StoreError, StoredConnection, StoredPipeline, StoredToken, Written,
+};
+
+use crate::connections::Connections;
+use crate::error::Error;
+
+/// Upper bounds (seconds) of the latency histograms' buckets; one more bucket is `+Inf`.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram: per-bucket counts (not cumulative) for [`LATENCY_BUCKETS`] and a
+/// last one for everything slower.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    pub counts: Vec<u64>,
+    /// Seconds.
+    pub sum: f64,
+    pub count: u64,
+}
+
+struct Histo {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histo {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_ns
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    fn snapshot(&self) -> Histogram {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        Histogram {
+            count: counts.iter().sum(),
+            counts,
+            sum: self.sum_ns.load(Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// One store operation: calls, failed calls (of them: the store unavailable), latency.
+struct OpStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    unavailable: AtomicU64,
+    latency: Histo,
+}
+
+impl OpStats {
+    const fn new() -> OpStats {
+        OpStats {
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
+            latency: Histo {
+                buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len() + 1],
+                sum_ns: AtomicU64::new(0),
+            },
+        }
+    }
+}
+
+/// The counters of this process: every [`Connections`] it opened adds to them (a server
+/// opens one).
+pub(crate) struct Stats {
+    resolve_hits: AtomicU64,
+    resolve_misses: AtomicU64,
+    resolve_stale: AtomicU64,
+    seals: AtomicU64,
+    ops: [OpStats; OPS.len()],
+}
+
+pub(crate) static STATS: Stats = Stats {
+    resolve_hits: AtomicU64::new(0),
+    resolve_misses: AtomicU64::new(0),
+    resolve_stale: AtomicU64::new(0),
+    seals: AtomicU64::new(0),
+    ops: [const { OpStats::new() }; OPS.len()],
+};
+
+impl Stats {
+    pub(crate) fn resolve_hit(&self) {
+        self.resolve_hits.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn resolve_miss(&self) {
+        self.resolve_misses.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn resolve_stale(&self) {
+        self.resolve_stale.fetch_add(1, Relaxed);
+    }
+
+    fn op(&self, i: usize, start: Option<Instant>, failed: Option<&StoreError>) {
+        let op = &self.ops[i];
+        op.calls.fetch_add(1, Relaxed);
+        if let Some(start) = start {
+            op.latency.observe(start.elapsed());
+        }
+        if let Some(e) = failed {
+            op.errors.fetch_add(1, Relaxed);
+            if e.is_unavailable() {
+                op.unavailable.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// A snapshot of the library's counters in this process (every [`Connections`] it opened).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Resolves answered from the cache.
+    pub resolve_hits: u64,
+    /// Resolves that read the store.
+    pub resolve_misses: u64,
+    /// Resolves answered with a stale value ([`Options::max_stale`](crate::Options)).
+    pub resolve_stale: u64,
+    /// Values sealed by this process.
+    pub seals: u64,
+    /// Every store operation that was called at least once.
+    pub store: Vec<StoreOpMetrics>,
+}
+
+/// Calls of one store operation (`get_connection`, `generation`, …).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoreOpMetrics {
+    pub op: &'static str,
+    pub calls: u64,
+    pub errors: u64,
+    /// Of `errors`: the store was unavailable ([`ErrorKind::Unavailable`](crate::ErrorKind)).
+    pub unavailable: u64,
+    /// Empty for `generation`, which is not timed (it runs on every resolve).
+    pub latency: Histogram,
+}
+
+/// How much the active key has been used, against the bound at which it is rotated.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct KeyUsage {
+    /// The active key (`k2`).
+    pub active_key: String,
+    /// Seals made with the active key, by every process.
+    pub active_seals: u64,
+    /// The active key is rotated when `active_seals` reaches this.
+    pub seal_limit: u64,
+    /// Sealed values per key id now: after a rotation, the old keys' counts fall to 0.
+    pub sealed_values: Vec<(String, u64)>,
+}
+
+impl Connections {
+    /// The library's counters in this process (no store call).
+    pub fn metrics(&self) -> Metrics {
+        let s = &STATS;
+        let store = OPS
+            .iter()
+            .zip(&s.ops)
+            .filter(|(_, o)| o.calls.load(Relaxed) > 0)
+            .map(|(name, o)| StoreOpMetrics {
+                op: name,
+                calls: o.calls.load(Relaxed),
+                errors: o.errors.load(Relaxed),
+                unavailable: o.unavailable.load(Relaxed),
+                latency: o.latency.snapshot(),
+            })
+            .collect();
+        Metrics {
+            resolve_hits: s.resolve_hits.load(Relaxed),
+            resolve_misses: s.resolve_misses.load(Relaxed),
+            resolve_stale: s.resolve_stale.load(Relaxed),
+            seals: s.seals.load(Relaxed),
+            store,
+        }
+    }
+
+    /// The active key's seal count and bound, and the sealed values per key (two store reads).
+    pub fn key_usage(&self) -> Result<KeyUsage, Error> {
+        self.sealer.usage()
+    }
+
+    /// Whether this handle can serve: the store answers a trivial query (within
+    /// [`Options::store_timeout`](crate::Options)) and the key file on disk is the one the
+    /// store's key check values belong to. The error's kind says which failed:
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind) for the store, `KeyMismatch`/`KeyMissing`
+    /// for the key file.
+    pub fn ready(&self) -> Result<(), Error> {
+        self.sealer.check_key_file()
+    }
+}
+
+/// A [`Store`] that counts and times every call into [`STATS`].
+pub(crate) struct Timed(pub(crate) Box<dyn Store>);
+
+macro_rules! timed_store {
+    ($( $i:literal $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {
+        /// The operations, in the order of [`Stats::ops`]: the timed ones, then the two
+        /// written out below.
+        const OPS: [&str; [$($i),*].len() + 2] = [$(stringify!($name),)* "generation", "count_seals"];
+        const GENERATION: usize = OPS.len() - 2;
+        const COUNT_SEALS: usize = OPS.len() - 1;
+
+        impl Store for Timed {
+            $(
+                fn $name(&self, $($arg: $ty),*) -> $ret {
+                    let start = Instant::now();
+                    let r = self.0.$name($($arg),*);
+                    STATS.op($i, Some(start), r.as_ref().err());
+                    r
+                }
+            )*
+
+            fn generation(&self) -> Result<u64> {
+                let r = self.0.generation();
+                if let Err(e) = &r {
+                    STATS.op(GENERATION, None, Some(e));
+                }
+                r
+            }
+
+            fn count_seals(&self, key_id: u32, n: u64) -> Result<u64> {
+                let start = Instant::now();
+                let r = self.0.count_seals(key_id, n);
+                STATS.op(COUNT_SEALS, Some(start), r.as_ref().err());
+                if r.is_ok() {
+                    STATS.seals.fetch_add(n, Relaxed);
+                }
+                r
+            }
+        }
+    };
+}
+
+timed_store! {
+    0 key_checks() -> Result<Vec<(u32, String)>>;
+    1 meta(name: &str) -> Result<Option<String>>;
+    2 set_meta(name: &str, value: &str) -> Result<()>;
+    3 add_key_check(key_id: u32, check: &str) -> Result<()>;
+    4 remove_unused_keys(key_ids: &[u32]) -> Result<Vec<u32>>;
+    5 sealed_per_key() -> Result<Vec<(u32, u64)>>;
+    6 seals(key_id: u32) -> Result<u64>;
+    7 insert_connection(conn: &StoredConnection) -> Result<()>;
+    8 get_connection(conn_id: &str) -> Result<Option<StoredConnection>>;
+    9 list_connections(conn_type: Option<&str>) -> Result<Vec<StoredConnection>>;
+    10 update_connection(conn: &StoredConnection) -> Result<Written>;
+    11 delete_connection(conn_id: &str, force: bool) -> Result<Deleted>;
+    12 put_connections(rows: &[StoredConnection], overwrite: bool) -> Result<PutMany>;
+    13 sealed_not_under(key_id: u32, limit: usize) -> Result<Vec<SealedField>>;
+    14 reseal(batch: &[Reseal]) -> Result<usize>;
+    15 put_pipeline(pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline>;
+    16 get_pipeline(pipeline_id: &str) -> Result<Option<StoredPipeline>>;
+    17 list_pipelines() -> Result<Vec<StoredPipeline>>;
+    18 delete_pipeline(pipeline_id: &str) -> Result<bool>;
+    19 used_by(conn_id: &str) -> Result<Vec<PipelineRef>>;
+    20 insert_token(token: &StoredToken) -> Result<()>;
+    21 list_tokens() -> Result<Vec<StoredToken>>;
+    22 token_by_hash(hash: &str) -> Result<Option<StoredToken>>;
+    23 delete_token(name: &str) -> Result<bool>;
+    24 touch_token(name: &str, at: &str) -> Result<()>;
+    25 count_tokens() -> Result<u64>;
+    26 lock_rotation() -> Result<RotationGuard>;
+    27 try_lock_rotation() -> Result<Option<RotationGuard>>;
+}
