@@ -4,73 +4,9 @@ use std::path::Path;
 use std::process::Command;
 
 use broked_tests::{Server, bin, env};
+// A fresh schema in the test database, dropped at the end; its URL reaches only it.
+use env::PgSchema as Schema;
 use serde_json::{Value, json};
-
-/// A fresh schema in the test database, dropped at the end; its URL reaches only it.
-struct Schema {
-    admin: Vec<String>,
-    password: String,
-    name: String,
-    url: String,
-}
-
-impl Schema {
-    fn new(pg: &env::Service) -> Schema {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("e2e_{}_{nanos}", std::process::id());
-        let s = Schema {
-            admin: [
-                "-h",
-                pg.get("HOST"),
-                "-p",
-                pg.get("PORT"),
-                "-U",
-                pg.get("USER"),
-                "-d",
-                pg.get("DB"),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(["-v".into(), "ON_ERROR_STOP=1".into(), "-qc".into()])
-            .collect(),
-            password: pg.get("PASSWORD").into(),
-            url: format!(
-                "postgres://{}:{}@{}:{}/{}?options=-c%20search_path%3D{name}",
-                pg.get("USER"),
-                pg.get("PASSWORD"),
-                pg.get("HOST"),
-                pg.get("PORT"),
-                pg.get("DB")
-            ),
-            name,
-        };
-        s.psql(&format!("CREATE SCHEMA {}", s.name));
-        s
-    }
-
-    fn psql(&self, sql: &str) {
-        let out = Command::new("psql")
-            .args(&self.admin)
-            .arg(sql)
-            .env("PGPASSWORD", &self.password)
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        self.psql(&format!("DROP SCHEMA {} CASCADE", self.name));
-    }
-}
 
 fn cli(dir: &Path, envs: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     let out = Command::new(bin("broked"))
@@ -90,7 +26,7 @@ fn cli(dir: &Path, envs: &[(&str, &str)], args: &[&str]) -> (bool, String) {
 #[test]
 fn two_replicas_share_one_postgres_database() {
     let Some(pg) = env::postgres() else { return };
-    let schema = Schema::new(&pg);
+    let schema = Schema::in_service(&pg);
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("shared.key");
     let key_s = key.to_str().unwrap();
