@@ -385,3 +385,62 @@ fn tokens_with_an_expiry_and_rate_limited_failures() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
+
+#[test]
+fn a_limited_token_cannot_tunnel_through_a_bastion_outside_its_globs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--api-token", BOOT]);
+    let db = dir.path().join("broked.db");
+    let bastion = |id: &str, extra: Value| {
+        json!({"conn_id": id, "type": "sftp", "host": "127.0.0.1", "port": 22,
+               "login": "jump", "password": PW, "extra": extra})
+        .to_string()
+    };
+    let pin = json!({"host_key": "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"});
+    let r = server.post("/api/connections", &bastion("team-b-bastion", pin.clone()));
+    assert_eq!(r.status, 201, "{}", r.text);
+    // A bastion inside team-a's globs that itself goes through team-b's.
+    let mut chained = pin.clone();
+    chained["ssh_tunnel"] = json!("team-b-bastion");
+    let r = server.post("/api/connections", &bastion("team-a-bastion", chained));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let t = create_token(&db, "team-a", &["--scope", "read,test,write", "--conns", "team-a-*"]);
+    let call = |m: &str, p: &str, b: &str| server.call_with(m, p, Some(b), Some(&t));
+    let through = |id: &str, via: &str| {
+        json!({"conn_id": id, "type": "postgres", "host": "127.0.0.1", "login": "u",
+               "password": PW, "extra": {"ssh_tunnel": via}})
+        .to_string()
+    };
+    let missing = call("POST", "/api/connections", &through("team-a-db", "team-a-none"));
+    assert_eq!(missing.status, 422, "{}", missing.text);
+    for via in ["team-b-bastion", "team-a-bastion"] {
+        for (m, p, body) in [
+            ("POST", "/api/connections", through("team-a-db", via)),
+            ("POST", "/api/connections/test", through("team-a-db", via)),
+        ] {
+            let r = call(m, p, &body);
+            assert_eq!(r.status, 422, "{m} {p} via {via}: {}", r.text);
+            assert_eq!(r.json["error"]["fields"][0]["field"], "extra", "{}", r.text);
+            assert!(!r.text.contains("team-b") || via == "team-b-bastion", "{}", r.text);
+        }
+    }
+    // The same answer as for a bastion that does not exist.
+    let r = call("POST", "/api/connections", &through("team-a-db", "team-b-bastion"));
+    assert_eq!(
+        r.text.replace("team-b-bastion", "X"),
+        missing.text.replace("team-a-none", "X")
+    );
+    // Nothing was stored; and an update cannot do it either.
+    assert_eq!(server.get("/api/connections/team-a-db").status, 404);
+    let r = call("POST", "/api/connections", &conn("team-a-plain"));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = call(
+        "PATCH",
+        "/api/connections/team-a-plain",
+        &json!({"password": PW, "extra": {"ssh_tunnel": "team-b-bastion"}}).to_string(),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    // The bootstrap token (every connection) may.
+    let r = server.post("/api/connections", &through("team-a-db", "team-b-bastion"));
+    assert_eq!(r.status, 201, "{}", r.text);
+}
