@@ -4,8 +4,29 @@
 //! loopback ports and exports their addresses as `BROKED_TEST_<SERVICE>_<FIELD>` variables (see
 //! `docs/testing.md`). It also sets `BROKED_TEST_REQUIRE_SERVICES=1`, which turns a missing
 //! service from "skip, saying so" into a test failure, so CI never skips silently.
+//!
+//! Beside the services, the fixtures that several test binaries need: [`PgSchema`], a schema of
+//! a test's own in the test PostgreSQL; [`PgCluster`], a private PostgreSQL cluster (initdb on a
+//! free port, with or without TLS); [`free_port`], [`is_root`], [`chown`] for private
+//! servers; and with the cargo feature `tls`, `TestCa`: a CA of a test's own, the certificates
+//! it signs and a rustls server configuration that presents one.
+//!
+//! Not here: anything a product links (this crate is only ever a dev-dependency, or a
+//! dependency of the end-to-end test package), and no dependency on the workspace's crates.
+
+mod host;
+mod pg_cluster;
+mod pg_schema;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::collections::HashMap;
+
+pub use host::{chown, free_port, is_root};
+pub use pg_cluster::PgCluster;
+pub use pg_schema::PgSchema;
+#[cfg(feature = "tls")]
+pub use tls::TestCa;
 
 /// The flag that makes a missing service a failure.
 pub const REQUIRE_FLAG: &str = "BROKED_TEST_REQUIRE_SERVICES";

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use broked_core::{ConnId, Secret};
-use broked_probe::{ConnType, Connection, Failure, Outcome, Policy, Registry, Tls};
+use broked_probe::testkit::{closed_port, silent_listener};
+use broked_probe::{ConnType, Connection, Failure, Outcome, Registry, Tls};
 use broked_probe_http::HttpProbe;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -58,10 +59,7 @@ fn ok() -> Handler {
 }
 
 fn registry(timeout: Duration, deny: &[&str]) -> Registry {
-    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
-    let mut r = Registry::new(Policy::new(timeout, false, &deny).unwrap());
-    r.register(Arc::new(HttpProbe));
-    r
+    broked_probe::testkit::registry(HttpProbe, timeout, deny)
 }
 
 fn conn(host: &str, port: Option<u16>, extra: Option<&str>) -> Connection {
@@ -321,11 +319,7 @@ async fn denied_hosts_are_blocked_before_any_packet() {
 
 #[tokio::test]
 async fn refused_fast_and_silent_times_out() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = closed_port();
     let r = registry(Duration::from_millis(500), &[]);
     let start = Instant::now();
     let o = test(&r, &conn("127.0.0.1", Some(closed), None)).await;
@@ -336,14 +330,7 @@ async fn refused_fast_and_silent_times_out() {
         start.elapsed()
     );
 
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            held.push(s);
-        }
-    });
+    let port = silent_listener().await;
     let start = Instant::now();
     let o = test(&r, &conn("127.0.0.1", Some(port), None)).await;
     let took = start.elapsed();
@@ -373,35 +360,14 @@ async fn not_http_is_protocol() {
 
 mod tls {
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use broked_testenv::TestCa;
     use tokio_rustls::TlsAcceptor;
-    use tokio_rustls::rustls::{self, pki_types};
 
     /// An HTTPS responder with a certificate for localhost and 127.0.0.1 from a fresh test
     /// CA; returns its port and the CA's PEM.
     async fn https_server() -> (u16, String) {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "broked test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let ca = TestCa::new("broked test CA");
+        let acceptor = TlsAcceptor::from(ca.server_config(&["localhost", "127.0.0.1"]));
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use broked_testenv::{chown, free_port, is_root};
+
 pub(crate) const USER: &str = "broked_probe_tls";
 pub(crate) const PASSWORD: &str = "My-Tls-Pw-5d27";
 
@@ -58,7 +60,7 @@ impl MariaDb {
         std::fs::write(root.join("server.key"), key_pem).unwrap();
         // mariadbd refuses to run as root: it runs as mysql, which must reach the directory.
         let user: &[&str] = if is_root() {
-            chown_mysql(root);
+            chown(root, "mysql:mysql");
             &["--user=mysql"]
         } else {
             &[]
@@ -131,31 +133,4 @@ impl Drop for MariaDb {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-fn chown_mysql(path: &Path) {
-    let out = Command::new("chown")
-        .args(["-R", "mysql:mysql"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "chown: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -5,18 +5,17 @@
 mod cluster;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use broked_core::{ConnId, Secret};
-use broked_probe::{ConnType, Connection, Failure, Outcome, Policy, Registry, Tls};
+use broked_probe::testkit::{relay_dirs, test};
+use broked_probe::{ConnType, Connection, Failure, Registry, Tls};
 use broked_probe_postgres::PostgresProbe;
+use broked_testenv::TestCa;
 use tokio::net::TcpListener;
 
 fn registry(timeout: Duration, deny: &[&str]) -> Registry {
-    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
-    let mut r = Registry::new(Policy::new(timeout, false, &deny).unwrap());
-    r.register(Arc::new(PostgresProbe));
-    r
+    broked_probe::testkit::registry(PostgresProbe, timeout, deny)
 }
 
 fn conn(host: &str, port: u16, user: &str, password: Option<&str>, db: &str) -> Connection {
@@ -43,40 +42,19 @@ fn service_conn(s: &broked_testenv::Service) -> Connection {
     )
 }
 
-/// No secret of `c` appears anywhere in the outcome.
-fn assert_clean(o: &Outcome, c: &Connection) {
-    let all = format!("{o:?}");
-    if let Some(p) = c.password.as_ref().filter(|p| !p.is_empty()) {
-        assert!(!all.contains(p.expose()), "password leaked: {all}");
-    }
-}
-
-async fn test(r: &Registry, c: &Connection) -> Outcome {
-    let o = r.test(c).await;
-    assert_clean(&o, c);
-    o
-}
-
-/// A port with nothing listening (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A listener that accepts connections and never says anything; returns its port.
-async fn silent_listener() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            held.push(s);
-        }
-    });
-    port
+// What every SQL probe does (wrong password, missing database, bad TLS mode, closed port,
+// silent listener, denied addresses, socket paths and URLs as hosts).
+broked_probe::sql_probe_contract! {
+    registry: registry,
+    conn: conn,
+    service: broked_testenv::postgres,
+    service_conn: service_conn,
+    port: 5432,
+    bad_tls_extra: r#"{"sslmode":"sometimes"}"#,
+    not_hosts: [
+        "/var/run/postgresql",
+        "postgres://u:pw-secret-1@127.0.0.1/d",
+    ],
 }
 
 #[tokio::test]
@@ -127,25 +105,11 @@ async fn tls_state_on_the_shared_server() {
 /// not the certificate's name, a `tls` failure; `disable` refused by the server.
 #[tokio::test]
 async fn verify_full_with_a_ca_in_extra_against_a_tls_postgres() {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        (cert, key)
-    };
-    let (ca_cert, ca_key) = ca("broked probe test CA");
-    let server_key = KeyPair::generate().unwrap();
-    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca_cert, &ca_key)
-        .unwrap();
-    let dir = tempdir();
+    let ca = TestCa::new("broked probe test CA");
+    let (server_cert, server_key) = ca.issue(&["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
     // Blocks this test's own runtime for the few seconds initdb takes; nothing else runs on it.
-    let started =
-        cluster::PgCluster::start(dir.path(), &server_cert.pem(), &server_key.serialize_pem());
+    let started = cluster::PgCluster::start(dir.path(), &server_cert, &server_key);
     let Some(pg) = started else {
         return;
     };
@@ -161,7 +125,7 @@ async fn verify_full_with_a_ca_in_extra_against_a_tls_postgres() {
         c.extra = Some(Secret::from(extra.to_string()));
         c
     };
-    let ca_pem = ca_cert.pem();
+    let ca_pem = ca.pem();
 
     for mode in ["verify-full", "verify-ca"] {
         let c = with(
@@ -183,7 +147,7 @@ async fn verify_full_with_a_ca_in_extra_against_a_tls_postgres() {
     }
 
     // Another CA: the certificate cannot be verified.
-    let (other_ca, _) = ca("another CA");
+    let other_ca = TestCa::new("another CA");
     let c = with(
         "localhost",
         serde_json::json!({"sslmode": "verify-full", "sslrootcert": other_ca.pem()}),
@@ -206,137 +170,6 @@ async fn verify_full_with_a_ca_in_extra_against_a_tls_postgres() {
     .await;
     assert!(!o.success, "{o:?}");
     drop(pg);
-}
-
-fn tempdir() -> TempDir {
-    let d = std::env::temp_dir().join(format!(
-        "broked-probe-pg-tls-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
-}
-
-/// A directory removed on drop (after the cluster in it has stopped).
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[tokio::test]
-async fn wrong_password_is_auth() {
-    let Some(s) = broked_testenv::postgres() else {
-        return;
-    };
-    let mut c = service_conn(&s);
-    c.password = Some(Secret::from("wrong-Pa55word-xyz"));
-    let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
-    assert_eq!(o.failure, Some(Failure::Auth), "{o:?}");
-    assert_eq!(
-        o.message,
-        format!(
-            "authentication failed for user {}: check login and password",
-            s.get("USER")
-        )
-    );
-}
-
-#[tokio::test]
-async fn missing_database_is_not_found() {
-    let Some(s) = broked_testenv::postgres() else {
-        return;
-    };
-    let mut c = service_conn(&s);
-    c.schema = Some("broked_no_such_db".into());
-    let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
-    assert_eq!(o.failure, Some(Failure::NotFound), "{o:?}");
-    assert!(o.message.contains("broked_no_such_db"), "{o:?}");
-}
-
-#[tokio::test]
-async fn bad_sslmode_is_config() {
-    let mut c = conn("127.0.0.1", 5432, "u", Some("pw-secret-1"), "d");
-    c.extra = Some(Secret::from(r#"{"sslmode":"sometimes"}"#));
-    let o = test(&registry(Duration::from_secs(2), &[]), &c).await;
-    assert_eq!(o.failure, Some(Failure::Config), "{o:?}");
-}
-
-#[tokio::test]
-async fn closed_port_is_refused_fast() {
-    let c = conn("127.0.0.1", closed_port(), "u", Some("pw-secret-1"), "d");
-    let start = Instant::now();
-    let o = test(&registry(Duration::from_secs(5), &[]), &c).await;
-    assert_eq!(o.failure, Some(Failure::Refused), "{o:?}");
-    assert!(
-        start.elapsed() < Duration::from_millis(100),
-        "{:?}",
-        start.elapsed()
-    );
-}
-
-#[tokio::test]
-async fn silent_listener_times_out_at_the_bound() {
-    let port = silent_listener().await;
-    let c = conn("127.0.0.1", port, "u", Some("pw-secret-1"), "d");
-    let start = Instant::now();
-    let o = test(&registry(Duration::from_millis(500), &[]), &c).await;
-    let took = start.elapsed();
-    assert_eq!(o.failure, Some(Failure::Timeout), "{o:?}");
-    assert_eq!(o.message, "no answer within 500 ms");
-    assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
-        "{took:?}"
-    );
-}
-
-#[tokio::test]
-async fn denied_addresses_are_blocked_before_any_packet() {
-    // A listener on the denied address: it must never see a connection.
-    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let r = registry(Duration::from_secs(2), &["127.0.0.2/32"]);
-    for host in [
-        "127.0.0.2",
-        "2130706434",
-        "::ffff:127.0.0.2",
-        "[::ffff:127.0.0.2]",
-        "0x7f000002",
-    ] {
-        let o = test(&r, &conn(host, port, "u", Some("pw-secret-1"), "d")).await;
-        assert_eq!(o.failure, Some(Failure::Blocked), "{host}: {o:?}");
-        assert_eq!(o.message, "blocked by probe policy");
-    }
-    // A name that resolves to a denied address.
-    let r = registry(Duration::from_secs(2), &["127.0.0.0/8", "::1/128"]);
-    let o = test(&r, &conn("localhost", port, "u", Some("pw-secret-1"), "d")).await;
-    assert_eq!(o.failure, Some(Failure::Blocked), "{o:?}");
-    let accepted = tokio::time::timeout(Duration::from_millis(50), l.accept()).await;
-    assert!(accepted.is_err(), "a denied address received a connection");
-}
-
-#[tokio::test]
-async fn socket_paths_and_urls_are_not_hosts() {
-    let r = registry(Duration::from_secs(2), &[]);
-    for host in [
-        "/var/run/postgresql",
-        "postgres://u:pw-secret-1@127.0.0.1/d",
-    ] {
-        let o = test(&r, &conn(host, 5432, "u", Some("pw-secret-1"), "d")).await;
-        assert_eq!(o.failure, Some(Failure::Config), "{host}: {o:?}");
-    }
 }
 
 /// The server's own PG* environment and pgpass file must not lend a blank-password connection
@@ -449,39 +282,15 @@ async fn client_cert_env_child() {
 /// the login (SQLSTATE 28P01): an `auth` failure proves that TLS with the name succeeded.
 mod verify_full {
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::TlsAcceptor;
-    use tokio_rustls::rustls::{self, pki_types};
 
     /// The stand-in with a certificate for `names`; returns its port, the CA's PEM, and for
     /// each handshake it completed the server name (SNI) and whether it came through a relay.
     async fn tls_postgres(names: &[&str]) -> (u16, String, Arc<Mutex<Vec<String>>>) {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "broked test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let ca = TestCa::new("broked test CA");
+        let acceptor = TlsAcceptor::from(ca.server_config(names));
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let sni: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -545,38 +354,9 @@ mod verify_full {
         c
     }
 
-    fn relay_dirs() -> usize {
-        let prefix = format!("broked-probe-{}-", std::process::id());
-        ["/tmp".into(), std::env::temp_dir()]
-            .iter()
-            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            .count()
-    }
-
-    #[tokio::test]
-    async fn verifies_the_name_at_the_checked_address() {
-        let (port, ca, sni) = tls_postgres(&["localhost"]).await;
-        let r = registry(Duration::from_secs(5), &[]);
-        let o = test(&r, &verify_full(port, &ca)).await;
-        assert_eq!(o.failure, Some(Failure::Auth), "{o:?}");
-        assert_eq!(
-            *sni.lock().unwrap(),
-            ["localhost via relay"],
-            "TLS asked for the name, over the probe's own connection to the checked address"
-        );
-
-        // A certificate for another name fails verification, through the relay too.
-        let (port, ca, _) = tls_postgres(&["db.other.example"]).await;
-        let o = test(&r, &verify_full(port, &ca)).await;
-        assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
-
-        // The name's addresses are checked and only those are used: denied, nothing is sent.
-        let (port, ca, sni) = tls_postgres(&["localhost"]).await;
-        let denied = registry(Duration::from_secs(5), &["127.0.0.0/8", "::1"]);
-        let o = test(&denied, &verify_full(port, &ca)).await;
-        assert_eq!(o.failure, Some(Failure::Blocked), "{o:?}");
-        assert!(sni.lock().unwrap().is_empty());
-        assert_eq!(relay_dirs(), 0, "relay directories are removed");
+    broked_probe::sql_probe_relay_contract! {
+        registry: registry,
+        stand_in: tls_postgres,
+        conn: verify_full,
     }
 }

@@ -1,0 +1,292 @@
+//! The probe crates' test kit (cargo feature `test-kit`, enabled only in their
+//! dev-dependencies): what every probe's tests need — a registry with one probe, a policy
+//! context, a closed port, a silent listener, the no-secret check on every outcome — and
+//! [`sql_probe_contract!`](crate::sql_probe_contract), the behaviours that the SQL database
+//! probes (`broked-probe-postgres`, `broked-probe-mysql`) share, written once.
+//!
+//! Not here: servers (the test services are `broked-testenv`'s, private servers and protocol
+//! stand-ins stay with the probe they test) and anything a product uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use broked_core::Secret;
+use tokio::net::TcpListener;
+
+use crate::{Connection, Context, Outcome, Policy, Probe, ProbeError, Registry};
+
+/// A registry with `probe` only, under a policy with `timeout` and `deny` (after the defaults).
+pub fn registry(probe: impl Probe, timeout: Duration, deny: &[&str]) -> Registry {
+    let mut r = Registry::new(policy(timeout, deny));
+    r.register(Arc::new(probe));
+    r
+}
+
+/// A probe's context under a policy with `timeout` and `deny`, for calling a probe's own
+/// `check` without the registry.
+pub fn context(timeout: Duration, deny: &[&str]) -> Context {
+    Context::new(Arc::new(policy(timeout, deny)))
+}
+
+fn policy(timeout: Duration, deny: &[&str]) -> Policy {
+    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
+    Policy::new(timeout, false, &deny).unwrap()
+}
+
+/// No password of `c` appears anywhere in the outcome.
+pub fn assert_clean(o: &Outcome, c: &Connection) {
+    let all = format!("{o:?}");
+    if let Some(p) = c.password.as_ref().filter(|p| !p.is_empty()) {
+        assert!(!all.contains(p.expose()), "password leaked: {all}");
+    }
+}
+
+/// Tests `c` through `r`, checking that the outcome carries no password ([`assert_clean`]).
+pub async fn test(r: &Registry, c: &Connection) -> Outcome {
+    let o = r.test(c).await;
+    assert_clean(&o, c);
+    o
+}
+
+/// The error of a probe's result that must be a failure.
+pub fn fail<T: std::fmt::Debug>(result: Result<T, ProbeError>) -> ProbeError {
+    match result {
+        Ok(detail) => panic!("expected a failure, got success: {detail:?}"),
+        Err(e) => e,
+    }
+}
+
+/// A port with nothing listening (bound, then released).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A listener that accepts connections and never says anything; returns its port.
+pub async fn silent_listener() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// How many of this process's relay socket directories exist ([`crate::Relay`]): more than
+/// zero while a probe relays a connection, and zero after every relay has been cleaned up.
+pub fn relay_dirs() -> usize {
+    let prefix = format!("broked-probe-{}-", std::process::id());
+    ["/tmp".into(), std::env::temp_dir()]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .count()
+}
+
+/// The contract of a SQL database probe, one `#[tokio::test]` per behaviour in the calling
+/// module: the shared test service's answers to a wrong password and a missing database, a
+/// bad TLS mode, a closed port, a silent listener, denied addresses in every spelling, and
+/// socket paths and URLs given as hosts.
+///
+/// The caller names its own helpers: `registry(timeout, deny)`, `conn(host, port, user,
+/// password, db)`, `service()` (e.g. `broked_testenv::postgres`) and `service_conn(&service)`;
+/// the port the probe defaults to, an extra with a TLS mode it does not know, and hosts that
+/// are not host names. The caller's crate has `tokio` (macros, rt, net, time) and
+/// `broked-testenv` as dev-dependencies.
+///
+/// ```ignore
+/// broked_probe::sql_probe_contract! {
+///     registry: registry,
+///     conn: conn,
+///     service: broked_testenv::postgres,
+///     service_conn: service_conn,
+///     port: 5432,
+///     bad_tls_extra: r#"{"sslmode":"sometimes"}"#,
+///     not_hosts: ["/var/run/postgresql", "postgres://u:pw-secret-1@127.0.0.1/d"],
+/// }
+/// ```
+#[macro_export]
+macro_rules! sql_probe_contract {
+    (
+        registry: $registry:path,
+        conn: $conn:path,
+        service: $service:path,
+        service_conn: $service_conn:path,
+        port: $port:literal,
+        bad_tls_extra: $bad_tls_extra:literal,
+        not_hosts: [$($not_host:literal),* $(,)?] $(,)?
+    ) => {
+        #[::tokio::test]
+        async fn wrong_password_is_auth() {
+            use ::std::time::Duration;
+            use $crate::Failure;
+            use $crate::testkit::{Secret, test};
+            let Some(s) = $service() else {
+                return;
+            };
+            let mut c = $service_conn(&s);
+            c.password = Some(Secret::from("wrong-Pa55word-xyz"));
+            let o = test(&$registry(Duration::from_secs(10), &[]), &c).await;
+            assert_eq!(o.failure, Some(Failure::Auth), "{o:?}");
+            assert_eq!(
+                o.message,
+                format!(
+                    "authentication failed for user {}: check login and password",
+                    s.get("USER")
+                )
+            );
+        }
+
+        #[::tokio::test]
+        async fn missing_database_is_not_found() {
+            use ::std::time::Duration;
+            use $crate::Failure;
+            use $crate::testkit::test;
+            let Some(s) = $service() else {
+                return;
+            };
+            let mut c = $service_conn(&s);
+            c.schema = Some("broked_no_such_db".into());
+            let o = test(&$registry(Duration::from_secs(10), &[]), &c).await;
+            assert_eq!(o.failure, Some(Failure::NotFound), "{o:?}");
+            assert!(o.message.contains("broked_no_such_db"), "{o:?}");
+        }
+
+        #[::tokio::test]
+        async fn bad_sslmode_is_config() {
+            use ::std::time::Duration;
+            use $crate::Failure;
+            use $crate::testkit::{Secret, test};
+            let mut c = $conn("127.0.0.1", $port, "u", Some("pw-secret-1"), "d");
+            c.extra = Some(Secret::from($bad_tls_extra));
+            let o = test(&$registry(Duration::from_secs(2), &[]), &c).await;
+            assert_eq!(o.failure, Some(Failure::Config), "{o:?}");
+        }
+
+        #[::tokio::test]
+        async fn closed_port_is_refused_fast() {
+            use ::std::time::{Duration, Instant};
+            use $crate::Failure;
+            use $crate::testkit::{closed_port, test};
+            let c = $conn("127.0.0.1", closed_port(), "u", Some("pw-secret-1"), "d");
+            let start = Instant::now();
+            let o = test(&$registry(Duration::from_secs(5), &[]), &c).await;
+            assert_eq!(o.failure, Some(Failure::Refused), "{o:?}");
+            assert!(
+                start.elapsed() < Duration::from_millis(100),
+                "{:?}",
+                start.elapsed()
+            );
+        }
+
+        #[::tokio::test]
+        async fn silent_listener_times_out_at_the_bound() {
+            use ::std::time::{Duration, Instant};
+            use $crate::Failure;
+            use $crate::testkit::{silent_listener, test};
+            let port = silent_listener().await;
+            let c = $conn("127.0.0.1", port, "u", Some("pw-secret-1"), "d");
+            let start = Instant::now();
+            let o = test(&$registry(Duration::from_millis(500), &[]), &c).await;
+            let took = start.elapsed();
+            assert_eq!(o.failure, Some(Failure::Timeout), "{o:?}");
+            assert_eq!(o.message, "no answer within 500 ms");
+            assert!(
+                took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+                "{took:?}"
+            );
+        }
+
+        #[::tokio::test]
+        async fn denied_addresses_are_blocked_before_any_packet() {
+            use ::std::time::Duration;
+            use $crate::Failure;
+            use $crate::testkit::test;
+            // A listener on the denied address: it must never see a connection.
+            let l = ::tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let r = $registry(Duration::from_secs(2), &["127.0.0.2/32"]);
+            for host in [
+                "127.0.0.2",
+                "2130706434",
+                "::ffff:127.0.0.2",
+                "[::ffff:127.0.0.2]",
+                "0x7f000002",
+            ] {
+                let o = test(&r, &$conn(host, port, "u", Some("pw-secret-1"), "d")).await;
+                assert_eq!(o.failure, Some(Failure::Blocked), "{host}: {o:?}");
+                assert_eq!(o.message, "blocked by probe policy");
+            }
+            // A name that resolves to a denied address.
+            let r = $registry(Duration::from_secs(2), &["127.0.0.0/8", "::1/128"]);
+            let o = test(&r, &$conn("localhost", port, "u", Some("pw-secret-1"), "d")).await;
+            assert_eq!(o.failure, Some(Failure::Blocked), "{o:?}");
+            let accepted = ::tokio::time::timeout(Duration::from_millis(50), l.accept()).await;
+            assert!(accepted.is_err(), "a denied address received a connection");
+        }
+
+        #[::tokio::test]
+        async fn socket_paths_and_urls_are_not_hosts() {
+            use ::std::time::Duration;
+            use $crate::Failure;
+            use $crate::testkit::test;
+            let r = $registry(Duration::from_secs(2), &[]);
+            for host in [$($not_host),*] {
+                let o = test(&r, &$conn(host, $port, "u", Some("pw-secret-1"), "d")).await;
+                assert_eq!(o.failure, Some(Failure::Config), "{host}: {o:?}");
+            }
+        }
+    };
+}
+
+/// The contract of a SQL probe's full certificate check (issue 13.7), one `#[tokio::test]`
+/// (`verifies_the_name_at_the_checked_address`) in the calling module: the probe connects to
+/// the address the policy checked through its relay, not by resolving the name again, and
+/// still verifies the certificate against the host name; a certificate for another name is a
+/// `tls` failure; a denied name sends nothing and leaves no relay behind.
+///
+/// The caller names `registry(timeout, deny)`; `stand_in(names)`, an async fn that starts a
+/// TLS stand-in of its protocol on 127.0.0.1 with a certificate for `names` from a fresh CA
+/// and returns `(port, CA PEM, Arc<Mutex<Vec<String>>>)`, the handshakes it completed as
+/// `"SNI via relay"` or `"SNI via direct"`, and that refuses the login; and `conn(port, ca)`,
+/// a connection to `localhost:port` that verifies the name with `ca`.
+#[macro_export]
+macro_rules! sql_probe_relay_contract {
+    (registry: $registry:path, stand_in: $stand_in:path, conn: $conn:path $(,)?) => {
+        #[::tokio::test]
+        async fn verifies_the_name_at_the_checked_address() {
+            use ::std::time::Duration;
+            use $crate::Failure;
+            use $crate::testkit::{relay_dirs, test};
+            let (port, ca, sni) = $stand_in(&["localhost"]).await;
+            let r = $registry(Duration::from_secs(5), &[]);
+            let o = test(&r, &$conn(port, &ca)).await;
+            assert_eq!(o.failure, Some(Failure::Auth), "{o:?}");
+            assert_eq!(
+                *sni.lock().unwrap(),
+                ["localhost via relay"],
+                "TLS asked for the name, over the probe's own connection to the checked address"
+            );
+
+            // A certificate for another name fails verification, through the relay too.
+            let (port, ca, _) = $stand_in(&["db.other.example"]).await;
+            let o = test(&r, &$conn(port, &ca)).await;
+            assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+
+            // The name's addresses are checked and only those are used: denied, nothing is
+            // sent.
+            let (port, ca, sni) = $stand_in(&["localhost"]).await;
+            let denied = $registry(Duration::from_secs(5), &["127.0.0.0/8", "::1"]);
+            let o = test(&denied, &$conn(port, &ca)).await;
+            assert_eq!(o.failure, Some(Failure::Blocked), "{o:?}");
+            assert!(sni.lock().unwrap().is_empty());
+            assert_eq!(relay_dirs(), 0, "relay directories are removed");
+        }
+    };
+}
