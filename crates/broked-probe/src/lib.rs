@@ -8,12 +8,17 @@
 //! `-sftp`, `-s3` and `-tcp` each bring one, and the application registers the ones it built.
 //! Probes reach the network only through [`Context::resolve`] (or [`Context::connect_tcp`]),
 //! which applies the policy to every address before any packet is sent.
+//!
+//! The probe crates' tests share `testkit` (cargo feature `test-kit`, only in their
+//! dev-dependencies): helpers and `sql_probe_contract!`, the SQL probes' common behaviours.
 
 mod error;
 mod policy;
 mod registry;
 mod relay;
 mod scrub;
+#[cfg(feature = "test-kit")]
+pub mod testkit;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -3,11 +3,11 @@
 //! silent-server and policy cases.
 
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broked_core::{ConnId, ConnType, Connection, Secret};
-use broked_probe::{Context, Failure, Policy, ProbeError, Registry, Tls};
+use broked_probe::testkit::{closed_port, context as ctx_with, fail, silent_listener};
+use broked_probe::{Context, Failure, ProbeError, Tls};
 use broked_probe_s3::{S3Probe, check};
 use broked_testenv::Service;
 
@@ -32,11 +32,6 @@ fn conn(svc: &Service) -> Connection {
     }
 }
 
-fn ctx_with(timeout: Duration, deny: &[&str]) -> Context {
-    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
-    Context::new(Arc::new(Policy::new(timeout, false, &deny).unwrap()))
-}
-
 /// The probe's result, checked to carry none of the connection's secrets.
 async fn run_with(c: &Connection, ctx: &Context) -> Result<String, ProbeError> {
     let result = check(c, ctx).await.map(|p| p.detail);
@@ -52,13 +47,6 @@ async fn run_with(c: &Connection, ctx: &Context) -> Result<String, ProbeError> {
 
 async fn run(c: &Connection) -> Result<String, ProbeError> {
     run_with(c, &ctx_with(Duration::from_secs(10), &[])).await
-}
-
-fn fail(result: Result<String, ProbeError>) -> ProbeError {
-    match result {
-        Ok(detail) => panic!("expected a failure, got success: {detail}"),
-        Err(e) => e,
-    }
 }
 
 #[tokio::test]
@@ -90,8 +78,7 @@ async fn through_the_registry_the_message_names_the_driver() {
     let Some(svc) = broked_testenv::s3() else {
         return;
     };
-    let mut registry = Registry::new(Policy::new(Duration::from_secs(10), false, &[]).unwrap());
-    registry.register(Arc::new(S3Probe));
+    let registry = broked_probe::testkit::registry(S3Probe, Duration::from_secs(10), &[]);
     let outcome = registry.test(&conn(&svc)).await;
     assert!(outcome.success, "{outcome:?}");
     assert_eq!(outcome.message, "Connected successfully (aws-sdk-s3)");
@@ -153,11 +140,7 @@ fn local_conn(host: &str, port: u16) -> Connection {
 
 #[tokio::test]
 async fn closed_port_is_refused_quickly() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let start = Instant::now();
     let e = fail(run(&local_conn("127.0.0.1", port)).await);
     assert_eq!(e.kind, Failure::Refused, "{e:?}");
@@ -170,8 +153,7 @@ async fn closed_port_is_refused_quickly() {
 
 #[tokio::test]
 async fn silent_server_times_out_at_the_bound() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let port = silent_listener().await;
     let start = Instant::now();
     let e = fail(
         run_with(
@@ -184,7 +166,6 @@ async fn silent_server_times_out_at_the_bound() {
     assert_eq!(e.kind, Failure::Timeout, "{e:?}");
     assert!(took >= Duration::from_millis(600), "{took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
-    drop(listener);
 }
 
 #[tokio::test]

@@ -2,11 +2,11 @@
 //! listeners made here for the closed-port, silent-server and policy cases.
 
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broked_core::{ConnId, ConnType, Connection, Secret};
-use broked_probe::{Context, Failure, Policy, ProbeError, Registry, Tls};
+use broked_probe::testkit::{closed_port, context as ctx_with, fail, silent_listener};
+use broked_probe::{Context, Failure, ProbeError, Tls};
 use broked_probe_sftp::{SftpProbe, check};
 use broked_testenv::Service;
 
@@ -43,11 +43,6 @@ fn extra(value: serde_json::Value) -> Option<Secret> {
     Some(Secret::new(value.to_string()))
 }
 
-fn ctx_with(timeout: Duration, deny: &[&str]) -> Context {
-    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
-    Context::new(Arc::new(Policy::new(timeout, false, &deny).unwrap()))
-}
-
 fn ctx() -> Context {
     ctx_with(Duration::from_secs(10), &[])
 }
@@ -66,13 +61,6 @@ async fn run(c: &Connection) -> Result<String, ProbeError> {
         assert!(!text.contains(p.expose()), "password in {text:?}");
     }
     result
-}
-
-fn fail<T: std::fmt::Debug>(result: Result<T, ProbeError>) -> ProbeError {
-    match result {
-        Ok(detail) => panic!("expected a failure, got success: {detail:?}"),
-        Err(e) => e,
-    }
 }
 
 #[tokio::test]
@@ -155,8 +143,7 @@ async fn through_the_registry_the_message_names_the_driver() {
     let Some(svc) = broked_testenv::sftp() else {
         return;
     };
-    let mut registry = Registry::new(Policy::new(Duration::from_secs(10), false, &[]).unwrap());
-    registry.register(Arc::new(SftpProbe));
+    let registry = broked_probe::testkit::registry(SftpProbe, Duration::from_secs(10), &[]);
     let outcome = registry.test(&conn(&svc)).await;
     assert!(outcome.success, "{outcome:?}");
     assert_eq!(outcome.message, "Connected successfully (ssh2)");
@@ -308,11 +295,7 @@ fn local_conn(port: u16) -> Connection {
 #[tokio::test]
 async fn closed_port_is_refused_quickly() {
     // A port that was just free: bind, note it, close.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let start = Instant::now();
     let e = fail(run(&local_conn(port)).await);
     assert_eq!(e.kind, Failure::Refused, "{e:?}");
@@ -325,9 +308,8 @@ async fn closed_port_is_refused_quickly() {
 
 #[tokio::test]
 async fn silent_server_times_out_at_the_bound() {
-    // Accepts (the kernel's backlog) and never says a word.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    // Accepts and never says a word.
+    let port = silent_listener().await;
     let start = Instant::now();
     let e = fail(
         check(
@@ -340,7 +322,6 @@ async fn silent_server_times_out_at_the_bound() {
     assert_eq!(e.kind, Failure::Timeout, "{e:?}");
     assert!(took >= Duration::from_millis(600), "{took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
-    drop(listener);
 }
 
 #[tokio::test]

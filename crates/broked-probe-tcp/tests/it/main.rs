@@ -1,18 +1,14 @@
 //! The TCP probe against listeners made by the test.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broked_core::{ConnId, Secret};
-use broked_probe::{ConnType, Connection, Failure, Policy, Registry};
+use broked_probe::{ConnType, Connection, Failure, Registry};
 use broked_probe_tcp::TcpProbe;
 use tokio::net::TcpListener;
 
 fn registry(timeout: Duration, deny: &[&str]) -> Registry {
-    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
-    let mut r = Registry::new(Policy::new(timeout, false, &deny).unwrap());
-    r.register(Arc::new(TcpProbe));
-    r
+    broked_probe::testkit::registry(TcpProbe, timeout, deny)
 }
 
 fn conn(host: &str, port: Option<u16>) -> Connection {
