@@ -645,85 +645,32 @@ fn stress_writers_and_resolvers_in_several_processes() {
     assert!(resolves.iter().all(|&n| n > 100), "{resolves:?}");
 }
 
-/// A PostgreSQL cluster of the test's own (initdb on a free port, trust authentication for
-/// `postgres` on 127.0.0.1), which the test may stop and start; removed on drop.
+/// A PostgreSQL cluster of the test's own (`broked_testenv::PgCluster` without TLS, in a
+/// temporary directory), which the test may stop and start; removed on drop.
 struct PrivateCluster {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
+    // Dropped in this order: the server stops before its directory is removed.
+    cluster: broked_testenv::PgCluster,
+    _dir: tempfile::TempDir,
 }
 
 impl PrivateCluster {
-    /// `None` when the machine has no PostgreSQL server binaries (or no `postgres` user).
+    /// `None` when the machine has no PostgreSQL server binaries.
     fn new() -> Option<PrivateCluster> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|e| Some(e.ok()?.path().join("bin")))
-            .find(|b| b.join("initdb").exists())?;
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cluster = PrivateCluster { dir, bin, port };
-        // initdb refuses to run as root: the cluster belongs to `postgres`.
-        let chown = std::process::Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(cluster.dir.path())
-            .status()
-            .ok()?;
-        assert!(chown.success());
-        cluster.run("initdb", &["-U", "postgres", "--auth=trust", "-D", "data"]);
-        cluster.start();
-        Some(cluster)
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let out = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join(tool))
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{tool}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let cluster = broked_testenv::PgCluster::start_without_tls(dir.path())?;
+        Some(PrivateCluster { cluster, _dir: dir })
     }
 
     fn start(&self) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {}",
-            self.port,
-            self.dir.path().display()
-        );
-        self.run(
-            "pg_ctl",
-            &["-D", "data", "-l", "log", "-w", "-o", &options, "start"],
-        );
+        self.cluster.start_again();
     }
 
     fn stop(&self) {
-        self.run("pg_ctl", &["-D", "data", "-m", "fast", "-w", "stop"]);
+        self.cluster.stop();
     }
 
     fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-D", "data", "-m", "immediate", "stop"])
-            .current_dir(self.dir.path())
-            .output();
+        self.cluster.url("")
     }
 }
 

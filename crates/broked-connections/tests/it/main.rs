@@ -754,72 +754,8 @@ fn rotation_killed_at_random_points_leaves_every_secret_readable() {
     );
 }
 
-/// A fresh schema in the test PostgreSQL database, dropped on drop; its URL reaches only it.
-struct PgSchema {
-    admin: Vec<String>,
-    password: String,
-    schema: String,
-    url: String,
-}
-
-impl PgSchema {
-    fn new() -> Option<PgSchema> {
-        let pg = broked_testenv::postgres()?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let schema = format!("lib_{}_{nanos}", std::process::id());
-        let admin = vec![
-            "-h".into(),
-            pg.get("HOST").into(),
-            "-p".into(),
-            pg.get("PORT").into(),
-            "-U".into(),
-            pg.get("USER").into(),
-            "-d".into(),
-            pg.get("DB").into(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-            "-qc".into(),
-        ];
-        let s = PgSchema {
-            url: format!(
-                "postgres://{}:{}@{}:{}/{}?options=-c%20search_path%3D{schema}",
-                pg.get("USER"),
-                pg.get("PASSWORD"),
-                pg.get("HOST"),
-                pg.get("PORT"),
-                pg.get("DB")
-            ),
-            password: pg.get("PASSWORD").into(),
-            admin,
-            schema,
-        };
-        s.psql(&format!("CREATE SCHEMA {}", s.schema));
-        Some(s)
-    }
-
-    fn psql(&self, sql: &str) {
-        let out = std::process::Command::new("psql")
-            .args(&self.admin)
-            .arg(sql)
-            .env("PGPASSWORD", &self.password)
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        self.psql(&format!("DROP SCHEMA {} CASCADE", self.schema));
-    }
-}
+// A fresh schema in the test PostgreSQL database, dropped on drop; its URL reaches only it.
+use broked_testenv::PgSchema;
 
 /// Issue 10: replicas share one PostgreSQL database and one key file.
 #[test]
