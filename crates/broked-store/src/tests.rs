@@ -152,6 +152,13 @@ impl Backend for Pg {
     }
 }
 
+/// FNV-1a of a text (a migration's): a pinned value changes only if the text does.
+pub(crate) fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// One `#[test]` per behaviour and backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {

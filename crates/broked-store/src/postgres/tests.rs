@@ -353,3 +353,19 @@ fn a_write_while_the_listener_reconnects_is_not_missed() {
         }
     }
 }
+
+#[test]
+fn shipped_migrations_are_never_edited() {
+    // A changed migration would leave existing databases with another schema than new ones:
+    // add a migration instead, and pin it here.
+    let pinned = [
+        (1680, 0x6cd1_480b_d45d_b509),
+        (98, 0x3035_517d_6321_c03c),
+        (242, 0x1ac2_74fe_6c86_b99a),
+    ];
+    for (i, (len, hash)) in pinned.into_iter().enumerate() {
+        let text = MIGRATIONS[i];
+        let got = (text.len(), crate::tests::fnv1a(text));
+        assert_eq!(got, (len, hash), "migration {}", i + 1);
+    }
+}

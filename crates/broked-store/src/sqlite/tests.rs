@@ -415,3 +415,22 @@ fn a_wal_index_replaced_by_another_file_is_a_change_and_the_store_reconnects() {
     other.delete_connection("a", false).unwrap();
     assert_eq!(store.list_connections(None).unwrap().len(), 1);
 }
+
+#[test]
+fn shipped_migrations_are_never_edited() {
+    // A changed migration would leave existing databases with another schema than new ones:
+    // add a migration instead, and pin it here.
+    let pinned = [
+        (1500, 0x7e9d_802c_5c64_a12a),
+        (100, 0xa315_94f5_44e0_dea0),
+        (244, 0x9643_3f68_373a_2c46),
+    ];
+    for (i, (len, hash)) in pinned.into_iter().enumerate() {
+        assert_eq!(
+            (MIGRATIONS[i].len(), crate::tests::fnv1a(MIGRATIONS[i])),
+            (len, hash),
+            "migration {}",
+            i + 1
+        );
+    }
+}

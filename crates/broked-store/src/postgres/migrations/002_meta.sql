@@ -1,0 +1,4 @@
+CREATE TABLE meta (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        value TEXT NOT NULL
+     );
