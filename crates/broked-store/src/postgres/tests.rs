@@ -2,6 +2,7 @@
 //! backends share is in `crate::tests`.
 
 use super::*;
+use crate::Store;
 use crate::tests::{Backend, Pg, conn, with_key};
 
 #[test]
