@@ -16,6 +16,7 @@ use std::fmt;
 
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rows;
 mod sqlite;
 
 #[cfg(feature = "postgres")]

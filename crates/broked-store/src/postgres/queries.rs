@@ -2,61 +2,49 @@
 //! name, one binder for a connection row.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::bridge::{Ctx, pg};
 use super::{PgStore, fresh, tokens};
+use crate::rows::{self, CONN_COLUMNS, ConnSql, Keyed, PIPELINE_COLUMNS};
 use crate::{
     Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, Sealed, SealedField,
     SecretField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, Written,
 };
 
-const CONN_COLUMNS: &str = "conn_id, conn_type, host, port, schema_name, login, password, \
-     password_key, extra, extra_key, description, created_at, updated_at, version";
+/// The connection statements with PostgreSQL's `$n` parameters.
+static CONN_SQL: LazyLock<ConnSql> = LazyLock::new(|| ConnSql::new("$"));
 
-fn sealed(blob: Option<Vec<u8>>, key: Option<i64>) -> Result<Option<Sealed>> {
-    Ok(match (blob, key) {
-        (Some(blob), Some(key)) => Some(Sealed {
-            key_id: to_key_id(key)?,
-            blob,
-        }),
-        _ => None,
-    })
-}
-
-fn to_key_id(key: i64) -> Result<u32> {
-    u32::try_from(key).map_err(|_| StoreError::Corrupt {
-        table: "connections",
-        reason: format!("key id {key} out of range"),
-    })
-}
-
+/// A connection row, columns read by name; the outer error is a column that cannot be read,
+/// the inner one a value that is corrupt.
 fn conn_from_row(r: &PgRow) -> std::result::Result<Result<StoredConnection>, sqlx::Error> {
-    let port: Option<i32> = r.try_get(3)?;
-    let password = sealed(r.try_get(6)?, r.try_get(7)?);
-    let extra = sealed(r.try_get(8)?, r.try_get(9)?);
-    let build = |password, extra| -> std::result::Result<StoredConnection, sqlx::Error> {
-        Ok(StoredConnection {
-            conn_id: r.try_get(0)?,
-            conn_type: r.try_get(1)?,
-            host: r.try_get(2)?,
-            port: port.and_then(|p| u16::try_from(p).ok()),
-            schema: r.try_get(4)?,
-            login: r.try_get(5)?,
-            password,
-            extra,
-            description: r.try_get(10)?,
-            created_at: r.try_get(11)?,
-            updated_at: r.try_get(12)?,
-            version: r.try_get(13)?,
-        })
+    let port: Option<i32> = r.try_get("port")?;
+    let password = rows::sealed(r.try_get("password")?, r.try_get("password_key")?);
+    let extra = rows::sealed(r.try_get("extra")?, r.try_get("extra_key")?);
+    let conn = StoredConnection {
+        conn_id: r.try_get("conn_id")?,
+        conn_type: r.try_get("conn_type")?,
+        host: r.try_get("host")?,
+        port: port.and_then(|p| u16::try_from(p).ok()),
+        schema: r.try_get("schema_name")?,
+        login: r.try_get("login")?,
+        password: None,
+        extra: None,
+        description: r.try_get("description")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        version: r.try_get("version")?,
     };
-    Ok(match (password, extra) {
-        (Ok(p), Ok(e)) => Ok(build(p, e)?),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    })
+    Ok(password.and_then(|password| {
+        Ok(StoredConnection {
+            password,
+            extra: extra?,
+            ..conn
+        })
+    }))
 }
 
 fn conns_from_rows(
@@ -71,20 +59,22 @@ fn conns_from_rows(
 
 fn pipeline_from_row(r: &PgRow) -> std::result::Result<StoredPipeline, sqlx::Error> {
     Ok(StoredPipeline {
-        pipeline_id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        definition: r.try_get(2)?,
-        created_at: r.try_get(3)?,
-        updated_at: r.try_get(4)?,
+        pipeline_id: r.try_get("pipeline_id")?,
+        name: r.try_get("name")?,
+        definition: r.try_get("definition")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
     })
 }
 
-/// Binds the 13 insert parameters of `conn` ($1..$13, in [`CONN_COLUMNS`] order).
+/// Binds the parameters of every connection statement ([`ConnSql`]): the 13 columns of
+/// `conn` in [`CONN_COLUMNS`] order, then its version (read by `update` only).
 fn bind_conn<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    sql: &'q str,
     conn: &'q StoredConnection,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(&conn.conn_id)
+    sqlx::query(sql)
+        .bind(&conn.conn_id)
         .bind(&conn.conn_type)
         .bind(&conn.host)
         .bind(conn.port.map(i32::from))
@@ -97,33 +87,30 @@ fn bind_conn<'q>(
         .bind(&conn.description)
         .bind(&conn.created_at)
         .bind(&conn.updated_at)
+        .bind(conn.version)
 }
 
-async fn key_known(ctx: &Ctx, c: &mut PgConnection, key_id: u32) -> Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM keys WHERE key_id = $1)")
-        .bind(i64::from(key_id))
+/// Whether the row `what` with key `key` exists.
+pub(super) async fn exists<T>(ctx: &Ctx, c: &mut PgConnection, what: Keyed, key: T) -> Result<bool>
+where
+    T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+{
+    sqlx::query_scalar(&what.exists_sql("$"))
+        .bind(key)
         .fetch_one(c)
         .await
-        .map_err(pg(ctx, "keys"))
+        .map_err(pg(ctx, what.table()))
 }
 
 /// Fails with [`StoreError::UnknownKey`] unless every key that seals a field of `conn` is
 /// registered.
 async fn check_keys(ctx: &Ctx, c: &mut PgConnection, conn: &StoredConnection) -> Result<()> {
     for s in [&conn.password, &conn.extra].into_iter().flatten() {
-        if !key_known(ctx, c, s.key_id).await? {
+        if !exists(ctx, c, Keyed::Key, i64::from(s.key_id)).await? {
             return Err(StoreError::UnknownKey(s.key_id));
         }
     }
     Ok(())
-}
-
-async fn conn_exists(ctx: &Ctx, c: &mut PgConnection, conn_id: &str) -> Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM connections WHERE conn_id = $1)")
-        .bind(conn_id)
-        .fetch_one(c)
-        .await
-        .map_err(pg(ctx, "connections"))
 }
 
 async fn refs_of<'e, E>(ctx: &Ctx, c: E, conn_id: &str) -> Result<Vec<PipelineRef>>
@@ -142,10 +129,10 @@ where
     rows.iter()
         .map(|r| {
             Ok(PipelineRef {
-                pipeline_id: r.try_get(0)?,
-                name: r.try_get(1)?,
-                node_id: r.try_get(2)?,
-                conn_id: r.try_get(3)?,
+                pipeline_id: r.try_get("pipeline_id")?,
+                name: r.try_get("name")?,
+                node_id: r.try_get("node_id")?,
+                conn_id: r.try_get("conn_id")?,
             })
         })
         .collect::<std::result::Result<_, sqlx::Error>>()
@@ -162,7 +149,7 @@ impl Store for PgStore {
                         .await
                         .map_err(pg(c, "keys"))?;
                 rows.into_iter()
-                    .map(|(k, v)| Ok((to_key_id(k)?, v)))
+                    .map(|(k, v)| Ok((rows::key_id("keys", k)?, v)))
                     .collect()
             })
         })
@@ -267,7 +254,7 @@ impl Store for PgStore {
                 .await
                 .map_err(pg(c, "keys"))?;
                 rows.into_iter()
-                    .map(|(k, n)| Ok((to_key_id(k)?, n as u64)))
+                    .map(|(k, n)| Ok((rows::key_id("connections", k)?, n as u64)))
                     .collect()
             })
         })
@@ -352,14 +339,10 @@ impl Store for PgStore {
         self.write(conn.clone(), |ctx, c, conn| {
             Box::pin(async move {
                 check_keys(ctx, c, conn).await?;
-                if conn_exists(ctx, c, &conn.conn_id).await? {
+                if exists(ctx, c, Keyed::Connection, conn.conn_id.as_str()).await? {
                     return Err(StoreError::AlreadyExists(conn.conn_id.clone()));
                 }
-                let sql = format!(
-                    "INSERT INTO connections ({CONN_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)"
-                );
-                bind_conn(sqlx::query(&sql), conn)
+                bind_conn(&CONN_SQL.insert, conn)
                     .execute(&mut *c)
                     .await
                     .map_err(pg(ctx, "insert"))?;
@@ -383,9 +366,9 @@ impl Store for PgStore {
                 .fetch_one(&c.pool)
                 .await
                 .map_err(pg(c, "get"))?;
-                let seen: i64 = row.try_get(14).map_err(pg(c, "get"))?;
+                let seen: i64 = row.try_get("generation").map_err(pg(c, "get"))?;
                 c.fresh.advance(seen);
-                let found: Option<String> = row.try_get(0).map_err(pg(c, "get"))?;
+                let found: Option<String> = row.try_get("conn_id").map_err(pg(c, "get"))?;
                 match found {
                     None => Ok(None),
                     Some(_) => Ok(conns_from_rows(c, vec![row], "get")?.pop()),
@@ -414,34 +397,15 @@ impl Store for PgStore {
         self.write(conn.clone(), |ctx, c, conn| {
             Box::pin(async move {
                 check_keys(ctx, c, conn).await?;
-                let n = sqlx::query(
-                    "UPDATE connections SET conn_type = $2, host = $3, port = $4,
-                       schema_name = $5, login = $6, password = $7, password_key = $8,
-                       extra = $9, extra_key = $10, description = $11, updated_at = $12,
-                       version = version + 1
-                     WHERE conn_id = $1 AND version = $13",
-                )
-                .bind(&conn.conn_id)
-                .bind(&conn.conn_type)
-                .bind(&conn.host)
-                .bind(conn.port.map(i32::from))
-                .bind(&conn.schema)
-                .bind(&conn.login)
-                .bind(conn.password.as_ref().map(|s| &s.blob))
-                .bind(conn.password.as_ref().map(|s| i64::from(s.key_id)))
-                .bind(conn.extra.as_ref().map(|s| &s.blob))
-                .bind(conn.extra.as_ref().map(|s| i64::from(s.key_id)))
-                .bind(&conn.description)
-                .bind(&conn.updated_at)
-                .bind(conn.version)
-                .execute(&mut *c)
-                .await
-                .map_err(pg(ctx, "update"))?
-                .rows_affected();
+                let n = bind_conn(&CONN_SQL.update, conn)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(pg(ctx, "update"))?
+                    .rows_affected();
                 if n == 1 {
                     return Ok((Written::Done, true));
                 }
-                let exists = conn_exists(ctx, c, &conn.conn_id).await?;
+                let exists = exists(ctx, c, Keyed::Connection, conn.conn_id.as_str()).await?;
                 Ok((
                     if exists {
                         Written::Stale
@@ -487,26 +451,15 @@ impl Store for PgStore {
                 let mut existing = Vec::new();
                 for row in rows {
                     check_keys(ctx, c, row).await?;
-                    if conn_exists(ctx, c, &row.conn_id).await? {
+                    if exists(ctx, c, Keyed::Connection, row.conn_id.as_str()).await? {
                         existing.push(row.conn_id.clone());
                     }
                 }
                 if !existing.is_empty() && !overwrite {
                     return Ok((PutMany::Exists(existing), false));
                 }
-                let sql = format!(
-                    "INSERT INTO connections ({CONN_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)
-                     ON CONFLICT (conn_id) DO UPDATE SET conn_type = excluded.conn_type,
-                       host = excluded.host, port = excluded.port,
-                       schema_name = excluded.schema_name, login = excluded.login,
-                       password = excluded.password, password_key = excluded.password_key,
-                       extra = excluded.extra, extra_key = excluded.extra_key,
-                       description = excluded.description, updated_at = excluded.updated_at,
-                       version = connections.version + 1"
-                );
                 for conn in rows {
-                    bind_conn(sqlx::query(&sql), conn)
+                    bind_conn(&CONN_SQL.upsert, conn)
                         .execute(&mut *c)
                         .await
                         .map_err(pg(ctx, "import"))?;
@@ -542,7 +495,7 @@ impl Store for PgStore {
                                 SecretField::Extra
                             },
                             sealed: Sealed {
-                                key_id: to_key_id(key)?,
+                                key_id: rows::key_id("connections", key)?,
                                 blob,
                             },
                         })
@@ -557,7 +510,7 @@ impl Store for PgStore {
             Box::pin(async move {
                 let keys: BTreeSet<u32> = batch.iter().map(|r| r.new.key_id).collect();
                 for key in keys {
-                    if !key_known(ctx, c, key).await? {
+                    if !exists(ctx, c, Keyed::Key, i64::from(key)).await? {
                         return Err(StoreError::UnknownKey(key));
                     }
                 }
@@ -593,7 +546,7 @@ impl Store for PgStore {
             Box::pin(async move {
                 let mut unknown = BTreeSet::new();
                 for r in refs {
-                    if !conn_exists(ctx, c, &r.conn_id).await? {
+                    if !exists(ctx, c, Keyed::Connection, r.conn_id.as_str()).await? {
                         unknown.insert(r.conn_id.clone());
                     }
                 }
@@ -624,8 +577,9 @@ impl Store for PgStore {
                         .map_err(pg(ctx, "put pipeline"))?;
                 } else {
                     sqlx::query(
-                        "INSERT INTO pipelines (pipeline_id, name, definition, created_at,
-                           updated_at) VALUES ($1, $2, $3, $4, $5)",
+                        &format!(
+                            "INSERT INTO pipelines ({PIPELINE_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+                        ),
                     )
                     .bind(&p.pipeline_id)
                     .bind(&p.name)
@@ -664,10 +618,9 @@ impl Store for PgStore {
     fn get_pipeline(&self, pipeline_id: &str) -> Result<Option<StoredPipeline>> {
         self.read(pipeline_id.to_string(), |c, pipeline_id| {
             Box::pin(async move {
-                let row = sqlx::query(
-                    "SELECT pipeline_id, name, definition, created_at, updated_at FROM pipelines
-                     WHERE pipeline_id = $1",
-                )
+                let row = sqlx::query(&format!(
+                    "SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE pipeline_id = $1"
+                ))
                 .bind(pipeline_id)
                 .fetch_optional(&c.pool)
                 .await
@@ -683,10 +636,9 @@ impl Store for PgStore {
     fn list_pipelines(&self) -> Result<Vec<StoredPipeline>> {
         self.read((), |c, ()| {
             Box::pin(async move {
-                let rows = sqlx::query(
-                    "SELECT pipeline_id, name, definition, created_at, updated_at FROM pipelines
-                     ORDER BY pipeline_id",
-                )
+                let rows = sqlx::query(&format!(
+                    "SELECT {PIPELINE_COLUMNS} FROM pipelines ORDER BY pipeline_id"
+                ))
                 .fetch_all(&c.pool)
                 .await
                 .map_err(pg(c, "list pipelines"))?;

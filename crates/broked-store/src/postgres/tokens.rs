@@ -3,10 +3,11 @@
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::{PgStore, pg};
+use super::PgStore;
+use super::bridge::pg;
+use super::queries::exists;
+use crate::rows::{Keyed, TOKEN_COLUMNS};
 use crate::{Result, StoreError, StoredToken};
-
-const COLUMNS: &str = "name, hash, scopes, conns, created_at, expires_at, last_used_at";
 
 fn token(r: &PgRow) -> std::result::Result<StoredToken, sqlx::Error> {
     Ok(StoredToken {
@@ -23,17 +24,11 @@ fn token(r: &PgRow) -> std::result::Result<StoredToken, sqlx::Error> {
 pub(super) fn insert(store: &PgStore, t: &StoredToken) -> Result<()> {
     store.write(t.clone(), |ctx, c, t| {
         Box::pin(async move {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tokens WHERE name = $1)")
-                    .bind(&t.name)
-                    .fetch_one(&mut *c)
-                    .await
-                    .map_err(pg(ctx, "tokens"))?;
-            if exists {
+            if exists(ctx, c, Keyed::Token, t.name.as_str()).await? {
                 return Err(StoreError::TokenExists(t.name.clone()));
             }
             sqlx::query(&format!(
-                "INSERT INTO tokens ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL)"
+                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL)"
             ))
             .bind(&t.name)
             .bind(&t.hash)
@@ -52,7 +47,7 @@ pub(super) fn insert(store: &PgStore, t: &StoredToken) -> Result<()> {
 pub(super) fn list(store: &PgStore) -> Result<Vec<StoredToken>> {
     store.read((), |c, ()| {
         Box::pin(async move {
-            let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM tokens ORDER BY name"))
+            let rows = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY name"))
                 .fetch_all(&c.pool)
                 .await
                 .map_err(pg(c, "tokens"))?;
@@ -66,11 +61,13 @@ pub(super) fn list(store: &PgStore) -> Result<Vec<StoredToken>> {
 pub(super) fn by_hash(store: &PgStore, hash: &str) -> Result<Option<StoredToken>> {
     store.read(hash.to_owned(), |c, hash| {
         Box::pin(async move {
-            let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tokens WHERE hash = $1"))
-                .bind(hash)
-                .fetch_optional(&c.pool)
-                .await
-                .map_err(pg(c, "tokens"))?;
+            let row = sqlx::query(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
+            ))
+            .bind(hash)
+            .fetch_optional(&c.pool)
+            .await
+            .map_err(pg(c, "tokens"))?;
             row.map(|r| token(&r).map_err(pg(c, "tokens"))).transpose()
         })
     })

@@ -1,0 +1,171 @@
+//! What the two backends share about rows: the column lists, the statements that write a
+//! connection (built once per placeholder style, so insert, upsert and update take the same
+//! parameters from one binder per backend), and the checks a value read back must pass.
+
+use crate::{Result, Sealed, StoreError};
+
+/// The columns of a connection row. The first 13 are the parameters of every connection
+/// statement, in this order (`$1`/`?1` is `conn_id`); `version` is set by the statements.
+pub(crate) const CONN_COLUMNS: &str = "conn_id, conn_type, host, port, schema_name, login, \
+     password, password_key, extra, extra_key, description, created_at, updated_at, version";
+
+/// The bound columns, in parameter order.
+const BOUND: [&str; 13] = [
+    "conn_id",
+    "conn_type",
+    "host",
+    "port",
+    "schema_name",
+    "login",
+    "password",
+    "password_key",
+    "extra",
+    "extra_key",
+    "description",
+    "created_at",
+    "updated_at",
+];
+
+/// The columns an update or an overwriting import replaces: all but the id and `created_at`.
+fn replaced() -> impl Iterator<Item = (usize, &'static str)> {
+    (1..)
+        .zip(BOUND)
+        .filter(|(_, c)| !matches!(*c, "conn_id" | "created_at"))
+}
+
+pub(crate) const PIPELINE_COLUMNS: &str = "pipeline_id, name, definition, created_at, updated_at";
+
+pub(crate) const TOKEN_COLUMNS: &str =
+    "name, hash, scopes, conns, created_at, expires_at, last_used_at";
+
+/// The statements that write a connection row. Each takes the 13 parameters of
+/// [`CONN_COLUMNS`]; `update` also a 14th, the version the caller read.
+pub(crate) struct ConnSql {
+    /// A new row, version 1.
+    pub(crate) insert: String,
+    /// `insert`, or on an existing id, its columns replaced and its version bumped.
+    pub(crate) upsert: String,
+    /// The row replaced if it still has the version `p14`; its version bumped.
+    pub(crate) update: String,
+}
+
+impl ConnSql {
+    /// The statements with parameters written `{prefix}n` (`?` for SQLite, `$` for PostgreSQL).
+    pub(crate) fn new(prefix: &str) -> ConnSql {
+        let p = |n: usize| format!("{prefix}{n}");
+        let params: Vec<String> = (1..=BOUND.len()).map(p).collect();
+        let insert = format!(
+            "INSERT INTO connections ({CONN_COLUMNS}) VALUES ({}, 1)",
+            params.join(", ")
+        );
+        let excluded: Vec<String> = replaced()
+            .map(|(_, c)| format!("{c} = excluded.{c}"))
+            .collect();
+        let upsert = format!(
+            "{insert} ON CONFLICT (conn_id) DO UPDATE SET {}, \
+             version = connections.version + 1",
+            excluded.join(", ")
+        );
+        let set: Vec<String> = replaced().map(|(n, c)| format!("{c} = {}", p(n))).collect();
+        let update = format!(
+            "UPDATE connections SET {}, version = version + 1 WHERE conn_id = {} AND version = {}",
+            set.join(", "),
+            p(1),
+            p(BOUND.len() + 1)
+        );
+        ConnSql {
+            insert,
+            upsert,
+            update,
+        }
+    }
+}
+
+/// A row found by its key, for `SELECT EXISTS`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Keyed {
+    /// `connections.conn_id`
+    Connection,
+    /// `keys.key_id`
+    Key,
+    /// `tokens.name`
+    Token,
+}
+
+impl Keyed {
+    /// The table, also the context of an error.
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Keyed::Connection => "connections",
+            Keyed::Key => "keys",
+            Keyed::Token => "tokens",
+        }
+    }
+
+    /// `SELECT EXISTS (…)` with the key as parameter 1, written `{prefix}1`.
+    pub(crate) fn exists_sql(self, prefix: &str) -> String {
+        let column = match self {
+            Keyed::Connection => "conn_id",
+            Keyed::Key => "key_id",
+            Keyed::Token => "name",
+        };
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE {column} = {prefix}1)",
+            self.table()
+        )
+    }
+}
+
+/// A key id read back from `table`. Neither backend writes one outside `u32`, so another
+/// value is corruption, not a key to wrap around to.
+pub(crate) fn key_id(table: &'static str, key: i64) -> Result<u32> {
+    u32::try_from(key).map_err(|_| StoreError::Corrupt {
+        table,
+        reason: format!("key id {key} out of range"),
+    })
+}
+
+/// A sealed column and its key column of a connection row (both set or both null).
+pub(crate) fn sealed(blob: Option<Vec<u8>>, key: Option<i64>) -> Result<Option<Sealed>> {
+    Ok(match (blob, key) {
+        (Some(blob), Some(key)) => Some(Sealed {
+            key_id: key_id("connections", key)?,
+            blob,
+        }),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_statements() {
+        let sql = ConnSql::new("?");
+        assert_eq!(
+            sql.insert,
+            "INSERT INTO connections (conn_id, conn_type, host, port, schema_name, login, password, password_key, extra, extra_key, description, created_at, updated_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)"
+        );
+        assert_eq!(
+            sql.upsert,
+            "INSERT INTO connections (conn_id, conn_type, host, port, schema_name, login, password, password_key, extra, extra_key, description, created_at, updated_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1) ON CONFLICT (conn_id) DO UPDATE SET conn_type = excluded.conn_type, host = excluded.host, port = excluded.port, schema_name = excluded.schema_name, login = excluded.login, password = excluded.password, password_key = excluded.password_key, extra = excluded.extra, extra_key = excluded.extra_key, description = excluded.description, updated_at = excluded.updated_at, version = connections.version + 1"
+        );
+        assert_eq!(
+            sql.update,
+            "UPDATE connections SET conn_type = ?2, host = ?3, port = ?4, schema_name = ?5, login = ?6, password = ?7, password_key = ?8, extra = ?9, extra_key = ?10, description = ?11, updated_at = ?13, version = version + 1 WHERE conn_id = ?1 AND version = ?14"
+        );
+    }
+
+    #[test]
+    fn key_ids_outside_u32_are_corrupt() {
+        assert_eq!(key_id("keys", 7).unwrap(), 7);
+        for bad in [-1, 1 << 32] {
+            let err = key_id("keys", bad).unwrap_err();
+            assert!(
+                matches!(err, StoreError::Corrupt { table: "keys", .. }),
+                "{err}"
+            );
+        }
+    }
+}
