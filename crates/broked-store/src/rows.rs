@@ -1,8 +1,13 @@
 //! What the two backends share about rows: the column lists, the statements that write a
 //! connection (built once per placeholder style, so insert, upsert and update take the same
-//! parameters from one binder per backend), and the checks a value read back must pass.
+//! parameters from one binder per backend), and one reader per row shape — columns read by
+//! name through [`Columns`], which each backend implements for its row type — with the checks
+//! a value read back must pass.
 
-use crate::{Result, Sealed, StoreError};
+use crate::{
+    PipelineRef, Result, Sealed, SealedField, SecretField, StoreError, StoredConnection,
+    StoredPipeline, StoredToken,
+};
 
 /// The columns of a connection row. The first 13 are the parameters of every connection
 /// statement, in this order (`$1`/`?1` is `conn_id`); `version` is set by the statements.
@@ -133,6 +138,179 @@ pub(crate) fn sealed(blob: Option<Vec<u8>>, key: Option<i64>) -> Result<Option<S
             blob,
         }),
         _ => None,
+    })
+}
+
+/// A result row of either backend, its columns read by name. `NULL` is `None`; a value of
+/// another type is an error with `table` as its context.
+pub(crate) trait Columns {
+    fn text(&self, table: &'static str, column: &str) -> Result<Option<String>>;
+    fn int(&self, table: &'static str, column: &str) -> Result<Option<i64>>;
+    fn blob(&self, table: &'static str, column: &str) -> Result<Option<Vec<u8>>>;
+}
+
+/// A row of `table`, with the `NOT NULL` columns checked.
+struct Row<'r> {
+    row: &'r dyn Columns,
+    table: &'static str,
+}
+
+impl Row<'_> {
+    fn opt(&self, column: &str) -> Result<Option<String>> {
+        self.row.text(self.table, column)
+    }
+
+    fn text(&self, column: &str) -> Result<String> {
+        self.opt(column)?.ok_or_else(|| self.null(column))
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        self.row.int(self.table, column)
+    }
+
+    fn int(&self, column: &str) -> Result<i64> {
+        self.opt_int(column)?.ok_or_else(|| self.null(column))
+    }
+
+    fn blob(&self, column: &str) -> Result<Option<Vec<u8>>> {
+        self.row.blob(self.table, column)
+    }
+
+    fn null(&self, column: &str) -> StoreError {
+        StoreError::Corrupt {
+            table: self.table,
+            reason: format!("{column} is NULL"),
+        }
+    }
+}
+
+/// A row of [`CONN_COLUMNS`].
+pub(crate) fn connection(row: &dyn Columns) -> Result<StoredConnection> {
+    let r = Row {
+        row,
+        table: "connections",
+    };
+    Ok(StoredConnection {
+        conn_id: r.text("conn_id")?,
+        conn_type: r.text("conn_type")?,
+        host: r.opt("host")?,
+        port: r.opt_int("port")?.and_then(|p| u16::try_from(p).ok()),
+        schema: r.opt("schema_name")?,
+        login: r.opt("login")?,
+        password: sealed(r.blob("password")?, r.opt_int("password_key")?)?,
+        extra: sealed(r.blob("extra")?, r.opt_int("extra_key")?)?,
+        description: r.opt("description")?,
+        created_at: r.text("created_at")?,
+        updated_at: r.text("updated_at")?,
+        version: r.int("version")?,
+    })
+}
+
+/// Sealed fields not sealed by key `{prefix}1`, at most `{prefix}2`, in conn_id order: rows
+/// for [`sealed_field`].
+pub(crate) fn sealed_not_under_sql(prefix: &str) -> String {
+    format!(
+        "SELECT conn_id, 0 AS field, password AS blob, password_key AS key_id FROM connections
+           WHERE password_key IS NOT NULL AND password_key != {prefix}1
+         UNION ALL
+         SELECT conn_id, 1, extra, extra_key FROM connections
+           WHERE extra_key IS NOT NULL AND extra_key != {prefix}1
+         ORDER BY 1, 2 LIMIT {prefix}2"
+    )
+}
+
+/// A row of [`sealed_not_under_sql`].
+pub(crate) fn sealed_field(row: &dyn Columns) -> Result<SealedField> {
+    let r = Row {
+        row,
+        table: "connections",
+    };
+    Ok(SealedField {
+        conn_id: r.text("conn_id")?,
+        field: if r.int("field")? == 0 {
+            SecretField::Password
+        } else {
+            SecretField::Extra
+        },
+        sealed: Sealed {
+            blob: r.blob("blob")?.ok_or_else(|| r.null("blob"))?,
+            key_id: key_id("connections", r.int("key_id")?)?,
+        },
+    })
+}
+
+/// Every registered key and its check value: rows for [`key_check`].
+pub(crate) const KEY_CHECKS: &str = "SELECT key_id, check_value FROM keys ORDER BY key_id";
+
+/// A row of [`KEY_CHECKS`].
+pub(crate) fn key_check(row: &dyn Columns) -> Result<(u32, String)> {
+    let r = Row { row, table: "keys" };
+    Ok((key_id("keys", r.int("key_id")?)?, r.text("check_value")?))
+}
+
+/// How many sealed values each key seals: rows for [`key_count`].
+pub(crate) const SEALED_PER_KEY: &str = "SELECT k, count(*) AS n FROM (
+       SELECT password_key AS k FROM connections WHERE password_key IS NOT NULL
+       UNION ALL
+       SELECT extra_key FROM connections WHERE extra_key IS NOT NULL) AS s
+     GROUP BY k ORDER BY k";
+
+/// A row of [`SEALED_PER_KEY`].
+pub(crate) fn key_count(row: &dyn Columns) -> Result<(u32, u64)> {
+    let r = Row {
+        row,
+        table: "connections",
+    };
+    Ok((key_id("connections", r.int("k")?)?, r.int("n")? as u64))
+}
+
+/// A row of [`PIPELINE_COLUMNS`].
+pub(crate) fn pipeline(row: &dyn Columns) -> Result<StoredPipeline> {
+    let r = Row {
+        row,
+        table: "pipelines",
+    };
+    Ok(StoredPipeline {
+        pipeline_id: r.text("pipeline_id")?,
+        name: r.text("name")?,
+        definition: r.text("definition")?,
+        created_at: r.text("created_at")?,
+        updated_at: r.text("updated_at")?,
+    })
+}
+
+/// The columns of [`PipelineRef`]: a reference and its pipeline's name.
+pub(crate) const REF_COLUMNS: &str =
+    "r.pipeline_id AS pipeline_id, p.name AS name, r.node_id AS node_id, r.conn_id AS conn_id";
+
+/// A row of [`REF_COLUMNS`].
+pub(crate) fn pipeline_ref(row: &dyn Columns) -> Result<PipelineRef> {
+    let r = Row {
+        row,
+        table: "pipeline_refs",
+    };
+    Ok(PipelineRef {
+        pipeline_id: r.text("pipeline_id")?,
+        name: r.text("name")?,
+        node_id: r.text("node_id")?,
+        conn_id: r.text("conn_id")?,
+    })
+}
+
+/// A row of [`TOKEN_COLUMNS`].
+pub(crate) fn token(row: &dyn Columns) -> Result<StoredToken> {
+    let r = Row {
+        row,
+        table: "tokens",
+    };
+    Ok(StoredToken {
+        name: r.text("name")?,
+        hash: r.text("hash")?,
+        scopes: r.text("scopes")?,
+        conns: r.opt("conns")?,
+        created_at: r.text("created_at")?,
+        expires_at: r.opt("expires_at")?,
+        last_used_at: r.opt("last_used_at")?,
     })
 }
 

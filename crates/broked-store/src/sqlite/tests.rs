@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::*;
 use crate::tests::{Backend, Sqlite, conn, with_key};
+use crate::{Sealed, Store};
 
 fn temp() -> (Sqlite, SqliteStore) {
     let b = Sqlite::new();

@@ -1,38 +1,19 @@
 //! API tokens in SQLite (see [`crate::Store::insert_token`]).
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
+use super::queries::{all, exists, first};
 use super::{SqliteStore, sql};
+use crate::rows::{self, Keyed, TOKEN_COLUMNS};
 use crate::{Result, StoreError, StoredToken};
-
-const COLUMNS: &str = "name, hash, scopes, conns, created_at, expires_at, last_used_at";
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredToken> {
-    Ok(StoredToken {
-        name: r.get("name")?,
-        hash: r.get("hash")?,
-        scopes: r.get("scopes")?,
-        conns: r.get("conns")?,
-        created_at: r.get("created_at")?,
-        expires_at: r.get("expires_at")?,
-        last_used_at: r.get("last_used_at")?,
-    })
-}
 
 pub(super) fn insert(store: &SqliteStore, t: &StoredToken) -> Result<()> {
     store.write(|tx| {
-        let exists: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1)",
-                [&t.name],
-                |r| r.get(0),
-            )
-            .map_err(sql("tokens"))?;
-        if exists {
+        if exists(tx, Keyed::Token, &t.name)? {
             return Err(StoreError::TokenExists(t.name.clone()));
         }
         tx.execute(
-            &format!("INSERT INTO tokens ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)"),
+            &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)"),
             params![
                 t.name,
                 t.hash,
@@ -50,20 +31,20 @@ pub(super) fn insert(store: &SqliteStore, t: &StoredToken) -> Result<()> {
 pub(super) fn list(store: &SqliteStore) -> Result<Vec<StoredToken>> {
     store.read(|c| {
         let mut stmt = c
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM tokens ORDER BY name"))
+            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY name"))
             .map_err(sql("tokens"))?;
-        let rows = stmt.query_map([], row).map_err(sql("tokens"))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(sql("tokens"))
+        all(&mut stmt, [], rows::token, "tokens")
     })
 }
 
 pub(super) fn by_hash(store: &SqliteStore, hash: &str) -> Result<Option<StoredToken>> {
     store.read(|c| {
-        c.prepare_cached(&format!("SELECT {COLUMNS} FROM tokens WHERE hash = ?1"))
-            .map_err(sql("tokens"))?
-            .query_row([hash], row)
-            .optional()
-            .map_err(sql("tokens"))
+        let mut stmt = c
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"
+            ))
+            .map_err(sql("tokens"))?;
+        first(&mut stmt, [hash], rows::token, "tokens")
     })
 }
 

@@ -1,0 +1,143 @@
+//! The one connection behind a store: every call goes through [`SqliteStore::read`] or
+//! [`SqliteStore::write`], which first make sure the connection is on the files the paths
+//! name now (`fresh.rs`), reconnecting when they were replaced.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use super::fresh::{self, Fresh, Watch};
+use super::{SqliteStore, connect, sql};
+use crate::{Result, StoreError};
+
+impl SqliteStore {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves no half-done transaction behind (rusqlite
+        // rolls back on drop), so the connection is still usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn fresh_lock(&self) -> std::sync::MutexGuard<'_, Fresh> {
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
+        let path = path.to_owned();
+        move |source| StoreError::Io { path, source }
+    }
+
+    /// The files the paths name now, with this process's handle on the `-shm`.
+    pub(super) fn watch(&self) -> Result<Watch> {
+        // The directory watch first, its count before the stats: a file replaced after
+        // them is counted.
+        let dir = fresh::dirs::watch(&self.path);
+        let verified = dir.as_ref().map_or(fresh::dirs::LOST, |c| {
+            fresh::dirs::poll();
+            c.load(std::sync::atomic::Ordering::Acquire)
+        });
+        let db = fresh::file_id(&self.path).map_err(self.io(&self.path))?;
+        let (shm, handle) = fresh::shm_handle(&self.shm_path).map_err(self.io(&self.shm_path))?;
+        Ok(Watch {
+            db,
+            shm,
+            handle,
+            dir,
+            verified,
+        })
+    }
+
+    /// [`SqliteStore::same_files`], skipping the `stat`s while nothing in the database's
+    /// directory was created, deleted or renamed since they last matched.
+    pub(super) fn still_current(&self, watch: &mut Watch) -> Result<bool> {
+        let (must, count) = watch.must_stat();
+        if !must {
+            return Ok(true);
+        }
+        let same = self.same_files(watch)?;
+        if same {
+            watch.verified = count;
+        }
+        Ok(same)
+    }
+
+    /// Whether the paths still name the files the connection has open (`false` also when
+    /// the `-shm` is gone); an unreadable database path is an error.
+    pub(super) fn same_files(&self, watch: &Watch) -> Result<bool> {
+        let db = fresh::file_id(&self.path).map_err(self.io(&self.path))?;
+        Ok(db == watch.db && fresh::file_id(&self.shm_path).ok() == Some(watch.shm))
+    }
+
+    /// Makes sure the connection is on the files the paths name now, reconnecting if the
+    /// database or its `-shm` was replaced. Called before every statement.
+    pub(super) fn ensure_current(&self) -> Result<()> {
+        {
+            let mut fresh = self.fresh_lock();
+            if let Some(w) = &mut fresh.watch {
+                if self.still_current(w)? {
+                    return Ok(());
+                }
+            }
+        }
+        self.reconnect()
+    }
+
+    /// Closes the connection and opens the database the path names now — unless another
+    /// store of this process still uses the old files: its SQLite connection shares our
+    /// locks and WAL index, and reopening under it could hand out its stale pages.
+    #[cold]
+    pub(super) fn reconnect(&self) -> Result<()> {
+        let mut conn = self.lock();
+        let mut fresh = self.fresh_lock();
+        if let Some(w) = &fresh.watch {
+            if self.same_files(w)? {
+                return Ok(());
+            }
+            if Arc::strong_count(&w.handle) > 1 {
+                return Err(StoreError::Replaced {
+                    path: self.path.clone(),
+                });
+            }
+        }
+        // No checkpoint on close: it would write the old WAL into the old inode and then
+        // delete `-wal`/`-shm` by name — files that now belong to the new database.
+        let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+        let placeholder = Connection::open_in_memory().map_err(sql("cannot reopen"))?;
+        drop(std::mem::replace(&mut *conn, placeholder));
+        // Only now, with our SQLite connection on them closed, may the handle go.
+        fresh.watch = None;
+        fresh.seen = None;
+        fresh.generation += 1;
+        *conn = connect(&self.path, self.busy_timeout)?;
+        fresh.watch = Some(self.watch()?);
+        Ok(())
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction and bumps the generation if `f` says it wrote.
+    pub(super) fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<(T, bool)>,
+    ) -> Result<T> {
+        self.ensure_current()?;
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("cannot begin a write"))?;
+        let (value, wrote) = f(&tx)?;
+        if wrote {
+            tx.execute(
+                "UPDATE state SET generation = generation + 1 WHERE id = 1",
+                [],
+            )
+            .map_err(sql("generation"))?;
+        }
+        tx.commit().map_err(sql("cannot commit"))?;
+        Ok(value)
+    }
+
+    pub(super) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.ensure_current()?;
+        f(&self.lock())
+    }
+}
