@@ -1,8 +1,14 @@
 //! The probe crates' test kit (cargo feature `test-kit`, enabled only in their
 //! dev-dependencies): what every probe's tests need — a registry with one probe, a policy
-//! context, a closed port, a silent listener, the no-secret check on every outcome — and
-//! [`sql_probe_contract!`](crate::sql_probe_contract), the behaviours that the SQL database
-//! probes (`broked-probe-postgres`, `broked-probe-mysql`) share, written once.
+//! context, a closed port, a silent listener, the no-secret check on every outcome — and the
+//! behaviours that several probes share, written once: [`sql_probe_contract!`] and
+//! [`sql_probe_relay_contract!`] for the SQL database probes (`broked-probe-postgres`,
+//! `broked-probe-mysql`), [`check_probe_contract!`] for the probes tested through their own
+//! `check` (`broked-probe-s3`, `broked-probe-sftp`).
+//!
+//! [`sql_probe_contract!`]: crate::sql_probe_contract
+//! [`sql_probe_relay_contract!`]: crate::sql_probe_relay_contract
+//! [`check_probe_contract!`]: crate::check_probe_contract
 //!
 //! Not here: servers (the test services are `broked-testenv`'s, private servers and protocol
 //! stand-ins stay with the probe they test) and anything a product uses.
@@ -13,7 +19,7 @@ use std::time::Duration;
 pub use broked_core::Secret;
 use tokio::net::TcpListener;
 
-use crate::{Connection, Context, Outcome, Policy, Probe, ProbeError, Registry};
+use crate::{Connection, Context, Outcome, Policy, Probe, ProbeError, Probed, Registry};
 
 /// A registry with `probe` only, under a policy with `timeout` and `deny` (after the defaults).
 pub fn registry(probe: impl Probe, timeout: Duration, deny: &[&str]) -> Registry {
@@ -46,6 +52,21 @@ pub async fn test(r: &Registry, c: &Connection) -> Outcome {
     let o = r.test(c).await;
     assert_clean(&o, c);
     o
+}
+
+/// The detail of a probe's own check, or its error, after asserting that neither carries the
+/// password or the extra of `c`.
+pub fn checked(c: &Connection, result: Result<Probed, ProbeError>) -> Result<String, ProbeError> {
+    let result = result.map(|p| p.detail);
+    let text = match &result {
+        Ok(detail) => detail.clone(),
+        Err(e) => e.message.clone(),
+    };
+    let secrets = [&c.password, &c.extra].into_iter().flatten();
+    for secret in secrets.filter(|s| !s.is_empty()) {
+        assert!(!text.contains(secret.expose()), "secret in {text:?}");
+    }
+    result
 }
 
 /// The error of a probe's result that must be a failure.
@@ -287,6 +308,52 @@ macro_rules! sql_probe_relay_contract {
             assert_eq!(o.failure, Some(Failure::Blocked), "{o:?}");
             assert!(sni.lock().unwrap().is_empty());
             assert_eq!(relay_dirs(), 0, "relay directories are removed");
+        }
+    };
+}
+
+/// The contract of a probe tested through its own `check` (s3, sftp), one `#[tokio::test]`
+/// per behaviour in the calling module: a closed port is refused at once, and a listener that
+/// never answers times out at the bound (700 ms), not before and not much later.
+///
+/// The caller names `run_with(&Connection, &Context)`, its check with the result passed
+/// through [`checked`], and `local_conn`, a closure from a port on 127.0.0.1 to a connection
+/// with credentials.
+#[macro_export]
+macro_rules! check_probe_contract {
+    (run_with: $run_with:path, local_conn: $local_conn:expr $(,)?) => {
+        #[::tokio::test]
+        async fn closed_port_is_refused_quickly() {
+            use ::std::time::{Duration, Instant};
+            use $crate::Failure;
+            use $crate::testkit::{closed_port, context, fail};
+            // A port that was just free: bind, note it, close.
+            let port = closed_port();
+            let start = Instant::now();
+            let c = ($local_conn)(port);
+            let e = fail($run_with(&c, &context(Duration::from_secs(10), &[])).await);
+            assert_eq!(e.kind, Failure::Refused, "{e:?}");
+            assert!(
+                start.elapsed() < Duration::from_millis(100),
+                "{:?}",
+                start.elapsed()
+            );
+        }
+
+        #[::tokio::test]
+        async fn silent_server_times_out_at_the_bound() {
+            use ::std::time::{Duration, Instant};
+            use $crate::Failure;
+            use $crate::testkit::{context, fail, silent_listener};
+            // Accepts and never says a word.
+            let port = silent_listener().await;
+            let start = Instant::now();
+            let c = ($local_conn)(port);
+            let e = fail($run_with(&c, &context(Duration::from_millis(700), &[])).await);
+            let took = start.elapsed();
+            assert_eq!(e.kind, Failure::Timeout, "{e:?}");
+            assert!(took >= Duration::from_millis(600), "{took:?}");
+            assert!(took < Duration::from_millis(1500), "{took:?}");
         }
     };
 }
