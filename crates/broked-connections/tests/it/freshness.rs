@@ -641,7 +641,12 @@ fn stress_writers_and_resolvers_in_several_processes() {
         .map(|r| result(r).parse().unwrap())
         .collect();
     eprintln!("stress: {writes:?} writes, {resolves:?} resolves, newest {newest}");
-    assert!(writes.iter().all(|&n| n > 10), "{writes:?}");
+    // SQLite serialises writers: under load one writer can starve the other for the whole
+    // run (seen in CI: [840, 1]); what matters is that writes happened while resolvers ran.
+    assert!(
+        writes.iter().sum::<u64>() > 10 && writes.iter().all(|&n| n >= 1),
+        "{writes:?}"
+    );
     assert!(resolves.iter().all(|&n| n > 100), "{resolves:?}");
 }
 
