@@ -29,6 +29,9 @@ pub(crate) trait Backend: Sync {
             .generation()
             .unwrap_or_else(|e| panic!("{e}; was {before}"))
     }
+    /// Runs `sql` on the test's database behind the store's back (as a damaged file or a
+    /// hand-edited database would be).
+    fn raw(&self, sql: &str);
 }
 
 /// A temporary SQLite file.
@@ -52,6 +55,11 @@ impl Backend for Sqlite {
     type S = SqliteStore;
     fn open(&self) -> SqliteStore {
         SqliteStore::open(&self.path()).unwrap()
+    }
+    fn raw(&self, sql: &str) {
+        let c = rusqlite::Connection::open(self.path()).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        c.execute_batch(sql).unwrap();
     }
 }
 
@@ -135,6 +143,9 @@ impl Backend for Pg {
     fn open(&self) -> PgStore {
         PgStore::open(&self.url).unwrap()
     }
+    fn raw(&self, sql: &str) {
+        self.admin(sql);
+    }
     fn settle(&self, store: &PgStore) {
         store.until_listening();
         // Notifications of writes made before are delivered by now.
@@ -206,7 +217,33 @@ suite!(
     calls_from_inside_a_tokio_runtime_work,
     one_rotation_lock_at_a_time,
     a_waiting_rotation_lock_is_granted_on_release,
+    a_key_id_out_of_range_is_a_corrupt_row,
 );
+
+/// A key id no build writes (outside `u32`) is a corrupt row on every read that meets it —
+/// never a key id that wraps around to another key (2³² + 1 is not key 1).
+fn a_key_id_out_of_range_is_a_corrupt_row(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    for bad in [(1_i64 << 32) + 1, -1] {
+        b.raw(&format!(
+            "UPDATE keys SET key_id = {bad};
+             UPDATE connections SET password_key = {bad}"
+        ));
+        let corrupt = |e: StoreError, table: &str| {
+            assert!(
+                matches!(&e, StoreError::Corrupt { table: t, .. } if *t == table),
+                "{bad}: {e}"
+            );
+        };
+        corrupt(store.get_connection("a").unwrap_err(), "connections");
+        corrupt(store.list_connections(None).unwrap_err(), "connections");
+        corrupt(store.sealed_not_under(2, 10).unwrap_err(), "connections");
+        corrupt(store.sealed_per_key().unwrap_err(), "connections");
+        corrupt(store.key_checks().unwrap_err(), "keys");
+    }
+}
 
 pub(crate) fn conn(id: &str) -> StoredConnection {
     StoredConnection {

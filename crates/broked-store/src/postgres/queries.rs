@@ -9,62 +9,53 @@ use sqlx::{PgConnection, Row};
 
 use super::bridge::{Ctx, pg};
 use super::{PgStore, fresh, tokens};
-use crate::rows::{self, CONN_COLUMNS, ConnSql, Keyed, PIPELINE_COLUMNS};
+use crate::rows::{self, CONN_COLUMNS, Columns, ConnSql, Keyed, PIPELINE_COLUMNS, REF_COLUMNS};
 use crate::{
-    Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, Sealed, SealedField,
+    Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, SealedField,
     SecretField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, Written,
 };
 
 /// The connection statements with PostgreSQL's `$n` parameters.
 static CONN_SQL: LazyLock<ConnSql> = LazyLock::new(|| ConnSql::new("$"));
 
-/// A connection row, columns read by name; the outer error is a column that cannot be read,
-/// the inner one a value that is corrupt.
-fn conn_from_row(r: &PgRow) -> std::result::Result<Result<StoredConnection>, sqlx::Error> {
-    let port: Option<i32> = r.try_get("port")?;
-    let password = rows::sealed(r.try_get("password")?, r.try_get("password_key")?);
-    let extra = rows::sealed(r.try_get("extra")?, r.try_get("extra_key")?);
-    let conn = StoredConnection {
-        conn_id: r.try_get("conn_id")?,
-        conn_type: r.try_get("conn_type")?,
-        host: r.try_get("host")?,
-        port: port.and_then(|p| u16::try_from(p).ok()),
-        schema: r.try_get("schema_name")?,
-        login: r.try_get("login")?,
-        password: None,
-        extra: None,
-        description: r.try_get("description")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        version: r.try_get("version")?,
-    };
-    Ok(password.and_then(|password| {
-        Ok(StoredConnection {
-            password,
-            extra: extra?,
-            ..conn
-        })
-    }))
+impl Columns for PgRow {
+    fn text(&self, table: &'static str, column: &str) -> Result<Option<String>> {
+        self.try_get(column).map_err(read_error(table))
+    }
+
+    /// `BIGINT` or `INTEGER` (the port, a literal).
+    fn int(&self, table: &'static str, column: &str) -> Result<Option<i64>> {
+        use sqlx::{TypeInfo, ValueRef};
+        let int4 = self
+            .try_get_raw(column)
+            .map_err(read_error(table))?
+            .type_info()
+            .name()
+            == "INT4";
+        if int4 {
+            let v: Option<i32> = self.try_get(column).map_err(read_error(table))?;
+            Ok(v.map(i64::from))
+        } else {
+            self.try_get(column).map_err(read_error(table))
+        }
+    }
+
+    fn blob(&self, table: &'static str, column: &str) -> Result<Option<Vec<u8>>> {
+        self.try_get(column).map_err(read_error(table))
+    }
 }
 
-fn conns_from_rows(
-    ctx: &Ctx,
-    rows: Vec<PgRow>,
-    context: &'static str,
-) -> Result<Vec<StoredConnection>> {
-    rows.iter()
-        .map(|r| conn_from_row(r).map_err(pg(ctx, context))?)
-        .collect()
+/// A column that cannot be read as the type the store wrote.
+fn read_error(table: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Postgres {
+        context: table,
+        source,
+    }
 }
 
-fn pipeline_from_row(r: &PgRow) -> std::result::Result<StoredPipeline, sqlx::Error> {
-    Ok(StoredPipeline {
-        pipeline_id: r.try_get("pipeline_id")?,
-        name: r.try_get("name")?,
-        definition: r.try_get("definition")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
+/// Every row, made by `read`.
+pub(super) fn all<T>(rows: &[PgRow], read: fn(&dyn Columns) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(|r| read(r)).collect()
 }
 
 /// Binds the parameters of every connection statement ([`ConnSql`]): the 13 columns of
@@ -117,40 +108,26 @@ async fn refs_of<'e, E>(ctx: &Ctx, c: E, conn_id: &str) -> Result<Vec<PipelineRe
 where
     E: sqlx::PgExecutor<'e>,
 {
-    let rows = sqlx::query(
-        "SELECT r.pipeline_id, p.name, r.node_id, r.conn_id FROM pipeline_refs r
-         JOIN pipelines p USING (pipeline_id)
-         WHERE r.conn_id = $1 ORDER BY r.pipeline_id, r.node_id",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {REF_COLUMNS} FROM pipeline_refs r JOIN pipelines p USING (pipeline_id)
+         WHERE r.conn_id = $1 ORDER BY r.pipeline_id, r.node_id"
+    ))
     .bind(conn_id)
     .fetch_all(c)
     .await
     .map_err(pg(ctx, "used_by"))?;
-    rows.iter()
-        .map(|r| {
-            Ok(PipelineRef {
-                pipeline_id: r.try_get("pipeline_id")?,
-                name: r.try_get("name")?,
-                node_id: r.try_get("node_id")?,
-                conn_id: r.try_get("conn_id")?,
-            })
-        })
-        .collect::<std::result::Result<_, sqlx::Error>>()
-        .map_err(pg(ctx, "used_by"))
+    all(&rows, rows::pipeline_ref)
 }
 
 impl Store for PgStore {
     fn key_checks(&self) -> Result<Vec<(u32, String)>> {
         self.read((), |c, ()| {
             Box::pin(async move {
-                let rows: Vec<(i64, String)> =
-                    sqlx::query_as("SELECT key_id, check_value FROM keys ORDER BY key_id")
-                        .fetch_all(&c.pool)
-                        .await
-                        .map_err(pg(c, "keys"))?;
-                rows.into_iter()
-                    .map(|(k, v)| Ok((rows::key_id("keys", k)?, v)))
-                    .collect()
+                let rows = sqlx::query(rows::KEY_CHECKS)
+                    .fetch_all(&c.pool)
+                    .await
+                    .map_err(pg(c, "keys"))?;
+                all(&rows, rows::key_check)
             })
         })
     }
@@ -243,19 +220,11 @@ impl Store for PgStore {
     fn sealed_per_key(&self) -> Result<Vec<(u32, u64)>> {
         self.read((), |c, ()| {
             Box::pin(async move {
-                let rows: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT k, count(*) FROM (
-                       SELECT password_key AS k FROM connections WHERE password_key IS NOT NULL
-                       UNION ALL
-                       SELECT extra_key FROM connections WHERE extra_key IS NOT NULL) AS s
-                     GROUP BY k ORDER BY k",
-                )
-                .fetch_all(&c.pool)
-                .await
-                .map_err(pg(c, "keys"))?;
-                rows.into_iter()
-                    .map(|(k, n)| Ok((rows::key_id("connections", k)?, n as u64)))
-                    .collect()
+                let rows = sqlx::query(rows::SEALED_PER_KEY)
+                    .fetch_all(&c.pool)
+                    .await
+                    .map_err(pg(c, "keys"))?;
+                all(&rows, rows::key_count)
             })
         })
     }
@@ -371,7 +340,7 @@ impl Store for PgStore {
                 let found: Option<String> = row.try_get("conn_id").map_err(pg(c, "get"))?;
                 match found {
                     None => Ok(None),
-                    Some(_) => Ok(conns_from_rows(c, vec![row], "get")?.pop()),
+                    Some(_) => rows::connection(&row).map(Some),
                 }
             })
         })
@@ -388,7 +357,7 @@ impl Store for PgStore {
                 .fetch_all(&c.pool)
                 .await
                 .map_err(pg(c, "list"))?;
-                conns_from_rows(c, rows, "list")
+                all(&rows, rows::connection)
             })
         })
     }
@@ -472,35 +441,13 @@ impl Store for PgStore {
     fn sealed_not_under(&self, key_id: u32, limit: usize) -> Result<Vec<SealedField>> {
         self.read((key_id, limit), |c, &(under, limit)| {
             Box::pin(async move {
-                let rows: Vec<(String, i32, Vec<u8>, i64)> = sqlx::query_as(
-                    "SELECT conn_id, 0, password, password_key FROM connections
-                       WHERE password_key IS NOT NULL AND password_key != $1
-                     UNION ALL
-                     SELECT conn_id, 1, extra, extra_key FROM connections
-                       WHERE extra_key IS NOT NULL AND extra_key != $1
-                     ORDER BY 1, 2 LIMIT $2",
-                )
-                .bind(i64::from(under))
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(&c.pool)
-                .await
-                .map_err(pg(c, "reseal"))?;
-                rows.into_iter()
-                    .map(|(conn_id, field, blob, key)| {
-                        Ok(SealedField {
-                            conn_id,
-                            field: if field == 0 {
-                                SecretField::Password
-                            } else {
-                                SecretField::Extra
-                            },
-                            sealed: Sealed {
-                                key_id: rows::key_id("connections", key)?,
-                                blob,
-                            },
-                        })
-                    })
-                    .collect()
+                let rows = sqlx::query(&rows::sealed_not_under_sql("$"))
+                    .bind(i64::from(under))
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(&c.pool)
+                    .await
+                    .map_err(pg(c, "reseal"))?;
+                all(&rows, rows::sealed_field)
             })
         })
     }
@@ -625,10 +572,7 @@ impl Store for PgStore {
                 .fetch_optional(&c.pool)
                 .await
                 .map_err(pg(c, "get pipeline"))?;
-                row.as_ref()
-                    .map(pipeline_from_row)
-                    .transpose()
-                    .map_err(pg(c, "get pipeline"))
+                row.as_ref().map(|r| rows::pipeline(r)).transpose()
             })
         })
     }
@@ -642,10 +586,7 @@ impl Store for PgStore {
                 .fetch_all(&c.pool)
                 .await
                 .map_err(pg(c, "list pipelines"))?;
-                rows.iter()
-                    .map(pipeline_from_row)
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(pg(c, "list pipelines"))
+                all(&rows, rows::pipeline)
             })
         })
     }

@@ -1,25 +1,10 @@
 //! API tokens in PostgreSQL (see [`crate::Store::insert_token`]).
 
-use sqlx::Row;
-use sqlx::postgres::PgRow;
-
 use super::PgStore;
 use super::bridge::pg;
-use super::queries::exists;
-use crate::rows::{Keyed, TOKEN_COLUMNS};
+use super::queries::{all, exists};
+use crate::rows::{self, Keyed, TOKEN_COLUMNS};
 use crate::{Result, StoreError, StoredToken};
-
-fn token(r: &PgRow) -> std::result::Result<StoredToken, sqlx::Error> {
-    Ok(StoredToken {
-        name: r.try_get("name")?,
-        hash: r.try_get("hash")?,
-        scopes: r.try_get("scopes")?,
-        conns: r.try_get("conns")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-        last_used_at: r.try_get("last_used_at")?,
-    })
-}
 
 pub(super) fn insert(store: &PgStore, t: &StoredToken) -> Result<()> {
     store.write(t.clone(), |ctx, c, t| {
@@ -51,9 +36,7 @@ pub(super) fn list(store: &PgStore) -> Result<Vec<StoredToken>> {
                 .fetch_all(&c.pool)
                 .await
                 .map_err(pg(c, "tokens"))?;
-            rows.iter()
-                .map(|r| token(r).map_err(pg(c, "tokens")))
-                .collect()
+            all(&rows, rows::token)
         })
     })
 }
@@ -68,7 +51,7 @@ pub(super) fn by_hash(store: &PgStore, hash: &str) -> Result<Option<StoredToken>
             .fetch_optional(&c.pool)
             .await
             .map_err(pg(c, "tokens"))?;
-            row.map(|r| token(&r).map_err(pg(c, "tokens"))).transpose()
+            row.map(|r| rows::token(&r)).transpose()
         })
     })
 }
