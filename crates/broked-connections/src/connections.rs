@@ -438,6 +438,25 @@ impl Connections {
         self.tokens.revoke_token(name)
     }
 
+    /// The library's counters in this process (no store call; `metrics.rs`).
+    pub fn metrics(&self) -> crate::Metrics {
+        crate::metrics::snapshot()
+    }
+
+    /// The active key's seal count and bound, and the sealed values per key (two store reads).
+    pub fn key_usage(&self) -> Result<crate::KeyUsage, Error> {
+        self.sealer.usage()
+    }
+
+    /// Whether this handle can serve: the store answers a trivial query (within
+    /// [`Options::store_timeout`]) and the key file on disk is the one the store's key check
+    /// values belong to. The error's kind says which failed:
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind) for the store, `KeyMismatch`/`KeyMissing`
+    /// for the key file.
+    pub fn ready(&self) -> Result<(), Error> {
+        self.sealer.check_key_file()
+    }
+
     /// Whether any named token exists (then a server requires a token on every request).
     pub fn tokens_exist(&self) -> Result<bool, Error> {
         self.tokens.tokens_exist()

@@ -1,5 +1,5 @@
-//! What the library counts for an operator, read with [`Connections::metrics`] and
-//! [`Connections::key_usage`]: resolve cache hits and misses, every store call by operation
+//! What the library counts for an operator, read with `Connections::metrics` and
+//! `Connections::key_usage`: resolve cache hits and misses, every store call by operation
 //! with its latency and errors, and the seals made.
 //!
 //! Plain atomics, no exporter: a server renders them (`broked-server`'s `/metrics`). Every
@@ -16,9 +16,6 @@ use broked_store::{
     Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, SealedField, Store,
     StoreError, StoredConnection, StoredPipeline, StoredToken, Written,
 };
-
-use crate::connections::Connections;
-use crate::error::Error;
 
 /// Upper bounds (seconds) of the latency histograms' buckets; one more bucket is `+Inf`.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -84,7 +81,7 @@ impl OpStats {
     }
 }
 
-/// The counters of this process: every [`Connections`] it opened adds to them (a server
+/// The counters of this process: every `Connections` it opened adds to them (a server
 /// opens one).
 pub(crate) struct Stats {
     resolve_hits: AtomicU64,
@@ -130,7 +127,8 @@ impl Stats {
     }
 }
 
-/// A snapshot of the library's counters in this process (every [`Connections`] it opened).
+/// A snapshot of the library's counters in this process (every
+/// [`Connections`](crate::Connections) it opened).
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct Metrics {
@@ -173,43 +171,27 @@ pub struct KeyUsage {
     pub sealed_values: Vec<(String, u64)>,
 }
 
-impl Connections {
-    /// The library's counters in this process (no store call).
-    pub fn metrics(&self) -> Metrics {
-        let s = &STATS;
-        let store = OPS
-            .iter()
-            .zip(&s.ops)
-            .filter(|(_, o)| o.calls.load(Relaxed) > 0)
-            .map(|(name, o)| StoreOpMetrics {
-                op: name,
-                calls: o.calls.load(Relaxed),
-                errors: o.errors.load(Relaxed),
-                unavailable: o.unavailable.load(Relaxed),
-                latency: o.latency.snapshot(),
-            })
-            .collect();
-        Metrics {
-            resolve_hits: s.resolve_hits.load(Relaxed),
-            resolve_misses: s.resolve_misses.load(Relaxed),
-            resolve_stale: s.resolve_stale.load(Relaxed),
-            seals: s.seals.load(Relaxed),
-            store,
-        }
-    }
-
-    /// The active key's seal count and bound, and the sealed values per key (two store reads).
-    pub fn key_usage(&self) -> Result<KeyUsage, Error> {
-        self.sealer.usage()
-    }
-
-    /// Whether this handle can serve: the store answers a trivial query (within
-    /// [`Options::store_timeout`](crate::Options)) and the key file on disk is the one the
-    /// store's key check values belong to. The error's kind says which failed:
-    /// [`ErrorKind::Unavailable`](crate::ErrorKind) for the store, `KeyMismatch`/`KeyMissing`
-    /// for the key file.
-    pub fn ready(&self) -> Result<(), Error> {
-        self.sealer.check_key_file()
+/// The library's counters in this process ([`Connections::metrics`](crate::Connections)).
+pub(crate) fn snapshot() -> Metrics {
+    let s = &STATS;
+    let store = OPS
+        .iter()
+        .zip(&s.ops)
+        .filter(|(_, o)| o.calls.load(Relaxed) > 0)
+        .map(|(name, o)| StoreOpMetrics {
+            op: name,
+            calls: o.calls.load(Relaxed),
+            errors: o.errors.load(Relaxed),
+            unavailable: o.unavailable.load(Relaxed),
+            latency: o.latency.snapshot(),
+        })
+        .collect();
+    Metrics {
+        resolve_hits: s.resolve_hits.load(Relaxed),
+        resolve_misses: s.resolve_misses.load(Relaxed),
+        resolve_stale: s.resolve_stale.load(Relaxed),
+        seals: s.seals.load(Relaxed),
+        store,
     }
 }
 
