@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use broked_core::Secret;
+pub use broked_core::{ConnId, Secret};
 use tokio::net::TcpListener;
 
 use crate::{Connection, Context, Outcome, Policy, Probe, ProbeError, Probed, Registry};
@@ -110,23 +110,25 @@ pub fn relay_dirs() -> usize {
         .count()
 }
 
-/// The contract of a SQL database probe, one `#[tokio::test]` per behaviour in the calling
-/// module: the shared test service's answers to a wrong password and a missing database, a
-/// bad TLS mode, a closed port, a silent listener, denied addresses in every spelling, and
-/// socket paths and URLs given as hosts.
+/// The harness and contract of a SQL database probe, expanded in the calling module (the
+/// test binary's root).
 ///
-/// The caller names its own helpers: `registry(timeout, deny)`, `conn(host, port, user,
-/// password, db)`, `service()` (e.g. `broked_testenv::postgres`) and `service_conn(&service)`;
-/// the port the probe defaults to, an extra with a TLS mode it does not know, and hosts that
-/// are not host names. The caller's crate has `tokio` (macros, rt, net, time) and
-/// `broked-testenv` as dev-dependencies.
+/// It defines the helpers the module's own tests use too — `registry(timeout, deny)` (a
+/// registry with `probe` only), `conn(host, port, user, password, db)` (a connection of
+/// `conn_type` named `conn_id`) and `service_conn(&Service)` (the shared test service's
+/// connection, from `service`, e.g. `broked_testenv::postgres`) — and one `#[tokio::test]` per
+/// shared behaviour: the service's answers to a wrong password and a missing database, a bad
+/// TLS mode (`bad_tls_extra`), a closed port, a silent listener, denied addresses in every
+/// spelling, and socket paths and URLs (`not_hosts`) given as hosts, with `port` the probe's
+/// default port. The caller's crate has `tokio` (macros, rt, net, time) and `broked-testenv`
+/// as dev-dependencies.
 ///
 /// ```ignore
 /// broked_probe::sql_probe_contract! {
-///     registry: registry,
-///     conn: conn,
+///     probe: PostgresProbe,
+///     conn_type: ConnType::Postgres,
+///     conn_id: "pg-test",
 ///     service: broked_testenv::postgres,
-///     service_conn: service_conn,
 ///     port: 5432,
 ///     bad_tls_extra: r#"{"sslmode":"sometimes"}"#,
 ///     not_hosts: ["/var/run/postgresql", "postgres://u:pw-secret-1@127.0.0.1/d"],
@@ -135,14 +137,48 @@ pub fn relay_dirs() -> usize {
 #[macro_export]
 macro_rules! sql_probe_contract {
     (
-        registry: $registry:path,
-        conn: $conn:path,
+        probe: $probe:expr,
+        conn_type: $conn_type:expr,
+        conn_id: $conn_id:literal,
         service: $service:path,
-        service_conn: $service_conn:path,
         port: $port:literal,
         bad_tls_extra: $bad_tls_extra:literal,
         not_hosts: [$($not_host:literal),* $(,)?] $(,)?
     ) => {
+        fn registry(timeout: ::std::time::Duration, deny: &[&str]) -> $crate::Registry {
+            $crate::testkit::registry($probe, timeout, deny)
+        }
+
+        fn conn(
+            host: &str,
+            port: u16,
+            user: &str,
+            password: Option<&str>,
+            db: &str,
+        ) -> $crate::Connection {
+            $crate::Connection {
+                conn_id: $crate::testkit::ConnId::new($conn_id).unwrap(),
+                conn_type: $conn_type,
+                host: Some(host.to_owned()),
+                port: Some(port),
+                schema: Some(db.to_owned()),
+                login: Some(user.to_owned()),
+                password: password.map($crate::testkit::Secret::from),
+                extra: None,
+                description: None,
+            }
+        }
+
+        fn service_conn(s: &::broked_testenv::Service) -> $crate::Connection {
+            conn(
+                s.get("HOST"),
+                s.port(),
+                s.get("USER"),
+                Some(s.get("PASSWORD")),
+                s.get("DB"),
+            )
+        }
+
         #[::tokio::test]
         async fn wrong_password_is_auth() {
             use ::std::time::Duration;
@@ -151,9 +187,9 @@ macro_rules! sql_probe_contract {
             let Some(s) = $service() else {
                 return;
             };
-            let mut c = $service_conn(&s);
+            let mut c = service_conn(&s);
             c.password = Some(Secret::from("wrong-Pa55word-xyz"));
-            let o = test(&$registry(Duration::from_secs(10), &[]), &c).await;
+            let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
             assert_eq!(o.failure, Some(Failure::Auth), "{o:?}");
             assert_eq!(
                 o.message,
@@ -172,9 +208,9 @@ macro_rules! sql_probe_contract {
             let Some(s) = $service() else {
                 return;
             };
-            let mut c = $service_conn(&s);
+            let mut c = service_conn(&s);
             c.schema = Some("broked_no_such_db".into());
-            let o = test(&$registry(Duration::from_secs(10), &[]), &c).await;
+            let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
             assert_eq!(o.failure, Some(Failure::NotFound), "{o:?}");
             assert!(o.message.contains("broked_no_such_db"), "{o:?}");
         }
@@ -184,9 +220,9 @@ macro_rules! sql_probe_contract {
             use ::std::time::Duration;
             use $crate::Failure;
             use $crate::testkit::{Secret, test};
-            let mut c = $conn("127.0.0.1", $port, "u", Some("pw-secret-1"), "d");
+            let mut c = conn("127.0.0.1", $port, "u", Some("pw-secret-1"), "d");
             c.extra = Some(Secret::from($bad_tls_extra));
-            let o = test(&$registry(Duration::from_secs(2), &[]), &c).await;
+            let o = test(&registry(Duration::from_secs(2), &[]), &c).await;
             assert_eq!(o.failure, Some(Failure::Config), "{o:?}");
         }
 
@@ -195,9 +231,9 @@ macro_rules! sql_probe_contract {
             use ::std::time::{Duration, Instant};
             use $crate::Failure;
             use $crate::testkit::{closed_port, test};
-            let c = $conn("127.0.0.1", closed_port(), "u", Some("pw-secret-1"), "d");
+            let c = conn("127.0.0.1", closed_port(), "u", Some("pw-secret-1"), "d");
             let start = Instant::now();
-            let o = test(&$registry(Duration::from_secs(5), &[]), &c).await;
+            let o = test(&registry(Duration::from_secs(5), &[]), &c).await;
             assert_eq!(o.failure, Some(Failure::Refused), "{o:?}");
             assert!(
                 start.elapsed() < Duration::from_millis(100),
@@ -212,9 +248,9 @@ macro_rules! sql_probe_contract {
             use $crate::Failure;
             use $crate::testkit::{silent_listener, test};
             let port = silent_listener().await;
-            let c = $conn("127.0.0.1", port, "u", Some("pw-secret-1"), "d");
+            let c = conn("127.0.0.1", port, "u", Some("pw-secret-1"), "d");
             let start = Instant::now();
-            let o = test(&$registry(Duration::from_millis(500), &[]), &c).await;
+            let o = test(&registry(Duration::from_millis(500), &[]), &c).await;
             let took = start.elapsed();
             assert_eq!(o.failure, Some(Failure::Timeout), "{o:?}");
             assert_eq!(o.message, "no answer within 500 ms");
@@ -232,7 +268,7 @@ macro_rules! sql_probe_contract {
             // A listener on the denied address: it must never see a connection.
             let l = ::tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
             let port = l.local_addr().unwrap().port();
-            let r = $registry(Duration::from_secs(2), &["127.0.0.2/32"]);
+            let r = registry(Duration::from_secs(2), &["127.0.0.2/32"]);
             for host in [
                 "127.0.0.2",
                 "2130706434",
@@ -240,13 +276,13 @@ macro_rules! sql_probe_contract {
                 "[::ffff:127.0.0.2]",
                 "0x7f000002",
             ] {
-                let o = test(&r, &$conn(host, port, "u", Some("pw-secret-1"), "d")).await;
+                let o = test(&r, &conn(host, port, "u", Some("pw-secret-1"), "d")).await;
                 assert_eq!(o.failure, Some(Failure::Blocked), "{host}: {o:?}");
                 assert_eq!(o.message, "blocked by probe policy");
             }
             // A name that resolves to a denied address.
-            let r = $registry(Duration::from_secs(2), &["127.0.0.0/8", "::1/128"]);
-            let o = test(&r, &$conn("localhost", port, "u", Some("pw-secret-1"), "d")).await;
+            let r = registry(Duration::from_secs(2), &["127.0.0.0/8", "::1/128"]);
+            let o = test(&r, &conn("localhost", port, "u", Some("pw-secret-1"), "d")).await;
             assert_eq!(o.failure, Some(Failure::Blocked), "{o:?}");
             let accepted = ::tokio::time::timeout(Duration::from_millis(50), l.accept()).await;
             assert!(accepted.is_err(), "a denied address received a connection");
@@ -257,9 +293,9 @@ macro_rules! sql_probe_contract {
             use ::std::time::Duration;
             use $crate::Failure;
             use $crate::testkit::test;
-            let r = $registry(Duration::from_secs(2), &[]);
+            let r = registry(Duration::from_secs(2), &[]);
             for host in [$($not_host),*] {
-                let o = test(&r, &$conn(host, $port, "u", Some("pw-secret-1"), "d")).await;
+                let o = test(&r, &conn(host, $port, "u", Some("pw-secret-1"), "d")).await;
                 assert_eq!(o.failure, Some(Failure::Config), "{host}: {o:?}");
             }
         }

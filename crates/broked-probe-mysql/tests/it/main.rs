@@ -7,48 +7,22 @@ mod server;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broked_core::{ConnId, Secret};
+use broked_core::Secret;
 use broked_probe::testkit::{relay_dirs, test};
-use broked_probe::{ConnType, Connection, Failure, Registry, Tls};
+use broked_probe::{ConnType, Connection, Failure, Tls};
 use broked_probe_mysql::MysqlProbe;
 use broked_testenv::TestCa;
 use tokio::net::TcpListener;
 
-fn registry(timeout: Duration, deny: &[&str]) -> Registry {
-    broked_probe::testkit::registry(MysqlProbe, timeout, deny)
-}
-
-fn conn(host: &str, port: u16, user: &str, password: Option<&str>, db: &str) -> Connection {
-    Connection {
-        conn_id: ConnId::new("mysql-test").unwrap(),
-        conn_type: ConnType::Mysql,
-        host: Some(host.to_owned()),
-        port: Some(port),
-        schema: Some(db.to_owned()),
-        login: Some(user.to_owned()),
-        password: password.map(Secret::from),
-        extra: None,
-        description: None,
-    }
-}
-
-fn service_conn(s: &broked_testenv::Service) -> Connection {
-    conn(
-        s.get("HOST"),
-        s.port(),
-        s.get("USER"),
-        Some(s.get("PASSWORD")),
-        s.get("DB"),
-    )
-}
-
-// What every SQL probe does (wrong password, missing database, bad TLS mode, closed port,
-// silent listener, denied addresses, socket paths and URLs as hosts).
+// The helpers of this file's tests — registry(timeout, deny), conn(host, port, user,
+// password, db), service_conn(&service) — and what every SQL probe does (wrong password,
+// missing database, bad TLS mode, closed port, silent listener, denied addresses, socket paths
+// and URLs as hosts).
 broked_probe::sql_probe_contract! {
-    registry: registry,
-    conn: conn,
+    probe: MysqlProbe,
+    conn_type: ConnType::Mysql,
+    conn_id: "mysql-test",
     service: broked_testenv::mysql,
-    service_conn: service_conn,
     port: 3306,
     bad_tls_extra: r#"{"ssl_mode":"sometimes"}"#,
     not_hosts: [
