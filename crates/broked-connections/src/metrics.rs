@@ -267,3 +267,119 @@ timed_store! {
     26 lock_rotation() -> Result<RotationGuard>;
     27 try_lock_rotation() -> Result<Option<RotationGuard>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConnectionInput, Connections, Error, ErrorKind};
+
+    fn open() -> (tempfile::TempDir, std::path::PathBuf, Connections) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("broked.db");
+        let c = Connections::open(&db).unwrap();
+        c.create(ConnectionInput {
+            conn_id: Some("c".into()),
+            conn_type: Some("postgres".into()),
+            host: Some("db.example.com".into()),
+            login: Some("etl".into()),
+            password: Some("Pw-metrics-1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        (dir, db, c)
+    }
+
+    #[test]
+    fn histograms_put_each_latency_in_its_bucket() {
+        let h = Histo {
+            buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len() + 1],
+            sum_ns: AtomicU64::new(0),
+        };
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_secs(60));
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.counts.len(), LATENCY_BUCKETS.len() + 1);
+        assert_eq!(s.counts[0], 1, "100 µs ≤ 0.5 ms");
+        assert_eq!(s.counts[1], 1, "1 ms ≤ 1 ms");
+        assert_eq!(s.counts[LATENCY_BUCKETS.len()], 1, "60 s in +Inf");
+        assert!((s.sum - 60.0011).abs() < 1e-6, "{}", s.sum);
+    }
+
+    /// The counters are per process and tests run in parallel: only growth is checked.
+    #[test]
+    fn resolves_store_calls_and_seals_are_counted() {
+        let (_dir, _db, c) = open();
+        let before = c.metrics();
+        c.resolve("c").unwrap();
+        c.resolve("c").unwrap();
+        c.get("c").unwrap();
+        assert!(c.get("missing").is_err());
+        let after = c.metrics();
+        assert!(after.resolve_misses > before.resolve_misses);
+        assert!(after.resolve_hits > before.resolve_hits);
+        assert!(after.seals >= 1, "the create sealed the password");
+        let gets = |m: &Metrics| {
+            m.store
+                .iter()
+                .find(|o| o.op == "get_connection")
+                .map_or(0, |o| o.calls)
+        };
+        assert!(gets(&after) >= gets(&before) + 3);
+        let op = after
+            .store
+            .iter()
+            .find(|o| o.op == "get_connection")
+            .unwrap();
+        assert_eq!(op.latency.count, op.calls, "every call timed");
+        let usage = c.key_usage().unwrap();
+        assert_eq!(usage.active_key, "k1");
+        assert!(usage.active_seals >= 1);
+        assert_eq!(usage.seal_limit, broked_crypto::ROTATE_AFTER_SEALS);
+        assert_eq!(usage.sealed_values, [("k1".to_owned(), 1)]);
+    }
+
+    /// The engine's error kind when the database cannot be read: Unavailable, for every
+    /// call; and `ready` says so too. Put back, the same handle works again.
+    #[test]
+    fn an_unreadable_database_is_unavailable_and_recovers() {
+        let (dir, db, c) = open();
+        c.ready().unwrap();
+        let aside = dir.path().join("aside");
+        std::fs::create_dir(&aside).unwrap();
+        let side = |suffix: &str| std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        for suffix in ["", "-wal", "-shm"] {
+            std::fs::rename(side(suffix), aside.join(format!("db{suffix}"))).unwrap();
+        }
+        std::fs::create_dir(&db).unwrap();
+        assert_eq!(c.get("c").unwrap_err().kind(), ErrorKind::Unavailable);
+        assert_eq!(c.list(None).unwrap_err().kind(), ErrorKind::Unavailable);
+        assert_eq!(c.resolve("c").unwrap_err().kind(), ErrorKind::Unavailable);
+        assert_eq!(c.ready().unwrap_err().kind(), ErrorKind::Unavailable);
+        let failed = c.metrics();
+        assert!(
+            failed
+                .store
+                .iter()
+                .any(|o| o.op == "get_connection" && o.unavailable > 0),
+            "{failed:?}"
+        );
+        std::fs::remove_dir(&db).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            std::fs::rename(aside.join(format!("db{suffix}")), side(suffix)).unwrap();
+        }
+        assert_eq!(c.get("c").unwrap().conn_id.as_str(), "c");
+        c.ready().unwrap();
+    }
+
+    /// `ready` checks the key file on disk: another database's key file is a mismatch.
+    #[test]
+    fn ready_fails_on_a_key_file_that_is_not_the_databases() {
+        let (_dir, db, c) = open();
+        let (_other_dir, other_db, _other) = open();
+        let key = broked_crypto::Keyring::path_for_db(&db);
+        std::fs::copy(broked_crypto::Keyring::path_for_db(&other_db), &key).unwrap();
+        assert!(matches!(c.ready(), Err(Error::KeyMismatch { .. })));
+    }
+}
