@@ -7,13 +7,15 @@
 const MASK = '********';
 const TOKEN_KEY = 'broked.apiToken'; // sessionStorage: this tab only
 const TYPE_FIELDS = ['host', 'port', 'schema', 'login', 'password', 'extra'];
-const FORM_FIELDS = ['conn_id', 'type', ...TYPE_FIELDS, 'region', 'description'];
+const FORM_FIELDS = ['conn_id', 'type', ...TYPE_FIELDS, 'region', 'ssh_tunnel', 'description'];
 
 // Each type's field labels and extra example come from the type table
 // (GET /api/connection-types: `labels`, `extra_example`), the one place they are written.
 
 // Fields whose label does not depend on the type.
-const FIXED_LABELS = { conn_id: 'Connection ID', type: 'Type', region: 'Region', description: 'Description' };
+const FIXED_LABELS = {
+  conn_id: 'Connection ID', type: 'Type', region: 'Region', ssh_tunnel: 'SSH bastion', description: 'Description',
+};
 const ID_RULE = /^[a-z0-9][a-z0-9_-]{0,127}$/; // SPEC §2, checked here too so all errors show at once
 const ID_TEXT = 'use lowercase letters, digits, _ and -, starting with a letter or digit (at most 128 characters).';
 const PORT_TEXT = 'use a whole number from 1 to 65535.';
@@ -32,6 +34,7 @@ const state = {
   busy: false,
   notice: '',         // shown after the next route change
   scopes: null,       // what the token may do (GET /api/whoami); null: not known yet, all shown
+  bastions: [],       // conn_ids of the SFTP connections a connection may go through (ssh_tunnel)
 };
 
 // What the token may do: `admin` implies every scope. Unknown yet: everything is shown, and the
@@ -401,7 +404,29 @@ async function openForm(id) {
       return;
     }
   }
+  state.bastions = await loadBastions();
   fillForm(state.editing);
+}
+
+// The SFTP connections that can be an SSH bastion (docs/tunnels.md); none if they cannot be read.
+async function loadBastions() {
+  try {
+    const list = await api('GET', '/api/connections?type=sftp');
+    return Array.isArray(list) ? list.map((c) => c.conn_id) : [];
+  } catch {
+    return [];
+  }
+}
+
+// The bastion select: "None", then every SFTP connection but the one being edited.
+function fillBastions(c) {
+  const select = input('ssh_tunnel');
+  const others = state.bastions.filter((id) => !c || id !== c.conn_id);
+  select.replaceChildren(
+    el('option', { value: '', text: 'None: connect directly' }),
+    ...others.map((id) => el('option', { value: id, text: id })),
+  );
+  select.value = '';
 }
 
 function fillForm(c) {
@@ -423,6 +448,7 @@ function fillForm(c) {
   input('password').value = '';
   input('extra').value = '';
   input('region').value = '';
+  fillBastions(c);
   $('f-clear-password').checked = false;
   $('f-clear-extra').checked = false;
   // A stored port other than the type's default (or none) is the user's: keep it on a type change.
@@ -468,6 +494,8 @@ function applyType() {
     input(f).setAttribute('aria-required', String(use === 'required'));
   }
   fieldBox('region').hidden = t.type !== 's3';
+  // A local SQLite file is never behind a bastion; without an SFTP connection there is none.
+  fieldBox('ssh_tunnel').hidden = t.type === 'sqlite' || input('ssh_tunnel').options.length < 2;
   $('h-host').textContent = t.host_hint || '';
   $('h-schema').textContent = t.schema_hint && t.schema_hint !== labels.schema ? t.schema_hint : '';
   const port = input('port');
@@ -498,8 +526,13 @@ function applySecrets() {
   $('clear-extra-row').hidden = !hasExtra;
   if (hasExtra) {
     $('h-region').textContent = 'Saved in extra as "region"; typing one replaces the stored extra.';
+    $('h-ssh_tunnel').textContent = 'Saved in extra as "ssh_tunnel"; choosing one replaces the '
+      + 'stored extra (which is not shown, so a stored bastion shows as None).';
   } else {
     $('h-region').textContent = 'For example eu-west-1. Saved in extra as "region".';
+    $('h-ssh_tunnel').textContent = 'Reach this connection through an SFTP connection (its host key '
+      + 'pinned) as an SSH tunnel: host and port are then as the bastion sees them. Saved in extra '
+      + 'as "ssh_tunnel". A failed Test names the hop that failed.';
   }
 }
 
@@ -698,6 +731,8 @@ function formBody(extra, forTest) {
   let obj = extra;
   const region = t.type === 's3' ? text('region') : null;
   if (region) obj = { ...(obj || {}), region };
+  const bastion = fieldBox('ssh_tunnel').hidden ? null : text('ssh_tunnel');
+  if (bastion) obj = { ...(obj || {}), ssh_tunnel: bastion };
   if (obj) {
     body.extra = obj;
   } else if ($('f-clear-extra').checked) {
