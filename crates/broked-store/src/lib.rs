@@ -14,6 +14,45 @@
 
 use std::fmt;
 
+/// The [`Store`] methods every backend writes alike, inside its `impl Store`: the rotation
+/// lock through the backend's `rotation_lock(wait)` (`lock.rs`), the tokens through its
+/// `tokens` module.
+macro_rules! delegated_store_methods {
+    () => {
+        fn lock_rotation(&self) -> Result<RotationGuard> {
+            self.rotation_lock(true)?.ok_or(StoreError::Busy)
+        }
+
+        fn try_lock_rotation(&self) -> Result<Option<RotationGuard>> {
+            self.rotation_lock(false)
+        }
+
+        fn insert_token(&self, token: &StoredToken) -> Result<()> {
+            tokens::insert(self, token)
+        }
+
+        fn list_tokens(&self) -> Result<Vec<StoredToken>> {
+            tokens::list(self)
+        }
+
+        fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>> {
+            tokens::by_hash(self, hash)
+        }
+
+        fn delete_token(&self, name: &str) -> Result<bool> {
+            tokens::delete(self, name)
+        }
+
+        fn touch_token(&self, name: &str, at: &str) -> Result<()> {
+            tokens::touch(self, name, at)
+        }
+
+        fn count_tokens(&self) -> Result<u64> {
+            tokens::count(self)
+        }
+    };
+}
+
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rows;

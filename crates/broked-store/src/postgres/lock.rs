@@ -8,7 +8,7 @@ use super::{BUSY_TIMEOUT, PgStore};
 use crate::{Result, RotationGuard};
 
 impl PgStore {
-    pub(super) fn advisory_lock(&self, wait: bool) -> Result<Option<RotationGuard>> {
+    pub(super) fn rotation_lock(&self, wait: bool) -> Result<Option<RotationGuard>> {
         let held = self.call(move |ctx| {
             Box::pin(async move {
                 let options = ctx.pool.connect_options();

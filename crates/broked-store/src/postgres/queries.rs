@@ -611,35 +611,5 @@ impl Store for PgStore {
         })
     }
 
-    fn lock_rotation(&self) -> Result<RotationGuard> {
-        self.advisory_lock(true)?.ok_or(StoreError::Busy)
-    }
-
-    fn insert_token(&self, token: &StoredToken) -> Result<()> {
-        tokens::insert(self, token)
-    }
-
-    fn list_tokens(&self) -> Result<Vec<StoredToken>> {
-        tokens::list(self)
-    }
-
-    fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>> {
-        tokens::by_hash(self, hash)
-    }
-
-    fn delete_token(&self, name: &str) -> Result<bool> {
-        tokens::delete(self, name)
-    }
-
-    fn touch_token(&self, name: &str, at: &str) -> Result<()> {
-        tokens::touch(self, name, at)
-    }
-
-    fn count_tokens(&self) -> Result<u64> {
-        tokens::count(self)
-    }
-
-    fn try_lock_rotation(&self) -> Result<Option<RotationGuard>> {
-        self.advisory_lock(false)
-    }
+    delegated_store_methods!();
 }

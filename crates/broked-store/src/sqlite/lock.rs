@@ -17,7 +17,7 @@ impl SqliteStore {
     /// processes and other open files in this one, and the kernel drops it when the process
     /// dies. The file itself is never removed (removing it would let two holders lock two
     /// different files).
-    pub(super) fn flock(&self, wait: bool) -> Result<Option<RotationGuard>> {
+    pub(super) fn rotation_lock(&self, wait: bool) -> Result<Option<RotationGuard>> {
         use nix::errno::Errno;
         use nix::fcntl::{Flock, FlockArg};
         use std::os::unix::fs::OpenOptionsExt;
