@@ -14,7 +14,8 @@ use crate::{
 pub(crate) const CONN_COLUMNS: &str = "conn_id, conn_type, host, port, schema_name, login, \
      password, password_key, extra, extra_key, description, created_at, updated_at, version";
 
-/// The bound columns, in parameter order.
+/// The bound columns, in parameter order ([`CONN_COLUMNS`] without `version`; a test keeps
+/// the two lists the same).
 const BOUND: [&str; 13] = [
     "conn_id",
     "conn_type",
@@ -320,6 +321,7 @@ mod tests {
 
     #[test]
     fn the_connection_statements() {
+        assert_eq!(CONN_COLUMNS, format!("{}, version", BOUND.join(", ")));
         let sql = ConnSql::new("?");
         assert_eq!(
             sql.insert,

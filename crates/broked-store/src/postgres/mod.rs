@@ -1,6 +1,6 @@
 //! A shared PostgreSQL database (through `sqlx`, rustls), for several server replicas.
 //!
-//! **The thread bridge.** [`Store`] is synchronous and is called from plain threads and from
+//! **The thread bridge.** [`Store`](crate::Store) is synchronous and is called from plain threads and from
 //! inside tokio runtimes (the server calls it in async handlers), so a `PgStore` must never
 //! `block_on` the caller's runtime. Each `PgStore` owns one background thread running a
 //! current-thread tokio runtime with the `sqlx` pool. A trait call boxes its work as a job,
@@ -22,6 +22,13 @@
 //!
 //! Advisory lock keys are `hashtext('broked.<what>.' || current_schema())`: stores in
 //! different schemas of one database do not contend.
+//!
+//! **Files.** `mod.rs`: opening and migrating; `bridge.rs`: the thread bridge, the write
+//! transaction and the mapping of sqlx errors; `queries.rs`: the statements of the `Store`
+//! methods; `lock.rs`: the rotation lock; `fresh.rs`: the generation; `tokens.rs`: API
+//! tokens; `migrations/NNN_name.sql`: the schema. Row readers, column lists and the
+//! connection statements are shared with SQLite (`crate::rows`); redaction of the address is
+//! `broked_core::redact`.
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -5,6 +5,13 @@
 //! loss); `secure_delete` (deleted or re-sealed secrets do not linger in free pages);
 //! `foreign_keys`; an explicit `busy_timeout`; and write transactions that begin IMMEDIATE (a
 //! deferred read-then-write transaction gets SQLITE_BUSY without the busy handler running).
+//!
+//! **Files.** `mod.rs`: opening, configuring and migrating; `bridge.rs`: the one connection
+//! and the read and write transactions every call runs in (reconnecting when the file was
+//! replaced); `queries.rs`: the statements of the `Store` methods; `lock.rs`: the rotation
+//! lock; `fresh.rs`: the generation; `tokens.rs`: API tokens; `migrations/NNN_name.sql`: the
+//! schema. Row readers, column lists and the connection statements are shared with
+//! PostgreSQL (`crate::rows`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
