@@ -1,4 +1,5 @@
-//! Where the test services are. Test-only: a dev-dependency, never linked into a product.
+//! Where the test services are, and the fixtures several test binaries share. Test-only: a
+//! dev-dependency (or a dependency of the end-to-end test package), never linked into a product.
 //!
 //! `scripts/test` starts PostgreSQL, MariaDB, OpenSSH (SFTP) and an S3-compatible server on
 //! loopback ports and exports their addresses as `BROKED_TEST_<SERVICE>_<FIELD>` variables (see
@@ -11,8 +12,8 @@
 //! servers; and with the cargo feature `tls`, `TestCa`: a CA of a test's own, the certificates
 //! it signs and a rustls server configuration that presents one.
 //!
-//! Not here: anything a product links (this crate is only ever a dev-dependency, or a
-//! dependency of the end-to-end test package), and no dependency on the workspace's crates.
+//! Not here: test helpers of one crate only (probe test helpers are `broked_probe::testkit`),
+//! and no dependency on the workspace's crates.
 
 mod host;
 mod pg_cluster;
