@@ -354,7 +354,7 @@ pub trait Store: Send + Sync {
     /// within one handle and never repeats. The resolve cache keeps a value only while this
     /// is unchanged, so it must never stay the same across a commit: SQLite compares the
     /// whole WAL-index header and the files' inodes (`sqlite/fresh.rs`); PostgreSQL counts
-    /// notifications, or asks the database while it cannot listen (`postgres.rs`).
+    /// notifications, or asks the database while it cannot listen (`postgres/fresh.rs`).
     fn generation(&self) -> Result<u64>;
 
     fn insert_connection(&self, conn: &StoredConnection) -> Result<()>;
