@@ -123,7 +123,7 @@ pub fn relay_dirs() -> usize {
 /// default port. The caller's crate has `tokio` (macros, rt, net, time) and `broked-testenv`
 /// as dev-dependencies.
 ///
-/// ```ignore
+/// ```text
 /// broked_probe::sql_probe_contract! {
 ///     probe: PostgresProbe,
 ///     conn_type: ConnType::Postgres,
