@@ -409,6 +409,28 @@ fn metrics_parse_and_move_with_the_requests() {
     let server = Server::start(dir.path(), &["--api-token", TOKEN]);
     let no_token = send(&server, "GET", "/metrics", None, false);
     assert_eq!(no_token.status, 401, "{}", no_token.text);
+    // A proxy's plain request id is kept; anything else is replaced by a new one.
+    let ids = |given: &str| {
+        let r = server
+            .request("GET", "/healthz")
+            .header("x-request-id", given)
+            .send()
+            .unwrap();
+        r.headers()["x-request-id"].to_str().unwrap().to_owned()
+    };
+    assert_eq!(ids("proxy-42.a_b"), "proxy-42.a_b");
+    for bad in ["with space", "quote\"", &"x".repeat(65)] {
+        let got = ids(bad);
+        assert_ne!(got, bad);
+        assert!(got.len() <= 64 && !got.contains(' '), "{got}");
+    }
+    let first = send(&server, "GET", "/healthz", None, false)
+        .request_id
+        .unwrap();
+    let second = send(&server, "GET", "/healthz", None, false)
+        .request_id
+        .unwrap();
+    assert_ne!(first, second);
 
     assert_eq!(
         send(
@@ -1042,4 +1064,76 @@ fn a_stopped_postgres_answers_503_fast_and_the_server_recovers_by_itself() {
         assert_no_leak("a response", body);
     }
     assert_no_leak("the server log", &log);
+}
+
+/// A SQLite write lock held by another process past `--store-timeout`: a write answers 503
+/// `busy` with `Retry-After` within the limit while reads go on; released, the write works.
+#[test]
+fn a_sqlite_lock_held_past_the_limit_is_503_busy_within_the_limit() {
+    use std::io::Write;
+    let Ok(sqlite3) = which("sqlite3") else {
+        eprintln!("SKIPPED: no sqlite3 command to hold the lock");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--api-token", TOKEN, "--store-timeout", "1"]);
+    assert_eq!(
+        send(
+            &server,
+            "POST",
+            "/api/connections",
+            Some(&connection_body("c1")),
+            true
+        )
+        .status,
+        201
+    );
+    let mut holder = Command::new(sqlite3)
+        .arg(dir.path().join("broked.db"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin
+        .write_all(b"BEGIN IMMEDIATE;\nUPDATE state SET generation = generation WHERE id = 1;\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let patch = json!({"description": "during"}).to_string();
+    let start = Instant::now();
+    let busy = loop {
+        let a = send(&server, "PATCH", "/api/connections/c1", Some(&patch), true);
+        if a.status == 503 {
+            break a;
+        }
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the lock was never held"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(busy.json["error"]["code"], "busy", "{}", busy.text);
+    assert_eq!(busy.retry_after.as_deref(), Some("1"));
+    assert!(busy.took < Duration::from_millis(2500), "{:?}", busy.took);
+    assert_eq!(
+        send(&server, "GET", "/api/connections/c1", None, true).status,
+        200
+    );
+    stdin.write_all(b"ROLLBACK;\n.quit\n").unwrap();
+    drop(stdin);
+    holder.wait().unwrap();
+    let after = send(&server, "PATCH", "/api/connections/c1", Some(&patch), true);
+    assert_eq!(after.status, 200, "{}", after.text);
+}
+
+/// `name` on the PATH.
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .ok_or(())
 }
