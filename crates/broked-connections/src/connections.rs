@@ -37,7 +37,7 @@ pub struct Connections {
     pub(crate) options: Options,
     pub(crate) registry: broked_probe::Registry,
     /// The SSH tunnels open for `open_tunnel` (`tunnel.rs`).
-    pub(crate) tunnels: crate::tunnel::Tunnels,
+    pub(crate) tunnels: broked_tunnel::SharedTunnels,
     resolver: Resolver,
     /// Named API tokens (see `tokens.rs`).
     tokens: Tokens,
@@ -79,7 +79,7 @@ impl Connections {
             sealer,
             options,
             registry,
-            tunnels: crate::tunnel::Tunnels::default(),
+            tunnels: broked_tunnel::SharedTunnels::default(),
             tokens: Tokens::new(Arc::clone(&tokens_store)),
         })
     }

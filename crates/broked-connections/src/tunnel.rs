@@ -10,10 +10,9 @@
 //! [`MAX_HOPS`] hops. A bastion named by another connection's `ssh_tunnel` is deleted only
 //! with force.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use broked_core::{
@@ -29,12 +28,6 @@ use crate::error::Error;
 
 /// The longest chain of bastions.
 pub const MAX_HOPS: usize = 8;
-
-/// The tunnels this process has open, by chain and target.
-#[derive(Default)]
-pub(crate) struct Tunnels {
-    open: Mutex<HashMap<String, Weak<Tunnel>>>,
-}
 
 /// A connection's URI through its SSH tunnel, valid while this guard lives: host and port
 /// are `127.0.0.1:<local port>`. Tunnels to the same target through the same bastions are
@@ -378,40 +371,21 @@ impl Connections {
             port
         ])
         .to_string();
-        let shared = |key: &str| {
-            let mut open = self.tunnels.open.lock().unwrap_or_else(|e| e.into_inner());
-            open.retain(|_, t| t.strong_count() > 0);
-            open.get(key).and_then(Weak::upgrade)
-        };
-        let tunnel = match shared(&key) {
-            Some(t) => t,
-            None => {
-                // Opened without the lock: other targets need not wait for these handshakes.
-                let fresh = Arc::new(
-                    Tunnel::open(
-                        hops,
-                        &host,
-                        port,
-                        self.registry.policy(),
-                        Timeouts {
-                            connect: self.options.probe_timeout,
-                            ..Timeouts::default()
-                        },
-                    )
-                    .map_err(|e| Error::Tunnel(scrubbed(e, conn, &chain)))?,
-                );
-                let mut open = self.tunnels.open.lock().unwrap_or_else(|e| e.into_inner());
-                match open.get(&key).and_then(Weak::upgrade) {
-                    // Another caller opened the same tunnel meanwhile: share that one (ours
-                    // closes as it is dropped).
-                    Some(theirs) => theirs,
-                    None => {
-                        open.insert(key, Arc::downgrade(&fresh));
-                        fresh
-                    }
-                }
-            }
-        };
+        let tunnel = self
+            .tunnels
+            .get_or_open(&key, || {
+                Tunnel::open(
+                    hops,
+                    &host,
+                    port,
+                    self.registry.policy(),
+                    Timeouts {
+                        connect: self.options.probe_timeout,
+                        ..Timeouts::default()
+                    },
+                )
+            })
+            .map_err(|e| Error::Tunnel(scrubbed(e, conn, &chain)))?;
         let connection = through(conn, tunnel.local_addr());
         Ok(TunnelGuard {
             uri: connection.to_uri(),

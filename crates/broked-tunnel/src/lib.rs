@@ -29,9 +29,10 @@ mod hostkey;
 mod peer;
 mod session;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use broked_core::{ConnType, Connection, Secret};
@@ -383,6 +384,53 @@ impl Tunnel {
             f.health()?;
         }
         Ok(())
+    }
+}
+
+/// Open tunnels shared by a key (the caller's name for a chain and a target): one tunnel per
+/// key while anyone holds it, closed when the last holder drops it.
+#[derive(Default)]
+pub struct SharedTunnels {
+    open: Mutex<HashMap<String, Weak<Tunnel>>>,
+}
+
+impl fmt::Debug for SharedTunnels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("SharedTunnels")
+            .field(
+                "open",
+                &open.values().filter(|t| t.strong_count() > 0).count(),
+            )
+            .finish()
+    }
+}
+
+impl SharedTunnels {
+    /// The open tunnel for `key`, or a new one from `open`. `open` runs without the lock
+    /// (other keys need not wait for its handshakes); when two callers open the same key at
+    /// once, both get the first one stored and the other closes.
+    pub fn get_or_open(
+        &self,
+        key: &str,
+        open: impl FnOnce() -> Result<Tunnel, TunnelError>,
+    ) -> Result<Arc<Tunnel>, TunnelError> {
+        {
+            let mut map = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, t| t.strong_count() > 0);
+            if let Some(t) = map.get(key).and_then(Weak::upgrade) {
+                return Ok(t);
+            }
+        }
+        let fresh = Arc::new(open()?);
+        let mut map = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(key).and_then(Weak::upgrade) {
+            Some(theirs) => Ok(theirs),
+            None => {
+                map.insert(key.to_owned(), Arc::downgrade(&fresh));
+                Ok(fresh)
+            }
+        }
     }
 }
 
