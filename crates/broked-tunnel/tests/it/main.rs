@@ -524,3 +524,73 @@ fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
+
+/// Every log line of this test binary (all threads), once a test asked for it.
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static std::sync::Mutex<Vec<u8>> =
+            Box::leak(Box::new(std::sync::Mutex::new(Vec::new())));
+        struct Sink(&'static std::sync::Mutex<Vec<u8>>);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || Sink(logs))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+        logs
+    })
+}
+
+#[test]
+fn the_logs_name_the_hop_and_hold_no_secret() {
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
+    let Some(mut own) = sshd::OwnSshd::start(svc.get("USER")) else {
+        return;
+    };
+    let logs = captured_logs();
+    let mut c = bastion(
+        &svc,
+        "bastion-log",
+        serde_json::json!({"host_key": own.host_key()}),
+    );
+    c.port = Some(own.port);
+    let echo = echo_server();
+    let t = Tunnel::open(
+        vec![hop(&c)],
+        "127.0.0.1",
+        echo.port(),
+        &Policy::default(),
+        timeouts(),
+    )
+    .unwrap();
+    assert_eq!(round_trip(t.local_addr(), b"x").unwrap(), b"x");
+    // The bastion goes away: the session is lost, and reconnects fail.
+    own.stop();
+    for _ in 0..2 {
+        assert!(round_trip(t.local_addr(), b"y").is_err());
+    }
+    drop(t);
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("SSH tunnel: session lost") || text.contains("SSH tunnel: reconnect failed"),
+        "{text}"
+    );
+    assert!(text.contains("bastion \"bastion-log\""), "{text}");
+    assert!(
+        !text.contains(svc.get("PASSWORD")),
+        "a password in the log: {text}"
+    );
+}
