@@ -404,14 +404,22 @@ fn a_limited_token_cannot_tunnel_through_a_bastion_outside_its_globs() {
     chained["ssh_tunnel"] = json!("team-b-bastion");
     let r = server.post("/api/connections", &bastion("team-a-bastion", chained));
     assert_eq!(r.status, 201, "{}", r.text);
-    let t = create_token(&db, "team-a", &["--scope", "read,test,write", "--conns", "team-a-*"]);
+    let t = create_token(
+        &db,
+        "team-a",
+        &["--scope", "read,test,write", "--conns", "team-a-*"],
+    );
     let call = |m: &str, p: &str, b: &str| server.call_with(m, p, Some(b), Some(&t));
     let through = |id: &str, via: &str| {
         json!({"conn_id": id, "type": "postgres", "host": "127.0.0.1", "login": "u",
                "password": PW, "extra": {"ssh_tunnel": via}})
         .to_string()
     };
-    let missing = call("POST", "/api/connections", &through("team-a-db", "team-a-none"));
+    let missing = call(
+        "POST",
+        "/api/connections",
+        &through("team-a-db", "team-a-none"),
+    );
     assert_eq!(missing.status, 422, "{}", missing.text);
     for via in ["team-b-bastion", "team-a-bastion"] {
         for (m, p, body) in [
@@ -421,11 +429,19 @@ fn a_limited_token_cannot_tunnel_through_a_bastion_outside_its_globs() {
             let r = call(m, p, &body);
             assert_eq!(r.status, 422, "{m} {p} via {via}: {}", r.text);
             assert_eq!(r.json["error"]["fields"][0]["field"], "extra", "{}", r.text);
-            assert!(!r.text.contains("team-b") || via == "team-b-bastion", "{}", r.text);
+            assert!(
+                !r.text.contains("team-b") || via == "team-b-bastion",
+                "{}",
+                r.text
+            );
         }
     }
     // The same answer as for a bastion that does not exist.
-    let r = call("POST", "/api/connections", &through("team-a-db", "team-b-bastion"));
+    let r = call(
+        "POST",
+        "/api/connections",
+        &through("team-a-db", "team-b-bastion"),
+    );
     assert_eq!(
         r.text.replace("team-b-bastion", "X"),
         missing.text.replace("team-a-none", "X")
