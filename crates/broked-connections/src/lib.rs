@@ -50,8 +50,8 @@ pub use crate::sealer::{CheckFailure, CheckReport, KeyStatus, RotateReport};
 pub use crate::tokens::{Grant, Scope, TokenInfo, glob_match, parse_duration};
 pub use crate::transfer::EXPORT_FORMAT;
 pub use crate::tunnel::{MAX_HOPS, TunnelGuard, ssh_tunnel_refs};
-pub use broked_tunnel::TunnelError;
 pub use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
+pub use broked_tunnel::TunnelError;
 
 /// How [`Connections::open_with`] behaves. `Options::default()` is what `open` uses.
 #[derive(Clone, Debug)]
