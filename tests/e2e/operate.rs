@@ -1101,7 +1101,9 @@ fn a_sqlite_lock_held_past_the_limit_is_503_busy_within_the_limit() {
         .unwrap();
     let mut stdin = holder.stdin.take().unwrap();
     stdin
-        .write_all(b"BEGIN IMMEDIATE;\nUPDATE state SET generation = generation WHERE id = 1;\n")
+        .write_all(
+            b".timeout 5000\nBEGIN IMMEDIATE;\nUPDATE state SET generation = generation WHERE id = 1;\n",
+        )
         .unwrap();
     stdin.flush().unwrap();
     let patch = json!({"description": "during"}).to_string();
