@@ -16,14 +16,16 @@ impl PgStore {
                     .await
                     .map_err(pg(&ctx, "rotation lock"))?;
                 let sql = if wait {
-                    "SELECT pg_advisory_lock(hashtext('broked.rotation.' || current_schema())), true"
+                    "SELECT pg_advisory_lock(hashtext('broked.rotation.' || current_schema())),
+                       true AS got"
                 } else {
-                    "SELECT 0, pg_try_advisory_lock(hashtext('broked.rotation.' || current_schema()))"
+                    "SELECT pg_try_advisory_lock(hashtext('broked.rotation.' || current_schema()))
+                       AS got"
                 };
                 let got: bool = sqlx::query(sql)
                     .fetch_one(&mut conn)
                     .await
-                    .and_then(|r| r.try_get(1))
+                    .and_then(|r| r.try_get("got"))
                     .map_err(pg(&ctx, "rotation lock"))?;
                 if !got {
                     let _ = conn.close().await;

@@ -126,7 +126,7 @@ impl Store for SqliteStore {
     fn meta(&self, name: &str) -> Result<Option<String>> {
         self.read(|c| {
             c.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-                r.get(0)
+                r.get("value")
             })
             .optional()
             .map_err(sql("meta"))
@@ -151,7 +151,7 @@ impl Store for SqliteStore {
                 .query_row(
                     "SELECT check_value FROM keys WHERE key_id = ?1",
                     [key_id],
-                    |r| r.get(0),
+                    |r| r.get("check_value"),
                 )
                 .optional()
                 .map_err(sql("keys"))?;
@@ -212,7 +212,7 @@ impl Store for SqliteStore {
             .map_err(sql("seals"))?;
             let total: Option<i64> = tx
                 .query_row("SELECT seals FROM keys WHERE key_id = ?1", [key_id], |r| {
-                    r.get(0)
+                    r.get("seals")
                 })
                 .optional()
                 .map_err(sql("seals"))?;
@@ -224,7 +224,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             let total: Option<i64> = c
                 .query_row("SELECT seals FROM keys WHERE key_id = ?1", [key_id], |r| {
-                    r.get(0)
+                    r.get("seals")
                 })
                 .optional()
                 .map_err(sql("seals"))?;
