@@ -63,10 +63,11 @@ impl Backend for Sqlite {
     }
 }
 
-/// A schema of its own (`t_<pid>_<n>_<nanos>`) in the test database, dropped afterwards;
-/// every handle reaches it through `options=-c search_path=…` in the URL.
+/// A schema of its own in the test database (the one fixture, `broked_testenv::PgSchema`),
+/// dropped afterwards; every handle reaches it through `options=-c search_path=…` in the URL.
 #[cfg(feature = "postgres")]
 pub(crate) struct Pg {
+    fixture: broked_testenv::PgSchema,
     /// The test database, no schema set.
     pub(crate) base_url: String,
     /// `base_url` with `search_path` set to `schema`.
@@ -77,63 +78,19 @@ pub(crate) struct Pg {
 #[cfg(feature = "postgres")]
 impl Pg {
     pub(crate) fn new() -> Option<Pg> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let svc = broked_testenv::postgres()?;
-        let base_url = format!(
-            "postgres://{}:{}@{}:{}/{}",
-            svc.get("USER"),
-            svc.get("PASSWORD"),
-            svc.get("HOST"),
-            svc.port(),
-            svc.get("DB")
-        );
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let schema = format!(
-            "t_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let url = format!("{base_url}?options=-c%20search_path%3D{schema}");
-        let pg = Pg {
-            base_url,
-            url,
-            schema,
-        };
-        pg.admin(&format!("CREATE SCHEMA {}", pg.schema));
-        Some(pg)
-    }
-
-    /// Runs `sql` on the test database as the test user, on a thread and runtime of its own
-    /// (so it works inside a test's runtime too).
-    pub(crate) fn admin(&self, sql: &str) {
-        let (url, sql) = (self.url.clone(), sql.to_string());
-        std::thread::spawn(move || {
-            use sqlx::{Connection, Executor};
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-                c.execute(sqlx::raw_sql(&sql)).await.unwrap();
-                c.close().await.unwrap();
-            })
+        let fixture = broked_testenv::PgSchema::new()?;
+        Some(Pg {
+            base_url: fixture.base_url.clone(),
+            url: fixture.url.clone(),
+            schema: fixture.schema.clone(),
+            fixture,
         })
-        .join()
-        .unwrap();
     }
-}
 
-#[cfg(feature = "postgres")]
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.admin(&sql))).is_err() {
-            eprintln!("could not drop test schema {}", self.schema);
-        }
+    /// Runs `sql` in the schema, as the test user.
+    pub(crate) fn admin(&self, sql: &str) {
+        self.fixture
+            .psql(&format!("SET search_path TO {}; {sql}", self.schema));
     }
 }
 
