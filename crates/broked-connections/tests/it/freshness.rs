@@ -743,7 +743,8 @@ fn postgres_down_fails_clearly_or_serves_marked_stale_values_up_to_max_stale() {
     let quick = std::time::Instant::now();
     assert!(plain.resolve("c").is_err());
     assert!(
-        quick.elapsed() < std::time::Duration::from_millis(500),
+        // Well under the 2 s a check waits, with room for a loaded machine.
+        quick.elapsed() < std::time::Duration::from_millis(1500),
         "{:?}",
         quick.elapsed()
     );

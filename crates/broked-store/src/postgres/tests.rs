@@ -288,7 +288,9 @@ fn other_stores_learn_of_a_write_by_notification() {
     }
     delays.sort();
     let p99 = delays[delays.len() * 99 / 100 - 1];
-    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+    // A speed goal (100 ms at p99): printed, not asserted — DEVELOPERS.md checks speed with
+    // benchmarks, never timed tests (docs/BENCHMARKS.md has the figures).
+    eprintln!("notification delay: p99 {p99:?} of {} writes", delays.len());
     // The writer sees its own write at once, notification or not.
     let before = writer.generation().unwrap();
     writer.delete_connection("c0", false).unwrap();
