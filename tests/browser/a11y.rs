@@ -229,15 +229,6 @@ async fn small_targets(c: &Client, css: &str) -> Value {
     .await
 }
 
-async fn no_sideways_scroll(c: &Client) {
-    wait_js(
-        c,
-        "no horizontal scroll",
-        "document.documentElement.scrollWidth <= window.innerWidth",
-    )
-    .await;
-}
-
 async fn dialog_open(c: &Client, id: &str) -> bool {
     js(
         c,
@@ -252,38 +243,18 @@ async fn hash(c: &Client) -> String {
     js_str(c, "return location.hash").await
 }
 
-async fn resize(c: &Client, width: u32, height: u32) {
-    c.set_window_size(width, height).await.expect("resize");
-}
-
-fn create(server: &Server, body: Value) {
-    let r = call(server, "POST", "/api/connections", Some(&body.to_string()));
-    assert_eq!(r.status, 201, "{}", r.text);
-}
-
-/// The parts of a test that need the browser; `None` when the test is skipped.
-fn setup() -> Option<(PathBuf, Driver)> {
-    let (chromium, driver_bin) = browser_tools()?;
-    Some((chromium, Driver::start(&driver_bin)))
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Errors in the form's words, all at once, with a summary that links to the fields
 
 #[test]
 fn errors_use_the_labels_show_all_at_once_and_link_from_a_summary() {
-    let Some((chromium, driver)) = setup() else {
+    let Some(ui) = Ui::start(&[]) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
+    let server = &ui.server;
     run(async {
-        let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/#/connections/new", server.base))
-            .await
-            .expect("open the UI");
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "New Connection").await;
+        let c = ui.browser().await;
+        open_form(&c, server, "#/connections/new", "New Connection").await;
         axe(&c, "the New Connection form").await;
 
         // Each field's error is read before its hint.
@@ -300,11 +271,7 @@ fn errors_use_the_labels_show_all_at_once_and_link_from_a_summary() {
         assert_eq!(order, json!([]), "aria-describedby names the error first");
 
         // Three mistakes on an HTTP connection: a bad ID, no URL, a port that is not a number.
-        find(&c, "#f-type")
-            .await
-            .select_by_value("http")
-            .await
-            .expect("select http");
+        select(&c, "#f-type", "http").await;
         wait_text(&c, ".field[data-field=host] label", "URL").await;
         fill(&c, "#f-conn_id", "Bad ID!").await;
         fill(&c, "#f-host", "").await;
@@ -368,16 +335,11 @@ fn errors_use_the_labels_show_all_at_once_and_link_from_a_summary() {
         wait_text(&c, "#banner-text", "3 problems").await;
         assert_eq!(active_id(&c).await, "f-conn_id", "focus on the first error");
         assert_eq!(
-            call(&server, "GET", "/api/connections", None).json,
+            call(server, "GET", "/api/connections", None).json,
             json!([]),
             "nothing was sent to be saved"
         );
-        c.execute(
-            "document.activeElement && document.activeElement.blur()",
-            vec![],
-        )
-        .await
-        .expect("js");
+        blur(&c).await;
         screenshot(&c, "ui-error-summary.png").await;
         axe(&c, "the error summary").await;
 
@@ -420,28 +382,25 @@ fn errors_use_the_labels_show_all_at_once_and_link_from_a_summary() {
         assert_eq!(links, json!(["#f-host"]));
         axe(&c, "an error the server found").await;
         assert_eq!(
-            call(&server, "GET", "/api/connections/ui-http", None).status,
+            call(server, "GET", "/api/connections/ui-http", None).status,
             404
         );
 
         // A stored password does not follow a new host: the server's refusal, in the UI's words.
         create(
-            &server,
+            server,
             json!({"conn_id": "ui-pg", "type": "postgres", "host": "db.example.com",
                    "login": "etl", "password": "pw-kept-1"}),
         );
-        c.goto(&format!("{}/#/connections/ui-pg", server.base))
-            .await
-            .expect("edit");
-        wait_js(
+        open(&c, server, "#/connections/ui-pg").await;
+        dialog_shown(
             &c,
             "the discard dialog (the refused form is not saved)",
-            "document.getElementById('leave-dialog').open",
+            "leave-dialog",
         )
         .await;
         click(&c, "#leave-discard").await;
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "Edit ui-pg").await;
+        form_titled(&c, "Edit ui-pg").await;
         fill(&c, "#f-host", "db2.example.com").await;
         click(&c, "#save").await;
         let pw_error = wait_text(&c, "#e-password", "Password:").await;
@@ -452,7 +411,7 @@ fn errors_use_the_labels_show_all_at_once_and_link_from_a_summary() {
             "{pw_error}"
         );
         assert_eq!(
-            call(&server, "GET", "/api/connections/ui-pg", None).json["host"],
+            call(server, "GET", "/api/connections/ui-pg", None).json["host"],
             "db.example.com"
         );
         c.close().await.expect("close the browser");
@@ -464,22 +423,18 @@ fn errors_use_the_labels_show_all_at_once_and_link_from_a_summary() {
 
 #[test]
 fn focus_rings_and_field_borders_have_contrast_also_in_forced_colours() {
-    let Some((chromium, driver)) = setup() else {
+    let Some(ui) = Ui::start(&[]) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
+    let server = &ui.server;
     create(
-        &server,
+        server,
         json!({"conn_id": "focus-pg", "type": "postgres", "host": "db.example.com",
                "login": "etl", "password": "focus-secret-1", "extra": {"sslmode": "require"}}),
     );
     run(async {
-        let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/#/connections", server.base))
-            .await
-            .expect("open the UI");
-        list_shown(&c).await;
+        let c = ui.browser().await;
+        open_list(&c, server).await;
         wait_text(&c, "#list-status", "1 connection").await;
         axe(&c, "the list").await;
         check_field_borders(&c, "the list").await;
@@ -491,11 +446,7 @@ fn focus_rings_and_field_borders_have_contrast_also_in_forced_colours() {
             "Tab reaches the sidebar, New Connection and the row actions: {list:?}"
         );
 
-        c.goto(&format!("{}/#/connections/focus-pg", server.base))
-            .await
-            .expect("edit");
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "Edit focus-pg").await;
+        open_form(&c, server, "#/connections/focus-pg", "Edit focus-pg").await;
         axe(&c, "the edit form with stored secrets").await;
         check_field_borders(&c, "the edit form").await;
         let form = check_focus_rings(&c, "the edit form").await;
@@ -520,7 +471,7 @@ fn focus_rings_and_field_borders_have_contrast_also_in_forced_colours() {
         // Forced colours (e.g. Windows High Contrast): the ring stays, and the read-only
         // Connection ID still looks read-only although its grey background is gone.
         cdp(
-            &driver,
+            &ui.driver,
             &c,
             "Emulation.setEmulatedMedia",
             json!({"features": [{"name": "forced-colors", "value": "active"}]}),
@@ -559,13 +510,12 @@ fn focus_rings_and_field_borders_have_contrast_also_in_forced_colours() {
 
 #[test]
 fn saved_shows_beside_the_heading_and_live_regions_stay_rendered() {
-    let Some((chromium, driver)) = setup() else {
+    let Some(ui) = Ui::start(&[]) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
+    let server = &ui.server;
     run(async {
-        let c = open_browser(&chromium, &driver).await;
+        let c = ui.browser().await;
         // Rendered while empty: a live region that is display: none is not in the
         // accessibility tree, and its first message goes unannounced.
         let rendered = |ids: &'static [&'static str]| {
@@ -577,18 +527,14 @@ fn saved_shows_beside_the_heading_and_live_regions_stay_rendered() {
                  }})"
             )
         };
-        c.goto(&format!("{}/#/connections", server.base))
-            .await
-            .expect("open the UI");
-        list_shown(&c).await;
+        open_list(&c, server).await;
         assert_eq!(
             js(&c, &rendered(&["notice", "list-status"])).await,
             json!([]),
             "the list's live regions are rendered"
         );
         click(&c, "#new-connection").await;
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "New Connection").await;
+        form_titled(&c, "New Connection").await;
         assert_eq!(
             js(&c, "return ['notice', 'form-status', 'test-result'].map((id) => document.getElementById(id).textContent)").await,
             json!(["", "", ""]),
@@ -642,27 +588,22 @@ fn saved_shows_beside_the_heading_and_live_regions_stay_rendered() {
 
 #[test]
 fn leaving_a_changed_form_asks_and_a_test_result_goes_stale() {
-    let Some((chromium, driver)) = setup() else {
-        return;
-    };
     // A TCP service for the generic type's probe: the kernel completes the handshake.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
     let port = listener.local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
+    let Some(ui) = Ui::start(&[]) else {
+        return;
+    };
+    let server = &ui.server;
     create(
-        &server,
+        server,
         json!({"conn_id": "tcp-svc", "type": "generic", "host": "127.0.0.1", "port": port}),
     );
     run(async {
-        let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/#/connections", server.base))
-            .await
-            .expect("open the UI");
-        list_shown(&c).await;
+        let c = ui.browser().await;
+        open_list(&c, server).await;
         click(&c, "tr[data-conn-id=tcp-svc] a[aria-label='Edit tcp-svc']").await;
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "Edit tcp-svc").await;
+        form_titled(&c, "Edit tcp-svc").await;
 
         // Without changes, leaving does not ask.
         click(&c, ".crumb a").await;
@@ -706,12 +647,7 @@ fn leaving_a_changed_form_asks_and_a_test_result_goes_stale() {
 
         // With changes, each way off the form asks: the back link…
         click(&c, ".crumb a").await;
-        wait_js(
-            &c,
-            "the discard dialog",
-            "document.getElementById('leave-dialog').open",
-        )
-        .await;
+        dialog_shown(&c, "the discard dialog", "leave-dialog").await;
         assert_eq!(hash(&c).await, "#/connections/tcp-svc", "still on the form");
         assert_eq!(active_id(&c).await, "leave-stay", "Keep editing has focus");
         wait_text(&c, "#leave-body", "tcp-svc").await;
@@ -728,30 +664,15 @@ fn leaving_a_changed_form_asks_and_a_test_result_goes_stale() {
 
         // …Cancel (Escape keeps editing)…
         click(&c, "#cancel").await;
-        wait_js(
-            &c,
-            "the discard dialog",
-            "document.getElementById('leave-dialog').open",
-        )
-        .await;
+        dialog_shown(&c, "the discard dialog", "leave-dialog").await;
         press(&c, ESCAPE).await;
-        wait_js(
-            &c,
-            "the dialog closed",
-            "!document.getElementById('leave-dialog').open",
-        )
-        .await;
+        dialog_closed(&c, "leave-dialog").await;
         assert_eq!(hash(&c).await, "#/connections/tcp-svc");
         assert_eq!(value(&c, "#f-host").await, "127.0.0.2");
 
         // …the browser's Back button…
         c.back().await.expect("back");
-        wait_js(
-            &c,
-            "the discard dialog after Back",
-            "document.getElementById('leave-dialog').open",
-        )
-        .await;
+        dialog_shown(&c, "the discard dialog after Back", "leave-dialog").await;
         assert_eq!(hash(&c).await, "#/connections/tcp-svc");
         click(&c, "#leave-stay").await;
         assert_eq!(value(&c, "#f-host").await, "127.0.0.2");
@@ -764,15 +685,10 @@ fn leaving_a_changed_form_asks_and_a_test_result_goes_stale() {
 
         // The sidebar: Discard changes leaves, and nothing was saved.
         click(&c, "#nav-connections").await;
-        wait_js(
-            &c,
-            "the discard dialog",
-            "document.getElementById('leave-dialog').open",
-        )
-        .await;
+        dialog_shown(&c, "the discard dialog", "leave-dialog").await;
         click(&c, "#leave-discard").await;
         list_shown(&c).await;
-        let stored = call(&server, "GET", "/api/connections/tcp-svc", None);
+        let stored = call(server, "GET", "/api/connections/tcp-svc", None);
         assert_eq!(stored.json["host"], "127.0.0.1", "{}", stored.text);
         assert_eq!(stored.json["description"], Value::Null);
         assert_eq!(js(&c, unload).await, Value::Bool(false), "nothing to lose");
@@ -797,12 +713,7 @@ fn leaving_a_changed_form_asks_and_a_test_result_goes_stale() {
         form_shown(&c).await;
         fill(&c, "#f-conn_id", "half-typed").await;
         click(&c, "#cancel").await;
-        wait_js(
-            &c,
-            "the discard dialog",
-            "document.getElementById('leave-dialog').open",
-        )
-        .await;
+        dialog_shown(&c, "the discard dialog", "leave-dialog").await;
         wait_text(&c, "#leave-body", "not saved").await;
         click(&c, "#leave-discard").await;
         list_shown(&c).await;
@@ -816,27 +727,23 @@ fn leaving_a_changed_form_asks_and_a_test_result_goes_stale() {
 
 #[test]
 fn phone_layout_has_44px_targets_wraps_hosts_and_ids_open_connections() {
-    let Some((chromium, driver)) = setup() else {
+    let Some(ui) = Ui::start(&[]) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
+    let server = &ui.server;
     let long_host = "https://analytics-warehouse-reporting-gateway.internal.example.com";
     create(
-        &server,
+        server,
         json!({"conn_id": "api-reporting", "type": "http", "host": long_host}),
     );
     create(
-        &server,
+        server,
         json!({"conn_id": "pg", "type": "postgres", "host": "db.example.com"}),
     );
     run(async {
-        let c = open_browser(&chromium, &driver).await;
+        let c = ui.browser().await;
         resize(&c, 400, 800).await;
-        c.goto(&format!("{}/#/connections", server.base))
-            .await
-            .expect("open the UI");
-        list_shown(&c).await;
+        open_list(&c, server).await;
         wait_text(&c, "#list-status", "2 connections").await;
         no_sideways_scroll(&c).await;
         assert_eq!(
@@ -879,8 +786,7 @@ fn phone_layout_has_44px_targets_wraps_hosts_and_ids_open_connections() {
 
         // The connection ID itself opens the connection.
         click(&c, "tr[data-conn-id=api-reporting] a.conn-link").await;
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "Edit api-reporting").await;
+        form_titled(&c, "Edit api-reporting").await;
         no_sideways_scroll(&c).await;
         assert_eq!(
             small_targets(
@@ -903,13 +809,12 @@ fn phone_layout_has_44px_targets_wraps_hosts_and_ids_open_connections() {
 
 #[test]
 fn saving_over_a_change_made_meanwhile_asks_first() {
-    let Some((chromium, driver)) = setup() else {
+    let Some(ui) = Ui::start(&[]) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
+    let server = &ui.server;
     create(
-        &server,
+        server,
         json!({"conn_id": "shared", "type": "generic", "host": "127.0.0.1", "port": 5000,
                "description": "original"}),
     );
@@ -917,7 +822,7 @@ fn saving_over_a_change_made_meanwhile_asks_first() {
         let body =
             json!({"type": "generic", "host": host, "port": 5000, "description": description});
         let r = call(
-            &server,
+            server,
             "PUT",
             "/api/connections/shared",
             Some(&body.to_string()),
@@ -925,25 +830,16 @@ fn saving_over_a_change_made_meanwhile_asks_first() {
         assert_eq!(r.status, 200, "{}", r.text);
     };
     let stored =
-        |field: &str| call(&server, "GET", "/api/connections/shared", None).json[field].clone();
+        |field: &str| call(server, "GET", "/api/connections/shared", None).json[field].clone();
     run(async {
-        let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/#/connections/shared", server.base))
-            .await
-            .expect("open the UI");
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "Edit shared").await;
+        let c = ui.browser().await;
+        open_form(&c, server, "#/connections/shared", "Edit shared").await;
         fill(&c, "#f-description", "mine").await;
 
         // Someone else saves first: Save asks instead of overwriting.
         theirs("127.0.0.5", "theirs");
         click(&c, "#save").await;
-        wait_js(
-            &c,
-            "the conflict dialog",
-            "document.getElementById('conflict-dialog').open",
-        )
-        .await;
+        dialog_shown(&c, "the conflict dialog", "conflict-dialog").await;
         let body = wait_text(&c, "#conflict-body", "changed: Host").await;
         assert!(body.contains("Description"), "{body}");
         assert_eq!(active_id(&c).await, "conflict-stay");
@@ -961,12 +857,7 @@ fn saving_over_a_change_made_meanwhile_asks_first() {
 
         // Load the saved version: their values, and the form counts as unchanged.
         click(&c, "#save").await;
-        wait_js(
-            &c,
-            "the conflict dialog",
-            "document.getElementById('conflict-dialog').open",
-        )
-        .await;
+        dialog_shown(&c, "the conflict dialog", "conflict-dialog").await;
         click(&c, "#conflict-load").await;
         wait_text(&c, "#form-status", "Loaded the version saved").await;
         assert_eq!(value(&c, "#f-host").await, "127.0.0.5");
@@ -976,12 +867,7 @@ fn saving_over_a_change_made_meanwhile_asks_first() {
         fill(&c, "#f-description", "mine again").await;
         theirs("127.0.0.6", "theirs again");
         click(&c, "#save").await;
-        wait_js(
-            &c,
-            "the conflict dialog",
-            "document.getElementById('conflict-dialog').open",
-        )
-        .await;
+        dialog_shown(&c, "the conflict dialog", "conflict-dialog").await;
         click(&c, "#conflict-overwrite").await;
         wait_text(&c, "#form-status", "Saved shared").await;
         assert_eq!(stored("description"), "mine again");
@@ -1000,12 +886,12 @@ fn saving_over_a_change_made_meanwhile_asks_first() {
 
         // Deleted meanwhile: said so, and nothing is recreated behind the person's back.
         fill(&c, "#f-description", "after the delete").await;
-        let r = call(&server, "DELETE", "/api/connections/shared", None);
+        let r = call(server, "DELETE", "/api/connections/shared", None);
         assert_eq!(r.status, 204, "{}", r.text);
         click(&c, "#save").await;
         wait_text(&c, "#banner-text", "deleted meanwhile").await;
         assert_eq!(
-            call(&server, "GET", "/api/connections/shared", None).status,
+            call(server, "GET", "/api/connections/shared", None).status,
             404
         );
         c.close().await.expect("close the browser");

@@ -6,25 +6,20 @@ use super::*;
 
 #[test]
 fn trust_this_host_key_pins_the_fingerprint_with_the_password_typed_again() {
-    let Some((chromium, driver_bin)) = browser_tools() else {
-        return;
-    };
     let Some(sftp) = env::sftp() else { return };
     let password = sftp.get("PASSWORD").to_owned();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let body = json!({"conn_id": "files", "type": "sftp", "host": sftp.get("HOST"),
-        "port": sftp.port(), "login": sftp.get("USER"), "password": password});
-    let r = server.post("/api/connections", &body.to_string());
-    assert_eq!(r.status, 201, "{}", r.text);
-    let driver = Driver::start(&driver_bin);
+    let Some(ui) = Ui::start(&[]) else {
+        return;
+    };
+    let server = &ui.server;
+    create(
+        server,
+        json!({"conn_id": "files", "type": "sftp", "host": sftp.get("HOST"),
+            "port": sftp.port(), "login": sftp.get("USER"), "password": password}),
+    );
     run(async {
-        let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/#/connections/files", server.base))
-            .await
-            .expect("open the UI");
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "Edit files").await;
+        let c = ui.browser().await;
+        open_form(&c, server, "#/connections/files", "Edit files").await;
 
         // The saved, unpinned connection: a failure naming the fingerprint, and the action.
         click(&c, "#test").await;
@@ -52,14 +47,14 @@ fn trust_this_host_key_pins_the_fingerprint_with_the_password_typed_again() {
         // Saved with the kept password: refused by the server (a securing key changed).
         click(&c, "#save").await;
         wait_text(&c, "#e-password", "password").await;
-        let stored = call(&server, "GET", "/api/connections/files", None);
+        let stored = call(server, "GET", "/api/connections/files", None);
         assert_eq!(stored.json["extra"], Value::Null, "nothing was saved");
 
         // With the password typed again: saved, and the test is a verified success.
         fill(&c, "#f-password", &password).await;
         click(&c, "#save").await;
         wait_text(&c, "#form-status", "Saved files").await;
-        let stored = call(&server, "GET", "/api/connections/files", None);
+        let stored = call(server, "GET", "/api/connections/files", None);
         assert_eq!(stored.json["extra"], "********", "{}", stored.text);
         click(&c, "#test").await;
         let result = wait_text(&c, "#test-result", "Success").await;

@@ -307,14 +307,140 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(dir.join(name), png).expect("write screenshot");
 }
 
-fn pg_fields(pg: &env::Service) -> (String, String, String, String, String) {
-    (
-        pg.get("HOST").to_owned(),
-        pg.get("PORT").to_owned(),
-        pg.get("DB").to_owned(),
-        pg.get("USER").to_owned(),
-        pg.get("PASSWORD").to_owned(),
+/// Opens `route` of the server's UI (`#/connections`, `#/connections/new`, or `""` for the
+/// start page).
+async fn open(c: &Client, server: &Server, route: &str) {
+    c.goto(&format!("{}/{route}", server.base))
+        .await
+        .unwrap_or_else(|e| panic!("open the UI at /{route}: {e}"));
+}
+
+/// Opens the list of connections and waits until it is shown.
+async fn open_list(c: &Client, server: &Server) {
+    open(c, server, "#/connections").await;
+    list_shown(c).await;
+}
+
+/// Opens `route` and waits for the connection form under the heading `title`.
+async fn open_form(c: &Client, server: &Server, route: &str, title: &str) {
+    open(c, server, route).await;
+    form_titled(c, title).await;
+}
+
+/// Waits for the connection form under the heading `title`.
+async fn form_titled(c: &Client, title: &str) {
+    form_shown(c).await;
+    wait_text(c, "#form-title", title).await;
+}
+
+/// Chooses the option `value` of the select `css`.
+async fn select(c: &Client, css: &str, value: &str) {
+    find(c, css)
+        .await
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("select {value:?} in {css}: {e}"));
+}
+
+/// Waits until the dialog `id` is open; `what` names it in the failure.
+async fn dialog_shown(c: &Client, what: &str, id: &str) {
+    wait_js(c, what, &format!("document.getElementById('{id}').open")).await;
+}
+
+/// Waits until the dialog `id` is closed.
+async fn dialog_closed(c: &Client, id: &str) {
+    wait_js(
+        c,
+        "the dialog closed",
+        &format!("!document.getElementById('{id}').open"),
     )
+    .await;
+}
+
+/// Waits until the page does not scroll sideways.
+async fn no_sideways_scroll(c: &Client) {
+    wait_js(
+        c,
+        "no horizontal scroll",
+        "document.documentElement.scrollWidth <= window.innerWidth",
+    )
+    .await;
+}
+
+async fn resize(c: &Client, width: u32, height: u32) {
+    c.set_window_size(width, height).await.expect("resize");
+}
+
+/// Takes the focus from whatever has it (for a screenshot without a focus ring).
+async fn blur(c: &Client) {
+    c.execute(
+        "document.activeElement && document.activeElement.blur()",
+        vec![],
+    )
+    .await
+    .expect("js");
+}
+
+/// Empties the test result, so that the next one is seen to arrive.
+async fn clear_test_result(c: &Client) {
+    c.execute(
+        "document.getElementById('test-result').replaceChildren()",
+        vec![],
+    )
+    .await
+    .expect("js");
+}
+
+/// Fills in the form for the test PostgreSQL `pg` under `conn_id`, with `extra`.
+async fn fill_postgres(c: &Client, conn_id: &str, pg: &env::Service, extra: &str) {
+    fill(c, "#f-conn_id", conn_id).await;
+    for (field, var) in [
+        ("host", "HOST"),
+        ("port", "PORT"),
+        ("schema", "DB"),
+        ("login", "USER"),
+        ("password", "PASSWORD"),
+    ] {
+        fill(c, &format!("#f-{field}"), pg.get(var)).await;
+    }
+    fill(c, "#f-extra", extra).await;
+}
+
+/// Creates a connection through the API (outside the browser's runtime).
+fn create(server: &Server, body: Value) {
+    let r = call(server, "POST", "/api/connections", Some(&body.to_string()));
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+/// What a browser test runs against: the server on a database of its own, and Chromium with
+/// its chromedriver.
+struct Ui {
+    server: Server,
+    chromium: PathBuf,
+    driver: Driver,
+    dir: tempfile::TempDir,
+}
+
+impl Ui {
+    /// Starts the server with `args` (as [`Server::start`]) and chromedriver; `None` when the
+    /// test is skipped.
+    fn start(args: &[&str]) -> Option<Ui> {
+        let (chromium, driver_bin) = browser_tools()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Server::start(dir.path(), args);
+        let driver = Driver::start(&driver_bin);
+        Some(Ui {
+            server,
+            chromium,
+            driver,
+            dir,
+        })
+    }
+
+    /// A new browser session.
+    async fn browser(&self) -> Client {
+        open_browser(&self.chromium, &self.driver).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,27 +450,21 @@ fn pg_fields(pg: &env::Service) -> (String, String, String, String, String) {
 /// without touching the password, refuse invalid extra, and delete it while a pipeline uses it.
 #[test]
 fn connection_lifecycle_in_the_browser() {
-    let Some((chromium, driver_bin)) = browser_tools() else {
+    let Some(pg) = env::postgres() else { return };
+    let (pg_host, pg_port, pg_password) = (pg.get("HOST"), pg.get("PORT"), pg.get("PASSWORD"));
+    let Some(ui) = Ui::start(&[]) else {
         return;
     };
-    let Some(pg) = env::postgres() else { return };
-    let (pg_host, pg_port, pg_db, pg_user, pg_password) = pg_fields(&pg);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let driver = Driver::start(&driver_bin);
+    let server = &ui.server;
     run(async {
-        let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/#/connections", server.base))
-            .await
-            .expect("open the UI");
-        list_shown(&c).await;
+        let c = ui.browser().await;
+        open_list(&c, server).await;
         wait_text(&c, "#list-status", "No connections yet").await;
         axe(&c, "the empty list").await;
 
         // New Connection: the type select comes from /api/connection-types, the port from its default.
         click(&c, "#new-connection").await;
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "New Connection").await;
+        form_titled(&c, "New Connection").await;
         let types = find(&c, "#f-type").await.text().await.expect("options");
         for label in [
             "PostgreSQL",
@@ -357,11 +477,7 @@ fn connection_lifecycle_in_the_browser() {
         ] {
             assert!(types.contains(label), "type select lacks {label}: {types}");
         }
-        find(&c, "#f-type")
-            .await
-            .select_by_value("postgres")
-            .await
-            .expect("select postgres");
+        select(&c, "#f-type", "postgres").await;
         assert_eq!(
             value(&c, "#f-port").await,
             "5432",
@@ -370,11 +486,7 @@ fn connection_lifecycle_in_the_browser() {
         wait_text(&c, ".field[data-field=schema] label", "Database").await;
 
         // Labels follow the type: sqlite asks for a file path and hides the port; s3 for a bucket.
-        find(&c, "#f-type")
-            .await
-            .select_by_value("sqlite")
-            .await
-            .expect("select sqlite");
+        select(&c, "#f-type", "sqlite").await;
         wait_text(&c, ".field[data-field=host] label", "Database file path").await;
         wait_js(
             &c,
@@ -382,11 +494,7 @@ fn connection_lifecycle_in_the_browser() {
             "document.querySelector('.field[data-field=port]').hidden",
         )
         .await;
-        find(&c, "#f-type")
-            .await
-            .select_by_value("s3")
-            .await
-            .expect("select s3");
+        select(&c, "#f-type", "s3").await;
         wait_text(&c, ".field[data-field=schema] label", "Bucket").await;
         wait_text(&c, ".field[data-field=host] label", "Endpoint").await;
         wait_js(
@@ -400,25 +508,21 @@ fn connection_lifecycle_in_the_browser() {
             "443",
             "an untouched port follows the type"
         );
-        find(&c, "#f-type")
-            .await
-            .select_by_value("postgres")
-            .await
-            .expect("select postgres");
+        select(&c, "#f-type", "postgres").await;
         assert_eq!(value(&c, "#f-port").await, "5432");
 
-        fill(&c, "#f-conn_id", "ui-pg").await;
-        fill(&c, "#f-host", &pg_host).await;
-        fill(&c, "#f-port", &pg_port).await;
-        fill(&c, "#f-schema", &pg_db).await;
-        fill(&c, "#f-login", &pg_user).await;
-        fill(&c, "#f-password", &pg_password).await;
-        fill(&c, "#f-extra", r#"{"application_name": "broked-ui-test"}"#).await;
+        fill_postgres(
+            &c,
+            "ui-pg",
+            &pg,
+            r#"{"application_name": "broked-ui-test"}"#,
+        )
+        .await;
         fill(&c, "#f-description", "created in the browser").await;
-        c.set_window_size(1280, 1500).await.expect("resize"); // the whole form in one picture
+        resize(&c, 1280, 1500).await; // the whole form in one picture
         screenshot(&c, "ui-form.png").await;
         axe(&c, "the filled-in New Connection form").await;
-        c.set_window_size(1280, 900).await.expect("resize");
+        resize(&c, 1280, 900).await;
 
         // Test before Save: POST /api/connections/test with the form.
         click(&c, "#test").await;
@@ -430,7 +534,7 @@ fn connection_lifecycle_in_the_browser() {
         );
         assert!(result.contains(" ms"), "the latency is shown: {result}");
         assert_eq!(
-            call(&server, "GET", "/api/connections/ui-pg", None).status,
+            call(server, "GET", "/api/connections/ui-pg", None).status,
             404,
             "Test saves nothing"
         );
@@ -440,7 +544,7 @@ fn connection_lifecycle_in_the_browser() {
         wait_text(&c, "#notice", "Saved ui-pg").await;
         wait_text(&c, "#form-title", "Edit ui-pg").await;
         axe(&c, "the edit form").await;
-        let saved = call(&server, "GET", "/api/connections/ui-pg", None);
+        let saved = call(server, "GET", "/api/connections/ui-pg", None);
         assert_eq!(saved.status, 200, "{}", saved.text);
         assert_eq!(saved.json["description"], "created in the browser");
         assert_eq!(saved.json["password"], "********");
@@ -472,50 +576,35 @@ fn connection_lifecycle_in_the_browser() {
             Some("********")
         );
         assert!(
-            !c.source().await.expect("source").contains(&pg_password),
+            !c.source().await.expect("source").contains(pg_password),
             "the password is not in the page"
         );
 
         // Test after Save: POST /api/connections/ui-pg/test.
-        c.execute(
-            "document.getElementById('test-result').replaceChildren()",
-            vec![],
-        )
-        .await
-        .expect("js");
+        clear_test_result(&c).await;
         click(&c, "#test").await;
         wait_text(&c, "#test-result", "Success").await;
 
         // Edit the description only: Test (unsaved, with the mask) and Save keep the password.
         fill(&c, "#f-description", "edited without the password").await;
-        c.execute(
-            "document.getElementById('test-result').replaceChildren()",
-            vec![],
-        )
-        .await
-        .expect("js");
+        clear_test_result(&c).await;
         click(&c, "#test").await;
         wait_text(&c, "#test-result", "Success").await;
         click(&c, "#save").await;
         wait_text(&c, "#form-status", "Saved ui-pg").await;
-        let edited = call(&server, "GET", "/api/connections/ui-pg", None);
+        let edited = call(server, "GET", "/api/connections/ui-pg", None);
         assert_eq!(edited.json["description"], "edited without the password");
         assert_eq!(
             edited.json["password"], "********",
             "the stored password was kept"
         );
-        let probe = call(&server, "POST", "/api/connections/ui-pg/test", None);
+        let probe = call(server, "POST", "/api/connections/ui-pg/test", None);
         assert_eq!(
             probe.json["success"], true,
             "the kept password still works: {}",
             probe.text
         );
-        c.execute(
-            "document.getElementById('test-result').replaceChildren()",
-            vec![],
-        )
-        .await
-        .expect("js");
+        clear_test_result(&c).await;
         click(&c, "#test").await;
         wait_text(&c, "#test-result", "Success").await;
 
@@ -523,15 +612,10 @@ fn connection_lifecycle_in_the_browser() {
         click(&c, "#f-clear-password").await;
         click(&c, "#save").await;
         wait_text(&c, "#form-status", "Saved ui-pg").await;
-        let cleared = call(&server, "GET", "/api/connections/ui-pg", None);
+        let cleared = call(server, "GET", "/api/connections/ui-pg", None);
         assert_eq!(cleared.json["password"], Value::Null, "{}", cleared.text);
         assert_eq!(cleared.json["extra"], "********", "extra is kept");
-        c.execute(
-            "document.getElementById('test-result').replaceChildren()",
-            vec![],
-        )
-        .await
-        .expect("js");
+        clear_test_result(&c).await;
         click(&c, "#test").await;
         let failed = wait_text(&c, "#test-result", "Failed").await;
         assert!(
@@ -540,11 +624,7 @@ fn connection_lifecycle_in_the_browser() {
         );
 
         // Invalid extra: an error beside the field, and nothing saved.
-        c.goto(&format!("{}/#/connections/new", server.base))
-            .await
-            .expect("new form");
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "New Connection").await;
+        open_form(&c, server, "#/connections/new", "New Connection").await;
         fill(&c, "#f-conn_id", "ui-bad").await;
         fill(&c, "#f-host", "127.0.0.1").await;
         fill(&c, "#f-extra", "{not json").await;
@@ -560,11 +640,11 @@ fn connection_lifecycle_in_the_browser() {
         click(&c, "#save").await;
         wait_text(&c, "#e-extra", "must be a JSON object").await;
         assert_eq!(
-            call(&server, "GET", "/api/connections/ui-bad", None).status,
+            call(server, "GET", "/api/connections/ui-bad", None).status,
             404,
             "nothing saved"
         );
-        let all = call(&server, "GET", "/api/connections", None);
+        let all = call(server, "GET", "/api/connections", None);
         assert_eq!(
             all.json.as_array().map(Vec::len),
             Some(1),
@@ -583,7 +663,7 @@ fn connection_lifecycle_in_the_browser() {
         )
         .await;
         assert_eq!(
-            call(&server, "GET", "/api/connections", None)
+            call(server, "GET", "/api/connections", None)
                 .json
                 .as_array()
                 .map(Vec::len),
@@ -592,68 +672,36 @@ fn connection_lifecycle_in_the_browser() {
 
         // The list, filtered by type. The refused form is not saved: leaving asks first.
         click(&c, "#nav-connections").await;
-        wait_js(
-            &c,
-            "the discard dialog",
-            "document.getElementById('leave-dialog').open",
-        )
-        .await;
+        dialog_shown(&c, "the discard dialog", "leave-dialog").await;
         click(&c, "#leave-discard").await;
         list_shown(&c).await;
         let row = wait_text(&c, "tr[data-conn-id=ui-pg]", "PostgreSQL").await;
         assert!(
-            row.contains(&pg_host) && row.contains(&pg_port),
+            row.contains(pg_host) && row.contains(pg_port),
             "the row shows host and port: {row}"
         );
-        find(&c, "#type-filter")
-            .await
-            .select_by_value("mysql")
-            .await
-            .expect("filter");
+        select(&c, "#type-filter", "mysql").await;
         wait_text(&c, "#list-status", "No MySQL connections").await;
-        find(&c, "#type-filter")
-            .await
-            .select_by_value("postgres")
-            .await
-            .expect("filter");
+        select(&c, "#type-filter", "postgres").await;
         wait_text(&c, "#list-status", "1 PostgreSQL connection").await;
-        find(&c, "#type-filter")
-            .await
-            .select_by_value("")
-            .await
-            .expect("filter");
+        select(&c, "#type-filter", "").await;
         wait_text(&c, "#list-status", "1 connection").await;
-        c.execute(
-            "document.activeElement && document.activeElement.blur()",
-            vec![],
-        )
-        .await
-        .expect("js");
+        blur(&c).await;
         screenshot(&c, "ui-list.png").await;
         axe(&c, "the list").await;
-        c.set_window_size(400, 800).await.expect("resize");
-        wait_js(
-            &c,
-            "no horizontal scroll",
-            "document.documentElement.scrollWidth <= window.innerWidth",
-        )
-        .await;
+        resize(&c, 400, 800).await;
+        no_sideways_scroll(&c).await;
         screenshot(&c, "ui-list-narrow.png").await;
         axe(&c, "the list 400 px wide").await;
-        c.set_window_size(1280, 900).await.expect("resize");
+        resize(&c, 1280, 900).await;
 
         // Delete while a pipeline uses it: the dialog lists the pipeline and explains the 409.
         let pipeline = r#"{"name": "users sync", "nodes": [{"id": "src", "type": "source_db",
             "config": {"conn_id": "ui-pg", "query": "SELECT 1"}}]}"#;
-        let put = call(&server, "PUT", "/api/pipelines/users-sync", Some(pipeline));
+        let put = call(server, "PUT", "/api/pipelines/users-sync", Some(pipeline));
         assert_eq!(put.status, 200, "{}", put.text);
         click(&c, "tr[data-conn-id=ui-pg] button.delete").await;
-        wait_js(
-            &c,
-            "the delete dialog",
-            "document.getElementById('delete-dialog').open",
-        )
-        .await;
+        dialog_shown(&c, "the delete dialog", "delete-dialog").await;
         let body = wait_text(&c, "#delete-body", "users-sync").await;
         assert!(
             body.contains("users sync") && body.contains("src"),
@@ -664,14 +712,9 @@ fn connection_lifecycle_in_the_browser() {
         screenshot(&c, "ui-delete.png").await;
         axe(&c, "the delete dialog").await;
         click(&c, "#delete-cancel").await;
-        wait_js(
-            &c,
-            "the dialog closed",
-            "!document.getElementById('delete-dialog').open",
-        )
-        .await;
+        dialog_closed(&c, "delete-dialog").await;
         assert_eq!(
-            call(&server, "GET", "/api/connections/ui-pg", None).status,
+            call(server, "GET", "/api/connections/ui-pg", None).status,
             200,
             "Cancel deletes nothing"
         );
@@ -681,29 +724,24 @@ fn connection_lifecycle_in_the_browser() {
         wait_text(&c, "#notice", "Deleted ui-pg").await;
         wait_text(&c, "#list-status", "No connections yet").await;
         assert_eq!(
-            call(&server, "GET", "/api/connections/ui-pg", None).status,
+            call(server, "GET", "/api/connections/ui-pg", None).status,
             404
         );
 
         // A narrow window: no sideways scrolling.
-        c.set_window_size(400, 800).await.expect("resize");
+        resize(&c, 400, 800).await;
         click(&c, "#new-connection").await;
         form_shown(&c).await;
-        wait_js(
-            &c,
-            "no horizontal scroll",
-            "document.documentElement.scrollWidth <= window.innerWidth",
-        )
-        .await;
+        no_sideways_scroll(&c).await;
         screenshot(&c, "ui-form-narrow.png").await;
         axe(&c, "the form 400 px wide").await;
 
         c.close().await.expect("close the browser");
     });
-    drop(driver);
+    drop(ui.driver);
     let log = server.log_text();
     assert!(
-        !log.contains(&pg_password),
+        !log.contains(pg_password),
         "the server log never holds the password"
     );
 }
@@ -712,24 +750,15 @@ fn connection_lifecycle_in_the_browser() {
 /// and Save are reached with the keyboard alone.
 #[test]
 fn token_prompt_and_keyboard_only() {
-    let Some((chromium, driver_bin)) = browser_tools() else {
+    const TOKEN: &str = "ui-test-token-4f2a";
+    let Some(ui) = Ui::start(&["--api-token", TOKEN]) else {
         return;
     };
-    const TOKEN: &str = "ui-test-token-4f2a";
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &["--api-token", TOKEN]);
-    let driver = Driver::start(&driver_bin);
+    let server = &ui.server;
     run(async {
-        let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/", server.base))
-            .await
-            .expect("open the UI");
-        wait_js(
-            &c,
-            "the token prompt",
-            "document.getElementById('token-dialog').open",
-        )
-        .await;
+        let c = ui.browser().await;
+        open(&c, server, "").await;
+        dialog_shown(&c, "the token prompt", "token-dialog").await;
         assert_eq!(active_id(&c).await, "token-input", "the prompt has focus");
         axe(&c, "the token prompt").await;
         press(&c, "wrong-token").await;
@@ -753,16 +782,10 @@ fn token_prompt_and_keyboard_only() {
         );
 
         // Keyboard only: Tab to New Connection, Enter, fill in, Tab to Save, Enter.
-        c.execute(
-            "document.activeElement && document.activeElement.blur()",
-            vec![],
-        )
-        .await
-        .expect("js");
+        blur(&c).await;
         tab_to(&c, "new-connection", 10).await;
         press(&c, ENTER).await;
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "New Connection").await;
+        form_titled(&c, "New Connection").await;
         tab_to(&c, "f-conn_id", 5).await;
         press(&c, "kbd-conn").await;
         press(&c, TAB).await;
@@ -779,7 +802,7 @@ fn token_prompt_and_keyboard_only() {
             "focus on the new page's heading"
         );
         axe(&c, "the edit form reached with the keyboard").await;
-        let saved = call(&server, "GET", "/api/connections/kbd-conn", None);
+        let saved = call(server, "GET", "/api/connections/kbd-conn", None);
         assert_eq!(saved.status, 200, "{}", saved.text);
         assert_eq!(saved.json["type"], "postgres");
         assert_eq!(saved.json["host"], "db.example.com");
@@ -787,8 +810,7 @@ fn token_prompt_and_keyboard_only() {
 
         // The token was asked for once: reloading the tab keeps it.
         c.refresh().await.expect("reload");
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "Edit kbd-conn").await;
+        form_titled(&c, "Edit kbd-conn").await;
         let open = c
             .execute(
                 "return document.getElementById('token-dialog').open",
@@ -799,7 +821,7 @@ fn token_prompt_and_keyboard_only() {
         assert_eq!(open, Value::Bool(false), "no second prompt");
         c.close().await.expect("close the browser");
     });
-    drop(driver);
+    drop(ui.driver);
     assert!(
         !server.log_text().contains(TOKEN),
         "the server log never holds the token"

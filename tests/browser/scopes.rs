@@ -8,22 +8,18 @@ use super::*;
 
 #[test]
 fn a_read_only_token_sees_no_save_test_or_delete() {
-    let Some((chromium, driver_bin)) = browser_tools() else {
+    const BOOT: &str = "ui-boot-token-91d2";
+    let Some(ui) = Ui::start(&["--api-token", BOOT]) else {
         return;
     };
-    const BOOT: &str = "ui-boot-token-91d2";
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &["--api-token", BOOT]);
-    let r = call(
-        &server,
-        "POST",
-        "/api/connections",
-        Some(r#"{"conn_id": "shown", "type": "generic", "host": "h", "port": 1}"#),
+    let server = &ui.server;
+    create(
+        server,
+        json!({"conn_id": "shown", "type": "generic", "host": "h", "port": 1}),
     );
-    assert_eq!(r.status, 201, "{}", r.text);
     let out = Command::new(bin("broked"))
         .arg("--db")
-        .arg(dir.path().join("broked.db"))
+        .arg(ui.dir.path().join("broked.db"))
         .args(["token", "create", "viewer", "--scope", "read", "-o", "json"])
         .stdin(Stdio::null())
         .output()
@@ -35,18 +31,10 @@ fn a_read_only_token_sees_no_save_test_or_delete() {
     );
     let viewer: Value = serde_json::from_slice(&out.stdout).unwrap();
     let viewer = viewer["token"].as_str().unwrap().to_owned();
-    let driver = Driver::start(&driver_bin);
     run(async {
-        let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/", server.base))
-            .await
-            .expect("open the UI");
-        wait_js(
-            &c,
-            "the token prompt",
-            "document.getElementById('token-dialog').open",
-        )
-        .await;
+        let c = ui.browser().await;
+        open(&c, server, "").await;
+        dialog_shown(&c, "the token prompt", "token-dialog").await;
         press(&c, &viewer).await;
         press(&c, ENTER).await;
         list_shown(&c).await;
@@ -63,8 +51,7 @@ fn a_read_only_token_sees_no_save_test_or_delete() {
         axe(&c, "the list for a read-only token").await;
         screenshot(&c, "ui-read-only-list").await;
         click(&c, "#conn-rows a.button").await;
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "Edit shown").await;
+        form_titled(&c, "Edit shown").await;
         for id in ["save", "test", "form-delete"] {
             wait_js(&c, &format!("{id} hidden"), &hidden(id)).await;
         }

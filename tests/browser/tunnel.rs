@@ -6,37 +6,27 @@ use super::*;
 
 #[test]
 fn a_connection_through_a_bastion_chosen_in_the_form() {
-    let Some((chromium, driver_bin)) = browser_tools() else {
-        return;
-    };
     let Some(sftp) = env::sftp() else { return };
     let Some(pg) = env::postgres() else { return };
-    let (pg_host, pg_port, pg_db, pg_user, pg_password) = pg_fields(&pg);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
+    let Some(ui) = Ui::start(&[]) else {
+        return;
+    };
+    let server = &ui.server;
     for (id, password) in [
         ("bastion", sftp.get("PASSWORD")),
         ("bad-bastion", "wrong-Bastion-Pw-ui"),
     ] {
-        let body = json!({"conn_id": id, "type": "sftp", "host": sftp.get("HOST"),
-            "port": sftp.port(), "login": sftp.get("USER"), "password": password,
-            "extra": {"host_key": sftp.get("HOST_KEY")}});
-        let r = server.post("/api/connections", &body.to_string());
-        assert_eq!(r.status, 201, "{}", r.text);
+        create(
+            server,
+            json!({"conn_id": id, "type": "sftp", "host": sftp.get("HOST"),
+                "port": sftp.port(), "login": sftp.get("USER"), "password": password,
+                "extra": {"host_key": sftp.get("HOST_KEY")}}),
+        );
     }
-    let driver = Driver::start(&driver_bin);
     run(async {
-        let c = open_browser(&chromium, &driver).await;
-        c.goto(&format!("{}/#/connections/new", server.base))
-            .await
-            .expect("open the UI");
-        form_shown(&c).await;
-        wait_text(&c, "#form-title", "New Connection").await;
-        find(&c, "#f-type")
-            .await
-            .select_by_value("postgres")
-            .await
-            .expect("select postgres");
+        let c = ui.browser().await;
+        open_form(&c, server, "#/connections/new", "New Connection").await;
+        select(&c, "#f-type", "postgres").await;
         wait_js(
             &c,
             "the bastion select shown for postgres",
@@ -54,20 +44,10 @@ fn a_connection_through_a_bastion_chosen_in_the_form() {
                 && options.contains("bad-bastion"),
             "{options}"
         );
-        fill(&c, "#f-conn_id", "behind").await;
-        fill(&c, "#f-host", &pg_host).await;
-        fill(&c, "#f-port", &pg_port).await;
-        fill(&c, "#f-schema", &pg_db).await;
-        fill(&c, "#f-login", &pg_user).await;
-        fill(&c, "#f-password", &pg_password).await;
-        fill(&c, "#f-extra", r#"{"sslmode": "disable"}"#).await;
+        fill_postgres(&c, "behind", &pg, r#"{"sslmode": "disable"}"#).await;
 
         // Through the bastion that refuses the login: the result names the hop.
-        find(&c, "#f-ssh_tunnel")
-            .await
-            .select_by_value("bad-bastion")
-            .await
-            .expect("select the bad bastion");
+        select(&c, "#f-ssh_tunnel", "bad-bastion").await;
         click(&c, "#test").await;
         let result = wait_text(&c, "#test-result", "Failed").await;
         assert!(
@@ -75,23 +55,17 @@ fn a_connection_through_a_bastion_chosen_in_the_form() {
                 && result.contains("rejected the password"),
             "{result}"
         );
-        assert!(!result.contains("wrong-Bastion-Pw-ui") && !result.contains(&pg_password));
+        assert!(!result.contains("wrong-Bastion-Pw-ui") && !result.contains(pg.get("PASSWORD")));
         axe(&c, "the form with a bastion chosen and a failed tunnel").await;
 
         // Through the good one: a success, then saved with ssh_tunnel in extra.
-        find(&c, "#f-ssh_tunnel")
-            .await
-            .select_by_value("bastion")
-            .await
-            .expect("select the bastion");
+        select(&c, "#f-ssh_tunnel", "bastion").await;
         click(&c, "#test").await;
         wait_text(&c, "#test-result", "Success").await;
         click(&c, "#save").await;
         wait_text(&c, "#notice", "Saved behind").await;
         // The select never lists the connection itself (editing a bastion).
-        c.goto(&format!("{}/#/connections/bastion", server.base))
-            .await
-            .expect("open the bastion");
+        open(&c, server, "#/connections/bastion").await;
         wait_text(&c, "#form-title", "Edit bastion").await;
         wait_js(
             &c,
@@ -106,7 +80,7 @@ fn a_connection_through_a_bastion_chosen_in_the_form() {
     // the usual one).
     let r = server.post("/api/connections/behind/test", "");
     assert_eq!(r.json["success"], true, "{}", r.text);
-    let d = call(&server, "DELETE", "/api/connections/bastion", None);
+    let d = call(server, "DELETE", "/api/connections/bastion", None);
     assert_eq!(d.status, 409, "{}", d.text);
     assert!(d.text.contains("SSH bastion of behind"), "{}", d.text);
 }
