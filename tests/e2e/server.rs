@@ -526,6 +526,11 @@ fn openapi_document_matches_the_routes() {
         "POST /api/tokens",
         "DELETE /api/tokens/{name}",
         "GET /api/whoami",
+        // Issue 23: /api/connections/test also serves the connection named `test`.
+        "GET /api/connections/test",
+        "PUT /api/connections/test",
+        "PATCH /api/connections/test",
+        "DELETE /api/connections/test",
     ];
     spec.sort();
     assert_eq!(documented, spec);

@@ -71,6 +71,8 @@ pub(crate) fn router(state: AppState) -> axum::Router {
             .split_for_parts()
             .1,
     );
+    document_test_alias(&mut doc);
+    document_type_filter(&mut doc);
     let doc = Arc::new(doc);
     // `/api/connections/test` is a static route, so it would shadow a connection named `test`
     // for every other method: send those to the connection handlers.
@@ -179,6 +181,56 @@ async fn no_store(req: Request, next: axum::middleware::Next) -> axum::response:
         );
     }
     response
+}
+
+/// `/api/connections/test` also serves the connection named `test` for GET, PUT, PATCH and
+/// DELETE (see the alias in [`router`]): the document says so, so that it lists exactly the
+/// methods the route has (and a 405's `Allow` matches it).
+fn document_test_alias(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(item) = doc.paths.paths.get("/api/connections/{conn_id}").cloned() else {
+        return;
+    };
+    let without_id = |op: Option<utoipa::openapi::path::Operation>| {
+        op.map(|mut op| {
+            if let Some(params) = &mut op.parameters {
+                params.retain(|p| p.name != "conn_id");
+            }
+            if let Some(id) = &mut op.operation_id {
+                id.push_str("_named_test");
+            }
+            op
+        })
+    };
+    if let Some(alias) = doc.paths.paths.get_mut("/api/connections/test") {
+        alias.get = without_id(item.get);
+        alias.put = without_id(item.put);
+        alias.patch = without_id(item.patch);
+        alias.delete = without_id(item.delete);
+    }
+}
+
+/// `?type=` takes only the names of the type table, or nothing (anything else is a 400).
+fn document_type_filter(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let Some(op) = doc
+        .paths
+        .paths
+        .get_mut("/api/connections")
+        .and_then(|item| item.get.as_mut())
+    else {
+        return;
+    };
+    for param in op.parameters.iter_mut().flatten() {
+        if param.name == "type" {
+            param.schema = Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    // The empty value is "every type", as an empty filter in the UI sends.
+                    .enum_values(Some(ConnType::ALL.iter().map(|t| t.as_str()).chain([""])))
+                    .into(),
+            );
+        }
+    }
 }
 
 fn test_id() -> Result<Path<String>, PathRejection> {

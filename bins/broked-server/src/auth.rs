@@ -190,11 +190,13 @@ pub(crate) async fn require_token(
         return refused.into_response();
     }
     // The methods the token routes have; any other answers 405 from the router.
-    let is_tokens_route = request.uri().path().starts_with("/api/tokens")
-        && matches!(
-            *request.method(),
-            axum::http::Method::GET | axum::http::Method::POST | axum::http::Method::DELETE
-        );
+    let is_tokens_route = {
+        use axum::http::Method;
+        let (path, method) = (request.uri().path(), request.method());
+        (path == "/api/tokens"
+            && (method == Method::GET || method == Method::HEAD || method == Method::POST))
+            || (path.starts_with("/api/tokens/") && method == Method::DELETE)
+    };
     let grant = if !auth_required {
         // Creating a token here would switch authentication on for everyone, from a request
         // nobody authenticated: token management needs a token, or the CLI.
