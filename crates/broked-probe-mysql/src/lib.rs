@@ -11,9 +11,10 @@
 
 use std::net::SocketAddr;
 
+use broked_probe::sql::{self, Target, TlsMode};
 use broked_probe::{
     ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Relay, Tls,
-    extra_object, io_error, require_host, require_port,
+    extra_object,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlSslMode};
 use sqlx::{ConnectOptions, Connection as _, Executor as _, Row as _};
@@ -37,28 +38,14 @@ impl Probe for MysqlProbe {
 }
 
 struct Settings {
-    host: String,
-    port: u16,
-    user: String,
+    target: Target,
     database: Option<String>,
     ssl_mode: MySqlSslMode,
     ssl_ca: Option<String>,
 }
 
 fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
-    let host = require_host(conn)?.to_owned();
-    if host.starts_with('/') || host.contains("://") {
-        return Err(ProbeError::new(
-            Failure::Config,
-            "host must be a host name or IP address (no socket path, no URL)",
-        ));
-    }
-    let port = require_port(conn)?;
-    let user = conn
-        .login
-        .clone()
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| ProbeError::new(Failure::Config, "login is required"))?;
+    let target = Target::new(conn)?;
     let database = conn.schema.clone().filter(|s| !s.is_empty());
     let extra = extra_object(conn)?;
     let mode = extra.get("ssl_mode").or_else(|| extra.get("sslmode"));
@@ -83,120 +70,87 @@ fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
         }
     };
     Ok(Settings {
-        host,
-        port,
-        user,
+        target,
         database,
         ssl_mode,
         ssl_ca,
     })
 }
 
-/// The options for one address.
-///
-/// `verify_identity` checks the certificate against the host *name*, and `sqlx` connects to
-/// the host it verifies: so with `relay` (that mode, and `verify_ca`: see [`check`]) it gets
-/// the name as host and the relay's
-/// Unix socket, which carries its bytes to the approved address — no second DNS lookup.
-/// Every other mode connects to the approved address itself.
-fn options(
-    s: &Settings,
-    conn: &Connection,
-    addr: SocketAddr,
-    relay: Option<&Relay>,
-) -> MySqlConnectOptions {
-    let host = match relay {
-        Some(_) => s
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        None => addr.ip().to_string(),
-    };
-    let mut o = MySqlConnectOptions::new()
-        .host(&host)
-        .port(addr.port())
-        .username(&s.user)
-        .password(conn.password.as_ref().map(|p| p.expose()).unwrap_or(""))
-        .ssl_mode(s.ssl_mode)
-        .statement_cache_capacity(0)
-        .disable_statement_logging();
-    if let Some(relay) = relay {
-        o = o.socket(relay.socket());
-    }
-    if let Some(db) = &s.database {
-        o = o.database(db);
-    }
-    if let Some(pem) = &s.ssl_ca {
-        o = o.ssl_ca_from_pem(pem.as_bytes().to_vec());
-    }
-    o
-}
+impl sql::Driver for Settings {
+    type Options = MySqlConnectOptions;
 
-/// Connects to one approved address and runs the check.
-///
-/// `verify_ca` goes through the relay with the host name too: `sqlx` 0.8.6 means to skip the
-/// name check in that mode, but its verifier lets only rustls' old `NotValidForName` error
-/// pass, and rustls 0.23 reports `NotValidForNameContext` — so the name is checked in fact,
-/// and a certificate for the name would fail against the bare IP address.
-async fn check(
-    s: &Settings,
-    conn: &Connection,
-    addr: SocketAddr,
-    ctx: &Context,
-) -> Result<Probed, ProbeError> {
-    if !matches!(
-        s.ssl_mode,
-        MySqlSslMode::VerifyIdentity | MySqlSslMode::VerifyCa
-    ) {
-        return query(&options(s, conn, addr, None), s, addr).await;
+    fn target(&self) -> &Target {
+        &self.target
     }
-    let stream = ctx.connect_addr(addr, &s.host).await?;
-    let relay = Relay::new(stream, "mysql.sock")?;
-    let opts = options(s, conn, addr, Some(&relay));
-    relay.run(query(&opts, s, addr)).await
-}
 
-async fn query(
-    opts: &MySqlConnectOptions,
-    s: &Settings,
-    addr: SocketAddr,
-) -> Result<Probed, ProbeError> {
-    let mut c = MySqlConnection::connect_with(opts)
-        .await
-        .map_err(|e| classify(&e, s, addr))?;
-    let row: Result<(i64, String), _> = sqlx::query_as("SELECT 1, VERSION()")
-        .fetch_one(&mut c)
-        .await;
-    let tls = match row {
-        Ok(_) => tls_state(s.ssl_mode, &mut c).await,
-        Err(_) => Tls::Plaintext,
-    };
-    let _ = c.close().await;
-    match row {
-        Ok((1, version)) => Ok(Probed::new(describe(&version), tls)),
-        Ok(_) => Err(ProbeError::new(
-            Failure::Protocol,
-            "SELECT 1 did not return 1",
-        )),
-        Err(e) => Err(classify(&e, s, addr)),
+    fn tls_mode(&self) -> TlsMode {
+        match self.ssl_mode {
+            MySqlSslMode::Disabled => TlsMode::Off,
+            MySqlSslMode::Preferred => TlsMode::Optional,
+            MySqlSslMode::Required => TlsMode::Required,
+            MySqlSslMode::VerifyCa | MySqlSslMode::VerifyIdentity => TlsMode::Verified,
+        }
+    }
+
+    fn relay_socket(_: SocketAddr) -> String {
+        "mysql.sock".to_owned()
+    }
+
+    /// The relay is the socket file.
+    fn options(
+        &self,
+        conn: &Connection,
+        addr: SocketAddr,
+        relay: Option<&Relay>,
+    ) -> MySqlConnectOptions {
+        let host = self.target.driver_host(addr, relay.is_some());
+        let mut o = MySqlConnectOptions::new()
+            .host(&host)
+            .port(addr.port())
+            .username(&self.target.user)
+            .password(sql::password(conn))
+            .ssl_mode(self.ssl_mode)
+            .statement_cache_capacity(0)
+            .disable_statement_logging();
+        if let Some(relay) = relay {
+            o = o.socket(relay.socket());
+        }
+        if let Some(db) = &self.database {
+            o = o.database(db);
+        }
+        if let Some(pem) = &self.ssl_ca {
+            o = o.ssl_ca_from_pem(pem.as_bytes().to_vec());
+        }
+        o
+    }
+
+    async fn query(
+        &self,
+        opts: MySqlConnectOptions,
+        addr: SocketAddr,
+    ) -> Result<Probed, ProbeError> {
+        let mut c = MySqlConnection::connect_with(&opts)
+            .await
+            .map_err(|e| classify(&e, self, addr))?;
+        let row: Result<(i64, String), _> = sqlx::query_as("SELECT 1, VERSION()")
+            .fetch_one(&mut c)
+            .await;
+        let tls = match row {
+            Ok(_) => sql::tls_state(self.tls_mode(), || uses_tls(&mut c)).await,
+            Err(_) => Tls::Plaintext,
+        };
+        let _ = c.close().await;
+        match row {
+            Ok((one, version)) => sql::selected(one, describe(&version), tls),
+            Err(e) => Err(classify(&e, self, addr)),
+        }
     }
 }
 
-/// Whether this session is encrypted, and whether the certificate was verified.
-///
-/// `verify_ca` and `verify_identity` connect only with a certificate that `sqlx` verified
-/// against the trusted roots (extra `ssl_ca`, or the system's) — `verify_identity` checks the
-/// host name too. `disabled` never starts TLS. For `preferred` (which falls back to plain
-/// text when the server has no TLS) and `required`, the server is asked: a non-empty
-/// `Ssl_cipher` session status is TLS. A server that cannot say counts as plain text under
-/// `preferred` — the weaker claim — and as unverified TLS under `required`.
-async fn tls_state(mode: MySqlSslMode, c: &mut MySqlConnection) -> Tls {
-    match mode {
-        MySqlSslMode::VerifyCa | MySqlSslMode::VerifyIdentity => return Tls::Verified,
-        MySqlSslMode::Disabled => return Tls::Plaintext,
-        MySqlSslMode::Preferred | MySqlSslMode::Required => {}
-    }
+/// Whether this session uses TLS ([`sql::tls_state`]): a non-empty `Ssl_cipher` session
+/// status is TLS; `None` when the server cannot say.
+async fn uses_tls(c: &mut MySqlConnection) -> Option<bool> {
     // The text protocol: SHOW is not allowed as a prepared statement everywhere.
     let cipher = c
         .fetch_optional("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
@@ -204,26 +158,11 @@ async fn tls_state(mode: MySqlSslMode, c: &mut MySqlConnection) -> Tls {
         .ok()
         .flatten()
         .and_then(|row| row.try_get::<String, _>(1).ok());
-    match (cipher, mode) {
-        (Some(cipher), _) if !cipher.trim().is_empty() => Tls::Unverified,
-        (_, MySqlSslMode::Required) => Tls::Unverified,
-        _ => Tls::Plaintext,
-    }
+    cipher.map(|cipher| !cipher.trim().is_empty())
 }
 
 async fn probe(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeError> {
-    let s = settings(conn)?;
-    let addrs = ctx.resolve(&s.host, s.port).await?;
-    let mut last = None;
-    for addr in addrs {
-        match check(&s, conn, addr, ctx).await {
-            Ok(detail) => return Ok(detail),
-            // Another address may answer; any other failure is the server's answer.
-            Err(err) if err.kind == Failure::Refused => last = Some(err),
-            Err(err) => return Err(err),
-        }
-    }
-    Err(last.unwrap_or_else(|| ProbeError::new(Failure::Dns, "no address to connect to")))
+    sql::probe(&settings(conn)?, conn, ctx).await
 }
 
 /// `MariaDB 10.11.19` or `MySQL 8.0.36` from `VERSION()`.
@@ -240,8 +179,12 @@ fn describe(version: &str) -> String {
     }
 }
 
+/// The extra keys a TLS failure names.
+const TLS_KEYS: &str = "ssl_mode and ssl_ca";
+
 fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
-    let target = format!("{}:{}", s.host, addr.port());
+    let target = s.target.label(addr);
+    let user = &s.target.user;
     let db = s.database.as_deref().unwrap_or("");
     match e {
         sqlx::Error::Database(d) => {
@@ -250,13 +193,7 @@ fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
                 .map(|m| m.number());
             match number {
                 // ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
-                Some(1045 | 1698) => ProbeError::new(
-                    Failure::Auth,
-                    format!(
-                        "authentication failed for user {}: check login and password",
-                        s.user
-                    ),
-                ),
+                Some(1045 | 1698) => s.target.auth_failed(),
                 // ER_BAD_DB_ERROR
                 Some(1049) => ProbeError::new(
                     Failure::NotFound,
@@ -267,16 +204,14 @@ fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
                 Some(1044) => ProbeError::new(
                     Failure::NotFound,
                     format!(
-                        "database {db} does not exist or user {} has no rights on it: check schema",
-                        s.user
+                        "database {db} does not exist or user {user} has no rights on it: check schema"
                     ),
                 ),
                 // ER_HOST_NOT_PRIVILEGED, ER_HOST_IS_BLOCKED
                 Some(1130 | 1129) => ProbeError::new(
                     Failure::Auth,
                     format!(
-                        "the server does not accept user {} from this host: {}",
-                        s.user,
+                        "the server does not accept user {user} from this host: {}",
                         d.message()
                     ),
                 ),
@@ -286,30 +221,11 @@ fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
                 None => ProbeError::new(Failure::Other, format!("server error: {}", d.message())),
             }
         }
-        // rustls reports a failed handshake (a certificate for another name, an unknown
-        // issuer) as an IO error of kind InvalidData.
-        sqlx::Error::Io(io)
-            if io.kind() == std::io::ErrorKind::InvalidData
-                && io.to_string().contains("certificate") =>
-        {
-            ProbeError::new(
-                Failure::Tls,
-                format!("TLS error with {target}: {io} (check ssl_mode and ssl_ca)"),
-            )
-        }
-        sqlx::Error::Io(io) => io_error(io, &target),
-        sqlx::Error::Tls(t) => ProbeError::new(
-            Failure::Tls,
-            format!("TLS error with {target}: {t} (check ssl_mode and ssl_ca)"),
-        ),
-        sqlx::Error::Protocol(p) => ProbeError::new(
-            Failure::Protocol,
-            format!("{target} does not speak the MySQL protocol as expected: {p}"),
-        ),
-        sqlx::Error::Configuration(c) => {
-            ProbeError::new(Failure::Config, format!("invalid option: {c}"))
-        }
-        other => ProbeError::new(Failure::Other, format!("{target}: {other}")),
+        sqlx::Error::Io(io) => sql::io_failure(io, &target, TLS_KEYS),
+        sqlx::Error::Tls(t) => sql::tls_failure(&target, t, TLS_KEYS),
+        sqlx::Error::Protocol(p) => sql::protocol_failure(&target, "MySQL", p),
+        sqlx::Error::Configuration(c) => sql::config_failure(c),
+        other => sql::other_failure(&target, other),
     }
 }
 

@@ -17,9 +17,10 @@
 
 use std::net::SocketAddr;
 
+use broked_probe::sql::{self, Target, TlsMode};
 use broked_probe::{
     ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Relay, Tls,
-    extra_object, io_error, require_host, require_port,
+    extra_object,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{ConnectOptions, Connection as _};
@@ -48,33 +49,19 @@ impl Probe for PostgresProbe {
 
 /// What the connection's fields and extra say, validated before any network traffic.
 struct Settings {
-    host: String,
-    port: u16,
-    user: String,
+    target: Target,
     database: String,
     ssl_mode: PgSslMode,
     extra: serde_json::Map<String, serde_json::Value>,
 }
 
 fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
-    let host = require_host(conn)?.to_owned();
-    if host.starts_with('/') || host.contains("://") {
-        return Err(ProbeError::new(
-            Failure::Config,
-            "host must be a host name or IP address (no socket path, no URL)",
-        ));
-    }
-    let port = require_port(conn)?;
-    let user = conn
-        .login
-        .clone()
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| ProbeError::new(Failure::Config, "login is required"))?;
+    let target = Target::new(conn)?;
     let database = conn
         .schema
         .clone()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| user.clone());
+        .unwrap_or_else(|| target.user.clone());
     let extra = extra_object(conn)?;
     let ssl_mode = match extra.get("sslmode") {
         None => PgSslMode::Prefer,
@@ -104,167 +91,113 @@ fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
         ));
     }
     Ok(Settings {
-        host,
-        port,
-        user,
+        target,
         database,
         ssl_mode,
         extra,
     })
 }
 
-/// The options for one address. Every field that `sqlx` may have taken from the environment
-/// is set here explicitly.
-///
-/// `verify-full` checks the certificate against the host *name*, and `sqlx` connects to the
-/// host it verifies: so with `relay` (that mode, and `verify-ca`: see [`check`]) it gets the
-/// name as host and the relay's
-/// Unix socket, which carries its bytes to the approved address — no second DNS lookup.
-/// Every other mode connects to the approved address itself.
-fn options(
-    s: &Settings,
-    conn: &Connection,
-    addr: SocketAddr,
-    relay: Option<&Relay>,
-) -> PgConnectOptions {
-    let host = match relay {
-        Some(_) => s
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        None => addr.ip().to_string(),
-    };
-    let password = conn.password.as_ref().map(|p| p.expose()).unwrap_or("");
-    let str_extra = |k: &str| s.extra.get(k).and_then(|v| v.as_str());
-    let mut o = PgConnectOptions::new_without_pgpass()
-        .host(&host)
-        .port(addr.port())
-        .username(&s.user)
-        .password(password)
-        .database(&s.database)
-        .ssl_mode(s.ssl_mode)
-        .application_name(str_extra("application_name").unwrap_or("broked-connections"))
-        .statement_cache_capacity(0)
-        .disable_statement_logging();
-    if let Some(relay) = relay {
-        o = o.socket(relay.dir());
-    }
-    if let Some(pem) = str_extra("sslrootcert") {
-        o = o.ssl_root_cert_from_pem(pem.as_bytes().to_vec());
-    }
-    if let (Some(cert), Some(key)) = (str_extra("sslcert"), str_extra("sslkey")) {
-        o = o
-            .ssl_client_cert_from_pem(cert.as_bytes())
-            .ssl_client_key_from_pem(key.as_bytes());
-    }
-    o
-}
+impl sql::Driver for Settings {
+    type Options = PgConnectOptions;
 
-/// Connects to one approved address and runs the check.
-///
-/// `verify-ca` goes through the relay with the host name too: `sqlx` 0.8.6 means to skip the
-/// name check in that mode, but its verifier lets only rustls' old `NotValidForName` error
-/// pass, and rustls 0.23 reports `NotValidForNameContext` — so the name is checked in fact,
-/// and a certificate for the name would fail against the bare IP address.
-async fn check(
-    s: &Settings,
-    conn: &Connection,
-    addr: SocketAddr,
-    ctx: &Context,
-) -> Result<Probed, ProbeError> {
-    if !matches!(s.ssl_mode, PgSslMode::VerifyFull | PgSslMode::VerifyCa) {
-        return query(&options(s, conn, addr, None), s, addr).await;
+    fn target(&self) -> &Target {
+        &self.target
     }
-    let stream = ctx.connect_addr(addr, &s.host).await?;
-    let relay = Relay::new(stream, &format!(".s.PGSQL.{}", addr.port()))?;
-    let opts = options(s, conn, addr, Some(&relay));
-    relay.run(query(&opts, s, addr)).await
-}
 
-async fn query(
-    opts: &PgConnectOptions,
-    s: &Settings,
-    addr: SocketAddr,
-) -> Result<Probed, ProbeError> {
-    let mut c = PgConnection::connect_with(opts)
-        .await
-        .map_err(|e| classify(&e, s, addr))?;
-    let row: Result<(i32, String), _> =
-        sqlx::query_as("SELECT 1, current_setting('server_version')")
-            .fetch_one(&mut c)
-            .await;
-    let tls = match row {
-        Ok(_) => tls_state(s.ssl_mode, &mut c).await,
-        Err(_) => Tls::Plaintext,
-    };
-    let _ = c.close().await;
-    match row {
-        Ok((1, version)) => Ok(Probed::new(format!("PostgreSQL {version}"), tls)),
-        Ok(_) => Err(ProbeError::new(
-            Failure::Protocol,
-            "SELECT 1 did not return 1",
-        )),
-        Err(e) => Err(classify(&e, s, addr)),
+    fn tls_mode(&self) -> TlsMode {
+        match self.ssl_mode {
+            PgSslMode::Disable => TlsMode::Off,
+            PgSslMode::Allow | PgSslMode::Prefer => TlsMode::Optional,
+            PgSslMode::Require => TlsMode::Required,
+            PgSslMode::VerifyCa | PgSslMode::VerifyFull => TlsMode::Verified,
+        }
     }
-}
 
-/// Whether this session is encrypted, and whether the certificate was verified.
-///
-/// `verify-ca` and `verify-full` connect only with a certificate that `sqlx` verified against
-/// the trusted roots (extra `sslrootcert`, or the system's) — `verify-full` checks the host
-/// name too. `disable` never starts TLS. For the modes in between, sqlx does not say whether
-/// it fell back to plain text, so the server is asked (`pg_stat_ssl`, PostgreSQL 9.5 and
-/// later); a server that cannot say (no such view) counts as plain text under `allow` and
-/// `prefer` — the weaker claim — and as unverified TLS under `require`, which does not
-/// connect without TLS.
-async fn tls_state(mode: PgSslMode, c: &mut PgConnection) -> Tls {
-    match mode {
-        PgSslMode::VerifyCa | PgSslMode::VerifyFull => return Tls::Verified,
-        PgSslMode::Disable => return Tls::Plaintext,
-        PgSslMode::Allow | PgSslMode::Prefer | PgSslMode::Require => {}
+    fn relay_socket(addr: SocketAddr) -> String {
+        format!(".s.PGSQL.{}", addr.port())
     }
-    let ssl: Result<Option<bool>, _> =
-        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_optional(&mut *c)
+
+    /// Every field that `sqlx` may have taken from the environment is set here explicitly.
+    /// The relay is the socket's directory.
+    fn options(
+        &self,
+        conn: &Connection,
+        addr: SocketAddr,
+        relay: Option<&Relay>,
+    ) -> PgConnectOptions {
+        let host = self.target.driver_host(addr, relay.is_some());
+        let str_extra = |k: &str| self.extra.get(k).and_then(|v| v.as_str());
+        let mut o = PgConnectOptions::new_without_pgpass()
+            .host(&host)
+            .port(addr.port())
+            .username(&self.target.user)
+            .password(sql::password(conn))
+            .database(&self.database)
+            .ssl_mode(self.ssl_mode)
+            .application_name(str_extra("application_name").unwrap_or("broked-connections"))
+            .statement_cache_capacity(0)
+            .disable_statement_logging();
+        if let Some(relay) = relay {
+            o = o.socket(relay.dir());
+        }
+        if let Some(pem) = str_extra("sslrootcert") {
+            o = o.ssl_root_cert_from_pem(pem.as_bytes().to_vec());
+        }
+        if let (Some(cert), Some(key)) = (str_extra("sslcert"), str_extra("sslkey")) {
+            o = o
+                .ssl_client_cert_from_pem(cert.as_bytes())
+                .ssl_client_key_from_pem(key.as_bytes());
+        }
+        o
+    }
+
+    async fn query(&self, opts: PgConnectOptions, addr: SocketAddr) -> Result<Probed, ProbeError> {
+        let mut c = PgConnection::connect_with(&opts)
             .await
-            .map(Option::flatten);
-    match (ssl, mode) {
-        (Ok(Some(true)), _) | (_, PgSslMode::Require) => Tls::Unverified,
-        _ => Tls::Plaintext,
+            .map_err(|e| classify(&e, self, addr))?;
+        let row: Result<(i32, String), _> =
+            sqlx::query_as("SELECT 1, current_setting('server_version')")
+                .fetch_one(&mut c)
+                .await;
+        let tls = match row {
+            Ok(_) => sql::tls_state(self.tls_mode(), || uses_tls(&mut c)).await,
+            Err(_) => Tls::Plaintext,
+        };
+        let _ = c.close().await;
+        match row {
+            Ok((one, version)) => sql::selected(one.into(), format!("PostgreSQL {version}"), tls),
+            Err(e) => Err(classify(&e, self, addr)),
+        }
     }
+}
+
+/// Whether this session uses TLS ([`sql::tls_state`]), as `pg_stat_ssl` says (PostgreSQL 9.5
+/// and later); `None` when the server cannot say (no such view).
+async fn uses_tls(c: &mut PgConnection) -> Option<bool> {
+    let ssl: Result<Option<Option<bool>>, _> =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_optional(c)
+            .await;
+    ssl.ok().flatten().flatten()
 }
 
 async fn probe(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeError> {
-    let s = settings(conn)?;
-    let addrs = ctx.resolve(&s.host, s.port).await?;
-    let mut last = None;
-    for addr in addrs {
-        match check(&s, conn, addr, ctx).await {
-            Ok(detail) => return Ok(detail),
-            // Another address may answer; any other failure is the server's answer.
-            Err(err) if err.kind == Failure::Refused => last = Some(err),
-            Err(err) => return Err(err),
-        }
-    }
-    Err(last.unwrap_or_else(|| ProbeError::new(Failure::Dns, "no address to connect to")))
+    sql::probe(&settings(conn)?, conn, ctx).await
 }
+
+/// The extra keys a TLS failure names.
+const TLS_KEYS: &str = "sslmode and sslrootcert";
 
 /// A `sqlx` error as a failure class and an actionable message. Driver texts are included
 /// only where they carry no connection string (and the registry scrubs them all the same).
 fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
-    let target = format!("{}:{}", s.host, addr.port());
+    let target = s.target.label(addr);
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             match code.as_str() {
-                "28P01" | "28000" => ProbeError::new(
-                    Failure::Auth,
-                    format!(
-                        "authentication failed for user {}: check login and password",
-                        s.user
-                    ),
-                ),
+                "28P01" | "28000" => s.target.auth_failed(),
                 "3D000" => ProbeError::new(
                     Failure::NotFound,
                     format!("database {} does not exist: check schema", s.database),
@@ -273,7 +206,7 @@ fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
                     Failure::Auth,
                     format!(
                         "user {} may not connect to database {}: {}",
-                        s.user,
+                        s.target.user,
                         s.database,
                         db.message()
                     ),
@@ -284,32 +217,13 @@ fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
                 ),
             }
         }
-        // rustls reports a failed handshake (a certificate for another name, an unknown
-        // issuer) as an IO error of kind InvalidData.
-        sqlx::Error::Io(io)
-            if io.kind() == std::io::ErrorKind::InvalidData
-                && io.to_string().contains("certificate") =>
-        {
-            ProbeError::new(
-                Failure::Tls,
-                format!("TLS error with {target}: {io} (check sslmode and sslrootcert)"),
-            )
-        }
-        sqlx::Error::Io(io) => io_error(io, &target),
-        sqlx::Error::Tls(t) => ProbeError::new(
-            Failure::Tls,
-            format!("TLS error with {target}: {t} (check sslmode and sslrootcert)"),
-        ),
-        sqlx::Error::Protocol(p) => ProbeError::new(
-            Failure::Protocol,
-            format!("{target} does not speak the PostgreSQL protocol as expected: {p}"),
-        ),
+        sqlx::Error::Io(io) => sql::io_failure(io, &target, TLS_KEYS),
+        sqlx::Error::Tls(t) => sql::tls_failure(&target, t, TLS_KEYS),
+        sqlx::Error::Protocol(p) => sql::protocol_failure(&target, "PostgreSQL", p),
         sqlx::Error::PoolTimedOut => {
             ProbeError::new(Failure::Timeout, format!("no answer from {target}"))
         }
-        sqlx::Error::Configuration(c) => {
-            ProbeError::new(Failure::Config, format!("invalid option: {c}"))
-        }
-        other => ProbeError::new(Failure::Other, format!("{target}: {other}")),
+        sqlx::Error::Configuration(c) => sql::config_failure(c),
+        other => sql::other_failure(&target, other),
     }
 }

@@ -9,6 +9,10 @@
 //! Probes reach the network only through [`Context::resolve`] (or [`Context::connect_tcp`]),
 //! which applies the policy to every address before any packet is sent.
 //!
+//! The SQL probes share [`sql`]: their target, connecting to each approved address (through a
+//! [`Relay`] when the driver verifies the host name) and the failures that do not depend on
+//! the driver.
+//!
 //! The probe crates' tests share `testkit` (cargo feature `test-kit`, only in their
 //! dev-dependencies): helpers and `sql_probe_contract!`, the SQL probes' common behaviours.
 
@@ -17,6 +21,7 @@ mod policy;
 mod registry;
 mod relay;
 mod scrub;
+pub mod sql;
 #[cfg(feature = "test-kit")]
 pub mod testkit;
 
