@@ -5,11 +5,10 @@
 //! checking that no secret appeared anywhere except in `get --uri` and `export --decrypted`.
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use broked_tests::{Server, bin, env, free_port};
+use broked_tests::{Server, broked, env, free_port};
 use serde_json::{Value, json};
 
 mod tunnel;
@@ -140,28 +139,7 @@ impl TestCli {
 }
 
 fn run_broked(db: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-    let mut cmd = Command::new(bin("broked"));
-    cmd.arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("BROKED_DB")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn broked");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait broked");
+    let out = broked(db, args, stdin, &[]);
     let mut all = vec!["--db".to_owned(), db.display().to_string()];
     all.extend(args.iter().map(|s| (*s).to_owned()));
     Run {
@@ -1401,19 +1379,13 @@ fn uri_passwords_and_extra_values_are_refused_on_argv() {
 fn a_panic_prints_its_location_not_its_message() {
     let dir = tempfile::tempdir().unwrap();
     let secret = "CliS3cret-panic-pw";
-    let out = Command::new(bin("broked"))
-        .args(["--db"])
-        .arg(dir.path().join("broked.db"))
-        .args(["connections", "list"])
-        .env_remove("BROKED_DB")
-        .env(
-            "BROKED_DEBUG_PANIC",
-            format!("postgres://etl:{secret}@db/app"),
-        )
-        .env("RUST_BACKTRACE", "full")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run broked");
+    let panic = format!("postgres://etl:{secret}@db/app");
+    let out = broked(
+        &dir.path().join("broked.db"),
+        &["connections", "list"],
+        None,
+        &[("BROKED_DEBUG_PANIC", &panic), ("RUST_BACKTRACE", "full")],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(101), "a panic exits 101: {stderr}");
     assert!(

@@ -3,9 +3,7 @@
 //! the OpenAPI document too, and an SFTP password is never sent to a host whose key is not
 //! pinned — the answer is the fingerprint, and pinning it needs the password again.
 
-use std::process::Command;
-
-use broked_tests::{Server, bin};
+use broked_tests::{Server, broked};
 use serde_json::{Value, json};
 
 fn pg_body(s: &broked_tests::env::Service, conn_id: &str, extra: Value) -> Value {
@@ -83,13 +81,7 @@ fn the_test_response_says_whether_tls_was_verified() {
     assert!(server.stop(), "{}", server.log_text());
     let db = dir.path().join("broked.db");
     let cli = |args: &[&str]| {
-        let out = Command::new(bin("broked"))
-            .arg("--db")
-            .arg(&db)
-            .args(args)
-            .env_remove("BROKED_DB")
-            .output()
-            .unwrap();
+        let out = broked(&db, args, None, &[]);
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
@@ -233,13 +225,12 @@ fn verify_full_with_a_ca_in_extra_is_verified_against_a_tls_postgres() {
     );
     assert_eq!(r.status, 201, "{}", r.text);
     assert!(server.stop(), "{}", server.log_text());
-    let out = Command::new(bin("broked"))
-        .arg("--db")
-        .arg(dir.path().join("broked.db"))
-        .args(["connections", "test", "pg-tls", "-o", "json"])
-        .env_remove("BROKED_DB")
-        .output()
-        .unwrap();
+    let out = broked(
+        &dir.path().join("broked.db"),
+        &["connections", "test", "pg-tls", "-o", "json"],
+        None,
+        &[],
+    );
     assert!(out.status.success(), "{out:?}");
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["tls"], "verified", "{json}");

@@ -2,42 +2,12 @@
 //! access (or write access to the store) tries to steer a stored password to another target,
 //! over weaker TLS, or to make the mask or a URI's pieces stand in for a secret.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use broked_tests::{Server, bin};
+use broked_tests::{Server, broked};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "Steer-Pw-83d1";
-
-fn broked(db: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Output {
-    use std::io::Write;
-    let mut cmd = Command::new(bin("broked"));
-    cmd.arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("BROKED_DB")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn broked");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().expect("broked")
-}
 
 fn text(o: &Output) -> String {
     format!(

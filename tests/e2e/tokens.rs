@@ -3,30 +3,18 @@
 //! them, revocation, expiry, the bootstrap token and rate-limited failures.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
-use broked_tests::{Server, bin};
+use broked_tests::{Server, broked};
 use serde_json::{Value, json};
 
 const BOOT: &str = "Boot-Tok-61c0a9";
 const PW: &str = "Scope-Pw-77f1";
 
-fn broked(db: &Path, args: &[&str]) -> Output {
-    Command::new(bin("broked"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("BROKED_DB")
-        .stdin(Stdio::null())
-        .output()
-        .expect("broked")
-}
-
 /// `broked token create NAME ARGS -o json`: the token.
 fn create_token(db: &Path, name: &str, args: &[&str]) -> String {
     let mut all = vec!["token", "create", name, "--output", "json"];
     all.extend_from_slice(args);
-    let o = broked(db, &all);
+    let o = broked(db, &all, None, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     v["token"].as_str().unwrap().to_owned()
@@ -297,7 +285,7 @@ fn tokens_are_managed_by_cli_and_api_and_stop_working_when_revoked() {
     let list = server.call_with("GET", "/api/tokens", None, Some(&admin));
     assert!(!list.text.contains(&reader) && !list.text.contains(&admin));
     assert!(list.text.contains("\"reader\"") && list.text.contains("\"ops\""));
-    let o = broked(&db, &["token", "list"]);
+    let o = broked(&db, &["token", "list"], None, &[]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("reader") && !text.contains(&reader), "{text}");
     assert_eq!(
@@ -327,7 +315,7 @@ fn tokens_are_managed_by_cli_and_api_and_stop_working_when_revoked() {
     );
     assert_eq!(r.status, 422, "{}", r.text);
     // Revoked from the CLI while the server runs: refused on the next request.
-    let o = broked(&db, &["token", "revoke", "reader"]);
+    let o = broked(&db, &["token", "revoke", "reader"], None, &[]);
     assert!(o.status.success());
     let r = server.call_with("GET", "/api/connections", None, Some(&reader));
     assert_eq!(r.status, 401);

@@ -1,9 +1,10 @@
 //! End-to-end tests of broked connections: the built binaries driven against real servers.
 //!
 //! [`Server`] starts the real `broked-server` on a free loopback port with a database in a
-//! temporary directory and talks HTTP to it; [`cli`] runs the real `broked`. Every response
+//! temporary directory and talks HTTP to it; [`broked`] runs the real `broked`. Every response
 //! body and every log line is kept, so tests can assert that no secret ever appears in them.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -167,8 +168,7 @@ impl Server {
         body: Option<&str>,
         token: Option<&str>,
     ) -> Reply {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let mut req = self.request(method, path);
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -177,12 +177,7 @@ impl Server {
                 .header("content-type", "application/json")
                 .body(body.to_owned());
         }
-        let resp = req.send().expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().expect("body");
-        self.transcript.lock().unwrap().push(text.clone());
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, text, json }
+        self.send(req)
     }
 
     /// Sends `body` as raw bytes with the given `Content-Type` (none when `None`), with the
@@ -195,8 +190,7 @@ impl Server {
         body: Option<Vec<u8>>,
         content_type: Option<&str>,
     ) -> Reply {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let mut req = self.request(method, path);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
@@ -206,12 +200,7 @@ impl Server {
         if let Some(body) = body {
             req = req.body(body);
         }
-        self.reply(req)
-    }
-
-    /// Sends a request built by the caller (any header) and records the reply like `call`.
-    pub fn send(&self, req: reqwest::blocking::RequestBuilder) -> Reply {
-        self.reply(req)
+        self.send(req)
     }
 
     /// A request builder for `method path` on this server, without any header.
@@ -220,7 +209,8 @@ impl Server {
         self.http.request(method, format!("{}{path}", self.base))
     }
 
-    fn reply(&self, req: reqwest::blocking::RequestBuilder) -> Reply {
+    /// Sends a request built by the caller (any header) and records the reply like `call`.
+    pub fn send(&self, req: reqwest::blocking::RequestBuilder) -> Reply {
         let resp = req.send().expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().expect("body");
@@ -283,6 +273,36 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `broked --db DB ARGS` to completion, with `envs` and without the test's `BROKED_DB`;
+/// `stdin` is piped in (nothing on stdin when `None`).
+pub fn broked(db: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin("broked"));
+    cmd.arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("BROKED_DB")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn broked");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for broked")
 }
 
 /// Runs `broked-server` to completion (for start-up failures).

@@ -8,12 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use broked_tests::{bin, free_port};
+use broked_tests::{bin, broked, free_port};
 use serde_json::{Value, json};
 
 fn stress() -> bool {
@@ -138,19 +138,8 @@ fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-fn cli(db: &Path, args: &[&str]) -> Output {
-    Command::new(bin("broked"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("BROKED_DB")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run broked")
-}
-
 fn cli_ok(db: &Path, args: &[&str]) -> String {
-    let out = cli(db, args);
+    let out = broked(db, args, None, &[]);
     assert!(
         out.status.success(),
         "broked {} failed: {}\n{}",
@@ -515,7 +504,7 @@ fn concurrent_writers_and_the_cli_lose_nothing() {
                 ];
                 for args in steps {
                     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                    let out = cli(&db, &args);
+                    let out = broked(&db, &args, None, &[]);
                     let stderr = String::from_utf8_lossy(&out.stderr);
                     if !out.status.success() || stderr.contains("locked") {
                         failures.lock().unwrap().push(format!(
