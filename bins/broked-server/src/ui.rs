@@ -100,18 +100,12 @@ mod tests {
             );
             checked += 1;
         }
-        for field in [
-            "conn_id",
-            "type",
-            "host",
-            "port",
-            "schema",
-            "login",
-            "password",
-            "extra",
-            "region",
-            "description",
-        ] {
+        // Every key of a connection object (the list the API reads), and the region the form
+        // keeps in extra.
+        for field in broked_connections::CONNECTION_KEYS
+            .into_iter()
+            .chain(["region"])
+        {
             for prefix in ["f-", "e-"] {
                 assert!(
                     INDEX.contains(&format!("id=\"{prefix}{field}\"")),
