@@ -1,17 +1,18 @@
 //! The probe crates' test kit (cargo feature `test-kit`, enabled only in their
 //! dev-dependencies): what every probe's tests need — a registry with one probe, a policy
 //! context, a closed port, a silent listener, the no-secret check on every outcome — and the
-//! behaviours that several probes share, written once: [`sql_probe_contract!`] and
-//! [`sql_probe_relay_contract!`] for the SQL database probes (`broked-probe-postgres`,
-//! `broked-probe-mysql`), [`check_probe_contract!`] for the probes tested through their own
-//! `check` (`broked-probe-s3`, `broked-probe-sftp`).
+//! behaviours that several probes share, written once: [`sql_probe_contract!`],
+//! [`sql_probe_tls_server_contract!`] and [`sql_probe_relay_contract!`] for the SQL database
+//! probes (`broked-probe-postgres`, `broked-probe-mysql`), [`check_probe_contract!`] for the
+//! probes tested through their own `check` (`broked-probe-s3`, `broked-probe-sftp`).
 //!
 //! [`sql_probe_contract!`]: crate::sql_probe_contract
+//! [`sql_probe_tls_server_contract!`]: crate::sql_probe_tls_server_contract
 //! [`sql_probe_relay_contract!`]: crate::sql_probe_relay_contract
 //! [`check_probe_contract!`]: crate::check_probe_contract
 //!
-//! Not here: servers (the test services are `broked-testenv`'s, private servers and protocol
-//! stand-ins stay with the probe they test) and anything a product uses.
+//! Not here: servers (the test services are `broked-testenv`'s; private servers and the
+//! protocol halves of the stand-ins stay with the probe they test) and anything a product uses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,15 +114,16 @@ pub fn relay_dirs() -> usize {
 /// The harness and contract of a SQL database probe, expanded in the calling module (the
 /// test binary's root).
 ///
-/// It defines the helpers the module's own tests use too — `registry(timeout, deny)` (a
+/// It defines the helpers the module's own tests use too — `DETAILS`, `registry(timeout, deny)` (a
 /// registry with `probe` only), `conn(host, port, user, password, db)` (a connection of
 /// `conn_type` named `conn_id`) and `service_conn(&Service)` (the shared test service's
 /// connection, from `service`, e.g. `broked_testenv::postgres`) — and one `#[tokio::test]` per
-/// shared behaviour: the service's answers to a wrong password and a missing database, a bad
-/// TLS mode (`bad_tls_extra`), a closed port, a silent listener, denied addresses in every
-/// spelling, and socket paths and URLs (`not_hosts`) given as hosts, with `port` the probe's
-/// default port. The caller's crate has `tokio` (macros, rt, net, time) and `broked-testenv`
-/// as dev-dependencies.
+/// shared behaviour: success against the service (reported by `driver`, a detail starting with
+/// one of `details`; by name too, with `prefer_extra`), the service's answers to a wrong
+/// password and a missing database, a bad TLS mode (`bad_tls_extra`), a closed port, a silent
+/// listener, denied addresses in every spelling, and socket paths and URLs (`not_hosts`) given
+/// as hosts, with `port` the probe's default port. The caller's crate has `tokio` (macros, rt,
+/// net, time) and `broked-testenv` as dev-dependencies.
 ///
 /// ```text
 /// broked_probe::sql_probe_contract! {
@@ -130,6 +132,9 @@ pub fn relay_dirs() -> usize {
 ///     conn_id: "pg-test",
 ///     service: broked_testenv::postgres,
 ///     port: 5432,
+///     driver: "sqlx-postgres",
+///     details: ["PostgreSQL "],
+///     prefer_extra: r#"{"sslmode":"prefer"}"#,
 ///     bad_tls_extra: r#"{"sslmode":"sometimes"}"#,
 ///     not_hosts: ["/var/run/postgresql", "postgres://u:pw-secret-1@127.0.0.1/d"],
 /// }
@@ -142,9 +147,15 @@ macro_rules! sql_probe_contract {
         conn_id: $conn_id:literal,
         service: $service:path,
         port: $port:literal,
+        driver: $driver:literal,
+        details: [$($detail:literal),* $(,)?],
+        prefer_extra: $prefer_extra:literal,
         bad_tls_extra: $bad_tls_extra:literal,
         not_hosts: [$($not_host:literal),* $(,)?] $(,)?
     ) => {
+        /// What a success's detail starts with.
+        const DETAILS: &[&str] = &[$($detail),*];
+
         fn registry(timeout: ::std::time::Duration, deny: &[&str]) -> $crate::Registry {
             $crate::testkit::registry($probe, timeout, deny)
         }
@@ -177,6 +188,27 @@ macro_rules! sql_probe_contract {
                 Some(s.get("PASSWORD")),
                 s.get("DB"),
             )
+        }
+
+        #[::tokio::test]
+        async fn success_reports_version() {
+            use ::std::time::Duration;
+            use $crate::testkit::{Secret, test};
+            let Some(s) = $service() else {
+                return;
+            };
+            let c = service_conn(&s);
+            let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
+            assert!(o.success, "{o:?}");
+            assert_eq!(o.message, concat!("Connected successfully (", $driver, ")"));
+            assert_eq!(o.driver, $driver);
+            assert!(DETAILS.iter().any(|d| o.detail.starts_with(d)), "{o:?}");
+            // Also by name, and with the TLS mode from extra.
+            let mut c = service_conn(&s);
+            c.host = Some("localhost".into());
+            c.extra = Some(Secret::from($prefer_extra));
+            let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
+            assert!(o.success || o.message.contains("::1"), "{o:?}");
         }
 
         #[::tokio::test]
@@ -308,22 +340,84 @@ macro_rules! sql_probe_contract {
 /// still verifies the certificate against the host name; a certificate for another name is a
 /// `tls` failure; a denied name sends nothing and leaves no relay behind.
 ///
-/// The caller names `registry(timeout, deny)`; `stand_in(names)`, an async fn that starts a
-/// TLS stand-in of its protocol on 127.0.0.1 with a certificate for `names` from a fresh CA
-/// and returns `(port, CA PEM, Arc<Mutex<Vec<String>>>)`, the handshakes it completed as
-/// `"SNI via relay"` or `"SNI via direct"`, and that refuses the login; and `conn(port, ca)`,
-/// a connection to `localhost:port` that verifies the name with `ca`.
+/// The check runs against a TLS stand-in of the protocol on 127.0.0.1 with a certificate for
+/// the names asked from a fresh CA, which records each handshake it completed as
+/// `"SNI via relay"` or `"SNI via direct"` and refuses the login. The caller names
+/// `registry(timeout, deny)` and `conn(host, port, user, password, db)` (from
+/// [`sql_probe_contract!`]), the protocol's two halves — `before_tls`, an async fn from
+/// `&mut TcpStream` to whether the client asked for TLS (having answered it), and
+/// `after_tls`, an async fn on the TLS stream that refuses the login — and `verify_extra`, the
+/// extra (a `serde_json::Value`) that verifies the name with a CA's PEM. The caller's crate has
+/// `tokio-rustls` and `broked-testenv` (feature `tls`) as dev-dependencies.
+///
+/// [`sql_probe_contract!`]: crate::sql_probe_contract
 #[macro_export]
 macro_rules! sql_probe_relay_contract {
-    (registry: $registry:path, stand_in: $stand_in:path, conn: $conn:path $(,)?) => {
+    (
+        registry: $registry:path,
+        conn: $conn:path,
+        before_tls: $before_tls:path,
+        after_tls: $after_tls:path,
+        verify_extra: $verify_extra:expr $(,)?
+    ) => {
+        /// The stand-in with a certificate for `names`; returns its port, the CA's PEM, and
+        /// for each handshake it completed the server name (SNI) and whether it came through
+        /// a relay.
+        async fn stand_in(
+            names: &[&str],
+        ) -> (
+            u16,
+            String,
+            ::std::sync::Arc<::std::sync::Mutex<Vec<String>>>,
+        ) {
+            use ::tokio::io::AsyncWriteExt;
+            let ca = ::broked_testenv::TestCa::new("broked test CA");
+            let acceptor = ::tokio_rustls::TlsAcceptor::from(ca.server_config(names));
+            let l = ::tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap();
+            let port = l.local_addr().unwrap().port();
+            let sni: ::std::sync::Arc<::std::sync::Mutex<Vec<String>>> = Default::default();
+            let sni2 = sni.clone();
+            ::tokio::spawn(async move {
+                while let Ok((mut s, _)) = l.accept().await {
+                    let (acceptor, sni) = (acceptor.clone(), sni2.clone());
+                    ::tokio::spawn(async move {
+                        if !$before_tls(&mut s).await {
+                            return;
+                        }
+                        let Ok(mut tls) = acceptor.accept(s).await else {
+                            return;
+                        };
+                        let name = tls.get_ref().1.server_name().unwrap_or("").to_owned();
+                        // Whether the client reached us through the probe's relay (its socket
+                        // directory exists while it relays), not by a TCP connect of its own.
+                        let relayed = $crate::testkit::relay_dirs() > 0;
+                        let via = if relayed { "relay" } else { "direct" };
+                        sni.lock().unwrap().push(format!("{name} via {via}"));
+                        $after_tls(&mut tls).await;
+                        let _ = tls.shutdown().await;
+                    });
+                }
+            });
+            (port, ca.pem(), sni)
+        }
+
+        fn verifying_conn(port: u16, ca: &str) -> $crate::Connection {
+            let mut c = $conn("localhost", port, "etl", Some("sql-relay-Secret-41"), "db");
+            let extra: ::serde_json::Value = ($verify_extra)(ca);
+            c.extra = Some($crate::testkit::Secret::from(extra.to_string()));
+            c
+        }
+
         #[::tokio::test]
         async fn verifies_the_name_at_the_checked_address() {
             use ::std::time::Duration;
             use $crate::Failure;
             use $crate::testkit::{relay_dirs, test};
-            let (port, ca, sni) = $stand_in(&["localhost"]).await;
+            let (port, ca, sni) = stand_in(&["localhost"]).await;
             let r = $registry(Duration::from_secs(5), &[]);
-            let o = test(&r, &$conn(port, &ca)).await;
+            let o = test(&r, &verifying_conn(port, &ca)).await;
             assert_eq!(o.failure, Some(Failure::Auth), "{o:?}");
             assert_eq!(
                 *sni.lock().unwrap(),
@@ -332,18 +426,105 @@ macro_rules! sql_probe_relay_contract {
             );
 
             // A certificate for another name fails verification, through the relay too.
-            let (port, ca, _) = $stand_in(&["db.other.example"]).await;
-            let o = test(&r, &$conn(port, &ca)).await;
+            let (port, ca, _) = stand_in(&["db.other.example"]).await;
+            let o = test(&r, &verifying_conn(port, &ca)).await;
             assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
 
             // The name's addresses are checked and only those are used: denied, nothing is
             // sent.
-            let (port, ca, sni) = $stand_in(&["localhost"]).await;
+            let (port, ca, sni) = stand_in(&["localhost"]).await;
             let denied = $registry(Duration::from_secs(5), &["127.0.0.0/8", "::1"]);
-            let o = test(&denied, &$conn(port, &ca)).await;
+            let o = test(&denied, &verifying_conn(port, &ca)).await;
             assert_eq!(o.failure, Some(Failure::Blocked), "{o:?}");
             assert!(sni.lock().unwrap().is_empty());
             assert_eq!(relay_dirs(), 0, "relay directories are removed");
+        }
+    };
+}
+
+/// The contract of a SQL probe against a private server of its kind with TLS (issue 16), one
+/// `#[tokio::test]` named `name` in the calling module.
+///
+/// The server — `start(dir, cert_pem, key_pem)`, an `Option` of a value with a `port` field
+/// that stops the server when dropped, `None` when it cannot run — gets a certificate for
+/// `localhost` from a fresh CA and a user (`user`, `password`, database `db`) that must use
+/// TLS. With the CA's PEM in extra `ca_key`, the `verified` modes (extra `mode_key`; the first
+/// checks the name) are verified and report a detail starting with one of `DETAILS`;
+/// `encrypted` and the default are encrypted but unverified; another CA, or a host that is not
+/// the certificate's name, is a `tls` failure; `off` is refused by the server. The caller
+/// names `DETAILS`, `registry(timeout, deny)` and `conn(host, port, user, password, db)` (from
+/// [`sql_probe_contract!`]) and has `tempfile`, `serde_json` and `broked-testenv` (feature
+/// `tls`) as dependencies.
+///
+/// [`sql_probe_contract!`]: crate::sql_probe_contract
+#[macro_export]
+macro_rules! sql_probe_tls_server_contract {
+    (
+        name: $name:ident,
+        start: $start:path,
+        user: $user:expr,
+        password: $password:expr,
+        db: $db:literal,
+        mode_key: $mode_key:literal,
+        ca_key: $ca_key:literal,
+        verified: [$verify_name:literal, $verify_ca:literal],
+        encrypted: $encrypted:literal,
+        off: $off:literal $(,)?
+    ) => {
+        #[::tokio::test]
+        async fn $name() {
+            use ::serde_json::json;
+            use ::std::time::Duration;
+            use $crate::testkit::{Secret, test};
+            use $crate::{Failure, Tls};
+            let ca = ::broked_testenv::TestCa::new("broked probe test CA");
+            let (server_cert, server_key) = ca.issue(&["localhost"]);
+            let dir = ::tempfile::tempdir().unwrap();
+            // Blocks this test's own runtime while the server starts; nothing else runs on it.
+            let started = $start(dir.path(), &server_cert, &server_key);
+            let Some(server) = started else {
+                return;
+            };
+            let r = registry(Duration::from_secs(10), &[]);
+            let with = |host: &str, extra: ::serde_json::Value| {
+                let mut c = conn(host, server.port, $user, Some($password), $db);
+                c.extra = Some(Secret::from(extra.to_string()));
+                c
+            };
+            let ca_pem = ca.pem();
+            for mode in [$verify_name, $verify_ca] {
+                let c = with("localhost", json!({$mode_key: mode, $ca_key: ca_pem}));
+                let o = test(&r, &c).await;
+                assert!(o.success, "{mode}: {o:?}");
+                assert!(DETAILS.iter().any(|d| o.detail.starts_with(d)), "{o:?}");
+                assert_eq!(o.tls, Some(Tls::Verified), "{mode}: {o:?}");
+            }
+            for extra in [json!({$mode_key: $encrypted}), json!({})] {
+                let o = test(&r, &with("127.0.0.1", extra.clone())).await;
+                assert!(o.success, "{extra}: {o:?}");
+                assert_eq!(o.tls, Some(Tls::Unverified), "{extra}: {o:?}");
+            }
+
+            // Another CA: the certificate cannot be verified.
+            let other_ca = ::broked_testenv::TestCa::new("another CA");
+            let c = with(
+                "localhost",
+                json!({$mode_key: $verify_name, $ca_key: other_ca.pem()}),
+            );
+            let o = test(&r, &c).await;
+            assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+            assert_eq!(o.tls, None, "{o:?}");
+            // The right CA, but the host is not the certificate's name.
+            let c = with(
+                "127.0.0.1",
+                json!({$mode_key: $verify_name, $ca_key: ca_pem}),
+            );
+            let o = test(&r, &c).await;
+            assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+            // The user must use TLS: without, the server lets nobody in.
+            let o = test(&r, &with("127.0.0.1", json!({$mode_key: $off}))).await;
+            assert!(!o.success, "{o:?}");
+            drop(server);
         }
     };
 }

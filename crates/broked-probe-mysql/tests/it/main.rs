@@ -4,53 +4,31 @@
 
 mod server;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use broked_core::Secret;
-use broked_probe::testkit::{relay_dirs, test};
-use broked_probe::{ConnType, Connection, Failure, Tls};
+use broked_probe::testkit::test;
+use broked_probe::{ConnType, Failure, Tls};
 use broked_probe_mysql::MysqlProbe;
-use broked_testenv::TestCa;
-use tokio::net::TcpListener;
 
-// The helpers of this file's tests — registry(timeout, deny), conn(host, port, user,
-// password, db), service_conn(&service) — and what every SQL probe does (wrong password,
-// missing database, bad TLS mode, closed port, silent listener, denied addresses, socket paths
-// and URLs as hosts).
+// The helpers of this file's tests — DETAILS, registry(timeout, deny), conn(host, port,
+// user, password, db), service_conn(&service) — and what every SQL probe does (success, wrong
+// password, missing database, bad TLS mode, closed port, silent listener, denied addresses,
+// socket paths and URLs as hosts).
 broked_probe::sql_probe_contract! {
     probe: MysqlProbe,
     conn_type: ConnType::Mysql,
     conn_id: "mysql-test",
     service: broked_testenv::mysql,
     port: 3306,
+    driver: "sqlx-mysql",
+    details: ["MariaDB ", "MySQL "],
+    prefer_extra: r#"{"ssl_mode":"preferred"}"#,
     bad_tls_extra: r#"{"ssl_mode":"sometimes"}"#,
     not_hosts: [
         "/run/mysqld/mysqld.sock",
         "mysql://u:pw-secret-1@127.0.0.1/d",
     ],
-}
-
-#[tokio::test]
-async fn success_reports_version() {
-    let Some(s) = broked_testenv::mysql() else {
-        return;
-    };
-    let c = service_conn(&s);
-    let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
-    assert!(o.success, "{o:?}");
-    assert_eq!(o.message, "Connected successfully (sqlx-mysql)");
-    assert_eq!(o.driver, "sqlx-mysql");
-    assert!(
-        o.detail.starts_with("MariaDB ") || o.detail.starts_with("MySQL "),
-        "{o:?}"
-    );
-    // Also by name, and with sslmode from extra.
-    let mut c = service_conn(&s);
-    c.host = Some("localhost".into());
-    c.extra = Some(Secret::from(r#"{"ssl_mode":"preferred"}"#));
-    let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
-    assert!(o.success || o.message.contains("::1"), "{o:?}");
 }
 
 /// Issue 16: the outcome says whether the session was encrypted. `disabled` is plain text;
@@ -88,59 +66,22 @@ async fn tls_state_on_the_shared_server() {
     }
 }
 
-/// Issue 16: against a real MariaDB with TLS (a private server, certificate made here for
-/// `localhost`, a user that must use TLS): `verify_identity` and `verify_ca` with the CA in
-/// extra are verified; `required` and the default `preferred` are encrypted but unverified —
-/// the latter as the server reports it (`Ssl_cipher`); another CA is a `tls` failure;
-/// `disabled` is refused by the server.
-#[tokio::test]
-async fn tls_state_against_a_private_tls_mariadb() {
-    let ca = TestCa::new("broked probe test CA");
-    let (server_cert, server_key) = ca.issue(&["localhost"]);
-    let dir = tempfile::tempdir().unwrap();
-    // Blocks this test's own runtime while the server starts; nothing else runs on it.
-    let started = server::MariaDb::start(dir.path(), &server_cert, &server_key);
-    let Some(db) = started else {
-        return;
-    };
-    let r = registry(Duration::from_secs(10), &[]);
-    let with = |host: &str, extra: serde_json::Value| {
-        let mut c = conn(host, db.port, server::USER, Some(server::PASSWORD), "mysql");
-        c.extra = Some(Secret::from(extra.to_string()));
-        c
-    };
-    let ca_pem = ca.pem();
-    for mode in ["verify_identity", "verify_ca"] {
-        let c = with(
-            "localhost",
-            serde_json::json!({"ssl_mode": mode, "ssl_ca": ca_pem}),
-        );
-        let o = test(&r, &c).await;
-        assert!(o.success, "{mode}: {o:?}");
-        assert_eq!(o.tls, Some(Tls::Verified), "{mode}: {o:?}");
-    }
-    for extra in [
-        serde_json::json!({"ssl_mode": "required"}),
-        serde_json::json!({}),
-    ] {
-        let o = test(&r, &with("127.0.0.1", extra.clone())).await;
-        assert!(o.success, "{extra}: {o:?}");
-        assert_eq!(o.tls, Some(Tls::Unverified), "{extra}: {o:?}");
-    }
-    let other = TestCa::new("another CA");
-    let c = with(
-        "localhost",
-        serde_json::json!({"ssl_mode": "verify_identity", "ssl_ca": other.pem()}),
-    );
-    let o = test(&r, &c).await;
-    assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
-    let o = test(
-        &r,
-        &with("127.0.0.1", serde_json::json!({"ssl_mode": "disabled"})),
-    )
-    .await;
-    assert!(!o.success, "the user must use TLS: {o:?}");
-    drop(db);
+// Issue 16: against a real MariaDB with TLS (a private server, certificate made here for
+// `localhost`, a user that must use TLS): `verify_identity` and `verify_ca` with the CA in
+// extra are verified; `required` and the default `preferred` are encrypted but unverified —
+// the latter as the server reports it (`Ssl_cipher`); another CA, or a host that is not the
+// certificate's name, is a `tls` failure; `disabled` is refused by the server.
+broked_probe::sql_probe_tls_server_contract! {
+    name: tls_state_against_a_private_tls_mariadb,
+    start: server::MariaDb::start,
+    user: server::USER,
+    password: server::PASSWORD,
+    db: "mysql",
+    mode_key: "ssl_mode",
+    ca_key: "ssl_ca",
+    verified: ["verify_identity", "verify_ca"],
+    encrypted: "required",
+    off: "disabled",
 }
 
 #[tokio::test]
@@ -163,9 +104,9 @@ async fn blank_password_is_auth() {
 /// refuses the login (error 1045): an `auth` failure proves that TLS with the name succeeded.
 mod verify_identity {
     use super::*;
-    use std::sync::Mutex;
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-    use tokio_rustls::TlsAcceptor;
+    use tokio::net::TcpStream;
+    use tokio_rustls::server::TlsStream;
 
     fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
         let len = payload.len() as u32;
@@ -203,58 +144,31 @@ mod verify_identity {
         g
     }
 
-    /// The stand-in with a certificate for `names`; returns its port, the CA's PEM, and for
-    /// each handshake it completed the server name (SNI) and whether it came through a relay.
-    async fn tls_mysql(names: &[&str]) -> (u16, String, Arc<Mutex<Vec<String>>>) {
-        let ca = TestCa::new("broked test CA");
-        let acceptor = TlsAcceptor::from(ca.server_config(names));
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let sni: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sni2 = sni.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let (acceptor, sni) = (acceptor.clone(), sni2.clone());
-                tokio::spawn(async move {
-                    s.write_all(&packet(0, &greeting())).await.unwrap();
-                    // The SSL request: 32 bytes, CLIENT_SSL set.
-                    let Some((1, req)) = read_packet(&mut s).await else {
-                        return;
-                    };
-                    if req.len() != 32 || req[1] & 0x08 == 0 {
-                        return;
-                    }
-                    let Ok(mut tls) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let name = tls.get_ref().1.server_name().unwrap_or("").to_owned();
-                    let via = if relay_dirs() > 0 { "relay" } else { "direct" };
-                    sni.lock().unwrap().push(format!("{name} via {via}"));
-                    let Some((seq, _response)) = read_packet(&mut tls).await else {
-                        return;
-                    };
-                    let mut err = vec![0xff];
-                    err.extend_from_slice(&1045u16.to_le_bytes());
-                    err.extend_from_slice(b"#28000Access denied for user 'etl'");
-                    let _ = tls.write_all(&packet(seq + 1, &err)).await;
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
-        (port, ca.pem(), sni)
+    /// Greets and takes the SSL request: 32 bytes, CLIENT_SSL set.
+    async fn before_tls(s: &mut TcpStream) -> bool {
+        s.write_all(&packet(0, &greeting())).await.unwrap();
+        let Some((1, req)) = read_packet(s).await else {
+            return false;
+        };
+        req.len() == 32 && req[1] & 0x08 != 0
     }
 
-    fn verify_identity(port: u16, ca: &str) -> Connection {
-        let mut c = conn("localhost", port, "etl", Some("my-relay-Secret-52"), "db");
-        c.extra = Some(Secret::from(
-            serde_json::json!({"ssl_mode": "verify_identity", "ssl_ca": ca}).to_string(),
-        ));
-        c
+    /// Refuses the login that follows (error 1045).
+    async fn after_tls(tls: &mut TlsStream<TcpStream>) {
+        let Some((seq, _response)) = read_packet(tls).await else {
+            return;
+        };
+        let mut err = vec![0xff];
+        err.extend_from_slice(&1045u16.to_le_bytes());
+        err.extend_from_slice(b"#28000Access denied for user 'etl'");
+        let _ = tls.write_all(&packet(seq + 1, &err)).await;
     }
 
     broked_probe::sql_probe_relay_contract! {
         registry: registry,
-        stand_in: tls_mysql,
-        conn: verify_identity,
+        conn: conn,
+        before_tls: before_tls,
+        after_tls: after_tls,
+        verify_extra: |ca: &str| serde_json::json!({"ssl_mode": "verify_identity", "ssl_ca": ca}),
     }
 }

@@ -4,50 +4,31 @@
 
 mod cluster;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use broked_core::Secret;
-use broked_probe::testkit::{relay_dirs, test};
-use broked_probe::{ConnType, Connection, Failure, Tls};
+use broked_probe::testkit::test;
+use broked_probe::{ConnType, Failure, Tls};
 use broked_probe_postgres::PostgresProbe;
-use broked_testenv::TestCa;
-use tokio::net::TcpListener;
 
-// The helpers of this file's tests — registry(timeout, deny), conn(host, port, user,
-// password, db), service_conn(&service) — and what every SQL probe does (wrong password,
-// missing database, bad TLS mode, closed port, silent listener, denied addresses, socket paths
-// and URLs as hosts).
+// The helpers of this file's tests — DETAILS, registry(timeout, deny), conn(host, port,
+// user, password, db), service_conn(&service) — and what every SQL probe does (success, wrong
+// password, missing database, bad TLS mode, closed port, silent listener, denied addresses,
+// socket paths and URLs as hosts).
 broked_probe::sql_probe_contract! {
     probe: PostgresProbe,
     conn_type: ConnType::Postgres,
     conn_id: "pg-test",
     service: broked_testenv::postgres,
     port: 5432,
+    driver: "sqlx-postgres",
+    details: ["PostgreSQL "],
+    prefer_extra: r#"{"sslmode":"prefer"}"#,
     bad_tls_extra: r#"{"sslmode":"sometimes"}"#,
     not_hosts: [
         "/var/run/postgresql",
         "postgres://u:pw-secret-1@127.0.0.1/d",
     ],
-}
-
-#[tokio::test]
-async fn success_reports_version() {
-    let Some(s) = broked_testenv::postgres() else {
-        return;
-    };
-    let c = service_conn(&s);
-    let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
-    assert!(o.success, "{o:?}");
-    assert_eq!(o.message, "Connected successfully (sqlx-postgres)");
-    assert_eq!(o.driver, "sqlx-postgres");
-    assert!(o.detail.starts_with("PostgreSQL "), "{o:?}");
-    // Also by name, and with sslmode from extra.
-    let mut c = service_conn(&s);
-    c.host = Some("localhost".into());
-    c.extra = Some(Secret::from(r#"{"sslmode":"prefer"}"#));
-    let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
-    assert!(o.success || o.message.contains("::1"), "{o:?}");
 }
 
 /// Issue 16: the outcome says whether the session was encrypted. The shared test server may
@@ -73,77 +54,21 @@ async fn tls_state_on_the_shared_server() {
     );
 }
 
-/// Issue 16: `sslmode=verify-full` with the CA in extra against a real PostgreSQL with TLS (a
-/// private cluster, certificate made here, `hostssl` only): verified; `verify-ca` verified;
-/// `require` and the default `prefer` encrypted but unverified; another CA, or a host that is
-/// not the certificate's name, a `tls` failure; `disable` refused by the server.
-#[tokio::test]
-async fn verify_full_with_a_ca_in_extra_against_a_tls_postgres() {
-    let ca = TestCa::new("broked probe test CA");
-    let (server_cert, server_key) = ca.issue(&["localhost"]);
-    let dir = tempfile::tempdir().unwrap();
-    // Blocks this test's own runtime for the few seconds initdb takes; nothing else runs on it.
-    let started = cluster::PgCluster::start(dir.path(), &server_cert, &server_key);
-    let Some(pg) = started else {
-        return;
-    };
-    let r = registry(Duration::from_secs(10), &[]);
-    let with = |host: &str, extra: serde_json::Value| {
-        let mut c = conn(
-            host,
-            pg.port,
-            cluster::USER,
-            Some(cluster::PASSWORD),
-            "postgres",
-        );
-        c.extra = Some(Secret::from(extra.to_string()));
-        c
-    };
-    let ca_pem = ca.pem();
-
-    for mode in ["verify-full", "verify-ca"] {
-        let c = with(
-            "localhost",
-            serde_json::json!({"sslmode": mode, "sslrootcert": ca_pem}),
-        );
-        let o = test(&r, &c).await;
-        assert!(o.success, "{mode}: {o:?}");
-        assert!(o.detail.starts_with("PostgreSQL "), "{o:?}");
-        assert_eq!(o.tls, Some(Tls::Verified), "{mode}: {o:?}");
-    }
-    for extra in [
-        serde_json::json!({"sslmode": "require"}),
-        serde_json::json!({}),
-    ] {
-        let o = test(&r, &with("127.0.0.1", extra.clone())).await;
-        assert!(o.success, "{extra}: {o:?}");
-        assert_eq!(o.tls, Some(Tls::Unverified), "{extra}: {o:?}");
-    }
-
-    // Another CA: the certificate cannot be verified.
-    let other_ca = TestCa::new("another CA");
-    let c = with(
-        "localhost",
-        serde_json::json!({"sslmode": "verify-full", "sslrootcert": other_ca.pem()}),
-    );
-    let o = test(&r, &c).await;
-    assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
-    assert_eq!(o.tls, None, "{o:?}");
-    // The right CA, but the host is not the certificate's name.
-    let c = with(
-        "127.0.0.1",
-        serde_json::json!({"sslmode": "verify-full", "sslrootcert": ca_pem}),
-    );
-    let o = test(&r, &c).await;
-    assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
-    // Without TLS the cluster (hostssl only) lets nobody in.
-    let o = test(
-        &r,
-        &with("127.0.0.1", serde_json::json!({"sslmode": "disable"})),
-    )
-    .await;
-    assert!(!o.success, "{o:?}");
-    drop(pg);
+// Issue 16: `sslmode=verify-full` with the CA in extra against a real PostgreSQL with TLS (a
+// private cluster, certificate made here, `hostssl` only): verified; `verify-ca` verified;
+// `require` and the default `prefer` encrypted but unverified; another CA, or a host that is
+// not the certificate's name, a `tls` failure; `disable` refused by the server.
+broked_probe::sql_probe_tls_server_contract! {
+    name: verify_full_with_a_ca_in_extra_against_a_tls_postgres,
+    start: cluster::PgCluster::start,
+    user: cluster::USER,
+    password: cluster::PASSWORD,
+    db: "postgres",
+    mode_key: "sslmode",
+    ca_key: "sslrootcert",
+    verified: ["verify-full", "verify-ca"],
+    encrypted: "require",
+    off: "disable",
 }
 
 /// The server's own PG* environment and pgpass file must not lend a blank-password connection
@@ -256,81 +181,56 @@ async fn client_cert_env_child() {
 /// the login (SQLSTATE 28P01): an `auth` failure proves that TLS with the name succeeded.
 mod verify_full {
     use super::*;
-    use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_rustls::TlsAcceptor;
+    use tokio::net::TcpStream;
+    use tokio_rustls::server::TlsStream;
 
-    /// The stand-in with a certificate for `names`; returns its port, the CA's PEM, and for
-    /// each handshake it completed the server name (SNI) and whether it came through a relay.
-    async fn tls_postgres(names: &[&str]) -> (u16, String, Arc<Mutex<Vec<String>>>) {
-        let ca = TestCa::new("broked test CA");
-        let acceptor = TlsAcceptor::from(ca.server_config(names));
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let sni: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sni2 = sni.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let (acceptor, sni) = (acceptor.clone(), sni2.clone());
-                tokio::spawn(async move {
-                    let mut ssl_request = [0u8; 8];
-                    if s.read_exact(&mut ssl_request).await.is_err()
-                        || ssl_request != [0, 0, 0, 8, 4, 210, 22, 47]
-                    {
-                        return;
-                    }
-                    s.write_all(b"S").await.unwrap();
-                    let Ok(mut tls) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let name = tls.get_ref().1.server_name().unwrap_or("").to_owned();
-                    // Whether the client reached us through the probe's relay (its socket
-                    // directory exists while it relays), not by a TCP connect of its own.
-                    let via = if relay_dirs() > 0 { "relay" } else { "direct" };
-                    sni.lock().unwrap().push(format!("{name} via {via}"));
-                    // The startup message: a length, then that many bytes minus four.
-                    let mut len = [0u8; 4];
-                    if tls.read_exact(&mut len).await.is_err() {
-                        return;
-                    }
-                    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
-                    if tls.read_exact(&mut rest).await.is_err() {
-                        return;
-                    }
-                    let mut body = Vec::new();
-                    for (code, text) in [
-                        (b'S', "FATAL"),
-                        (b'V', "FATAL"),
-                        (b'C', "28P01"),
-                        (b'M', "password authentication failed"),
-                    ] {
-                        body.push(code);
-                        body.extend_from_slice(text.as_bytes());
-                        body.push(0);
-                    }
-                    body.push(0);
-                    let mut msg = vec![b'E'];
-                    msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-                    msg.extend_from_slice(&body);
-                    let _ = tls.write_all(&msg).await;
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
-        (port, ca.pem(), sni)
+    /// Answers the SSL request.
+    async fn before_tls(s: &mut TcpStream) -> bool {
+        let mut ssl_request = [0u8; 8];
+        if s.read_exact(&mut ssl_request).await.is_err()
+            || ssl_request != [0, 0, 0, 8, 4, 210, 22, 47]
+        {
+            return false;
+        }
+        s.write_all(b"S").await.unwrap();
+        true
     }
 
-    fn verify_full(port: u16, ca: &str) -> Connection {
-        let mut c = conn("localhost", port, "etl", Some("pg-relay-Secret-41"), "db");
-        c.extra = Some(Secret::from(
-            serde_json::json!({"sslmode": "verify-full", "sslrootcert": ca}).to_string(),
-        ));
-        c
+    /// Refuses the login in the startup message that follows (SQLSTATE 28P01).
+    async fn after_tls(tls: &mut TlsStream<TcpStream>) {
+        // The startup message: a length, then that many bytes minus four.
+        let mut len = [0u8; 4];
+        if tls.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        if tls.read_exact(&mut rest).await.is_err() {
+            return;
+        }
+        let mut body = Vec::new();
+        for (code, text) in [
+            (b'S', "FATAL"),
+            (b'V', "FATAL"),
+            (b'C', "28P01"),
+            (b'M', "password authentication failed"),
+        ] {
+            body.push(code);
+            body.extend_from_slice(text.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut msg = vec![b'E'];
+        msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        msg.extend_from_slice(&body);
+        let _ = tls.write_all(&msg).await;
     }
 
     broked_probe::sql_probe_relay_contract! {
         registry: registry,
-        stand_in: tls_postgres,
-        conn: verify_full,
+        conn: conn,
+        before_tls: before_tls,
+        after_tls: after_tls,
+        verify_extra: |ca: &str| serde_json::json!({"sslmode": "verify-full", "sslrootcert": ca}),
     }
 }
