@@ -1144,3 +1144,190 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         })
         .ok_or(())
 }
+
+/// A TCP relay from a loopback port to `target` that can be frozen: while frozen it keeps
+/// every connection open and passes nothing on — a network that silently drops packets.
+struct Relay {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, s) = (frozen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let (f, s) = (f.clone(), s.clone());
+                    std::thread::spawn(move || pipe(from, to, &f, &s));
+                }
+            }
+        });
+        Relay { port, frozen, stop }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.freeze(false);
+    }
+}
+
+/// Copies `from` to `to`; while `frozen`, reads nothing and sends nothing.
+fn pipe(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    frozen: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    from.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 16384];
+    while !stop.load(Ordering::Relaxed) {
+        if frozen.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// The network to PostgreSQL goes silent (no refusal, no reset: a relay that holds every
+/// connection open and passes nothing): new requests still answer 503 store_unavailable
+/// within `--store-timeout` — the pool's acquire timeout covers the check of an idle
+/// connection and the connect of a new one — and when the network is back, so is the server.
+#[test]
+fn a_silent_network_to_postgres_answers_503_within_the_limit() {
+    if broked_tests::env::postgres().is_none() {
+        eprintln!("SKIPPED: PostgreSQL not configured");
+        return;
+    }
+    let Some(cluster) = Cluster::new() else {
+        return;
+    };
+    let relay = Relay::start(cluster.port);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("keyring.key");
+    let url = format!(
+        "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/postgres",
+        relay.port
+    );
+    let server = Server::start_with_env(
+        dir.path(),
+        &[
+            "--api-token",
+            TOKEN,
+            "--store-timeout",
+            "1",
+            "--key-file",
+            key.to_str().unwrap(),
+        ],
+        &[("BROKED_DB", url.as_str())],
+    );
+    let created = send(
+        &server,
+        "POST",
+        "/api/connections",
+        Some(&connection_body("c1")),
+        true,
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(
+        send(&server, "GET", "/api/connections/c1", None, true).status,
+        200
+    );
+
+    relay.freeze(true);
+    // A read is abandoned after twice the limit plus 1 s, a write after three times plus
+    // 2 s (crates/broked-store/src/postgres/bridge.rs); a request that starts while the
+    // network is silent mostly fails sooner, at the pool's acquire timeout. Plus slack.
+    let read_bound = Duration::from_millis(3000 + 1500);
+    let write_bound = Duration::from_millis(5000 + 1500);
+    for (method, path, body, bound) in [
+        ("GET", "/api/connections/c1", None, read_bound),
+        ("GET", "/api/connections", None, read_bound),
+        (
+            "PATCH",
+            "/api/connections/c1",
+            Some(json!({"description": "x"}).to_string()),
+            write_bound,
+        ),
+        ("GET", "/api/pipelines", None, read_bound),
+        ("GET", "/api/connections/c1", None, read_bound),
+    ] {
+        let a = send(&server, method, path, body.as_deref(), true);
+        assert_eq!(a.status, 503, "{method} {path}: {}", a.text);
+        assert_eq!(a.json["error"]["code"], "store_unavailable", "{}", a.text);
+        assert!(a.took < bound, "{method} {path} took {:?}", a.took);
+    }
+    let bound = read_bound;
+    let ready = send(&server, "GET", "/readyz", None, false);
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert!(ready.took < bound, "/readyz took {:?}", ready.took);
+    assert_eq!(send(&server, "GET", "/healthz", None, false).status, 200);
+
+    relay.freeze(false);
+    let back = Instant::now();
+    loop {
+        let a = send(&server, "GET", "/api/connections/c1", None, true);
+        if a.status == 200 {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(10), "{}", a.text);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let write = send(
+        &server,
+        "PATCH",
+        "/api/connections/c1",
+        Some(&json!({"description": "after"}).to_string()),
+        true,
+    );
+    assert_eq!(write.status, 200, "{}", write.text);
+    for body in server.transcript.lock().unwrap().iter() {
+        assert_no_leak("a response", body);
+    }
+}

@@ -35,10 +35,39 @@ impl PgStore {
         &self,
         job: impl FnOnce(Ctx) -> BoxFut<'static, Result<T>> + Send + 'static,
     ) -> Result<T> {
+        self.call_within(None, job)
+    }
+
+    /// [`PgStore::call`], abandoned after `times` × the store's timeout plus `slack` when
+    /// given: a statement whose answer never comes — the network gone silent, no refusal and
+    /// no reset, so neither the pool's acquire timeout nor `statement_timeout` fires — is
+    /// dropped with its connection and reported as [`StoreError::Connect`].
+    fn call_within<T: Send + 'static>(
+        &self,
+        limit: Option<(u32, Duration)>,
+        job: impl FnOnce(Ctx) -> BoxFut<'static, Result<T>> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let boxed: Job = Box::new(move |ctx| {
             Box::pin(async move {
-                let _ = tx.send(job(ctx).await);
+                let Some((times, slack)) = limit else {
+                    let _ = tx.send(job(ctx).await);
+                    return;
+                };
+                let limit = ctx.pool.options().get_acquire_timeout() * times + slack;
+                let server = ctx.server.clone();
+                let out = tokio::time::timeout(limit, job(ctx))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Connect {
+                            server: server.to_string(),
+                            reason: format!(
+                                "no answer from the database within {} ms",
+                                limit.as_millis()
+                            ),
+                        })
+                    });
+                let _ = tx.send(out);
             })
         });
         self.jobs.send(boxed).map_err(|_| gone())?;
@@ -51,7 +80,10 @@ impl PgStore {
         A: Send + Sync + 'static,
         T: Send + 'static,
     {
-        self.call(move |ctx| Box::pin(async move { op(&ctx, &args).await }))
+        // The pool's wait, one statement, and some slack.
+        self.call_within(Some((2, Duration::from_secs(1))), move |ctx| {
+            Box::pin(async move { op(&ctx, &args).await })
+        })
     }
 
     pub(super) fn write<A, T>(&self, args: A, op: WriteOp<A, T>) -> Result<T>
@@ -59,7 +91,10 @@ impl PgStore {
         A: Send + Sync + 'static,
         T: Send + 'static,
     {
-        self.call(move |ctx| Box::pin(async move { write_tx(&ctx, &args, op).await }))
+        // The pool's wait, the writers' queue, several statements: more room.
+        self.call_within(Some((3, Duration::from_secs(2))), move |ctx| {
+            Box::pin(async move { write_tx(&ctx, &args, op).await })
+        })
     }
 }
 
