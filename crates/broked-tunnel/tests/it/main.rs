@@ -39,6 +39,18 @@ fn hop(c: &Connection) -> Hop {
     Hop::from_connection(c).unwrap()
 }
 
+/// A bastion on the test's own sshd `own`, its host key pinned.
+fn own_bastion(svc: &Service, own: &sshd::OwnSshd, id: &str) -> Connection {
+    let mut c = bastion(svc, id, serde_json::json!({"host_key": own.host_key()}));
+    c.port = Some(own.port);
+    c
+}
+
+/// Opens a tunnel through `hops` to `127.0.0.1:port` under the default policy.
+fn open(hops: Vec<Hop>, port: u16) -> Result<Tunnel, TunnelError> {
+    Tunnel::open(hops, "127.0.0.1", port, &Policy::default(), timeouts())
+}
+
 fn timeouts() -> Timeouts {
     Timeouts {
         connect: Duration::from_secs(5),
@@ -100,14 +112,7 @@ fn forwards_to_the_target_through_the_bastion() {
         return;
     };
     let echo = echo_server();
-    let t = Tunnel::open(
-        vec![hop(&pinned(&svc, "bastion"))],
-        "127.0.0.1",
-        echo.port(),
-        &Policy::default(),
-        timeouts(),
-    )
-    .unwrap();
+    let t = open(vec![hop(&pinned(&svc, "bastion"))], echo.port()).unwrap();
     let local = t.local_addr();
     assert!(local.ip().is_loopback() && local.port() != echo.port());
     assert_eq!(t.target(), format!("127.0.0.1:{}", echo.port()));
@@ -149,14 +154,7 @@ fn private_key_auth_works() {
     );
     c.password = None;
     let echo = echo_server();
-    let t = Tunnel::open(
-        vec![hop(&c)],
-        "127.0.0.1",
-        echo.port(),
-        &Policy::default(),
-        timeouts(),
-    )
-    .unwrap();
+    let t = open(vec![hop(&c)], echo.port()).unwrap();
     assert_eq!(round_trip(t.local_addr(), b"key").unwrap(), b"key");
 }
 
@@ -167,14 +165,7 @@ fn wrong_password_names_the_hop() {
     };
     let mut c = pinned(&svc, "bastion-a");
     c.password = Some(Secret::new("wrong-Pw-7d1X-never-right"));
-    let e = Tunnel::open(
-        vec![hop(&c)],
-        "127.0.0.1",
-        echo_server().port(),
-        &Policy::default(),
-        timeouts(),
-    )
-    .unwrap_err();
+    let e = open(vec![hop(&c)], echo_server().port()).unwrap_err();
     assert_eq!(e.kind, Failure::Auth, "{e}");
     assert_eq!(e.hop, Some((1, 1)));
     assert_eq!(e.bastion.as_deref(), Some("bastion-a"));
@@ -195,14 +186,7 @@ fn an_unpinned_host_key_is_refused_before_any_credential() {
         return;
     };
     let c = bastion(&svc, "bastion-u", serde_json::json!({}));
-    let e = Tunnel::open(
-        vec![hop(&c)],
-        "127.0.0.1",
-        echo_server().port(),
-        &Policy::default(),
-        timeouts(),
-    )
-    .unwrap_err();
+    let e = open(vec![hop(&c)], echo_server().port()).unwrap_err();
     assert_eq!(e.kind, Failure::Tls, "{e}");
     assert!(
         e.message.contains("host key not pinned") && e.message.contains("SHA256:"),
@@ -222,14 +206,7 @@ fn a_changed_host_key_is_refused() {
         "bastion-c",
         serde_json::json!({"host_key": "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"}),
     );
-    let e = Tunnel::open(
-        vec![hop(&c)],
-        "127.0.0.1",
-        echo_server().port(),
-        &Policy::default(),
-        timeouts(),
-    )
-    .unwrap_err();
+    let e = open(vec![hop(&c)], echo_server().port()).unwrap_err();
     assert_eq!(e.kind, Failure::Tls, "{e}");
     assert!(e.message.contains("host key mismatch"), "{e}");
     assert!(e.message.contains("bastion-c"), "{e}");
@@ -243,14 +220,7 @@ fn a_closed_target_port_behind_the_bastion_is_its_own_failure() {
     };
     let port = closed_port();
     let start = Instant::now();
-    let e = Tunnel::open(
-        vec![hop(&pinned(&svc, "bastion"))],
-        "127.0.0.1",
-        port,
-        &Policy::default(),
-        timeouts(),
-    )
-    .unwrap_err();
+    let e = open(vec![hop(&pinned(&svc, "bastion"))], port).unwrap_err();
     assert_eq!(e.kind, Failure::Refused, "{e}");
     assert!(
         e.message.contains(&format!(
@@ -270,14 +240,7 @@ fn a_bastion_that_is_down_is_refused_naming_it() {
     };
     let mut c = pinned(&svc, "bastion-down");
     c.port = Some(closed_port());
-    let e = Tunnel::open(
-        vec![hop(&c)],
-        "127.0.0.1",
-        1,
-        &Policy::default(),
-        timeouts(),
-    )
-    .unwrap_err();
+    let e = open(vec![hop(&c)], 1).unwrap_err();
     assert_eq!(e.kind, Failure::Refused, "{e}");
     assert!(
         e.message.contains("bastion \"bastion-down\"") && e.message.contains("connection refused"),
@@ -343,18 +306,10 @@ fn a_chain_of_two_hops() {
     };
     let echo = echo_server();
     // Hop 2 as the first bastion sees it: 127.0.0.1:<own port>, its own host key.
-    let mut second = bastion(
-        &svc,
-        "jump-2",
-        serde_json::json!({"host_key": own.host_key()}),
-    );
-    second.port = Some(own.port);
-    let t = Tunnel::open(
+    let mut second = own_bastion(&svc, &own, "jump-2");
+    let t = open(
         vec![hop(&pinned(&svc, "jump-1")), hop(&second)],
-        "127.0.0.1",
         echo.port(),
-        &Policy::default(),
-        timeouts(),
     )
     .unwrap();
     assert_eq!(
@@ -365,35 +320,26 @@ fn a_chain_of_two_hops() {
 
     // A failure on hop 2 names hop 2.
     second.password = Some(Secret::new("wrong-Pw-hop2"));
-    let e = Tunnel::open(
+    let e = open(
         vec![hop(&pinned(&svc, "jump-1")), hop(&second)],
-        "127.0.0.1",
         echo.port(),
-        &Policy::default(),
-        timeouts(),
     )
     .unwrap_err();
     assert_eq!((e.kind, e.hop), (Failure::Auth, Some((2, 2))), "{e}");
     assert!(e.message.contains("hop 2 of 2 (bastion \"jump-2\""), "{e}");
     // A closed target behind hop 2 names hop 2.
     second.password = Some(Secret::new(svc.get("PASSWORD")));
-    let e = Tunnel::open(
+    let e = open(
         vec![hop(&pinned(&svc, "jump-1")), hop(&second)],
-        "127.0.0.1",
         closed_port(),
-        &Policy::default(),
-        timeouts(),
     )
     .unwrap_err();
     assert_eq!((e.kind, e.hop), (Failure::Refused, Some((2, 2))), "{e}");
     // Hop 2 down: hop 1 cannot reach it, and the error names hop 2.
     drop(own);
-    let e = Tunnel::open(
+    let e = open(
         vec![hop(&pinned(&svc, "jump-1")), hop(&second)],
-        "127.0.0.1",
         echo.port(),
-        &Policy::default(),
-        timeouts(),
     )
     .unwrap_err();
     assert_eq!((e.kind, e.hop), (Failure::Refused, Some((2, 2))), "{e}");
@@ -413,21 +359,9 @@ fn a_restarted_bastion_is_reconnected_on_the_next_use() {
     let Some(mut own) = sshd::OwnSshd::start(svc.get("USER")) else {
         return;
     };
-    let mut c = bastion(
-        &svc,
-        "bastion-r",
-        serde_json::json!({"host_key": own.host_key()}),
-    );
-    c.port = Some(own.port);
+    let c = own_bastion(&svc, &own, "bastion-r");
     let echo = echo_server();
-    let t = Tunnel::open(
-        vec![hop(&c)],
-        "127.0.0.1",
-        echo.port(),
-        &Policy::default(),
-        timeouts(),
-    )
-    .unwrap();
+    let t = open(vec![hop(&c)], echo.port()).unwrap();
     let local = t.local_addr();
     assert_eq!(round_trip(local, b"before").unwrap(), b"before");
 
@@ -491,14 +425,7 @@ fn another_users_process_cannot_use_the_local_port() {
         return;
     }
     let echo = echo_server();
-    let t = Tunnel::open(
-        vec![hop(&pinned(&svc, "bastion"))],
-        "127.0.0.1",
-        echo.port(),
-        &Policy::default(),
-        timeouts(),
-    )
-    .unwrap();
+    let t = open(vec![hop(&pinned(&svc, "bastion"))], echo.port()).unwrap();
     let port = t.local_addr().port();
     // The test user (not root) sends a line and prints what comes back.
     let script = format!(
@@ -561,21 +488,9 @@ fn the_logs_name_the_hop_and_hold_no_secret() {
         return;
     };
     let logs = captured_logs();
-    let mut c = bastion(
-        &svc,
-        "bastion-log",
-        serde_json::json!({"host_key": own.host_key()}),
-    );
-    c.port = Some(own.port);
+    let c = own_bastion(&svc, &own, "bastion-log");
     let echo = echo_server();
-    let t = Tunnel::open(
-        vec![hop(&c)],
-        "127.0.0.1",
-        echo.port(),
-        &Policy::default(),
-        timeouts(),
-    )
-    .unwrap();
+    let t = open(vec![hop(&c)], echo.port()).unwrap();
     assert_eq!(round_trip(t.local_addr(), b"x").unwrap(), b"x");
     // The bastion goes away: the session is lost, and reconnects fail.
     own.stop();
