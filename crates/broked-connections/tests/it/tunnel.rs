@@ -10,7 +10,7 @@ use broked_connections::{
     ConnectionInput, ConnectionUpdate, Connections, Error, ErrorKind, Failure, Options,
     SecretUpdate, UpdateMode,
 };
-use broked_testenv::Service;
+use broked_testenv::{Service, free_port};
 use sqlx::Connection as _;
 
 #[path = "../../../broked-tunnel/tests/it/sshd.rs"]
@@ -35,6 +35,44 @@ fn bastion_input(svc: &Service, id: &str, host_key: Option<&str>) -> ConnectionI
         extra: Some(extra.to_string().into()),
         ..Default::default()
     }
+}
+
+/// The suite's sshd as the bastion `id`, its host key pinned.
+fn pinned(ssh: &Service, id: &str) -> ConnectionInput {
+    bastion_input(ssh, id, Some(ssh.get("HOST_KEY")))
+}
+
+/// The suite's sshd as the bastion `id` behind the bastion `tunnel`: its extra is the pin and
+/// the tunnel.
+fn bastion_behind(ssh: &Service, id: &str, tunnel: &str) -> ConnectionInput {
+    let extra = serde_json::json!({"host_key": ssh.get("HOST_KEY"), "ssh_tunnel": tunnel});
+    ConnectionInput {
+        extra: Some(extra.to_string().into()),
+        ..pinned(ssh, id)
+    }
+}
+
+/// A fresh library holding the bastion `id` ([`pinned`]).
+fn with_bastion(ssh: &Service, id: &str) -> (Db, Connections) {
+    let db = Db::new();
+    let c = db.open();
+    c.create(pinned(ssh, id)).unwrap();
+    (db, c)
+}
+
+/// A fresh library holding the bastion `bastion` and the suite's PostgreSQL (`pg`) and
+/// MariaDB (`my`) through it.
+fn databases_through_a_bastion(ssh: &Service, pg: &Service, my: &Service) -> (Db, Connections) {
+    let (db, c) = with_bastion(ssh, "bastion");
+    c.create(pg_input(pg, "pg", "bastion".into())).unwrap();
+    c.create(db_input(my, "my", "mysql", my.port(), "bastion".into()))
+        .unwrap();
+    (db, c)
+}
+
+/// The suite's PostgreSQL as `id`, through `tunnel` (the value of extra `ssh_tunnel`).
+fn pg_input(pg: &Service, id: &str, tunnel: serde_json::Value) -> ConnectionInput {
+    db_input(pg, id, "postgres", pg.port(), tunnel)
 }
 
 fn db_input(
@@ -84,27 +122,12 @@ fn clean(text: &str, secrets: &[&Service]) {
     );
 }
 
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn tests_of_postgres_and_mysql_go_through_the_bastion() {
     let Some((ssh, pg, my)) = services() else {
         return;
     };
-    let db = Db::new();
-    let c = db.open();
-    c.create(bastion_input(&ssh, "bastion", Some(ssh.get("HOST_KEY"))))
-        .unwrap();
-    c.create(db_input(&pg, "pg", "postgres", pg.port(), "bastion".into()))
-        .unwrap();
-    c.create(db_input(&my, "my", "mysql", my.port(), "bastion".into()))
-        .unwrap();
+    let (_db, c) = databases_through_a_bastion(&ssh, &pg, &my);
     for id in ["pg", "my"] {
         let o = c.test(id).await.unwrap();
         assert!(o.success, "{id}: {o:?}");
@@ -170,10 +193,7 @@ async fn http_generic_and_sftp_tests_go_through_the_bastion() {
     let Some((ssh, pg, _)) = services() else {
         return;
     };
-    let db = Db::new();
-    let c = db.open();
-    c.create(bastion_input(&ssh, "bastion", Some(ssh.get("HOST_KEY"))))
-        .unwrap();
+    let (_db, c) = with_bastion(&ssh, "bastion");
     let http = http_server();
     c.create(ConnectionInput {
         conn_id: Some("api".into()),
@@ -196,13 +216,8 @@ async fn http_generic_and_sftp_tests_go_through_the_bastion() {
     })
     .unwrap();
     // An SFTP server reached through a bastion (here the same server: the pin still holds).
-    let mut files = bastion_input(&ssh, "files", Some(ssh.get("HOST_KEY")));
+    let mut files = bastion_behind(&ssh, "files", "bastion");
     files.schema = Some(ssh.get("PATH").into());
-    files.extra = Some(
-        serde_json::json!({"host_key": ssh.get("HOST_KEY"), "ssh_tunnel": "bastion"})
-            .to_string()
-            .into(),
-    );
     c.create(files).unwrap();
     for (id, driver) in [("api", "reqwest"), ("tcp", "tcp"), ("files", "ssh2")] {
         let o = c.test(id).await.unwrap();
@@ -213,7 +228,7 @@ async fn http_generic_and_sftp_tests_go_through_the_bastion() {
         assert!(!format!("{o:?}").contains("api-Pw-2291"));
     }
     // Nothing listens behind the bastion any more: the generic test fails there.
-    let closed = closed_port();
+    let closed = free_port();
     c.update(
         "tcp",
         ConnectionUpdate {
@@ -237,13 +252,10 @@ async fn tunnel_failures_are_distinct_and_name_the_hop() {
     let Some((ssh, pg, _)) = services() else {
         return;
     };
-    let db = Db::new();
-    let c = db.open();
-    c.create(bastion_input(&ssh, "jump", Some(ssh.get("HOST_KEY"))))
-        .unwrap();
+    let (_db, c) = with_bastion(&ssh, "jump");
 
     // The target port closed behind the bastion.
-    let closed = closed_port();
+    let closed = free_port();
     c.create(db_input(&pg, "closed", "postgres", closed, "jump".into()))
         .unwrap();
     let o = c.test("closed").await.unwrap();
@@ -273,8 +285,7 @@ async fn tunnel_failures_are_distinct_and_name_the_hop() {
         UpdateMode::Merge,
     )
     .unwrap();
-    c.create(db_input(&pg, "pg", "postgres", pg.port(), "jump".into()))
-        .unwrap();
+    c.create(pg_input(&pg, "pg", "jump".into())).unwrap();
     let o = c.test("pg").await.unwrap();
     assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
     assert!(o.message.contains("host key mismatch"), "{o:?}");
@@ -311,7 +322,7 @@ async fn a_denied_target_is_refused_before_any_connection() {
     let mut options = Options::default();
     options.probe_deny = vec!["db.internal".into(), "10.0.0.0/8".into()];
     let c = Connections::open_with(&db.path, options).unwrap();
-    let mut b = bastion_input(&ssh, "watch", Some(ssh.get("HOST_KEY")));
+    let mut b = pinned(&ssh, "watch");
     b.port = Some(watch.local_addr().unwrap().port().into());
     c.create(b).unwrap();
     for (id, host) in [("a", "db.internal"), ("b", "10.1.2.3")] {
@@ -347,51 +358,27 @@ fn references_are_checked_on_write() {
         clean(&e.to_string(), &[&ssh, &pg]);
     };
     refused(
-        c.create(db_input(&pg, "pg", "postgres", pg.port(), "nowhere".into())),
+        c.create(pg_input(&pg, "pg", "nowhere".into())),
         "names \"nowhere\", which does not exist",
     );
     c.create(bastion_input(&ssh, "unpinned", None)).unwrap();
     refused(
-        c.create(db_input(
-            &pg,
-            "pg",
-            "postgres",
-            pg.port(),
-            "unpinned".into(),
-        )),
+        c.create(pg_input(&pg, "pg", "unpinned".into())),
         "whose host key is not pinned",
     );
-    c.create(db_input(
-        &pg,
-        "direct",
-        "postgres",
-        pg.port(),
-        serde_json::Value::Null,
-    ))
-    .unwrap();
+    c.create(pg_input(&pg, "direct", serde_json::Value::Null))
+        .unwrap();
     refused(
-        c.create(db_input(&pg, "pg", "postgres", pg.port(), "direct".into())),
+        c.create(pg_input(&pg, "pg", "direct".into())),
         "a bastion must be an sftp connection",
     );
     refused(
-        c.create(db_input(
-            &pg,
-            "pg",
-            "postgres",
-            pg.port(),
-            serde_json::json!([]),
-        )),
+        c.create(pg_input(&pg, "pg", serde_json::json!([]))),
         "must be the conn_id of an sftp connection",
     );
     // Cycles: a bastion through itself, and two bastions through each other.
-    c.create(bastion_input(&ssh, "b1", Some(ssh.get("HOST_KEY"))))
-        .unwrap();
-    let mut b2 = bastion_input(&ssh, "b2", Some(ssh.get("HOST_KEY")));
-    b2.extra = Some(
-        serde_json::json!({"host_key": ssh.get("HOST_KEY"), "ssh_tunnel": "b1"})
-            .to_string()
-            .into(),
-    );
+    c.create(pinned(&ssh, "b1")).unwrap();
+    let b2 = bastion_behind(&ssh, "b2", "b1");
     c.create(b2).unwrap();
     let cycle = ConnectionUpdate {
         extra: SecretUpdate::Set(
@@ -403,12 +390,7 @@ fn references_are_checked_on_write() {
         ..Default::default()
     };
     refused(c.update("b1", cycle, UpdateMode::Merge), "a cycle");
-    let mut own = bastion_input(&ssh, "selfish", Some(ssh.get("HOST_KEY")));
-    own.extra = Some(
-        serde_json::json!({"host_key": ssh.get("HOST_KEY"), "ssh_tunnel": "selfish"})
-            .to_string()
-            .into(),
-    );
+    let own = bastion_behind(&ssh, "selfish", "selfish");
     refused(c.create(own), "a cycle");
     let sqlite = ConnectionInput {
         conn_id: Some("file".into()),
@@ -420,8 +402,7 @@ fn references_are_checked_on_write() {
     refused(c.create(sqlite), "sqlite");
 
     // A chain through b2 (itself behind b1) is fine.
-    c.create(db_input(&pg, "pg", "postgres", pg.port(), "b2".into()))
-        .unwrap();
+    c.create(pg_input(&pg, "pg", "b2".into())).unwrap();
     // Another bastion while the password is kept: refused like a change of host.
     let moved = ConnectionUpdate {
         extra: SecretUpdate::Set(r#"{"sslmode":"disable","ssh_tunnel":"b1"}"#.into()),
@@ -453,20 +434,10 @@ fn a_bastion_in_use_is_deleted_only_with_force() {
     let Some((ssh, pg, _)) = services() else {
         return;
     };
-    let db = Db::new();
-    let c = db.open();
-    c.create(bastion_input(&ssh, "jump", Some(ssh.get("HOST_KEY"))))
+    let (_db, c) = with_bastion(&ssh, "jump");
+    c.create(pg_input(&pg, "pg-b", "jump".into())).unwrap();
+    c.create(pg_input(&pg, "pg-a", serde_json::json!(["jump"])))
         .unwrap();
-    c.create(db_input(&pg, "pg-b", "postgres", pg.port(), "jump".into()))
-        .unwrap();
-    c.create(db_input(
-        &pg,
-        "pg-a",
-        "postgres",
-        pg.port(),
-        serde_json::json!(["jump"]),
-    ))
-    .unwrap();
     assert_eq!(c.tunneled_through("jump").unwrap(), ["pg-a", "pg-b"]);
     let e = c.delete("jump", false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InUse);
@@ -485,14 +456,7 @@ async fn open_tunnel_gives_a_local_uri_that_sqlx_and_psql_use() {
     let Some((ssh, pg, my)) = services() else {
         return;
     };
-    let db = Db::new();
-    let c = db.open();
-    c.create(bastion_input(&ssh, "bastion", Some(ssh.get("HOST_KEY"))))
-        .unwrap();
-    c.create(db_input(&pg, "pg", "postgres", pg.port(), "bastion".into()))
-        .unwrap();
-    c.create(db_input(&my, "my", "mysql", my.port(), "bastion".into()))
-        .unwrap();
+    let (_db, c) = databases_through_a_bastion(&ssh, &pg, &my);
 
     let guard = c.open_tunnel("pg").unwrap();
     let local = guard.local_addr().unwrap();
@@ -575,14 +539,8 @@ async fn open_tunnel_gives_a_local_uri_that_sqlx_and_psql_use() {
     assert_eq!(one, 1);
 
     // A connection without a tunnel: its own URI, nothing opened.
-    c.create(db_input(
-        &pg,
-        "direct",
-        "postgres",
-        pg.port(),
-        serde_json::Value::Null,
-    ))
-    .unwrap();
+    c.create(pg_input(&pg, "direct", serde_json::Value::Null))
+        .unwrap();
     let direct = c.open_tunnel("direct").unwrap();
     assert_eq!(direct.local_addr(), None);
     assert_eq!(
@@ -599,19 +557,14 @@ async fn a_chain_of_two_hops_and_a_bastion_restart() {
     let Some(mut own) = sshd::OwnSshd::start(ssh.get("USER")) else {
         return;
     };
-    let db = Db::new();
-    let c = db.open();
-    c.create(bastion_input(&ssh, "jump-1", Some(ssh.get("HOST_KEY"))))
-        .unwrap();
+    let (_db, c) = with_bastion(&ssh, "jump-1");
     let mut second = bastion_input(&ssh, "jump-2", Some(&own.host_key()));
     second.port = Some(own.port.into());
     c.create(second).unwrap();
     // The chain as a list...
-    c.create(db_input(
+    c.create(pg_input(
         &pg,
         "pg-list",
-        "postgres",
-        pg.port(),
         serde_json::json!(["jump-1", "jump-2"]),
     ))
     .unwrap();

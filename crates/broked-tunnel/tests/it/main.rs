@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use broked_core::{ConnId, ConnType, Connection, Secret};
-use broked_testenv::Service;
+use broked_testenv::{Service, free_port, is_root};
 use broked_tunnel::{Failure, Hop, Policy, Timeouts, Tunnel, TunnelError};
 
 fn bastion(svc: &Service, id: &str, extra: serde_json::Value) -> Connection {
@@ -91,14 +91,6 @@ fn round_trip(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut back = vec![0u8; data.len()];
     s.read_exact(&mut back)?;
     Ok(back)
-}
-
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn no_secret(e: &TunnelError, svc: &Service) {
@@ -218,7 +210,7 @@ fn a_closed_target_port_behind_the_bastion_is_its_own_failure() {
     let Some(svc) = broked_testenv::sftp() else {
         return;
     };
-    let port = closed_port();
+    let port = free_port();
     let start = Instant::now();
     let e = open(vec![hop(&pinned(&svc, "bastion"))], port).unwrap_err();
     assert_eq!(e.kind, Failure::Refused, "{e}");
@@ -239,7 +231,7 @@ fn a_bastion_that_is_down_is_refused_naming_it() {
         return;
     };
     let mut c = pinned(&svc, "bastion-down");
-    c.port = Some(closed_port());
+    c.port = Some(free_port());
     let e = open(vec![hop(&c)], 1).unwrap_err();
     assert_eq!(e.kind, Failure::Refused, "{e}");
     assert!(
@@ -331,7 +323,7 @@ fn a_chain_of_two_hops() {
     second.password = Some(Secret::new(svc.get("PASSWORD")));
     let e = open(
         vec![hop(&pinned(&svc, "jump-1")), hop(&second)],
-        closed_port(),
+        free_port(),
     )
     .unwrap_err();
     assert_eq!((e.kind, e.hop), (Failure::Refused, Some((2, 2))), "{e}");
@@ -445,11 +437,6 @@ fn another_users_process_cannot_use_the_local_port() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&mine.stdout), "ping\n");
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// Every log line of this test binary (all threads), once a test asked for it.
