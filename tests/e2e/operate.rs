@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use broked_tests::env::PgCluster;
 use broked_tests::{Server, bin, free_port};
 use serde_json::{Value, json};
 
@@ -21,8 +22,9 @@ const TOKEN: &str = "Operate-Token-0c4d9e";
 /// The connection's secrets, and the database password, searched for in every output.
 const PASSWORD: &str = "Heron-Pw-51ab";
 const EXTRA_VALUE: &str = "Ibis-Extra-2d7f";
-const PG_USER: &str = "broked_ops";
-const PG_PASSWORD: &str = "Pg-Ops-Pw-93c1";
+/// The private cluster's user and password (broked_testenv's).
+const PG_USER: &str = PgCluster::USER;
+const PG_PASSWORD: &str = PgCluster::PASSWORD;
 
 /// A response with the headers this file checks.
 struct Answer {
@@ -695,192 +697,14 @@ fn a_sqlite_file_that_cannot_be_read_answers_503_then_200_when_restored() {
 // ---------------------------------------------------------------------------------------
 // PostgreSQL
 
-/// A private PostgreSQL cluster with a password-authenticated user, on a free loopback
-/// port; stopped (immediately) and removed when dropped.
-struct Cluster {
-    _root: tempfile::TempDir,
-    bindir: PathBuf,
-    data: PathBuf,
-    port: u16,
-    as_postgres: bool,
-}
-
-impl Cluster {
-    fn new() -> Option<Cluster> {
-        let Some(bindir) = pg_bindir() else {
-            let why = "no PostgreSQL server binaries (initdb, pg_ctl) on this machine";
-            assert!(!broked_tests::env::required(), "{why}");
-            eprintln!("SKIPPED: {why}");
-            return None;
-        };
-        let root = tempfile::tempdir().unwrap();
-        let as_postgres = is_root();
-        let pwfile = root.path().join("pw");
-        std::fs::write(&pwfile, PG_PASSWORD).unwrap();
-        if as_postgres {
-            chown_postgres(root.path());
-        }
-        let cluster = Cluster {
-            data: root.path().join("data"),
-            _root: root,
-            bindir,
-            port: free_port(),
-            as_postgres,
-        };
-        cluster.run(&[
-            "initdb",
-            "-D",
-            cluster.data.to_str().unwrap(),
-            "-U",
-            PG_USER,
-            "--pwfile",
-            pwfile.to_str().unwrap(),
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            "--no-sync",
-            "--no-instructions",
-        ]);
-        let conf = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
-             fsync = off\nmax_connections = 40\nshared_buffers = 16MB\n",
-            cluster.port,
-            cluster.data.display()
-        );
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(cluster.data.join("postgresql.conf"))
-            .unwrap();
-        std::io::Write::write_all(&mut f, conf.as_bytes()).unwrap();
-        cluster.start();
-        Some(cluster)
-    }
-
-    fn run(&self, args: &[&str]) {
-        let exe = self.bindir.join(args[0]);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let out = cmd
-            .args(&args[1..])
-            .env_remove("PGPASSWORD")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start(&self) {
-        let log = self.data.join("server.log");
-        self.run(&[
-            "pg_ctl",
-            "-D",
-            self.data.to_str().unwrap(),
-            "-l",
-            log.to_str().unwrap(),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ]);
-    }
-
-    fn stop(&self) {
-        self.run(&[
-            "pg_ctl",
-            "-D",
-            self.data.to_str().unwrap(),
-            "-m",
-            "fast",
-            "-w",
-            "stop",
-        ]);
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/postgres",
-            self.port
-        )
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let exe = self.bindir.join("pg_ctl");
-        let data = self.data.to_str().unwrap().to_owned();
-        let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
-        let _ = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&exe).args(args).output()
-        };
-    }
-}
-
-/// Where `initdb` and `pg_ctl` are: `pg_config --bindir`, Debian's newest
-/// `/usr/lib/postgresql/N/bin`, or the PATH (as tests/e2e/tls.rs finds them).
-fn pg_bindir() -> Option<PathBuf> {
-    let has_tools = |d: &Path| d.join("initdb").exists() && d.join("pg_ctl").exists();
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && has_tools(&dir) {
-            return Some(dir);
-        }
-    }
-    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, d)| has_tools(d))
-        .collect();
-    debian.sort();
-    if let Some((_, dir)) = debian.pop() {
-        return Some(dir);
-    }
-    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).find(|d| has_tools(d)))
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// PostgreSQL refuses to run as root: the cluster's files belong to `postgres`.
-fn chown_postgres(path: &Path) {
-    let out = Command::new("chown")
-        .args(["-R", "postgres:postgres"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "chown: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Stops the cluster for the length of a scope and starts it again when the scope ends,
 /// also when an assertion in it fails.
-struct Outage<'a>(&'a Cluster, bool);
+struct Outage<'a>(&'a PgCluster, bool);
 
 impl Drop for Outage<'_> {
     fn drop(&mut self) {
         if !self.1 {
-            self.0.start();
+            self.0.start_again();
         }
     }
 }
@@ -888,7 +712,7 @@ impl Drop for Outage<'_> {
 impl Outage<'_> {
     fn end(mut self) {
         self.1 = true;
-        self.0.start();
+        self.0.start_again();
     }
 }
 
@@ -904,12 +728,13 @@ fn a_stopped_postgres_answers_503_fast_and_the_server_recovers_by_itself() {
         eprintln!("SKIPPED: PostgreSQL not configured");
         return;
     }
-    let Some(cluster) = Cluster::new() else {
+    let root = tempfile::tempdir().unwrap();
+    let Some(cluster) = PgCluster::start_without_tls(root.path()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("keyring.key");
-    let url = cluster.url();
+    let url = cluster.url("");
     let limit = Duration::from_secs(1);
     let server = Server::start_with_env(
         dir.path(),
@@ -1245,7 +1070,8 @@ fn a_silent_network_to_postgres_answers_503_within_the_limit() {
         eprintln!("SKIPPED: PostgreSQL not configured");
         return;
     }
-    let Some(cluster) = Cluster::new() else {
+    let root = tempfile::tempdir().unwrap();
+    let Some(cluster) = PgCluster::start_without_tls(root.path()) else {
         return;
     };
     let relay = Relay::start(cluster.port);
