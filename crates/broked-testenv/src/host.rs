@@ -31,3 +31,32 @@ pub fn chown(path: &Path, owner: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Whether this process holds SQLite's "DMS" lock on the WAL index `shm` (a database's `-shm`
+/// file, byte 128): while any process holds it, nobody rebuilds the WAL index under the
+/// others.
+pub fn holds_dms_lock(shm: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(shm).unwrap().ino();
+    own_locks()
+        .iter()
+        .any(|&(i, start, end)| i == ino && start <= 128 && 128 <= end)
+}
+
+/// `(inode, start, end)` of every POSIX lock this process holds, from `/proc/locks`.
+fn own_locks() -> Vec<(u64, u64, u64)> {
+    let me = std::process::id().to_string();
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            // "1: POSIX  ADVISORY  READ 1234 08:01:5678 128 128"
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.get(1) != Some(&"POSIX") || f.get(4) != Some(&me.as_str()) {
+                return None;
+            }
+            let ino = f[5].rsplit(':').next()?.parse().ok()?;
+            Some((ino, f[6].parse().ok()?, f[7].parse().ok()?))
+        })
+        .collect()
+}

@@ -9,8 +9,9 @@
 //! Beside the services, the fixtures that several test binaries need: [`PgSchema`], a schema of
 //! a test's own in the test PostgreSQL; [`PgCluster`], a private PostgreSQL cluster (initdb on a
 //! free port, with or without TLS); [`free_port`], [`is_root`], [`chown`] for private
-//! servers; and with the cargo feature `tls`, `TestCa`: a CA of a test's own, the certificates
-//! it signs and a rustls server configuration that presents one.
+//! servers; [`holds_dms_lock`], whether this process holds SQLite's lock on a WAL index; and
+//! with the cargo feature `tls`, `TestCa`: a CA of a test's own, the certificates it signs and
+//! a rustls server configuration that presents one.
 //!
 //! Not here: test helpers of one crate only (probe test helpers are `broked_probe::testkit`),
 //! and no dependency on the workspace's crates.
@@ -23,7 +24,7 @@ mod tls;
 
 use std::collections::HashMap;
 
-pub use host::{chown, free_port, is_root};
+pub use host::{chown, free_port, holds_dms_lock, is_root};
 pub use pg_cluster::PgCluster;
 pub use pg_schema::PgSchema;
 #[cfg(feature = "tls")]

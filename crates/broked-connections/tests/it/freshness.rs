@@ -5,14 +5,27 @@
 //! WAL-index header, checkpoint, VACUUM, backup, restore) and exits, so that every file
 //! descriptor it opens and every lock it takes belong to a process of their own.
 
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use broked_connections::{
     ConnectionInput, ConnectionUpdate, Connections, SecretUpdate, UpdateMode,
 };
+use broked_testenv::holds_dms_lock;
 
 const CHILD: &str = "BROKED_IT_FRESH_CHILD";
+
+/// The connection `c` whose password is `v0`.
+fn connection_c() -> ConnectionInput {
+    ConnectionInput {
+        conn_id: Some("c".into()),
+        conn_type: Some("postgres".into()),
+        host: Some("db.example.com".into()),
+        login: Some("etl".into()),
+        password: Some("v0".into()),
+        ..Default::default()
+    }
+}
 
 struct Db {
     _dir: tempfile::TempDir,
@@ -25,15 +38,7 @@ impl Db {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broked.db");
         let c = Connections::open(&path).unwrap();
-        c.create(ConnectionInput {
-            conn_id: Some("c".into()),
-            conn_type: Some("postgres".into()),
-            host: Some("db.example.com".into()),
-            login: Some("etl".into()),
-            password: Some("v0".into()),
-            ..Default::default()
-        })
-        .unwrap();
+        c.create(connection_c()).unwrap();
         (Db { _dir: dir, path }, c)
     }
 
@@ -190,32 +195,6 @@ fn child() {
         ["stress_resolve", stop, last] => stress_resolve(&db, stop, last),
         other => panic!("unknown step {other:?}"),
     }
-}
-
-/// `(inode, start, end)` of every POSIX lock this process holds, from `/proc/locks`.
-fn own_locks() -> Vec<(u64, u64, u64)> {
-    let me = std::process::id().to_string();
-    std::fs::read_to_string("/proc/locks")
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.get(1) != Some(&"POSIX") || f.get(4) != Some(&me.as_str()) {
-                return None;
-            }
-            let ino = f[5].rsplit(':').next()?.parse().ok()?;
-            Some((ino, f[6].parse().ok()?, f[7].parse().ok()?))
-        })
-        .collect()
-}
-
-/// Whether this process holds SQLite's DMS lock (byte 128 of `-shm`), without which another
-/// process rebuilds the WAL index under it.
-fn holds_dms_lock(shm: &Path) -> bool {
-    let ino = std::fs::metadata(shm).unwrap().ino();
-    own_locks()
-        .iter()
-        .any(|&(i, start, end)| i == ino && start <= 128 && 128 <= end)
 }
 
 #[test]
@@ -423,15 +402,7 @@ fn postgres_resolvers_in_other_processes_see_every_write_in_order_and_fast() {
     let mut options = broked_connections::Options::default();
     options.key_file = Some(key.clone());
     let a = Connections::open_with(&pg.url, options).unwrap();
-    a.create(ConnectionInput {
-        conn_id: Some("c".into()),
-        conn_type: Some("postgres".into()),
-        host: Some("db.example.com".into()),
-        login: Some("etl".into()),
-        password: Some("v0".into()),
-        ..Default::default()
-    })
-    .unwrap();
+    a.create(connection_c()).unwrap();
     let seconds = 120;
     let resolvers: Vec<_> = (0..2)
         .map(|i| {
@@ -707,16 +678,7 @@ fn postgres_down_fails_clearly_or_serves_marked_stale_values_up_to_max_stale() {
     let plain = open(None);
     let max_stale = std::time::Duration::from_secs(6);
     let tolerant = open(Some(max_stale));
-    plain
-        .create(ConnectionInput {
-            conn_id: Some("c".into()),
-            conn_type: Some("postgres".into()),
-            host: Some("db.example.com".into()),
-            login: Some("etl".into()),
-            password: Some("v0".into()),
-            ..Default::default()
-        })
-        .unwrap();
+    plain.create(connection_c()).unwrap();
     assert_eq!(password(&plain), "v0");
     assert_eq!(password(&tolerant), "v0");
 

@@ -3,6 +3,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use broked_testenv::holds_dms_lock;
+
 use super::*;
 use crate::tests::{Backend, Sqlite, conn, with_key};
 use crate::{Sealed, Store};
@@ -157,34 +159,6 @@ fn the_generation_changes_with_every_commit_of_any_handle() {
     assert!(one.generation().unwrap() > before);
 }
 
-/// `(inode, start, end)` of every POSIX lock this process holds, from `/proc/locks`.
-pub(crate) fn own_locks() -> Vec<(u64, u64, u64)> {
-    let me = std::process::id().to_string();
-    std::fs::read_to_string("/proc/locks")
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            // "1: POSIX  ADVISORY  READ 1234 08:01:5678 128 128"
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.get(1) != Some(&"POSIX") || f.get(4) != Some(&me.as_str()) {
-                return None;
-            }
-            let ino = f[5].rsplit(':').next()?.parse().ok()?;
-            Some((ino, f[6].parse().ok()?, f[7].parse().ok()?))
-        })
-        .collect()
-}
-
-/// SQLite's "DMS" lock on `-shm` (byte 128): while any process holds it, nobody rebuilds
-/// the WAL index under the others.
-fn holds_dms_lock(shm: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata(shm).unwrap().ino();
-    own_locks()
-        .iter()
-        .any(|&(i, start, end)| i == ino && start <= 128 && 128 <= end)
-}
-
 #[test]
 fn dropping_a_second_store_keeps_sqlites_locks() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,16 +197,9 @@ fn a_database_replaced_by_a_copy_is_reopened() {
         )
         .unwrap();
     }
+    let host = || store.get_connection("old").unwrap().unwrap().host;
     let g = store.generation().unwrap();
-    assert_eq!(
-        store
-            .get_connection("old")
-            .unwrap()
-            .unwrap()
-            .host
-            .as_deref(),
-        Some("db.example.com")
-    );
+    assert_eq!(host().as_deref(), Some("db.example.com"));
     store
         .lock()
         .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
@@ -243,12 +210,7 @@ fn a_database_replaced_by_a_copy_is_reopened() {
         "a replaced file is a change"
     );
     assert_eq!(
-        store
-            .get_connection("old")
-            .unwrap()
-            .unwrap()
-            .host
-            .as_deref(),
+        host().as_deref(),
         Some("copied"),
         "reads come from the file the path names now"
     );
