@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use broked_tests::env::PgCluster;
-use broked_tests::{Server, bin, free_port};
+use broked_tests::{Server, bin, column, free_port};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "Operate-Token-0c4d9e";
@@ -68,6 +68,18 @@ fn send(server: &Server, method: &str, path: &str, body: Option<&str>, token: bo
         request_id,
         took,
     }
+}
+
+/// Creates the connection `id` ([`connection_body`]) with the token; it must succeed.
+fn create(server: &Server, id: &str) {
+    let a = send(
+        server,
+        "POST",
+        "/api/connections",
+        Some(&connection_body(id)),
+        true,
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
 }
 
 fn connection_body(id: &str) -> String {
@@ -434,17 +446,7 @@ fn metrics_parse_and_move_with_the_requests() {
         .unwrap();
     assert_ne!(first, second);
 
-    assert_eq!(
-        send(
-            &server,
-            "POST",
-            "/api/connections",
-            Some(&connection_body("c1")),
-            true
-        )
-        .status,
-        201
-    );
+    create(&server, "c1");
     let (before, _) = scrape(&server);
     let route = "/api/connections/{conn_id}";
     let got = |s: &[Sample]| {
@@ -578,17 +580,7 @@ fn a_sqlite_file_that_cannot_be_read_answers_503_then_200_when_restored() {
     let db = dir.path().join("broked.db");
     let limit = Duration::from_secs(1);
     let server = Server::start(dir.path(), &["--api-token", TOKEN, "--store-timeout", "1"]);
-    assert_eq!(
-        send(
-            &server,
-            "POST",
-            "/api/connections",
-            Some(&connection_body("c1")),
-            true
-        )
-        .status,
-        201
-    );
+    create(&server, "c1");
     let ok = send(
         &server,
         "PATCH",
@@ -697,6 +689,29 @@ fn a_sqlite_file_that_cannot_be_read_answers_503_then_200_when_restored() {
 // ---------------------------------------------------------------------------------------
 // PostgreSQL
 
+/// A private cluster under `root` where the PostgreSQL service is configured (scripts/test
+/// installs it); `None` when the test is skipped.
+fn private_cluster(root: &Path) -> Option<PgCluster> {
+    if broked_tests::env::postgres().is_none() {
+        eprintln!("SKIPPED: PostgreSQL not configured");
+        return None;
+    }
+    PgCluster::start_without_tls(root)
+}
+
+/// The key file of a server on PostgreSQL, in its directory.
+const KEY_FILE: &str = "keyring.key";
+
+/// The server on the PostgreSQL database `url` with [`KEY_FILE`] in `dir`, the token,
+/// `--store-timeout 1` and `args`.
+fn start_on_postgres(dir: &Path, url: &str, args: &[&str]) -> Server {
+    let key = dir.join(KEY_FILE);
+    let mut all = vec!["--api-token", TOKEN, "--store-timeout", "1"];
+    all.extend_from_slice(args);
+    all.extend(["--key-file", key.to_str().unwrap()]);
+    Server::start_with_env(dir, &all, &[("BROKED_DB", url)])
+}
+
 /// Stops the cluster for the length of a scope and starts it again when the scope ends,
 /// also when an assertion in it fails.
 struct Outage<'a>(&'a PgCluster, bool);
@@ -723,42 +738,17 @@ impl Outage<'_> {
 /// restart. JSON logs carry the request id the response sent.
 #[test]
 fn a_stopped_postgres_answers_503_fast_and_the_server_recovers_by_itself() {
-    // Only where the PostgreSQL service is configured (scripts/test installs it).
-    if broked_tests::env::postgres().is_none() {
-        eprintln!("SKIPPED: PostgreSQL not configured");
-        return;
-    }
     let root = tempfile::tempdir().unwrap();
-    let Some(cluster) = PgCluster::start_without_tls(root.path()) else {
+    let Some(cluster) = private_cluster(root.path()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("keyring.key");
+    let key = dir.path().join(KEY_FILE);
     let url = cluster.url("");
     let limit = Duration::from_secs(1);
-    let server = Server::start_with_env(
-        dir.path(),
-        &[
-            "--api-token",
-            TOKEN,
-            "--store-timeout",
-            "1",
-            "--log-format",
-            "json",
-            "--key-file",
-            key.to_str().unwrap(),
-        ],
-        &[("BROKED_DB", url.as_str())],
-    );
+    let server = start_on_postgres(dir.path(), &url, &["--log-format", "json"]);
     for id in ["c1", "c2"] {
-        let a = send(
-            &server,
-            "POST",
-            "/api/connections",
-            Some(&connection_body(id)),
-            true,
-        );
-        assert_eq!(a.status, 201, "{}", a.text);
+        create(&server, id);
     }
     let pipeline = json!({"name": "p", "nodes": [{"id": "n1", "type": "extract",
         "config": {"conn_id": "c1"}}]})
@@ -833,13 +823,7 @@ fn a_stopped_postgres_answers_503_fast_and_the_server_recovers_by_itself() {
     assert_eq!(write.status, 200, "{}", write.text);
     assert!(back.elapsed() < Duration::from_secs(5));
     let list = send(&server, "GET", "/api/connections", None, true);
-    let ids: Vec<&str> = list
-        .json
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["conn_id"].as_str().unwrap())
-        .collect();
+    let ids = column(&list.json, "conn_id");
     assert_eq!(ids, ["c1", "c2"]);
     let used = send(&server, "GET", "/api/connections/c1/used-by", None, true);
     assert_eq!(
@@ -907,17 +891,7 @@ fn a_sqlite_lock_held_past_the_limit_is_503_busy_within_the_limit() {
     };
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--api-token", TOKEN, "--store-timeout", "1"]);
-    assert_eq!(
-        send(
-            &server,
-            "POST",
-            "/api/connections",
-            Some(&connection_body("c1")),
-            true
-        )
-        .status,
-        201
-    );
+    create(&server, "c1");
     let mut holder = Command::new(sqlite3)
         .arg(dir.path().join("broked.db"))
         .stdin(std::process::Stdio::piped())
@@ -1066,41 +1040,18 @@ fn pipe(
 /// connection and the connect of a new one — and when the network is back, so is the server.
 #[test]
 fn a_silent_network_to_postgres_answers_503_within_the_limit() {
-    if broked_tests::env::postgres().is_none() {
-        eprintln!("SKIPPED: PostgreSQL not configured");
-        return;
-    }
     let root = tempfile::tempdir().unwrap();
-    let Some(cluster) = PgCluster::start_without_tls(root.path()) else {
+    let Some(cluster) = private_cluster(root.path()) else {
         return;
     };
     let relay = Relay::start(cluster.port);
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("keyring.key");
     let url = format!(
         "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/postgres",
         relay.port
     );
-    let server = Server::start_with_env(
-        dir.path(),
-        &[
-            "--api-token",
-            TOKEN,
-            "--store-timeout",
-            "1",
-            "--key-file",
-            key.to_str().unwrap(),
-        ],
-        &[("BROKED_DB", url.as_str())],
-    );
-    let created = send(
-        &server,
-        "POST",
-        "/api/connections",
-        Some(&connection_body("c1")),
-        true,
-    );
-    assert_eq!(created.status, 201, "{}", created.text);
+    let server = start_on_postgres(dir.path(), &url, &[]);
+    create(&server, "c1");
     assert_eq!(
         send(&server, "GET", "/api/connections/c1", None, true).status,
         200

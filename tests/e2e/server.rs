@@ -1,24 +1,20 @@
 //! `broked-server` as the seed page and SPEC §4 describe it.
 
-use broked_tests::{Server, env, files_containing, server_output};
+use broked_tests::{Server, column, env, files_containing, server_output};
 use serde_json::{Value, json};
+
+use super::server_contract::SEED_CREATE;
 
 /// Distinctive values, searched for everywhere they must not be.
 const PASSWORD: &str = "Zebra-Pw-9f3e!";
 const EXTRA_VALUE: &str = "Okapi-Tok-77c1";
 
+/// The seed page's connection ([`SEED_CREATE`]) with this file's password, and an extra.
 fn seed_body() -> String {
-    json!({
-        "conn_id": "prod-postgres",
-        "type": "postgres",
-        "host": "db.example.com",
-        "port": 5432,
-        "schema": "mydb",
-        "login": "etl_user",
-        "password": PASSWORD,
-        "extra": json!({"application_name": EXTRA_VALUE}).to_string(),
-    })
-    .to_string()
+    let mut body: Value = serde_json::from_str(SEED_CREATE).expect("the seed is JSON");
+    body["password"] = json!(PASSWORD);
+    body["extra"] = json!(json!({"application_name": EXTRA_VALUE}).to_string());
+    body.to_string()
 }
 
 fn assert_no_secret_in(server: &Server) {
@@ -67,13 +63,7 @@ fn seed_page_flow_create_get_list_update_delete() {
     );
 
     let list = server.get("/api/connections");
-    let ids: Vec<&str> = list
-        .json
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["conn_id"].as_str().unwrap())
-        .collect();
+    let ids = column(&list.json, "conn_id");
     assert_eq!(ids, ["a-files", "prod-postgres"], "sorted by conn_id");
     let pg = server.get("/api/connections?type=postgres");
     assert_eq!(pg.json.as_array().unwrap().len(), 1);
@@ -85,39 +75,25 @@ fn seed_page_flow_create_get_list_update_delete() {
     assert_eq!(got.json["password"], "********");
 
     // PATCH keeps the secrets; PUT with ******** keeps them too; null clears.
-    let r = server.call(
-        "PATCH",
+    let r = server.patch(
         "/api/connections/prod-postgres",
-        Some(r#"{"description": "nightly ETL"}"#),
+        r#"{"description": "nightly ETL"}"#,
     );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["description"], "nightly ETL");
     assert_eq!(r.json["password"], "********");
     let mut put = got.json.clone();
     put["description"] = json!("put back as read");
-    let r = server.call(
-        "PUT",
-        "/api/connections/prod-postgres",
-        Some(&put.to_string()),
-    );
+    let r = server.put("/api/connections/prod-postgres", &put.to_string());
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["password"], "********");
     assert_eq!(r.json["extra"], "********");
     // Another host with the secrets kept: refused, naming both — a stored password is never
     // moved to another target (else: edit the host, press Test, receive the password).
     put["host"] = json!("db2.example.com");
-    let r = server.call(
-        "PUT",
-        "/api/connections/prod-postgres",
-        Some(&put.to_string()),
-    );
+    let r = server.put("/api/connections/prod-postgres", &put.to_string());
     assert_eq!(r.status, 422, "{}", r.text);
-    let fields: Vec<&str> = r.json["error"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
+    let fields = column(&r.json["error"]["fields"], "field");
     assert_eq!(fields, ["password", "extra"]);
     assert_eq!(
         server.get("/api/connections/prod-postgres").json["host"],
@@ -125,24 +101,15 @@ fn seed_page_flow_create_get_list_update_delete() {
     );
     put["password"] = json!("secret123");
     put["extra"] = json!(r#"{"sslmode": "require"}"#);
-    let r = server.call(
-        "PUT",
-        "/api/connections/prod-postgres",
-        Some(&put.to_string()),
-    );
+    let r = server.put("/api/connections/prod-postgres", &put.to_string());
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["host"], "db2.example.com");
     assert_eq!(r.json["password"], "********");
-    let r = server.call(
-        "PATCH",
-        "/api/connections/prod-postgres",
-        Some(r#"{"extra": null}"#),
-    );
+    let r = server.patch("/api/connections/prod-postgres", r#"{"extra": null}"#);
     assert_eq!(r.json["extra"], Value::Null);
-    let r = server.call(
-        "PATCH",
+    let r = server.patch(
         "/api/connections/prod-postgres",
-        Some(r#"{"conn_id": "renamed"}"#),
+        r#"{"conn_id": "renamed"}"#,
     );
     assert_eq!(r.status, 422);
     assert_eq!(r.json["error"]["fields"][0]["field"], "conn_id");
@@ -257,12 +224,7 @@ fn bad_input_is_a_clear_error_never_a_500() {
         "/api/connections",
         r#"{"conn_id": "Bad Id", "type": "postgres", "port": 70000}"#,
     );
-    let fields: Vec<&str> = r.json["error"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
+    let fields = column(&r.json["error"]["fields"], "field");
     assert_eq!(fields, ["conn_id", "port", "host"], "{}", r.text);
     // A wrongly typed password is refused without echoing it.
     let r = server.post(
@@ -293,11 +255,7 @@ fn pipelines_and_usage_tracking() {
         {"id": "src", "type": "source_db", "config": {"conn_id": "prod-postgres", "query": "SELECT * FROM users"}},
         {"id": "dst", "type": "sink_db", "config": {"conn_id": "prod-postgres"}},
         {"id": "log", "type": "log"}]});
-    let r = server.call(
-        "PUT",
-        "/api/pipelines/users-sync",
-        Some(&pipeline.to_string()),
-    );
+    let r = server.put("/api/pipelines/users-sync", &pipeline.to_string());
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["pipeline_id"], "users-sync");
 

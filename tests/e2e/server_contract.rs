@@ -15,7 +15,7 @@ const EXTRA_VALUE: &str = "Narwhal-Tok-3b9e";
 const SEED_PASSWORD: &str = "secret123";
 
 /// The seed's create body, exactly as its curl sends it.
-const SEED_CREATE: &str = r#"{
+pub(crate) const SEED_CREATE: &str = r#"{
 "conn_id": "prod-postgres",
 "type": "postgres",
 "host": "db.example.com",

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use broked_tests::{Server, broked};
+use broked_tests::{Server, broked, column};
 use serde_json::{Value, json};
 
 const BOOT: &str = "Boot-Tok-61c0a9";
@@ -163,13 +163,7 @@ fn a_token_limited_to_some_connections_sees_nothing_else() {
     let call = |m: &str, p: &str, b: Option<&str>| server.call_with(m, p, b, Some(&t));
 
     let list = call("GET", "/api/connections", None);
-    let ids: Vec<&str> = list
-        .json
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["conn_id"].as_str().unwrap())
-        .collect();
+    let ids = column(&list.json, "conn_id");
     assert_eq!(ids, ["team-a-pg"]);
     // Outside the globs: exactly like a missing connection.
     let missing = call("GET", "/api/connections/team-c-none", None);
@@ -191,13 +185,7 @@ fn a_token_limited_to_some_connections_sees_nothing_else() {
     }
     // Pipelines that touch other connections are invisible.
     let r = call("GET", "/api/pipelines", None);
-    let ids: Vec<&str> = r
-        .json
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["pipeline_id"].as_str().unwrap())
-        .collect();
+    let ids = column(&r.json, "pipeline_id");
     assert_eq!(ids, ["pa"]);
     assert_eq!(call("GET", "/api/pipelines/mixed", None).status, 404);
     assert_eq!(call("DELETE", "/api/pipelines/pb", None).status, 404);

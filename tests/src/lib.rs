@@ -232,6 +232,14 @@ impl Server {
         self.call("POST", path, Some(body))
     }
 
+    pub fn put(&self, path: &str, body: &str) -> Reply {
+        self.call("PUT", path, Some(body))
+    }
+
+    pub fn patch(&self, path: &str, body: &str) -> Reply {
+        self.call("PATCH", path, Some(body))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -273,6 +281,20 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// The string `key` of each object in the JSON array `list`: the `conn_id`s of a listing, the
+/// `field`s of a validation error.
+pub fn column<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a JSON array: {list}"))
+        .iter()
+        .map(|o| {
+            o[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {key} in {o}"))
+        })
+        .collect()
 }
 
 /// Runs `broked --db DB ARGS` to completion, with `envs` and without the test's `BROKED_DB`;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use broked_tests::{bin, broked, free_port};
+use broked_tests::{bin, broked, column, free_port};
 use serde_json::{Value, json};
 
 fn stress() -> bool {
@@ -233,12 +233,7 @@ fn every_acknowledged_write_survives_sigkill() {
         server.wait_ready(&http);
         // Online: every acknowledged create is listed.
         let list = get_json(&http, &format!("{}/api/connections", server.base));
-        let listed: Vec<&str> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["conn_id"].as_str().unwrap())
-            .collect();
+        let listed = column(&list, "conn_id");
         for (id, k) in known.lock().unwrap().iter() {
             if k.acked.is_some() {
                 assert!(listed.contains(&id.as_str()), "round {round}: {id} lost");
