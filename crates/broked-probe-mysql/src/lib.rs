@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use broked_probe::sql::{self, Target, TlsMode};
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Relay, Tls,
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Relay,
     extra_object,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlSslMode};
@@ -133,18 +133,14 @@ impl sql::Driver for Settings {
         let mut c = MySqlConnection::connect_with(&opts)
             .await
             .map_err(|e| classify(&e, self, addr))?;
-        let row: Result<(i64, String), _> = sqlx::query_as("SELECT 1, VERSION()")
+        let row = sqlx::query_as("SELECT 1, VERSION()")
             .fetch_one(&mut c)
-            .await;
-        let tls = match row {
-            Ok(_) => sql::tls_state(self.tls_mode(), || uses_tls(&mut c)).await,
-            Err(_) => Tls::Plaintext,
-        };
+            .await
+            .map(|(one, version): (i64, String)| (one, describe(&version)));
+        let classify = |e: sqlx::Error| classify(&e, self, addr);
+        let answer = sql::selected(row, self.tls_mode(), || uses_tls(&mut c), classify).await;
         let _ = c.close().await;
-        match row {
-            Ok((one, version)) => sql::selected(one, describe(&version), tls),
-            Err(e) => Err(classify(&e, self, addr)),
-        }
+        answer
     }
 }
 

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 
 use broked_probe::sql::{self, Target, TlsMode};
 use broked_probe::{
-    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Relay, Tls,
+    ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Relay,
     extra_object,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
@@ -156,19 +156,14 @@ impl sql::Driver for Settings {
         let mut c = PgConnection::connect_with(&opts)
             .await
             .map_err(|e| classify(&e, self, addr))?;
-        let row: Result<(i32, String), _> =
-            sqlx::query_as("SELECT 1, current_setting('server_version')")
-                .fetch_one(&mut c)
-                .await;
-        let tls = match row {
-            Ok(_) => sql::tls_state(self.tls_mode(), || uses_tls(&mut c)).await,
-            Err(_) => Tls::Plaintext,
-        };
+        let row = sqlx::query_as("SELECT 1, current_setting('server_version')")
+            .fetch_one(&mut c)
+            .await
+            .map(|(one, version): (i32, String)| (one.into(), format!("PostgreSQL {version}")));
+        let classify = |e: sqlx::Error| classify(&e, self, addr);
+        let answer = sql::selected(row, self.tls_mode(), || uses_tls(&mut c), classify).await;
         let _ = c.close().await;
-        match row {
-            Ok((one, version)) => sql::selected(one.into(), format!("PostgreSQL {version}"), tls),
-            Err(e) => Err(classify(&e, self, addr)),
-        }
+        answer
     }
 }
 

@@ -191,15 +191,25 @@ pub fn password(conn: &Connection) -> &str {
     conn.password.as_ref().map(|p| p.expose()).unwrap_or("")
 }
 
-/// The probe's answer to `SELECT 1, <version>`: `detail` and the session's `tls` when the
-/// first column is 1.
-pub fn selected(one: i64, detail: String, tls: Tls) -> Result<Probed, ProbeError> {
-    match one {
-        1 => Ok(Probed::new(detail, tls)),
-        _ => Err(ProbeError::new(
+/// The probe's answer to `SELECT 1, <version>`: `row` is the first column and the detail, or
+/// the driver's error (mapped by `classify`). When the select succeeded the session's TLS
+/// state under `mode` is asked ([`tls_state`]).
+pub async fn selected<E, Fut>(
+    row: Result<(i64, String), E>,
+    mode: TlsMode,
+    ask: impl FnOnce() -> Fut,
+    classify: impl FnOnce(E) -> ProbeError,
+) -> Result<Probed, ProbeError>
+where
+    Fut: Future<Output = Option<bool>>,
+{
+    match row {
+        Ok((1, detail)) => Ok(Probed::new(detail, tls_state(mode, ask).await)),
+        Ok(_) => Err(ProbeError::new(
             Failure::Protocol,
             "SELECT 1 did not return 1",
         )),
+        Err(e) => Err(classify(e)),
     }
 }
 
@@ -261,6 +271,26 @@ mod tests {
             let got = tls_state(mode, || async move { answer }).await;
             assert_eq!(got, want, "{mode:?} {answer:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn selected_asks_for_tls_only_after_a_good_select() {
+        let asked = std::cell::Cell::new(0);
+        let ask = || async {
+            asked.set(asked.get() + 1);
+            Some(true)
+        };
+        let other = |e: &str| ProbeError::new(Failure::Other, e);
+        let ok = selected(Ok((1, "X 1".into())), TlsMode::Optional, ask, other).await;
+        assert_eq!(
+            ok.map(|p| (p.detail, p.tls)).unwrap(),
+            ("X 1".into(), Some(Tls::Unverified))
+        );
+        let two = selected(Ok((2, "X 1".into())), TlsMode::Optional, ask, other).await;
+        assert_eq!(two.unwrap_err().kind, Failure::Protocol);
+        let err = selected(Err("down"), TlsMode::Optional, ask, other).await;
+        assert_eq!(err.unwrap_err().message, "down");
+        assert_eq!(asked.get(), 1);
     }
 
     #[test]
