@@ -29,10 +29,6 @@ use sqlx::{ConnectOptions, Connection as _};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PostgresProbe;
 
-/// Environment variables that would hand the server's own client certificate to any target,
-/// and that `sqlx` offers no way to unset.
-const REFUSED_ENV: &[&str] = &["PGSSLCERT", "PGSSLKEY"];
-
 impl Probe for PostgresProbe {
     fn conn_type(&self) -> ConnType {
         ConnType::Postgres
@@ -54,6 +50,10 @@ struct Settings {
     ssl_mode: PgSslMode,
     extra: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Environment variables that would hand the server's own client certificate to any target,
+/// and that `sqlx` offers no way to unset.
+const REFUSED_ENV: &[&str] = &["PGSSLCERT", "PGSSLKEY"];
 
 fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
     let target = Target::new(conn)?;
