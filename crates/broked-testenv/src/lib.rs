@@ -11,7 +11,8 @@
 //! free port, with or without TLS); [`free_port`], [`is_root`], [`chown`] for private
 //! servers; [`holds_dms_lock`], whether this process holds SQLite's lock on a WAL index; and
 //! with the cargo feature `tls`, `TestCa`: a CA of a test's own, the certificates it signs and
-//! a rustls server configuration that presents one.
+//! a rustls server configuration that presents one; [`pg_password_failed`], the bytes a
+//! PostgreSQL stand-in refuses a login with.
 //!
 //! Not here: test helpers of one crate only (probe test helpers are `broked_probe::testkit`),
 //! and no dependency on the workspace's crates.
@@ -21,6 +22,7 @@ mod pg_cluster;
 mod pg_schema;
 #[cfg(feature = "tls")]
 mod tls;
+mod wire;
 
 use std::collections::HashMap;
 
@@ -29,6 +31,7 @@ pub use pg_cluster::PgCluster;
 pub use pg_schema::PgSchema;
 #[cfg(feature = "tls")]
 pub use tls::TestCa;
+pub use wire::pg_password_failed;
 
 /// The flag that makes a missing service a failure.
 pub const REQUIRE_FLAG: &str = "BROKED_TEST_REQUIRE_SERVICES";

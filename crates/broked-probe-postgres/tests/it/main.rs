@@ -208,22 +208,7 @@ mod verify_full {
         if tls.read_exact(&mut rest).await.is_err() {
             return;
         }
-        let mut body = Vec::new();
-        for (code, text) in [
-            (b'S', "FATAL"),
-            (b'V', "FATAL"),
-            (b'C', "28P01"),
-            (b'M', "password authentication failed"),
-        ] {
-            body.push(code);
-            body.extend_from_slice(text.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut msg = vec![b'E'];
-        msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        msg.extend_from_slice(&body);
-        let _ = tls.write_all(&msg).await;
+        let _ = tls.write_all(&broked_testenv::pg_password_failed()).await;
     }
 
     broked_probe::sql_probe_relay_contract! {
