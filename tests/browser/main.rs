@@ -796,6 +796,14 @@ fn token_prompt_and_keyboard_only() {
         tab_to(&c, "save", 20).await;
         press(&c, ENTER).await;
         wait_text(&c, "#notice", "Saved kbd-conn").await;
+        // The edit page loads the saved connection before its heading takes the focus: on a
+        // loaded machine that can come after the notice shows.
+        wait_js(
+            &c,
+            "focus on the new page's heading",
+            "document.activeElement && document.activeElement.id === 'form-title'",
+        )
+        .await;
         assert_eq!(
             active_id(&c).await,
             "form-title",

@@ -619,11 +619,9 @@ fn stress_writers_and_resolvers_in_several_processes() {
         .collect();
     eprintln!("stress: {writes:?} writes, {resolves:?} resolves, newest {newest}");
     // SQLite serialises writers: under load one writer can starve the other for the whole
-    // run (seen in CI: [840, 1]); what matters is that writes happened while resolvers ran.
-    assert!(
-        writes.iter().sum::<u64>() > 10 && writes.iter().all(|&n| n >= 1),
-        "{writes:?}"
-    );
+    // run (seen in CI: [840, 1] and [131, 0]); what matters is that writes happened while the
+    // resolvers ran and checked every value they saw.
+    assert!(writes.iter().sum::<u64>() > 10, "{writes:?}");
     assert!(resolves.iter().all(|&n| n > 100), "{resolves:?}");
 }
 
