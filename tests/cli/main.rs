@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use broked_connections::{CONNECTION_KEYS, READ_ONLY_KEYS};
-use broked_tests::{Server, broked, env, free_port};
+use broked_tests::{Server, argv, broked, env, free_port};
 use serde_json::{Value, json};
 
 mod tunnel;
@@ -157,11 +157,6 @@ fn run_broked(db: &Path, args: &[&str], stdin: Option<&str>) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-/// A command line's words (none of them with a space in it).
-fn argv(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
 }
 
 /// A connection's JSON without the timestamps, for comparisons across databases.

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use broked_tests::env::PgCluster;
-use broked_tests::{Server, bin, column, free_port};
+use broked_tests::{Server, argv, bin, column, free_port};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "Operate-Token-0c4d9e";
@@ -652,18 +652,9 @@ fn a_sqlite_file_that_cannot_be_read_answers_503_then_200_when_restored() {
     let made = Command::new(bin("broked"))
         .arg("--db")
         .arg(&other_db)
-        .args([
-            "connections",
-            "add",
-            "x",
-            "--type",
-            "generic",
-            "--host",
-            "h",
-            "--port",
-            "1",
-            "--no-password",
-        ])
+        .args(argv(
+            "connections add x --type generic --host h --port 1 --no-password",
+        ))
         .output()
         .unwrap();
     assert!(

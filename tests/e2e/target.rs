@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use broked_tests::{Server, broked};
+use broked_tests::{Server, argv, broked};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "Steer-Pw-83d1";
@@ -207,17 +207,7 @@ fn a_key_file_swapped_under_the_server_writes_nothing() {
     let other = tempfile::tempdir().unwrap();
     let o = broked(
         &other.path().join("o.db"),
-        &[
-            "connections",
-            "add",
-            "x",
-            "--type",
-            "generic",
-            "--host",
-            "h",
-            "--port",
-            "1",
-        ],
+        &argv("connections add x --type generic --host h --port 1"),
         None,
         &[],
     );

@@ -297,6 +297,11 @@ pub fn column<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// A command line's words, for one written as a string (none of its words has a space).
+pub fn argv(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 /// Runs `broked --db DB ARGS` to completion, with `envs` and without the test's `BROKED_DB`;
 /// `stdin` is piped in (nothing on stdin when `None`).
 pub fn broked(db: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Output {
