@@ -33,7 +33,7 @@ impl Probe for MysqlProbe {
     }
 
     fn probe<'a>(&'a self, conn: &'a Connection, ctx: &'a Context) -> ProbeFuture<'a> {
-        Box::pin(probe(conn, ctx))
+        Box::pin(sql::probe(conn, ctx, settings))
     }
 }
 
@@ -155,10 +155,6 @@ async fn uses_tls(c: &mut MySqlConnection) -> Option<bool> {
         .flatten()
         .and_then(|row| row.try_get::<String, _>(1).ok());
     cipher.map(|cipher| !cipher.trim().is_empty())
-}
-
-async fn probe(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeError> {
-    sql::probe(&settings(conn)?, conn, ctx).await
 }
 
 /// `MariaDB 10.11.19` or `MySQL 8.0.36` from `VERSION()`.

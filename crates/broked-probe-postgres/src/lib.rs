@@ -39,7 +39,7 @@ impl Probe for PostgresProbe {
     }
 
     fn probe<'a>(&'a self, conn: &'a Connection, ctx: &'a Context) -> ProbeFuture<'a> {
-        Box::pin(probe(conn, ctx))
+        Box::pin(sql::probe(conn, ctx, settings))
     }
 }
 
@@ -175,10 +175,6 @@ async fn uses_tls(c: &mut PgConnection) -> Option<bool> {
             .fetch_optional(c)
             .await;
     ssl.ok().flatten().flatten()
-}
-
-async fn probe(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeError> {
-    sql::probe(&settings(conn)?, conn, ctx).await
 }
 
 /// The extra keys a TLS failure names.

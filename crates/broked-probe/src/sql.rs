@@ -43,14 +43,15 @@ pub trait Driver: Sync {
     ) -> impl Future<Output = Result<Probed, ProbeError>> + Send;
 }
 
-/// Probes `conn` with `driver` on each address the policy approved for its host until one
-/// answers. A refused address lets the next one try; any other failure is the server's
-/// answer.
+/// Probes `conn` with the driver its `settings` make, on each address the policy approved for
+/// its host until one answers. A refused address lets the next one try; any other failure is
+/// the server's answer.
 pub async fn probe<D: Driver>(
-    driver: &D,
     conn: &Connection,
     ctx: &Context,
+    settings: fn(&Connection) -> Result<D, ProbeError>,
 ) -> Result<Probed, ProbeError> {
+    let driver = &settings(conn)?;
     let target = driver.target();
     let addrs = ctx.resolve(&target.host, target.port).await?;
     let mut last = None;
