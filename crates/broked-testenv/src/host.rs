@@ -60,3 +60,12 @@ fn own_locks() -> Vec<(u64, u64, u64)> {
         })
         .collect()
 }
+
+/// Runs `cmd` to its end (a test binary run again as a child, a tool): its exit status and what
+/// it printed, standard output then standard error.
+pub fn run_output(cmd: &mut std::process::Command) -> (std::process::ExitStatus, String) {
+    let out = cmd.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status, text)
+}

@@ -9,10 +9,10 @@
 //! Beside the services, the fixtures that several test binaries need: [`PgSchema`], a schema of
 //! a test's own in the test PostgreSQL; [`PgCluster`], a private PostgreSQL cluster (initdb on a
 //! free port, with or without TLS); [`free_port`], [`is_root`], [`chown`] for private
-//! servers; [`holds_dms_lock`], whether this process holds SQLite's lock on a WAL index; and
-//! with the cargo feature `tls`, `TestCa`: a CA of a test's own, the certificates it signs and
-//! a rustls server configuration that presents one; [`pg_password_failed`], the bytes a
-//! PostgreSQL stand-in refuses a login with.
+//! servers; [`run_output`], a child's status and output as text; [`holds_dms_lock`], whether
+//! this process holds SQLite's lock on a WAL index; [`pg_password_failed`], the bytes a
+//! PostgreSQL stand-in refuses a login with; and with the cargo feature `tls`, `TestCa`: a CA of
+//! a test's own, the certificates it signs and a rustls server configuration that presents one.
 //!
 //! Not here: test helpers of one crate only (probe test helpers are `broked_probe::testkit`),
 //! and no dependency on the workspace's crates.
@@ -26,7 +26,7 @@ mod wire;
 
 use std::collections::HashMap;
 
-pub use host::{chown, free_port, holds_dms_lock, is_root};
+pub use host::{chown, free_port, holds_dms_lock, is_root, run_output};
 pub use pg_cluster::PgCluster;
 pub use pg_schema::PgSchema;
 #[cfg(feature = "tls")]

@@ -92,8 +92,8 @@ fn server_environment_is_never_used() {
         std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     for child in ["blank_password_child", "client_cert_env_child"] {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", child, "--nocapture", "--include-ignored"])
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", child, "--nocapture", "--include-ignored"])
             .env("BROKED_PG_ENV_CHILD", "1")
             .env("PGPASSWORD", s.get("PASSWORD"))
             .env("PGPASSFILE", &pgpass)
@@ -102,15 +102,9 @@ fn server_environment_is_never_used() {
             .env("PGDATABASE", s.get("DB"))
             .env("PGHOST", s.get("HOST"))
             .env("PGPORT", s.get("PORT"))
-            .env("PGSSLCERT", dir.join("client.crt"))
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{child} failed:\n{text}");
+            .env("PGSSLCERT", dir.join("client.crt"));
+        let (status, text) = broked_testenv::run_output(&mut cmd);
+        assert!(status.success(), "{child} failed:\n{text}");
         assert!(text.contains("1 passed"), "{child} did not run:\n{text}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
