@@ -340,33 +340,8 @@ fn http_credentials_are_not_sent_across_origins_on_redirect() {
 /// and whether `broked-server` (process `server_pid`) had a probe relay open at that moment,
 /// then refuses the login (SQLSTATE 28P01). Returns its port, the CA's PEM and the records.
 fn tls_postgres(names: &[&str], server_pid: u32) -> (u16, String, Arc<Mutex<Vec<String>>>) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    use rustls::pki_types::PrivateKeyDer;
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "broked test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let cert = CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap(),
-    );
+    let ca = broked_tests::env::TestCa::new("broked test CA");
+    let config = ca.server_config(names);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -399,22 +374,7 @@ fn tls_postgres(names: &[&str], server_pid: u32) -> (u16, String, Arc<Mutex<Vec<
             if tls.read_exact(&mut rest).is_err() {
                 continue;
             }
-            let mut body = Vec::new();
-            for (code, text) in [
-                (b'S', "FATAL"),
-                (b'V', "FATAL"),
-                (b'C', "28P01"),
-                (b'M', "password authentication failed"),
-            ] {
-                body.push(code);
-                body.extend_from_slice(text.as_bytes());
-                body.push(0);
-            }
-            body.push(0);
-            let mut msg = vec![b'E'];
-            msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-            msg.extend_from_slice(&body);
-            let _ = tls.write_all(&msg);
+            let _ = tls.write_all(&broked_tests::env::pg_password_failed());
             let _ = tls.flush();
         }
     });

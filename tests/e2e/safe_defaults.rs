@@ -3,6 +3,7 @@
 //! the OpenAPI document too, and an SFTP password is never sent to a host whose key is not
 //! pinned — the answer is the fingerprint, and pinning it needs the password again.
 
+use broked_tests::env::TestCa;
 use broked_tests::{Server, broked};
 use serde_json::{Value, json};
 
@@ -166,27 +167,10 @@ mod cluster;
 /// server.
 #[test]
 fn verify_full_with_a_ca_in_extra_is_verified_against_a_tls_postgres() {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        (cert, key)
-    };
-    let (ca_cert, ca_key) = ca("broked e2e probe CA");
-    let server_key = KeyPair::generate().unwrap();
-    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca_cert, &ca_key)
-        .unwrap();
+    let ca_cert = TestCa::new("broked e2e probe CA");
+    let (server_cert, server_key) = ca_cert.issue(&["localhost"]);
     let pg_dir = tempfile::tempdir().unwrap();
-    let Some(pg) = cluster::PgCluster::start(
-        pg_dir.path(),
-        &server_cert.pem(),
-        &server_key.serialize_pem(),
-    ) else {
+    let Some(pg) = cluster::PgCluster::start(pg_dir.path(), &server_cert, &server_key) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -205,7 +189,7 @@ fn verify_full_with_a_ca_in_extra_is_verified_against_a_tls_postgres() {
     assert_eq!(r.json["tls"], "verified", "{}", r.text);
 
     // Another CA: no connection, a TLS failure, no password in the answer.
-    let (other, _) = ca("another CA");
+    let other = TestCa::new("another CA");
     let r = server.post(
         "/api/connections/test",
         &body("pg-tls", &other.pem()).to_string(),

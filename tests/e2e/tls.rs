@@ -10,47 +10,14 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use broked_tests::env::PgCluster;
+use broked_tests::env::{PgCluster, TestCa};
 use broked_tests::{Server, free_port, server_output};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::json;
 
-/// A CA made for one test, and server certificates it signs.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// A server certificate for `names` signed by this CA: (certificate PEM, key PEM).
-    fn issue(&self, names: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.cert, &self.key)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// Writes a certificate for loopback to `DIR/server.crt` and `DIR/server.key` (0600).
-    fn write_server_files(&self, dir: &Path) -> (PathBuf, PathBuf) {
-        let (cert, key) = self.issue(&["localhost", "127.0.0.1"]);
-        write_pair(dir, &cert, &key)
-    }
+/// Writes a certificate from `ca` for loopback to `DIR/server.crt` and `DIR/server.key` (0600).
+fn write_server_files(ca: &TestCa, dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]);
+    write_pair(dir, &cert, &key)
 }
 
 fn write_pair(dir: &Path, cert: &str, key: &str) -> (PathBuf, PathBuf) {
@@ -98,8 +65,8 @@ fn healthz_with(ca_pem: &str, port: u16) -> Result<u16, String> {
 #[test]
 fn a_client_that_verifies_the_generated_ca_uses_the_api_over_https() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("broked e2e CA");
-    let (cert, key) = ca.write_server_files(dir.path());
+    let ca = TestCa::new("broked e2e CA");
+    let (cert, key) = write_server_files(&ca, dir.path());
     let mut server = start_tls(dir.path(), &cert, &key, &ca.pem(), &["--probe-disabled"]);
     assert!(server.base.starts_with("https://"));
 
@@ -126,7 +93,7 @@ fn a_client_that_verifies_the_generated_ca_uses_the_api_over_https() {
     );
 
     // The client really verifies: one that trusts another CA is refused by its own check.
-    let other = Ca::new("another CA");
+    let other = TestCa::new("another CA");
     let e = healthz_with(&other.pem(), server.port).expect_err("a client trusting another CA");
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     // And the name: a certificate of the same CA for another host does not pass either.
@@ -196,8 +163,8 @@ fn start_tls_expecting_failure(dir: &Path, cert: &Path, key: &Path, ca_pem: &str
 #[test]
 fn plain_http_to_the_tls_port_is_refused_and_reaches_no_handler() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("broked e2e CA");
-    let (cert, key) = ca.write_server_files(dir.path());
+    let ca = TestCa::new("broked e2e CA");
+    let (cert, key) = write_server_files(&ca, dir.path());
     let server = start_tls(dir.path(), &cert, &key, &ca.pem(), &["--probe-disabled"]);
 
     // A plain-HTTP client: a 400 in plain text, and the request is not routed (nothing
@@ -241,8 +208,8 @@ fn plain_http_to_the_tls_port_is_refused_and_reaches_no_handler() {
 #[test]
 fn a_handshake_that_never_finishes_is_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("broked e2e CA");
-    let (cert, key) = ca.write_server_files(dir.path());
+    let ca = TestCa::new("broked e2e CA");
+    let (cert, key) = write_server_files(&ca, dir.path());
     let server = start_tls(dir.path(), &cert, &key, &ca.pem(), &["--probe-disabled"]);
 
     // One client says nothing; one starts a TLS record and stops.
@@ -279,8 +246,8 @@ fn a_handshake_that_never_finishes_is_closed() {
 #[test]
 fn shutdown_does_not_wait_for_a_stalled_handshake() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("broked e2e CA");
-    let (cert, key) = ca.write_server_files(dir.path());
+    let ca = TestCa::new("broked e2e CA");
+    let (cert, key) = write_server_files(&ca, dir.path());
     let mut server = start_tls(dir.path(), &cert, &key, &ca.pem(), &["--probe-disabled"]);
     let mut half = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     half.write_all(&[0x16, 0x03, 0x01]).unwrap();
@@ -340,8 +307,8 @@ fn off_loopback_plain_http_is_refused_at_start_up() {
     assert!(err.contains("without an API token"), "{err}");
 
     // Neither does TLS.
-    let ca = Ca::new("broked e2e CA");
-    let (cert, key) = ca.write_server_files(dir.path());
+    let ca = TestCa::new("broked e2e CA");
+    let (cert, key) = write_server_files(&ca, dir.path());
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let (code, err) = run(
         &["--listen", &listen, "--tls-cert", cert, "--tls-key", key],
@@ -374,7 +341,7 @@ fn off_loopback_plain_http_is_refused_at_start_up() {
 fn bad_certificate_or_key_files_stop_the_start_up_without_showing_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
-    let ca = Ca::new("broked e2e CA");
+    let ca = TestCa::new("broked e2e CA");
     let (cert_pem, _) = ca.issue(&["localhost"]);
     let (_, other_key_pem) = ca.issue(&["localhost"]);
     let cert = dir.path().join("a.crt");
@@ -458,9 +425,9 @@ fn insecure_http_warns_at_start_up_and_on_healthz() {
 #[test]
 fn sighup_reloads_the_certificate_and_a_bad_file_keeps_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
-    let old_ca = Ca::new("broked e2e CA (old)");
-    let new_ca = Ca::new("broked e2e CA (new)");
-    let (cert, key) = old_ca.write_server_files(dir.path());
+    let old_ca = TestCa::new("broked e2e CA (old)");
+    let new_ca = TestCa::new("broked e2e CA (new)");
+    let (cert, key) = write_server_files(&old_ca, dir.path());
     let server = start_tls(
         dir.path(),
         &cert,
@@ -476,7 +443,7 @@ fn sighup_reloads_the_certificate_and_a_bad_file_keeps_the_old_one() {
 
     // A new certificate from another CA, then SIGHUP: a client that trusts only the new CA
     // gets through, one that trusts only the old does not.
-    new_ca.write_server_files(dir.path());
+    write_server_files(&new_ca, dir.path());
     hup();
     wait_for(&server, || {
         healthz_with(&new_ca.pem(), server.port) == Ok(200)
@@ -532,7 +499,7 @@ const PG_PASSWORD: &str = PgCluster::PASSWORD;
 #[test]
 fn the_postgres_store_verifies_the_database_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("broked e2e database CA");
+    let ca = TestCa::new("broked e2e database CA");
     let (cert, key) = ca.issue(&["127.0.0.1"]);
     let Some(pg) = PgCluster::start(dir.path(), &cert, &key) else {
         return;
@@ -541,7 +508,7 @@ fn the_postgres_store_verifies_the_database_certificate() {
     let ca_file = work.path().join("db-ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
     let other_ca_file = work.path().join("other-ca.pem");
-    std::fs::write(&other_ca_file, Ca::new("another CA").pem()).unwrap();
+    std::fs::write(&other_ca_file, TestCa::new("another CA").pem()).unwrap();
     let key_file = work.path().join("keyring.key");
     let key_s = key_file.to_str().unwrap();
     let verify_full = pg.url(&format!(
