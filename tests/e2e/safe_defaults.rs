@@ -3,7 +3,7 @@
 //! the OpenAPI document too, and an SFTP password is never sent to a host whose key is not
 //! pinned — the answer is the fingerprint, and pinning it needs the password again.
 
-use broked_tests::env::TestCa;
+use broked_tests::env::{PgCluster, TestCa};
 use broked_tests::{Server, broked};
 use serde_json::{Value, json};
 
@@ -157,10 +157,6 @@ fn an_unpinned_sftp_host_is_refused_with_its_fingerprint() {
     assert!(!log.contains(password), "password in the server log");
 }
 
-/// The private TLS cluster of the PostgreSQL probe's tests (one copy of the helper).
-#[path = "../../crates/broked-probe-postgres/tests/it/cluster.rs"]
-mod cluster;
-
 /// `sslmode=verify-full` with the CA in extra, through the server and the CLI, against a
 /// real PostgreSQL with TLS: a private cluster (initdb on a free loopback port, a certificate
 /// made here for `localhost`, `hostssl` only), stopped when the test ends — never the shared
@@ -170,14 +166,14 @@ fn verify_full_with_a_ca_in_extra_is_verified_against_a_tls_postgres() {
     let ca_cert = TestCa::new("broked e2e probe CA");
     let (server_cert, server_key) = ca_cert.issue(&["localhost"]);
     let pg_dir = tempfile::tempdir().unwrap();
-    let Some(pg) = cluster::PgCluster::start(pg_dir.path(), &server_cert, &server_key) else {
+    let Some(pg) = PgCluster::start(pg_dir.path(), &server_cert, &server_key) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]);
     let body = |conn_id: &str, ca_pem: &str| {
         json!({"conn_id": conn_id, "type": "postgres", "host": "localhost", "port": pg.port,
-            "schema": "postgres", "login": cluster::USER, "password": cluster::PASSWORD,
+            "schema": "postgres", "login": PgCluster::USER, "password": PgCluster::PASSWORD,
             "extra": {"sslmode": "verify-full", "sslrootcert": ca_pem}})
     };
 
@@ -200,7 +196,7 @@ fn verify_full_with_a_ca_in_extra_is_verified_against_a_tls_postgres() {
         "{}",
         r.text
     );
-    assert!(!r.text.contains(cluster::PASSWORD), "{}", r.text);
+    assert!(!r.text.contains(PgCluster::PASSWORD), "{}", r.text);
 
     // Saved, then tested by the CLI on the same database.
     let r = server.post(
