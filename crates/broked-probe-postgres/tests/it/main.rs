@@ -1,8 +1,6 @@
 //! The PostgreSQL probe against the real server that scripts/services/postgres.sh prepares,
-//! against a private TLS cluster made per test (`cluster`), and against local listeners for
-//! the failure classes that need no server.
-
-mod cluster;
+//! against a private TLS cluster made per test (`broked_testenv::PgCluster`), and against local
+//! listeners for the failure classes that need no server.
 
 use std::time::Duration;
 
@@ -10,6 +8,7 @@ use broked_core::Secret;
 use broked_probe::testkit::test;
 use broked_probe::{ConnType, Failure, Tls};
 use broked_probe_postgres::PostgresProbe;
+use broked_testenv::PgCluster;
 
 // The helpers of this file's tests — DETAILS, registry(timeout, deny), conn(host, port,
 // user, password, db), service_conn(&service) — and what every SQL probe does (success, wrong
@@ -60,9 +59,9 @@ async fn tls_state_on_the_shared_server() {
 // not the certificate's name, a `tls` failure; `disable` refused by the server.
 broked_probe::sql_probe_tls_server_contract! {
     name: verify_full_with_a_ca_in_extra_against_a_tls_postgres,
-    start: cluster::PgCluster::start,
-    user: cluster::USER,
-    password: cluster::PASSWORD,
+    start: PgCluster::start,
+    user: PgCluster::USER,
+    password: PgCluster::PASSWORD,
     db: "postgres",
     mode_key: "sslmode",
     ca_key: "sslrootcert",
