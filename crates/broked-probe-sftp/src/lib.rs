@@ -21,8 +21,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use broked_core::Secret;
+use broked_probe::hostkey::{HOST_KEY_FORMS, HostKeyPin, blob_algo};
 use broked_probe::{
     ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Tls,
     human_duration,
@@ -144,7 +145,7 @@ impl Params {
             ));
         }
         let host_key = string("host_key")?
-            .map(|s| HostKeyPin::parse(s.expose()))
+            .map(|s| parse_host_key(s.expose()))
             .transpose()?;
         Ok(Params {
             user,
@@ -157,75 +158,10 @@ impl Params {
     }
 }
 
-/// The host key a connection expects (extra `host_key`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostKeyPin {
-    /// The SHA-256 fingerprint, base64 without padding (as OpenSSH prints it after `SHA256:`).
-    Fingerprint(String),
-    /// A public key: its algorithm name and the key blob.
-    Key { algo: String, blob: Vec<u8> },
-}
-
-const HOST_KEY_FORMS: &str = "extra.host_key must be the server's public key as in known_hosts \
-     (\"ssh-ed25519 AAAA…\") or its fingerprint (\"SHA256:…\", as ssh-keygen -l prints it)";
-
-impl HostKeyPin {
-    /// Parses a key line (`[hosts] algo base64 [comment]`) or a `SHA256:` fingerprint. The error
-    /// never echoes the value.
-    fn parse(text: &str) -> Result<HostKeyPin, ProbeError> {
-        let bad = || ProbeError::new(Failure::Config, HOST_KEY_FORMS);
-        let text = text.trim();
-        if let Some(fp) = text.strip_prefix("SHA256:") {
-            let fp = fp.trim().trim_end_matches('=');
-            return match STANDARD_NO_PAD.decode(fp) {
-                Ok(bytes) if bytes.len() == 32 => Ok(HostKeyPin::Fingerprint(fp.to_owned())),
-                _ => Err(bad()),
-            };
-        }
-        let tokens: Vec<&str> = text.split_whitespace().collect();
-        let at = tokens.iter().position(|t| is_key_algo(t)).ok_or_else(bad)?;
-        let algo = tokens[at];
-        let blob = tokens
-            .get(at + 1)
-            .and_then(|b| STANDARD.decode(b).ok())
-            .ok_or_else(bad)?;
-        if blob_algo(&blob) != Some(algo) {
-            return Err(bad());
-        }
-        Ok(HostKeyPin::Key {
-            algo: algo.to_owned(),
-            blob,
-        })
-    }
-
-    fn matches(&self, blob: &[u8], fingerprint: &str) -> bool {
-        match self {
-            HostKeyPin::Fingerprint(fp) => fp == fingerprint,
-            HostKeyPin::Key { blob: want, .. } => want == blob,
-        }
-    }
-
-    /// The host key algorithms to ask for, so that a server with several host keys presents
-    /// the pinned one.
-    fn method_pref(&self) -> Option<&str> {
-        match self {
-            HostKeyPin::Fingerprint(_) => None,
-            HostKeyPin::Key { algo, .. } if algo == "ssh-rsa" => {
-                Some("rsa-sha2-512,rsa-sha2-256,ssh-rsa")
-            }
-            HostKeyPin::Key { algo, .. } => Some(algo),
-        }
-    }
-}
-
-fn is_key_algo(t: &str) -> bool {
-    t.starts_with("ssh-") || t.starts_with("ecdsa-sha2-") || t.starts_with("sk-")
-}
-
-/// The algorithm name that starts an SSH public key blob (a length-prefixed string).
-fn blob_algo(blob: &[u8]) -> Option<&str> {
-    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
-    std::str::from_utf8(blob.get(4..4 + len)?).ok()
+/// `extra.host_key` read with the shared parser (`broked_probe::hostkey`): in neither form it
+/// is a configuration error that never echoes the value.
+fn parse_host_key(text: &str) -> Result<HostKeyPin, ProbeError> {
+    HostKeyPin::parse(text).ok_or_else(|| ProbeError::new(Failure::Config, HOST_KEY_FORMS))
 }
 
 fn millis(d: Duration) -> u32 {

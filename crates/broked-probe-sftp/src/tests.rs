@@ -37,7 +37,7 @@ fn bad_host_keys_are_config_errors_that_do_not_echo() {
         // The blob says ssh-ed25519, the line says ssh-rsa.
         "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIPomiB6oTpmGkou55zwahUq7BXBvYSHKU8cu+88G87gt",
     ] {
-        let e = HostKeyPin::parse(bad).unwrap_err();
+        let e = parse_host_key(bad).unwrap_err();
         assert_eq!(e.kind, Failure::Config, "{bad}");
         assert!(!e.message.contains(bad), "{}", e.message);
     }

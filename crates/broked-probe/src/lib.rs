@@ -17,6 +17,7 @@
 //! dev-dependencies): helpers and `sql_probe_contract!`, the SQL probes' common behaviours.
 
 mod error;
+pub mod hostkey;
 mod policy;
 mod registry;
 mod relay;

@@ -25,7 +25,7 @@
 //! remote or dynamic (SOCKS) forwarding, agents, `known_hosts` or key files on disk.
 
 mod forward;
-mod hostkey;
+
 mod peer;
 mod session;
 
@@ -39,7 +39,7 @@ use broked_core::{ConnType, Connection, Secret};
 pub use broked_probe::{Failure, Policy};
 
 use crate::forward::Forward;
-use crate::hostkey::{HOST_KEY_FORMS, HostKeyPin};
+use broked_probe::hostkey::{HOST_KEY_FORMS, HostKeyPin};
 
 /// Why a tunnel could not be opened or used. The message names the hop and never contains a
 /// secret.

@@ -8,8 +8,8 @@ use broked_core::Secret;
 use broked_probe::Failure;
 use ssh2::{Channel, ErrorCode, HashType, MethodType, Session};
 
-use crate::hostkey::{blob_algo, fingerprint_of};
 use crate::{Hop, Place, Timeouts, TunnelError, host_port};
+use broked_probe::hostkey::{blob_algo, fingerprint_of};
 
 /// An authenticated session, with a second handle on its socket (to poll and to peek).
 pub(crate) struct Live {

@@ -1,31 +1,30 @@
-//! The pinned host key of a bastion (`extra.host_key` of its sftp connection).
+//! A pinned SSH host key (`extra.host_key` of an sftp connection), shared by the sftp probe
+//! and the SSH tunnels (`broked-tunnel`).
 //!
-//! The same two forms as the sftp probe accepts (`docs/probes.md`): a public key line as in
-//! `known_hosts` (`ssh-ed25519 AAAA…`, host names in front and a comment after are ignored) or
-//! a fingerprint `SHA256:…` as `ssh-keygen -lf` prints it. The probe's parser is private to its
-//! crate; this is the tunnel's own copy of the same rules (a test below keeps them aligned with
-//! the forms documented there).
+//! Two forms (`docs/probes.md`): a public key line as in `known_hosts` (`ssh-ed25519 AAAA…`,
+//! host names in front and a comment after are ignored) or a fingerprint `SHA256:…` as
+//! `ssh-keygen -lf` prints it.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 
 /// The host key a hop expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum HostKeyPin {
+pub enum HostKeyPin {
     /// The SHA-256 fingerprint, base64 without padding (as OpenSSH prints it after `SHA256:`).
     Fingerprint(String),
     /// A public key: its algorithm name and the key blob.
     Key { algo: String, blob: Vec<u8> },
 }
 
-pub(crate) const HOST_KEY_FORMS: &str = "extra.host_key must be the server's public key as in \
+pub const HOST_KEY_FORMS: &str = "extra.host_key must be the server's public key as in \
      known_hosts (\"ssh-ed25519 AAAA…\") or its fingerprint (\"SHA256:…\", as ssh-keygen -l \
      prints it)";
 
 impl HostKeyPin {
     /// Parses a key line (`[hosts] algo base64 [comment]`) or a `SHA256:` fingerprint. `None`
     /// when it is in neither form; the caller's error never echoes the value.
-    pub(crate) fn parse(text: &str) -> Option<HostKeyPin> {
+    pub fn parse(text: &str) -> Option<HostKeyPin> {
         let text = text.trim();
         if let Some(fp) = text.strip_prefix("SHA256:") {
             let fp = fp.trim().trim_end_matches('=');
@@ -47,7 +46,7 @@ impl HostKeyPin {
         })
     }
 
-    pub(crate) fn matches(&self, blob: &[u8], fingerprint: &str) -> bool {
+    pub fn matches(&self, blob: &[u8], fingerprint: &str) -> bool {
         match self {
             HostKeyPin::Fingerprint(fp) => fp == fingerprint,
             HostKeyPin::Key { blob: want, .. } => want == blob,
@@ -56,7 +55,7 @@ impl HostKeyPin {
 
     /// The host key algorithms to ask for, so that a server with several host keys presents
     /// the pinned one.
-    pub(crate) fn method_pref(&self) -> Option<&str> {
+    pub fn method_pref(&self) -> Option<&str> {
         match self {
             HostKeyPin::Fingerprint(_) => None,
             HostKeyPin::Key { algo, .. } if algo == "ssh-rsa" => {
@@ -72,13 +71,13 @@ fn is_key_algo(t: &str) -> bool {
 }
 
 /// The algorithm name that starts an SSH public key blob (a length-prefixed string).
-pub(crate) fn blob_algo(blob: &[u8]) -> Option<&str> {
+pub fn blob_algo(blob: &[u8]) -> Option<&str> {
     let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
     std::str::from_utf8(blob.get(4..4 + len)?).ok()
 }
 
 /// The SHA-256 fingerprint of a key blob as OpenSSH prints it (base64 without padding).
-pub(crate) fn fingerprint_of(hash: &[u8]) -> String {
+pub fn fingerprint_of(hash: &[u8]) -> String {
     STANDARD_NO_PAD.encode(hash)
 }
 
