@@ -1,8 +1,6 @@
 //! Issue 16: the UI asks for a token and hides what the token may not do.
 
-use std::process::{Command, Stdio};
-
-use broked_tests::bin;
+use broked_tests::{argv, broked};
 
 use super::*;
 
@@ -17,13 +15,12 @@ fn a_read_only_token_sees_no_save_test_or_delete() {
         server,
         json!({"conn_id": "shown", "type": "generic", "host": "h", "port": 1}),
     );
-    let out = Command::new(bin("broked"))
-        .arg("--db")
-        .arg(ui.dir.path().join("broked.db"))
-        .args(["token", "create", "viewer", "--scope", "read", "-o", "json"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("broked");
+    let out = broked(
+        &ui.dir.path().join("broked.db"),
+        &argv("token create viewer --scope read -o json"),
+        None,
+        &[],
+    );
     assert!(
         out.status.success(),
         "{}",

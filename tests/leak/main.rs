@@ -9,10 +9,9 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use base64::Engine as _;
-use broked_tests::{Server, bin, env, files_containing};
+use broked_tests::{Server, broked, env, files_containing};
 use serde_json::json;
 
 /// Passwords and extra values that exist nowhere else: any hit is a leak.
@@ -78,26 +77,14 @@ struct CliOut {
     stderr: String,
 }
 
+/// `broked` with every log level on (whatever it logs is scanned too).
 fn cli(db: &Path, args: &[&str], stdin: Option<&str>) -> CliOut {
-    let mut child = Command::new(bin("broked"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("BROKED_DB")
-        .env("BROKED_LOG", "trace")
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn broked");
-    {
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            input.write_all(s.as_bytes()).unwrap();
-        }
-    }
-    let out = child.wait_with_output().expect("broked output");
+    let out = broked(
+        db,
+        args,
+        stdin,
+        &[("BROKED_LOG", "trace"), ("RUST_LOG", "trace")],
+    );
     CliOut {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
