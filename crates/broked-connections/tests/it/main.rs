@@ -396,7 +396,8 @@ fn resolve_looks_at_the_environment_first() {
     // Setting a variable is `unsafe` in edition 2024 (and unsafe code is forbidden here), so
     // the test re-runs itself in a child process with the variables set.
     if std::env::var_os("BROKED_IT_ENV_CHILD").is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
             .args([
                 "--exact",
                 "resolve_looks_at_the_environment_first",
@@ -407,15 +408,9 @@ fn resolve_looks_at_the_environment_first() {
                 "BROKED_CONN_ENV_CONN",
                 "mysql://u:p%40ss@envhost:3307/envdb",
             )
-            .env("BROKED_CONN_ENV_BAD", "mysql://u:Zebra-Pw-4417@h:99999")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            .env("BROKED_CONN_ENV_BAD", "mysql://u:Zebra-Pw-4417@h:99999");
+        let (status, text) = broked_testenv::run_output(&mut child);
+        assert!(status.success() && text.contains("1 passed"), "{text}");
         return;
     }
     let db = Db::new();

@@ -444,7 +444,8 @@ fn an_environment_connection_cannot_name_another_target_in_its_query() {
     // `resolve_looks_at_the_environment_first`).
     const NAME: &str = "target::an_environment_connection_cannot_name_another_target_in_its_query";
     if std::env::var_os("BROKED_IT_ENV_STEER").is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
             .args(["--exact", NAME, "--nocapture"])
             .env("BROKED_IT_ENV_STEER", "1")
             .env(
@@ -455,14 +456,9 @@ fn an_environment_connection_cannot_name_another_target_in_its_query() {
                 "BROKED_CONN_STEERED_JSON",
                 r#"{"type":"postgres","host":"127.0.0.1","password":"Env-Pw-991","extra":{"hostaddr":"192.0.2.1"}}"#,
             )
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            ;
+        let (status, text) = broked_testenv::run_output(&mut child);
+        assert!(status.success() && text.contains("1 passed"), "{text}");
         return;
     }
     let db = Db::new();

@@ -420,7 +420,8 @@ fn environment_proxies_are_ignored() {
     let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     proxy.set_nonblocking(true).unwrap();
     let proxy_url = format!("http://127.0.0.1:{}", proxy.local_addr().unwrap().port());
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
         .args(["--exact", "proxy_child", "--nocapture"])
         .env("BROKED_HTTP_PROXY_CHILD", "1")
         .env("HTTP_PROXY", &proxy_url)
@@ -428,15 +429,9 @@ fn environment_proxies_are_ignored() {
         .env("HTTPS_PROXY", &proxy_url)
         .env("ALL_PROXY", &proxy_url)
         .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        .env_remove("no_proxy");
+    let (status, text) = broked_testenv::run_output(&mut child);
+    assert!(status.success() && text.contains("1 passed"), "{text}");
     assert!(
         proxy.accept().is_err(),
         "the probe went through the environment's proxy"
