@@ -15,7 +15,7 @@ use crate::error::{Error, store_err};
 use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage, now};
 use crate::pipeline::{PipelineDef, PipelineId};
 use crate::resolve::{Resolved, Resolver};
-use crate::sealer::{CheckReport, KeyStatus, RotateReport, Sealer, corrupt};
+use crate::sealer::{CheckReport, KeyStatus, RotateReport, Sealer};
 use crate::tokens::{Grant, Scope, TokenInfo, Tokens};
 use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
 use crate::{Options, TestOutcome, probes};
@@ -616,16 +616,17 @@ fn open_store(db: &Path, options: &Options) -> Result<(PathBuf, PathBuf, Box<dyn
 }
 
 pub(crate) fn info(row: &StoredConnection) -> Result<ConnectionInfo, Error> {
+    let c = crate::sealer::without_secrets(row)?;
     Ok(ConnectionInfo {
-        conn_id: ConnId::new(row.conn_id.as_str()).map_err(|_| corrupt("conn_id"))?,
-        conn_type: row.conn_type.parse().map_err(|_| corrupt("conn_type"))?,
-        host: row.host.clone(),
-        port: row.port,
-        schema: row.schema.clone(),
-        login: row.login.clone(),
+        conn_id: c.conn_id,
+        conn_type: c.conn_type,
+        host: c.host,
+        port: c.port,
+        schema: c.schema,
+        login: c.login,
         has_password: row.password.is_some(),
         has_extra: row.extra.is_some(),
-        description: row.description.clone(),
+        description: c.description,
         created_at: row.created_at.clone(),
         updated_at: row.updated_at.clone(),
     })

@@ -158,15 +158,9 @@ impl Sealer {
                 .transpose()
         };
         Ok(Connection {
-            conn_id: ConnId::new(row.conn_id.as_str()).map_err(|_| corrupt("conn_id"))?,
-            conn_type: row.conn_type.parse().map_err(|_| corrupt("conn_type"))?,
-            host: row.host.clone(),
-            port: row.port,
-            schema: row.schema.clone(),
-            login: row.login.clone(),
             password: open(SecretField::Password, password)?,
             extra: open(SecretField::Extra, extra)?,
-            description: row.description.clone(),
+            ..without_secrets(row)?
         })
     }
 
@@ -221,6 +215,21 @@ impl Sealer {
         }
         Ok(())
     }
+}
+
+/// A row's plain fields as a connection, its secrets left out (`None`).
+pub(crate) fn without_secrets(row: &StoredConnection) -> Result<Connection, Error> {
+    Ok(Connection {
+        conn_id: ConnId::new(row.conn_id.as_str()).map_err(|_| corrupt("conn_id"))?,
+        conn_type: row.conn_type.parse().map_err(|_| corrupt("conn_type"))?,
+        host: row.host.clone(),
+        port: row.port,
+        schema: row.schema.clone(),
+        login: row.login.clone(),
+        password: None,
+        extra: None,
+        description: row.description.clone(),
+    })
 }
 
 /// The target a row's sealed values are bound to ([`broked_core::target_binding`]).
