@@ -127,6 +127,11 @@ fn forwards_to_the_target_through_the_bastion() {
     }
     assert!(t.health().is_ok());
     drop(t);
+    // The listener's thread closes the port as it ends: give it a moment on a loaded machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while TcpStream::connect(local).is_ok() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(
         TcpStream::connect(local).is_err(),
         "the local port closes with the tunnel"
