@@ -42,7 +42,10 @@ pub fn is_tunnel_key(key: &str) -> bool {
 }
 
 /// Keys that name a target for every network type.
-const NAMES_COMMON: &[(&str, Option<&str>)] = &[
+/// A key that names a target, and the field to use instead (`None`: no such setting).
+type Naming = (&'static str, Option<&'static str>);
+
+const NAMES_COMMON: &[Naming] = &[
     ("host", Some("host")),
     ("hostname", Some("host")),
     ("hostaddr", Some("host")),
@@ -78,7 +81,7 @@ const NAMES_COMMON: &[(&str, Option<&str>)] = &[
     ("proxyjump", None),
 ];
 
-const NAMES_POSTGRES: &[(&str, Option<&str>)] = &[
+const NAMES_POSTGRES: &[Naming] = &[
     ("dbname", Some("schema")),
     ("database", Some("schema")),
     ("db", Some("schema")),
@@ -89,7 +92,7 @@ const NAMES_POSTGRES: &[(&str, Option<&str>)] = &[
     ("unix_socket", Some("host")),
 ];
 
-const NAMES_MYSQL: &[(&str, Option<&str>)] = &[
+const NAMES_MYSQL: &[Naming] = &[
     ("socket", Some("host")),
     ("unix_socket", Some("host")),
     ("database", Some("schema")),
@@ -101,7 +104,7 @@ const NAMES_MYSQL: &[(&str, Option<&str>)] = &[
     ("defaults_extra_file", None),
 ];
 
-const NAMES_S3: &[(&str, Option<&str>)] = &[
+const NAMES_S3: &[Naming] = &[
     ("aws_access_key_id", Some("login")),
     ("access_key", Some("login")),
     ("access_key_id", Some("login")),
@@ -221,12 +224,10 @@ fn normalize(key: &str) -> String {
 }
 
 impl ConnType {
-    /// What the `extra` key `key` is for a connection of this type: a key that names the
-    /// target (refused), a key that secures it (part of the target), or `None` (an option).
-    pub fn extra_key_role(self, key: &str) -> Option<ExtraKeyRole> {
-        let key = normalize(key);
-        let (names, secures): (&[(&str, Option<&str>)], &[&str]) = match self {
-            // A file on the engine's machine: no secret travels anywhere.
+    /// The type's own naming keys (besides [`NAMES_COMMON`]) and securing keys; `None` for
+    /// sqlite, a file on the engine's machine where no secret travels anywhere.
+    fn key_tables(self) -> Option<(&'static [Naming], &'static [&'static str])> {
+        Some(match self {
             ConnType::Sqlite => return None,
             ConnType::Postgres => (NAMES_POSTGRES, SECURES_POSTGRES),
             ConnType::Mysql => (NAMES_MYSQL, SECURES_MYSQL),
@@ -234,7 +235,14 @@ impl ConnType {
             ConnType::Sftp => (&[], SECURES_SFTP),
             ConnType::S3 => (NAMES_S3, SECURES_S3),
             ConnType::Generic => (&[], SECURES_GENERIC),
-        };
+        })
+    }
+
+    /// What the `extra` key `key` is for a connection of this type: a key that names the
+    /// target (refused), a key that secures it (part of the target), or `None` (an option).
+    pub fn extra_key_role(self, key: &str) -> Option<ExtraKeyRole> {
+        let key = normalize(key);
+        let (names, secures) = self.key_tables()?;
         if let Some((_, use_instead)) = NAMES_COMMON
             .iter()
             .chain(names)
@@ -251,14 +259,8 @@ impl ConnType {
 
     /// The keys of the target table for this type, as `(key, role)`, for docs and forms.
     pub fn target_keys(self) -> Vec<(&'static str, ExtraKeyRole)> {
-        let (names, secures): (&[(&str, Option<&str>)], &[&str]) = match self {
-            ConnType::Sqlite => return Vec::new(),
-            ConnType::Postgres => (NAMES_POSTGRES, SECURES_POSTGRES),
-            ConnType::Mysql => (NAMES_MYSQL, SECURES_MYSQL),
-            ConnType::Http => (&[], SECURES_HTTP),
-            ConnType::Sftp => (&[], SECURES_SFTP),
-            ConnType::S3 => (NAMES_S3, SECURES_S3),
-            ConnType::Generic => (&[], SECURES_GENERIC),
+        let Some((names, secures)) = self.key_tables() else {
+            return Vec::new();
         };
         NAMES_COMMON
             .iter()
