@@ -18,6 +18,7 @@
 mod error;
 mod keyfile;
 mod keyring;
+mod password;
 mod seal;
 mod token;
 
@@ -25,6 +26,10 @@ use std::fmt;
 
 pub use crate::error::CryptoError;
 pub use crate::keyring::Keyring;
+pub use crate::password::{
+    PASSWORD_ALPHABET, SCRAM_ITERATIONS, mysql_native_password_hash, random_password,
+    scram_sha256_verifier,
+};
 pub use crate::seal::{
     SEALED_OVERHEAD, SEALED_VERSION, SEALED_VERSION_V1, sealed_format, sealed_key_id,
 };
