@@ -37,6 +37,8 @@ ALTER USER '$user'@'127.0.0.1' IDENTIFIED BY '$password';
 ALTER USER '$user'@'localhost' IDENTIFIED BY '$password';
 ALTER USER '$user'@'::1' IDENTIFIED BY '$password';
 GRANT ALL PRIVILEGES ON $db.* TO '$user'@'127.0.0.1', '$user'@'localhost', '$user'@'::1';
+-- Issue 20: the rotation tests create, rotate and drop users of their own.
+GRANT CREATE USER ON *.* TO '$user'@'127.0.0.1', '$user'@'localhost', '$user'@'::1';
 FLUSH PRIVILEGES;
 SQL
     local port

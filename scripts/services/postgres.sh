@@ -44,6 +44,20 @@ broked_pg_setup() {
         } >"$tmp"
         cat "$tmp" >"$hba" && rm -f "$tmp"
     fi
+    # Issue 20: the password rotation tests create roles of their own, members of
+    # broked_rotation (made below), which must present their passwords too.
+    if ! grep -q "^host all +broked_rotation 127.0.0.1/32 scram-sha-256" "$hba"; then
+        log "postgres: adding scram-sha-256 rules for members of broked_rotation in $hba"
+        local tmp
+        tmp=$(mktemp)
+        {
+            echo "# broked: roles the rotation tests create (scripts/services/postgres.sh)"
+            echo "host all +broked_rotation 127.0.0.1/32 scram-sha-256"
+            echo "host all +broked_rotation ::1/128 scram-sha-256"
+            cat "$hba"
+        } >"$tmp"
+        cat "$tmp" >"$hba" && rm -f "$tmp"
+    fi
 
     local psql=(runuser -u postgres -- psql -p "$port" -X -q -v ON_ERROR_STOP=1 -d postgres)
     "${psql[@]}" >/dev/null <<SQL || return 1
@@ -54,6 +68,15 @@ DO \$\$ BEGIN
   END IF;
 END \$\$;
 ALTER ROLE $user WITH LOGIN PASSWORD '$password';
+-- Issue 20: the rotation tests create (and drop) roles of their own, members of
+-- broked_rotation, whose logins pg_hba.conf checks by password.
+ALTER ROLE $user CREATEROLE;
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'broked_rotation') THEN
+    CREATE ROLE broked_rotation NOLOGIN;
+  END IF;
+END \$\$;
+GRANT broked_rotation TO $user WITH ADMIN OPTION;
 SELECT pg_reload_conf();
 SQL
     if [ -z "$("${psql[@]}" -tA -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
