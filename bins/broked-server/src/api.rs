@@ -18,6 +18,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::Who;
 use crate::auth::require_token;
 use crate::error::{ApiError, ErrorBody, UsageOut};
 use crate::extract::{BODY_LIMIT, JsonBody, is_json, path, query};
@@ -78,9 +79,9 @@ pub(crate) fn router(state: AppState) -> axum::Router {
     // for every other method: send those to the connection handlers.
     let test_alias = axum::routing::post(test_unsaved)
         .get(|s| get_connection(s, test_id()))
-        .put(|s, g, b| put_connection(s, g, test_id(), b))
-        .patch(|s, g, b| patch_connection(s, g, test_id(), b))
-        .delete(|s, q| delete_connection(s, test_id(), q));
+        .put(|s, g, w, b| put_connection(s, g, w, test_id(), b))
+        .patch(|s, g, w, b| patch_connection(s, g, w, test_id(), b))
+        .delete(|s, w, q| delete_connection(s, w, test_id(), q));
     let api = api
         .route("/api/connections/test", test_alias)
         .route(
@@ -265,6 +266,7 @@ async fn list_connections(
 async fn create_connection(
     State(state): State<AppState>,
     Extension(grant): Extension<Grant>,
+    Who(actor): Who,
     b: JsonBody,
 ) -> ApiResult<(StatusCode, Json<ConnectionOut>)> {
     let input = wire::into_input(wire::connection_body(&b.0)?);
@@ -283,7 +285,7 @@ async fn create_connection(
         None => broked_connections::SecretUpdate::Keep,
     };
     tunnel_in_scope(&state, &grant, &extra).await?;
-    let created = write(&state, move |c| c.create(input)).await?;
+    let created = write(&state, move |c| c.acting(actor).create(input)).await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
@@ -302,6 +304,7 @@ async fn get_connection(
 async fn update(
     state: AppState,
     grant: Grant,
+    actor: broked_connections::Actor,
     p: Result<Path<String>, PathRejection>,
     b: JsonBody,
     mode: UpdateMode,
@@ -310,7 +313,7 @@ async fn update(
     let update = wire::connection_body(&b.0)?;
     tunnel_in_scope(&state, &grant, &update.extra).await?;
     Ok(Json(
-        write(&state, move |c| c.update(&id, update, mode))
+        write(&state, move |c| c.acting(actor).update(&id, update, mode))
             .await?
             .into(),
     ))
@@ -325,10 +328,11 @@ async fn update(
 async fn put_connection(
     State(state): State<AppState>,
     Extension(grant): Extension<Grant>,
+    Who(actor): Who,
     p: Result<Path<String>, PathRejection>,
     b: JsonBody,
 ) -> ApiResult<Json<ConnectionOut>> {
-    update(state, grant, p, b, UpdateMode::Replace).await
+    update(state, grant, actor, p, b, UpdateMode::Replace).await
 }
 
 /// Change some fields of a connection, with the same rules for secrets as PUT.
@@ -340,10 +344,11 @@ async fn put_connection(
 async fn patch_connection(
     State(state): State<AppState>,
     Extension(grant): Extension<Grant>,
+    Who(actor): Who,
     p: Result<Path<String>, PathRejection>,
     b: JsonBody,
 ) -> ApiResult<Json<ConnectionOut>> {
-    update(state, grant, p, b, UpdateMode::Merge).await
+    update(state, grant, actor, p, b, UpdateMode::Merge).await
 }
 
 /// Delete a connection; refused with 409 and the pipelines using it unless `force=true`.
@@ -352,6 +357,7 @@ async fn patch_connection(
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_connection(
     State(state): State<AppState>,
+    Who(actor): Who,
     p: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
@@ -361,7 +367,7 @@ async fn delete_connection(
         Some("true") | Some("1") | Some("") => true,
         Some(_) => return Err(ApiError::bad_request("force must be true or false")),
     };
-    write(&state, move |c| c.delete(&id, force)).await?;
+    write(&state, move |c| c.acting(actor).delete(&id, force)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -371,10 +377,11 @@ async fn delete_connection(
     responses((status = 200, body = TestOut), (status = 404, body = ErrorBody)))]
 async fn test_saved(
     State(state): State<AppState>,
+    Who(actor): Who,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<TestOut>> {
     let id = path(p)?;
-    let outcome = state.connections.test(&id).await?;
+    let outcome = state.connections.acting(actor).test(&id).await?;
     // The type for the metrics (the saved row, read again; a test takes far longer).
     let conn_type = read_fast(&state, move |c| c.get(&id))
         .await
@@ -392,6 +399,7 @@ async fn test_saved(
 async fn test_unsaved(
     State(state): State<AppState>,
     Extension(grant): Extension<Grant>,
+    Who(actor): Who,
     b: JsonBody,
 ) -> ApiResult<Json<TestOut>> {
     let mut update = wire::connection_body(&b.0)?;
@@ -406,7 +414,7 @@ async fn test_unsaved(
         .as_deref()
         .and_then(|t| t.parse::<ConnType>().ok())
         .map_or("unknown", ConnType::as_str);
-    let outcome = state.connections.test_unsaved(update).await?;
+    let outcome = state.connections.acting(actor).test_unsaved(update).await?;
     crate::metrics::METRICS.test(conn_type, &outcome);
     Ok(Json(outcome.into()))
 }
@@ -573,6 +581,7 @@ async fn get_pipeline(
 async fn put_pipeline(
     State(state): State<AppState>,
     Extension(grant): Extension<Grant>,
+    Who(actor): Who,
     p: Result<Path<String>, PathRejection>,
     b: JsonBody,
 ) -> ApiResult<Json<PipelineOut>> {
@@ -599,7 +608,7 @@ async fn put_pipeline(
         visible_pipeline(&state, &grant, &id).await?;
     }
     Ok(Json(
-        write(&state, move |c| c.put_pipeline(&id, def))
+        write(&state, move |c| c.acting(actor).put_pipeline(&id, def))
             .await?
             .into(),
     ))
@@ -612,13 +621,14 @@ async fn put_pipeline(
 async fn delete_pipeline(
     State(state): State<AppState>,
     Extension(grant): Extension<Grant>,
+    Who(actor): Who,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
     let id = path(p)?;
     if grant.is_limited() {
         visible_pipeline(&state, &grant, &id).await?;
     }
-    write(&state, move |c| c.delete_pipeline(&id)).await?;
+    write(&state, move |c| c.acting(actor).delete_pipeline(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 mod api;
+mod audit;
 mod auth;
 mod error;
 mod extract;

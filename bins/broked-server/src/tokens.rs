@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::audit::Who;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::state::AppState;
@@ -173,11 +174,12 @@ pub(crate) async fn list_tokens(
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn create_token(
     State(state): State<AppState>,
+    Who(actor): Who,
     b: JsonBody,
 ) -> Result<(StatusCode, Json<CreatedTokenOut>), ApiError> {
     let (name, scopes, conns, expires) = token_body(&b.0)?;
     let (info, token) = crate::state::write(&state, move |c| {
-        c.create_token(&name, &scopes, conns, expires)
+        c.acting(actor).create_token(&name, &scopes, conns, expires)
     })
     .await?;
     Ok((
@@ -196,10 +198,11 @@ pub(crate) async fn create_token(
               (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_token(
     State(state): State<AppState>,
+    Who(actor): Who,
     p: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let name = crate::extract::path(p)?;
-    crate::state::write(&state, move |c| c.revoke_token(&name)).await?;
+    crate::state::write(&state, move |c| c.acting(actor).revoke_token(&name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use broked_connections::{ConnectionUpdate, Connections, Error, SecretUpdate, UpdateMode};
+use broked_connections::{Actor, ConnectionUpdate, Connections, Error, SecretUpdate, UpdateMode};
 use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
 use clap::builder::PossibleValuesParser;
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -554,7 +554,7 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
                     }
                 }
             };
-            let info = c.create(input)?;
+            let info = c.acting(Actor::cli()).create(input)?;
             output::connection(out, &info);
             Ok(ExitCode::SUCCESS)
         }
@@ -565,8 +565,8 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
         }
         ConnectionsCmd::Get { conn_id, uri } => {
             if uri {
-                let connection = c.connection(&conn_id)?;
-                output::uri(out, &conn_id, &connection.to_uri());
+                let uri = c.acting(Actor::cli()).uri(&conn_id)?;
+                output::uri(out, &conn_id, &uri);
             } else {
                 output::connection(out, &c.get(&conn_id)?);
             }
@@ -604,36 +604,40 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
                 extra,
                 description: fields.description.map(Some),
             };
-            let info = c.update(&conn_id, update, UpdateMode::Merge)?;
+            let info = c
+                .acting(Actor::cli())
+                .update(&conn_id, update, UpdateMode::Merge)?;
             output::connection(out, &info);
             Ok(ExitCode::SUCCESS)
         }
-        ConnectionsCmd::Delete { conn_id, force } => match c.delete(&conn_id, force) {
-            Ok(()) => {
-                output::deleted(out, &conn_id);
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(Error::InUse { pipelines, .. }) => {
-                let list: Vec<String> = pipelines
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{} ({}; nodes: {})",
-                            p.pipeline_id,
-                            p.name,
-                            p.nodes.join(", ")
-                        )
-                    })
-                    .collect();
-                bail!(
-                    "connection {conn_id:?} is used by {} pipeline(s): {}; remove it from them \
+        ConnectionsCmd::Delete { conn_id, force } => {
+            match c.acting(Actor::cli()).delete(&conn_id, force) {
+                Ok(()) => {
+                    output::deleted(out, &conn_id);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(Error::InUse { pipelines, .. }) => {
+                    let list: Vec<String> = pipelines
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{} ({}; nodes: {})",
+                                p.pipeline_id,
+                                p.name,
+                                p.nodes.join(", ")
+                            )
+                        })
+                        .collect();
+                    bail!(
+                        "connection {conn_id:?} is used by {} pipeline(s): {}; remove it from them \
                      first, or delete with --force",
-                    pipelines.len(),
-                    list.join(", ")
-                )
+                        pipelines.len(),
+                        list.join(", ")
+                    )
+                }
+                Err(e) => Err(e.into()),
             }
-            Err(e) => Err(e.into()),
-        },
+        }
         ConnectionsCmd::Tunnel {
             conn_id,
             show_password,
@@ -664,7 +668,7 @@ fn key(cmd: KeyCmd, out: Output, c: Connections) -> anyhow::Result<ExitCode> {
     match cmd {
         KeyCmd::Rotate => {
             let bar = output::progress_bar("re-encrypting", 0);
-            let report = c.rotate(|done, total| {
+            let report = c.acting(Actor::cli()).rotate(|done, total| {
                 bar.set_length(total);
                 bar.set_position(done);
             })?;
@@ -678,7 +682,7 @@ fn key(cmd: KeyCmd, out: Output, c: Connections) -> anyhow::Result<ExitCode> {
             })
         }
         KeyCmd::Prune => {
-            output::pruned(out, &c.prune()?);
+            output::pruned(out, &c.acting(Actor::cli()).prune()?);
             Ok(ExitCode::SUCCESS)
         }
         KeyCmd::List => {
@@ -686,7 +690,7 @@ fn key(cmd: KeyCmd, out: Output, c: Connections) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KeyCmd::Check => {
-            let report = c.check()?;
+            let report = c.acting(Actor::cli()).check()?;
             output::check(out, &report);
             Ok(if report.failures.is_empty() {
                 ExitCode::SUCCESS
@@ -715,12 +719,14 @@ fn token(cmd: TokenCmd, out: Output, c: Connections) -> anyhow::Result<ExitCode>
                 .map(broked_connections::parse_duration)
                 .transpose()
                 .map_err(|m| anyhow::anyhow!("--expires must be {m}"))?;
-            let (info, secret) = c.create_token(&name, &scopes, conns, expires)?;
+            let (info, secret) = c
+                .acting(Actor::cli())
+                .create_token(&name, &scopes, conns, expires)?;
             output::token_created(out, &info, &secret);
         }
         TokenCmd::List => output::tokens(out, &c.list_tokens()?),
         TokenCmd::Revoke { name } => {
-            c.revoke_token(&name)?;
+            c.acting(Actor::cli()).revoke_token(&name)?;
             output::token_revoked(out, &name);
         }
     }

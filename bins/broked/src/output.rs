@@ -323,7 +323,7 @@ pub(crate) fn run_tests(
             let limit = limit.clone();
             set.spawn(async move {
                 let _permit = limit.acquire_owned().await.expect("semaphore");
-                let outcome = c.test(&id).await;
+                let outcome = c.acting(broked_connections::Actor::cli()).test(&id).await;
                 (i, id, outcome)
             });
         }

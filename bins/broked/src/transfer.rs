@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use broked_connections::Connections;
+use broked_connections::{Actor, Connections};
 use clap::ValueEnum;
 use serde_json::Value;
 
@@ -18,15 +18,15 @@ pub(crate) enum Format {
 pub(crate) fn export(c: &Connections, format: Format, decrypted: bool) -> anyhow::Result<()> {
     match format {
         Format::Json => {
-            let rows = c.export(decrypted)?;
+            let rows = c.acting(Actor::cli()).export(decrypted)?;
             println!("{}", serde_json::to_string_pretty(&rows)?);
         }
         Format::Yaml => {
-            let rows = c.export(decrypted)?;
+            let rows = c.acting(Actor::cli()).export(decrypted)?;
             print!("{}", serde_yaml::to_string(&rows)?);
         }
         Format::Env => {
-            for (id, uri) in c.export_uris(decrypted)? {
+            for (id, uri) in c.acting(Actor::cli()).export_uris(decrypted)? {
                 // Single-quoted for a POSIX shell: ' becomes '\''.
                 println!(
                     "{}='{}'",
@@ -66,5 +66,5 @@ pub(crate) fn import(c: &Connections, file: &Path, overwrite: bool) -> anyhow::R
             anyhow::anyhow!("{} is not valid JSON or YAML{at}", file.display())
         })?
     };
-    Ok(c.import(rows, overwrite)?)
+    Ok(c.acting(Actor::cli()).import(rows, overwrite)?)
 }

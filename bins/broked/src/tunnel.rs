@@ -20,7 +20,9 @@ pub(crate) fn run(
     conn_id: &str,
     show_password: bool,
 ) -> anyhow::Result<ExitCode> {
-    let guard = c.open_tunnel(conn_id)?;
+    let guard = c
+        .acting(broked_connections::Actor::cli())
+        .open_tunnel(conn_id)?;
     let Some(local) = guard.local_addr() else {
         bail!(
             "connection {conn_id:?} has no extra.ssh_tunnel: connect to it directly \

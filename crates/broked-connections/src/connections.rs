@@ -11,6 +11,10 @@ use broked_store::{
     StoredPipeline, Written,
 };
 
+use crate::actor::Actor;
+use crate::audit::{
+    Event, changed_fields, input_fields, pipeline_detail, secret_fields, test_detail, update_fields,
+};
 use crate::error::{Error, store_err};
 use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage, now};
 use crate::pipeline::{PipelineDef, PipelineId};
@@ -96,6 +100,30 @@ impl Connections {
 
     /// Stores a new connection; its secrets are sealed before they reach the database.
     pub fn create(&self, input: ConnectionInput) -> Result<ConnectionInfo, Error> {
+        self.create_as(&Actor::library(), input)
+    }
+
+    pub(crate) fn create_as(
+        &self,
+        actor: &Actor,
+        input: ConnectionInput,
+    ) -> Result<ConnectionInfo, Error> {
+        let mut event = Event::new("create")
+            .fields(input_fields(&input))
+            .value(input.password.as_ref());
+        if let Some(id) = &input.conn_id {
+            event = event.conn(id.as_str());
+        }
+        let result = self.create_recorded(actor, input);
+        self.record(actor, event, &result);
+        result
+    }
+
+    fn create_recorded(
+        &self,
+        _actor: &Actor,
+        input: ConnectionInput,
+    ) -> Result<ConnectionInfo, Error> {
         let conn = input.validate()?;
         self.check_tunnel(&conn)?;
         let now = now();
@@ -132,6 +160,32 @@ impl Connections {
         update: ConnectionUpdate,
         mode: UpdateMode,
     ) -> Result<ConnectionInfo, Error> {
+        self.update_as(&Actor::library(), conn_id, update, mode)
+    }
+
+    pub(crate) fn update_as(
+        &self,
+        actor: &Actor,
+        conn_id: &str,
+        update: ConnectionUpdate,
+        mode: UpdateMode,
+    ) -> Result<ConnectionInfo, Error> {
+        let mut event = Event::new("update").conn(conn_id);
+        let result = self.update_recorded(actor, &mut event, conn_id, update, mode);
+        self.record(actor, event, &result);
+        result
+    }
+
+    /// The update; `event` gets the names of the fields that change and the new password
+    /// (for its HMAC).
+    fn update_recorded(
+        &self,
+        _actor: &Actor,
+        event: &mut Event,
+        conn_id: &str,
+        update: ConnectionUpdate,
+        mode: UpdateMode,
+    ) -> Result<ConnectionInfo, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let old = self.stored(conn_id)?;
             // A secret the update replaces or clears is not decrypted: a value that no longer
@@ -150,6 +204,11 @@ impl Connections {
                 }
             }
             let new = update.clone().apply(&current, mode)?;
+            event.fields = changed_fields(&current, &new, &update);
+            event.values.clear();
+            if let SecretUpdate::Set(p) = &update.password {
+                event.values.push(p.clone());
+            }
             moved_secrets(&current, &new, &update, stored_extra_unknown)?;
             if !update.extra.keeps() {
                 self.check_tunnel(&new)?;
@@ -197,6 +256,20 @@ impl Connections {
     /// Deletes a connection. Refused with [`Error::InUse`] (listing the pipelines) while a
     /// pipeline references it, unless `force`.
     pub fn delete(&self, conn_id: &str, force: bool) -> Result<(), Error> {
+        self.delete_as(&Actor::library(), conn_id, force)
+    }
+
+    pub(crate) fn delete_as(&self, actor: &Actor, conn_id: &str, force: bool) -> Result<(), Error> {
+        let result = self.delete_recorded(actor, conn_id, force);
+        let event =
+            Event::new("delete")
+                .conn(conn_id)
+                .detail(if force { "force=true" } else { "" });
+        self.record(actor, event, &result);
+        result
+    }
+
+    fn delete_recorded(&self, _actor: &Actor, conn_id: &str, force: bool) -> Result<(), Error> {
         // A bastion other connections go through (extra.ssh_tunnel) stays too.
         self.check_bastion_delete(conn_id, force)?;
         match self
@@ -216,13 +289,48 @@ impl Connections {
     /// The stored connection with its secrets decrypted. The environment is not consulted
     /// (see [`Connections::resolve`]).
     pub fn connection(&self, conn_id: &str) -> Result<Connection, Error> {
-        self.decrypt(&self.stored(conn_id)?)
+        self.connection_as(&Actor::library(), conn_id)
+    }
+
+    /// A reveal: the connection with its secrets, recorded with the password's HMAC.
+    pub(crate) fn connection_as(&self, actor: &Actor, conn_id: &str) -> Result<Connection, Error> {
+        self.revealed(actor, conn_id, "connection")
+    }
+
+    /// `get --uri`: the full URI with its secrets, recorded as a reveal.
+    pub(crate) fn uri_as(&self, actor: &Actor, conn_id: &str) -> Result<Secret, Error> {
+        Ok(self.revealed(actor, conn_id, "uri")?.to_uri())
+    }
+
+    fn revealed(&self, actor: &Actor, conn_id: &str, what: &str) -> Result<Connection, Error> {
+        let result = self.stored(conn_id).and_then(|row| self.decrypt(&row));
+        let mut event = Event::new("reveal")
+            .conn(conn_id)
+            .detail(format!("what={what}"));
+        if let Ok(c) = &result {
+            event = event.fields(secret_fields(c)).value(c.password.as_ref());
+        }
+        self.record(actor, event, &result);
+        result
     }
 
     /// Tests the stored connection with the probe of its type. A failed connect is an
     /// [`TestOutcome`] with `success: false`, not an error.
     pub async fn test(&self, conn_id: &str) -> Result<TestOutcome, Error> {
-        let conn = self.connection(conn_id)?;
+        self.test_as(&Actor::library(), conn_id).await
+    }
+
+    pub(crate) async fn test_as(&self, actor: &Actor, conn_id: &str) -> Result<TestOutcome, Error> {
+        let result = self.test_recorded(conn_id).await;
+        let event = Event::new("test")
+            .conn(conn_id)
+            .detail(test_detail(&result));
+        self.record(actor, event, &result);
+        result
+    }
+
+    async fn test_recorded(&self, conn_id: &str) -> Result<TestOutcome, Error> {
+        let conn = self.decrypt(&self.stored(conn_id)?)?;
         if let Some(outcome) = self.test_tunneled(&conn).await {
             return Ok(outcome);
         }
@@ -235,6 +343,28 @@ impl Connections {
     /// is the stored one — but only while type, host, port and login are those stored: a
     /// stored password is never sent to another host or account than the one it was saved for.
     pub async fn test_unsaved(&self, update: ConnectionUpdate) -> Result<TestOutcome, Error> {
+        self.test_unsaved_as(&Actor::library(), update).await
+    }
+
+    pub(crate) async fn test_unsaved_as(
+        &self,
+        actor: &Actor,
+        update: ConnectionUpdate,
+    ) -> Result<TestOutcome, Error> {
+        let mut event = Event::new("test_unsaved").fields(update_fields(&update));
+        if let Some(id) = update.conn_id.as_deref() {
+            event = event.conn(id);
+        }
+        if let SecretUpdate::Set(p) = &update.password {
+            event.values.push(p.clone());
+        }
+        let result = self.test_unsaved_recorded(update).await;
+        let event = event.detail(test_detail(&result));
+        self.record(actor, event, &result);
+        result
+    }
+
+    async fn test_unsaved_recorded(&self, update: ConnectionUpdate) -> Result<TestOutcome, Error> {
         let conn = self.unsaved(update)?;
         if let Some(outcome) = self.test_tunneled(&conn).await {
             return Ok(outcome);
@@ -291,6 +421,27 @@ impl Connections {
         pipeline_id: &str,
         definition: PipelineDef,
     ) -> Result<PipelineInfo, Error> {
+        self.put_pipeline_as(&Actor::library(), pipeline_id, definition)
+    }
+
+    pub(crate) fn put_pipeline_as(
+        &self,
+        actor: &Actor,
+        pipeline_id: &str,
+        definition: PipelineDef,
+    ) -> Result<PipelineInfo, Error> {
+        let event = Event::new("pipeline_put").detail(pipeline_detail(pipeline_id, &definition));
+        let result = self.put_pipeline_recorded(actor, pipeline_id, definition);
+        self.record(actor, event, &result);
+        result
+    }
+
+    fn put_pipeline_recorded(
+        &self,
+        _actor: &Actor,
+        pipeline_id: &str,
+        definition: PipelineDef,
+    ) -> Result<PipelineInfo, Error> {
         let id = PipelineId::new(pipeline_id)?;
         let refs: Vec<PipelineRef> = definition
             .references()
@@ -334,6 +485,18 @@ impl Connections {
     }
 
     pub fn delete_pipeline(&self, pipeline_id: &str) -> Result<(), Error> {
+        self.delete_pipeline_as(&Actor::library(), pipeline_id)
+    }
+
+    pub(crate) fn delete_pipeline_as(&self, actor: &Actor, pipeline_id: &str) -> Result<(), Error> {
+        let result = self.delete_pipeline_recorded(pipeline_id);
+        let event = Event::new("pipeline_delete")
+            .detail(format!("pipeline={}", crate::audit::printable(pipeline_id)));
+        self.record(actor, event, &result);
+        result
+    }
+
+    fn delete_pipeline_recorded(&self, pipeline_id: &str) -> Result<(), Error> {
         if self.store.delete_pipeline(pipeline_id).map_err(store_err)? {
             Ok(())
         } else {
@@ -397,18 +560,52 @@ impl Connections {
     /// (atomically) before any value is sealed with it, and the database switches all values
     /// in one transaction.
     pub fn rotate(&self, progress: impl FnMut(u64, u64)) -> Result<RotateReport, Error> {
-        self.sealer.rotate(progress)
+        self.rotate_as(&Actor::library(), progress)
+    }
+
+    pub(crate) fn rotate_as(
+        &self,
+        actor: &Actor,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<RotateReport, Error> {
+        let result = self.sealer.rotate(progress);
+        let event = Event::new("key_rotate").detail(match &result {
+            Ok(r) => crate::audit::rotate_detail(r),
+            Err(_) => String::new(),
+        });
+        self.record(actor, event, &result);
+        result
     }
 
     /// Removes from the key file and the database the keys that seal nothing any more
     /// (never the active key). Returns their ids (`k1`…).
     pub fn prune(&self) -> Result<Vec<String>, Error> {
-        self.sealer.prune()
+        self.prune_as(&Actor::library())
+    }
+
+    pub(crate) fn prune_as(&self, actor: &Actor) -> Result<Vec<String>, Error> {
+        let result = self.sealer.prune();
+        let event = Event::new("key_prune").detail(match &result {
+            Ok(ids) => format!("removed={}", ids.join(",")),
+            Err(_) => String::new(),
+        });
+        self.record(actor, event, &result);
+        result
     }
 
     /// Tries to open every sealed value.
     pub fn check(&self) -> Result<CheckReport, Error> {
-        self.sealer.check()
+        self.check_as(&Actor::library())
+    }
+
+    pub(crate) fn check_as(&self, actor: &Actor) -> Result<CheckReport, Error> {
+        let result = self.sealer.check();
+        let event = Event::new("key_check").detail(match &result {
+            Ok(r) => format!("failures={}", r.failures.len()),
+            Err(_) => String::new(),
+        });
+        self.record(actor, event, &result);
+        result
     }
 
     /// The keys of the keyring with how many values each seals.
@@ -425,7 +622,21 @@ impl Connections {
         conns: Option<Vec<String>>,
         expires_in: Option<std::time::Duration>,
     ) -> Result<(TokenInfo, Secret), Error> {
-        self.tokens.create_token(name, scopes, conns, expires_in)
+        self.create_token_as(&Actor::library(), name, scopes, conns, expires_in)
+    }
+
+    pub(crate) fn create_token_as(
+        &self,
+        actor: &Actor,
+        name: &str,
+        scopes: &[Scope],
+        conns: Option<Vec<String>>,
+        expires_in: Option<std::time::Duration>,
+    ) -> Result<(TokenInfo, Secret), Error> {
+        let detail = crate::audit::token_detail(name, scopes, conns.as_deref(), expires_in);
+        let result = self.tokens.create_token(name, scopes, conns, expires_in);
+        self.record(actor, Event::new("token_create").detail(detail), &result);
+        result
     }
 
     /// Every named token, by name; never the token itself.
@@ -435,7 +646,15 @@ impl Connections {
 
     /// Revokes a token: it stops working at once, in every process.
     pub fn revoke_token(&self, name: &str) -> Result<(), Error> {
-        self.tokens.revoke_token(name)
+        self.revoke_token_as(&Actor::library(), name)
+    }
+
+    pub(crate) fn revoke_token_as(&self, actor: &Actor, name: &str) -> Result<(), Error> {
+        let result = self.tokens.revoke_token(name);
+        let event =
+            Event::new("token_revoke").detail(format!("token={}", crate::audit::printable(name)));
+        self.record(actor, event, &result);
+        result
     }
 
     /// The library's counters in this process (no store call; `metrics.rs`).

@@ -18,6 +18,8 @@
 //!
 //! Not here: HTTP, JSON wire shapes, terminal output.
 
+mod actor;
+mod audit;
 mod connections;
 mod env;
 mod error;
@@ -38,6 +40,7 @@ use std::time::Duration;
 pub use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
 pub use broked_probe::{Failure, Outcome as TestOutcome};
 
+pub use crate::actor::{Acting, Actor};
 pub use crate::connections::{Connections, describe_db, is_postgres_url};
 pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};

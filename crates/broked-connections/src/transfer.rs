@@ -12,6 +12,8 @@ use broked_core::{ConnId, Secret};
 use broked_store::{PutMany, SecretField};
 use serde_json::{Value, json};
 
+use crate::actor::Actor;
+use crate::audit::Event;
 use crate::connections::Connections;
 use crate::error::{Error, ImportRowError};
 use crate::info::now;
@@ -22,6 +24,26 @@ pub const EXPORT_FORMAT: &str = "broked-connections";
 impl Connections {
     /// Every connection as an export document; secrets masked unless `decrypted`.
     pub fn export(&self, decrypted: bool) -> Result<Value, Error> {
+        self.export_as(&Actor::library(), decrypted)
+    }
+
+    /// A decrypted export is a reveal of every connection: one record (`export`,
+    /// `decrypted=true`, the count); a masked one is recorded too.
+    pub(crate) fn export_as(&self, actor: &Actor, decrypted: bool) -> Result<Value, Error> {
+        let result = self.export_recorded(decrypted);
+        let count = result
+            .as_ref()
+            .ok()
+            .and_then(|d| d.get("connections").and_then(Value::as_array))
+            .map_or(0, Vec::len);
+        let event = Event::new("export").detail(format!(
+            "format=document decrypted={decrypted} count={count}"
+        ));
+        self.record(actor, event, &result);
+        result
+    }
+
+    fn export_recorded(&self, decrypted: bool) -> Result<Value, Error> {
         let mut rows = Vec::new();
         for stored in self.stored_all()? {
             let conn = if decrypted {
@@ -57,6 +79,23 @@ impl Connections {
 
     /// Every connection as `(conn_id, URI)`; the password masked unless `decrypted`.
     pub fn export_uris(&self, decrypted: bool) -> Result<Vec<(ConnId, Secret)>, Error> {
+        self.export_uris_as(&Actor::library(), decrypted)
+    }
+
+    pub(crate) fn export_uris_as(
+        &self,
+        actor: &Actor,
+        decrypted: bool,
+    ) -> Result<Vec<(ConnId, Secret)>, Error> {
+        let result = self.export_uris_recorded(decrypted);
+        let count = result.as_ref().map_or(0, Vec::len);
+        let event =
+            Event::new("export").detail(format!("format=env decrypted={decrypted} count={count}"));
+        self.record(actor, event, &result);
+        result
+    }
+
+    fn export_uris_recorded(&self, decrypted: bool) -> Result<Vec<(ConnId, Secret)>, Error> {
         self.stored_all()?
             .iter()
             .map(|stored| {
@@ -79,6 +118,34 @@ impl Connections {
     /// row is bad — invalid, masked secrets, a duplicate, or an existing conn_id without
     /// `overwrite` — nothing changes and [`Error::Import`] lists every bad row.
     pub fn import(&self, document: Value, overwrite: bool) -> Result<usize, Error> {
+        self.import_as(&Actor::library(), document, overwrite)
+    }
+
+    /// One record for the import as a whole: overwrite or not, the count and the conn_ids.
+    pub(crate) fn import_as(
+        &self,
+        actor: &Actor,
+        document: Value,
+        overwrite: bool,
+    ) -> Result<usize, Error> {
+        let mut ids = Vec::new();
+        let result = self.import_recorded(document, overwrite, &mut ids);
+        let ids: Vec<String> = ids.iter().map(|i| crate::audit::printable(i)).collect();
+        let event = Event::new("import").detail(format!(
+            "overwrite={overwrite} count={} conns={}",
+            ids.len(),
+            ids.join(",")
+        ));
+        self.record(actor, event, &result);
+        result
+    }
+
+    fn import_recorded(
+        &self,
+        document: Value,
+        overwrite: bool,
+        ids: &mut Vec<String>,
+    ) -> Result<usize, Error> {
         let rows = match document {
             Value::Array(rows) => rows,
             Value::Object(mut top) => match top.remove("connections") {
@@ -150,6 +217,7 @@ impl Connections {
         if !errors.is_empty() {
             return Err(Error::Import(errors));
         }
+        ids.extend(valid.iter().map(|(_, c)| c.conn_id.as_str().to_owned()));
         let now = now();
         let (_, outcome) = self.sealer.write_rows(
             None,

@@ -23,6 +23,8 @@ use broked_tunnel::{Hop, Timeouts, Tunnel, TunnelError};
 use serde_json::Value;
 
 use crate::TestOutcome;
+use crate::actor::Actor;
+use crate::audit::Event;
 use crate::connections::Connections;
 use crate::error::Error;
 
@@ -324,6 +326,28 @@ impl Connections {
     /// port. The probe policy applies to every bastion and to the target. Blocks for the SSH
     /// handshakes: in async code call it from `spawn_blocking`.
     pub fn open_tunnel(&self, conn_id: &str) -> Result<TunnelGuard, Error> {
+        self.open_tunnel_as(&Actor::library(), conn_id)
+    }
+
+    /// The guard holds the connection's URI: recorded as a reveal (`tunnel`).
+    pub(crate) fn open_tunnel_as(
+        &self,
+        actor: &Actor,
+        conn_id: &str,
+    ) -> Result<TunnelGuard, Error> {
+        let result = self.open_tunnel_recorded(conn_id);
+        let mut event = Event::new("tunnel").conn(conn_id);
+        if let Ok(g) = &result {
+            event = event
+                .fields(crate::audit::secret_fields(&g.connection))
+                .value(g.connection.password.as_ref())
+                .detail(format!("bastions={}", g.bastions.join(",")));
+        }
+        self.record(actor, event, &result);
+        result
+    }
+
+    fn open_tunnel_recorded(&self, conn_id: &str) -> Result<TunnelGuard, Error> {
         let resolved = self.resolve(conn_id)?;
         let conn = &resolved.connection;
         let chain = self.chain_with(conn, &|id| match self.resolve(id) {
