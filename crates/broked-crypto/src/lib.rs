@@ -15,6 +15,7 @@
 //! appears in this API. The formats are documented in `docs/crypto.md` and are a promise: the
 //! golden fixture under `tests/fixtures/` must keep opening.
 
+mod audit;
 mod error;
 mod keyfile;
 mod keyring;
@@ -24,6 +25,9 @@ mod token;
 
 use std::fmt;
 
+pub use crate::audit::{
+    AUDIT_SECRET_AAD, AUDIT_SECRET_LEN, AuditFields, AuditKeys, VALUE_HASH_PREFIX,
+};
 pub use crate::error::CryptoError;
 pub use crate::keyring::Keyring;
 pub use crate::password::{
