@@ -254,9 +254,22 @@ impl Connection {
 
     fn check(mut self, errors: &mut ValidationErrors, had_port: bool) -> Connection {
         let t = self.conn_type;
+        // The host first: a URL in it may name the port and schema (crate::endpoint).
+        let mut url_port = false;
+        let had_host = self.host.is_some();
+        if let Some(host) = self.host.take() {
+            match crate::endpoint::split(t, &host) {
+                Ok(parts) => {
+                    self.host = Some(parts.host);
+                    url_port = parts.port.is_some();
+                    self.take_url_parts(parts.port, parts.schema, had_port, errors);
+                }
+                Err(message) => errors.push("host", message),
+            }
+        }
         let present = [
-            self.host.is_some(),
-            had_port,
+            had_host,
+            had_port || url_port,
             self.schema.is_some(),
             self.login.is_some(),
             self.password.is_some(),
@@ -277,12 +290,6 @@ impl Connection {
                     );
                 }
                 _ => {}
-            }
-        }
-        if let Some(host) = self.host.take() {
-            match canonical_host(t, &host) {
-                Ok(h) => self.host = Some(h),
-                Err(message) => errors.push("host", message),
             }
         }
         if self.port.is_some() && self.host.is_none() && t == ConnType::S3 {
@@ -332,6 +339,47 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Fills `port` and `schema` from what a URL in `host` named, when they are empty or
+    /// equal; a disagreement is an error on both fields (values of `schema` are not repeated).
+    fn take_url_parts(
+        &mut self,
+        port: Option<u16>,
+        schema: Option<String>,
+        had_port: bool,
+        errors: &mut ValidationErrors,
+    ) {
+        if let Some(p) = port {
+            match self.port {
+                None if !had_port => self.port = Some(p),
+                None => {} // the port field was given but invalid: already reported
+                Some(q) if q == p => {}
+                Some(q) => {
+                    let both = format!(
+                        "host and port disagree: the URL in host names port {p}, port is {q}; \
+                         make them agree, or leave port empty"
+                    );
+                    errors.push("host", both.clone());
+                    errors.push("port", both);
+                }
+            }
+        }
+        if let Some(s) = schema {
+            match &self.schema {
+                None => self.schema = Some(s),
+                Some(current) if *current == s => {}
+                Some(_) => {
+                    let both = "host and schema disagree: the path of the URL in host names \
+                                another schema than the schema field; make them agree, or leave \
+                                schema empty";
+                    errors.push("host", both);
+                    errors.push("schema", both);
+                }
+            }
+        }
+    }
+}
+
 fn is_https(host: &str) -> bool {
     host.starts_with("https://")
 }
@@ -364,7 +412,8 @@ fn canonical_extra(extra: Option<Secret>, errors: &mut ValidationErrors) -> Opti
     }
 }
 
-/// The canonical form of a host for a type, or why it is not a valid one.
+/// The canonical form of a host that is not a URL (see `crate::endpoint::split`, which calls
+/// this for them): a host name, IP, socket or file path, for a type; or why it is not valid.
 pub(crate) fn canonical_host(t: ConnType, host: &str) -> Result<String, String> {
     if host.chars().any(char::is_control) {
         return Err("host must not contain control characters".into());
@@ -412,7 +461,7 @@ pub(crate) fn canonical_host(t: ConnType, host: &str) -> Result<String, String> 
 }
 
 /// A host name or IP literal, IPv6 without brackets.
-fn network_host(s: &str) -> Option<String> {
+pub(crate) fn network_host(s: &str) -> Option<String> {
     let inner = s
         .strip_prefix('[')
         .and_then(|s| s.strip_suffix(']'))

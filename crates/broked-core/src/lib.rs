@@ -11,6 +11,7 @@
 //! serde derive on secret-bearing types, so a secret cannot be serialized by accident.
 
 mod connection;
+pub mod endpoint;
 mod id;
 pub mod redact;
 mod secret;

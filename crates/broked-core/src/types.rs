@@ -303,6 +303,24 @@ mod tests {
         assert_eq!("Postgres".parse::<ConnType>(), Err(UnknownConnType));
     }
 
+    /// Issue 18: postgres and mysql take an empty login, as libpq and the MySQL clients do (the
+    /// OS user name of the client); their probes test it that way (broked_probe::sql::Target).
+    #[test]
+    fn sql_logins_are_optional() {
+        for t in [ConnType::Postgres, ConnType::Mysql] {
+            assert_eq!(t.field_use(Field::Login), FieldUse::Optional, "{t}");
+            let c = crate::ConnectionInput {
+                conn_id: Some("c".into()),
+                conn_type: Some(t.as_str().into()),
+                host: Some("db".into()),
+                ..crate::ConnectionInput::default()
+            }
+            .validate()
+            .unwrap();
+            assert_eq!(c.login, None);
+        }
+    }
+
     #[test]
     fn seed_table() {
         let rows: Vec<String> = ConnType::table()

@@ -223,6 +223,24 @@ impl Connection {
             let host = decode(host, "host")?;
             if !host.is_empty() {
                 c.host = Some(format!("{host_prefix}{host}"));
+            // The URI's host is a host, never a URL of its own (which validation would read
+            // as one, crate::endpoint): a percent-encoded "://" is a second scheme.
+            if host.contains("://") {
+                return Err(UriError::NestedScheme);
+            }
+            if !host_prefix.is_empty()
+                && !host.is_empty()
+                && crate::connection::network_host(&host).is_none()
+            {
+                return Err(UriError::Invalid(ValidationErrors(vec![
+                    crate::FieldError {
+                        field: "host",
+                        message: "host must be a host name or IP address (letters, digits, '.', \
+                                  '-', '_')"
+                            .into(),
+                    },
+                ])));
+            }
             }
             if path.len() > 1 {
                 c.schema = Some(decode(&path[1..], "path")?);
