@@ -191,7 +191,7 @@ impl Connections {
             // A secret the update replaces or clears is not decrypted: a value that no longer
             // opens (a damaged row) can still be overwritten.
             let mut current =
-                self.decrypt_some(&old, update.password.keeps(), update.extra.keeps())?;
+                self.decrypt_some(&old, update.password.keeps(), update.extra.carries_stored())?;
             masked_without_value(&current, &update)?;
             // The securing keys of the stored extra decide whether a kept password may stay
             // (see `moved_secrets`): read it even when the update replaces it. A stored extra
@@ -392,6 +392,8 @@ impl Connections {
         }
         let secret = |s: &SecretUpdate| match s {
             SecretUpdate::Set(v) => Some(v.clone()),
+            // Nothing stored to merge into (an unsaved test is a whole connection).
+            m @ SecretUpdate::Merge(_) => m.clone().apply(None),
             SecretUpdate::Keep | SecretUpdate::Masked | SecretUpdate::Clear => None,
         };
         let port = update.port.flatten();
@@ -734,7 +736,7 @@ fn moved_secrets(
         ("password", &update.password, current.password.is_some()),
         ("extra", &update.extra, current.extra.is_some()),
     ] {
-        if !kept.keeps() || !stored {
+        if !kept.carries_stored() || !stored {
             continue;
         }
         if !endpoint {

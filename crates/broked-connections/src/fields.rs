@@ -12,6 +12,10 @@ use crate::update::{ConnectionUpdate, SecretUpdate};
 pub enum JsonSource {
     /// A REST API body (create, PUT, PATCH, unsaved test).
     Api,
+    /// A PATCH sent as `application/merge-patch+json` (RFC 7386): as [`JsonSource::Api`], but
+    /// an `extra` object is merged into the stored one ([`SecretUpdate::Merge`]) instead of
+    /// replacing it, so a client that changes one key keeps the others it cannot read.
+    MergePatch,
     /// A row of an import file (an export): also `has_password`/`has_extra`, ignored.
     Import,
     /// A `BROKED_CONN_*` variable: `conn_type` is also read as `type` (Airflow's spelling).
@@ -39,7 +43,7 @@ impl JsonSource {
     pub fn keys(self) -> Vec<&'static str> {
         let mut keys: Vec<&str> = CONNECTION_KEYS.into_iter().chain(READ_ONLY_KEYS).collect();
         match self {
-            JsonSource::Api => {}
+            JsonSource::Api | JsonSource::MergePatch => {}
             JsonSource::Import => keys.extend(["has_password", "has_extra"]),
             JsonSource::Env => keys.push("conn_type"),
         }
@@ -138,6 +142,9 @@ impl ConnectionUpdate {
                     Value::String(s) => {
                         u.extra = SecretUpdate::from_field(Some(Some(Secret::from(s))))
                     }
+                    v @ Value::Object(_) if source == JsonSource::MergePatch => {
+                        u.extra = SecretUpdate::Merge(Secret::new(v.to_string()))
+                    }
                     v @ Value::Object(_) => u.extra = SecretUpdate::Set(Secret::new(v.to_string())),
                     Value::Null => u.extra = SecretUpdate::Clear,
                     _ => wrong(
@@ -163,6 +170,8 @@ impl From<ConnectionUpdate> for ConnectionInput {
     fn from(u: ConnectionUpdate) -> ConnectionInput {
         let secret = |s: SecretUpdate| match s {
             SecretUpdate::Set(s) => Some(s),
+            // Nothing stored to merge into: the patch without its nulls.
+            m @ SecretUpdate::Merge(_) => m.apply(None),
             SecretUpdate::Masked => Some(Secret::new(Secret::MASK)),
             SecretUpdate::Keep | SecretUpdate::Clear => None,
         };
@@ -204,6 +213,28 @@ mod tests {
         let fields: Vec<_> = e.errors().iter().map(|e| e.field).collect();
         assert_eq!(fields.len(), 5, "{e}");
         assert!(!e.to_string().contains("SECRET"), "{e}");
+    }
+
+    #[test]
+    fn a_merge_patch_merges_extra_objects_only() {
+        let body = obj(serde_json::json!({"extra": {"region": "eu-west-2"}}));
+        let u = ConnectionUpdate::from_json(body.clone(), JsonSource::MergePatch).unwrap();
+        assert!(matches!(u.extra, SecretUpdate::Merge(_)));
+        let u = ConnectionUpdate::from_json(body, JsonSource::Api).unwrap();
+        assert!(matches!(u.extra, SecretUpdate::Set(_)));
+        // A string, null or the mask mean what they mean in any body.
+        for (extra, want) in [
+            (serde_json::json!(null), SecretUpdate::Clear),
+            (serde_json::json!("********"), SecretUpdate::Masked),
+        ] {
+            let u = ConnectionUpdate::from_json(
+                obj(serde_json::json!({ "extra": extra })),
+                JsonSource::MergePatch,
+            )
+            .unwrap();
+            assert_eq!(u.extra, want);
+        }
+        assert_eq!(JsonSource::MergePatch.keys(), JsonSource::Api.keys());
     }
 
     #[test]
