@@ -149,11 +149,16 @@ impl Target {
             ));
         }
         let port = require_port(conn)?;
-        let user = conn
-            .login
-            .clone()
-            .filter(|l| !l.is_empty())
-            .ok_or_else(|| ProbeError::new(Failure::Config, "login is required"))?;
+        let user = match conn.login.clone().filter(|l| !l.is_empty()) {
+            Some(login) => login,
+            None => os_user_name().ok_or_else(|| {
+                ProbeError::new(
+                    Failure::Config,
+                    "login is empty and this process's OS user has no name to use instead \
+                     (libpq's default): enter a login",
+                )
+            })?,
+        };
         Ok(Target { host, port, user })
     }
 
@@ -185,6 +190,16 @@ impl Target {
             ),
         )
     }
+}
+
+/// The name of the process's effective user, from the password database: libpq's default
+/// user. Never `PGUSER`, `USER` or `LOGNAME`: probes read nothing from the environment.
+pub fn os_user_name() -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .filter(|n| !n.is_empty())
 }
 
 /// The connection's password as the driver takes it: empty when there is none.

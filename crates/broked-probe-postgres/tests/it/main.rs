@@ -10,6 +10,8 @@ use broked_probe::{ConnType, Failure, Tls};
 use broked_probe_postgres::PostgresProbe;
 use broked_testenv::PgCluster;
 
+mod default_user;
+
 // The helpers of this file's tests — DETAILS, registry(timeout, deny), conn(host, port,
 // user, password, db), service_conn(&service) — and what every SQL probe does (success, wrong
 // password, missing database, bad TLS mode, closed port, silent listener, denied addresses,
