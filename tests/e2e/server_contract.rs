@@ -59,10 +59,11 @@ fn assert_test_shape(r: &Reply) {
         .collect();
     let mut keys = keys;
     keys.sort();
-    // Issue 16 added `tls` (whether the session was encrypted and verified) to the contract.
+    // Issue 16 added `tls` (whether the session was encrypted and verified) to the contract,
+    // issue 18 `class` (why a test failed, `null` on success).
     assert_eq!(
         keys,
-        ["driver", "latency_ms", "message", "success", "tls"],
+        ["class", "driver", "latency_ms", "message", "success", "tls"],
         "{}",
         r.text
     );
@@ -73,6 +74,12 @@ fn assert_test_shape(r: &Reply) {
         r.text
     );
     assert!(r.json["success"].is_boolean());
+    assert_eq!(
+        r.json["class"].is_null(),
+        r.json["success"] == true,
+        "a class exactly when the test failed: {}",
+        r.text
+    );
     assert!(!r.json["message"].as_str().unwrap().is_empty());
     assert!(r.json["latency_ms"].is_u64());
 }

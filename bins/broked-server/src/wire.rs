@@ -147,6 +147,11 @@ pub(crate) struct TestOut {
     message: String,
     #[schema(example = "sqlx-postgres")]
     driver: &'static str,
+    /// Why the test failed, as a stable name (issue 18; docs/probes.md has the table):
+    /// `dns`, `refused`, `timeout`, `tls`, `certificate`, `auth`, `authorization`,
+    /// `not_found`, `protocol`, `blocked`, `disabled`, `config`, `other`. `null` on success.
+    #[schema(example = "certificate")]
+    class: Option<&'static str>,
     latency_ms: u64,
     /// Whether the session was encrypted and the server verified (issue 16): `verified`
     /// (a checked certificate, or an SSH host key that matched `extra.host_key`),
@@ -170,6 +175,7 @@ impl From<TestOutcome> for TestOut {
             success: o.success,
             message: o.message,
             driver: o.driver,
+            class: o.failure.map(|f| f.as_str()),
             latency_ms: u64::try_from(o.latency.as_millis()).unwrap_or(u64::MAX),
             tls: o.tls.map(|t| match t.as_str() {
                 "verified" => TlsOut::Verified,

@@ -276,6 +276,7 @@ fn outcome_json(conn_id: &str, o: &TestOutcome) -> Value {
         "success": o.success,
         "message": o.message,
         "driver": o.driver,
+        "class": o.failure.map(|f| f.as_str()),
         "latency_ms": u64::try_from(o.latency.as_millis()).unwrap_or(u64::MAX),
         "tls": o.tls.map(|t| t.as_str()),
     })

@@ -17,9 +17,10 @@ use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use broked_probe::sniff;
 use broked_probe::{
     ConnType, Connection, Context, Failure, Policy, Probe, ProbeError, ProbeFuture, Probed, Tls,
-    extra_object, require_host,
+    TlsFields, extra_object, require_host,
 };
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Method, StatusCode, Url};
@@ -187,22 +188,9 @@ impl Resolve for PolicyResolver {
         Box::pin(async move {
             let host = name.as_str().to_owned();
             policy.check_host(&host)?;
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let addrs: Vec<SocketAddr> = broked_probe::lookup_host(&host, 0)
                 .await
-                .map_err(|_| {
-                    ProbeError::new(
-                        Failure::Dns,
-                        format!("could not resolve host {host}: check the host name"),
-                    )
-                })?
-                .collect();
-            if addrs.is_empty() {
-                return Err(ProbeError::new(
-                    Failure::Dns,
-                    format!("could not resolve host {host}"),
-                )
-                .into());
-            }
+                .ok_or_else(|| broked_probe::dns_error(&host))?;
             for a in &addrs {
                 policy.check_ip(a.ip())?;
             }
@@ -282,10 +270,14 @@ async fn send(
                 builder = builder.basic_auth(login, conn.password.as_ref().map(|p| p.expose()));
             }
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| classify(e, &origin, ctx.policy().timeout()))?;
+        let attempt = async {
+            builder
+                .send()
+                .await
+                .map_err(|e| classify(e, &origin, ctx.policy().timeout()))
+        };
+        let look = || scheme_mismatch(ctx, &url);
+        let response = sniff::watch_with(ctx, attempt, look).await?;
         let status = response.status();
         let location = match status.as_u16() {
             301 | 302 | 303 | 307 | 308 => response.headers().get(reqwest::header::LOCATION),
@@ -329,6 +321,24 @@ async fn send(
     }
 }
 
+/// When a request to `url` failed as `tls`, `protocol` or `timeout`, or stalls
+/// ([`sniff::watch_with`]): what the server there speaks ([`sniff::sniff`], at an address the
+/// policy approves again). An `https://` URL whose server speaks plain HTTP, or the reverse,
+/// is a `tls` failure saying which scheme to write in host; a server that is not HTTP at all
+/// a `protocol` failure naming port; `None` when nothing recognised says otherwise.
+async fn scheme_mismatch(ctx: &Context, url: &Url) -> Option<ProbeError> {
+    let host = url.host_str()?;
+    let port = url.port_or_known_default()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs = ctx.resolve(bare, port).await.ok()?;
+    let within = ctx.remaining().min(std::time::Duration::from_secs(2));
+    let found = sniff::sniff(ctx, *addrs.first()?, within).await?;
+    let https = url.scheme() == "https";
+    let hostport = format!("{host}:{port}");
+    let fix = |scheme: &str| format!("write host as {scheme}://{host}");
+    sniff::http_mismatch(&hostport, https, found, fix)
+}
+
 /// The transport of one request: https with verification on is [`Tls::Verified`] (rustls
 /// refuses a certificate it cannot verify), https with `verify_tls: false`
 /// [`Tls::Unverified`], plain http [`Tls::Plaintext`].
@@ -370,22 +380,40 @@ async fn probe(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeError> {
     });
     let expected = expected.unwrap_or_default();
     Err(match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProbeError::new(
+        StatusCode::UNAUTHORIZED => ProbeError::new(
             Failure::Auth,
-            format!("{origin} answered {status}{expected}: check login, password and headers"),
+            format!(
+                "{origin} answered {status}{expected}: check login, password and extra.headers"
+            ),
+        ),
+        StatusCode::FORBIDDEN => ProbeError::new(
+            Failure::Authorization,
+            format!(
+                "{origin} answered {status}{expected}: the credentials may not access this path: \
+                 check login, extra.headers, schema (base path) and extra.path"
+            ),
         ),
         StatusCode::NOT_FOUND | StatusCode::GONE => ProbeError::new(
             Failure::NotFound,
             format!(
-                "{origin} answered {status}{expected}: check schema (base path) and extra path"
+                "{origin} answered {status}{expected}: check schema (base path) and extra.path"
             ),
         ),
         _ => ProbeError::new(
             Failure::Protocol,
-            format!("{origin} answered {status}{expected}"),
+            format!(
+                "{origin} answered {status}{expected}: check schema (base path), extra.path and \
+                 extra.expected_status"
+            ),
         ),
     })
 }
+
+/// The fields a TLS or certificate failure names.
+const TLS_FIELDS: TlsFields = TlsFields {
+    ca: Some("extra.ca_cert (or extra.verify_tls: false to skip the check)"),
+    mode: "host (https:// or http://)",
+};
 
 /// `scheme://host:port`, what messages name (never the path or query, which may carry tokens).
 fn origin(url: &Url) -> String {
@@ -418,7 +446,8 @@ fn classify(e: reqwest::Error, origin: &str, timeout: std::time::Duration) -> Pr
         return ProbeError::new(
             Failure::Timeout,
             format!(
-                "no answer from {origin} within {}",
+                "no answer from {origin} within {}: check host and port (a firewall may drop \
+                 the packets)",
                 broked_probe::human_duration(timeout)
             ),
         );
@@ -427,13 +456,24 @@ fn classify(e: reqwest::Error, origin: &str, timeout: std::time::Duration) -> Pr
         || text.contains("tls")
         || text.contains("handshake")
         || text.contains("invalidcontenttype")
+        || text.contains("corrupt message")
+        || text.contains("alert")
     {
-        return ProbeError::new(
-            Failure::Tls,
-            format!(
-                "TLS error with {origin}: {cause} (check the certificate, extra ca_cert or verify_tls)"
-            ),
-        );
+        let host = Url::parse(origin)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let hostport = origin.split_once("://").map_or(origin, |(_, hp)| hp);
+        // The innermost TLS part of the chain is rustls' own text.
+        let tls_text = chain
+            .iter()
+            .rev()
+            .find(|t| {
+                let t = t.to_ascii_lowercase();
+                t.contains("certificate") || t.contains("corrupt") || t.contains("alert")
+            })
+            .unwrap_or(&cause);
+        return broked_probe::tls_error(hostport, &host, tls_text, TLS_FIELDS);
     }
     if let Some(kind) = io_kind {
         return broked_probe::io_error(&std::io::Error::new(kind, cause), origin);
@@ -451,7 +491,7 @@ fn classify(e: reqwest::Error, origin: &str, timeout: std::time::Duration) -> Pr
     }
     ProbeError::new(
         Failure::Protocol,
-        format!("{origin} did not answer as an HTTP server: {cause}"),
+        format!("{origin} did not answer as an HTTP server ({cause}): check host and port"),
     )
 }
 

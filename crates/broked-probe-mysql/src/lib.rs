@@ -11,10 +11,11 @@
 
 use std::net::SocketAddr;
 
+use broked_probe::sniff::Speaks;
 use broked_probe::sql::{self, Target, TlsMode};
 use broked_probe::{
     ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Relay,
-    extra_object,
+    TlsFields, extra_object,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlSslMode};
 use sqlx::{ConnectOptions, Connection as _, Executor as _, Row as _};
@@ -79,6 +80,10 @@ fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
 
 impl sql::Driver for Settings {
     type Options = MySqlConnectOptions;
+
+    const PROTOCOL: &'static str = "MySQL";
+    const DEFAULT_PORT: u16 = 3306;
+    const SPEAKS: Option<Speaks> = Some(Speaks::Mysql);
 
     fn target(&self) -> &Target {
         &self.target
@@ -171,8 +176,11 @@ fn describe(version: &str) -> String {
     }
 }
 
-/// The extra keys a TLS failure names.
-const TLS_KEYS: &str = "ssl_mode and ssl_ca";
+/// The fields a TLS or certificate failure names.
+const TLS_FIELDS: TlsFields = TlsFields {
+    ca: Some("extra.ssl_ca"),
+    mode: "extra.ssl_mode",
+};
 
 fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
     let target = s.target.label(addr);
@@ -184,7 +192,17 @@ fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
                 .try_downcast_ref::<MySqlDatabaseError>()
                 .map(|m| m.number());
             match number {
-                // ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+                // ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR. The server says
+                // the same to a user that must use TLS (REQUIRE SSL) and did not.
+                Some(1045 | 1698) if matches!(s.ssl_mode, MySqlSslMode::Disabled) => {
+                    ProbeError::new(
+                        Failure::Auth,
+                        format!(
+                            "authentication failed for user {user}: check login and password (or \
+                         the user must connect with TLS: extra.ssl_mode is disabled)"
+                        ),
+                    )
+                }
                 Some(1045 | 1698) => s.target.auth_failed(),
                 // ER_BAD_DB_ERROR
                 Some(1049) => ProbeError::new(
@@ -196,14 +214,17 @@ fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
                 Some(1044) => ProbeError::new(
                     Failure::NotFound,
                     format!(
-                        "database {db} does not exist or user {user} has no rights on it: check schema"
+                        "database {db} does not exist or user {user} has no rights on it: check \
+                         schema, or GRANT user {user} access to {db}"
                     ),
                 ),
-                // ER_HOST_NOT_PRIVILEGED, ER_HOST_IS_BLOCKED
+                // ER_HOST_NOT_PRIVILEGED, ER_HOST_IS_BLOCKED: whoever the user is, not from
+                // this host.
                 Some(1130 | 1129) => ProbeError::new(
-                    Failure::Auth,
+                    Failure::Authorization,
                     format!(
-                        "the server does not accept user {user} from this host: {}",
+                        "{target} does not accept user {user} from this host ({}): check \
+                         login, or ask the server's administrator",
                         d.message()
                     ),
                 ),
@@ -213,8 +234,8 @@ fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
                 None => ProbeError::new(Failure::Other, format!("server error: {}", d.message())),
             }
         }
-        sqlx::Error::Io(io) => sql::io_failure(io, &target, TLS_KEYS),
-        sqlx::Error::Tls(t) => sql::tls_failure(&target, t, TLS_KEYS),
+        sqlx::Error::Io(io) => sql::io_failure(io, &target, &s.target.host, TLS_FIELDS),
+        sqlx::Error::Tls(t) => sql::tls_failure(&target, &s.target.host, t, TLS_FIELDS),
         sqlx::Error::Protocol(p) => sql::protocol_failure(&target, "MySQL", p),
         sqlx::Error::Configuration(c) => sql::config_failure(c),
         other => sql::other_failure(&target, other),

@@ -17,10 +17,11 @@
 
 use std::net::SocketAddr;
 
+use broked_probe::sniff::Speaks;
 use broked_probe::sql::{self, Target, TlsMode};
 use broked_probe::{
     ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Relay,
-    extra_object,
+    TlsFields, extra_object,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{ConnectOptions, Connection as _};
@@ -101,6 +102,11 @@ fn settings(conn: &Connection) -> Result<Settings, ProbeError> {
 impl sql::Driver for Settings {
     type Options = PgConnectOptions;
 
+    const PROTOCOL: &'static str = "PostgreSQL";
+    const DEFAULT_PORT: u16 = 5432;
+    /// A PostgreSQL server says nothing first and nothing recognisable to `HEAD /`.
+    const SPEAKS: Option<Speaks> = None;
+
     fn target(&self) -> &Target {
         &self.target
     }
@@ -177,43 +183,63 @@ async fn uses_tls(c: &mut PgConnection) -> Option<bool> {
     ssl.ok().flatten().flatten()
 }
 
-/// The extra keys a TLS failure names.
-const TLS_KEYS: &str = "sslmode and sslrootcert";
+/// The fields a TLS or certificate failure names.
+const TLS_FIELDS: TlsFields = TlsFields {
+    ca: Some("extra.sslrootcert"),
+    mode: "extra.sslmode",
+};
 
 /// A `sqlx` error as a failure class and an actionable message. Driver texts are included
 /// only where they carry no connection string (and the registry scrubs them all the same).
 fn classify(e: &sqlx::Error, s: &Settings, addr: SocketAddr) -> ProbeError {
     let target = s.target.label(addr);
+    let (user, database) = (&s.target.user, &s.database);
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let text = db.message();
             match code.as_str() {
+                // A pg_hba.conf rule: no line for a session without TLS, or none at all.
+                "28000" if text.contains("pg_hba.conf") && text.contains("no encryption") => {
+                    ProbeError::new(
+                        Failure::Tls,
+                        format!(
+                            "{target} lets user {user} in only over TLS (pg_hba.conf has no rule \
+                             for this host without encryption): set extra.sslmode to require or \
+                             verify-full"
+                        ),
+                    )
+                }
+                "28000" if text.contains("pg_hba.conf") => ProbeError::new(
+                    Failure::Authorization,
+                    format!(
+                        "{target} does not let user {user} connect to database {database} from \
+                         this host (pg_hba.conf): check login and schema, or ask the server's \
+                         administrator for a rule"
+                    ),
+                ),
                 "28P01" | "28000" => s.target.auth_failed(),
                 "3D000" => ProbeError::new(
                     Failure::NotFound,
-                    format!("database {} does not exist: check schema", s.database),
+                    format!("database {database} does not exist: check schema"),
                 ),
                 "42501" => ProbeError::new(
-                    Failure::Auth,
+                    Failure::Authorization,
                     format!(
-                        "user {} may not connect to database {}: {}",
-                        s.target.user,
-                        s.database,
-                        db.message()
+                        "user {user} may not connect to database {database} ({text}): check \
+                         login and schema, or GRANT CONNECT ON DATABASE {database} TO {user}"
                     ),
                 ),
-                _ => ProbeError::new(
-                    Failure::Other,
-                    format!("server error {code}: {}", db.message()),
-                ),
+                _ => ProbeError::new(Failure::Other, format!("server error {code}: {text}")),
             }
         }
-        sqlx::Error::Io(io) => sql::io_failure(io, &target, TLS_KEYS),
-        sqlx::Error::Tls(t) => sql::tls_failure(&target, t, TLS_KEYS),
+        sqlx::Error::Io(io) => sql::io_failure(io, &target, &s.target.host, TLS_FIELDS),
+        sqlx::Error::Tls(t) => sql::tls_failure(&target, &s.target.host, t, TLS_FIELDS),
         sqlx::Error::Protocol(p) => sql::protocol_failure(&target, "PostgreSQL", p),
-        sqlx::Error::PoolTimedOut => {
-            ProbeError::new(Failure::Timeout, format!("no answer from {target}"))
-        }
+        sqlx::Error::PoolTimedOut => ProbeError::new(
+            Failure::Timeout,
+            format!("no answer from {target}: check host and port"),
+        ),
         sqlx::Error::Configuration(c) => sql::config_failure(c),
         other => sql::other_failure(&target, other),
     }

@@ -27,9 +27,10 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
 use broked_core::Secret;
+use broked_probe::sniff::{self, Speaks};
 use broked_probe::{
     ConnType, Connection, Context, Failure, Policy, Probe, ProbeError, ProbeFuture, Probed, Tls,
-    human_duration,
+    TlsFields, human_duration,
 };
 
 /// The S3 probe; its driver is `aws-sdk-s3`.
@@ -61,11 +62,13 @@ pub async fn check(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeErro
     let p = Params::from_connection(conn)?;
 
     let mut known = HashMap::new();
+    let mut endpoint_addr = None;
     if let Some(ep) = &p.endpoint {
         let addrs = ctx.resolve(&ep.host, ep.port).await?;
         // One plain TCP connect first: "refused" and "unreachable" come back at once and
         // precisely, before the SDK (which loads the TLS trust store) is even built.
-        ctx.connect_tcp(&ep.host, ep.port).await?;
+        let (_, addr) = ctx.connect_tcp(&ep.host, ep.port).await?;
+        endpoint_addr = Some(addr);
         known.insert(
             ep.host.to_ascii_lowercase(),
             addrs.iter().map(|a| a.ip()).collect(),
@@ -132,6 +135,18 @@ pub async fn check(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeErro
         return Err(failure);
     }
     let mut failure = classify(&err, &p, budget);
+    // A TLS failure, or an answer that is not HTTP: what does the endpoint speak? An https://
+    // endpoint that speaks plain HTTP (the scheme left out of host) is the common case.
+    if let (Some(ep), Some(addr)) = (&p.endpoint, endpoint_addr)
+        && matches!(
+            failure.kind,
+            Failure::Tls | Failure::Protocol | Failure::Other
+        )
+        && let Some(found) = sniff::sniff(ctx, addr, ctx.remaining()).await
+        && let Some(better) = scheme_mismatch(ep, found)
+    {
+        return Err(better);
+    }
     // HEAD answers carry no body, so a 403 does not say whether the keys are wrong or only not
     // allowed on this bucket. A request with a body (listing zero keys) tells.
     if failure.kind == Failure::Auth && failure_code(&err).is_none() {
@@ -168,9 +183,45 @@ struct Endpoint {
     https: bool,
     host: String,
     port: u16,
+    /// Where it came from: `host` or `extra.endpoint_url`.
+    field: &'static str,
+}
+
+/// What `found` at the endpoint means when the request failed: an `https://` endpoint that
+/// speaks plain HTTP, or the reverse ([`Failure::Tls`], saying how to write the endpoint), or
+/// no S3 server at all ([`Failure::Protocol`]).
+fn scheme_mismatch(ep: &Endpoint, found: Speaks) -> Option<ProbeError> {
+    let hostport = ep.hostport();
+    sniff::http_mismatch(&hostport, ep.https, found, |scheme| {
+        let other = Endpoint {
+            https: scheme == "https",
+            ..ep.clone()
+        };
+        match ep.field {
+            "host" => format!(
+                "store the endpoint as {scheme}://{} in host (port {})",
+                other.bracketed_host(),
+                ep.port
+            ),
+            field => format!("set {field} to {}", other.url()),
+        }
+    })
 }
 
 impl Endpoint {
+    fn bracketed_host(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// `host:port` as messages name it.
+    fn hostport(&self) -> String {
+        format!("{}:{}", self.bracketed_host(), self.port)
+    }
+
     fn url(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
         if self.host.contains(':') {
@@ -180,8 +231,9 @@ impl Endpoint {
         }
     }
 
-    /// `scheme://host[:port]` with the port only where a user would have typed it.
-    fn parse(text: &str, port: Option<u16>) -> Result<Endpoint, String> {
+    /// `scheme://host[:port]` with the port only where a user would have typed it; `field`
+    /// is where the text came from.
+    fn parse(text: &str, port: Option<u16>, field: &'static str) -> Result<Endpoint, String> {
         let text = text.trim();
         let lower = text.to_ascii_lowercase();
         let (https, rest) = if lower.starts_with("https://") {
@@ -227,6 +279,7 @@ impl Endpoint {
             https,
             host: host.to_owned(),
             port: port.or(url_port).unwrap_or(if https { 443 } else { 80 }),
+            field,
         })
     }
 }
@@ -273,12 +326,12 @@ impl Params {
         }
         let endpoint = match (&conn.host, string("endpoint_url")?) {
             (Some(host), _) => Some(
-                Endpoint::parse(host, conn.port)
+                Endpoint::parse(host, conn.port, "host")
                     .map_err(|why| ProbeError::new(Failure::Config, format!("host: {why}")))?,
             ),
-            (None, Some(url)) => Some(Endpoint::parse(&url, None).map_err(|why| {
-                ProbeError::new(Failure::Config, format!("extra.endpoint_url: {why}"))
-            })?),
+            (None, Some(url)) => Some(Endpoint::parse(&url, None, "extra.endpoint_url").map_err(
+                |why| ProbeError::new(Failure::Config, format!("extra.endpoint_url: {why}")),
+            )?),
             (None, None) => None,
         };
         let path_style = match extra
@@ -343,20 +396,20 @@ impl PolicyResolver {
             return Ok(ips.clone());
         }
         self.policy.check_host(&name)?;
-        let dns = || {
-            ProbeError::new(
-                Failure::Dns,
-                format!("could not resolve host {name}: check the endpoint and the bucket name"),
-            )
-        };
-        let ips: Vec<IpAddr> = tokio::net::lookup_host((name.as_str(), 0))
+        let ips: Vec<IpAddr> = broked_probe::lookup_host(&name, 0)
             .await
-            .map_err(|_| dns())?
+            .ok_or_else(|| {
+                ProbeError::new(
+                    Failure::Dns,
+                    format!(
+                        "could not resolve host {name}: check host (the endpoint), extra.region \
+                         and schema (the bucket)"
+                    ),
+                )
+            })?
+            .into_iter()
             .map(|a| a.ip())
             .collect();
-        if ips.is_empty() {
-            return Err(dns());
-        }
         for ip in &ips {
             self.policy.check_ip(*ip)?;
         }
@@ -382,7 +435,7 @@ fn timeout(p: &Params, budget: Duration) -> ProbeError {
     ProbeError::new(
         Failure::Timeout,
         format!(
-            "no answer from {} within {}: check the endpoint, port and firewalls",
+            "no answer from {} within {}: check host and port (a firewall may drop the packets)",
             p.target(),
             human_duration(budget)
         ),
@@ -412,9 +465,13 @@ fn auth_message(code: Option<&str>, p: &Params) -> Option<ProbeError> {
             "authentication failed: the session token was rejected ({}): refresh the temporary credentials",
             code?
         )),
-        "AccessDenied" | "AllAccessDisabled" => auth(format!(
-            "access denied: the keys are valid but may not access bucket {} ({})",
-            p.bucket, code?
+        "AccessDenied" | "AllAccessDisabled" => Some(ProbeError::new(
+            Failure::Authorization,
+            format!(
+                "access denied: the keys (login {}) are valid but may not access bucket {} ({}): \
+                 check schema, or grant the key access to the bucket",
+                p.access_key, p.bucket, code?
+            ),
         )),
         _ => None,
     }
@@ -444,8 +501,8 @@ where
                 401 | 403 => ProbeError::new(
                     Failure::Auth,
                     format!(
-                        "access denied to bucket {} (HTTP {status}): the access key id or secret key is wrong, \
-                         or the key may not access this bucket",
+                        "access denied to bucket {} (HTTP {status}): check login (the access key id) and \
+                         password (the secret key), or whether the key may access this bucket",
                         p.bucket
                     ),
                 ),
@@ -466,7 +523,8 @@ where
                 _ => ProbeError::new(
                     Failure::Protocol,
                     format!(
-                        "{target} answered HeadBucket with HTTP {status}{}",
+                        "{target} answered HeadBucket with HTTP {status}{}: check host and port \
+                         (is it an S3 endpoint?)",
                         code.map(|c| format!(" ({c})")).unwrap_or_default()
                     ),
                 ),
@@ -477,7 +535,7 @@ where
             if d.is_timeout() {
                 return timeout(p, budget);
             }
-            dispatch_error(err, &target)
+            dispatch_error(err, p)
         }
         SdkError::ResponseError(_) => ProbeError::new(
             Failure::Protocol,
@@ -485,25 +543,29 @@ where
         ),
         SdkError::ConstructionFailure(_) => ProbeError::new(
             Failure::Config,
-            "the request could not be built: check the region, the bucket name and the endpoint",
+            "the request could not be built: check extra.region, schema (the bucket) and host (the endpoint)",
         ),
         _ => ProbeError::new(Failure::Other, format!("HeadBucket at {target} failed")),
     }
 }
 
-/// A failure to send the request: an IO error in the source chain (refused, unreachable…),
-/// a TLS failure, or something else. Only the IO and TLS parts of the chain are quoted.
-fn dispatch_error(err: &(dyn std::error::Error + 'static), target: &str) -> ProbeError {
+/// A failure to send the request: a TLS or certificate failure in the source chain
+/// ([`broked_probe::tls_error`]), an IO error (refused, unreachable…), or something else. Only
+/// the TLS and IO parts of the chain are quoted.
+fn dispatch_error(err: &(dyn std::error::Error + 'static), p: &Params) -> ProbeError {
+    let target = p.target();
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut tls = None;
     let mut io = None;
     while let Some(e) = source {
         let text = e.to_string();
         let lower = text.to_ascii_lowercase();
-        if tls.is_none()
-            && (lower.contains("certificate")
-                || lower.contains("tls")
-                || lower.contains("handshake"))
+        // The innermost TLS text is rustls' own, the most precise.
+        if lower.contains("certificate")
+            || lower.contains("tls")
+            || lower.contains("handshake")
+            || lower.contains("corrupt message")
+            || lower.contains("alert")
         {
             tls = Some(text);
         }
@@ -513,13 +575,21 @@ fn dispatch_error(err: &(dyn std::error::Error + 'static), target: &str) -> Prob
         source = e.source();
     }
     if let Some(text) = tls {
-        return ProbeError::new(Failure::Tls, format!("TLS with {target} failed: {text}"));
+        let (hostport, host) = match &p.endpoint {
+            Some(ep) => (ep.hostport(), ep.host.as_str()),
+            None => (target.clone(), "s3.amazonaws.com"),
+        };
+        let fields = TlsFields {
+            ca: None,
+            mode: p.endpoint.as_ref().map_or("host", |ep| ep.field),
+        };
+        return broked_probe::tls_error(&hostport, host, &text, fields);
     }
     match io {
-        Some(kind) => broked_probe::io_error(&std::io::Error::from(kind), target),
+        Some(kind) => broked_probe::io_error(&std::io::Error::from(kind), &target),
         None => ProbeError::new(
             Failure::Other,
-            format!("could not send the request to {target}"),
+            format!("could not send the request to {target}: check host and port"),
         ),
     }
 }

@@ -16,11 +16,11 @@ fn endpoints() {
         ("http://s3.local", None, "http://s3.local:80"),
     ];
     for (text, port, want) in cases {
-        let ep = Endpoint::parse(text, *port).unwrap();
+        let ep = Endpoint::parse(text, *port, "host").unwrap();
         assert_eq!(ep.url(), *want, "{text}");
     }
     for bad in ["http://", "http://host/path", "http://host:99999", "[::1"] {
-        assert!(Endpoint::parse(bad, None).is_err(), "{bad}");
+        assert!(Endpoint::parse(bad, None, "host").is_err(), "{bad}");
     }
 }
 

@@ -24,6 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use broked_core::Secret;
 use broked_probe::hostkey::{HOST_KEY_FORMS, HostKeyPin, blob_algo};
+use broked_probe::sniff::{self, Speaks};
 use broked_probe::{
     ConnType, Connection, Context, Failure, Probe, ProbeError, ProbeFuture, Probed, Tls,
     human_duration,
@@ -61,7 +62,7 @@ pub async fn check(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeErro
         format!("{host}:{port}")
     };
 
-    let (stream, _addr) = ctx.connect_tcp(host, port).await?;
+    let (stream, addr) = ctx.connect_tcp(host, port).await?;
     let stream = stream
         .into_std()
         .and_then(|s| s.set_nonblocking(false).map(|()| s))
@@ -80,20 +81,29 @@ pub async fn check(conn: &Connection, ctx: &Context) -> Result<Probed, ProbeErro
         let target = target.clone();
         tokio::task::spawn_blocking(move || session(stream, &params, deadline, &target))
     };
-    match tokio::time::timeout(budget, job).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(ProbeError::new(
-            Failure::Other,
-            "the SSH session ended unexpectedly (internal error)",
-        )),
-        Err(_) => Err(ProbeError::new(
-            Failure::Timeout,
-            format!(
-                "no complete answer from the SSH server at {target} within {}",
-                human_duration(budget)
-            ),
-        )),
-    }
+    let job = async {
+        match tokio::time::timeout(budget, job).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProbeError::new(
+                Failure::Other,
+                "the SSH session ended unexpectedly (internal error)",
+            )),
+            Err(_) => Err(ProbeError::new(
+                Failure::Timeout,
+                format!(
+                    "no complete answer from the SSH server at {target} within {}: check host \
+                     and port (a firewall may drop the packets)",
+                    human_duration(budget)
+                ),
+            )),
+        }
+    };
+    // Something else on the port (an HTTP server waits for a request and never answers the
+    // SSH banner): say what it speaks.
+    let mismatch = |found: Speaks| {
+        (found != Speaks::Ssh).then(|| sniff::protocol_mismatch(&target, found, "SSH", 22))
+    };
+    sniff::watch(ctx, addr, job, mismatch).await
 }
 
 /// Shuts the socket down (both ways) when dropped.
@@ -290,7 +300,8 @@ fn authenticate(
                 ErrorCode::Session(-18 | -19) => ProbeError::new(
                     Failure::Auth,
                     format!(
-                        "authentication failed: {target} did not accept the private key for user {user}"
+                        "authentication failed: {target} did not accept the private key for user \
+                         {user}: check login and extra.private_key"
                     ),
                 ),
                 _ => ssh_error(&e, "public key authentication", target),
@@ -315,13 +326,18 @@ fn authenticate(
         };
         return Err(ProbeError::new(
             Failure::Auth,
-            format!("authentication failed: {target} rejected the password for user {user}{also}"),
+            format!(
+                "authentication failed: {target} rejected the password for user {user}{also}: \
+                 check login and password"
+            ),
         ));
     }
     Err(key_error.unwrap_or_else(|| {
         ProbeError::new(
             Failure::Auth,
-            format!("authentication failed for user {user}"),
+            format!(
+                "authentication failed for user {user}: check login, password and extra.private_key"
+            ),
         )
     }))
 }
@@ -332,20 +348,25 @@ fn ssh_error(e: &ssh2::Error, stage: &str, target: &str) -> ProbeError {
         // LIBSSH2_ERROR_TIMEOUT
         ErrorCode::Session(-9) => ProbeError::new(
             Failure::Timeout,
-            format!("no answer from {target} during {stage}: check host, port and firewalls"),
+            format!(
+                "no answer from {target} during {stage}: check host and port (a firewall may drop the packets)"
+            ),
         ),
         // SOCKET_NONE, BANNER_RECV, SOCKET_SEND, SOCKET_DISCONNECT, SOCKET_RECV
         ErrorCode::Session(-1 | -2 | -7 | -13 | -43) => ProbeError::new(
             Failure::Protocol,
             format!(
-                "{target} closed the connection during {stage} ({}): is it an SSH server?",
+                "{target} closed the connection during {stage} ({}): is it an SSH server? check port",
                 e.message()
             ),
         ),
         // BANNER_SEND, KEX_FAILURE, HOSTKEY_INIT, HOSTKEY_SIGN, DECRYPT, PROTO, METHOD_NOT_SUPPORTED
         ErrorCode::Session(-3 | -5 | -8 | -10 | -12 | -14 | -33) => ProbeError::new(
             Failure::Protocol,
-            format!("{stage} with {target} failed: {}", e.message()),
+            format!(
+                "{stage} with {target} failed ({}): check port (is it an SSH server?)",
+                e.message()
+            ),
         ),
         _ => ProbeError::new(
             Failure::Other,
@@ -363,8 +384,11 @@ fn path_error(e: &ssh2::Error, path: &str, user: &str, target: &str) -> ProbeErr
         ),
         // LIBSSH2_FX_PERMISSION_DENIED
         ErrorCode::SFTP(3) => ProbeError::new(
-            Failure::Auth,
-            format!("user {user} may not access base path {path} on {target}"),
+            Failure::Authorization,
+            format!(
+                "user {user} may not access base path {path} on {target} (permission denied): \
+                 check schema and login, or the permissions on the server"
+            ),
         ),
         _ => ssh_error(e, &format!("checking base path {path}"), target),
     }

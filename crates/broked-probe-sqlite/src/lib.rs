@@ -108,22 +108,28 @@ fn classify(e: &rusqlite::Error, shown: &str) -> ProbeError {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
             ErrorCode::NotADatabase => ProbeError::new(
                 Failure::Protocol,
-                format!("{shown} is not a SQLite database"),
+                format!("{shown} is not a SQLite database: check host (the database file)"),
             ),
             ErrorCode::DatabaseCorrupt => ProbeError::new(
                 Failure::Protocol,
-                format!("{shown} is a corrupt SQLite database"),
+                format!("{shown} is a corrupt SQLite database: check host (the database file)"),
             ),
             ErrorCode::CannotOpen => ProbeError::new(
                 Failure::NotFound,
-                format!("cannot open {shown}: check the path and the server's read permission"),
+                format!(
+                    "cannot open {shown}: check host (the path on the server) and its read permission"
+                ),
             ),
-            ErrorCode::PermissionDenied => {
-                ProbeError::new(Failure::Other, format!("permission denied reading {shown}"))
-            }
+            ErrorCode::PermissionDenied => ProbeError::new(
+                Failure::Authorization,
+                format!(
+                    "permission denied reading {shown}: the server process may not read it; check \
+                     host (the path) and the file's permissions"
+                ),
+            ),
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => ProbeError::new(
                 Failure::Timeout,
-                format!("{shown} stayed locked by another process"),
+                format!("{shown} stayed locked by another process: try again later"),
             ),
             _ => ProbeError::new(Failure::Other, format!("{shown}: {e}")),
         },

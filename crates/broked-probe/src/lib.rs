@@ -22,6 +22,7 @@ mod policy;
 mod registry;
 mod relay;
 mod scrub;
+pub mod sniff;
 pub mod sql;
 #[cfg(feature = "test-kit")]
 pub mod testkit;
@@ -30,9 +31,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use broked_core::{ConnType, Connection};
-pub use error::{Failure, ProbeError, classify_io, io_error};
+pub use error::{Failure, ProbeError, TlsFields, classify_io, io_error, tls_error};
 pub use policy::{DEFAULT_DENY, DEFAULT_TIMEOUT, KEYRING_MAGIC, Policy};
-pub use registry::{Context, Outcome, Probed, Registry, Tls};
+pub use registry::{
+    Context, Outcome, Probed, Registry, Tls, dns_error, lookup_host, never_resolves,
+};
 pub use relay::Relay;
 pub use scrub::scrub;
 

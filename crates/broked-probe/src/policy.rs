@@ -364,7 +364,10 @@ impl Policy {
             if e.kind() == std::io::ErrorKind::NotFound {
                 ProbeError::new(
                     Failure::NotFound,
-                    format!("database file {} not found", path.display()),
+                    format!(
+                        "database file {} not found: check host (the path on the server)",
+                        path.display()
+                    ),
                 )
             } else {
                 crate::io_error(&e, &path.display().to_string())

@@ -54,20 +54,17 @@ impl Context {
             return Err(ProbeError::new(Failure::Config, "host is required"));
         }
         self.policy.check_host(bare)?;
-        let lookup = tokio::net::lookup_host((bare, port));
+        let lookup = lookup_host(bare, port);
         let addrs: Vec<SocketAddr> = match tokio::time::timeout(self.remaining(), lookup).await {
             Err(_) => {
                 return Err(ProbeError::new(
                     Failure::Timeout,
-                    format!("DNS lookup of {bare} did not finish in time"),
+                    format!("DNS lookup of {bare} did not finish in time: check host"),
                 ));
             }
-            Ok(Err(_)) => return Err(dns_error(bare)),
-            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(None) => return Err(dns_error(bare)),
+            Ok(Some(addrs)) => addrs,
         };
-        if addrs.is_empty() {
-            return Err(dns_error(bare));
-        }
         for a in &addrs {
             self.policy.check_ip(a.ip())?;
         }
@@ -117,17 +114,38 @@ pub(crate) fn target(host: &str, port: u16) -> String {
     }
 }
 
-fn dns_error(host: &str) -> ProbeError {
+/// The failure of a name that does not resolve, naming the field to check.
+pub fn dns_error(host: &str) -> ProbeError {
     ProbeError::new(
         Failure::Dns,
-        format!("could not resolve host {host}: check the host name"),
+        format!("could not resolve host {host}: check the host name in host"),
     )
+}
+
+/// Whether `name` is under `invalid`, the special-use domain that never resolves (RFC 6761
+/// 6.4: resolver APIs should answer it negatively at once). No query leaves the machine for it.
+pub fn never_resolves(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "invalid" || name.ends_with(".invalid")
+}
+
+/// The system resolver's addresses for `host`, or `None` when it has none. Names under
+/// `.invalid` ([`never_resolves`]) are answered here, without a query.
+pub async fn lookup_host(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+    if never_resolves(host) {
+        return None;
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await.ok()?.collect();
+    (!addrs.is_empty()).then_some(addrs)
 }
 
 fn timeout_error(timeout: Duration) -> ProbeError {
     ProbeError::new(
         Failure::Timeout,
-        format!("no answer within {}", human_duration(timeout)),
+        format!(
+            "no answer within {}: check host and port (a firewall may drop the packets)",
+            human_duration(timeout)
+        ),
     )
 }
 
@@ -286,6 +304,12 @@ impl Registry {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// A context for work outside [`Registry::test`] that must follow the same policy and
+    /// overall timeout (password rotation's statements), starting now.
+    pub fn context(&self) -> Context {
+        Context::new(self.policy.clone())
     }
 
     /// The driver registered for `conn_type`, if any.
@@ -455,7 +479,11 @@ mod tests {
         let r = registry(200, false, Fake(Ok(""), Duration::from_secs(5)));
         let o = r.test(&conn(ConnType::Generic)).await;
         assert_eq!(o.failure, Some(Failure::Timeout));
-        assert_eq!(o.message, "no answer within 200 ms");
+        // Issue 18: the message names the fields to check.
+        assert_eq!(
+            o.message,
+            "no answer within 200 ms: check host and port (a firewall may drop the packets)"
+        );
         assert!(
             o.latency >= Duration::from_millis(200) && o.latency < Duration::from_millis(1000),
             "{:?}",
@@ -464,7 +492,7 @@ mod tests {
         let r = Registry::new(Policy::default());
         assert_eq!(
             timeout_error(r.policy().timeout()).message,
-            "no answer within 10 s"
+            "no answer within 10 s: check host and port (a firewall may drop the packets)"
         );
     }
 
@@ -518,6 +546,16 @@ mod tests {
         assert_eq!(ok, vec!["127.0.0.1:5432".parse().unwrap()]);
         let e = ctx.resolve("no-such-host.invalid", 1).await.unwrap_err();
         assert_eq!(e.kind, Failure::Dns, "{e:?}");
+        assert_eq!(
+            e.message,
+            "could not resolve host no-such-host.invalid: check the host name in host"
+        );
+        for name in ["invalid", "a.INVALID.", "x.y.invalid"] {
+            assert!(never_resolves(name), "{name}");
+        }
+        for name in ["invalid.example", "localhost", "notinvalid"] {
+            assert!(!never_resolves(name), "{name}");
+        }
     }
 
     #[tokio::test]

@@ -12,9 +12,10 @@ use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
 
+use crate::sniff::{self, Speaks};
 use crate::{
-    Connection, Context, Failure, ProbeError, Probed, Relay, Tls, io_error, require_host,
-    require_port,
+    Connection, Context, Failure, ProbeError, Probed, Relay, Tls, TlsFields, io_error,
+    require_host, require_port, tls_error,
 };
 
 /// What a SQL probe knows of one connection, validated before any network traffic, and how
@@ -22,6 +23,16 @@ use crate::{
 pub trait Driver: Sync {
     /// The driver's connect options.
     type Options;
+
+    /// The protocol's name in messages: `PostgreSQL`, `MySQL`.
+    const PROTOCOL: &'static str;
+
+    /// The protocol's default port, which a protocol mismatch names.
+    const DEFAULT_PORT: u16;
+
+    /// What a server of this protocol is recognised as by [`sniff`](crate::sniff), if at all:
+    /// that answer is no mismatch.
+    const SPEAKS: Option<Speaks>;
 
     fn target(&self) -> &Target;
 
@@ -78,13 +89,21 @@ async fn check<D: Driver>(
     addr: SocketAddr,
     ctx: &Context,
 ) -> Result<Probed, ProbeError> {
-    if driver.tls_mode() != TlsMode::Verified {
-        return driver.query(driver.options(conn, addr, None), addr).await;
-    }
-    let stream = ctx.connect_addr(addr, &driver.target().host).await?;
-    let relay = Relay::new(stream, &D::relay_socket(addr))?;
-    let opts = driver.options(conn, addr, Some(&relay));
-    relay.run(driver.query(opts, addr)).await
+    let label = driver.target().label(addr);
+    let mismatch = |found: Speaks| {
+        (Some(found) != D::SPEAKS)
+            .then(|| sniff::protocol_mismatch(&label, found, D::PROTOCOL, D::DEFAULT_PORT))
+    };
+    let work = async {
+        if driver.tls_mode() != TlsMode::Verified {
+            return driver.query(driver.options(conn, addr, None), addr).await;
+        }
+        let stream = ctx.connect_addr(addr, &driver.target().host).await?;
+        let relay = Relay::new(stream, &D::relay_socket(addr))?;
+        let opts = driver.options(conn, addr, Some(&relay));
+        relay.run(driver.query(opts, addr)).await
+    };
+    sniff::watch(ctx, addr, work, mismatch).await
 }
 
 /// What a driver's TLS mode (PostgreSQL's `sslmode`, MySQL's `ssl_mode`) asks for.
@@ -229,37 +248,41 @@ where
     }
 }
 
-/// A driver's IO error with `target` (`host:port`). rustls reports a failed handshake (a
-/// certificate for another name, an unknown issuer) as an IO error of kind `InvalidData`: that
-/// is a [`Failure::Tls`] naming the extra keys to check (`tls_keys`), anything else
-/// [`io_error`].
-pub fn io_failure(io: &std::io::Error, target: &str, tls_keys: &str) -> ProbeError {
+/// A driver's IO error with `target` (`host:port`), reached by the name `host`. rustls
+/// reports a failed handshake (a certificate for another name, an unknown issuer) as an IO
+/// error of kind `InvalidData`: that is a certificate or TLS failure naming the extra keys to
+/// check (`fields`, [`tls_error`]), anything else [`io_error`].
+pub fn io_failure(io: &std::io::Error, target: &str, host: &str, fields: TlsFields) -> ProbeError {
     if io.kind() == std::io::ErrorKind::InvalidData && io.to_string().contains("certificate") {
-        tls_failure(target, io, tls_keys)
+        tls_failure(target, host, io, fields)
     } else {
         io_error(io, target)
     }
 }
 
-/// A TLS error with `target`, naming the extra keys to check (`tls_keys`).
-pub fn tls_failure(target: &str, err: impl Display, tls_keys: &str) -> ProbeError {
-    ProbeError::new(
-        Failure::Tls,
-        format!("TLS error with {target}: {err} (check {tls_keys})"),
-    )
+/// A TLS error with `target`, reached by the name `host`, naming the extra keys to check
+/// (`fields`): [`tls_error`].
+pub fn tls_failure(target: &str, host: &str, err: impl Display, fields: TlsFields) -> ProbeError {
+    tls_error(target, host, &err.to_string(), fields)
 }
 
 /// `target` answered, but not in `protocol` (`PostgreSQL`, `MySQL`) as the driver expected.
 pub fn protocol_failure(target: &str, protocol: &str, err: impl Display) -> ProbeError {
     ProbeError::new(
         Failure::Protocol,
-        format!("{target} does not speak the {protocol} protocol as expected: {err}"),
+        format!(
+            "{target} does not speak the {protocol} protocol as expected ({err}): check port and \
+             the connection type"
+        ),
     )
 }
 
 /// The driver refused an option.
 pub fn config_failure(err: impl Display) -> ProbeError {
-    ProbeError::new(Failure::Config, format!("invalid option: {err}"))
+    ProbeError::new(
+        Failure::Config,
+        format!("invalid option: {err}: check extra"),
+    )
 }
 
 /// Any other driver error with `target`.

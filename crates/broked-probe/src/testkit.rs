@@ -100,6 +100,69 @@ pub async fn silent_listener() -> u16 {
     port
 }
 
+/// A stand-in for an HTTP server on 127.0.0.1, as real ones behave towards other protocols:
+/// it answers every complete request head (up to the blank line) with `400 Bad Request` and
+/// waits, saying nothing, for the rest of anything else. Returns its port.
+pub async fn http_listener() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer =
+                    "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// A listener on 127.0.0.1 that greets every connection with `banner` (an SSH server's
+/// `SSH-2.0-OpenSSH_9.2p1\r\n`, say), then reads and ignores what it is sent. Returns its port.
+pub async fn banner_listener(banner: &'static [u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if s.write_all(banner).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    port
+}
+
+/// A name that never resolves (RFC 6761's `.invalid`): the probes answer `dns` for it
+/// without asking any DNS server ([`crate::never_resolves`]).
+pub const UNRESOLVABLE: &str = "nonexistent.invalid";
+
+/// Asserts that `message` names every one of `fields` (`host`, `port`, `login`, …): what a
+/// user must check.
+pub fn assert_names(message: &str, fields: &[&str]) {
+    for field in fields {
+        assert!(
+            message.contains(field),
+            "the message does not name {field}: {message:?}"
+        );
+    }
+}
+
 /// How many of this process's relay socket directories exist ([`crate::Relay`]): more than
 /// zero while a probe relays a connection, and zero after every relay has been cleaned up.
 pub fn relay_dirs() -> usize {
@@ -122,7 +185,9 @@ pub fn relay_dirs() -> usize {
 /// one of `details`; by name too, with `prefer_extra`), the service's answers to a wrong
 /// password and a missing database, a bad TLS mode (`bad_tls_extra`), a closed port, a silent
 /// listener, denied addresses in every spelling, and socket paths and URLs (`not_hosts`) given
-/// as hosts, with `port` the probe's default port. The caller's crate has `tokio` (macros, rt,
+/// as hosts, with `port` the probe's default port; and the failure classes of issue 18, each
+/// naming the field to check: a name that does not resolve (`dns`, host), a port that answers
+/// HTTP or SSH (`protocol`, "speaks HTTP, not `protocol`", port). The caller's crate has `tokio` (macros, rt,
 /// net, time) and `broked-testenv` as dev-dependencies.
 ///
 /// ```text
@@ -133,6 +198,7 @@ pub fn relay_dirs() -> usize {
 ///     service: broked_testenv::postgres,
 ///     port: 5432,
 ///     driver: "sqlx-postgres",
+///     protocol: "PostgreSQL",
 ///     details: ["PostgreSQL "],
 ///     prefer_extra: r#"{"sslmode":"prefer"}"#,
 ///     bad_tls_extra: r#"{"sslmode":"sometimes"}"#,
@@ -148,6 +214,7 @@ macro_rules! sql_probe_contract {
         service: $service:path,
         port: $port:literal,
         driver: $driver:literal,
+        protocol: $protocol:literal,
         details: [$($detail:literal),* $(,)?],
         prefer_extra: $prefer_extra:literal,
         bad_tls_extra: $bad_tls_extra:literal,
@@ -230,6 +297,42 @@ macro_rules! sql_probe_contract {
                     s.get("USER")
                 )
             );
+            $crate::testkit::assert_names(&o.message, &["login", "password"]);
+        }
+
+        #[::tokio::test]
+        async fn unresolvable_host_is_dns() {
+            use ::std::time::Duration;
+            use $crate::Failure;
+            use $crate::testkit::{UNRESOLVABLE, assert_names, test};
+            let c = conn(UNRESOLVABLE, $port, "u", Some("pw-secret-1"), "d");
+            let o = test(&registry(Duration::from_secs(5), &[]), &c).await;
+            assert_eq!(o.failure, Some(Failure::Dns), "{o:?}");
+            assert_names(&o.message, &[UNRESOLVABLE, "host"]);
+        }
+
+        /// Issue 18: the port answers HTTP (an HTTP server waits for a request head that a
+        /// database client never sends), or SSH (which speaks first).
+        #[::tokio::test]
+        async fn another_protocol_on_the_port_is_a_mismatch() {
+            use ::std::time::Duration;
+            use $crate::Failure;
+            use $crate::testkit::{assert_names, banner_listener, http_listener, test};
+            let r = registry(Duration::from_secs(5), &[]);
+            let ports = [
+                ("HTTP", http_listener().await),
+                ("SSH", banner_listener(b"SSH-2.0-OpenSSH_9.2p1\r\n").await),
+            ];
+            for (speaks, port) in ports {
+                let o = test(&r, &conn("127.0.0.1", port, "u", Some("pw-secret-1"), "d")).await;
+                assert_eq!(o.failure, Some(Failure::Protocol), "{speaks}: {o:?}");
+                let says = format!(
+                    "127.0.0.1:{port} speaks {speaks}, not {}: check port ({} listens on {} by default)",
+                    $protocol, $protocol, $port
+                );
+                assert!(o.message.starts_with(&says), "{says:?} in {o:?}");
+                assert_names(&o.message, &["port", "connection type"]);
+            }
         }
 
         #[::tokio::test]
@@ -245,6 +348,7 @@ macro_rules! sql_probe_contract {
             let o = test(&registry(Duration::from_secs(10), &[]), &c).await;
             assert_eq!(o.failure, Some(Failure::NotFound), "{o:?}");
             assert!(o.message.contains("broked_no_such_db"), "{o:?}");
+            $crate::testkit::assert_names(&o.message, &["schema"]);
         }
 
         #[::tokio::test]
@@ -256,6 +360,7 @@ macro_rules! sql_probe_contract {
             c.extra = Some(Secret::from($bad_tls_extra));
             let o = test(&registry(Duration::from_secs(2), &[]), &c).await;
             assert_eq!(o.failure, Some(Failure::Config), "{o:?}");
+            assert!(o.message.contains("extra"), "{o:?}");
         }
 
         #[::tokio::test]
@@ -267,6 +372,7 @@ macro_rules! sql_probe_contract {
             let start = Instant::now();
             let o = test(&registry(Duration::from_secs(5), &[]), &c).await;
             assert_eq!(o.failure, Some(Failure::Refused), "{o:?}");
+            $crate::testkit::assert_names(&o.message, &["host and port"]);
             assert!(
                 start.elapsed() < Duration::from_millis(100),
                 "{:?}",
@@ -285,7 +391,11 @@ macro_rules! sql_probe_contract {
             let o = test(&registry(Duration::from_millis(500), &[]), &c).await;
             let took = start.elapsed();
             assert_eq!(o.failure, Some(Failure::Timeout), "{o:?}");
-            assert_eq!(o.message, "no answer within 500 ms");
+            // Issue 18: the message names the fields to check (it was "no answer within 500 ms").
+            assert_eq!(
+                o.message,
+                "no answer within 500 ms: check host and port (a firewall may drop the packets)"
+            );
             assert!(
                 took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
                 "{took:?}"
@@ -426,9 +536,15 @@ macro_rules! sql_probe_relay_contract {
             );
 
             // A certificate for another name fails verification, through the relay too.
+            // Issue 18: a certificate failure is the class `certificate` (it was `tls`).
             let (port, ca, _) = stand_in(&["db.other.example"]).await;
             let o = test(&r, &verifying_conn(port, &ca)).await;
-            assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+            assert_eq!(o.failure, Some(Failure::Certificate), "{o:?}");
+            assert!(
+                o.message.contains("not valid for the name localhost"),
+                "{o:?}"
+            );
+            $crate::testkit::assert_names(&o.message, &["host"]);
 
             // The name's addresses are checked and only those are used: denied, nothing is
             // sent.
@@ -451,7 +567,8 @@ macro_rules! sql_probe_relay_contract {
 /// TLS. With the CA's PEM in extra `ca_key`, the `verified` modes (extra `mode_key`; the first
 /// checks the name) are verified and report a detail starting with one of `DETAILS`;
 /// `encrypted` and the default are encrypted but unverified; another CA, or a host that is not
-/// the certificate's name, is a `tls` failure; `off` is refused by the server. The caller
+/// the certificate's name, is a `certificate` failure naming the CA key or host; `off` is
+/// refused by the server, as `off_failure`, with a message naming the mode key. The caller
 /// names `DETAILS`, `registry(timeout, deny)` and `conn(host, port, user, password, db)` (from
 /// [`sql_probe_contract!`]) and has `tempfile`, `serde_json` and `broked-testenv` (feature
 /// `tls`) as dependencies.
@@ -469,7 +586,8 @@ macro_rules! sql_probe_tls_server_contract {
         ca_key: $ca_key:literal,
         verified: [$verify_name:literal, $verify_ca:literal],
         encrypted: $encrypted:literal,
-        off: $off:literal $(,)?
+        off: $off:literal,
+        off_failure: $off_failure:expr $(,)?
     ) => {
         #[::tokio::test]
         async fn $name() {
@@ -505,6 +623,8 @@ macro_rules! sql_probe_tls_server_contract {
                 assert_eq!(o.tls, Some(Tls::Unverified), "{extra}: {o:?}");
             }
 
+            // Issue 18: certificate failures are the class `certificate` (they were `tls`),
+            // and say which field to check.
             // Another CA: the certificate cannot be verified.
             let other_ca = ::broked_testenv::TestCa::new("another CA");
             let c = with(
@@ -512,18 +632,24 @@ macro_rules! sql_probe_tls_server_contract {
                 json!({$mode_key: $verify_name, $ca_key: other_ca.pem()}),
             );
             let o = test(&r, &c).await;
-            assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+            assert_eq!(o.failure, Some(Failure::Certificate), "{o:?}");
             assert_eq!(o.tls, None, "{o:?}");
+            assert!(o.message.contains("is not trusted"), "{o:?}");
+            $crate::testkit::assert_names(&o.message, &[concat!("extra.", $ca_key), "host"]);
             // The right CA, but the host is not the certificate's name.
             let c = with(
                 "127.0.0.1",
                 json!({$mode_key: $verify_name, $ca_key: ca_pem}),
             );
             let o = test(&r, &c).await;
-            assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
-            // The user must use TLS: without, the server lets nobody in.
+            assert_eq!(o.failure, Some(Failure::Certificate), "{o:?}");
+            assert!(o.message.contains("is not valid for the name 127.0.0.1"), "{o:?}");
+            $crate::testkit::assert_names(&o.message, &["host"]);
+            // The user must use TLS: without, the server lets nobody in; the message points
+            // at the TLS mode.
             let o = test(&r, &with("127.0.0.1", json!({$mode_key: $off}))).await;
-            assert!(!o.success, "{o:?}");
+            assert_eq!(o.failure, Some($off_failure), "{o:?}");
+            $crate::testkit::assert_names(&o.message, &[concat!("extra.", $mode_key)]);
             drop(server);
         }
     };
@@ -531,14 +657,26 @@ macro_rules! sql_probe_tls_server_contract {
 
 /// The contract of a probe tested through its own `check` (s3, sftp), one `#[tokio::test]`
 /// per behaviour in the calling module: a closed port is refused at once, and a listener that
-/// never answers times out at the bound (700 ms), not before and not much later.
+/// never answers times out at the bound (700 ms), not before and not much later, both naming
+/// host and port; a name that does not resolve ([`UNRESOLVABLE`]) is `dns` naming it and host.
 ///
 /// The caller names `run_with(&Connection, &Context)`, its check with the result passed
-/// through [`checked`], and `local_conn`, a closure from a port on 127.0.0.1 to a connection
-/// with credentials.
+/// through [`checked`], `local_conn`, a closure from a port on 127.0.0.1 to a connection
+/// with credentials, and `named_conn`, a closure from a host name to one.
 #[macro_export]
 macro_rules! check_probe_contract {
-    (run_with: $run_with:path, local_conn: $local_conn:expr $(,)?) => {
+    (run_with: $run_with:path, local_conn: $local_conn:expr, named_conn: $named_conn:expr $(,)?) => {
+        #[::tokio::test]
+        async fn unresolvable_host_is_dns() {
+            use ::std::time::Duration;
+            use $crate::Failure;
+            use $crate::testkit::{UNRESOLVABLE, assert_names, context, fail};
+            let c = ($named_conn)(UNRESOLVABLE);
+            let e = fail($run_with(&c, &context(Duration::from_secs(5), &[])).await);
+            assert_eq!(e.kind, Failure::Dns, "{e:?}");
+            assert_names(&e.message, &[UNRESOLVABLE, "host"]);
+        }
+
         #[::tokio::test]
         async fn closed_port_is_refused_quickly() {
             use ::std::time::{Duration, Instant};
@@ -550,6 +688,7 @@ macro_rules! check_probe_contract {
             let c = ($local_conn)(port);
             let e = fail($run_with(&c, &context(Duration::from_secs(10), &[])).await);
             assert_eq!(e.kind, Failure::Refused, "{e:?}");
+            $crate::testkit::assert_names(&e.message, &["host and port"]);
             assert!(
                 start.elapsed() < Duration::from_millis(100),
                 "{:?}",
@@ -569,6 +708,7 @@ macro_rules! check_probe_contract {
             let e = fail($run_with(&c, &context(Duration::from_millis(700), &[])).await);
             let took = start.elapsed();
             assert_eq!(e.kind, Failure::Timeout, "{e:?}");
+            $crate::testkit::assert_names(&e.message, &["host", "port"]);
             assert!(took >= Duration::from_millis(600), "{took:?}");
             assert!(took < Duration::from_millis(1500), "{took:?}");
         }

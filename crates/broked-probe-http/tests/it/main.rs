@@ -128,6 +128,7 @@ async fn status_classes_and_expected_status() {
         let path = head.split(' ').nth(1).unwrap_or("/");
         match path {
             "/401" => (401, String::new()),
+            "/403" => (403, String::new()),
             "/404" => (404, String::new()),
             "/500" => (500, String::new()),
             "/204" => (204, String::new()),
@@ -138,6 +139,8 @@ async fn status_classes_and_expected_status() {
     let r = registry(Duration::from_secs(5), &[]);
     let cases = [
         (r#"{"path":"/401"}"#, Some(Failure::Auth)),
+        // Issue 18: 403 is `authorization` (it was `auth`): the server knows who asks.
+        (r#"{"path":"/403"}"#, Some(Failure::Authorization)),
         (r#"{"path":"/404"}"#, Some(Failure::NotFound)),
         (r#"{"path":"/500"}"#, Some(Failure::Protocol)),
         (r#"{"path":"/204"}"#, None),
@@ -150,6 +153,15 @@ async fn status_classes_and_expected_status() {
     for (extra, want) in cases {
         let o = test(&r, &conn("127.0.0.1", Some(port), Some(extra))).await;
         assert_eq!(o.failure, want, "{extra}: {o:?}");
+        // Issue 18: each failure names the fields to check.
+        let fields: &[&str] = match want {
+            Some(Failure::Auth) => &["login", "password", "extra.headers"],
+            Some(Failure::Authorization) => &["login", "extra.headers", "schema", "extra.path"],
+            Some(Failure::NotFound) => &["schema", "extra.path"],
+            Some(_) => &["extra.expected_status"],
+            None => &[],
+        };
+        broked_probe::testkit::assert_names(&o.message, fields);
     }
     let o = test(
         &r,
@@ -160,9 +172,13 @@ async fn status_classes_and_expected_status() {
         ),
     )
     .await;
+    // Issue 18: the message goes on to name the fields to check.
     assert_eq!(
         o.message,
-        format!("http://127.0.0.1:{port} answered 204 No Content, expected 200")
+        format!(
+            "http://127.0.0.1:{port} answered 204 No Content, expected 200: check schema (base \
+             path), extra.path and extra.expected_status"
+        )
     );
 }
 
@@ -324,6 +340,7 @@ async fn refused_fast_and_silent_times_out() {
     let start = Instant::now();
     let o = test(&r, &conn("127.0.0.1", Some(closed), None)).await;
     assert_eq!(o.failure, Some(Failure::Refused), "{o:?}");
+    broked_probe::testkit::assert_names(&o.message, &["host and port"]);
     assert!(
         start.elapsed() < Duration::from_millis(100),
         "{:?}",
@@ -335,6 +352,7 @@ async fn refused_fast_and_silent_times_out() {
     let o = test(&r, &conn("127.0.0.1", Some(port), None)).await;
     let took = start.elapsed();
     assert_eq!(o.failure, Some(Failure::Timeout), "{o:?}");
+    broked_probe::testkit::assert_names(&o.message, &["host", "port"]);
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
         "{took:?}"
@@ -356,6 +374,27 @@ async fn not_http_is_protocol() {
     )
     .await;
     assert_eq!(o.failure, Some(Failure::Protocol), "{o:?}");
+    // Issue 18: what the port speaks instead, and the field to check.
+    assert!(
+        o.message.starts_with(&format!(
+            "127.0.0.1:{port} speaks SSH, not HTTP: check port"
+        )),
+        "{o:?}"
+    );
+}
+
+#[tokio::test]
+async fn unresolvable_host_is_dns() {
+    use broked_probe::testkit::UNRESOLVABLE;
+    let r = registry(Duration::from_secs(5), &[]);
+    for host in [
+        UNRESOLVABLE.to_owned(),
+        format!("https://{UNRESOLVABLE}/v1"),
+    ] {
+        let o = test(&r, &conn(&host, None, None)).await;
+        assert_eq!(o.failure, Some(Failure::Dns), "{host}: {o:?}");
+        broked_probe::testkit::assert_names(&o.message, &[UNRESOLVABLE, "host"]);
+    }
 }
 
 mod tls {
@@ -363,11 +402,11 @@ mod tls {
     use broked_testenv::TestCa;
     use tokio_rustls::TlsAcceptor;
 
-    /// An HTTPS responder with a certificate for localhost and 127.0.0.1 from a fresh test
-    /// CA; returns its port and the CA's PEM.
-    async fn https_server() -> (u16, String) {
+    /// An HTTPS responder with a certificate for `names` from a fresh test CA; returns its
+    /// port and the CA's PEM.
+    async fn https_server_for(names: &[&str]) -> (u16, String) {
         let ca = TestCa::new("broked test CA");
-        let acceptor = TlsAcceptor::from(ca.server_config(&["localhost", "127.0.0.1"]));
+        let acceptor = TlsAcceptor::from(ca.server_config(names));
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move {
@@ -383,6 +422,11 @@ mod tls {
         (port, ca.pem())
     }
 
+    /// [`https_server_for`] localhost and 127.0.0.1.
+    async fn https_server() -> (u16, String) {
+        https_server_for(&["localhost", "127.0.0.1"]).await
+    }
+
     #[tokio::test]
     async fn verified_with_test_ca_failing_without_it() {
         let (port, ca_pem) = https_server().await;
@@ -395,8 +439,11 @@ mod tls {
         assert!(o.success, "{o:?}");
         assert_eq!(o.tls, Some(Tls::Verified), "{o:?}");
 
+        // Issue 18: an untrusted certificate is `certificate` (it was `tls`), naming the CA key.
         let o = test(&r, &conn("https://localhost", Some(port), None)).await;
-        assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+        assert_eq!(o.failure, Some(Failure::Certificate), "{o:?}");
+        assert!(o.message.contains("is not trusted"), "{o:?}");
+        broked_probe::testkit::assert_names(&o.message, &["extra.ca_cert", "host"]);
 
         let o = test(
             &r,
@@ -451,4 +498,75 @@ async fn proxy_child() {
     .await;
     assert!(o.success, "{o:?}");
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// Issue 18: the TLS classes, each naming what to fix — a certificate for another name, an
+/// `https://` host that speaks plain HTTP, an `http://` host that speaks TLS.
+mod tls_classes {
+    use super::*;
+    use broked_testenv::TestCa;
+    use tokio_rustls::TlsAcceptor;
+
+    #[tokio::test]
+    async fn name_mismatch_is_certificate() {
+        let ca = TestCa::new("broked test CA");
+        let acceptor = TlsAcceptor::from(ca.server_config(&["localhost"]));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(s).await {
+                        serve_one(tls, ok(), Arc::default()).await;
+                    }
+                });
+            }
+        });
+        let extra = serde_json::json!({ "ca_cert": ca.pem() }).to_string();
+        let r = registry(Duration::from_secs(5), &[]);
+        let o = test(&r, &conn("https://127.0.0.1", Some(port), Some(&extra))).await;
+        assert_eq!(o.failure, Some(Failure::Certificate), "{o:?}");
+        assert!(
+            o.message.contains("is not valid for the name 127.0.0.1"),
+            "{o:?}"
+        );
+        broked_probe::testkit::assert_names(&o.message, &["host"]);
+
+        // The same server over http://: it speaks TLS, so the message says to write https://.
+        let o = test(&r, &conn("http://localhost", Some(port), None)).await;
+        assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+        assert_eq!(
+            o.message,
+            format!(
+                "the server at localhost:{port} speaks TLS (HTTPS), not plain HTTP: write host as \
+                 https://localhost"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_server_says_use_http() {
+        let (port, seen) = http_server("127.0.0.1", ok()).await;
+        let r = registry(Duration::from_secs(5), &[]);
+        let o = test(&r, &conn("https://127.0.0.1", Some(port), None)).await;
+        assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+        assert_eq!(
+            o.message,
+            format!(
+                "the server at 127.0.0.1:{port} speaks plain HTTP, not TLS (HTTPS): write host as \
+                 http://127.0.0.1"
+            )
+        );
+        // The look was a bare HEAD without credentials.
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            seen.iter().all(|h| h.starts_with("HEAD / HTTP/1.0\r\n")),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .all(|h| !h.to_ascii_lowercase().contains("authorization"))
+        );
+    }
 }

@@ -22,6 +22,7 @@ broked_probe::sql_probe_contract! {
     service: broked_testenv::mysql,
     port: 3306,
     driver: "sqlx-mysql",
+    protocol: "MySQL",
     details: ["MariaDB ", "MySQL "],
     prefer_extra: r#"{"ssl_mode":"preferred"}"#,
     bad_tls_extra: r#"{"ssl_mode":"sometimes"}"#,
@@ -63,6 +64,17 @@ async fn tls_state_on_the_shared_server() {
         assert_eq!(preferred.tls, Some(Tls::Unverified), "{preferred:?}");
     } else {
         assert_eq!(preferred.tls, Some(Tls::Plaintext), "{preferred:?}");
+        // Issue 18: TLS asked of a server without it says so, naming the mode's key.
+        assert_eq!(
+            server_has_tls.failure,
+            Some(Failure::Tls),
+            "{server_has_tls:?}"
+        );
+        assert!(
+            server_has_tls.message.contains("does not offer TLS"),
+            "{server_has_tls:?}"
+        );
+        broked_probe::testkit::assert_names(&server_has_tls.message, &["extra.ssl_mode"]);
     }
 }
 
@@ -82,6 +94,7 @@ broked_probe::sql_probe_tls_server_contract! {
     verified: ["verify_identity", "verify_ca"],
     encrypted: "required",
     off: "disabled",
+    off_failure: Failure::Auth,
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use broked_core::Secret;
-use broked_probe::testkit::test;
+use broked_probe::testkit::{assert_names, test};
 use broked_probe::{ConnType, Failure, Tls};
 use broked_probe_postgres::PostgresProbe;
 use broked_testenv::PgCluster;
@@ -23,6 +23,7 @@ broked_probe::sql_probe_contract! {
     service: broked_testenv::postgres,
     port: 5432,
     driver: "sqlx-postgres",
+    protocol: "PostgreSQL",
     details: ["PostgreSQL "],
     prefer_extra: r#"{"sslmode":"prefer"}"#,
     bad_tls_extra: r#"{"sslmode":"sometimes"}"#,
@@ -70,6 +71,67 @@ broked_probe::sql_probe_tls_server_contract! {
     verified: ["verify-full", "verify-ca"],
     encrypted: "require",
     off: "disable",
+    off_failure: Failure::Tls,
+}
+
+/// Issue 18, against a private cluster without TLS: `sslmode=require` is `tls` naming
+/// extra.sslmode ("does not offer TLS"); a user the database refuses (no CONNECT privilege)
+/// is `authorization`, apart from a wrong password (`auth`).
+#[tokio::test]
+async fn tls_asked_of_a_plain_server_and_a_database_without_connect() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cluster) = PgCluster::start_without_tls(dir.path()) else {
+        return;
+    };
+    let r = registry(Duration::from_secs(10), &[]);
+    let mut c = conn(
+        "127.0.0.1",
+        cluster.port,
+        PgCluster::USER,
+        Some(PgCluster::PASSWORD),
+        "postgres",
+    );
+    c.extra = Some(Secret::from(r#"{"sslmode":"require"}"#));
+    let o = test(&r, &c).await;
+    assert_eq!(o.failure, Some(Failure::Tls), "{o:?}");
+    assert!(o.message.contains("does not offer TLS"), "{o:?}");
+    assert_names(&o.message, &["extra.sslmode"]);
+
+    let mut admin = sqlx::PgConnection::connect(&cluster.url("sslmode=disable"))
+        .await
+        .unwrap();
+    for statement in [
+        "CREATE ROLE limited_user LOGIN PASSWORD 'Limited-Pw-5c1d'",
+        "CREATE DATABASE closed_db",
+        "REVOKE CONNECT ON DATABASE closed_db FROM PUBLIC",
+    ] {
+        sqlx::raw_sql(statement).execute(&mut admin).await.unwrap();
+    }
+    let c = conn(
+        "127.0.0.1",
+        cluster.port,
+        "limited_user",
+        Some("Limited-Pw-5c1d"),
+        "closed_db",
+    );
+    let o = test(&r, &c).await;
+    assert_eq!(o.failure, Some(Failure::Authorization), "{o:?}");
+    assert!(
+        o.message
+            .starts_with("user limited_user may not connect to database closed_db"),
+        "{o:?}"
+    );
+    assert_names(&o.message, &["login", "schema"]);
+    // The same user on a database it may use: the login itself is fine.
+    let c = conn(
+        "127.0.0.1",
+        cluster.port,
+        "limited_user",
+        Some("Limited-Pw-5c1d"),
+        "postgres",
+    );
+    assert!(test(&r, &c).await.success);
 }
 
 /// The server's own PG* environment and pgpass file must not lend a blank-password connection

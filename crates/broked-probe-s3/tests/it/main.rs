@@ -134,6 +134,7 @@ fn local_conn(host: &str, port: u16) -> Connection {
 broked_probe::check_probe_contract! {
     run_with: run_with,
     local_conn: |port| local_conn("127.0.0.1", port),
+    named_conn: |host| local_conn(host, 9000),
 }
 
 #[tokio::test]
@@ -168,4 +169,155 @@ async fn blank_keys_never_fall_back_to_the_environment() {
     c.password = None;
     let e = fail(run(&c).await);
     assert_eq!(e.kind, Failure::Config, "{e:?}");
+}
+
+/// Issue 18: the endpoint stored without its scheme means https://; the test server speaks
+/// plain HTTP. The message says so, and how to store the endpoint (it said
+/// "https://127.0.0.1:PORT: other error").
+#[tokio::test]
+async fn an_https_endpoint_that_speaks_plain_http_says_use_http() {
+    let Some(svc) = broked_testenv::s3() else {
+        return;
+    };
+    let mut c = conn(&svc);
+    let port = c.port.unwrap();
+    c.host = Some("127.0.0.1".into());
+    let e = fail(run(&c).await);
+    assert_eq!(e.kind, Failure::Tls, "{e:?}");
+    assert_eq!(
+        e.message,
+        format!(
+            "the server at 127.0.0.1:{port} speaks plain HTTP, not TLS (HTTPS): store the \
+             endpoint as http://127.0.0.1 in host (port {port})"
+        )
+    );
+    // The same, written as https:// in extra.endpoint_url.
+    c.host = None;
+    c.port = None;
+    c.extra = Some(Secret::new(
+        serde_json::json!({ "endpoint_url": format!("https://127.0.0.1:{port}"), "region": svc.get("REGION") })
+            .to_string(),
+    ));
+    let e = fail(run(&c).await);
+    assert_eq!(e.kind, Failure::Tls, "{e:?}");
+    assert!(
+        e.message.ends_with(&format!(
+            "set extra.endpoint_url to http://127.0.0.1:{port}"
+        )),
+        "{e:?}"
+    );
+}
+
+/// A TLS responder on 127.0.0.1 with a certificate for `localhost` from a fresh test CA that
+/// no client trusts: answers every request with `status` and `body`.
+async fn https_server(status: u16, body: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = broked_testenv::TestCa::new("broked s3 test CA");
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&["localhost"]));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: application/xml\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// Issue 18: an https endpoint whose certificate no trusted CA signed is `certificate`; the
+/// reverse of the plain-HTTP case — an http:// endpoint that speaks TLS — is `tls` and says
+/// to use https://.
+#[tokio::test]
+async fn certificate_and_scheme_against_a_tls_endpoint() {
+    let port = https_server(200, "").await;
+    let mut c = local_conn("127.0.0.1", port);
+    c.host = Some("https://localhost".into());
+    let e = fail(run(&c).await);
+    assert_eq!(e.kind, Failure::Certificate, "{e:?}");
+    assert!(e.message.contains("is not trusted"), "{e:?}");
+    assert!(e.message.contains("a public CA"), "{e:?}");
+    broked_probe::testkit::assert_names(&e.message, &["host"]);
+
+    let c = local_conn("127.0.0.1", port);
+    let e = fail(run(&c).await);
+    assert_eq!(e.kind, Failure::Tls, "{e:?}");
+    assert_eq!(
+        e.message,
+        format!(
+            "the server at 127.0.0.1:{port} speaks TLS (HTTPS), not plain HTTP: store the \
+             endpoint as https://127.0.0.1 in host (port {port})"
+        )
+    );
+}
+
+/// Issue 18: keys that are valid but may not use the bucket (S3's `AccessDenied`, here from a
+/// stand-in: the test server has one all-powerful key) are `authorization`, apart from wrong
+/// keys (`auth`). HEAD answers carry no body, so the probe asks again with a listing.
+#[tokio::test]
+async fn access_denied_is_authorization() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+                    <Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+                let answer = if head.starts_with(b"HEAD ") {
+                    "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".to_owned()
+                } else {
+                    format!(
+                        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let e = fail(run(&local_conn("127.0.0.1", port)).await);
+    assert_eq!(e.kind, Failure::Authorization, "{e:?}");
+    assert!(e.message.contains("may not access bucket bucket"), "{e:?}");
+    broked_probe::testkit::assert_names(&e.message, &["schema"]);
+}
+
+/// Issue 18: an SSH server where the endpoint should be is a protocol mismatch naming port.
+#[tokio::test]
+async fn an_ssh_port_is_not_s3() {
+    let port = broked_probe::testkit::banner_listener(b"SSH-2.0-OpenSSH_9.2p1\r\n").await;
+    let e = fail(run(&local_conn("127.0.0.1", port)).await);
+    assert_eq!(e.kind, Failure::Protocol, "{e:?}");
+    assert!(
+        e.message
+            .starts_with(&format!("127.0.0.1:{port} speaks SSH, not HTTP")),
+        "{e:?}"
+    );
+    broked_probe::testkit::assert_names(&e.message, &["port"]);
 }

@@ -215,6 +215,7 @@ async fn wrong_password_is_auth_without_the_password() {
     let e = fail(run(&c).await);
     assert_eq!(e.kind, Failure::Auth, "{e:?}");
     assert!(e.message.contains("rejected the password"), "{e:?}");
+    broked_probe::testkit::assert_names(&e.message, &["login", "password"]);
     assert!(!e.message.contains("ZZ9plural"), "{e:?}");
     assert!(!e.message.contains(svc.get("PASSWORD")), "{e:?}");
 }
@@ -269,6 +270,45 @@ async fn missing_base_path_is_not_found() {
     let e = fail(run(&c).await);
     assert_eq!(e.kind, Failure::NotFound, "{e:?}");
     assert!(e.message.contains("no-such-dir"), "{e:?}");
+    broked_probe::testkit::assert_names(&e.message, &["schema"]);
+}
+
+/// Issue 18: a base path the user may not read is `authorization` (it was `auth`): the login
+/// worked. The test server's user cannot search a directory only root may enter.
+#[tokio::test]
+async fn a_base_path_the_user_may_not_read_is_authorization() {
+    let Some(svc) = broked_testenv::sftp() else {
+        return;
+    };
+    let private = std::path::Path::new("/root");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(private).unwrap().permissions());
+    assert_eq!(
+        mode & 0o005,
+        0,
+        "/root must be closed to others for this test"
+    );
+    let mut c = conn(&svc);
+    c.schema = Some("/root/anything".into());
+    let e = fail(run(&c).await);
+    assert_eq!(e.kind, Failure::Authorization, "{e:?}");
+    assert!(e.message.contains("permission denied"), "{e:?}");
+    broked_probe::testkit::assert_names(&e.message, &["schema", "login"]);
+}
+
+/// Issue 18: an HTTP server on the port (it waits for a request and never answers the SSH
+/// banner) is a protocol mismatch naming port, not a timeout.
+#[tokio::test]
+async fn an_http_port_is_a_protocol_mismatch() {
+    let port = broked_probe::testkit::http_listener().await;
+    let e = fail(run(&local_conn(port)).await);
+    assert_eq!(e.kind, Failure::Protocol, "{e:?}");
+    assert!(
+        e.message.starts_with(&format!(
+            "127.0.0.1:{port} speaks HTTP, not SSH: check port (SSH listens on 22 by default)"
+        )),
+        "{e:?}"
+    );
 }
 
 fn local_conn(port: u16) -> Connection {
@@ -289,6 +329,10 @@ fn local_conn(port: u16) -> Connection {
 broked_probe::check_probe_contract! {
     run_with: run_with,
     local_conn: local_conn,
+    named_conn: |host: &str| Connection {
+        host: Some(host.to_owned()),
+        ..local_conn(22)
+    },
 }
 
 #[tokio::test]

@@ -66,6 +66,12 @@ async fn missing_file_is_not_found_and_not_created() {
     let path = dir.path().join("missing.db");
     let o = test(&registry(Policy::default()), &path).await;
     assert_eq!(o.failure, Some(Failure::NotFound), "{o:?}");
+    // Issue 18: the message names the field to check.
+    assert!(
+        o.message
+            .ends_with("not found: check host (the path on the server)"),
+        "{o:?}"
+    );
     assert!(!path.exists(), "the probe created the file");
 }
 
@@ -80,7 +86,12 @@ async fn non_database_is_protocol() {
     .unwrap();
     let o = test(&registry(Policy::default()), &path).await;
     assert_eq!(o.failure, Some(Failure::Protocol), "{o:?}");
-    assert!(o.message.ends_with("is not a SQLite database"), "{o:?}");
+    // Issue 18: the message goes on to name the field to check (it ended with "database").
+    assert!(
+        o.message
+            .ends_with("is not a SQLite database: check host (the database file)"),
+        "{o:?}"
+    );
 }
 
 #[tokio::test]
@@ -88,6 +99,11 @@ async fn directories_and_fifos_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let o = test(&registry(Policy::default()), dir.path()).await;
     assert_eq!(o.failure, Some(Failure::Config), "{o:?}");
+    assert!(
+        o.message
+            .contains("host must be the path of a database file"),
+        "{o:?}"
+    );
     let fifo = dir.path().join("fifo");
     if std::process::Command::new("mkfifo")
         .arg(&fifo)

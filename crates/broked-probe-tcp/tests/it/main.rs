@@ -40,6 +40,7 @@ async fn success_and_refused() {
     let start = Instant::now();
     let o = r.test(&conn("127.0.0.1", Some(port))).await;
     assert_eq!(o.failure, Some(Failure::Refused), "{o:?}");
+    broked_probe::testkit::assert_names(&o.message, &["host and port"]);
     assert!(start.elapsed() < Duration::from_millis(100));
     assert!(!o.message.contains("tcp-secret-pw"));
 }
@@ -58,6 +59,9 @@ async fn config_and_dns() {
     let o = r.test(&conn("no-such-host.invalid", Some(80))).await;
     assert_eq!(o.failure, Some(Failure::Dns), "{o:?}");
     assert!(o.message.contains("no-such-host.invalid"), "{o:?}");
+    broked_probe::testkit::assert_names(&o.message, &["host"]);
+    let o = r.test(&conn("127.0.0.1", None)).await;
+    broked_probe::testkit::assert_names(&o.message, &["port"]);
 }
 
 #[tokio::test]
