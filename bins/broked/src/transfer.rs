@@ -23,7 +23,7 @@ pub(crate) fn export(c: &Connections, format: Format, decrypted: bool) -> anyhow
         }
         Format::Yaml => {
             let rows = c.acting(Actor::cli()).export(decrypted)?;
-            print!("{}", serde_yaml::to_string(&rows)?);
+            print!("{}", yaml_serde::to_string(&rows)?);
         }
         Format::Env => {
             for (id, uri) in c.acting(Actor::cli()).export_uris(decrypted)? {
@@ -58,7 +58,7 @@ pub(crate) fn import(c: &Connections, file: &Path, overwrite: bool) -> anyhow::R
             )
         })?
     } else {
-        serde_yaml::from_str(&text).map_err(|e| {
+        yaml_serde::from_str(&text).map_err(|e| {
             let at = e
                 .location()
                 .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
@@ -67,4 +67,64 @@ pub(crate) fn import(c: &Connections, file: &Path, overwrite: bool) -> anyhow::R
         })?
     };
     Ok(c.acting(Actor::cli()).import(rows, overwrite)?)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The YAML of an export is byte for byte what serde_yaml 0.9 wrote before the move to
+    /// yaml_serde (its maintained fork): files exported before read the same, and diffs of
+    /// exports stay quiet. The expected text is serde_yaml 0.9.34's output for this document.
+    #[test]
+    fn yaml_is_what_serde_yaml_wrote() {
+        // Keys in sorted order, so that the text is the same with serde_json's
+        // `preserve_order` feature on or off.
+        let doc = serde_json::json!({"connections": [
+            {"conn_id": "prod-postgres",
+             "description": "multi\nline: yes # not a comment",
+             "extra": {"b": true, "n": 1.5, "nested": {"k": [1, "2", null]},
+                       "sslmode": "require"},
+             "host": "db.example.com", "login": "etl_user", "password": "********",
+             "port": 5432, "schema": "mydb", "type": "postgres"},
+            {"conn_id": "api", "description": "0755", "extra": "123", "host": "https://[::1]",
+             "login": "yes", "password": "p@ss: w/rd'\"é", "port": null, "schema": "v1/items",
+             "type": "http"}
+        ], "format": "broked-connections", "version": 1});
+        let expected = "\
+connections:
+- conn_id: prod-postgres
+  description: |-
+    multi
+    line: yes # not a comment
+  extra:
+    b: true
+    n: 1.5
+    nested:
+      k:
+      - 1
+      - '2'
+      - null
+    sslmode: require
+  host: db.example.com
+  login: etl_user
+  password: '********'
+  port: 5432
+  schema: mydb
+  type: postgres
+- conn_id: api
+  description: '0755'
+  extra: '123'
+  host: https://[::1]
+  login: yes
+  password: 'p@ss: w/rd''\"é'
+  port: null
+  schema: v1/items
+  type: http
+format: broked-connections
+version: 1
+";
+        let text = yaml_serde::to_string(&doc).unwrap();
+        assert_eq!(text, expected);
+        let back: serde_json::Value = yaml_serde::from_str(&text).unwrap();
+        assert_eq!(back, doc);
+    }
 }
