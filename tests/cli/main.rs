@@ -1323,3 +1323,68 @@ fn sqlite_tests_never_open_the_store_and_stay_in_the_file_roots() {
     assert!(run.stderr.contains("no-such-dir"), "{}", run.stderr);
     cli.assert_no_leak(&[PW_MARK]);
 }
+
+/// `get --uri-format` (issue 18): each client's form of the stored connection, password
+/// included, like `--uri`; a type a format has no form for is an error naming both.
+#[test]
+fn get_uri_format_prints_each_client_form() {
+    const FMT_PW: &str = "Fmt'Pw\\ @x-3";
+    let cli = TestCli::new();
+    cli.add(
+        "pg",
+        &argv("--type postgres --host db.example.com --port 5432 --schema mydb --login etl"),
+        Some(FMT_PW),
+    );
+    let get = |format: &str| {
+        cli.run(&["connections", "get", "pg", "--uri-format", format])
+            .ok()
+            .stdout
+            .trim_end()
+            .to_owned()
+    };
+    assert_eq!(get("uri"), cli.get_uri("pg"));
+    assert_eq!(
+        get("sqlalchemy"),
+        "postgresql+psycopg://etl:Fmt%27Pw%5C%20%40x-3@db.example.com:5432/mydb"
+    );
+    assert_eq!(
+        get("jdbc"),
+        "jdbc:postgresql://db.example.com:5432/mydb?password=Fmt%27Pw%5C%20%40x-3&user=etl"
+    );
+    assert_eq!(
+        get("libpq"),
+        r"host='db.example.com' port='5432' dbname='mydb' user='etl' password='Fmt\'Pw\\ @x-3'"
+    );
+    let json = cli
+        .run(&[
+            "connections",
+            "get",
+            "pg",
+            "--uri-format",
+            "libpq",
+            "-o",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(json["conn_id"], "pg");
+    assert_eq!(json["uri"], get("libpq"));
+
+    cli.add(
+        "api",
+        &argv("--type http --host api.example.com"),
+        Some(FMT_PW),
+    );
+    let refused = cli
+        .run(&["connections", "get", "api", "--uri-format", "jdbc"])
+        .fails(1);
+    assert!(
+        refused
+            .stderr
+            .contains("a http connection has no jdbc form; http supports: uri"),
+        "{refused:?}"
+    );
+    assert!(refused.stdout.is_empty() && !refused.stderr.contains(FMT_PW));
+    cli.run(&["connections", "get", "pg", "--uri-format", "odbc"])
+        .fails(2);
+}

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use broked_connections::{Actor, ConnectionUpdate, Connections, Error, SecretUpdate, UpdateMode};
-use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
+use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Dialect, Secret};
 use clap::builder::PossibleValuesParser;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -165,13 +165,17 @@ enum ConnectionsCmd {
     },
     /// Show one connection (secrets masked), or its full URI with --uri.
     #[command(
-        after_help = "Examples:\n  broked connections get prod-postgres\n  broked connections get prod-postgres --uri   # prints the password"
+        after_help = "Examples:\n  broked connections get prod-postgres\n  broked connections get prod-postgres --uri   # prints the password\n  broked connections get prod-postgres --uri-format sqlalchemy   # postgresql+psycopg://...\n  psql \"$(broked connections get prod-postgres --uri-format libpq)\""
     )]
     Get {
         conn_id: String,
         /// Print the full URI, password included: the one command that shows a secret.
         #[arg(long)]
         uri: bool,
+        /// Print the full connection string in a client's form, password included (implies
+        /// --uri): uri (as --uri), sqlalchemy, jdbc or libpq (docs/uri.md).
+        #[arg(long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["uri", "sqlalchemy", "jdbc", "libpq"]))]
+        uri_format: Option<String>,
     },
     /// Change the given fields of a connection; the others stay.
     #[command(
@@ -563,9 +567,17 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
             output::connection_list(out, &c.list(filter)?);
             Ok(ExitCode::SUCCESS)
         }
-        ConnectionsCmd::Get { conn_id, uri } => {
-            if uri {
-                let uri = c.acting(Actor::cli()).uri(&conn_id)?;
+        ConnectionsCmd::Get {
+            conn_id,
+            uri,
+            uri_format,
+        } => {
+            if uri || uri_format.is_some() {
+                let dialect = match uri_format {
+                    Some(f) => f.parse::<Dialect>()?,
+                    None => Dialect::Uri,
+                };
+                let uri = c.acting(Actor::cli()).uri_in(&conn_id, dialect)?;
                 output::uri(out, &conn_id, &uri);
             } else {
                 output::connection(out, &c.get(&conn_id)?);

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use broked_core::{ConnType, Connection, ConnectionInput, Secret};
+use broked_core::{ConnType, Connection, ConnectionInput, Dialect, Secret};
 use serde_json::Value;
 
 use crate::connections::Connections;
@@ -180,6 +180,13 @@ impl<'a> Acting<'a> {
     /// The full URI of a stored connection, secrets included (`get --uri`): a reveal.
     pub fn uri(&self, conn_id: &str) -> Result<Secret, Error> {
         self.connections.uri_as(&self.actor, conn_id)
+    }
+
+    /// The connection string in a client's [`Dialect`] (`get --uri-format`): like
+    /// [`Acting::uri`], recorded as a reveal. Built as [`Connections::resolve_as`] builds it,
+    /// from the stored connection (not the environment, as `get --uri`).
+    pub fn uri_in(&self, conn_id: &str, dialect: Dialect) -> Result<Secret, Error> {
+        self.connections.uri_in_as(&self.actor, conn_id, dialect)
     }
 
     /// [`Connections::test`].

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
+use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Dialect, Secret};
 use broked_crypto::Keyring;
 use broked_store::{
     Deleted, PipelineRef, PutPipeline, SqliteStore, Store, StoreError, StoredConnection,
@@ -302,6 +302,23 @@ impl Connections {
         Ok(self.revealed(actor, conn_id, "uri")?.to_uri())
     }
 
+    /// `get --uri-format`: the connection string in a client's dialect, recorded as a reveal
+    /// (of `uri` for broked's own form, as `get --uri`).
+    pub(crate) fn uri_in_as(
+        &self,
+        actor: &Actor,
+        conn_id: &str,
+        dialect: Dialect,
+    ) -> Result<Secret, Error> {
+        if dialect == Dialect::Uri {
+            return self.uri_as(actor, conn_id);
+        }
+        let what = format!("uri:{dialect}");
+        self.revealed(actor, conn_id, &what)?
+            .to_dialect(dialect)
+            .map_err(Error::Dialect)
+    }
+
     fn revealed(&self, actor: &Actor, conn_id: &str, what: &str) -> Result<Connection, Error> {
         let result = self.stored(conn_id).and_then(|row| self.decrypt(&row));
         let mut event = Event::new("reveal")
@@ -552,6 +569,25 @@ impl Connections {
             Ok((row.version, self.decrypt(&row)?))
         };
         self.resolver.resolve(self.store.as_ref(), &load, conn_id)
+    }
+
+    /// The connection string of `conn_id` in a client's [`Dialect`]: a SQLAlchemy URL, a JDBC
+    /// URL, a libpq keyword/value string, or broked's URI (`docs/uri.md`, "Client dialects").
+    ///
+    /// The same lookup as [`Connections::resolve`] (environment first, then the database
+    /// through the cache, with its freshness guarantee and `max_stale`), then the dialect's
+    /// builder in `broked-core`. A type the dialect has no form for, or an extra key that
+    /// secures the target and that the client cannot be given, is [`Error::Dialect`]
+    /// ([`ErrorKind::Invalid`](crate::ErrorKind::Invalid)), naming the type and the key.
+    pub fn resolve_as(&self, conn_id: &str, dialect: Dialect) -> Result<Secret, Error> {
+        let resolved = self.resolve(conn_id)?;
+        if dialect == Dialect::Uri {
+            return Ok(resolved.uri.clone());
+        }
+        resolved
+            .connection
+            .to_dialect(dialect)
+            .map_err(Error::Dialect)
     }
 
     /// Adds a new active key, re-seals every secret under it in one transaction, and keeps

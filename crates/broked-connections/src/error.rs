@@ -17,6 +17,9 @@ pub enum Error {
     Invalid(ValidationErrors),
     #[error("{0}")]
     InvalidPipeline(#[from] PipelineError),
+    /// The connection has no form in the client dialect asked for (`resolve_as`).
+    #[error("{0}")]
+    Dialect(broked_core::DialectError),
     #[error("connection {0:?} not found")]
     NotFound(String),
     #[error("pipeline {0:?} not found")]
@@ -143,6 +146,7 @@ impl Error {
         match self {
             Error::Invalid(_)
             | Error::InvalidPipeline(_)
+            | Error::Dialect(_)
             | Error::UnknownConnIds(_)
             | Error::Import(_)
             | Error::Options(_) => ErrorKind::Invalid,

@@ -37,7 +37,9 @@ mod update;
 
 use std::time::Duration;
 
-pub use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Secret};
+pub use broked_core::{
+    ConnId, ConnType, Connection, ConnectionInput, Dialect, DialectError, Secret,
+};
 pub use broked_probe::{Failure, Outcome as TestOutcome};
 
 pub use crate::actor::{Acting, Actor};

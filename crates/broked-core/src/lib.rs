@@ -11,6 +11,7 @@
 //! serde derive on secret-bearing types, so a secret cannot be serialized by accident.
 
 mod connection;
+mod dialect;
 pub mod endpoint;
 mod id;
 pub mod redact;
@@ -22,6 +23,7 @@ mod uri;
 pub use connection::{
     Connection, ConnectionInput, FieldError, ValidationErrors, effective_port, target_binding,
 };
+pub use dialect::{Dialect, DialectError, UnknownDialect};
 pub use id::{ConnId, ConnIdError};
 pub use secret::Secret;
 pub use target::{ExtraKeyRole, SSH_TUNNEL_KEY, is_tunnel_key, securing_extra};

@@ -121,6 +121,25 @@ pub fn s3() -> Option<Service> {
     )
 }
 
+/// The Python of a virtual environment with SQLAlchemy, psycopg and PyMySQL
+/// (`BROKED_TEST_PYTHON`, made by `scripts/services/python.sh`), for the tests that hand
+/// connection strings to the real clients. `None` after printing why the test is skipped;
+/// panics instead when [`REQUIRE_FLAG`] is `1`.
+pub fn python() -> Option<std::path::PathBuf> {
+    match std::env::var_os("BROKED_TEST_PYTHON") {
+        Some(p) if !p.is_empty() => Some(p.into()),
+        _ => {
+            let why = "BROKED_TEST_PYTHON not configured; run scripts/test (scripts/services/python.sh) \
+                       to make the test venv";
+            if required() {
+                panic!("{why}, and {REQUIRE_FLAG}=1 makes that a failure");
+            }
+            eprintln!("SKIPPED: {why}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use broked_connections::{
 };
 use serde_json::json;
 
+mod dialect;
 mod freshness;
 
 mod target;
