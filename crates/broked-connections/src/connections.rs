@@ -121,18 +121,24 @@ impl Connections {
 
     fn create_recorded(
         &self,
-        _actor: &Actor,
+        actor: &Actor,
         input: ConnectionInput,
     ) -> Result<ConnectionInfo, Error> {
         let conn = input.validate()?;
         self.check_tunnel(&conn)?;
         let now = now();
-        let (rows, ()) = self.sealer.write_rows(
+        let (mut rows, version) = self.sealer.write_rows(
             None,
-            || Ok(vec![self.sealer.seal_row(&conn, None, &now, &now, 1)?]),
+            || {
+                let mut row = self.sealer.seal_row(&conn, None, &now, &now, 1)?;
+                row.updated_by = Some(actor.name().to_owned());
+                Ok(vec![row])
+            },
             |rows| self.store.insert_connection(&rows[0]),
             |_| true,
         )?;
+        // Created again under a deleted conn_id, the numbers go on after its kept history.
+        rows[0].version = version;
         info(&rows[0])
     }
 
@@ -170,8 +176,21 @@ impl Connections {
         update: ConnectionUpdate,
         mode: UpdateMode,
     ) -> Result<ConnectionInfo, Error> {
+        self.update_expecting_as(actor, conn_id, update, mode, None)
+    }
+
+    /// [`Connections::update`] only if the connection still has version `expected` (HTTP
+    /// `If-Match`): otherwise [`Error::Stale`] and nothing changes.
+    pub(crate) fn update_expecting_as(
+        &self,
+        actor: &Actor,
+        conn_id: &str,
+        update: ConnectionUpdate,
+        mode: UpdateMode,
+        expected: Option<i64>,
+    ) -> Result<ConnectionInfo, Error> {
         let mut event = Event::new("update").conn(conn_id);
-        let result = self.update_recorded(actor, &mut event, conn_id, update, mode);
+        let result = self.update_recorded(actor, &mut event, conn_id, update, mode, expected);
         self.record(actor, event, &result);
         result
     }
@@ -180,14 +199,16 @@ impl Connections {
     /// (for its HMAC).
     fn update_recorded(
         &self,
-        _actor: &Actor,
+        actor: &Actor,
         event: &mut Event,
         conn_id: &str,
         update: ConnectionUpdate,
         mode: UpdateMode,
+        expected: Option<i64>,
     ) -> Result<ConnectionInfo, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let old = self.stored(conn_id)?;
+            crate::history::expect_version(&old, expected)?;
             // A secret the update replaces or clears is not decrypted: a value that no longer
             // opens (a damaged row) can still be overwritten.
             let mut current =
@@ -230,9 +251,14 @@ impl Connections {
                         old.version,
                     )?;
                     row.conn_id = old.conn_id.clone();
+                    row.updated_by = Some(actor.name().to_owned());
+                    row.changed = event.fields.iter().map(|f| (*f).to_owned()).collect();
                     Ok(vec![row])
                 },
-                |rows| self.store.update_connection(&rows[0]),
+                |rows| {
+                    self.store
+                        .update_connection(&rows[0], self.options.keep_versions)
+                },
                 |w| *w == Written::Done,
             );
             let (rows, outcome) = match written {
@@ -260,7 +286,19 @@ impl Connections {
     }
 
     pub(crate) fn delete_as(&self, actor: &Actor, conn_id: &str, force: bool) -> Result<(), Error> {
-        let result = self.delete_recorded(actor, conn_id, force);
+        self.delete_expecting_as(actor, conn_id, force, None)
+    }
+
+    /// [`Connections::delete`] only if the connection still has version `expected` (HTTP
+    /// `If-Match`): otherwise [`Error::Stale`] and nothing changes.
+    pub(crate) fn delete_expecting_as(
+        &self,
+        actor: &Actor,
+        conn_id: &str,
+        force: bool,
+        expected: Option<i64>,
+    ) -> Result<(), Error> {
+        let result = self.delete_recorded(actor, conn_id, force, expected);
         let event =
             Event::new("delete")
                 .conn(conn_id)
@@ -269,16 +307,30 @@ impl Connections {
         result
     }
 
-    fn delete_recorded(&self, _actor: &Actor, conn_id: &str, force: bool) -> Result<(), Error> {
+    fn delete_recorded(
+        &self,
+        actor: &Actor,
+        conn_id: &str,
+        force: bool,
+        expected: Option<i64>,
+    ) -> Result<(), Error> {
         // A bastion other connections go through (extra.ssh_tunnel) stays too.
         self.check_bastion_delete(conn_id, force)?;
+        let how = broked_store::Deletion {
+            force,
+            expected_version: expected,
+            at: now(),
+            by: Some(actor.name().to_owned()),
+            keep_versions: self.options.keep_versions,
+        };
         match self
             .store
-            .delete_connection(conn_id, force)
+            .delete_connection(conn_id, &how)
             .map_err(store_err)?
         {
             Deleted::Done => Ok(()),
             Deleted::Missing => Err(Error::NotFound(conn_id.to_owned())),
+            Deleted::Stale => Err(crate::history::stale(self, conn_id, expected)),
             Deleted::InUse(refs) => Err(Error::InUse {
                 conn_id: conn_id.to_owned(),
                 pipelines: usages(refs)?,
@@ -886,6 +938,8 @@ pub(crate) fn info(row: &StoredConnection) -> Result<ConnectionInfo, Error> {
         description: c.description,
         created_at: row.created_at.clone(),
         updated_at: row.updated_at.clone(),
+        version: row.version,
+        updated_by: row.updated_by.clone(),
     })
 }
 

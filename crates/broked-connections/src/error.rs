@@ -22,6 +22,26 @@ pub enum Error {
     Dialect(broked_core::DialectError),
     #[error("connection {0:?} not found")]
     NotFound(String),
+    /// A conditional write (HTTP `If-Match`) found another version than the caller read.
+    #[error(
+        "connection {conn_id:?} changed: it is at version {}, not {expected}; read it again \
+         and redo the change on the current version",
+        current.map_or_else(|| "none (deleted)".to_owned(), |v| v.to_string())
+    )]
+    Stale {
+        conn_id: String,
+        expected: i64,
+        current: Option<i64>,
+    },
+    /// `purge` of a connection that exists: only a deleted connection's history is purged.
+    #[error(
+        "connection {0:?} exists: purge removes the kept history of a deleted connection only; \
+         delete it first"
+    )]
+    PurgeLive(String),
+    /// A version that the connection's history does not hold (never written, or pruned).
+    #[error("connection {conn_id:?} has no version {version} (see its history)")]
+    VersionNotFound { conn_id: String, version: i64 },
     #[error("pipeline {0:?} not found")]
     PipelineNotFound(String),
     #[error("connection {0:?} already exists")]
@@ -130,6 +150,8 @@ pub enum ErrorKind {
     Conflict,
     /// Used by pipelines (HTTP 409).
     InUse,
+    /// A conditional write found a newer version (HTTP 412): read again and retry.
+    Stale,
     /// Try again (HTTP 503).
     Busy,
     /// The store cannot be reached or read — the database server down or refusing, the
@@ -150,10 +172,14 @@ impl Error {
             | Error::UnknownConnIds(_)
             | Error::Import(_)
             | Error::Options(_) => ErrorKind::Invalid,
-            Error::NotFound(_) | Error::PipelineNotFound(_) | Error::TokenNotFound(_) => {
-                ErrorKind::NotFound
+            Error::NotFound(_)
+            | Error::PipelineNotFound(_)
+            | Error::TokenNotFound(_)
+            | Error::VersionNotFound { .. } => ErrorKind::NotFound,
+            Error::Stale { .. } => ErrorKind::Stale,
+            Error::AlreadyExists(_) | Error::TokenExists(_) | Error::PurgeLive(_) => {
+                ErrorKind::Conflict
             }
-            Error::AlreadyExists(_) | Error::TokenExists(_) => ErrorKind::Conflict,
             Error::InUse { .. } | Error::BastionInUse { .. } => ErrorKind::InUse,
             Error::Tunnel(e) if matches!(e.kind, broked_probe::Failure::Config) => {
                 ErrorKind::Invalid

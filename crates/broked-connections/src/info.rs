@@ -21,6 +21,35 @@ pub struct ConnectionInfo {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// The version: 1 when created, one more with every update (the HTTP `ETag`). Kept
+    /// previous versions: [`Connections::versions`](crate::Connections::versions).
+    pub version: i64,
+    /// Who wrote this version (`library`, `cli:<user>`, a token name); `None` for rows
+    /// written before versions were recorded.
+    pub updated_by: Option<String>,
+}
+
+/// One version of a connection in its history: never a value, only which fields changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: i64,
+    /// RFC 3339: when this version was written (for a deleted marker: when it was deleted).
+    pub updated_at: String,
+    pub updated_by: Option<String>,
+    /// The names of the fields this version changed from the one before (empty for the
+    /// first version and for the deleted marker).
+    pub changed: Vec<String>,
+    /// The marker a delete leaves: the connection was deleted at `updated_at`.
+    pub deleted: bool,
+    /// The connection's current version.
+    pub current: bool,
+}
+
+/// One version of a connection, masked as [`ConnectionInfo`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionVersion {
+    pub summary: VersionInfo,
+    pub connection: ConnectionInfo,
 }
 
 /// A stored pipeline definition.

@@ -24,6 +24,7 @@ mod connections;
 mod env;
 mod error;
 mod fields;
+mod history;
 mod info;
 mod metrics;
 mod pipeline;
@@ -47,7 +48,9 @@ pub use crate::connections::{Connections, describe_db, is_postgres_url};
 pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};
 pub use crate::fields::{CONNECTION_KEYS, JsonSource, READ_ONLY_KEYS};
-pub use crate::info::{ConnectionInfo, PipelineInfo, PipelineUsage};
+pub use crate::info::{
+    ConnectionInfo, ConnectionVersion, PipelineInfo, PipelineUsage, VersionInfo,
+};
 pub use crate::metrics::{Histogram, KeyUsage, LATENCY_BUCKETS, Metrics, StoreOpMetrics};
 pub use crate::pipeline::{Node, PipelineDef, PipelineError, PipelineId};
 pub use crate::resolve::{Resolved, Source, Stale};
@@ -89,7 +92,15 @@ pub struct Options {
     /// Past it the call fails with [`ErrorKind::Unavailable`] or [`ErrorKind::Busy`].
     /// Default 10 s; the server uses 3 s (`--store-timeout`).
     pub store_timeout: Duration,
+    /// Previous versions kept per connection (`--keep-versions`): every update keeps the
+    /// version it replaces, and older ones beyond this many are removed in the same
+    /// transaction. A delete keeps the deleted row and a deleted marker (they count) until
+    /// [`Connections::purge`]. 0 keeps no history. Default [`DEFAULT_KEEP_VERSIONS`].
+    pub keep_versions: u32,
 }
+
+/// How many previous versions of a connection are kept by default ([`Options::keep_versions`]).
+pub const DEFAULT_KEEP_VERSIONS: u32 = 10;
 
 impl Default for Options {
     fn default() -> Options {
@@ -102,6 +113,7 @@ impl Default for Options {
             key_file: None,
             max_stale: None,
             store_timeout: Duration::from_secs(10),
+            keep_versions: DEFAULT_KEEP_VERSIONS,
         }
     }
 }

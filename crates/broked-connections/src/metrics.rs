@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use broked_store::{
-    Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, SealedField, Store,
-    StoreError, StoredConnection, StoredPipeline, StoredToken, Written,
+    Deleted, Deletion, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result, RotationGuard,
+    SealedField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, StoredVersion,
+    Written,
 };
 
 /// Upper bounds (seconds) of the latency histograms' buckets; one more bucket is `+Inf`.
@@ -245,12 +246,12 @@ timed_store! {
     4 remove_unused_keys(key_ids: &[u32]) -> Result<Vec<u32>>;
     5 sealed_per_key() -> Result<Vec<(u32, u64)>>;
     6 seals(key_id: u32) -> Result<u64>;
-    7 insert_connection(conn: &StoredConnection) -> Result<()>;
+    7 insert_connection(conn: &StoredConnection) -> Result<i64>;
     8 get_connection(conn_id: &str) -> Result<Option<StoredConnection>>;
     9 list_connections(conn_type: Option<&str>) -> Result<Vec<StoredConnection>>;
-    10 update_connection(conn: &StoredConnection) -> Result<Written>;
-    11 delete_connection(conn_id: &str, force: bool) -> Result<Deleted>;
-    12 put_connections(rows: &[StoredConnection], overwrite: bool) -> Result<PutMany>;
+    10 update_connection(conn: &StoredConnection, keep_versions: u32) -> Result<Written>;
+    11 delete_connection(conn_id: &str, how: &Deletion) -> Result<Deleted>;
+    12 put_connections(rows: &[StoredConnection], overwrite: bool, keep_versions: u32) -> Result<PutMany>;
     13 sealed_not_under(key_id: u32, limit: usize) -> Result<Vec<SealedField>>;
     14 reseal(batch: &[Reseal]) -> Result<usize>;
     15 put_pipeline(pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline>;
@@ -266,6 +267,9 @@ timed_store! {
     25 count_tokens() -> Result<u64>;
     26 lock_rotation() -> Result<RotationGuard>;
     27 try_lock_rotation() -> Result<Option<RotationGuard>>;
+    28 history(conn_id: Option<&str>) -> Result<Vec<StoredVersion>>;
+    29 get_version(conn_id: &str, version: i64) -> Result<Option<StoredVersion>>;
+    30 purge_history(conn_id: &str) -> Result<Purged>;
 }
 
 #[cfg(test)]

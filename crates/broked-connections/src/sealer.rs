@@ -42,6 +42,8 @@ pub struct CheckReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckFailure {
     pub conn_id: String,
+    /// `None`: the connection's current row; `Some(n)`: version `n` kept in its history.
+    pub version: Option<i64>,
     pub field: &'static str,
     pub reason: String,
 }
@@ -135,6 +137,8 @@ impl Sealer {
             description: conn.description.clone(),
             created_at: created_at.to_owned(),
             updated_at: updated_at.to_owned(),
+            updated_by: None,
+            changed: Vec::new(),
             version,
         })
     }
@@ -480,7 +484,10 @@ impl Sealer {
         let mut failures: Vec<CheckFailure> = Vec::new();
         // Each value is bound to its connection's target: read them once. A row changed
         // meanwhile is skipped by the compare-and-swap of `reseal` and picked up next pass.
+        // A kept version is bound to its own target (its own host, port, login).
         let mut targets = std::collections::HashMap::new();
+        let mut kept_targets: std::collections::HashMap<(String, i64), String> =
+            std::collections::HashMap::new();
         // Values written meanwhile by a process still on the old key are picked up by the
         // next pass; a few passes are enough unless someone writes without pause.
         for _ in 0..5 {
@@ -490,9 +497,11 @@ impl Sealer {
                 .map_err(store_err)?
                 .into_iter()
                 .filter(|f| {
-                    !failures
-                        .iter()
-                        .any(|x| x.conn_id == f.conn_id && x.field == f.field.name())
+                    !failures.iter().any(|x| {
+                        x.conn_id == f.conn_id
+                            && x.version == f.version
+                            && x.field == f.field.name()
+                    })
                 })
                 .collect();
             if todo.is_empty() {
@@ -500,7 +509,10 @@ impl Sealer {
             }
             let total = todo.len() as u64;
             let mut batch = Vec::with_capacity(todo.len());
-            if todo.iter().any(|f| !targets.contains_key(&f.conn_id)) {
+            if todo
+                .iter()
+                .any(|f| f.version.is_none() && !targets.contains_key(&f.conn_id))
+            {
                 targets.clear();
                 for row in self.store.list_connections(None).map_err(store_err)? {
                     if let Ok(t) = row_target(&row) {
@@ -508,12 +520,28 @@ impl Sealer {
                     }
                 }
             }
+            for f in &todo {
+                let Some(v) = f.version else { continue };
+                let key = (f.conn_id.clone(), v);
+                if kept_targets.contains_key(&key) {
+                    continue;
+                }
+                if let Some(kept) = self.store.get_version(&f.conn_id, v).map_err(store_err)? {
+                    if let Ok(t) = row_target(&kept.conn) {
+                        kept_targets.insert(key, t);
+                    }
+                }
+            }
             {
                 let keyring = read(&self.keyring);
                 for (i, f) in todo.into_iter().enumerate() {
                     progress(i as u64 + 1, total);
-                    let Some(target) = targets.get(&f.conn_id) else {
-                        continue; // deleted meanwhile
+                    let target = match f.version {
+                        None => targets.get(&f.conn_id),
+                        Some(v) => kept_targets.get(&(f.conn_id.clone(), v)),
+                    };
+                    let Some(target) = target else {
+                        continue; // deleted or pruned meanwhile
                     };
                     let resealed =
                         open_bound(&keyring, &f.conn_id, target, f.field, &f.sealed.blob).and_then(
@@ -524,6 +552,7 @@ impl Sealer {
                     match resealed {
                         Ok(blob) => batch.push(Reseal {
                             conn_id: f.conn_id,
+                            version: f.version,
                             field: f.field,
                             old: f.sealed.blob,
                             new: Sealed {
@@ -533,6 +562,7 @@ impl Sealer {
                         }),
                         Err(e) => failures.push(CheckFailure {
                             conn_id: f.conn_id,
+                            version: f.version,
                             field: f.field.name(),
                             reason: short_reason(&e),
                         }),
@@ -585,13 +615,26 @@ impl Sealer {
         Ok(removable.iter().map(|k| k.to_string()).collect())
     }
 
-    /// Tries to open every sealed value.
+    /// Tries to open every sealed value: of every connection and of every version kept in
+    /// the history, each under its own target.
     pub(crate) fn check(&self) -> Result<CheckReport, Error> {
         let mut report = CheckReport {
             checked: 0,
             failures: Vec::new(),
         };
-        for conn in self.store.list_connections(None).map_err(store_err)? {
+        let current = self
+            .store
+            .list_connections(None)
+            .map_err(store_err)?
+            .into_iter()
+            .map(|c| (None, c));
+        let kept = self
+            .store
+            .history(None)
+            .map_err(store_err)?
+            .into_iter()
+            .map(|v| (Some(v.conn.version), v.conn));
+        for (version, conn) in current.chain(kept) {
             for field in SecretField::ALL {
                 let Some(sealed) = conn.sealed(field) else {
                     continue;
@@ -606,6 +649,7 @@ impl Sealer {
                     };
                     report.failures.push(CheckFailure {
                         conn_id: conn.conn_id.clone(),
+                        version,
                         field: field.name(),
                         reason,
                     });
@@ -738,6 +782,7 @@ impl Sealer {
                     match moved {
                         Some(blob) => batch.push(Reseal {
                             conn_id: row.conn_id.clone(),
+                            version: None,
                             field,
                             old: sealed.blob.clone(),
                             new: Sealed {

@@ -227,7 +227,10 @@ impl Connections {
                     .map(|(_, c)| self.sealer.seal_row(c, None, &now, &now, 1))
                     .collect()
             },
-            |rows| self.store.put_connections(rows, overwrite),
+            |rows| {
+                self.store
+                    .put_connections(rows, overwrite, self.options.keep_versions)
+            },
             |outcome| matches!(outcome, PutMany::Done(_)),
         )?;
         match outcome {

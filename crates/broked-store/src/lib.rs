@@ -115,6 +115,12 @@ pub struct StoredConnection {
     pub created_at: String,
     /// RFC 3339, set by the caller.
     pub updated_at: String,
+    /// Who wrote this version (an actor as the library names it: `library`, `cli:<user>`,
+    /// a token name); `None` for rows written before the store recorded it.
+    pub updated_by: Option<String>,
+    /// The names of the fields this version changed from the one before (never values);
+    /// empty for a new connection.
+    pub changed: Vec<String>,
     /// Incremented by every update; [`Store::update_connection`] writes only if the row still
     /// has the version the caller read (no lost update between processes).
     pub version: i64,
@@ -127,6 +133,31 @@ impl StoredConnection {
             SecretField::Extra => self.extra.as_ref(),
         }
     }
+}
+
+/// A version of a connection kept in its history (`connection_versions`): the row as it
+/// was before an update or a delete replaced it, sealed values under their own key id.
+/// A `deleted` version is the marker a delete leaves: who deleted and when (`updated_by`,
+/// `updated_at`), the plain fields of the deleted row, no sealed values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredVersion {
+    pub conn: StoredConnection,
+    pub deleted: bool,
+}
+
+/// How [`Store::delete_connection`] deletes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    /// Delete even while pipelines reference the connection.
+    pub force: bool,
+    /// Delete only if the row still has this version ([`Deleted::Stale`] otherwise).
+    pub expected_version: Option<i64>,
+    /// RFC 3339: the time of the deleted marker.
+    pub at: String,
+    /// Who deletes (the deleted marker's `updated_by`).
+    pub by: Option<String>,
+    /// The previous versions kept per connection (the deleted row and its marker count).
+    pub keep_versions: u32,
 }
 
 /// A pipeline definition (JSON text, as the caller wrote it).
@@ -148,10 +179,12 @@ pub struct PipelineRef {
     pub conn_id: String,
 }
 
-/// One sealed field, addressed by connection and field, for rotation.
+/// One sealed field, addressed by connection, version and field, for rotation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SealedField {
     pub conn_id: String,
+    /// `None`: the connection's current row; `Some(n)`: version `n` in its history.
+    pub version: Option<i64>,
     pub field: SecretField,
     pub sealed: Sealed,
 }
@@ -160,6 +193,8 @@ pub struct SealedField {
 #[derive(Clone, Debug)]
 pub struct Reseal {
     pub conn_id: String,
+    /// As [`SealedField::version`].
+    pub version: Option<i64>,
     pub field: SecretField,
     pub old: Vec<u8>,
     pub new: Sealed,
@@ -197,8 +232,21 @@ pub enum Written {
 pub enum Deleted {
     Done,
     Missing,
+    /// The row's version is not [`Deletion::expected_version`]; nothing was deleted.
+    Stale,
     /// Refused: these pipeline nodes reference the connection.
     InUse(Vec<PipelineRef>),
+}
+
+/// What [`Store::purge_history`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purged {
+    /// This many kept versions (deleted markers included) were removed.
+    Done(u64),
+    /// Refused: the connection exists (only a deleted connection's history is purged).
+    Exists,
+    /// Neither the connection nor any kept version of it exists.
+    Missing,
 }
 
 /// What [`Store::put_connections`] did.
@@ -341,9 +389,10 @@ pub trait Store: Send + Sync {
     fn set_meta(&self, name: &str, value: &str) -> Result<()>;
     /// Registers a key's check value (no-op if the id is registered with the same value).
     fn add_key_check(&self, key_id: u32, check: &str) -> Result<()>;
-    /// Forgets keys that seal nothing; returns the ids removed. Keys still in use stay.
+    /// Forgets keys that seal nothing (in current rows or kept versions); returns the ids
+    /// removed. Keys still in use stay.
     fn remove_unused_keys(&self, key_ids: &[u32]) -> Result<Vec<u32>>;
-    /// How many sealed values each key id seals now.
+    /// How many sealed values (current rows and kept versions) each key id seals now.
     fn sealed_per_key(&self) -> Result<Vec<(u32, u64)>>;
 
     /// Adds `n` to the count of seals made with `key_id`; returns the new total.
@@ -357,22 +406,43 @@ pub trait Store: Send + Sync {
     /// notifications, or asks the database while it cannot listen (`postgres/fresh.rs`).
     fn generation(&self) -> Result<u64>;
 
-    fn insert_connection(&self, conn: &StoredConnection) -> Result<()>;
+    /// Inserts a new row; returns its version (`conn.version` is ignored): 1, or — under a
+    /// conn_id whose history was kept after a delete — one more than the newest kept version.
+    fn insert_connection(&self, conn: &StoredConnection) -> Result<i64>;
     fn get_connection(&self, conn_id: &str) -> Result<Option<StoredConnection>>;
     /// Sorted by conn_id.
     fn list_connections(&self, conn_type: Option<&str>) -> Result<Vec<StoredConnection>>;
     /// Writes `conn` if the stored row still has `conn.version`; the stored version becomes
-    /// `conn.version + 1`.
-    fn update_connection(&self, conn: &StoredConnection) -> Result<Written>;
-    fn delete_connection(&self, conn_id: &str, force: bool) -> Result<Deleted>;
+    /// `conn.version + 1`. The row it replaces is kept in the history in the same
+    /// transaction, which then keeps at most `keep_versions` previous versions of it.
+    fn update_connection(&self, conn: &StoredConnection, keep_versions: u32) -> Result<Written>;
+    /// Deletes a connection; the row moves into the history with a deleted marker after it
+    /// (kept until [`Store::purge_history`]).
+    fn delete_connection(&self, conn_id: &str, how: &Deletion) -> Result<Deleted>;
     /// Inserts every row, or (with `overwrite`) replaces existing ones, all in one
-    /// transaction: all or nothing.
-    fn put_connections(&self, rows: &[StoredConnection], overwrite: bool) -> Result<PutMany>;
+    /// transaction: all or nothing. A replaced row is kept in the history as by
+    /// [`Store::update_connection`].
+    fn put_connections(
+        &self,
+        rows: &[StoredConnection],
+        overwrite: bool,
+        keep_versions: u32,
+    ) -> Result<PutMany>;
 
-    /// Sealed fields not sealed by `key_id`, at most `limit`, in conn_id order.
+    /// The kept previous versions of `conn_id` (every connection's with `None`), newest
+    /// first per connection, connections in conn_id order. Not the current row.
+    fn history(&self, conn_id: Option<&str>) -> Result<Vec<StoredVersion>>;
+    /// Version `version` of `conn_id`: the current row if it has that version, else the
+    /// kept one (`deleted: false` for the current row).
+    fn get_version(&self, conn_id: &str, version: i64) -> Result<Option<StoredVersion>>;
+    /// Removes the kept history (and deleted marker) of a deleted connection.
+    fn purge_history(&self, conn_id: &str) -> Result<Purged>;
+
+    /// Sealed fields — of current rows and of kept versions — not sealed by `key_id`, at
+    /// most `limit`, in conn_id order.
     fn sealed_not_under(&self, key_id: u32, limit: usize) -> Result<Vec<SealedField>>;
-    /// Writes re-sealed values in one transaction; a field that changed meanwhile is skipped.
-    /// Returns how many were written.
+    /// Writes re-sealed values in one transaction; a field that changed meanwhile is skipped
+    /// (compare-and-swap per row, version and field). Returns how many were written.
     fn reseal(&self, batch: &[Reseal]) -> Result<usize>;
 
     /// Registers or replaces a pipeline and its references, if every referenced conn_id exists.

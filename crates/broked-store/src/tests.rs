@@ -175,7 +175,267 @@ suite!(
     one_rotation_lock_at_a_time,
     a_waiting_rotation_lock_is_granted_on_release,
     a_key_id_out_of_range_is_a_corrupt_row,
+    an_update_keeps_the_previous_version_with_its_sealed_values,
+    the_history_keeps_at_most_the_versions_asked_for,
+    delete_moves_the_row_into_the_history_and_a_new_one_continues_its_numbers,
+    delete_with_an_expected_version_is_refused_when_stale,
+    key_operations_see_every_kept_version,
+    an_overwriting_import_keeps_the_replaced_row,
 );
+
+fn versions(store: &impl Store, id: &str) -> Vec<(i64, bool)> {
+    store
+        .history(Some(id))
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.conn.version, v.deleted))
+        .collect()
+}
+
+fn sealed(key_id: u32, blob: &[u8]) -> Option<Sealed> {
+    Some(Sealed {
+        key_id,
+        blob: blob.to_vec(),
+    })
+}
+
+fn an_update_keeps_the_previous_version_with_its_sealed_values(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    assert_eq!(store.insert_connection(&conn("a")).unwrap(), 1);
+    store.insert_connection(&conn("other")).unwrap();
+    let v1 = store.get_connection("a").unwrap().unwrap();
+    assert_eq!(v1.updated_by.as_deref(), Some("library"));
+    assert!(v1.changed.is_empty());
+    let mut v2 = v1.clone();
+    v2.host = Some("db2.example.com".into());
+    v2.password = sealed(1, b"sealed-password-2");
+    v2.updated_at = "2026-11-26T11:00:00Z".into();
+    v2.updated_by = Some("ci-token".into());
+    v2.changed = vec!["host".into(), "password".into()];
+    assert_eq!(store.update_connection(&v2, 10).unwrap(), Written::Done);
+    let now = store.get_connection("a").unwrap().unwrap();
+    assert_eq!(now.version, 2);
+    assert_eq!(now.updated_by.as_deref(), Some("ci-token"));
+    assert_eq!(now.changed, ["host", "password"]);
+    let kept = store.history(Some("a")).unwrap();
+    assert_eq!(
+        kept,
+        vec![StoredVersion {
+            conn: v1.clone(),
+            deleted: false
+        }],
+        "version 1 whole: plain fields, sealed value under its key id, writer"
+    );
+    assert_eq!(
+        store.get_version("a", 1).unwrap(),
+        Some(StoredVersion {
+            conn: v1.clone(),
+            deleted: false
+        })
+    );
+    let current = store.get_version("a", 2).unwrap().unwrap();
+    assert_eq!((current.conn, current.deleted), (now.clone(), false));
+    assert_eq!(store.get_version("a", 3).unwrap(), None);
+    assert_eq!(store.get_version("nope", 1).unwrap(), None);
+    // A stale update keeps nothing.
+    assert_eq!(store.update_connection(&v2, 10).unwrap(), Written::Stale);
+    assert_eq!(versions(&store, "a"), [(1, false)]);
+    assert!(store.history(Some("other")).unwrap().is_empty());
+    assert_eq!(store.history(None).unwrap().len(), 1);
+}
+
+fn the_history_keeps_at_most_the_versions_asked_for(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    let update = |keep: u32| {
+        let mut c = store.get_connection("a").unwrap().unwrap();
+        c.description = Some(format!("v{}", c.version + 1));
+        c.changed = vec!["description".into()];
+        assert_eq!(store.update_connection(&c, keep).unwrap(), Written::Done);
+    };
+    for _ in 0..6 {
+        update(3);
+    }
+    assert_eq!(versions(&store, "a"), [(6, false), (5, false), (4, false)]);
+    let oldest = store.get_version("a", 4).unwrap().unwrap();
+    assert_eq!(oldest.conn.description.as_deref(), Some("v4"));
+    assert_eq!(store.get_version("a", 3).unwrap(), None, "pruned");
+    update(10);
+    assert_eq!(versions(&store, "a").len(), 4);
+    update(0);
+    assert!(versions(&store, "a").is_empty(), "keep 0: no history");
+    assert_eq!(store.get_connection("a").unwrap().unwrap().version, 9);
+}
+
+fn delete_moves_the_row_into_the_history_and_a_new_one_continues_its_numbers(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    let mut c = store.get_connection("a").unwrap().unwrap();
+    c.description = Some("second".into());
+    store.update_connection(&c, 10).unwrap();
+    let before = store.get_connection("a").unwrap().unwrap();
+    assert_eq!(
+        store.delete_connection("a", &del(false)).unwrap(),
+        Deleted::Done
+    );
+    assert_eq!(store.get_connection("a").unwrap(), None);
+    assert_eq!(versions(&store, "a"), [(3, true), (2, false), (1, false)]);
+    let kept = store.get_version("a", 2).unwrap().unwrap();
+    assert_eq!(kept.conn, before, "the deleted row, secrets and all");
+    let marker = store.get_version("a", 3).unwrap().unwrap();
+    assert!(marker.deleted);
+    assert_eq!(marker.conn.updated_by.as_deref(), Some("cli:ops"));
+    assert_eq!(marker.conn.updated_at, "2026-11-27T10:00:00Z");
+    assert_eq!(marker.conn.host, before.host);
+    assert_eq!((marker.conn.password, marker.conn.extra), (None, None));
+    // Created again: the numbers go on, the kept history stays.
+    assert_eq!(store.insert_connection(&conn("a")).unwrap(), 4);
+    assert_eq!(store.get_connection("a").unwrap().unwrap().version, 4);
+    assert_eq!(versions(&store, "a").len(), 3);
+    assert_eq!(store.purge_history("a").unwrap(), Purged::Exists);
+    assert_eq!(
+        versions(&store, "a").len(),
+        3,
+        "a live connection is not purged"
+    );
+    assert_eq!(
+        store.delete_connection("a", &del(false)).unwrap(),
+        Deleted::Done
+    );
+    assert_eq!(versions(&store, "a")[0], (5, true));
+    assert_eq!(store.purge_history("a").unwrap(), Purged::Done(5));
+    assert!(versions(&store, "a").is_empty());
+    assert_eq!(store.purge_history("a").unwrap(), Purged::Missing);
+    assert_eq!(
+        store.insert_connection(&conn("a")).unwrap(),
+        1,
+        "purged: a new start"
+    );
+}
+
+fn delete_with_an_expected_version_is_refused_when_stale(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    let mut c = store.get_connection("a").unwrap().unwrap();
+    c.description = Some("second".into());
+    store.update_connection(&c, 10).unwrap();
+    let expecting = |v: i64| Deletion {
+        expected_version: Some(v),
+        ..del(false)
+    };
+    assert_eq!(
+        store.delete_connection("a", &expecting(1)).unwrap(),
+        Deleted::Stale
+    );
+    assert!(store.get_connection("a").unwrap().is_some());
+    assert_eq!(
+        versions(&store, "a"),
+        [(1, false)],
+        "nothing kept or marked"
+    );
+    assert_eq!(
+        store.delete_connection("a", &expecting(2)).unwrap(),
+        Deleted::Done
+    );
+    assert_eq!(
+        store.delete_connection("a", &expecting(2)).unwrap(),
+        Deleted::Missing
+    );
+}
+
+fn key_operations_see_every_kept_version(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.add_key_check(2, "check-2").unwrap();
+    store.add_key_check(3, "check-3").unwrap();
+    // v1 password under key 1; v2 keeps the same sealed bytes; v3 a new one under key 2.
+    store.insert_connection(&conn("a")).unwrap();
+    let mut c = store.get_connection("a").unwrap().unwrap();
+    c.description = Some("v2".into());
+    store.update_connection(&c, 10).unwrap();
+    c.version = 2;
+    c.password = sealed(2, b"sealed-under-2");
+    store.update_connection(&c, 10).unwrap();
+    assert_eq!(store.sealed_per_key().unwrap(), vec![(1, 2), (2, 1)]);
+    assert_eq!(
+        store.remove_unused_keys(&[1]).unwrap(),
+        Vec::<u32>::new(),
+        "key 1 seals old versions only: kept"
+    );
+    let todo = store.sealed_not_under(3, 100).unwrap();
+    let at: Vec<_> = todo.iter().map(|f| (f.version, f.sealed.key_id)).collect();
+    assert_eq!(at, [(None, 2), (Some(1), 1), (Some(2), 1)]);
+    let reseal = |f: &SealedField, old: &[u8]| Reseal {
+        conn_id: f.conn_id.clone(),
+        version: f.version,
+        field: f.field,
+        old: old.to_vec(),
+        new: Sealed {
+            key_id: 3,
+            blob: [b"k3-".as_slice(), &f.sealed.blob].concat(),
+        },
+    };
+    // Compare-and-swap per row and version: a stale old value writes nothing; version 1
+    // re-sealed leaves version 2 (same bytes before) as it was.
+    assert_eq!(store.reseal(&[reseal(&todo[1], b"other")]).unwrap(), 0);
+    assert_eq!(
+        store
+            .reseal(&[reseal(&todo[1], b"sealed-password")])
+            .unwrap(),
+        1
+    );
+    let v1 = store.get_version("a", 1).unwrap().unwrap().conn;
+    assert_eq!(v1.password, sealed(3, b"k3-sealed-password"));
+    let v2 = store.get_version("a", 2).unwrap().unwrap().conn;
+    assert_eq!(v2.password, sealed(1, b"sealed-password"));
+    assert_eq!(
+        store.sealed_per_key().unwrap(),
+        vec![(1, 1), (2, 1), (3, 1)]
+    );
+    let rest: Vec<_> = [&todo[0], &todo[2]]
+        .into_iter()
+        .map(|f| reseal(f, &f.sealed.blob))
+        .collect();
+    assert_eq!(store.reseal(&rest).unwrap(), 2);
+    assert!(store.sealed_not_under(3, 100).unwrap().is_empty());
+    assert_eq!(store.remove_unused_keys(&[1, 2]).unwrap(), vec![1, 2]);
+    // A deleted connection's kept versions hold their keys too, until purged.
+    store.add_key_check(4, "check-4").unwrap();
+    let mut d = conn("d");
+    d.password = sealed(4, b"d-pw");
+    store.insert_connection(&d).unwrap();
+    store.delete_connection("d", &del(false)).unwrap();
+    assert_eq!(store.remove_unused_keys(&[4]).unwrap(), Vec::<u32>::new());
+    store.purge_history("d").unwrap();
+    assert_eq!(store.remove_unused_keys(&[4]).unwrap(), vec![4]);
+}
+
+fn an_overwriting_import_keeps_the_replaced_row(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    let before = store.get_connection("a").unwrap().unwrap();
+    let mut a = conn("a");
+    a.host = Some("imported.example.com".into());
+    a.changed = vec!["host".into()];
+    assert_eq!(
+        store.put_connections(&[a, conn("b")], true, 10).unwrap(),
+        PutMany::Done(2)
+    );
+    assert_eq!(
+        store.history(Some("a")).unwrap(),
+        vec![StoredVersion {
+            conn: before,
+            deleted: false
+        }]
+    );
+    assert!(store.history(Some("b")).unwrap().is_empty());
+    assert_eq!(store.get_connection("a").unwrap().unwrap().version, 2);
+}
 
 /// A key id no build writes (outside `u32`) is a corrupt row on every read that meets it —
 /// never a key id that wraps around to another key (2³² + 1 is not key 1).
@@ -218,7 +478,20 @@ pub(crate) fn conn(id: &str) -> StoredConnection {
         description: Some("d".into()),
         created_at: "2026-11-26T10:00:00Z".into(),
         updated_at: "2026-11-26T10:00:00Z".into(),
+        updated_by: Some("library".into()),
+        changed: Vec::new(),
         version: 1,
+    }
+}
+
+/// A plain delete (no expected version), keeping 10 versions.
+pub(crate) fn del(force: bool) -> Deletion {
+    Deletion {
+        force,
+        expected_version: None,
+        at: "2026-11-27T10:00:00Z".into(),
+        by: Some("cli:ops".into()),
+        keep_versions: 10,
     }
 }
 
@@ -301,15 +574,18 @@ fn updates_are_compare_and_swap_on_the_version(b: &impl Backend) {
     assert_eq!(read.version, 1);
     let mut first = read.clone();
     first.description = Some("first".into());
-    assert_eq!(store.update_connection(&first).unwrap(), Written::Done);
+    assert_eq!(store.update_connection(&first, 10).unwrap(), Written::Done);
     let mut second = read;
     second.description = Some("second".into());
-    assert_eq!(store.update_connection(&second).unwrap(), Written::Stale);
+    assert_eq!(
+        store.update_connection(&second, 10).unwrap(),
+        Written::Stale
+    );
     let now = store.get_connection("a").unwrap().unwrap();
     assert_eq!(now.description.as_deref(), Some("first"));
     assert_eq!(now.version, 2);
     assert_eq!(
-        store.update_connection(&conn("nope")).unwrap(),
+        store.update_connection(&conn("nope"), 10).unwrap(),
         Written::Missing
     );
 }
@@ -328,7 +604,7 @@ fn delete_is_refused_while_pipelines_use_the_connection_unless_forced(b: &impl B
         store.put_pipeline(&pipeline("etl"), &refs).unwrap(),
         PutPipeline::Created
     );
-    let Deleted::InUse(using) = store.delete_connection("pg", false).unwrap() else {
+    let Deleted::InUse(using) = store.delete_connection("pg", &del(false)).unwrap() else {
         panic!("delete of a used connection was not refused")
     };
     assert_eq!(
@@ -336,12 +612,15 @@ fn delete_is_refused_while_pipelines_use_the_connection_unless_forced(b: &impl B
         vec![node("etl", "extract", "pg"), node("etl", "load", "pg")]
     );
     assert!(store.get_connection("pg").unwrap().is_some());
-    assert_eq!(store.delete_connection("pg", true).unwrap(), Deleted::Done);
+    assert_eq!(
+        store.delete_connection("pg", &del(true)).unwrap(),
+        Deleted::Done
+    );
     assert!(store.get_connection("pg").unwrap().is_none());
     assert!(store.used_by("pg").unwrap().is_empty());
     assert_eq!(store.used_by("other").unwrap().len(), 1);
     assert_eq!(
-        store.delete_connection("pg", false).unwrap(),
+        store.delete_connection("pg", &del(false)).unwrap(),
         Deleted::Missing
     );
 }
@@ -407,6 +686,7 @@ fn reseal_writes_only_fields_that_did_not_change_meanwhile(b: &impl Backend) {
         .iter()
         .map(|f| Reseal {
             conn_id: f.conn_id.clone(),
+            version: f.version,
             field: f.field,
             old: if f.conn_id == "b" {
                 b"changed meanwhile".to_vec()
@@ -464,7 +744,7 @@ fn put_connections_is_all_or_nothing(b: &impl Backend) {
     store.insert_connection(&conn("b")).unwrap();
     let rows = [conn("a"), conn("b"), conn("c")];
     assert_eq!(
-        store.put_connections(&rows, false).unwrap(),
+        store.put_connections(&rows, false, 10).unwrap(),
         PutMany::Exists(vec!["b".into()])
     );
     assert_eq!(
@@ -477,7 +757,9 @@ fn put_connections_is_all_or_nothing(b: &impl Backend) {
         key_id: 9,
         blob: vec![1],
     });
-    let err = store.put_connections(&[conn("a"), bad], true).unwrap_err();
+    let err = store
+        .put_connections(&[conn("a"), bad], true, 10)
+        .unwrap_err();
     assert!(matches!(err, StoreError::UnknownKey(9)), "{err}");
     assert_eq!(
         store.list_connections(None).unwrap().len(),
@@ -488,7 +770,7 @@ fn put_connections_is_all_or_nothing(b: &impl Backend) {
     b.description = Some("replaced".into());
     assert_eq!(
         store
-            .put_connections(&[conn("a"), b, conn("c")], true)
+            .put_connections(&[conn("a"), b, conn("c")], true, 10)
             .unwrap(),
         PutMany::Done(3)
     );
@@ -597,9 +879,9 @@ fn the_generation_changes_with_writes_of_another_handle(b: &impl Backend) {
     assert_eq!(one.generation().unwrap(), after, "reads do not change it");
     let mut stale = conn("a");
     stale.version = 7;
-    assert_eq!(two.update_connection(&stale).unwrap(), Written::Stale);
+    assert_eq!(two.update_connection(&stale, 10).unwrap(), Written::Stale);
     assert_eq!(one.generation().unwrap(), after, "a refused write does not");
-    two.delete_connection("a", false).unwrap();
+    two.delete_connection("a", &del(false)).unwrap();
     assert!(b.changed_from(&one, after) > after);
 }
 
@@ -635,7 +917,7 @@ fn concurrent_updates_of_one_row_lose_nothing(b: &impl Backend) {
                         let mut c = store.get_connection("hot").unwrap().unwrap();
                         let n: u32 = c.description.as_deref().unwrap_or("0").parse().unwrap_or(0);
                         c.description = Some((n + 1).to_string());
-                        match store.update_connection(&c).unwrap() {
+                        match store.update_connection(&c, 10).unwrap() {
                             Written::Done => break,
                             Written::Stale => {
                                 stale.fetch_add(1, Ordering::Relaxed);
@@ -675,7 +957,9 @@ fn calls_from_inside_a_tokio_runtime_work(b: &impl Backend) {
                 .unwrap();
             assert!(got.is_some());
             let gen_before = store.generation().unwrap();
-            store.delete_connection(&format!("rt{i}"), false).unwrap();
+            store
+                .delete_connection(&format!("rt{i}"), &del(false))
+                .unwrap();
             assert!(store.generation().unwrap() > gen_before);
         });
     }

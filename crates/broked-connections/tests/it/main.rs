@@ -10,6 +10,7 @@ use serde_json::json;
 
 mod dialect;
 mod freshness;
+mod history;
 
 mod target;
 mod tokens;

@@ -11,8 +11,9 @@ use super::bridge::{Ctx, pg};
 use super::{PgStore, fresh, tokens};
 use crate::rows::{self, CONN_COLUMNS, Columns, ConnSql, Keyed, PIPELINE_COLUMNS, REF_COLUMNS};
 use crate::{
-    Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, SealedField,
-    SecretField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, Written,
+    Deleted, Deletion, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result, RotationGuard,
+    SealedField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, StoredVersion,
+    Written,
 };
 
 /// The connection statements with PostgreSQL's `$n` parameters.
@@ -58,7 +59,7 @@ pub(super) fn all<T>(rows: &[PgRow], read: fn(&dyn Columns) -> Result<T>) -> Res
     rows.iter().map(|r| read(r)).collect()
 }
 
-/// Binds the parameters of every connection statement ([`ConnSql`]): the 13 columns of
+/// Binds the parameters of every connection statement ([`ConnSql`]): the 15 columns of
 /// `conn` in [`CONN_COLUMNS`] order, then its version (read by `update` only).
 fn bind_conn<'q>(
     sql: &'q str,
@@ -78,7 +79,33 @@ fn bind_conn<'q>(
         .bind(&conn.description)
         .bind(&conn.created_at)
         .bind(&conn.updated_at)
+        .bind(&conn.updated_by)
+        .bind(rows::changed_column(&conn.changed))
         .bind(conn.version)
+}
+
+/// Keeps at most `keep` previous versions of `conn_id`.
+async fn prune(ctx: &Ctx, c: &mut PgConnection, conn_id: &str, keep: u32) -> Result<()> {
+    sqlx::query(&CONN_SQL.prune)
+        .bind(conn_id)
+        .bind(i64::from(keep))
+        .execute(c)
+        .await
+        .map_err(pg(ctx, "history"))?;
+    Ok(())
+}
+
+/// Copies the current row of `conn_id` into the history (if it has version `version`, when
+/// given); returns how many rows were copied.
+async fn keep(ctx: &Ctx, c: &mut PgConnection, conn_id: &str, version: Option<i64>) -> Result<u64> {
+    let q = match version {
+        None => sqlx::query(&CONN_SQL.keep).bind(conn_id),
+        Some(v) => sqlx::query(&CONN_SQL.keep_if).bind(conn_id).bind(v),
+    };
+    Ok(q.execute(c)
+        .await
+        .map_err(pg(ctx, "history"))?
+        .rows_affected())
 }
 
 /// Whether the row `what` with key `key` exists.
@@ -198,15 +225,12 @@ impl Store for PgStore {
             Box::pin(async move {
                 let mut removed = Vec::new();
                 for &id in key_ids {
-                    let n = sqlx::query(
-                        "DELETE FROM keys WHERE key_id = $1 AND NOT EXISTS (
-                           SELECT 1 FROM connections WHERE password_key = $1 OR extra_key = $1)",
-                    )
-                    .bind(i64::from(id))
-                    .execute(&mut *c)
-                    .await
-                    .map_err(pg(ctx, "keys"))?
-                    .rows_affected();
+                    let n = sqlx::query(&rows::key_unused_sql("$"))
+                        .bind(i64::from(id))
+                        .execute(&mut *c)
+                        .await
+                        .map_err(pg(ctx, "keys"))?
+                        .rows_affected();
                     if n > 0 {
                         removed.push(id);
                     }
@@ -304,7 +328,7 @@ impl Store for PgStore {
         }
     }
 
-    fn insert_connection(&self, conn: &StoredConnection) -> Result<()> {
+    fn insert_connection(&self, conn: &StoredConnection) -> Result<i64> {
         self.write(conn.clone(), |ctx, c, conn| {
             Box::pin(async move {
                 check_keys(ctx, c, conn).await?;
@@ -315,7 +339,13 @@ impl Store for PgStore {
                     .execute(&mut *c)
                     .await
                     .map_err(pg(ctx, "insert"))?;
-                Ok(((), true))
+                let version: i64 =
+                    sqlx::query_scalar("SELECT version FROM connections WHERE conn_id = $1")
+                        .bind(&conn.conn_id)
+                        .fetch_one(&mut *c)
+                        .await
+                        .map_err(pg(ctx, "insert"))?;
+                Ok((version, true))
             })
         })
     }
@@ -362,78 +392,168 @@ impl Store for PgStore {
         })
     }
 
-    fn update_connection(&self, conn: &StoredConnection) -> Result<Written> {
-        self.write(conn.clone(), |ctx, c, conn| {
-            Box::pin(async move {
-                check_keys(ctx, c, conn).await?;
-                let n = bind_conn(&CONN_SQL.update, conn)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(pg(ctx, "update"))?
-                    .rows_affected();
-                if n == 1 {
-                    return Ok((Written::Done, true));
-                }
-                let exists = exists(ctx, c, Keyed::Connection, conn.conn_id.as_str()).await?;
-                Ok((
-                    if exists {
-                        Written::Stale
-                    } else {
-                        Written::Missing
-                    },
-                    false,
-                ))
-            })
-        })
-    }
-
-    fn delete_connection(&self, conn_id: &str, force: bool) -> Result<Deleted> {
-        self.write((conn_id.to_string(), force), |ctx, c, (conn_id, force)| {
-            Box::pin(async move {
-                let refs = refs_of(ctx, &mut *c, conn_id).await?;
-                if !refs.is_empty() && !force {
-                    return Ok((Deleted::InUse(refs), false));
-                }
-                let n = sqlx::query("DELETE FROM connections WHERE conn_id = $1")
-                    .bind(conn_id)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(pg(ctx, "delete"))?
-                    .rows_affected();
-                if n == 0 {
-                    return Ok((Deleted::Missing, false));
-                }
-                // As in SQLite: pipelines keep their definitions, lose these references.
-                sqlx::query("DELETE FROM pipeline_refs WHERE conn_id = $1")
-                    .bind(conn_id)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(pg(ctx, "delete"))?;
-                Ok((Deleted::Done, true))
-            })
-        })
-    }
-
-    fn put_connections(&self, rows: &[StoredConnection], overwrite: bool) -> Result<PutMany> {
-        self.write((rows.to_vec(), overwrite), |ctx, c, (rows, overwrite)| {
-            Box::pin(async move {
-                let mut existing = Vec::new();
-                for row in rows {
-                    check_keys(ctx, c, row).await?;
-                    if exists(ctx, c, Keyed::Connection, row.conn_id.as_str()).await? {
-                        existing.push(row.conn_id.clone());
+    fn update_connection(&self, conn: &StoredConnection, keep_versions: u32) -> Result<Written> {
+        self.write(
+            (conn.clone(), keep_versions),
+            |ctx, c, (conn, keep_versions)| {
+                Box::pin(async move {
+                    check_keys(ctx, c, conn).await?;
+                    if keep(ctx, c, &conn.conn_id, Some(conn.version)).await? == 1 {
+                        let n = bind_conn(&CONN_SQL.update, conn)
+                            .execute(&mut *c)
+                            .await
+                            .map_err(pg(ctx, "update"))?
+                            .rows_affected();
+                        if n == 1 {
+                            prune(ctx, c, &conn.conn_id, *keep_versions).await?;
+                            return Ok((Written::Done, true));
+                        }
                     }
-                }
-                if !existing.is_empty() && !overwrite {
-                    return Ok((PutMany::Exists(existing), false));
-                }
-                for conn in rows {
-                    bind_conn(&CONN_SQL.upsert, conn)
+                    let exists = exists(ctx, c, Keyed::Connection, conn.conn_id.as_str()).await?;
+                    Ok((
+                        if exists {
+                            Written::Stale
+                        } else {
+                            Written::Missing
+                        },
+                        false,
+                    ))
+                })
+            },
+        )
+    }
+
+    fn delete_connection(&self, conn_id: &str, how: &Deletion) -> Result<Deleted> {
+        self.write(
+            (conn_id.to_string(), how.clone()),
+            |ctx, c, (conn_id, how)| {
+                Box::pin(async move {
+                    let version: Option<i64> =
+                        sqlx::query_scalar("SELECT version FROM connections WHERE conn_id = $1")
+                            .bind(conn_id)
+                            .fetch_optional(&mut *c)
+                            .await
+                            .map_err(pg(ctx, "delete"))?;
+                    let Some(version) = version else {
+                        return Ok((Deleted::Missing, false));
+                    };
+                    if how.expected_version.is_some_and(|v| v != version) {
+                        return Ok((Deleted::Stale, false));
+                    }
+                    let refs = refs_of(ctx, &mut *c, conn_id).await?;
+                    if !refs.is_empty() && !how.force {
+                        return Ok((Deleted::InUse(refs), false));
+                    }
+                    keep(ctx, c, conn_id, None).await?;
+                    sqlx::query(&CONN_SQL.mark_deleted)
+                        .bind(conn_id)
+                        .bind(&how.at)
+                        .bind(&how.by)
                         .execute(&mut *c)
                         .await
-                        .map_err(pg(ctx, "import"))?;
+                        .map_err(pg(ctx, "history"))?;
+                    prune(ctx, c, conn_id, how.keep_versions).await?;
+                    let n = sqlx::query("DELETE FROM connections WHERE conn_id = $1")
+                        .bind(conn_id)
+                        .execute(&mut *c)
+                        .await
+                        .map_err(pg(ctx, "delete"))?
+                        .rows_affected();
+                    if n == 0 {
+                        return Ok((Deleted::Missing, false));
+                    }
+                    // As in SQLite: pipelines keep their definitions, lose these references.
+                    sqlx::query("DELETE FROM pipeline_refs WHERE conn_id = $1")
+                        .bind(conn_id)
+                        .execute(&mut *c)
+                        .await
+                        .map_err(pg(ctx, "delete"))?;
+                    Ok((Deleted::Done, true))
+                })
+            },
+        )
+    }
+
+    fn put_connections(
+        &self,
+        rows: &[StoredConnection],
+        overwrite: bool,
+        keep_versions: u32,
+    ) -> Result<PutMany> {
+        self.write(
+            (rows.to_vec(), overwrite, keep_versions),
+            |ctx, c, (rows, overwrite, keep_versions)| {
+                Box::pin(async move {
+                    let mut existing = Vec::new();
+                    for row in rows {
+                        check_keys(ctx, c, row).await?;
+                        if exists(ctx, c, Keyed::Connection, row.conn_id.as_str()).await? {
+                            existing.push(row.conn_id.clone());
+                        }
+                    }
+                    if !existing.is_empty() && !overwrite {
+                        return Ok((PutMany::Exists(existing), false));
+                    }
+                    for conn in rows {
+                        let kept = keep(ctx, c, &conn.conn_id, None).await?;
+                        bind_conn(&CONN_SQL.upsert, conn)
+                            .execute(&mut *c)
+                            .await
+                            .map_err(pg(ctx, "import"))?;
+                        if kept > 0 {
+                            prune(ctx, c, &conn.conn_id, *keep_versions).await?;
+                        }
+                    }
+                    Ok((PutMany::Done(rows.len()), !rows.is_empty()))
+                })
+            },
+        )
+    }
+
+    fn history(&self, conn_id: Option<&str>) -> Result<Vec<StoredVersion>> {
+        self.read(conn_id.map(str::to_owned), |c, conn_id| {
+            Box::pin(async move {
+                let rows = sqlx::query(&rows::history_sql("$", "::text"))
+                    .bind(conn_id)
+                    .fetch_all(&c.pool)
+                    .await
+                    .map_err(pg(c, "history"))?;
+                all(&rows, rows::version)
+            })
+        })
+    }
+
+    fn get_version(&self, conn_id: &str, version: i64) -> Result<Option<StoredVersion>> {
+        self.read((conn_id.to_owned(), version), |c, (conn_id, version)| {
+            Box::pin(async move {
+                let row = sqlx::query(&rows::get_version_sql("$"))
+                    .bind(conn_id)
+                    .bind(version)
+                    .fetch_optional(&c.pool)
+                    .await
+                    .map_err(pg(c, "history"))?;
+                row.as_ref().map(|r| rows::version(r)).transpose()
+            })
+        })
+    }
+
+    fn purge_history(&self, conn_id: &str) -> Result<Purged> {
+        self.write(conn_id.to_owned(), |ctx, c, conn_id| {
+            Box::pin(async move {
+                if exists(ctx, c, Keyed::Connection, conn_id.as_str()).await? {
+                    return Ok((Purged::Exists, false));
                 }
-                Ok((PutMany::Done(rows.len()), !rows.is_empty()))
+                let n = sqlx::query("DELETE FROM connection_versions WHERE conn_id = $1")
+                    .bind(conn_id)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(pg(ctx, "history"))?
+                    .rows_affected();
+                Ok(if n == 0 {
+                    (Purged::Missing, false)
+                } else {
+                    (Purged::Done(n), true)
+                })
             })
         })
     }
@@ -463,21 +583,16 @@ impl Store for PgStore {
                 }
                 let mut written = 0;
                 for r in batch {
-                    let sql = match r.field {
-                        SecretField::Password => {
-                            "UPDATE connections SET password = $3, password_key = $4
-                             WHERE conn_id = $1 AND password = $2"
-                        }
-                        SecretField::Extra => {
-                            "UPDATE connections SET extra = $3, extra_key = $4
-                             WHERE conn_id = $1 AND extra = $2"
-                        }
-                    };
-                    written += sqlx::query(sql)
+                    let sql = rows::reseal_sql("$", r.field, r.version.is_some());
+                    let mut q = sqlx::query(&sql)
                         .bind(&r.conn_id)
                         .bind(&r.old)
                         .bind(&r.new.blob)
-                        .bind(i64::from(r.new.key_id))
+                        .bind(i64::from(r.new.key_id));
+                    if let Some(v) = r.version {
+                        q = q.bind(v);
+                    }
+                    written += q
                         .execute(&mut *c)
                         .await
                         .map_err(pg(ctx, "reseal"))?

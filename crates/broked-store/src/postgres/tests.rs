@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::Store;
-use crate::tests::{Backend, Pg, conn, with_key};
+use crate::tests::{Backend, Pg, conn, del, with_key};
 
 #[test]
 fn urls_lose_their_credentials_and_query() {
@@ -293,7 +293,7 @@ fn other_stores_learn_of_a_write_by_notification() {
     eprintln!("notification delay: p99 {p99:?} of {} writes", delays.len());
     // The writer sees its own write at once, notification or not.
     let before = writer.generation().unwrap();
-    writer.delete_connection("c0", false).unwrap();
+    writer.delete_connection("c0", &del(false)).unwrap();
     assert_ne!(writer.generation().unwrap(), before);
 }
 
@@ -327,7 +327,7 @@ fn while_the_listener_is_down_every_check_asks_the_database() {
         .store(false, std::sync::atomic::Ordering::Release);
     until_listening(&reader);
     let before = reader.generation().unwrap();
-    writer.delete_connection("c0", false).unwrap();
+    writer.delete_connection("c0", &del(false)).unwrap();
     let start = std::time::Instant::now();
     while reader.generation().unwrap() == before {
         assert!(
@@ -365,6 +365,7 @@ fn shipped_migrations_are_never_edited() {
         (1680, 0x6cd1_480b_d45d_b509),
         (98, 0x3035_517d_6321_c03c),
         (242, 0x1ac2_74fe_6c86_b99a),
+        (1035, 0x6845_224c_8880_99a0),
     ];
     for (i, (len, hash)) in pinned.into_iter().enumerate() {
         let text = MIGRATIONS[i];

@@ -41,6 +41,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_meta.sql"),
     // 3: named API tokens, stored as the SHA-256 of the token.
     include_str!("migrations/003_tokens.sql"),
+    // 4: version history: who wrote a row and which fields it changed, and the previous
+    // versions of every connection (deleted ones until purged).
+    include_str!("migrations/004_connection_versions.sql"),
 ];
 
 /// The schema version this build writes.

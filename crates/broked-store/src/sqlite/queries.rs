@@ -9,8 +9,9 @@ use rusqlite::{Connection, OptionalExtension, Params, Row, Statement, ToSql, Tra
 use super::{SqliteStore, fresh, sql, tokens};
 use crate::rows::{self, CONN_COLUMNS, Columns, ConnSql, Keyed, PIPELINE_COLUMNS, REF_COLUMNS};
 use crate::{
-    Deleted, PipelineRef, PutMany, PutPipeline, Reseal, Result, RotationGuard, SealedField,
-    SecretField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, Written,
+    Deleted, Deletion, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result, RotationGuard,
+    SealedField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, StoredVersion,
+    Written,
 };
 
 /// The connection statements with SQLite's `?n` parameters.
@@ -59,11 +60,12 @@ pub(super) fn first<T>(
         .transpose()
 }
 
-/// Runs a connection statement ([`ConnSql`]) with its parameters bound — the 13 columns of
+/// Runs a connection statement ([`ConnSql`]) with its parameters bound — the 15 columns of
 /// `conn` in [`CONN_COLUMNS`] order, then its version — as many as the statement has.
 fn write_conn(tx: &Transaction<'_>, sql_text: &str, conn: &StoredConnection) -> Result<usize> {
     let context = "connections";
-    let values: [&dyn ToSql; 14] = [
+    let changed = rows::changed_column(&conn.changed);
+    let values: [&dyn ToSql; 16] = [
         &conn.conn_id,
         &conn.conn_type,
         &conn.host,
@@ -77,6 +79,8 @@ fn write_conn(tx: &Transaction<'_>, sql_text: &str, conn: &StoredConnection) -> 
         &conn.description,
         &conn.created_at,
         &conn.updated_at,
+        &conn.updated_by,
+        &changed,
         &conn.version,
     ];
     let mut stmt = tx.prepare_cached(sql_text).map_err(sql(context))?;
@@ -103,6 +107,21 @@ fn check_keys(tx: &Transaction<'_>, conn: &StoredConnection) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Keeps at most `keep` previous versions of `conn_id`.
+fn prune(tx: &Transaction<'_>, conn_id: &str, keep: u32) -> Result<()> {
+    tx.prepare_cached(&CONN_SQL.prune)
+        .and_then(|mut s| s.execute(params![conn_id, i64::from(keep)]))
+        .map_err(sql("history"))?;
+    Ok(())
+}
+
+/// The version of the row `conn_id` (none: no row).
+fn version_of(tx: &Connection, conn_id: &str) -> Result<Option<i64>> {
+    tx.prepare_cached("SELECT version FROM connections WHERE conn_id = ?1")
+        .and_then(|mut s| s.query_row([conn_id], |r| r.get(0)).optional())
+        .map_err(sql("connections"))
 }
 
 fn refs_of(conn: &Connection, conn_id: &str) -> Result<Vec<PipelineRef>> {
@@ -178,11 +197,7 @@ impl Store for SqliteStore {
             let mut removed = Vec::new();
             for &id in key_ids {
                 let n = tx
-                    .execute(
-                        "DELETE FROM keys WHERE key_id = ?1 AND NOT EXISTS (
-                           SELECT 1 FROM connections WHERE password_key = ?1 OR extra_key = ?1)",
-                        [id],
-                    )
+                    .execute(&rows::key_unused_sql("?"), [id])
                     .map_err(sql("keys"))?;
                 if n > 0 {
                     removed.push(id);
@@ -253,14 +268,18 @@ impl Store for SqliteStore {
         }
     }
 
-    fn insert_connection(&self, conn: &StoredConnection) -> Result<()> {
+    fn insert_connection(&self, conn: &StoredConnection) -> Result<i64> {
         self.write(|tx| {
             check_keys(tx, conn)?;
             if exists(tx, Keyed::Connection, &conn.conn_id)? {
                 return Err(StoreError::AlreadyExists(conn.conn_id.clone()));
             }
             write_conn(tx, &CONN_SQL.insert, conn)?;
-            Ok(((), true))
+            let version = version_of(tx, &conn.conn_id)?.ok_or_else(|| StoreError::Corrupt {
+                table: "connections",
+                reason: "the inserted row is gone".into(),
+            })?;
+            Ok((version, true))
         })
     }
 
@@ -287,11 +306,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn update_connection(&self, conn: &StoredConnection) -> Result<Written> {
+    fn update_connection(&self, conn: &StoredConnection, keep: u32) -> Result<Written> {
         self.write(|tx| {
             check_keys(tx, conn)?;
-            let n = write_conn(tx, &CONN_SQL.update, conn)?;
-            if n == 1 {
+            let kept = tx
+                .prepare_cached(&CONN_SQL.keep_if)
+                .and_then(|mut s| s.execute(params![conn.conn_id, conn.version]))
+                .map_err(sql("history"))?;
+            if kept == 1 && write_conn(tx, &CONN_SQL.update, conn)? == 1 {
+                prune(tx, &conn.conn_id, keep)?;
                 return Ok((Written::Done, true));
             }
             Ok((
@@ -305,12 +328,25 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete_connection(&self, conn_id: &str, force: bool) -> Result<Deleted> {
+    fn delete_connection(&self, conn_id: &str, how: &Deletion) -> Result<Deleted> {
         self.write(|tx| {
+            let Some(version) = version_of(tx, conn_id)? else {
+                return Ok((Deleted::Missing, false));
+            };
+            if how.expected_version.is_some_and(|v| v != version) {
+                return Ok((Deleted::Stale, false));
+            }
             let refs = refs_of(tx, conn_id)?;
-            if !refs.is_empty() && !force {
+            if !refs.is_empty() && !how.force {
                 return Ok((Deleted::InUse(refs), false));
             }
+            tx.prepare_cached(&CONN_SQL.keep)
+                .and_then(|mut s| s.execute([conn_id]))
+                .map_err(sql("history"))?;
+            tx.prepare_cached(&CONN_SQL.mark_deleted)
+                .and_then(|mut s| s.execute(params![conn_id, how.at, how.by]))
+                .map_err(sql("history"))?;
+            prune(tx, conn_id, how.keep_versions)?;
             let n = tx
                 .execute("DELETE FROM connections WHERE conn_id = ?1", [conn_id])
                 .map_err(sql("delete"))?;
@@ -325,7 +361,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn put_connections(&self, rows: &[StoredConnection], overwrite: bool) -> Result<PutMany> {
+    fn put_connections(
+        &self,
+        rows: &[StoredConnection],
+        overwrite: bool,
+        keep: u32,
+    ) -> Result<PutMany> {
         self.write(|tx| {
             let mut existing = Vec::new();
             for row in rows {
@@ -338,9 +379,58 @@ impl Store for SqliteStore {
                 return Ok((PutMany::Exists(existing), false));
             }
             for conn in rows {
+                let kept = tx
+                    .prepare_cached(&CONN_SQL.keep)
+                    .and_then(|mut s| s.execute([&conn.conn_id]))
+                    .map_err(sql("history"))?;
                 write_conn(tx, &CONN_SQL.upsert, conn)?;
+                if kept > 0 {
+                    prune(tx, &conn.conn_id, keep)?;
+                }
             }
             Ok((PutMany::Done(rows.len()), !rows.is_empty()))
+        })
+    }
+
+    fn history(&self, conn_id: Option<&str>) -> Result<Vec<StoredVersion>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&rows::history_sql("?", ""))
+                .map_err(sql("history"))?;
+            all(&mut stmt, [conn_id], rows::version, "history")
+        })
+    }
+
+    fn get_version(&self, conn_id: &str, version: i64) -> Result<Option<StoredVersion>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&rows::get_version_sql("?"))
+                .map_err(sql("history"))?;
+            first(
+                &mut stmt,
+                params![conn_id, version],
+                rows::version,
+                "history",
+            )
+        })
+    }
+
+    fn purge_history(&self, conn_id: &str) -> Result<Purged> {
+        self.write(|tx| {
+            if exists(tx, Keyed::Connection, conn_id)? {
+                return Ok((Purged::Exists, false));
+            }
+            let n = tx
+                .execute(
+                    "DELETE FROM connection_versions WHERE conn_id = ?1",
+                    [conn_id],
+                )
+                .map_err(sql("history"))?;
+            Ok(if n == 0 {
+                (Purged::Missing, false)
+            } else {
+                (Purged::Done(n as u64), true)
+            })
         })
     }
 
@@ -371,22 +461,13 @@ impl Store for SqliteStore {
                 }
             }
             for r in batch {
-                let stmt = match r.field {
-                    SecretField::Password => {
-                        "UPDATE connections SET password = ?3, password_key = ?4
-                         WHERE conn_id = ?1 AND password = ?2"
-                    }
-                    SecretField::Extra => {
-                        "UPDATE connections SET extra = ?3, extra_key = ?4
-                         WHERE conn_id = ?1 AND extra = ?2"
-                    }
-                };
-                written += tx
-                    .prepare_cached(stmt)
-                    .and_then(|mut s| {
-                        s.execute(params![r.conn_id, r.old, r.new.blob, r.new.key_id])
-                    })
-                    .map_err(sql("reseal"))?;
+                let stmt = rows::reseal_sql("?", r.field, r.version.is_some());
+                let mut s = tx.prepare_cached(&stmt).map_err(sql("reseal"))?;
+                written += match r.version {
+                    None => s.execute(params![r.conn_id, r.old, r.new.blob, r.new.key_id]),
+                    Some(v) => s.execute(params![r.conn_id, r.old, r.new.blob, r.new.key_id, v]),
+                }
+                .map_err(sql("reseal"))?;
             }
             Ok((written, written > 0))
         })

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use broked_testenv::holds_dms_lock;
 
 use super::*;
-use crate::tests::{Backend, Sqlite, conn, with_key};
+use crate::tests::{Backend, Sqlite, conn, del, with_key};
 use crate::{Sealed, Store};
 
 fn temp() -> (Sqlite, SqliteStore) {
@@ -79,7 +79,9 @@ fn deleted_secrets_do_not_linger_in_the_file() {
             blob: marker.repeat(20),
         });
         store.insert_connection(&c).unwrap();
-        store.delete_connection("a", false).unwrap();
+        store.delete_connection("a", &del(false)).unwrap();
+        // A delete keeps the row in the history (issue 17); purging it removes it.
+        assert_eq!(store.purge_history("a").unwrap(), crate::Purged::Done(2));
         store
             .lock()
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
@@ -375,7 +377,7 @@ fn a_wal_index_replaced_by_another_file_is_a_change_and_the_store_reconnects() {
     assert_eq!(store.list_connections(None).unwrap().len(), 2);
     assert!(holds_dms_lock(&shm));
     let other = SqliteStore::open(&b.path()).unwrap();
-    other.delete_connection("a", false).unwrap();
+    other.delete_connection("a", &del(false)).unwrap();
     assert_eq!(store.list_connections(None).unwrap().len(), 1);
 }
 
@@ -387,6 +389,7 @@ fn shipped_migrations_are_never_edited() {
         (1500, 0x7e9d_802c_5c64_a12a),
         (100, 0xa315_94f5_44e0_dea0),
         (244, 0x9643_3f68_373a_2c46),
+        (1026, 0xb2e9_90d0_fa9f_1542),
     ];
     for (i, (len, hash)) in pinned.into_iter().enumerate() {
         assert_eq!(
