@@ -52,6 +52,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
             delete_connection
         ))
         .routes(routes!(test_saved))
+        .routes(routes!(crate::rotation::rotate_password))
         .routes(routes!(used_by))
         .routes(routes!(list_pipelines))
         .routes(routes!(get_pipeline, put_pipeline, delete_pipeline))

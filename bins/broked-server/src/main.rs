@@ -22,6 +22,7 @@ mod extract;
 mod hardening;
 mod metrics;
 mod panic_hook;
+mod rotation;
 mod state;
 mod tls;
 mod tokens;
@@ -203,8 +204,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {shown}"))?;
     let db_shown = connections.db_path().display().to_string();
 
+    let connections = Arc::new(connections);
+    let recovering = connections.clone();
     let state = state::AppState {
-        connections: Arc::new(connections),
+        connections,
         token: token.map(|t| Arc::new(auth::Token::new(t))),
         failures: Arc::default(),
         writes_in_flight: Arc::default(),
@@ -224,6 +227,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Password rotations a crashed process left unfinished (docs/rotation.md).
+        tokio::spawn(rotation::recover_periodically(recovering));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -18,6 +18,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 mod output;
 mod panic_hook;
+mod rotation;
 mod transfer;
 mod tunnel;
 
@@ -229,6 +230,13 @@ enum ConnectionsCmd {
         #[arg(long)]
         show_password: bool,
     },
+    /// Change the password on the database server itself (PostgreSQL, MySQL/MariaDB) to a
+    /// new random one, check a login with it, and store it (docs/rotation.md).
+    #[command(
+        name = "rotate-password",
+        after_help = "Examples:\n  broked connections rotate-password prod-postgres\n  broked connections rotate-password prod-mysql --output json"
+    )]
+    RotatePassword { conn_id: String },
     /// The pipelines that use a connection.
     #[command(
         name = "used-by",
@@ -654,6 +662,7 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
             conn_id,
             show_password,
         } => tunnel::run(out, c, &conn_id, show_password),
+        ConnectionsCmd::RotatePassword { conn_id } => rotation::run(out, c, &conn_id),
         ConnectionsCmd::UsedBy { conn_id } => {
             let usage = c.used_by(&conn_id)?;
             output::used_by(out, &conn_id, &usage);

@@ -42,7 +42,7 @@ pub struct Connections {
     pub(crate) registry: broked_probe::Registry,
     /// The SSH tunnels open for `open_tunnel` (`tunnel.rs`).
     pub(crate) tunnels: broked_tunnel::SharedTunnels,
-    resolver: Resolver,
+    pub(crate) resolver: Resolver,
     /// Named API tokens (see `tokens.rs`).
     tokens: Tokens,
 }

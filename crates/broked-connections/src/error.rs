@@ -100,6 +100,10 @@ pub enum Error {
     Options(String),
     #[error("the database is busy; try again")]
     Busy,
+    /// A password rotation failed at the server (refused, or the new password did not log
+    /// in); `reason` says what the stored password is now. No secret in it.
+    #[error("password rotation of {conn_id:?} failed: {reason}")]
+    Rotation { conn_id: String, reason: String },
     #[error("key file: {0}")]
     Crypto(#[from] broked_crypto::CryptoError),
     #[error("database: {0}")]
@@ -186,6 +190,8 @@ impl Error {
             }
             Error::Tunnel(_) => ErrorKind::Internal,
             Error::Busy => ErrorKind::Busy,
+            // A server HTTP maps it on its own (502): the database server refused.
+            Error::Rotation { .. } => ErrorKind::Internal,
             Error::Store(e) if e.is_unavailable() => ErrorKind::Unavailable,
             Error::Env(_)
             | Error::KeyMissing { .. }

@@ -30,6 +30,7 @@ mod metrics;
 mod pipeline;
 mod probes;
 mod resolve;
+mod rotate_password;
 mod sealer;
 mod tokens;
 mod transfer;
@@ -54,6 +55,11 @@ pub use crate::info::{
 pub use crate::metrics::{Histogram, KeyUsage, LATENCY_BUCKETS, Metrics, StoreOpMetrics};
 pub use crate::pipeline::{Node, PipelineDef, PipelineError, PipelineId};
 pub use crate::resolve::{Resolved, Source, Stale};
+pub use crate::rotate_password::{
+    FAULT_POINT, FAULT_VAR, JOURNAL as ROTATION_JOURNAL, PASSWORD_LEN, ROTATION_ACCOUNT_HOST_KEY,
+    ROTATION_CONN_KEY, Recovery, RecoveryOutcome, RetryError, RotationReport, SentAs,
+    is_auth_failure_code,
+};
 pub use crate::sealer::{CheckFailure, CheckReport, KeyStatus, RotateReport};
 pub use crate::tokens::{Grant, Scope, TokenInfo, glob_match, parse_duration};
 pub use crate::transfer::EXPORT_FORMAT;

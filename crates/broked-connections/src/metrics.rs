@@ -270,6 +270,8 @@ timed_store! {
     28 history(conn_id: Option<&str>) -> Result<Vec<StoredVersion>>;
     29 get_version(conn_id: &str, version: i64) -> Result<Option<StoredVersion>>;
     30 purge_history(conn_id: &str) -> Result<Purged>;
+    31 lock_named(name: &str) -> Result<RotationGuard>;
+    32 try_lock_named(name: &str) -> Result<Option<RotationGuard>>;
 }
 
 #[cfg(test)]

@@ -98,7 +98,42 @@ impl Resolver {
         if !self.env_conns.is_empty() {
             return self.resolve_env_first(store, load, conn_id);
         }
-        self.resolve_stored(store, load, conn_id)
+        self.resolve_stored(store, load, conn_id, false)
+    }
+
+    /// [`Resolver::resolve`] that reads the row whatever the cache holds (after a failed
+    /// login: `Connections::resolve_fresh`), and keeps it in the cache if it is newer.
+    pub(crate) fn resolve_fresh(
+        &self,
+        store: &dyn Store,
+        load: Load<'_>,
+        conn_id: &str,
+    ) -> Result<Arc<Resolved>, Error> {
+        if let Some(value) = self.env_value(conn_id)? {
+            return Ok(value);
+        }
+        self.resolve_stored(store, load, conn_id, true)
+    }
+
+    /// The connection from `BROKED_CONN_<ID>`, if that variable was set at open.
+    fn env_value(&self, conn_id: &str) -> Result<Option<Arc<Resolved>>, Error> {
+        if self.env_conns.is_empty() {
+            return Ok(None);
+        }
+        let id = ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
+        let Some(value) = self.env_conns.get(&id.env_var_name()) else {
+            return Ok(None);
+        };
+        let connection = env::parse(&id, &id.env_var_name(), value.expose())?;
+        let uri = connection.to_uri();
+        Ok(Some(Arc::new(Resolved {
+            connection,
+            uri,
+            source: Source::Environment {
+                var: id.env_var_name(),
+            },
+            stale: None,
+        })))
     }
 
     #[cold]
@@ -108,28 +143,20 @@ impl Resolver {
         load: Load<'_>,
         conn_id: &str,
     ) -> Result<Arc<Resolved>, Error> {
-        let id = ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
-        if let Some(value) = self.env_conns.get(&id.env_var_name()) {
-            let connection = env::parse(&id, &id.env_var_name(), value.expose())?;
-            let uri = connection.to_uri();
-            return Ok(Arc::new(Resolved {
-                connection,
-                uri,
-                source: Source::Environment {
-                    var: id.env_var_name(),
-                },
-                stale: None,
-            }));
+        if let Some(value) = self.env_value(conn_id)? {
+            return Ok(value);
         }
-        self.resolve_stored(store, load, conn_id)
+        self.resolve_stored(store, load, conn_id, false)
     }
 
     /// The hot path: one cheap change check, one hash lookup, no allocation on a hit.
+    /// `fresh`: no hit, the row is read in any case.
     fn resolve_stored(
         &self,
         store: &dyn Store,
         load: Load<'_>,
         conn_id: &str,
+        fresh: bool,
     ) -> Result<Arc<Resolved>, Error> {
         let generation = match store.generation() {
             Ok(g) => g,
@@ -147,7 +174,7 @@ impl Resolver {
             if self.max_stale.is_some() {
                 cache.verified = Some(Instant::now());
             }
-            if let Some((_, hit)) = cache.entries.get(conn_id) {
+            if let Some((_, hit)) = cache.entries.get(conn_id).filter(|_| !fresh) {
                 crate::metrics::STATS.resolve_hit();
                 return Ok(hit.clone());
             }

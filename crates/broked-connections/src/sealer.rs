@@ -818,6 +818,62 @@ impl Sealer {
     }
 }
 
+/// The target in the associated data of a note ([`Sealer::seal_note`]): no connection
+/// field is ever bound to it, so a note cannot be moved into a row, nor a row's value into a
+/// note.
+const NOTE_TARGET: &str = "~note";
+
+impl Sealer {
+    /// Seals `value` as a note about `conn_id` that is not one of its fields (the password
+    /// rotation journal's `old` and `new`), under the active key, bound to `conn_id` and
+    /// `label`. Counted against the key's usage bound like any seal.
+    pub(crate) fn seal_note(
+        &self,
+        conn_id: &str,
+        label: &str,
+        value: &Secret,
+    ) -> Result<Vec<u8>, Error> {
+        if self.key_file_changed() {
+            self.reload_keyring()?;
+        }
+        let (key_id, blob) = {
+            let keyring = read(&self.keyring);
+            let blob = keyring.seal(
+                Aad::bound(conn_id, label, NOTE_TARGET),
+                value.expose().as_bytes(),
+            )?;
+            (keyring.active().get(), blob)
+        };
+        self.count_seals(key_id, 1)?;
+        Ok(blob)
+    }
+
+    /// Opens a note made by [`Sealer::seal_note`] with the same `conn_id` and `label`.
+    pub(crate) fn open_note(
+        &self,
+        conn_id: &str,
+        label: &str,
+        blob: &[u8],
+    ) -> Result<Secret, Error> {
+        let aad = Aad::bound(conn_id, label, NOTE_TARGET);
+        let first = read(&self.keyring).open_sealed(aad, blob);
+        let opened = match first {
+            Err(CryptoError::UnknownKey(_)) => {
+                self.reload_keyring()?;
+                read(&self.keyring).open_sealed(aad, blob)
+            }
+            other => other,
+        };
+        let bytes = opened.map_err(|e| Error::Decrypt {
+            conn_id: conn_id.to_owned(),
+            field: "rotation journal",
+            reason: short_reason(&e),
+        })?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| corrupt("meta"))?;
+        Ok(Secret::new(text))
+    }
+}
+
 /// What identifies one version of the key file: device, inode, size and modification time.
 pub(crate) type KeyFileStamp = (u64, u64, u64, i64, i64);
 

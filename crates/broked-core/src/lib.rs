@@ -26,6 +26,8 @@ pub use connection::{
 pub use dialect::{Dialect, DialectError, UnknownDialect};
 pub use id::{ConnId, ConnIdError};
 pub use secret::Secret;
-pub use target::{ExtraKeyRole, SSH_TUNNEL_KEY, is_tunnel_key, securing_extra};
+pub use target::{
+    ExtraKeyRole, ROTATION_KEYS, SSH_TUNNEL_KEY, is_rotation_key, is_tunnel_key, securing_extra,
+};
 pub use types::{ConnType, Field, FieldUse, TypeInfo, UnknownConnType};
 pub use uri::UriError;

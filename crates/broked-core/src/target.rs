@@ -41,6 +41,21 @@ pub fn is_tunnel_key(key: &str) -> bool {
     normalize(key) == SSH_TUNNEL_KEY
 }
 
+/// The `extra` keys of password rotation (`docs/rotation.md`): broked's own settings, never a
+/// driver's, so the URI builder leaves them out like [`SSH_TUNNEL_KEY`].
+pub const ROTATION_KEYS: &[&str] = &[
+    "rotation_conn_id",
+    "rotation_account_host",
+    "rotation_roles",
+    "rotate_every",
+];
+
+/// Whether `key` is one of [`ROTATION_KEYS`] in any spelling drivers would accept (case, `-`).
+pub fn is_rotation_key(key: &str) -> bool {
+    let key = normalize(key);
+    ROTATION_KEYS.contains(&key.as_str())
+}
+
 /// Keys that name a target for every network type.
 /// A key that names a target, and the field to use instead (`None`: no such setting).
 type Naming = (&'static str, Option<&'static str>);
@@ -338,6 +353,32 @@ mod tests {
         assert_eq!(ConnType::Postgres.extra_key_role("application_name"), None);
         assert_eq!(ConnType::Http.extra_key_role("headers"), None);
         assert_eq!(ConnType::Sqlite.extra_key_role("host"), None);
+    }
+
+    /// Issue 20: password rotation's extra keys are broked's, never a driver's parameter.
+    #[test]
+    fn rotation_keys_are_never_query_parameters() {
+        assert!(is_rotation_key("Rotation-Conn-Id") && is_rotation_key("rotate_every"));
+        assert!(!is_rotation_key("rotation") && !is_rotation_key("sslmode"));
+        let c = crate::ConnectionInput {
+            conn_id: Some("pg".into()),
+            conn_type: Some("postgres".into()),
+            host: Some("db.internal".into()),
+            login: Some("etl".into()),
+            password: Some("pw".into()),
+            extra: Some(
+                r#"{"sslmode":"require","rotation_conn_id":"pg-admin","Rotate-Every":"30d",
+                    "rotation_account_host":"%","rotation_roles":["a","b"]}"#
+                    .into(),
+            ),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(
+            c.to_uri().expose(),
+            "postgres://etl:pw@db.internal?sslmode=require"
+        );
     }
 
     #[test]

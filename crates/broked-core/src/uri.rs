@@ -126,6 +126,8 @@ impl Connection {
                     // Nor the SSH tunnel: broked's routing, no driver's parameter
                     // (docs/tunnels.md); the URI through it comes from `open_tunnel`.
                     && !crate::is_tunnel_key(key)
+                    // Nor password rotation's settings (docs/rotation.md).
+                    && !crate::is_rotation_key(key)
                 });
                 for (i, (key, value)) in params.enumerate() {
                     uri.push(if i == 0 { '?' } else { '&' });

@@ -9,6 +9,8 @@
 //! `verify_identity` too, where `sqlx` gets the host name for the certificate check and a
 //! [`Relay`] to the approved address instead of resolving the name again.
 
+mod rotate;
+
 use std::net::SocketAddr;
 
 use broked_probe::sniff::Speaks;
@@ -19,6 +21,8 @@ use broked_probe::{
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlSslMode};
 use sqlx::{ConnectOptions, Connection as _, Executor as _, Row as _};
+
+pub use rotate::{Sent, set_password};
 
 /// The MySQL/MariaDB probe (`sqlx-mysql`).
 #[derive(Debug, Default, Clone, Copy)]

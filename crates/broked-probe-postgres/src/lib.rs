@@ -15,6 +15,8 @@
 //! where `sqlx` gets the host name for the certificate check and a [`Relay`] to the approved
 //! address instead of resolving the name again.
 
+mod rotate;
+
 use std::net::SocketAddr;
 
 use broked_probe::sniff::Speaks;
@@ -25,6 +27,8 @@ use broked_probe::{
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{ConnectOptions, Connection as _};
+
+pub use rotate::set_password;
 
 /// The PostgreSQL probe (`sqlx-postgres`).
 #[derive(Debug, Default, Clone, Copy)]

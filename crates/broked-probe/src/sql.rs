@@ -62,7 +62,17 @@ pub async fn probe<D: Driver>(
     ctx: &Context,
     settings: fn(&Connection) -> Result<D, ProbeError>,
 ) -> Result<Probed, ProbeError> {
-    let driver = &settings(conn)?;
+    run(conn, ctx, &settings(conn)?).await
+}
+
+/// [`probe`] with a driver already made: its [`Driver::query`] runs on the first approved
+/// address that answers. Besides the probes, password rotation runs its statements this way,
+/// so that they reach only the addresses the policy approved, with the same TLS handling.
+pub async fn run<D: Driver>(
+    conn: &Connection,
+    ctx: &Context,
+    driver: &D,
+) -> Result<Probed, ProbeError> {
     let target = driver.target();
     let addrs = ctx.resolve(&target.host, target.port).await?;
     let mut last = None;

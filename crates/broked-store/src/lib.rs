@@ -27,6 +27,14 @@ macro_rules! delegated_store_methods {
             self.rotation_lock(false)
         }
 
+        fn lock_named(&self, name: &str) -> Result<RotationGuard> {
+            self.named_lock(name, true)?.ok_or(StoreError::Busy)
+        }
+
+        fn try_lock_named(&self, name: &str) -> Result<Option<RotationGuard>> {
+            self.named_lock(name, false)
+        }
+
         fn insert_token(&self, token: &StoredToken) -> Result<()> {
             tokens::insert(self, token)
         }
@@ -473,6 +481,17 @@ pub trait Store: Send + Sync {
     fn lock_rotation(&self) -> Result<RotationGuard>;
     /// [`Store::lock_rotation`] without waiting: `None` if someone else holds the lock.
     fn try_lock_rotation(&self) -> Result<Option<RotationGuard>>;
+    /// Takes the lock called `name` (e.g. `password-rotation.pg-main`), waiting while another
+    /// process or handle holds it: work on one thing serialized across every process that
+    /// shares the database, as [`Store::lock_rotation`] does for key rotation, without
+    /// excluding work on other names. SQLite: an exclusive `flock` on a file named after
+    /// `name` in `{db}.locks/`; PostgreSQL: a session-level advisory lock on
+    /// `hashtext(name)` (with the schema) on a connection of its own. Not reentrant. Names
+    /// are compared as given; characters outside `[A-Za-z0-9._-]` may make two names share
+    /// one lock (never one name two locks).
+    fn lock_named(&self, name: &str) -> Result<RotationGuard>;
+    /// [`Store::lock_named`] without waiting: `None` if someone else holds that lock.
+    fn try_lock_named(&self, name: &str) -> Result<Option<RotationGuard>>;
 }
 
 #[cfg(test)]

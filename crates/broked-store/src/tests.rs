@@ -174,6 +174,7 @@ suite!(
     calls_from_inside_a_tokio_runtime_work,
     one_rotation_lock_at_a_time,
     a_waiting_rotation_lock_is_granted_on_release,
+    named_locks_exclude_only_their_own_name,
     a_key_id_out_of_range_is_a_corrupt_row,
     an_update_keeps_the_previous_version_with_its_sealed_values,
     the_history_keeps_at_most_the_versions_asked_for,
@@ -1008,4 +1009,58 @@ fn a_waiting_rotation_lock_is_granted_on_release(b: &impl Backend) {
             "the waiter gets the lock after the release"
         );
     });
+}
+
+/// Issue 20: one password rotation per connection at a time, across processes; rotations
+/// of two connections (and a key rotation) do not wait for each other.
+fn named_locks_exclude_only_their_own_name(b: &impl Backend) {
+    let one = b.open();
+    let two = b.open();
+    let a = one
+        .try_lock_named("password-rotation.pg-a")
+        .unwrap()
+        .expect("a free lock is granted");
+    assert!(
+        two.try_lock_named("password-rotation.pg-a")
+            .unwrap()
+            .is_none(),
+        "held by one"
+    );
+    assert!(
+        one.try_lock_named("password-rotation.pg-a")
+            .unwrap()
+            .is_none(),
+        "not reentrant, even on the same handle"
+    );
+    let other = two
+        .try_lock_named("password-rotation.pg-b")
+        .unwrap()
+        .expect("another name is another lock");
+    let rotation = two
+        .try_lock_rotation()
+        .unwrap()
+        .expect("the key rotation lock is not a named one");
+    drop((other, rotation));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tx.send("waiting").unwrap();
+            let guard = two.lock_named("password-rotation.pg-a").unwrap();
+            tx.send("granted").unwrap();
+            drop(guard);
+        });
+        assert_eq!(rx.recv().unwrap(), "waiting");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a second holder was granted the lock while the first holds it"
+        );
+        drop(a);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(20)),
+            Ok("granted"),
+            "the waiter gets the lock after the release"
+        );
+    });
+    // Any text is a name; names that differ only outside [A-Za-z0-9._-] may share a lock.
+    drop(one.lock_named("../weird name/ä").unwrap());
 }

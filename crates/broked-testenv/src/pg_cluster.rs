@@ -120,6 +120,11 @@ impl PgCluster {
         }
     }
 
+    /// What the server has logged so far (`server.log` in its data directory).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
+    }
+
     /// Replaces the server's certificate and key and has PostgreSQL read them again.
     pub fn replace_certificate(&self, cert_pem: &str, key_pem: &str) {
         self.write_tls(cert_pem, key_pem);

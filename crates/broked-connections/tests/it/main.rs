@@ -10,6 +10,7 @@ use serde_json::json;
 
 mod dialect;
 mod freshness;
+mod rotation;
 mod history;
 
 mod target;

@@ -1,4 +1,5 @@
-//! The rotation lock: a session-level advisory lock on a connection of its own.
+//! The rotation lock and the named locks: session-level advisory locks, each on a connection
+//! of its own.
 
 use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::oneshot;
@@ -9,6 +10,22 @@ use crate::{Result, RotationGuard};
 
 impl PgStore {
     pub(super) fn rotation_lock(&self, wait: bool) -> Result<Option<RotationGuard>> {
+        self.advisory_lock(None, wait)
+    }
+
+    /// [`Store::lock_named`](crate::Store::lock_named): the advisory lock on
+    /// `hashtext('broked.lock.' || current_schema() || '.' || name)`.
+    pub(super) fn named_lock(&self, name: &str, wait: bool) -> Result<Option<RotationGuard>> {
+        self.advisory_lock(Some(name.to_owned()), wait)
+    }
+
+    /// The store-wide rotation lock (`name` `None`) or a named one.
+    fn advisory_lock(&self, name: Option<String>, wait: bool) -> Result<Option<RotationGuard>> {
+        let key = if name.is_some() {
+            "hashtext('broked.lock.' || current_schema() || '.' || $1)"
+        } else {
+            "hashtext('broked.rotation.' || current_schema())"
+        };
         let held = self.call(move |ctx| {
             Box::pin(async move {
                 let options = ctx.pool.connect_options();
@@ -16,13 +33,15 @@ impl PgStore {
                     .await
                     .map_err(pg(&ctx, "rotation lock"))?;
                 let sql = if wait {
-                    "SELECT pg_advisory_lock(hashtext('broked.rotation.' || current_schema())),
-                       true AS got"
+                    format!("SELECT pg_advisory_lock({key}), true AS got")
                 } else {
-                    "SELECT pg_try_advisory_lock(hashtext('broked.rotation.' || current_schema()))
-                       AS got"
+                    format!("SELECT pg_try_advisory_lock({key}) AS got")
                 };
-                let got: bool = sqlx::query(sql)
+                let mut query = sqlx::query(&sql);
+                if let Some(name) = &name {
+                    query = query.bind(name.clone());
+                }
+                let got: bool = query
                     .fetch_one(&mut conn)
                     .await
                     .and_then(|r| r.try_get("got"))
@@ -38,11 +57,12 @@ impl PgStore {
                     let ack = released.await.ok();
                     // Unlock explicitly, so the lock is free when the guard's drop returns
                     // (a closing session releases its locks too, but asynchronously).
-                    let _ = sqlx::query(
-                        "SELECT pg_advisory_unlock(hashtext('broked.rotation.' || current_schema()))",
-                    )
-                    .execute(&mut conn)
-                    .await;
+                    let unlock = format!("SELECT pg_advisory_unlock({key})");
+                    let mut query = sqlx::query(&unlock);
+                    if let Some(name) = &name {
+                        query = query.bind(name.clone());
+                    }
+                    let _ = query.execute(&mut conn).await;
                     let _ = conn.close().await;
                     if let Some(ack) = ack {
                         let _ = ack.send(());

@@ -132,6 +132,26 @@ fn the_rotation_lock_is_a_file_beside_the_database() {
 }
 
 #[test]
+fn named_locks_are_files_in_a_private_directory_beside_the_database() {
+    let (b, store) = temp();
+    assert_eq!(
+        store.named_lock_path("password-rotation.pg-a"),
+        b.dir.path().join("broked.db.locks/password-rotation.pg-a")
+    );
+    assert_eq!(
+        store.named_lock_path("../x/.y"),
+        b.dir.path().join("broked.db.locks/_._x_.y")
+    );
+    let held = store.lock_named("password-rotation.pg-a").unwrap();
+    let meta = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode();
+    let dir = meta(b.dir.path().join("broked.db.locks"));
+    assert_eq!(dir & 0o077, 0, "{dir:o}");
+    let file = meta(store.named_lock_path("password-rotation.pg-a"));
+    assert_eq!(file & 0o077, 0, "{file:o}");
+    drop(held);
+}
+
+#[test]
 fn the_generation_changes_with_every_commit_of_any_handle() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broked.db");
