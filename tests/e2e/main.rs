@@ -2,6 +2,7 @@
 //! the command line, against the real PostgreSQL started by scripts/test.
 
 mod attacks;
+mod history;
 mod operate;
 mod replicas;
 mod safe_defaults;

@@ -489,6 +489,11 @@ fn openapi_document_matches_the_routes() {
         "PUT /api/connections/test",
         "PATCH /api/connections/test",
         "DELETE /api/connections/test",
+        // Issue 17: version history.
+        "GET /api/connections/{conn_id}/versions",
+        "DELETE /api/connections/{conn_id}/versions",
+        "GET /api/connections/{conn_id}/versions/{version}",
+        "POST /api/connections/{conn_id}/rollback",
     ];
     spec.sort();
     assert_eq!(documented, spec);

@@ -160,6 +160,12 @@ impl From<Error> for ApiError {
             },
             ErrorKind::NotFound => ApiError::not_found(e.to_string()),
             ErrorKind::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            // If-Match named another version than the current one (issue 17).
+            ErrorKind::Stale => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                e.to_string(),
+            ),
             ErrorKind::InUse => {
                 let message = e.to_string();
                 let pipelines = match e {

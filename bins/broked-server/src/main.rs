@@ -27,6 +27,7 @@ mod state;
 mod tls;
 mod tokens;
 mod ui;
+mod versions;
 mod wire;
 
 /// The REST API and web UI of broked connections.
@@ -122,6 +123,11 @@ struct Args {
     /// busy) with Retry-After. /readyz uses the same limit.
     #[arg(long, env = "BROKED_STORE_TIMEOUT", value_name = "SECONDS", default_value = "3", value_parser = store_timeout)]
     store_timeout: Duration,
+
+    /// Previous versions kept per connection (its history, `GET …/versions`): every update
+    /// keeps the version it replaces; older ones beyond N are removed. 0 keeps none.
+    #[arg(long, env = "BROKED_KEEP_VERSIONS", value_name = "N", default_value_t = broked_connections::DEFAULT_KEEP_VERSIONS)]
+    keep_versions: u32,
 }
 
 fn main() -> ExitCode {
@@ -197,6 +203,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     options.key_file = args.key_file.clone();
     options.max_stale = args.max_stale;
     options.store_timeout = args.store_timeout;
+    options.keep_versions = args.keep_versions;
     let _ = metrics::STORE_TIMEOUT.set(args.store_timeout);
     // A PostgreSQL address may carry a password: messages show the library's redacted form.
     let shown = broked_connections::describe_db(&args.db);

@@ -36,6 +36,12 @@ pub(crate) struct ConnectionOut {
     created_at: String,
     /// RFC 3339.
     updated_at: String,
+    /// The version: 1 when created, one more with every change; also the `ETag` (`"7"`).
+    /// Earlier versions: `GET /api/connections/{conn_id}/versions`.
+    #[schema(example = 7)]
+    version: i64,
+    /// Who wrote this version: a token name, `cli:<user>`, `library`; `null` if unknown.
+    updated_by: Option<String>,
 }
 
 impl From<ConnectionInfo> for ConnectionOut {
@@ -52,6 +58,8 @@ impl From<ConnectionInfo> for ConnectionOut {
             description: c.description,
             created_at: c.created_at,
             updated_at: c.updated_at,
+            version: c.version,
+            updated_by: c.updated_by,
         }
     }
 }
@@ -118,7 +126,10 @@ impl utoipa::PartialSchema for ConnectionIn {
                          `null`: clear. Keys that name the target (host, port, user, ...) are \
                          refused (docs/uri.md).",
                     )),
-                "created_at" | "updated_at" => ObjectBuilder::new()
+                "version" => ObjectBuilder::new()
+                    .schema_type(nullable(Type::Integer))
+                    .read_only(Some(true)),
+                "created_at" | "updated_at" | "updated_by" => ObjectBuilder::new()
                     .schema_type(nullable(Type::String))
                     .read_only(Some(true)),
                 other => text(match other {

@@ -19,14 +19,14 @@ pub(crate) enum Output {
     Json,
 }
 
-fn print_json(value: &Value) {
+pub(crate) fn print_json(value: &Value) {
     println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
 }
 
 const MASK: &str = "********";
 
 /// The same shape as the REST API's connection.
-fn connection_json(c: &ConnectionInfo) -> Value {
+pub(crate) fn connection_json(c: &ConnectionInfo) -> Value {
     json!({
         "conn_id": c.conn_id.as_str(),
         "type": c.conn_type.as_str(),
@@ -39,6 +39,8 @@ fn connection_json(c: &ConnectionInfo) -> Value {
         "description": c.description,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
+        "version": c.version,
+        "updated_by": c.updated_by,
     })
 }
 
@@ -73,6 +75,8 @@ pub(crate) fn connection(out: Output, c: &ConnectionInfo) {
                 ("description", opt(&c.description)),
                 ("created_at", c.created_at.clone()),
                 ("updated_at", c.updated_at.clone()),
+                ("version", c.version.to_string()),
+                ("updated_by", opt(&c.updated_by)),
             ];
             for (k, v) in rows {
                 println!("{k:<12} {v}");
@@ -110,7 +114,7 @@ pub(crate) fn connection_list(out: Output, list: &[ConnectionInfo]) {
     }
 }
 
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+pub(crate) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(str::len);
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -158,7 +162,7 @@ pub(crate) fn rotated(out: Output, report: &RotateReport) {
             "active_key": report.active_key,
             "resealed": report.resealed,
             "failures": report.failures.iter().map(|f| json!({
-                "conn_id": f.conn_id, "field": f.field, "reason": f.reason,
+                "conn_id": f.conn_id, "version": f.version, "field": f.field, "reason": f.reason,
             })).collect::<Vec<_>>(),
         })),
         Output::Text => {
@@ -242,12 +246,15 @@ pub(crate) fn check(out: Output, report: &CheckReport) {
         Output::Json => print_json(&json!({
             "checked": report.checked,
             "failures": report.failures.iter().map(|f| json!({
-                "conn_id": f.conn_id, "field": f.field, "reason": f.reason,
+                "conn_id": f.conn_id, "version": f.version, "field": f.field, "reason": f.reason,
             })).collect::<Vec<_>>(),
         })),
         Output::Text => {
             for f in &report.failures {
-                println!("FAIL {} {}: {}", f.conn_id, f.field, f.reason);
+                match f.version {
+                    Some(v) => println!("FAIL {} version {v} {}: {}", f.conn_id, f.field, f.reason),
+                    None => println!("FAIL {} {}: {}", f.conn_id, f.field, f.reason),
+                }
             }
             println!(
                 "{} secrets checked, {} failed",

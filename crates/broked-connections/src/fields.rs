@@ -36,7 +36,13 @@ pub const CONNECTION_KEYS: [&str; 9] = [
 ];
 
 /// Keys that are accepted and ignored: what the API and an export show but nobody sets.
-pub const READ_ONLY_KEYS: [&str; 2] = ["created_at", "updated_at"];
+pub const READ_ONLY_KEYS: [&str; 4] = [
+    "created_at",
+    "updated_at",
+    // The version and its writer (issue 17); `If-Match` makes a write conditional, not this.
+    "version",
+    "updated_by",
+];
 
 impl JsonSource {
     /// Every key this source accepts.
