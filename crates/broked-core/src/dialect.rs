@@ -365,14 +365,17 @@ impl Builder<'_> {
         }
     }
 
-    /// The extra as `(normalized key, value, role)`; keys that name a target and the tunnel
-    /// are left out, as the URI builder leaves them out.
+    /// The extra as `(normalized key, value, role)`; keys that name a target, the tunnel and
+    /// password rotation's settings are left out, as the URI builder leaves them out.
     fn extra_entries(&self) -> Vec<(String, &Value, Option<ExtraKeyRole>)> {
         self.extra
             .iter()
             .filter_map(|(k, v)| {
                 let role = self.t().extra_key_role(k);
-                if matches!(role, Some(ExtraKeyRole::Names { .. })) || crate::is_tunnel_key(k) {
+                if matches!(role, Some(ExtraKeyRole::Names { .. }))
+                    || crate::is_tunnel_key(k)
+                    || crate::is_rotation_key(k)
+                {
                     return None;
                 }
                 Some((normalize(k), v, role))

@@ -291,6 +291,41 @@ fn no_dialect_writes_a_key_that_names_the_target() {
     }
 }
 
+/// Password rotation's settings (`docs/rotation.md`) are broked's, never a client's parameter:
+/// no dialect writes them, in any spelling, and they never make a form fail.
+#[test]
+fn no_dialect_writes_a_rotation_key() {
+    let extra = r#"{"rotation_conn_id":"pg-admin-Rot1","Rotate-Every":"30d","rotation_account_host":"rot-host-7","rotation_roles":["etl_rot_a","etl_rot_b"],"options":"-c x=1"}"#;
+    for (c, t) in [
+        (pg(extra), ConnType::Postgres),
+        (my(extra), ConnType::Mysql),
+    ] {
+        for d in Dialect::supported_by(t) {
+            let s = form(&c, d);
+            assert!(!s.starts_with("error"), "{t} {d}: {s}");
+            for needle in [
+                "rotat",
+                "Rotat",
+                "30d",
+                "pg-admin-Rot1",
+                "rot-host-7",
+                "etl_rot",
+            ] {
+                assert!(!s.contains(needle), "{t} {d}: {needle} in {s}");
+            }
+        }
+    }
+    // The filter itself, beside the allow-lists: a rotation key is never an extra entry.
+    let c = pg(r#"{"rotate_every":"30d","application_name":"a"}"#);
+    let b = Builder {
+        c: &c,
+        dialect: Dialect::Libpq,
+        extra: c.extra_map(),
+    };
+    let keys: Vec<String> = b.extra_entries().into_iter().map(|(k, ..)| k).collect();
+    assert_eq!(keys, ["application_name"]);
+}
+
 #[test]
 fn errors_and_debug_never_show_a_secret() {
     let c = my(r#"{"ssl_mode":"Secret-Mode-Val-77","ssl_ca":"/x"}"#);
