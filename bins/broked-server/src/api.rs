@@ -81,7 +81,8 @@ pub(crate) fn router(state: AppState) -> axum::Router {
     );
     document_test_alias(&mut doc);
     document_type_filter(&mut doc);
-    let doc = Arc::new(doc);
+    // Every request schema, path rule and link (openapi.rs), written on the document as JSON.
+    let doc = Arc::new(crate::openapi::served(&doc));
     // `/api/connections/test` is a static route, so it would shadow a connection named `test`
     // for every other method: send those to the connection handlers.
     let test_alias = axum::routing::post(test_unsaved)
@@ -384,8 +385,9 @@ async fn delete_connection(
     let id = path(p)?;
     let expected = crate::versions::if_match(&headers)?;
     let force = match query(q)?.get("force").map(String::as_str) {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
+        // Exactly the document's boolean (issue 23): no 1/0 or empty spellings.
+        None | Some("false") => false,
+        Some("true") => true,
         Some(_) => return Err(ApiError::bad_request("force must be true or false")),
     };
     write(&state, move |c| {
@@ -427,6 +429,8 @@ async fn test_unsaved(
     b: JsonBody,
 ) -> ApiResult<Json<TestOut>> {
     let mut update = wire::connection_body(&b.0)?;
+    // A malformed extra.ssh_tunnel is refused as on a create, not answered as a failed test.
+    wire::tunnel_form(&update)?;
     // A stored secret is reused only for a connection the token may see.
     if update.conn_id.as_deref().is_some_and(|id| !grant.sees(id)) {
         update.conn_id = None;

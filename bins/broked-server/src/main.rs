@@ -21,6 +21,7 @@ mod error;
 mod extract;
 mod hardening;
 mod metrics;
+mod openapi;
 mod panic_hook;
 mod rotation;
 mod state;

@@ -316,6 +316,28 @@ pub(crate) fn connection_body(body: &[u8]) -> Result<ConnectionUpdate, ApiError>
         .map_err(|e| ApiError::invalid(e.0))
 }
 
+/// The form of `extra.ssh_tunnel` (conn_ids of sftp bastions; none for sqlite), which a
+/// create refuses with 422: the unsaved test refuses it alike, as the document says, rather
+/// than answering a failed test. Whether the bastions exist is the test's to report.
+pub(crate) fn tunnel_form(u: &ConnectionUpdate) -> Result<(), ApiError> {
+    let broked_connections::SecretUpdate::Set(extra) = &u.extra else {
+        return Ok(());
+    };
+    let message = match broked_connections::ssh_tunnel_refs(Some(extra.expose())) {
+        Err(message) => message,
+        Ok(refs) if !refs.is_empty() && u.conn_type.as_deref() == Some("sqlite") => format!(
+            "extra.{}: a sqlite connection is a file on this machine; it cannot go through \
+             an SSH tunnel",
+            broked_core::SSH_TUNNEL_KEY
+        ),
+        Ok(_) => return Ok(()),
+    };
+    Err(ApiError::invalid(vec![broked_core::FieldError {
+        field: "extra",
+        message,
+    }]))
+}
+
 /// A create body as an input (see `From<ConnectionUpdate> for ConnectionInput`).
 pub(crate) fn into_input(u: ConnectionUpdate) -> ConnectionInput {
     ConnectionInput::from(u)

@@ -125,15 +125,27 @@ impl ConnectionUpdate {
                     let rule = "an integer from 1 to 65535";
                     match value {
                         Value::Null => u.port = Some(None),
-                        Value::Number(n) => match n.as_i64() {
+                        // JSON Schema's integer: 5432.0 is one too (the OpenAPI document says
+                        // integer, so a client may send it).
+                        Value::Number(n) => match n.as_i64().or_else(|| {
+                            n.as_f64()
+                                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                                .map(|f| f as i64)
+                        }) {
                             Some(p) => u.port = Some(Some(p)),
                             None => wrong(&mut errors, "port", rule),
                         },
-                        Value::String(s) if s.is_empty() => u.port = Some(None),
-                        Value::String(s) => match s.trim().parse::<i64>() {
-                            Ok(p) => u.port = Some(Some(p)),
-                            Err(_) => wrong(&mut errors, "port", rule),
-                        },
+                        // A port typed as text: files and variables only. The API takes a
+                        // number, as its document says (issue 23).
+                        Value::String(s) if source != JsonSource::Api && s.is_empty() => {
+                            u.port = Some(None)
+                        }
+                        Value::String(s) if source != JsonSource::Api => {
+                            match s.trim().parse::<i64>() {
+                                Ok(p) => u.port = Some(Some(p)),
+                                Err(_) => wrong(&mut errors, "port", rule),
+                            }
+                        }
                         _ => wrong(&mut errors, "port", rule),
                     }
                 }
@@ -260,5 +272,40 @@ mod tests {
         assert_eq!(u.password, SecretUpdate::Masked);
         let input = ConnectionInput::from(u);
         assert_eq!(input.password.unwrap().expose(), Secret::MASK);
+    }
+
+    /// The API reads port as the document says: a JSON integer (5432.0 is one), or null.
+    #[test]
+    fn the_api_takes_a_port_as_a_number_only() {
+        let port = |v: Value, source| {
+            ConnectionUpdate::from_json(obj(serde_json::json!({ "port": v })), source)
+                .map(|u| u.port)
+                .map_err(|e| e.errors()[0].field)
+        };
+        assert_eq!(
+            port(serde_json::json!(5432), JsonSource::Api),
+            Ok(Some(Some(5432)))
+        );
+        assert_eq!(
+            port(serde_json::json!(5432.0), JsonSource::Api),
+            Ok(Some(Some(5432)))
+        );
+        assert_eq!(port(Value::Null, JsonSource::Api), Ok(Some(None)));
+        for bad in [
+            serde_json::json!("5432"),
+            serde_json::json!(""),
+            serde_json::json!(5432.5),
+            serde_json::json!(1e300),
+            serde_json::json!(true),
+        ] {
+            assert_eq!(port(bad.clone(), JsonSource::Api), Err("port"), "{bad}");
+        }
+        for source in [JsonSource::Import, JsonSource::Env] {
+            assert_eq!(
+                port(serde_json::json!("5432"), source),
+                Ok(Some(Some(5432)))
+            );
+            assert_eq!(port(serde_json::json!(""), source), Ok(Some(None)));
+        }
     }
 }
