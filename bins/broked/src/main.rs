@@ -16,7 +16,7 @@ use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Dialect, Secret
 use clap::builder::PossibleValuesParser;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-mod history;
+mod audit;
 mod output;
 mod panic_hook;
 mod rotation;
@@ -72,11 +72,6 @@ struct Cli {
     )]
     probe_file_root: Vec<PathBuf>,
 
-    /// Previous versions kept per connection when this command changes one (its history,
-    /// `connections history`); older ones are removed. 0 keeps none.
-    #[arg(long, global = true, env = "BROKED_KEEP_VERSIONS", value_name = "N", default_value_t = broked_connections::DEFAULT_KEEP_VERSIONS)]
-    keep_versions: u32,
-
     /// Output format of read commands.
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -107,6 +102,12 @@ enum Command {
         after_help = "Examples:\n  broked token create ci --scope read,test --conns 'team-a-*' --expires 30d\n  broked token list\n  broked token revoke ci"
     )]
     Token(TokenCmd),
+    /// The audit log: list records, verify the chain, find a value by its HMAC, prune.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  broked audit list --conn prod-postgres\n  broked audit verify\n  printf %s \"$PW\" | broked audit hash -\n  broked audit prune --older-than 90d"
+    )]
+    Audit(audit::AuditCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,31 +244,6 @@ enum ConnectionsCmd {
         after_help = "Examples:\n  broked connections rotate-password prod-postgres\n  broked connections rotate-password prod-mysql --output json"
     )]
     RotatePassword { conn_id: String },
-    /// The kept versions of a connection: number, time, who wrote it, the fields it changed
-    /// (never a value); one version, masked, with --version.
-    #[command(
-        after_help = "Examples:\n  broked connections history prod-postgres\n  broked connections history prod-postgres --version 3 --output json"
-    )]
-    History {
-        conn_id: String,
-        /// Show this version (secrets masked).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
-        version: Option<i64>,
-    },
-    /// Write a new version equal to an old one, secrets included (re-encrypted). Also puts
-    /// back a deleted connection.
-    #[command(after_help = "Example:\n  broked connections rollback prod-postgres --to 3")]
-    Rollback {
-        conn_id: String,
-        /// The version to restore (see `connections history`).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
-        to: i64,
-    },
-    /// Remove the kept history of a deleted connection (refused while it exists).
-    #[command(
-        after_help = "Example:\n  broked connections delete old-db && broked connections purge old-db"
-    )]
-    Purge { conn_id: String },
     /// The pipelines that use a connection.
     #[command(
         name = "used-by",
@@ -410,13 +386,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         options.key_file = cli.key_file.clone();
         options.max_stale = cli.max_stale;
         options.probe_file_roots = cli.probe_file_root.clone();
-        options.keep_versions = cli.keep_versions;
         Connections::open_with(&cli.db, options).with_context(|| format!("cannot open {shown}"))
     };
     match cli.command {
         Command::Connections(cmd) => connections(cmd, out, open()?),
         Command::Key(cmd) => key(cmd, out, open()?),
         Command::Token(cmd) => token(cmd, out, open()?),
+        Command::Audit(cmd) => audit::run(cmd, out, open()?),
     }
 }
 
@@ -695,11 +671,6 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
             show_password,
         } => tunnel::run(out, c, &conn_id, show_password),
         ConnectionsCmd::RotatePassword { conn_id } => rotation::run(out, c, &conn_id),
-        ConnectionsCmd::History { conn_id, version } => {
-            history::history(out, &c, &conn_id, version)
-        }
-        ConnectionsCmd::Rollback { conn_id, to } => history::rollback(out, &c, &conn_id, to),
-        ConnectionsCmd::Purge { conn_id } => history::purge(out, &c, &conn_id),
         ConnectionsCmd::UsedBy { conn_id } => {
             let usage = c.used_by(&conn_id)?;
             output::used_by(out, &conn_id, &usage);

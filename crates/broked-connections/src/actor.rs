@@ -267,6 +267,11 @@ impl<'a> Acting<'a> {
         self.connections.revoke_token_as(&self.actor, name)
     }
 
+    /// [`Connections::audit_prune`].
+    pub fn audit_prune(&self, older_than: Duration) -> Result<crate::AuditPruned, Error> {
+        self.connections.audit_prune_as(&self.actor, older_than)
+    }
+
     /// Reads that are not recorded, for convenience.
     pub fn get(&self, conn_id: &str) -> Result<ConnectionInfo, Error> {
         self.connections.get(conn_id)

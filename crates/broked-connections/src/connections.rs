@@ -37,7 +37,7 @@ pub struct Connections {
     pub(crate) db: PathBuf,
     pub(crate) store: Arc<dyn Store>,
     /// The keyring: every secret is sealed and opened through it.
-    pub(crate) sealer: Sealer,
+    pub(crate) sealer: Arc<Sealer>,
     pub(crate) options: Options,
     pub(crate) registry: broked_probe::Registry,
     /// The SSH tunnels open for `open_tunnel` (`tunnel.rs`).
@@ -45,6 +45,8 @@ pub struct Connections {
     pub(crate) resolver: Resolver,
     /// Named API tokens (see `tokens.rs`).
     tokens: Tokens,
+    /// The audit log (see `audit.rs`).
+    pub(crate) audit: crate::audit::Audit,
 }
 
 impl std::fmt::Debug for Connections {
@@ -69,7 +71,18 @@ impl Connections {
         let (db, key_path, store) = open_store(db_path.as_ref(), &options)?;
         let store: Arc<dyn Store> = Arc::new(crate::metrics::Timed(store));
         let tokens_store = store.clone();
-        let sealer = Sealer::open(&db, &key_path, store.clone(), options.rotate_after_seals)?;
+        let sealer = Arc::new(Sealer::open(
+            &db,
+            &key_path,
+            store.clone(),
+            options.rotate_after_seals,
+        )?);
+        let audit = crate::audit::Audit::new(
+            store.clone(),
+            sealer.clone(),
+            &key_path,
+            options.audit_interval,
+        );
         // The store's files and the key file are never a sqlite test target.
         let mut protected = vec![key_path.clone()];
         if !is_postgres_url(&db.to_string_lossy()) {
@@ -77,7 +90,7 @@ impl Connections {
         }
         let registry = probes::registry(&options, protected)?;
         Ok(Connections {
-            resolver: Resolver::new(options.max_stale),
+            resolver: Resolver::new(options.max_stale, audit.resolve_counters()),
             db,
             store,
             sealer,
@@ -85,6 +98,7 @@ impl Connections {
             registry,
             tunnels: broked_tunnel::SharedTunnels::default(),
             tokens: Tokens::new(Arc::clone(&tokens_store)),
+            audit,
         })
     }
 
@@ -379,8 +393,7 @@ impl Connections {
         if let Ok(c) = &result {
             event = event.fields(secret_fields(c)).value(c.password.as_ref());
         }
-        self.record(actor, event, &result);
-        result
+        self.record_reveal(actor, event, result)
     }
 
     /// Tests the stored connection with the probe of its type. A failed connect is an

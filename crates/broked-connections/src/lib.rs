@@ -45,6 +45,10 @@ pub use broked_core::{
 pub use broked_probe::{Failure, Outcome as TestOutcome};
 
 pub use crate::actor::{Acting, Actor};
+pub use crate::audit::{
+    AuditEntry, AuditFinding, AuditPruned, AuditQuery, AuditReport, CHECKPOINT_EVERY, FindingKind,
+    checkpoint_path, parse_since,
+};
 pub use crate::connections::{Connections, describe_db, is_postgres_url};
 pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};
@@ -103,6 +107,10 @@ pub struct Options {
     /// transaction. A delete keeps the deleted row and a deleted marker (they count) until
     /// [`Connections::purge`]. 0 keeps no history. Default [`DEFAULT_KEEP_VERSIONS`].
     pub keep_versions: u32,
+    /// How often the audit log records the resolves of each conn_id (`resolve` records with
+    /// `count=N`; the first resolve of a conn_id in a process is recorded at once), and signs
+    /// its head into the checkpoint file. Default 60 s.
+    pub audit_interval: Duration,
 }
 
 /// How many previous versions of a connection are kept by default ([`Options::keep_versions`]).
@@ -120,6 +128,7 @@ impl Default for Options {
             max_stale: None,
             store_timeout: Duration::from_secs(10),
             keep_versions: DEFAULT_KEEP_VERSIONS,
+            audit_interval: Duration::from_secs(60),
         }
     }
 }

@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use broked_store::{AuditCut, AuditFilter, AuditMac, AuditRecord};
 use broked_store::{
     Deleted, Deletion, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result, RotationGuard,
     SealedField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, StoredVersion,
@@ -272,6 +273,11 @@ timed_store! {
     30 purge_history(conn_id: &str) -> Result<Purged>;
     31 lock_named(name: &str) -> Result<RotationGuard>;
     32 try_lock_named(name: &str) -> Result<Option<RotationGuard>>;
+    33 append_audit(records: Vec<AuditRecord>, mac: AuditMac) -> Result<Vec<AuditRecord>>;
+    34 audit_head() -> Result<Option<AuditRecord>>;
+    35 list_audit(filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    36 audit_range(from_seq: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+    37 prune_audit(before_seq: i64) -> Result<Option<AuditCut>>;
 }
 
 #[cfg(test)]

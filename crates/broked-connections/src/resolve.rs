@@ -17,12 +17,14 @@
 //! [`Options::max_stale`]: crate::Options::max_stale
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use broked_core::{ConnId, Connection, Secret};
 use broked_store::Store;
 
+use crate::audit::ResolveCounter;
 use crate::env;
 use crate::error::{Error, store_err};
 
@@ -34,6 +36,8 @@ pub(crate) struct Resolver {
     /// starts; reading it on every resolve would cost more than the rest of a warm resolve).
     env_conns: HashMap<String, Secret>,
     max_stale: Option<Duration>,
+    /// The audit log's resolve counters.
+    counters: Counters,
 }
 
 /// Decrypted connections by conn_id, valid while the store's generation is unchanged.
@@ -42,8 +46,9 @@ struct Cache {
     generation: Option<u64>,
     /// When the store last confirmed `generation` (kept only with `max_stale`).
     verified: Option<Instant>,
-    /// With the row version each value was read at.
-    entries: HashMap<String, (i64, Arc<Resolved>)>,
+    /// With the row version each value was read at, and the conn_id's resolve counter
+    /// (the audit log's; a hit adds one).
+    entries: HashMap<String, (i64, Arc<Resolved>, ResolveCounter)>,
 }
 
 /// Where `Connections::resolve` found a connection.
@@ -79,12 +84,16 @@ pub struct Stale {
 /// Reads a stored connection: its row version and the connection with its secrets.
 pub(crate) type Load<'a> = &'a dyn Fn(&str) -> Result<(i64, Connection), Error>;
 
+/// The resolve counter of a conn_id (`audit.rs`), asked on a miss.
+pub(crate) type Counters = Arc<dyn Fn(&str) -> ResolveCounter + Send + Sync>;
+
 impl Resolver {
-    pub(crate) fn new(max_stale: Option<Duration>) -> Resolver {
+    pub(crate) fn new(max_stale: Option<Duration>, counters: Counters) -> Resolver {
         Resolver {
             cache: Mutex::new(Cache::default()),
             env_conns: env::snapshot(),
             max_stale,
+            counters,
         }
     }
 
@@ -174,14 +183,19 @@ impl Resolver {
             if self.max_stale.is_some() {
                 cache.verified = Some(Instant::now());
             }
-            if let Some((_, hit)) = cache.entries.get(conn_id).filter(|_| !fresh) {
+            if let Some((_, hit, count)) = cache.entries.get(conn_id).filter(|_| !fresh) {
                 crate::metrics::STATS.resolve_hit();
+                count.fetch_add(1, Relaxed);
                 return Ok(hit.clone());
             }
         }
         crate::metrics::STATS.resolve_miss();
         ConnId::new(conn_id).map_err(|_| Error::NotFound(conn_id.to_owned()))?;
         let (row_version, connection) = load(conn_id)?;
+        // A cold path: the counter map's lock, and on the first resolve of the conn_id in
+        // this process an allocation (the audit log records it in the background).
+        let count = (self.counters)(conn_id);
+        count.fetch_add(1, Relaxed);
         let resolved = Arc::new(Resolved {
             uri: connection.to_uri(),
             connection,
@@ -194,11 +208,11 @@ impl Resolver {
             // PostgreSQL the generation moves when the notification arrives, after the
             // commit): keep the newer, so no caller ever sees a value go back.
             match cache.entries.get(conn_id) {
-                Some((version, newer)) if *version > row_version => return Ok(newer.clone()),
+                Some((version, newer, _)) if *version > row_version => return Ok(newer.clone()),
                 _ => {
                     cache
                         .entries
-                        .insert(conn_id.to_owned(), (row_version, resolved.clone()));
+                        .insert(conn_id.to_owned(), (row_version, resolved.clone(), count));
                 }
             }
         }
@@ -214,7 +228,8 @@ impl Resolver {
             return Err(error);
         };
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (Some((_, hit)), Some(verified)) = (cache.entries.get(conn_id), cache.verified) else {
+        let (Some((_, hit, _)), Some(verified)) = (cache.entries.get(conn_id), cache.verified)
+        else {
             return Err(error);
         };
         let age = verified.elapsed();

@@ -578,6 +578,8 @@ impl Sealer {
                 .map_err(store_err)?;
             resealed += written;
         }
+        // Under the rotation lock still: the audit secret moves to the new key too.
+        self.reseal_audit_secret()?;
         Ok(RotateReport {
             active_key: active.to_string(),
             resealed,
@@ -591,11 +593,13 @@ impl Sealer {
         let mut keyring = write(&self.keyring);
         self.reload_verified(&mut keyring)?;
         let active = keyring.active();
+        // Never the key that seals the audit secret.
+        let audit_key = self.audit_secret_key()?;
         let candidates: Vec<u32> = keyring
             .keys()
             .iter()
             .map(|k| k.id.get())
-            .filter(|&id| id != active.get())
+            .filter(|&id| id != active.get() && Some(id) != audit_key)
             .collect();
         self.store
             .remove_unused_keys(&candidates)
@@ -622,6 +626,7 @@ impl Sealer {
             checked: 0,
             failures: Vec::new(),
         };
+        self.check_audit_secret(&mut report)?;
         let current = self
             .store
             .list_connections(None)
@@ -894,5 +899,101 @@ fn short_reason(e: &CryptoError) -> String {
                                  broked (or the key is wrong)"
             .into(),
         other => other.to_string(),
+    }
+}
+
+/// The `meta` setting that holds the audit secret, sealed by the keyring (hex).
+const AUDIT_SECRET: &str = "audit_secret";
+
+/// The audit secret (`crate::audit`): 32 random bytes in `meta`, sealed like a connection's
+/// secret (so a copy of the database alone cannot forge or test the audit log's MACs),
+/// created on first use under the rotation lock (two processes starting at once end with
+/// one), re-sealed by `rotate`, opened by `check`, its key kept by `prune`.
+impl Sealer {
+    fn sealed_audit_secret(&self) -> Result<Option<Vec<u8>>, Error> {
+        let Some(text) = self.store.meta(AUDIT_SECRET).map_err(store_err)? else {
+            return Ok(None);
+        };
+        crate::audit::from_hex(&text).map(Some).ok_or_else(|| {
+            Error::Store(StoreError::Corrupt {
+                table: "meta",
+                reason: "the audit secret is not hex".into(),
+            })
+        })
+    }
+
+    /// The audit log's keys; the secret is made on first use.
+    pub(crate) fn audit_keys(&self) -> Result<broked_crypto::AuditKeys, Error> {
+        if let Some(sealed) = self.sealed_audit_secret()? {
+            return self.open_audit_secret(&sealed);
+        }
+        let _lock = self.store.lock_rotation().map_err(store_err)?;
+        if let Some(sealed) = self.sealed_audit_secret()? {
+            return self.open_audit_secret(&sealed);
+        }
+        if self.key_file_changed() {
+            self.reload_keyring()?;
+        }
+        let (sealed, keys) = read(&self.keyring).new_audit_secret()?;
+        self.store
+            .set_meta(AUDIT_SECRET, &crate::audit::to_hex(&sealed))
+            .map_err(store_err)?;
+        Ok(keys)
+    }
+
+    fn open_audit_secret(&self, sealed: &[u8]) -> Result<broked_crypto::AuditKeys, Error> {
+        let attempt = |k: &Keyring| k.open_audit_secret(sealed);
+        let first = attempt(&read(&self.keyring));
+        let opened = match first {
+            Err(CryptoError::UnknownKey(_)) => {
+                self.reload_keyring()?;
+                attempt(&read(&self.keyring))
+            }
+            other => other,
+        };
+        opened.map_err(|e| Error::Decrypt {
+            conn_id: "(audit log)".into(),
+            field: "audit secret",
+            reason: short_reason(&e),
+        })
+    }
+
+    /// The key that seals the audit secret.
+    fn audit_secret_key(&self) -> Result<Option<u32>, Error> {
+        match self.sealed_audit_secret()? {
+            Some(sealed) => Ok(Some(broked_crypto::sealed_key_id(&sealed)?.get())),
+            None => Ok(None),
+        }
+    }
+
+    /// Re-seals the audit secret under the active key (the caller holds the rotation lock).
+    fn reseal_audit_secret(&self) -> Result<(), Error> {
+        let Some(sealed) = self.sealed_audit_secret()? else {
+            return Ok(());
+        };
+        let resealed = read(&self.keyring).reseal(broked_crypto::AUDIT_SECRET_AAD, &sealed)?;
+        self.store
+            .set_meta(AUDIT_SECRET, &crate::audit::to_hex(&resealed))
+            .map_err(store_err)
+    }
+
+    fn check_audit_secret(&self, report: &mut CheckReport) -> Result<(), Error> {
+        let Some(sealed) = self.sealed_audit_secret()? else {
+            return Ok(());
+        };
+        // Not counted in `checked` (the values of connections): listed only if it fails.
+        if let Err(e) = self.open_audit_secret(&sealed) {
+            let reason = match e {
+                Error::Decrypt { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            report.failures.push(CheckFailure {
+                conn_id: "(audit log)".into(),
+                version: None,
+                field: "audit secret",
+                reason,
+            });
+        }
+        Ok(())
     }
 }

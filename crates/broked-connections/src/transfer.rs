@@ -39,8 +39,7 @@ impl Connections {
         let event = Event::new("export").detail(format!(
             "format=document decrypted={decrypted} count={count}"
         ));
-        self.record(actor, event, &result);
-        result
+        self.record_reveal(actor, event, result)
     }
 
     fn export_recorded(&self, decrypted: bool) -> Result<Value, Error> {
@@ -91,8 +90,7 @@ impl Connections {
         let count = result.as_ref().map_or(0, Vec::len);
         let event =
             Event::new("export").detail(format!("format=env decrypted={decrypted} count={count}"));
-        self.record(actor, event, &result);
-        result
+        self.record_reveal(actor, event, result)
     }
 
     fn export_uris_recorded(&self, decrypted: bool) -> Result<Vec<(ConnId, Secret)>, Error> {
@@ -129,7 +127,7 @@ impl Connections {
         overwrite: bool,
     ) -> Result<usize, Error> {
         let mut ids = Vec::new();
-        let result = self.import_recorded(actor, document, overwrite, &mut ids);
+        let result = self.import_recorded(document, overwrite, &mut ids);
         let ids: Vec<String> = ids.iter().map(|i| crate::audit::printable(i)).collect();
         let event = Event::new("import").detail(format!(
             "overwrite={overwrite} count={} conns={}",
@@ -142,7 +140,6 @@ impl Connections {
 
     fn import_recorded(
         &self,
-        actor: &Actor,
         document: Value,
         overwrite: bool,
         ids: &mut Vec<String>,
@@ -225,11 +222,7 @@ impl Connections {
             || {
                 valid
                     .iter()
-                    .map(|(_, c)| {
-                        let mut row = self.sealer.seal_row(c, None, &now, &now, 1)?;
-                        row.updated_by = Some(actor.name().to_owned());
-                        Ok(row)
-                    })
+                    .map(|(_, c)| self.sealer.seal_row(c, None, &now, &now, 1))
                     .collect()
             },
             |rows| {

@@ -343,8 +343,7 @@ impl Connections {
                 .value(g.connection.password.as_ref())
                 .detail(format!("bastions={}", g.bastions.join(",")));
         }
-        self.record(actor, event, &result);
-        result
+        self.record_reveal(actor, event, result)
     }
 
     fn open_tunnel_recorded(&self, conn_id: &str) -> Result<TunnelGuard, Error> {

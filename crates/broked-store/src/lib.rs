@@ -58,6 +58,30 @@ macro_rules! delegated_store_methods {
         fn count_tokens(&self) -> Result<u64> {
             tokens::count(self)
         }
+
+        fn append_audit(
+            &self,
+            records: Vec<crate::AuditRecord>,
+            mac: crate::AuditMac,
+        ) -> Result<Vec<crate::AuditRecord>> {
+            super::audit::append(self, records, mac)
+        }
+
+        fn audit_head(&self) -> Result<Option<crate::AuditRecord>> {
+            super::audit::head(self)
+        }
+
+        fn list_audit(&self, filter: &crate::AuditFilter) -> Result<Vec<crate::AuditRecord>> {
+            super::audit::list(self, filter)
+        }
+
+        fn audit_range(&self, from_seq: i64, limit: usize) -> Result<Vec<crate::AuditRecord>> {
+            super::audit::range(self, from_seq, limit)
+        }
+
+        fn prune_audit(&self, before_seq: i64) -> Result<Option<crate::AuditCut>> {
+            super::audit::prune(self, before_seq)
+        }
     };
 }
 
@@ -167,6 +191,61 @@ pub struct Deletion {
     /// The previous versions kept per connection (the deleted row and its marker count).
     pub keep_versions: u32,
 }
+
+/// One record of the audit log (`audit` table). Never a value: `fields` are names,
+/// `value_hashes` HMACs (`hmac-sha256:…`, comma-separated), `detail` plain words.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Assigned by [`Store::append_audit`]: one more than the head's, no gaps.
+    pub seq: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub conn_id: Option<String>,
+    /// Field names, comma-separated.
+    pub fields: String,
+    /// `ok`, `denied`, or the class of the error.
+    pub outcome: String,
+    pub request_id: Option<String>,
+    pub value_hashes: String,
+    pub detail: String,
+    /// Computed by the caller's [`AuditMac`] from the previous record's.
+    pub mac: String,
+}
+
+/// Computes a record's MAC from the previous record's MAC (the cut's after a prune, empty
+/// for the first record) and the record with its `seq` assigned: the store stays free of
+/// cryptography, and the MAC is taken inside the transaction that appends.
+pub type AuditMac = std::sync::Arc<dyn Fn(&str, &AuditRecord) -> String + Send + Sync>;
+
+/// Which audit records [`Store::list_audit`] returns, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub conn_id: Option<String>,
+    pub action: Option<String>,
+    /// RFC 3339 UTC: records at or after it.
+    pub since: Option<String>,
+    /// Records whose `value_hashes` hold this HMAC.
+    pub value_hash: Option<String>,
+    /// The cursor: records with a smaller `seq`.
+    pub before_seq: Option<i64>,
+    /// At most this many (0: none).
+    pub limit: usize,
+}
+
+/// Where the audit log was cut by [`Store::prune_audit`]: the last removed record's `seq`
+/// and MAC, which the first kept record chains from. Kept in `meta`
+/// ([`AUDIT_CUT_SEQ`], [`AUDIT_CUT_MAC`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditCut {
+    pub seq: i64,
+    pub mac: String,
+}
+
+/// The `meta` names of the audit log's cut.
+pub const AUDIT_CUT_SEQ: &str = "audit_cut_seq";
+pub const AUDIT_CUT_MAC: &str = "audit_cut_mac";
 
 /// A pipeline definition (JSON text, as the caller wrote it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -492,6 +571,24 @@ pub trait Store: Send + Sync {
     fn lock_named(&self, name: &str) -> Result<RotationGuard>;
     /// [`Store::lock_named`] without waiting: `None` if someone else holds that lock.
     fn try_lock_named(&self, name: &str) -> Result<Option<RotationGuard>>;
+
+    /// Appends audit records in one transaction, in order: each gets the next `seq` after the
+    /// head (after the cut in an empty log) and its MAC from `mac` over the previous record's,
+    /// both read inside the transaction, so appenders in several processes or replicas never
+    /// fork the chain (SQLite: the write transaction begins IMMEDIATE; PostgreSQL: every
+    /// write holds the `state` row lock). Does not bump the generation counter (on SQLite
+    /// any commit still moves [`Store::generation`]). Returns the records as stored.
+    fn append_audit(&self, records: Vec<AuditRecord>, mac: AuditMac) -> Result<Vec<AuditRecord>>;
+    /// The newest audit record.
+    fn audit_head(&self) -> Result<Option<AuditRecord>>;
+    /// Audit records matching `filter`, newest first.
+    fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    /// At most `limit` audit records from `from_seq` on, oldest first (for verification).
+    fn audit_range(&self, from_seq: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// Removes the audit records before `before_seq` — never the newest — and records the
+    /// cut ([`AuditCut`]) in `meta` in the same transaction; returns it, or `None` if
+    /// nothing was removed.
+    fn prune_audit(&self, before_seq: i64) -> Result<Option<AuditCut>>;
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! a value read back must pass.
 
 use crate::{
-    PipelineRef, Result, Sealed, SealedField, SecretField, StoreError, StoredConnection,
-    StoredPipeline, StoredToken, StoredVersion,
+    AuditRecord, PipelineRef, Result, Sealed, SealedField, SecretField, StoreError,
+    StoredConnection, StoredPipeline, StoredToken, StoredVersion,
 };
 
 /// The columns of a connection row. The first 15 are the parameters of every connection
@@ -49,6 +49,9 @@ fn replaced() -> impl Iterator<Item = (usize, &'static str)> {
 }
 
 pub(crate) const PIPELINE_COLUMNS: &str = "pipeline_id, name, definition, created_at, updated_at";
+
+pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor, action, conn_id, fields, outcome, \
+     request_id, value_hashes, detail, mac";
 
 pub(crate) const TOKEN_COLUMNS: &str =
     "name, hash, scopes, conns, created_at, expires_at, last_used_at";
@@ -443,6 +446,27 @@ pub(crate) fn token(row: &dyn Columns) -> Result<StoredToken> {
         created_at: r.text("created_at")?,
         expires_at: r.opt("expires_at")?,
         last_used_at: r.opt("last_used_at")?,
+    })
+}
+
+/// A row of [`AUDIT_COLUMNS`].
+pub(crate) fn audit(row: &dyn Columns) -> Result<AuditRecord> {
+    let r = Row {
+        row,
+        table: "audit",
+    };
+    Ok(AuditRecord {
+        seq: r.int("seq")?,
+        at: r.text("at")?,
+        actor: r.text("actor")?,
+        action: r.text("action")?,
+        conn_id: r.opt("conn_id")?,
+        fields: r.text("fields")?,
+        outcome: r.text("outcome")?,
+        request_id: r.opt("request_id")?,
+        value_hashes: r.text("value_hashes")?,
+        detail: r.text("detail")?,
+        mac: r.text("mac")?,
     })
 }
 

@@ -152,6 +152,8 @@ macro_rules! suite {
     };
 }
 
+mod audit;
+
 suite!(
     connections_round_trip_sorted_and_filtered,
     ids_sort_bytewise,

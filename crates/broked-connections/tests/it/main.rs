@@ -9,6 +9,7 @@ use broked_connections::{
 use serde_json::json;
 
 mod dialect;
+mod audit;
 mod freshness;
 mod rotation;
 mod history;

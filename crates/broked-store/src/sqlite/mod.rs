@@ -22,6 +22,7 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use self::fresh::Fresh;
 use crate::{Result, StoreError};
 
+mod audit;
 mod bridge;
 mod fresh;
 mod lock;
@@ -44,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
     // 4: version history: who wrote a row and which fields it changed, and the previous
     // versions of every connection (deleted ones until purged).
     include_str!("migrations/004_connection_versions.sql"),
+    // 5: the audit log: an HMAC chain of records, names and HMACs only (never a value).
+    include_str!("migrations/005_audit.sql"),
 ];
 
 /// The schema version this build writes.
