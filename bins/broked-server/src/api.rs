@@ -52,6 +52,12 @@ pub(crate) fn router(state: AppState) -> axum::Router {
             delete_connection
         ))
         .routes(routes!(test_saved))
+        .routes(routes!(
+            crate::versions::list_versions,
+            crate::versions::purge_versions
+        ))
+        .routes(routes!(crate::versions::get_version))
+        .routes(routes!(crate::versions::rollback))
         .routes(routes!(crate::rotation::rotate_password))
         .routes(routes!(used_by))
         .routes(routes!(list_pipelines))
@@ -76,14 +82,15 @@ pub(crate) fn router(state: AppState) -> axum::Router {
     );
     document_test_alias(&mut doc);
     document_type_filter(&mut doc);
-    let doc = Arc::new(doc);
+    // Every request schema, path rule and link (openapi.rs), written on the document as JSON.
+    let doc = Arc::new(crate::openapi::served(&doc));
     // `/api/connections/test` is a static route, so it would shadow a connection named `test`
     // for every other method: send those to the connection handlers.
     let test_alias = axum::routing::post(test_unsaved)
         .get(|s| get_connection(s, test_id()))
-        .put(|s, g, w, b| put_connection(s, g, w, test_id(), b))
-        .patch(|s, g, w, b| patch_connection(s, g, w, test_id(), b))
-        .delete(|s, w, q| delete_connection(s, w, test_id(), q));
+        .put(|s, g, w, h, b| put_connection(s, g, w, test_id(), h, b))
+        .patch(|s, g, w, h, b| patch_connection(s, g, w, test_id(), h, b))
+        .delete(|s, w, h, q| delete_connection(s, w, test_id(), h, q));
     let api = api
         .route("/api/connections/test", test_alias)
         .route(
@@ -270,7 +277,7 @@ async fn create_connection(
     Extension(grant): Extension<Grant>,
     Who(actor): Who,
     b: JsonBody,
-) -> ApiResult<(StatusCode, Json<ConnectionOut>)> {
+) -> ApiResult<axum::response::Response> {
     let input = wire::into_input(wire::connection_body(&b.0)?);
     if let Some(id) = &input.conn_id {
         if !grant.sees(id) {
@@ -288,19 +295,23 @@ async fn create_connection(
     };
     tunnel_in_scope(&state, &grant, &extra).await?;
     let created = write(&state, move |c| c.acting(actor).create(input)).await?;
-    Ok((StatusCode::CREATED, Json(created.into())))
+    Ok(crate::versions::tagged(StatusCode::CREATED, created))
 }
 
-/// One connection, secrets masked.
+/// One connection, secrets masked. Its `ETag` is its version (`"7"`): send it back in
+/// `If-Match` to make a PUT, PATCH, DELETE or rollback conditional.
 #[utoipa::path(get, path = "/api/connections/{conn_id}", tag = "connections",
     params(("conn_id" = String, Path)),
-    responses((status = 200, body = ConnectionOut), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ConnectionOut,
+               headers(("ETag" = String, description = "The version, as a strong tag: \"7\""))),
+              (status = 404, body = ErrorBody)))]
 async fn get_connection(
     State(state): State<AppState>,
     p: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<ConnectionOut>> {
+) -> ApiResult<axum::response::Response> {
     let id = path(p)?;
-    Ok(Json(read_fast(&state, move |c| c.get(&id)).await?.into()))
+    let info = read_fast(&state, move |c| c.get(&id)).await?;
+    Ok(crate::versions::tagged(StatusCode::OK, info))
 }
 
 async fn update(
@@ -310,66 +321,80 @@ async fn update(
     p: Result<Path<String>, PathRejection>,
     b: JsonBody,
     mode: UpdateMode,
-) -> ApiResult<Json<ConnectionOut>> {
+    headers: &axum::http::HeaderMap,
+) -> ApiResult<axum::response::Response> {
+    let expected = crate::versions::if_match(headers)?;
     let id = path(p)?;
     let update = wire::connection_body(&b.0)?;
     tunnel_in_scope(&state, &grant, &update.extra).await?;
-    Ok(Json(
-        write(&state, move |c| c.acting(actor).update(&id, update, mode))
-            .await?
-            .into(),
-    ))
+    let updated = write(&state, move |c| {
+        c.acting(actor)
+            .update_expecting(&id, update, mode, expected)
+    })
+    .await?;
+    Ok(crate::versions::tagged(StatusCode::OK, updated))
 }
 
 /// Replace a connection. `password`/`extra` absent or `********` keep the stored value; `null` clears it.
 #[utoipa::path(put, path = "/api/connections/{conn_id}", tag = "connections",
-    params(("conn_id" = String, Path)), request_body = ConnectionIn,
+    params(("conn_id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag a GET returned (\"7\"): the write happens only on that version (412 otherwise)")), request_body = ConnectionIn,
     responses((status = 200, body = ConnectionOut), (status = 400, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 412, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 async fn put_connection(
     State(state): State<AppState>,
     Extension(grant): Extension<Grant>,
     Who(actor): Who,
     p: Result<Path<String>, PathRejection>,
+    headers: axum::http::HeaderMap,
     b: JsonBody,
-) -> ApiResult<Json<ConnectionOut>> {
-    update(state, grant, actor, p, b, UpdateMode::Replace).await
+) -> ApiResult<axum::response::Response> {
+    update(state, grant, actor, p, b, UpdateMode::Replace, &headers).await
 }
 
 /// Change some fields of a connection, with the same rules for secrets as PUT.
 #[utoipa::path(patch, path = "/api/connections/{conn_id}", tag = "connections",
-    params(("conn_id" = String, Path)), request_body = ConnectionIn,
+    params(("conn_id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag a GET returned (\"7\"): the write happens only on that version (412 otherwise)")), request_body = ConnectionIn,
     responses((status = 200, body = ConnectionOut), (status = 400, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 412, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 async fn patch_connection(
     State(state): State<AppState>,
     Extension(grant): Extension<Grant>,
     Who(actor): Who,
     p: Result<Path<String>, PathRejection>,
+    headers: axum::http::HeaderMap,
     b: JsonBody,
-) -> ApiResult<Json<ConnectionOut>> {
-    update(state, grant, actor, p, b, UpdateMode::Merge).await
+) -> ApiResult<axum::response::Response> {
+    update(state, grant, actor, p, b, UpdateMode::Merge, &headers).await
 }
 
 /// Delete a connection; refused with 409 and the pipelines using it unless `force=true`.
 #[utoipa::path(delete, path = "/api/connections/{conn_id}", tag = "connections",
-    params(("conn_id" = String, Path), ("force" = Option<bool>, Query)),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("conn_id" = String, Path), ("force" = Option<bool>, Query), ("If-Match" = Option<String>, Header, description = "The ETag a GET returned (\"7\"): the write happens only on that version (412 otherwise)")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
 async fn delete_connection(
     State(state): State<AppState>,
     Who(actor): Who,
     p: Result<Path<String>, PathRejection>,
+    headers: axum::http::HeaderMap,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let id = path(p)?;
+    let expected = crate::versions::if_match(&headers)?;
     let force = match query(q)?.get("force").map(String::as_str) {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
+        // Exactly the document's boolean (issue 23): no 1/0 or empty spellings.
+        None | Some("false") => false,
+        Some("true") => true,
         Some(_) => return Err(ApiError::bad_request("force must be true or false")),
     };
-    write(&state, move |c| c.acting(actor).delete(&id, force)).await?;
+    write(&state, move |c| {
+        c.acting(actor).delete_expecting(&id, force, expected)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -405,6 +430,8 @@ async fn test_unsaved(
     b: JsonBody,
 ) -> ApiResult<Json<TestOut>> {
     let mut update = wire::connection_body(&b.0)?;
+    // A malformed extra.ssh_tunnel is refused as on a create, not answered as a failed test.
+    wire::tunnel_form(&update)?;
     // A stored secret is reused only for a connection the token may see.
     if update.conn_id.as_deref().is_some_and(|id| !grant.sees(id)) {
         update.conn_id = None;

@@ -21,12 +21,14 @@ mod error;
 mod extract;
 mod hardening;
 mod metrics;
+mod openapi;
 mod panic_hook;
 mod rotation;
 mod state;
 mod tls;
 mod tokens;
 mod ui;
+mod versions;
 mod wire;
 
 /// The REST API and web UI of broked connections.
@@ -123,6 +125,11 @@ struct Args {
     #[arg(long, env = "BROKED_STORE_TIMEOUT", value_name = "SECONDS", default_value = "3", value_parser = store_timeout)]
     store_timeout: Duration,
 
+    /// Previous versions kept per connection (its history, `GET …/versions`): every update
+    /// keeps the version it replaces; older ones beyond N are removed. 0 keeps none.
+    #[arg(long, env = "BROKED_KEEP_VERSIONS", value_name = "N", default_value_t = broked_connections::DEFAULT_KEEP_VERSIONS)]
+    keep_versions: u32,
+
     /// Remove audit records older than this (like 90d or 12w) at start-up and every hour,
     /// keeping the chain verifiable (the cut is signed). Default: keep every record.
     #[arg(long, env = "BROKED_AUDIT_RETENTION", value_name = "DURATION", value_parser = audit_retention)]
@@ -206,6 +213,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     options.key_file = args.key_file.clone();
     options.max_stale = args.max_stale;
     options.store_timeout = args.store_timeout;
+    options.keep_versions = args.keep_versions;
     let _ = metrics::STORE_TIMEOUT.set(args.store_timeout);
     // A PostgreSQL address may carry a password: messages show the library's redacted form.
     let shown = broked_connections::describe_db(&args.db);

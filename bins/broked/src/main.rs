@@ -17,6 +17,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 mod audit;
+mod history;
 mod output;
 mod panic_hook;
 mod rotation;
@@ -71,6 +72,11 @@ struct Cli {
         value_name = "DIR"
     )]
     probe_file_root: Vec<PathBuf>,
+
+    /// Previous versions kept per connection when this command changes one (its history,
+    /// `connections history`); older ones are removed. 0 keeps none.
+    #[arg(long, global = true, env = "BROKED_KEEP_VERSIONS", value_name = "N", default_value_t = broked_connections::DEFAULT_KEEP_VERSIONS)]
+    keep_versions: u32,
 
     /// Output format of read commands.
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Text)]
@@ -244,6 +250,31 @@ enum ConnectionsCmd {
         after_help = "Examples:\n  broked connections rotate-password prod-postgres\n  broked connections rotate-password prod-mysql --output json"
     )]
     RotatePassword { conn_id: String },
+    /// The kept versions of a connection: number, time, who wrote it, the fields it changed
+    /// (never a value); one version, masked, with --version.
+    #[command(
+        after_help = "Examples:\n  broked connections history prod-postgres\n  broked connections history prod-postgres --version 3 --output json"
+    )]
+    History {
+        conn_id: String,
+        /// Show this version (secrets masked).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+        version: Option<i64>,
+    },
+    /// Write a new version equal to an old one, secrets included (re-encrypted). Also puts
+    /// back a deleted connection.
+    #[command(after_help = "Example:\n  broked connections rollback prod-postgres --to 3")]
+    Rollback {
+        conn_id: String,
+        /// The version to restore (see `connections history`).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+        to: i64,
+    },
+    /// Remove the kept history of a deleted connection (refused while it exists).
+    #[command(
+        after_help = "Example:\n  broked connections delete old-db && broked connections purge old-db"
+    )]
+    Purge { conn_id: String },
     /// The pipelines that use a connection.
     #[command(
         name = "used-by",
@@ -386,6 +417,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         options.key_file = cli.key_file.clone();
         options.max_stale = cli.max_stale;
         options.probe_file_roots = cli.probe_file_root.clone();
+        options.keep_versions = cli.keep_versions;
         Connections::open_with(&cli.db, options).with_context(|| format!("cannot open {shown}"))
     };
     match cli.command {
@@ -671,6 +703,11 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
             show_password,
         } => tunnel::run(out, c, &conn_id, show_password),
         ConnectionsCmd::RotatePassword { conn_id } => rotation::run(out, c, &conn_id),
+        ConnectionsCmd::History { conn_id, version } => {
+            history::history(out, &c, &conn_id, version)
+        }
+        ConnectionsCmd::Rollback { conn_id, to } => history::rollback(out, &c, &conn_id, to),
+        ConnectionsCmd::Purge { conn_id } => history::purge(out, &c, &conn_id),
         ConnectionsCmd::UsedBy { conn_id } => {
             let usage = c.used_by(&conn_id)?;
             output::used_by(out, &conn_id, &usage);

@@ -127,7 +127,7 @@ impl Connections {
         overwrite: bool,
     ) -> Result<usize, Error> {
         let mut ids = Vec::new();
-        let result = self.import_recorded(document, overwrite, &mut ids);
+        let result = self.import_recorded(actor, document, overwrite, &mut ids);
         let ids: Vec<String> = ids.iter().map(|i| crate::audit::printable(i)).collect();
         let event = Event::new("import").detail(format!(
             "overwrite={overwrite} count={} conns={}",
@@ -140,6 +140,7 @@ impl Connections {
 
     fn import_recorded(
         &self,
+        actor: &Actor,
         document: Value,
         overwrite: bool,
         ids: &mut Vec<String>,
@@ -222,7 +223,11 @@ impl Connections {
             || {
                 valid
                     .iter()
-                    .map(|(_, c)| self.sealer.seal_row(c, None, &now, &now, 1))
+                    .map(|(_, c)| {
+                        let mut row = self.sealer.seal_row(c, None, &now, &now, 1)?;
+                        row.updated_by = Some(actor.name().to_owned());
+                        Ok(row)
+                    })
                     .collect()
             },
             |rows| {
