@@ -79,6 +79,50 @@ fn only_broked_crypto_depends_on_ring() {
     }
 }
 
+/// Test-only cargo features (`test-hooks`: the rotation fault hook, docs/rotation.md;
+/// `test-kit`: the probes' test helpers) are enabled only from `[dev-dependencies]`, so that
+/// no binary built for use reads a test hook.
+#[test]
+fn test_features_only_in_dev_dependencies() {
+    let mut manifests = vec![root().join("Cargo.toml"), root().join("tests/Cargo.toml")];
+    manifests.extend(
+        packages()
+            .into_values()
+            .map(|(dir, _)| dir.join("Cargo.toml")),
+    );
+    let mut checked = 0;
+    for manifest in manifests {
+        let text = fs::read_to_string(&manifest).unwrap();
+        let mut section = String::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                section = line.trim_matches(|c| c == '[' || c == ']').to_owned();
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            for feature in ["\"test-hooks\"", "\"test-kit\""] {
+                // A feature's own definition (`test-hooks = []`) is not enabling it.
+                if line.contains(feature) && section != "features" {
+                    checked += 1;
+                    assert!(
+                        section == "dev-dependencies" || section.ends_with(".dev-dependencies"),
+                        "{}: {feature} is enabled in [{section}]; enable test features only \
+                         in [dev-dependencies]",
+                        manifest.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 0,
+        "no manifest enables a test feature: is this test stale?"
+    );
+}
+
 #[test]
 fn lower_layers_never_depend_on_higher_ones() {
     // What each layer may depend on among the workspace's own crates (docs/ARCHITECTURE.md).

@@ -56,7 +56,9 @@ pub const ROTATION_ACCOUNT_HOST_KEY: &str = "rotation_account_host";
 
 /// A test hook (`docs/rotation.md`): `fail-store` makes the store write fail as if the store
 /// were down; `hold-after-alter` prints [`FAULT_POINT`] to standard error after the server
-/// accepted the new password and waits 60 s, so a test can kill the process there.
+/// accepted the new password and waits 60 s, so a test can kill the process there. Read only
+/// in a build with the cargo feature `test-hooks` (the tests' dev-dependencies); any other
+/// build ignores the variable.
 pub const FAULT_VAR: &str = "BROKED_TEST_ROTATION_FAULT";
 
 /// What `hold-after-alter` prints (no value in it).
@@ -506,7 +508,7 @@ impl Connections {
 
     /// Stores `password` as the connection's password, through the normal update path.
     fn store_password(&self, actor: &Actor, conn_id: &str, password: &Secret) -> Result<(), Error> {
-        if std::env::var(FAULT_VAR).is_ok_and(|v| v == "fail-store") {
+        if fault("fail-store") {
             return Err(Error::Store(broked_store::StoreError::Connect {
                 server: "the store".into(),
                 reason: format!("failed on purpose ({FAULT_VAR}=fail-store)"),
@@ -805,9 +807,23 @@ fn after(reason: &str, outcome: &RecoveryOutcome) -> String {
     }
 }
 
+/// Whether the test hook [`FAULT_VAR`] asks for `which`: only in a build with the cargo
+/// feature `test-hooks`.
+#[cfg(feature = "test-hooks")]
+fn fault(which: &str) -> bool {
+    std::env::var(FAULT_VAR).is_ok_and(|v| v == which)
+}
+
+/// A build without the cargo feature `test-hooks` (every production build) ignores
+/// [`FAULT_VAR`].
+#[cfg(not(feature = "test-hooks"))]
+fn fault(_which: &str) -> bool {
+    false
+}
+
 /// The `hold-after-alter` test hook.
 fn fault_after_alter() {
-    if std::env::var(FAULT_VAR).is_ok_and(|v| v == "hold-after-alter") {
+    if fault("hold-after-alter") {
         eprintln!("{FAULT_POINT}");
         std::thread::sleep(Duration::from_secs(60));
     }
