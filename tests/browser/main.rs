@@ -16,6 +16,7 @@
 mod a11y;
 mod host_key;
 mod scopes;
+mod status;
 mod tunnel;
 
 use std::future::Future;

@@ -168,6 +168,10 @@ fn without_times(mut v: Value) -> Value {
     map.remove("updated_at");
     map.remove("version");
     map.remove("updated_by");
+    // The last test (issue 18): `null` until the connection is tested.
+    for key in ["last_tested_at", "last_test_ok", "last_test_message"] {
+        assert_eq!(map.remove(key), Some(Value::Null), "{key}: untested");
+    }
     v
 }
 
@@ -1391,4 +1395,99 @@ fn get_uri_format_prints_each_client_form() {
     assert!(refused.stdout.is_empty() && !refused.stderr.contains(FMT_PW));
     cli.run(&["connections", "get", "pg", "--uri-format", "odbc"])
         .fails(2);
+}
+
+/// `connections list` reads pages of 500 and prints them as they come (issue 19): every row
+/// once, in order, in the table and in JSON; with `--search`, `--type`, `--status` and `--limit`.
+#[test]
+fn list_streams_pages_with_filters() {
+    let cli = TestCli::new();
+    let rows: Vec<Value> = (0..1203)
+        .map(|i| {
+            json!({"conn_id": format!("c-{i:04}"), "type": if i % 2 == 0 { "generic" } else { "http" },
+                   "host": if i % 2 == 0 { "127.0.0.1".to_owned() } else { format!("https://api{i}.example.com") },
+                   "port": if i % 2 == 0 { Some(1) } else { None },
+                   "description": if i == 1001 { "the Warehouse" } else { "bulk" }})
+        })
+        .collect();
+    let file = cli.path("many.json");
+    std::fs::write(
+        &file,
+        json!({"format": "broked-connections", "version": 1, "connections": rows}).to_string(),
+    )
+    .unwrap();
+    cli.run(&["connections", "import", file.to_str().unwrap()])
+        .ok();
+    let every: Vec<String> = (0..1203).map(|i| format!("c-{i:04}")).collect();
+
+    let table = cli.run(&["connections", "list"]).ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("CONN_ID") && lines[0].ends_with("TEST"),
+        "{}",
+        lines[0]
+    );
+    let ids: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(ids, every);
+    assert!(lines[1].ends_with(" -"), "untested: {}", lines[1]);
+    let json = cli.run(&["connections", "list", "-o", "json"]).ok().json();
+    let list = json.as_array().expect("an array");
+    assert_eq!(list.len(), 1203);
+    list.iter().for_each(assert_connection_shape);
+    assert_eq!(list[1202]["conn_id"], "c-1202");
+
+    let limited = cli
+        .run(&argv("connections list --limit 7 -o json"))
+        .ok()
+        .json();
+    assert_eq!(limited.as_array().unwrap().len(), 7);
+    let found = cli
+        .run(&argv("connections list --search WAREHOUSE -o json"))
+        .ok()
+        .json();
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(found[0]["conn_id"], "c-1001");
+    let http = cli
+        .run(&argv(
+            "connections list --type http --search api11 --limit 3",
+        ))
+        .ok()
+        .stdout;
+    let ids: Vec<&str> = http
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(ids, ["c-0011", "c-0111", "c-0113"]);
+    let none = cli.run(&argv("connections list --search nothing")).ok();
+    assert!(none.stdout.contains("(no connections)"), "{}", none.stdout);
+    assert_eq!(
+        cli.run(&argv("connections list --search nothing -o json"))
+            .ok()
+            .json(),
+        json!([])
+    );
+
+    // A test is kept: --status finds it, the table shows it.
+    let tested = cli.run(&["connections", "test", "c-0000"]);
+    assert_eq!(tested.code, 1, "the test fails: {tested:?}");
+    let failing = cli
+        .run(&argv("connections list --status failing -o json"))
+        .ok()
+        .json();
+    assert_eq!(failing.as_array().unwrap().len(), 1);
+    assert_eq!(failing[0]["conn_id"], "c-0000");
+    assert_eq!(failing[0]["last_test_ok"], false);
+    assert!(failing[0]["last_tested_at"].is_string());
+    let text = cli.run(&argv("connections list --limit 1")).ok().stdout;
+    assert!(text.lines().nth(1).unwrap().ends_with(" failed"), "{text}");
+    let untested = cli
+        .run(&argv("connections list --status untested -o json"))
+        .ok()
+        .json();
+    assert_eq!(untested.as_array().unwrap().len(), 1202);
+    cli.run(&argv("connections list --status broken")).fails(2);
 }

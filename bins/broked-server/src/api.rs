@@ -44,7 +44,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 pub(crate) fn router(state: AppState) -> axum::Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(list_connections, create_connection))
+        .routes(routes!(crate::list::list_connections, create_connection))
         .routes(routes!(
             get_connection,
             put_connection,
@@ -82,6 +82,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
     );
     document_test_alias(&mut doc);
     document_type_filter(&mut doc);
+    crate::list::document_params(&mut doc);
     // Every request schema, path rule and link (openapi.rs), written on the document as JSON.
     let doc = Arc::new(crate::openapi::served(&doc));
     // `/api/connections/test` is a static route, so it would shadow a connection named `test`
@@ -245,25 +246,6 @@ fn document_type_filter(doc: &mut utoipa::openapi::OpenApi) {
 
 fn test_id() -> Result<Path<String>, PathRejection> {
     Ok(Path("test".to_owned()))
-}
-
-/// List connections, sorted by conn_id.
-#[utoipa::path(get, path = "/api/connections", tag = "connections",
-    params(("type" = Option<String>, Query, description = "Only connections of this type")),
-    responses((status = 200, body = Vec<ConnectionOut>), (status = 400, body = ErrorBody)))]
-async fn list_connections(
-    State(state): State<AppState>,
-    Extension(grant): Extension<Grant>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult<Json<Vec<ConnectionOut>>> {
-    let filter: Option<ConnType> = wire::type_filter(query(q)?.get("type").map(String::as_str))?;
-    let list = blocking(&state, move |c| c.list(filter)).await?;
-    Ok(Json(
-        list.into_iter()
-            .filter(|i| grant.sees(i.conn_id.as_str()))
-            .map(ConnectionOut::from)
-            .collect(),
-    ))
 }
 
 /// Create a connection. The password and extra are encrypted before they are stored.

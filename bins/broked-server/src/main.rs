@@ -20,6 +20,7 @@ mod auth;
 mod error;
 mod extract;
 mod hardening;
+mod list;
 mod metrics;
 mod openapi;
 mod panic_hook;
@@ -149,7 +150,7 @@ fn main() -> ExitCode {
     if let Err(e) = hardening::raise_open_files_limit() {
         eprintln!("broked-server: warning: could not raise the open files limit: {e}");
     }
-    init_tracing(&args.log_format);
+    let _log = init_tracing(&args.log_format);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -159,22 +160,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: &str) {
+/// Log lines are written to stderr by a background thread, in batches: a request no longer
+/// waits for a `write(2)` of its line (issue 19, docs/BENCHMARKS.md). The queue is bounded and
+/// never drops a line — a request waits when it is full — and the returned guard writes out
+/// what is queued when it is dropped, as `main` returns (also after SIGTERM/SIGINT).
+fn init_tracing(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BROKED_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
     // Colour only for a terminal: a log file or journald gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The worker flushes whenever its queue is empty: a line waits in the buffer only while
+    // more are coming.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("broked-log")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
+
+/// Log lines queued for the writer at most; then a request waits for room.
+const LOG_QUEUE_LINES: usize = 16_384;
 
 fn run(args: Args) -> anyhow::Result<()> {
     let token = args.api_token.filter(|t| !t.is_empty());

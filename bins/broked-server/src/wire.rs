@@ -42,6 +42,13 @@ pub(crate) struct ConnectionOut {
     version: i64,
     /// Who wrote this version: a token name, `cli:<user>`, `library`; `null` if unknown.
     updated_by: Option<String>,
+    /// RFC 3339: when this version of the connection was last tested (through the API, the
+    /// UI or the CLI); `null` if not since it was created or last changed.
+    last_tested_at: Option<String>,
+    /// Whether that test succeeded; `null` if not tested.
+    last_test_ok: Option<bool>,
+    /// What that test said (never a secret); `null` if not tested.
+    last_test_message: Option<String>,
 }
 
 impl From<ConnectionInfo> for ConnectionOut {
@@ -60,6 +67,9 @@ impl From<ConnectionInfo> for ConnectionOut {
             updated_at: c.updated_at,
             version: c.version,
             updated_by: c.updated_by,
+            last_tested_at: c.last_test.as_ref().map(|t| t.tested_at.clone()),
+            last_test_ok: c.last_test.as_ref().map(|t| t.ok),
+            last_test_message: c.last_test.map(|t| t.message),
         }
     }
 }
@@ -129,8 +139,12 @@ impl utoipa::PartialSchema for ConnectionIn {
                 "version" => ObjectBuilder::new()
                     .schema_type(nullable(Type::Integer))
                     .read_only(Some(true)),
-                "created_at" | "updated_at" | "updated_by" => ObjectBuilder::new()
+                "created_at" | "updated_at" | "updated_by" | "last_tested_at"
+                | "last_test_message" => ObjectBuilder::new()
                     .schema_type(nullable(Type::String))
+                    .read_only(Some(true)),
+                "last_test_ok" => ObjectBuilder::new()
+                    .schema_type(nullable(Type::Boolean))
                     .read_only(Some(true)),
                 other => text(match other {
                     "host" => {
@@ -314,6 +328,18 @@ pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 pub(crate) fn connection_body(body: &[u8]) -> Result<ConnectionUpdate, ApiError> {
     ConnectionUpdate::from_json(json_object(body)?, JsonSource::Api)
         .map_err(|e| ApiError::invalid(e.0))
+}
+
+/// A PATCH body. Sent as `application/merge-patch+json` (RFC 7386, `merge_patch`), an `extra`
+/// object is merged into the stored one — its keys set, a `null` key removed, the others kept —
+/// instead of replacing it (issue 18: the UI changes an S3 region without knowing the rest).
+pub(crate) fn patch_body(body: &[u8], merge_patch: bool) -> Result<ConnectionUpdate, ApiError> {
+    let source = if merge_patch {
+        JsonSource::MergePatch
+    } else {
+        JsonSource::Api
+    };
+    ConnectionUpdate::from_json(json_object(body)?, source).map_err(|e| ApiError::invalid(e.0))
 }
 
 /// The form of `extra.ssh_tunnel` (conn_ids of sftp bastions; none for sqlite), which a

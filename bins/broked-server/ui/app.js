@@ -58,6 +58,7 @@ function applyGrant() {
   $('new-connection').hidden = !can('write');
   $('save').hidden = !can('write');
   $('test').hidden = !can('test');
+  $('test-all').hidden = !can('test');
   if (!can('write')) $('form-delete').hidden = true;
   for (const b of document.querySelectorAll('#conn-rows button.delete')) b.hidden = !can('write');
   for (const a of document.querySelectorAll('#conn-rows a.button')) {
@@ -82,14 +83,16 @@ class ApiError extends Error {
 
 const enc = encodeURIComponent;
 
-async function api(method, path, body) {
+async function api(method, path, body, signal) {
   for (;;) {
     const headers = { Accept: 'application/json' };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = `Bearer ${token}`;
     const init = { method, headers, cache: 'no-store', credentials: 'same-origin' };
+    if (signal) init.signal = signal;
     if (body !== undefined) {
-      headers['Content-Type'] = 'application/json';
+      // A PATCH is a JSON merge patch (RFC 7386): an extra object is merged into the stored one.
+      headers['Content-Type'] = method === 'PATCH' ? 'application/merge-patch+json' : 'application/json';
       init.body = JSON.stringify(body);
     }
     let resp;
@@ -222,13 +225,18 @@ function typeLabel(type) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Routing: #/connections, #/connections/new, #/connections/ID
+// Routing: #/connections, #/new (the form), #/connections/ID — every ID, `new` too (issue 18).
+// The form used to be #/connections/new: that link opens the connection named `new` when there
+// is one, and the form otherwise (openForm).
+
+const NEW_HASH = '#/new';
+const OLD_NEW_HASH = '#/connections/new';
 
 function parseRoute() {
   const hash = location.hash || '#/connections';
-  if (hash === '#/connections/new') return { view: 'new' };
+  if (hash === NEW_HASH) return { view: 'new' };
   const m = /^#\/connections\/(.+)$/.exec(hash);
-  if (m) return { view: 'edit', id: decodeURIComponent(m[1]) };
+  if (m) return { view: 'edit', id: decodeURIComponent(m[1]), old: hash === OLD_NEW_HASH };
   return { view: 'list' };
 }
 
@@ -319,29 +327,122 @@ function closeLeave(discard) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The list
+// The list: one page at a time from the server (GET /api/connections?limit=&cursor=), filtered
+// there by type, last test result and a search text — 100,000 connections never reach the page
+// at once.
 
-async function loadList() {
+const PAGE_SIZE = 100;
+
+const listState = {
+  cursors: [null], // the cursor of each page seen so far (page 1 has none)
+  page: 0,         // index into cursors
+  next: null,      // next_cursor of the page shown
+  seq: 0,          // answers to an older request are dropped
+  total: null,
+  exact: true,
+};
+
+function listParams(cursor, limit) {
+  const params = new URLSearchParams();
   const type = $('type-filter').value;
+  const status = $('status-filter').value;
+  const q = $('search').value.trim();
+  if (type) params.set('type', type);
+  if (status) params.set('status', status);
+  if (q) params.set('q', q);
+  params.set('limit', String(limit));
+  if (cursor) params.set('cursor', cursor);
+  return params;
+}
+
+// Loads the first page of the list (or, with keepPage, the page shown again).
+async function loadList(keepPage = false) {
+  if (keepPage !== true) {
+    listState.cursors = [null];
+    listState.page = 0;
+  }
+  const type = $('type-filter').value;
+  const filtered = Boolean($('status-filter').value || $('search').value.trim());
   const status = $('list-status');
   const rows = $('conn-rows');
   status.textContent = 'Loading…';
-  let list;
+  const seq = ++listState.seq;
+  let page;
   try {
-    list = await api('GET', `/api/connections${type ? `?type=${enc(type)}` : ''}`);
+    page = await api('GET', `/api/connections?${listParams(listState.cursors[listState.page], PAGE_SIZE)}`);
   } catch (e) {
+    if (seq !== listState.seq) return;
     status.textContent = '';
     showBanner(`Could not load the connections: ${e.message}`);
     return;
   }
+  if (seq !== listState.seq) return; // a newer request (another filter) is on its way
+  if (listState.page === 0) {
+    listState.total = page.total;
+    listState.exact = page.total_exact !== false;
+  }
+  listState.next = page.next_cursor || null;
+  const list = page.items || [];
   rows.replaceChildren();
   for (const c of list) rows.append(row(c));
   applyGrant();
   $('conn-table').hidden = list.length === 0;
   const what = type ? `${typeLabel(type)} connection` : 'connection';
-  status.textContent = list.length === 0
-    ? (type ? `No ${what}s.` : 'No connections yet. Create one with New Connection.')
-    : `${list.length} ${what}${list.length === 1 ? '' : 's'}.`;
+  const onePage = listState.page === 0 && !listState.next;
+  const first = listState.page * PAGE_SIZE + 1;
+  const last = first + list.length - 1;
+  let text;
+  if (list.length === 0) {
+    if (filtered) text = `No ${what}s match.`;
+    else text = type ? `No ${what}s.` : 'No connections yet. Create one with New Connection.';
+  } else if (onePage) {
+    text = `${list.length} ${what}${list.length === 1 ? '' : 's'}${filtered ? ' match' : ''}.`;
+  } else {
+    const total = listState.total == null ? ''
+      : ` of ${listState.exact ? '' : 'more than '}${listState.total.toLocaleString()}`;
+    text = `Showing ${first.toLocaleString()}–${last.toLocaleString()}${total} ${what}s.`;
+  }
+  status.textContent = text;
+  $('pager').hidden = onePage || list.length === 0 && listState.page === 0;
+  $('page-prev').disabled = listState.page === 0;
+  $('page-next').disabled = !listState.next;
+  $('page-text').textContent = `Page ${listState.page + 1}`;
+}
+
+function nextPage() {
+  if (!listState.next) return;
+  listState.cursors[listState.page + 1] = listState.next;
+  listState.page += 1;
+  loadList(true);
+}
+
+function prevPage() {
+  if (listState.page === 0) return;
+  listState.page -= 1;
+  loadList(true);
+}
+
+let searchTimer = 0;
+function onSearchInput() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(loadList, 250);
+}
+
+// The last test of a connection: OK, Failed or Not tested; when and what it said on hover (and
+// for screen readers, in the cell's label).
+function statusBadge(c) {
+  if (!c.last_tested_at) {
+    return el('span', { class: 'status untested', text: 'Not tested' });
+  }
+  const when = formatTime(c.last_tested_at);
+  const ok = c.last_test_ok === true;
+  const message = c.last_test_message || '';
+  return el('span', {
+    class: `status ${ok ? 'ok' : 'failed'}`,
+    title: `${ok ? 'OK' : 'Failed'}, ${when}: ${message}`,
+    'aria-label': `${ok ? 'OK' : 'Failed'}, tested ${when}: ${message}`,
+    text: ok ? 'OK' : 'Failed',
+  });
 }
 
 function row(c) {
@@ -352,6 +453,7 @@ function row(c) {
     el('td', { 'data-label': 'Type', text: typeLabel(c.type) }),
     el('td', { 'data-label': 'Host', class: 'host', text: c.host ?? '—' }),
     el('td', { 'data-label': 'Port', text: c.port == null ? '—' : String(c.port) }),
+    el('td', { 'data-label': 'Last test', class: 'last-test' }, statusBadge(c)),
     el('td', { 'data-label': 'Updated' }, el('time', { datetime: c.updated_at, text: formatTime(c.updated_at) })),
     el('td', { class: 'row-actions' },
       el('a', {
@@ -369,6 +471,117 @@ function row(c) {
       })),
   );
   return tr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test all: every connection the filters match, a few at a time (POST …/{id}/test stores each
+// result with its connection), the rows on screen filled in as results come; Cancel stops it.
+
+const TEST_CONCURRENCY = 4;
+let testAll = null; // { cancelled, controllers } while running
+
+function setRowStatus(id, c) {
+  const cell = document.querySelector(`#conn-rows tr[data-conn-id="${CSS.escape(id)}"] td.last-test`);
+  if (cell) cell.replaceChildren(c ? statusBadge(c) : el('span', { class: 'status running', text: 'Testing…' }));
+}
+
+// The conn_ids to test, a page at a time (the same filters as the list).
+async function* idsToTest() {
+  let cursor = null;
+  for (;;) {
+    const page = await api('GET', `/api/connections?${listParams(cursor, 1000)}`);
+    for (const c of page.items || []) yield c.conn_id;
+    if (!page.next_cursor) return;
+    cursor = page.next_cursor;
+  }
+}
+
+async function runTestAll() {
+  if (testAll) return;
+  const run = { cancelled: false, controllers: new Set() };
+  testAll = run;
+  const panel = $('test-all-panel');
+  const bar = $('test-all-progress');
+  const text = $('test-all-text');
+  panel.hidden = false;
+  $('test-all').disabled = true;
+  $('test-all-cancel').disabled = false;
+  $('test-all-label').textContent = 'Testing connections…';
+  let total = listState.page === 0 && listState.exact && listState.total != null ? listState.total : null;
+  let done = 0;
+  let failed = 0;
+  const show = () => {
+    bar.max = Math.max(total ?? done + 1, 1);
+    bar.value = done;
+    text.textContent = `${done}${total == null ? '' : ` of ${total}`} tested, ${failed} failed.`;
+  };
+  show();
+  const ids = idsToTest();
+  let exhausted = false;
+  const nextId = async () => {
+    if (exhausted || run.cancelled) return null;
+    const { value, done: end } = await ids.next();
+    if (end) {
+      exhausted = true;
+      return null;
+    }
+    return value;
+  };
+  const worker = async () => {
+    for (;;) {
+      const id = await nextId();
+      if (id === null) return;
+      setRowStatus(id, null);
+      const controller = new AbortController();
+      run.controllers.add(controller);
+      try {
+        const r = await api('POST', `/api/connections/${enc(id)}/test`, undefined, controller.signal);
+        if (!r.success) failed += 1;
+        setRowStatus(id, {
+          last_tested_at: new Date().toISOString(), last_test_ok: r.success, last_test_message: r.message,
+        });
+      } catch (e) {
+        if (run.cancelled) {
+          setRowStatus(id, { last_tested_at: null });
+          return;
+        }
+        failed += 1;
+        setRowStatus(id, { last_tested_at: new Date().toISOString(), last_test_ok: false, last_test_message: e.message });
+      } finally {
+        run.controllers.delete(controller);
+      }
+      done += 1;
+      show();
+    }
+  };
+  let error = null;
+  try {
+    await Promise.all(Array.from({ length: TEST_CONCURRENCY }, worker));
+  } catch (e) {
+    error = e;
+  }
+  testAll = null;
+  $('test-all').disabled = false;
+  $('test-all-cancel').disabled = true;
+  if (error) {
+    $('test-all-label').textContent = 'Test all stopped';
+    text.textContent = `${done} tested, ${failed} failed. Could not list the connections: ${error.message}`;
+  } else if (run.cancelled) {
+    $('test-all-label').textContent = 'Test all cancelled';
+    text.textContent = `Cancelled: ${done} tested, ${failed} failed.`;
+    if (parseRoute().view === 'list') loadList(true); // what the server kept
+  } else {
+    total = done;
+    show();
+    $('test-all-label').textContent = 'Test all finished';
+    text.textContent = `Done: ${done} tested, ${failed} failed.`;
+  }
+}
+
+function cancelTestAll() {
+  if (!testAll) return;
+  testAll.cancelled = true;
+  for (const c of testAll.controllers) c.abort();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -399,6 +612,11 @@ async function openForm(id) {
     try {
       state.editing = await api('GET', `/api/connections/${enc(id)}`);
     } catch (e) {
+      if (e.status === 404 && oldNewLink) {
+        // An old link to the form, and no connection named `new`: the form (the address stays,
+        // so a connection named `new` saved from it opens there).
+        return openForm(null);
+      }
       showBanner(e.status === 404 ? `There is no connection "${id}".` : `Could not load "${id}": ${e.message}`);
       $('view-form').hidden = true;
       return;
@@ -406,6 +624,54 @@ async function openForm(id) {
   }
   state.bastions = await loadBastions();
   fillForm(state.editing);
+  showConnState(state.editing);
+}
+
+// The connection page below the form: its last test, and the pipelines that use it — the
+// reason Delete is refused while there are any.
+async function showConnState(c) {
+  const box = $('conn-state');
+  box.hidden = c === null;
+  if (c === null) return;
+  const last = $('last-test');
+  if (c.last_tested_at) {
+    last.replaceChildren(
+      el('strong', { text: 'Last test: ' }),
+      statusBadge(c),
+      ` ${formatTime(c.last_tested_at)} — ${c.last_test_message || ''}`,
+    );
+  } else {
+    last.replaceChildren(el('strong', { text: 'Last test: ' }), 'not tested since it was last saved.');
+  }
+  const used = $('used-by');
+  used.replaceChildren(el('p', { text: 'Looking for pipelines that use it…' }));
+  let pipelines;
+  try {
+    pipelines = (await api('GET', `/api/connections/${enc(c.conn_id)}/used-by`)).pipelines || [];
+  } catch (e) {
+    used.replaceChildren(el('p', { class: 'error', text: `Could not check which pipelines use it: ${e.message}` }));
+    return;
+  }
+  if (state.editing !== c) return; // another page meanwhile
+  const n = pipelines.length;
+  if (n === 0) {
+    used.replaceChildren(el('p', { text: `No pipeline uses ${c.conn_id}.` }));
+    return;
+  }
+  used.replaceChildren(
+    el('p', { text: `${c.conn_id} is used by ${n} pipeline${n === 1 ? '' : 's'}:` }),
+    el('ul', { class: 'pipelines' }, ...pipelines.map((p) => el('li', {},
+      el('strong', { text: p.name || p.pipeline_id }),
+      ` (${p.pipeline_id})`,
+      p.nodes && p.nodes.length ? ` — node${p.nodes.length === 1 ? '' : 's'} ${p.nodes.join(', ')}` : ''))),
+    el('p', {
+      class: 'explain',
+      id: 'delete-refused',
+      text: `Delete is refused while pipelines use ${c.conn_id} (the server answers 409 in use): `
+        + 'they would fail when they next run. Remove it from these pipelines first, or delete it '
+        + 'anyway from the Delete dialog.',
+    }),
+  );
 }
 
 // The SFTP connections that can be an SSH bastion (docs/tunnels.md); none if they cannot be read.
@@ -457,6 +723,8 @@ function fillForm(c) {
   applyType();
   applySecrets();
   state.baseline = snapshot();
+  // What an edit's Save compares with, to PATCH only what changed (issue 18).
+  state.baseBody = editing ? formBody(null, false) : null;
 }
 
 // Every control of the form, as it is now: compared with the baseline to know if it changed.
@@ -733,7 +1001,13 @@ function formBody(extra, forTest) {
   if (region) obj = { ...(obj || {}), region };
   const bastion = fieldBox('ssh_tunnel').hidden ? null : text('ssh_tunnel');
   if (bastion) obj = { ...(obj || {}), ssh_tunnel: bastion };
-  if (obj) {
+  if (obj && update && extra === null && !$('f-clear-extra').checked) {
+    // Only the region or bastion: a merge patch (the PATCH is application/merge-patch+json),
+    // so the stored extra's other keys — and the secrets in them — are kept (issue 18).
+    body.extra = obj;
+  } else if (obj && update) {
+    body.extra = JSON.stringify(obj); // typed in full, or cleared first: a string replaces it
+  } else if (obj) {
     body.extra = obj;
   } else if ($('f-clear-extra').checked) {
     body.extra = null;
@@ -1080,6 +1354,12 @@ let extraTimer = 0;
 async function start() {
   $('banner-close').addEventListener('click', hideBanner);
   $('type-filter').addEventListener('change', loadList);
+  $('status-filter').addEventListener('change', loadList);
+  $('search').addEventListener('input', onSearchInput);
+  $('page-next').addEventListener('click', nextPage);
+  $('page-prev').addEventListener('click', prevPage);
+  $('test-all').addEventListener('click', runTestAll);
+  $('test-all-cancel').addEventListener('click', cancelTestAll);
   const form = $('conn-form');
   form.addEventListener('submit', save);
   form.addEventListener('input', (e) => {

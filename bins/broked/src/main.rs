@@ -18,6 +18,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 mod audit;
 mod history;
+mod list;
 mod output;
 mod panic_hook;
 mod rotation;
@@ -170,12 +171,23 @@ enum ConnectionsCmd {
     },
     /// List connections (secrets masked).
     #[command(
-        after_help = "Examples:\n  broked connections list\n  broked connections list --type postgres --output json"
+        after_help = "Examples:\n  broked connections list\n  broked connections list --type postgres --output json\n  broked connections list --search warehouse --status failing\n  broked connections list --limit 20"
     )]
     List {
         /// Only connections of this type.
         #[arg(long = "type", value_parser = conn_types())]
         conn_type: Option<String>,
+        /// Only connections whose conn_id, host or description contains this text (ASCII
+        /// letters in either case).
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
+        /// Only connections whose last test failed (failing), succeeded (ok), or that were
+        /// not tested since created or changed (untested).
+        #[arg(long, value_name = "STATUS", value_parser = list::status)]
+        status: Option<broked_connections::StatusFilter>,
+        /// Show at most this many.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
     },
     /// Show one connection (secrets masked), or its full URI with --uri.
     #[command(
@@ -610,9 +622,19 @@ fn connections(cmd: ConnectionsCmd, out: Output, c: Connections) -> anyhow::Resu
             output::connection(out, &info);
             Ok(ExitCode::SUCCESS)
         }
-        ConnectionsCmd::List { conn_type } => {
-            let filter = conn_type.map(|t| t.parse::<ConnType>()).transpose()?;
-            output::connection_list(out, &c.list(filter)?);
+        ConnectionsCmd::List {
+            conn_type,
+            search,
+            status,
+            limit,
+        } => {
+            let filters = list::Filters {
+                conn_type: conn_type.map(|t| t.parse::<ConnType>()).transpose()?,
+                search,
+                status,
+                limit,
+            };
+            list::run(out, &c, filters)?;
             Ok(ExitCode::SUCCESS)
         }
         ConnectionsCmd::Get {

@@ -41,6 +41,9 @@ pub(crate) fn connection_json(c: &ConnectionInfo) -> Value {
         "updated_at": c.updated_at,
         "version": c.version,
         "updated_by": c.updated_by,
+        "last_tested_at": c.last_test.as_ref().map(|t| &t.tested_at),
+        "last_test_ok": c.last_test.as_ref().map(|t| t.ok),
+        "last_test_message": c.last_test.as_ref().map(|t| &t.message),
     })
 }
 
@@ -80,35 +83,6 @@ pub(crate) fn connection(out: Output, c: &ConnectionInfo) {
             ];
             for (k, v) in rows {
                 println!("{k:<12} {v}");
-            }
-        }
-    }
-}
-
-pub(crate) fn connection_list(out: Output, list: &[ConnectionInfo]) {
-    match out {
-        Output::Json => print_json(&Value::Array(list.iter().map(connection_json).collect())),
-        Output::Text => {
-            let header = [
-                "CONN_ID", "TYPE", "HOST", "PORT", "SCHEMA", "LOGIN", "UPDATED",
-            ];
-            let rows: Vec<[String; 7]> = list
-                .iter()
-                .map(|c| {
-                    [
-                        c.conn_id.to_string(),
-                        c.conn_type.to_string(),
-                        c.host.clone().unwrap_or_default(),
-                        c.port.map(|p| p.to_string()).unwrap_or_default(),
-                        c.schema.clone().unwrap_or_default(),
-                        c.login.clone().unwrap_or_default(),
-                        c.updated_at.clone(),
-                    ]
-                })
-                .collect();
-            table(&header, &rows);
-            if list.is_empty() {
-                println!("(no connections)");
             }
         }
     }

@@ -158,16 +158,17 @@ impl Connections {
 
     /// A connection, masked.
     pub fn get(&self, conn_id: &str) -> Result<ConnectionInfo, Error> {
-        info(&self.stored(conn_id)?)
+        // Without the sealed values, with the last test (`listing.rs`).
+        self.listed(conn_id)
     }
 
     /// Every connection, masked, sorted by conn_id; only those of `conn_type` if given.
     pub fn list(&self, conn_type: Option<ConnType>) -> Result<Vec<ConnectionInfo>, Error> {
-        let rows = self
-            .store
-            .list_connections(conn_type.map(ConnType::as_str))
-            .map_err(store_err)?;
-        rows.iter().map(info).collect()
+        let query = crate::ListQuery {
+            conn_type,
+            ..crate::ListQuery::default()
+        };
+        Ok(self.list_page(&query)?.items)
     }
 
     /// Updates a connection (PUT: [`UpdateMode::Replace`]; PATCH: [`UpdateMode::Merge`]).
@@ -412,11 +413,15 @@ impl Connections {
     }
 
     async fn test_recorded(&self, conn_id: &str) -> Result<TestOutcome, Error> {
-        let conn = self.decrypt(&self.stored(conn_id)?)?;
-        if let Some(outcome) = self.test_tunneled(&conn).await {
-            return Ok(outcome);
-        }
-        Ok(self.registry.test(&conn).await)
+        let row = self.stored(conn_id)?;
+        let conn = self.decrypt(&row)?;
+        let outcome = match self.test_tunneled(&conn).await {
+            Some(outcome) => outcome,
+            None => self.registry.test(&conn).await,
+        };
+        // Kept with the connection: the list shows it (`listing.rs`).
+        self.remember_test(&row, &outcome);
+        Ok(outcome)
     }
 
     /// Tests a connection that is not saved (the UI's Test button before Save).
@@ -789,6 +794,13 @@ impl Connections {
     pub fn authenticate(&self, presented: &str) -> Result<Option<Grant>, Error> {
         self.tokens.authenticate(presented)
     }
+
+    /// Whether a token is required (any named token exists), and what `presented` may do:
+    /// [`Connections::tokens_exist`] and [`Connections::authenticate`] in one, looking at the
+    /// store's generation once.
+    pub fn authorize(&self, presented: Option<&str>) -> Result<(bool, Option<Grant>), Error> {
+        self.tokens.authorize(presented)
+    }
 }
 
 /// Refuses the mask `********` sent back for a secret the connection does not have: there is
@@ -953,6 +965,8 @@ pub(crate) fn info(row: &StoredConnection) -> Result<ConnectionInfo, Error> {
         updated_at: row.updated_at.clone(),
         version: row.version,
         updated_by: row.updated_by.clone(),
+        // A new or updated version is not tested yet (`listing.rs`).
+        last_test: None,
     })
 }
 

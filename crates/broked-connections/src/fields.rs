@@ -36,12 +36,16 @@ pub const CONNECTION_KEYS: [&str; 9] = [
 ];
 
 /// Keys that are accepted and ignored: what the API and an export show but nobody sets.
-pub const READ_ONLY_KEYS: [&str; 4] = [
+pub const READ_ONLY_KEYS: [&str; 7] = [
     "created_at",
     "updated_at",
     // The version and its writer (issue 17); `If-Match` makes a write conditional, not this.
     "version",
     "updated_by",
+    // The last test of the connection (`listing.rs`).
+    "last_tested_at",
+    "last_test_ok",
+    "last_test_message",
 ];
 
 impl JsonSource {

@@ -27,6 +27,8 @@ pub struct ConnectionInfo {
     /// Who wrote this version (`library`, `cli:<user>`, a token name); `None` for rows
     /// written before versions were recorded.
     pub updated_by: Option<String>,
+    /// The last test of this version (`None`: not tested since created or updated).
+    pub last_test: Option<crate::LastTest>,
 }
 
 /// One version of a connection in its history: never a value, only which fields changed.

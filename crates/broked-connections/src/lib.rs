@@ -26,6 +26,7 @@ mod error;
 mod fields;
 mod history;
 mod info;
+mod listing;
 mod metrics;
 mod pipeline;
 mod probes;
@@ -56,6 +57,7 @@ pub use crate::fields::{CONNECTION_KEYS, JsonSource, READ_ONLY_KEYS};
 pub use crate::info::{
     ConnectionInfo, ConnectionVersion, PipelineInfo, PipelineUsage, VersionInfo,
 };
+pub use crate::listing::{ConnectionPage, LastTest, ListQuery, StatusFilter, Total};
 pub use crate::metrics::{Histogram, KeyUsage, LATENCY_BUCKETS, Metrics, StoreOpMetrics};
 pub use crate::pipeline::{Node, PipelineDef, PipelineError, PipelineId};
 pub use crate::resolve::{Resolved, Source, Stale};

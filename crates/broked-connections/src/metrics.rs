@@ -273,11 +273,13 @@ timed_store! {
     30 purge_history(conn_id: &str) -> Result<Purged>;
     31 lock_named(name: &str) -> Result<RotationGuard>;
     32 try_lock_named(name: &str) -> Result<Option<RotationGuard>>;
-    33 append_audit(records: Vec<AuditRecord>, mac: AuditMac) -> Result<Vec<AuditRecord>>;
-    34 audit_head() -> Result<Option<AuditRecord>>;
-    35 list_audit(filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
-    36 audit_range(from_seq: i64, limit: usize) -> Result<Vec<AuditRecord>>;
-    37 prune_audit(before_seq: i64) -> Result<Option<AuditCut>>;
+    33 page_connections(query: &broked_store::ConnQuery) -> Result<broked_store::ConnPage>;
+    34 record_test(conn_id: &str, version: i64, status: &broked_store::TestStatus) -> Result<bool>;
+    35 append_audit(records: Vec<AuditRecord>, mac: AuditMac) -> Result<Vec<AuditRecord>>;
+    36 audit_head() -> Result<Option<AuditRecord>>;
+    37 list_audit(filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    38 audit_range(from_seq: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+    39 prune_audit(before_seq: i64) -> Result<Option<AuditCut>>;
 }
 
 #[cfg(test)]

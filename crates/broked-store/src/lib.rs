@@ -16,7 +16,7 @@ use std::fmt;
 
 /// The [`Store`] methods every backend writes alike, inside its `impl Store`: the rotation
 /// lock through the backend's `rotation_lock(wait)` (`lock.rs`), the tokens through its
-/// `tokens` module.
+/// `tokens` module, pages and test results through its `page` module.
 macro_rules! delegated_store_methods {
     () => {
         fn lock_rotation(&self) -> Result<RotationGuard> {
@@ -82,13 +82,29 @@ macro_rules! delegated_store_methods {
         fn prune_audit(&self, before_seq: i64) -> Result<Option<crate::AuditCut>> {
             super::audit::prune(self, before_seq)
         }
+
+        fn page_connections(&self, query: &crate::ConnQuery) -> Result<crate::ConnPage> {
+            super::page::page_connections(self, query)
+        }
+
+        fn record_test(
+            &self,
+            conn_id: &str,
+            version: i64,
+            status: &crate::TestStatus,
+        ) -> Result<bool> {
+            super::page::record_test(self, conn_id, version, status)
+        }
     };
 }
 
+mod page;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
 mod sqlite;
+
+pub use page::{ConnPage, ConnQuery, ListedConnection, StatusFilter, TestStatus, Total};
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PG_SCHEMA_VERSION, PgStore};
@@ -499,6 +515,12 @@ pub trait Store: Send + Sync {
     fn get_connection(&self, conn_id: &str) -> Result<Option<StoredConnection>>;
     /// Sorted by conn_id.
     fn list_connections(&self, conn_type: Option<&str>) -> Result<Vec<StoredConnection>>;
+    /// A page of connections without their sealed values, with their last test results
+    /// (`page.rs`).
+    fn page_connections(&self, query: &ConnQuery) -> Result<ConnPage>;
+    /// Records the result of testing version `version` of `conn_id`, replacing the one
+    /// before; nothing (`false`) if the connection is gone or has another version now.
+    fn record_test(&self, conn_id: &str, version: i64, status: &TestStatus) -> Result<bool>;
     /// Writes `conn` if the stored row still has `conn.version`; the stored version becomes
     /// `conn.version + 1`. The row it replaces is kept in the history in the same
     /// transaction, which then keeps at most `keep_versions` previous versions of it.
@@ -560,6 +582,7 @@ pub trait Store: Send + Sync {
     fn lock_rotation(&self) -> Result<RotationGuard>;
     /// [`Store::lock_rotation`] without waiting: `None` if someone else holds the lock.
     fn try_lock_rotation(&self) -> Result<Option<RotationGuard>>;
+
     /// Takes the lock called `name` (e.g. `password-rotation.pg-main`), waiting while another
     /// process or handle holds it: work on one thing serialized across every process that
     /// shares the database, as [`Store::lock_rotation`] does for key rotation, without

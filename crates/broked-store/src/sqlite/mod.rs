@@ -26,6 +26,7 @@ mod audit;
 mod bridge;
 mod fresh;
 mod lock;
+mod page;
 mod queries;
 mod tokens;
 
@@ -47,6 +48,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/004_connection_versions.sql"),
     // 5: the audit log: an HMAC chain of records, names and HMACs only (never a value).
     include_str!("migrations/005_audit.sql"),
+    // 6 (5 is kept for the audit log, issue 17): the last test result of each connection.
+    include_str!("migrations/006_connection_status.sql"),
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,220 @@
+//! `GET /api/connections`: every connection, or one page of them (issues 18 and 19) — filtered
+//! by type, a search text and the last test result, paged by a cursor on conn_id.
+//!
+//! Without `limit` and `cursor` the answer is the array it always was (every match); with
+//! either, it is a page object with `next_cursor` (docs/api.md, "Paging").
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::{Extension, Json};
+use broked_connections::{ConnId, Grant, ListQuery, StatusFilter, Total};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::query;
+use crate::state::{AppState, blocking};
+use crate::wire::{self, ConnectionOut};
+
+/// The most a page may hold, and what a page holds when only `cursor` is given.
+pub(crate) const MAX_LIMIT: usize = 1_000;
+const DEFAULT_LIMIT: usize = 100;
+/// The total is counted up to this many matches (on the first page only); more is reported
+/// as `total_exact: false`.
+const COUNT_UP_TO: u64 = 10_000;
+
+/// The list of `GET /api/connections`: the array of every match, or (with `limit` or
+/// `cursor`) one page.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum ConnectionListOut {
+    All(Vec<ConnectionOut>),
+    Page(ConnectionPageOut),
+}
+
+/// One page of connections, in conn_id order.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConnectionPageOut {
+    items: Vec<ConnectionOut>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+    /// How many connections match, on every page together: counted on the first page
+    /// (no `cursor`) up to 10,000, else `null`.
+    total: Option<u64>,
+    /// `false` when there are more than `total` (the count stopped at 10,000); `null`
+    /// when not counted.
+    total_exact: Option<bool>,
+}
+
+/// List connections, sorted by conn_id: all of them (an array), or a page (with `limit` or
+/// `cursor`).
+#[utoipa::path(get, path = "/api/connections", tag = "connections",
+    params(
+        ("type" = Option<String>, Query, description = "Only connections of this type"),
+        ("q" = Option<String>, Query,
+         description = "Only connections whose conn_id, host or description contains this \
+                        text (ASCII letters in either case)"),
+        ("status" = Option<String>, Query,
+         description = "Only connections whose last test `failing`, or was `ok`, or that are \
+                        `untested` (since created or last changed)"),
+        ("limit" = Option<u32>, Query,
+         description = "Answer with a page of at most this many (1 to 1000)"),
+        ("cursor" = Option<String>, Query,
+         description = "The `next_cursor` of the page before (pages of 100 without `limit`)"),
+    ),
+    responses((status = 200, body = ConnectionListOut), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list_connections(
+    State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<ConnectionListOut>, ApiError> {
+    let params = query(q)?;
+    let (mut list, paged) = list_query(&params)?;
+    if !paged {
+        let page = blocking(&state, move |c| c.list_page(&list)).await?;
+        return Ok(Json(ConnectionListOut::All(
+            page.items
+                .into_iter()
+                .filter(|i| grant.sees(i.conn_id.as_str()))
+                .map(ConnectionOut::from)
+                .collect(),
+        )));
+    }
+    let limit = list.limit.unwrap_or(DEFAULT_LIMIT);
+    // A token limited to some connections sees only theirs: read on until the page is full
+    // (its total is not counted: the store's count would include the others).
+    if grant.is_limited() {
+        list.count_up_to = None;
+    }
+    let mut items = Vec::new();
+    let mut total = None;
+    let next_cursor = 'pages: loop {
+        let query = list.clone();
+        let page = blocking(&state, move |c| c.list_page(&query)).await?;
+        total = total.or(page.total);
+        let n = page.items.len();
+        for (i, item) in page.items.into_iter().enumerate() {
+            if !grant.sees(item.conn_id.as_str()) {
+                continue;
+            }
+            let id = item.conn_id.as_str().to_owned();
+            items.push(ConnectionOut::from(item));
+            if items.len() == limit {
+                // Full: the next page starts after this one, if anything follows it.
+                let more = i + 1 < n || page.next_after.is_some();
+                break 'pages more.then_some(id);
+            }
+        }
+        match page.next_after {
+            Some(after) => list.after = Some(after),
+            None => break None,
+        }
+    };
+    let (total, total_exact) = match total {
+        Some(Total::Exact(n)) => (Some(n), Some(true)),
+        Some(Total::MoreThan(n)) => (Some(n), Some(false)),
+        None => (None, None),
+    };
+    Ok(Json(ConnectionListOut::Page(ConnectionPageOut {
+        items,
+        next_cursor,
+        total,
+        total_exact,
+    })))
+}
+
+/// The store query of the parameters, and whether a page was asked for.
+fn list_query(params: &HashMap<String, String>) -> Result<(ListQuery, bool), ApiError> {
+    let get = |name: &str| params.get(name).map(String::as_str);
+    let conn_type = wire::type_filter(get("type"))?;
+    let status = match get("status") {
+        None | Some("") => None,
+        Some("failing") => Some(StatusFilter::Failing),
+        Some("ok") => Some(StatusFilter::Passing),
+        Some("untested") => Some(StatusFilter::Untested),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "status: give failing, ok or untested (or leave it out for every connection)",
+            ));
+        }
+    };
+    let search = get("q").filter(|q| !q.is_empty()).map(str::to_owned);
+    if search.as_ref().is_some_and(|q| q.chars().count() > 200) {
+        return Err(ApiError::bad_request(
+            "q: give at most 200 characters to search for",
+        ));
+    }
+    let limit = match get("limit") {
+        None => None,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Some(n),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit: give a whole number from 1 to {MAX_LIMIT}"
+                )));
+            }
+        },
+    };
+    let after = match get("cursor") {
+        None | Some("") => None,
+        Some(c) => match ConnId::new(c) {
+            Ok(id) => Some(id.as_str().to_owned()),
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "cursor: give the next_cursor of the page before, unchanged",
+                ));
+            }
+        },
+    };
+    let paged = limit.is_some() || params.contains_key("cursor");
+    let query = ListQuery {
+        conn_type,
+        search,
+        status,
+        count_up_to: (paged && after.is_none()).then_some(COUNT_UP_TO),
+        after,
+        limit: if paged {
+            Some(limit.unwrap_or(DEFAULT_LIMIT))
+        } else {
+            None
+        },
+    };
+    Ok((query, paged))
+}
+
+/// What the `params` above cannot say: the values of `status`, the range of `limit`, the
+/// form of `cursor` (a conn_id) and the longest `q`.
+pub(crate) fn document_params(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let Some(op) = doc
+        .paths
+        .paths
+        .get_mut("/api/connections")
+        .and_then(|item| item.get.as_mut())
+    else {
+        return;
+    };
+    for param in op.parameters.iter_mut().flatten() {
+        let schema = match param.name.as_str() {
+            // The empty value is "every connection", as an empty filter in the UI sends.
+            "status" => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["failing", "ok", "untested", ""])),
+            "limit" => ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(MAX_LIMIT as f64)),
+            "cursor" => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(broked_core::ConnId::RULE))
+                .max_length(Some(128)),
+            "q" => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(200)),
+            _ => continue,
+        };
+        param.schema = Some(schema.into());
+    }
+}

@@ -1,0 +1,288 @@
+//! Connections a page at a time (issues 18 and 19): keyset paging on `conn_id`, filters by
+//! type, by a search text and by the last test result, the masked columns only (a listed row
+//! never carries a sealed value: the list is what the UI and `connections list` show), and
+//! the last test result of each connection (`connection_status`, written by
+//! [`Store::record_test`](crate::Store::record_test)).
+//!
+//! The statements are built here once for both backends ([`page_sql`]); each backend binds
+//! the parameters (`sqlite/page.rs`, `postgres/page.rs`).
+
+use crate::Result;
+use crate::rows::Columns;
+
+/// Which connections [`Store::page_connections`](crate::Store::page_connections) returns, in
+/// conn_id order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnQuery {
+    /// Only the connection with this conn_id (a single GET without the sealed values).
+    pub conn_id: Option<String>,
+    /// Only this type (its name in the type table).
+    pub conn_type: Option<String>,
+    /// Only connections whose conn_id, host or description contains this text, ignoring the
+    /// case of ASCII letters (PostgreSQL also folds other letters). Empty: no filter.
+    pub search: Option<String>,
+    /// Only connections whose last test had this result.
+    pub status: Option<StatusFilter>,
+    /// Only conn_ids after this one (byte order): the cursor of the next page.
+    pub after: Option<String>,
+    /// At most this many rows (`None`: all).
+    pub limit: Option<usize>,
+    /// Also count the matches (without `after`), up to this many; more is
+    /// [`Total::MoreThan`]. `None`: not counted.
+    pub count_up_to: Option<u64>,
+}
+
+/// The last test result a listed connection must have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// The last test failed.
+    Failing,
+    /// The last test succeeded.
+    Passing,
+    /// Not tested since it was created or last updated.
+    Untested,
+}
+
+/// The last test of a connection: when, whether it worked, and the probe's message (which
+/// never holds a secret: probes scrub driver messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestStatus {
+    /// RFC 3339.
+    pub tested_at: String,
+    pub ok: bool,
+    pub message: String,
+}
+
+/// A connection as a list shows it: no sealed value, only whether one is set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedConnection {
+    pub conn_id: String,
+    pub conn_type: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub schema: Option<String>,
+    pub login: Option<String>,
+    pub has_password: bool,
+    pub has_extra: bool,
+    pub description: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub updated_by: Option<String>,
+    pub version: i64,
+    /// The last test of this version; `None`: not tested since created or updated.
+    pub last_test: Option<TestStatus>,
+}
+
+/// How many connections match a [`ConnQuery`] (all pages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Total {
+    Exact(u64),
+    /// More than this many (the count stopped there).
+    MoreThan(u64),
+}
+
+/// One page of [`Store::page_connections`](crate::Store::page_connections).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnPage {
+    pub rows: Vec<ListedConnection>,
+    /// Whether more rows follow the last one (the next page starts after it).
+    pub more: bool,
+    /// `Some` when [`ConnQuery::count_up_to`] asked for it.
+    pub total: Option<Total>,
+}
+
+/// Which SQL dialect a statement is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A parameter of a page statement, bound in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// A statement and its parameters.
+pub(crate) type Statement = (String, Vec<Param>);
+
+/// The columns of a listed row: the plain ones, whether the secrets are set (never the
+/// sealed bytes), and the last test.
+const LISTED_COLUMNS: &str = "c.conn_id, c.conn_type, c.host, c.port, c.schema_name, c.login, \
+     CASE WHEN c.password IS NULL THEN 0 ELSE 1 END AS has_password, \
+     CASE WHEN c.extra IS NULL THEN 0 ELSE 1 END AS has_extra, \
+     c.description, c.created_at, c.updated_at, c.updated_by, c.version, \
+     s.tested_at AS test_at, s.ok AS test_ok, s.message AS test_message";
+
+/// The page statement for `q` and its parameters, and — if `q` asks for a total — the count
+/// statement and its parameters. Only the filters `q` uses are in the SQL (a filter written
+/// `p IS NULL OR …` would keep SQLite from seeking on the primary key), so each combination
+/// is its own (cached) statement.
+pub(crate) fn page_sql(d: Dialect, q: &ConnQuery) -> (Statement, Option<Statement>) {
+    let prefix = match d {
+        Dialect::Sqlite => "?",
+        Dialect::Postgres => "$",
+    };
+    let mut params = Vec::new();
+    let mut conds = Vec::new();
+    let push = |params: &mut Vec<Param>, p: Param| {
+        params.push(p);
+        format!("{prefix}{}", params.len())
+    };
+    if let Some(id) = &q.conn_id {
+        let p = push(&mut params, Param::Text(id.clone()));
+        conds.push(format!("c.conn_id = {p}"));
+    }
+    if let Some(t) = &q.conn_type {
+        let p = push(&mut params, Param::Text(t.clone()));
+        conds.push(format!("c.conn_type = {p}"));
+    }
+    if let Some(text) = q.search.as_deref().filter(|s| !s.is_empty()) {
+        let (p, find) = match d {
+            // SQLite's lower() folds ASCII only: fold the text the same way.
+            Dialect::Sqlite => (
+                push(&mut params, Param::Text(text.to_ascii_lowercase())),
+                "instr",
+            ),
+            Dialect::Postgres => (push(&mut params, Param::Text(text.to_owned())), "strpos"),
+        };
+        let needle = match d {
+            Dialect::Sqlite => p,
+            Dialect::Postgres => format!("lower({p})"),
+        };
+        conds.push(format!(
+            "({find}(lower(c.conn_id), {needle}) > 0 \
+             OR {find}(lower(c.host), {needle}) > 0 \
+             OR {find}(lower(c.description), {needle}) > 0)"
+        ));
+    }
+    match q.status {
+        Some(StatusFilter::Failing) => conds.push("s.ok = 0".into()),
+        Some(StatusFilter::Passing) => conds.push("s.ok = 1".into()),
+        Some(StatusFilter::Untested) => conds.push("s.conn_id IS NULL".into()),
+        None => {}
+    }
+    // A result is about the version that was tested: an update makes the connection untested.
+    let join = "FROM connections c LEFT JOIN connection_status s \
+                ON s.conn_id = c.conn_id AND s.version = c.version";
+    let count = q.count_up_to.map(|cap| {
+        let count_params = params.clone();
+        // A literal, not a parameter: SQLite prepares a statement again on every run when a
+        // parameter is its LIMIT.
+        let sql = format!(
+            "SELECT count(*) AS n FROM (SELECT 1 {join}{} LIMIT {}) AS matched",
+            where_clause(&conds),
+            cap.saturating_add(1).min(i64::MAX as u64)
+        );
+        (sql, count_params)
+    });
+    if let Some(after) = &q.after {
+        let p = push(&mut params, Param::Text(after.clone()));
+        conds.push(format!("c.conn_id > {p}"));
+    }
+    // One more than the page: whether another page follows. SQLite reads no LIMIT: it would
+    // prepare the statement again on every run (a bound LIMIT expires it), and its rows come
+    // in primary-key order as they are stepped, so the caller stops after `limit + 1`.
+    let limit = match d {
+        Dialect::Sqlite => String::new(),
+        Dialect::Postgres => {
+            let n = q
+                .limit
+                .and_then(|n| i64::try_from(n).ok())
+                .map_or(i64::MAX, |n| n.saturating_add(1));
+            format!(" LIMIT {}", push(&mut params, Param::Int(n)))
+        }
+    };
+    let sql = format!(
+        "SELECT {LISTED_COLUMNS} {join}{} ORDER BY c.conn_id{limit}",
+        where_clause(&conds)
+    );
+    ((sql, params), count)
+}
+
+fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
+/// The rows of a page statement (one more than asked for, if there is a next page) as a page.
+pub(crate) fn page_of(
+    mut rows: Vec<ListedConnection>,
+    q: &ConnQuery,
+    total: Option<u64>,
+) -> ConnPage {
+    let more = q.limit.is_some_and(|n| rows.len() > n);
+    if let Some(n) = q.limit {
+        rows.truncate(n);
+    }
+    let total = match (total, q.count_up_to) {
+        (Some(n), Some(cap)) if n > cap => Some(Total::MoreThan(cap)),
+        (Some(n), _) => Some(Total::Exact(n)),
+        (None, _) => None,
+    };
+    ConnPage { rows, more, total }
+}
+
+/// A row of the page statement.
+pub(crate) fn listed(row: &dyn Columns) -> Result<ListedConnection> {
+    const T: &str = "connections";
+    let null = |column: &str| crate::StoreError::Corrupt {
+        table: T,
+        reason: format!("{column} is NULL"),
+    };
+    let text = |column: &str| row.text(T, column)?.ok_or_else(|| null(column));
+    let int = |column: &str| row.int(T, column)?.ok_or_else(|| null(column));
+    let last_test = match row.text("connection_status", "test_at")? {
+        None => None,
+        Some(tested_at) => Some(TestStatus {
+            tested_at,
+            ok: row.int("connection_status", "test_ok")?.unwrap_or(0) != 0,
+            message: row
+                .text("connection_status", "test_message")?
+                .unwrap_or_default(),
+        }),
+    };
+    Ok(ListedConnection {
+        conn_id: text("conn_id")?,
+        conn_type: text("conn_type")?,
+        host: row.text(T, "host")?,
+        port: row.int(T, "port")?.and_then(|p| u16::try_from(p).ok()),
+        schema: row.text(T, "schema_name")?,
+        login: row.text(T, "login")?,
+        has_password: int("has_password")? != 0,
+        has_extra: int("has_extra")? != 0,
+        description: row.text(T, "description")?,
+        created_at: text("created_at")?,
+        updated_at: text("updated_at")?,
+        updated_by: row.text(T, "updated_by")?,
+        version: int("version")?,
+        last_test,
+    })
+}
+
+/// The statement of [`Store::record_test`](crate::Store::record_test): the result of testing
+/// version `p2` of `p1` (at `p3`, ok `p4`, message `p5`), written only while the connection
+/// still has that version — a test that raced an update or a delete records nothing.
+pub(crate) fn record_test_sql(prefix: &str) -> String {
+    let p = |n: u8| format!("{prefix}{n}");
+    format!(
+        "INSERT INTO connection_status (conn_id, version, tested_at, ok, message) \
+         SELECT conn_id, version, {at}, {ok}, {msg} FROM connections \
+         WHERE conn_id = {id} AND version = {v} \
+         ON CONFLICT (conn_id) DO UPDATE SET version = excluded.version, \
+         tested_at = excluded.tested_at, ok = excluded.ok, message = excluded.message",
+        id = p(1),
+        v = p(2),
+        at = p(3),
+        ok = p(4),
+        msg = p(5),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,327 @@
+//! Pages and test results, on every backend (as `crate::tests`' suite does).
+
+use crate::tests::{Backend, Sqlite, conn, del, with_key};
+use crate::*;
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::Sqlite::new());
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(b) = crate::tests::Pg::new() {
+                        super::$name(&b);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    pages_follow_each_other_in_conn_id_order_and_carry_no_sealed_value,
+    filters_by_type_search_and_count,
+    test_results_are_recorded_listed_and_filtered,
+    a_test_of_an_older_version_or_a_deleted_connection_records_nothing,
+);
+
+/// 25 connections: `c-00`…`c-24`; every third an `http` one on `API.example.com`, the others
+/// postgres on `db.example.com`; `c-07` described as "Billing WAREHOUSE".
+fn seed(store: &impl Store) {
+    with_key(store);
+    for i in 0..25 {
+        let mut c = conn(&format!("c-{i:02}"));
+        if i % 3 == 0 {
+            c.conn_type = "http".into();
+            c.host = Some("API.example.com".into());
+            c.password = None;
+            c.extra = Some(Sealed {
+                key_id: 1,
+                blob: b"sealed-extra".to_vec(),
+            });
+        }
+        c.description = (i == 7).then(|| "Billing WAREHOUSE".into());
+        store.insert_connection(&c).unwrap();
+    }
+}
+
+fn ids(page: &ConnPage) -> Vec<&str> {
+    page.rows.iter().map(|r| r.conn_id.as_str()).collect()
+}
+
+fn pages_follow_each_other_in_conn_id_order_and_carry_no_sealed_value(b: &impl Backend) {
+    let store = b.open();
+    seed(&store);
+    let mut q = ConnQuery {
+        limit: Some(10),
+        ..ConnQuery::default()
+    };
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let page = store.page_connections(&q).unwrap();
+        sizes.push((page.rows.len(), page.more));
+        seen.extend(ids(&page).into_iter().map(str::to_owned));
+        if !page.more {
+            break;
+        }
+        q.after = page.rows.last().map(|r| r.conn_id.clone());
+    }
+    assert_eq!(sizes, [(10, true), (10, true), (5, false)]);
+    let expected: Vec<String> = (0..25).map(|i| format!("c-{i:02}")).collect();
+    assert_eq!(seen, expected);
+
+    // Everything at once, and the columns of a row.
+    let all = store.page_connections(&ConnQuery::default()).unwrap();
+    assert_eq!(all.rows.len(), 25);
+    assert!(!all.more);
+    assert_eq!(all.total, None, "not asked for");
+    let pg = &all.rows[1];
+    assert_eq!(
+        (
+            pg.conn_type.as_str(),
+            pg.host.as_deref(),
+            pg.port,
+            pg.has_password,
+            pg.has_extra
+        ),
+        ("postgres", Some("db.example.com"), Some(5432), true, false)
+    );
+    assert_eq!(
+        (pg.schema.as_deref(), pg.login.as_deref(), pg.version),
+        (Some("mydb"), Some("etl"), 1)
+    );
+    let http = &all.rows[0];
+    assert_eq!((http.has_password, http.has_extra), (false, true));
+    assert_eq!(http.last_test, None);
+    // A page after the last id is empty; one that ends exactly at the end has no next.
+    let after_end = store
+        .page_connections(&ConnQuery {
+            after: Some("c-24".into()),
+            limit: Some(5),
+            ..ConnQuery::default()
+        })
+        .unwrap();
+    assert_eq!((after_end.rows.len(), after_end.more), (0, false));
+    let exact = store
+        .page_connections(&ConnQuery {
+            after: Some("c-19".into()),
+            limit: Some(5),
+            ..ConnQuery::default()
+        })
+        .unwrap();
+    assert_eq!((exact.rows.len(), exact.more), (5, false));
+}
+
+fn filters_by_type_search_and_count(b: &impl Backend) {
+    let store = b.open();
+    seed(&store);
+    let query = |conn_type: Option<&str>, search: Option<&str>| ConnQuery {
+        conn_type: conn_type.map(str::to_owned),
+        search: search.map(str::to_owned),
+        count_up_to: Some(1_000),
+        ..ConnQuery::default()
+    };
+    let http = store.page_connections(&query(Some("http"), None)).unwrap();
+    assert_eq!(
+        ids(&http),
+        [
+            "c-00", "c-03", "c-06", "c-09", "c-12", "c-15", "c-18", "c-21", "c-24"
+        ]
+    );
+    assert_eq!(http.total, Some(Total::Exact(9)));
+    // The host, case-insensitively.
+    let api = store
+        .page_connections(&query(None, Some("api.EXAMPLE")))
+        .unwrap();
+    assert_eq!(api.total, Some(Total::Exact(9)));
+    // The description, and the conn_id.
+    let billing = store
+        .page_connections(&query(None, Some("warehouse")))
+        .unwrap();
+    assert_eq!(ids(&billing), ["c-07"]);
+    let by_id = store.page_connections(&query(None, Some("C-1"))).unwrap();
+    assert_eq!(by_id.rows.len(), 10);
+    // Filters combine; an empty search is no filter; nothing found is an empty page.
+    let both = store
+        .page_connections(&query(Some("postgres"), Some("-2")))
+        .unwrap();
+    assert_eq!(ids(&both), ["c-20", "c-22", "c-23"]);
+    assert_eq!(
+        store
+            .page_connections(&query(None, Some("")))
+            .unwrap()
+            .rows
+            .len(),
+        25
+    );
+    let none = store
+        .page_connections(&query(None, Some("no-such")))
+        .unwrap();
+    assert_eq!((none.rows.len(), none.total), (0, Some(Total::Exact(0))));
+    // LIKE wildcards are plain characters.
+    assert!(
+        store
+            .page_connections(&query(None, Some("%")))
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+    assert!(
+        store
+            .page_connections(&query(None, Some("c_0")))
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+    // The total counts every page, not the rows after the cursor; it stops at the cap.
+    let paged = store
+        .page_connections(&ConnQuery {
+            after: Some("c-20".into()),
+            limit: Some(2),
+            count_up_to: Some(100),
+            ..ConnQuery::default()
+        })
+        .unwrap();
+    assert_eq!(
+        (ids(&paged), paged.more, paged.total),
+        (vec!["c-21", "c-22"], true, Some(Total::Exact(25)))
+    );
+    let capped = store
+        .page_connections(&ConnQuery {
+            limit: Some(2),
+            count_up_to: Some(10),
+            ..ConnQuery::default()
+        })
+        .unwrap();
+    assert_eq!(capped.total, Some(Total::MoreThan(10)));
+    let at_cap = store
+        .page_connections(&ConnQuery {
+            count_up_to: Some(25),
+            ..ConnQuery::default()
+        })
+        .unwrap();
+    assert_eq!(at_cap.total, Some(Total::Exact(25)));
+}
+
+fn status(ok: bool, message: &str) -> TestStatus {
+    TestStatus {
+        tested_at: "2026-12-03T10:00:00Z".into(),
+        ok,
+        message: message.into(),
+    }
+}
+
+fn test_results_are_recorded_listed_and_filtered(b: &impl Backend) {
+    let store = b.open();
+    seed(&store);
+    assert!(
+        store
+            .record_test("c-01", 1, &status(true, "connected"))
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_test("c-02", 1, &status(false, "refused"))
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_test("c-03", 1, &status(false, "timed out"))
+            .unwrap()
+    );
+    // A later test replaces the result.
+    assert!(
+        store
+            .record_test("c-03", 1, &status(true, "connected again"))
+            .unwrap()
+    );
+    let with = |s: StatusFilter| {
+        store
+            .page_connections(&ConnQuery {
+                status: Some(s),
+                count_up_to: Some(100),
+                ..ConnQuery::default()
+            })
+            .unwrap()
+    };
+    let failing = with(StatusFilter::Failing);
+    assert_eq!(ids(&failing), ["c-02"]);
+    assert_eq!(failing.rows[0].last_test, Some(status(false, "refused")));
+    assert_eq!(failing.total, Some(Total::Exact(1)));
+    assert_eq!(ids(&with(StatusFilter::Passing)), ["c-01", "c-03"]);
+    assert_eq!(
+        with(StatusFilter::Passing).rows[1].last_test,
+        Some(status(true, "connected again"))
+    );
+    assert_eq!(with(StatusFilter::Untested).total, Some(Total::Exact(22)));
+    // With other filters.
+    let http_ok = store
+        .page_connections(&ConnQuery {
+            conn_type: Some("http".into()),
+            status: Some(StatusFilter::Passing),
+            ..ConnQuery::default()
+        })
+        .unwrap();
+    assert_eq!(ids(&http_ok), ["c-03"]);
+    // A new handle sees it.
+    let other = b.open();
+    let all = other.page_connections(&ConnQuery::default()).unwrap();
+    assert_eq!(all.rows[2].last_test, Some(status(false, "refused")));
+}
+
+fn a_test_of_an_older_version_or_a_deleted_connection_records_nothing(b: &impl Backend) {
+    let store = b.open();
+    seed(&store);
+    assert!(
+        store
+            .record_test("c-05", 1, &status(true, "connected"))
+            .unwrap()
+    );
+    let mut c = store.get_connection("c-05").unwrap().unwrap();
+    c.host = Some("other.example.com".into());
+    assert_eq!(store.update_connection(&c, 10).unwrap(), Written::Done);
+    // The test of version 1 ended after the update to version 2.
+    assert!(
+        !store
+            .record_test("c-05", 1, &status(false, "refused"))
+            .unwrap()
+    );
+    let listed = |s: &dyn Store| {
+        s.page_connections(&ConnQuery {
+            after: Some("c-04".into()),
+            limit: Some(1),
+            ..ConnQuery::default()
+        })
+        .unwrap()
+        .rows
+        .remove(0)
+    };
+    let row = listed(&store);
+    assert_eq!((row.conn_id.as_str(), row.version), ("c-05", 2));
+    assert_eq!(row.last_test, None, "the result was about version 1");
+    assert!(
+        store
+            .record_test("c-05", 2, &status(false, "refused"))
+            .unwrap()
+    );
+    assert_eq!(listed(&store).last_test, Some(status(false, "refused")));
+    assert!(!store.record_test("missing", 1, &status(true, "x")).unwrap());
+    // Deleting the connection deletes its result: one created again is untested.
+    assert_eq!(
+        store.delete_connection("c-05", &del(false)).unwrap(),
+        Deleted::Done
+    );
+    assert!(!store.record_test("c-05", 2, &status(true, "x")).unwrap());
+    store.insert_connection(&conn("c-05")).unwrap();
+    assert_eq!(listed(&store).last_test, None);
+}

@@ -1,0 +1,261 @@
+//! `GET /api/connections` paged and filtered on the server, and the last test result of each
+//! connection (issues 18 and 19), through the real binaries.
+
+use broked_tests::{Server, broked, column, env, files_containing, free_port};
+use serde_json::{Value, json};
+
+/// A password that must appear in no answer, status message, log or file.
+const PASSWORD: &str = "Quokka-Pw-51d0!";
+
+fn create(server: &Server, body: Value) {
+    let r = server.post("/api/connections", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+/// `c-00` … `c-29`: every third an http connection on `https://API.example.com`, the others
+/// postgres on `db.example.com`; `c-07` described as "Billing WAREHOUSE".
+fn seed(server: &Server) {
+    for i in 0..30 {
+        let id = format!("c-{i:02}");
+        let mut body = if i % 3 == 0 {
+            json!({"conn_id": id, "type": "http", "host": "https://API.example.com"})
+        } else {
+            json!({"conn_id": id, "type": "postgres", "host": "db.example.com",
+                   "login": "etl", "password": "pw"})
+        };
+        if i == 7 {
+            body["description"] = json!("Billing WAREHOUSE");
+        }
+        create(server, body);
+    }
+}
+
+/// Every page of `query` with pages of `limit`: the conn_ids, and each page's size.
+fn all_pages(server: &Server, query: &str, limit: usize) -> (Vec<String>, Vec<usize>, Value) {
+    let mut ids = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut first = Value::Null;
+    loop {
+        let mut path = format!("/api/connections?limit={limit}{query}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let r = server.get(&path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        let items = &r.json["items"];
+        sizes.push(items.as_array().expect("items").len());
+        ids.extend(column(items, "conn_id").into_iter().map(str::to_owned));
+        if first.is_null() {
+            first = r.json.clone();
+        } else {
+            assert!(r.json["total"].is_null(), "counted on the first page only");
+        }
+        match r.json["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(sizes.len() < 100, "pages never end");
+    }
+    (ids, sizes, first)
+}
+
+#[test]
+fn the_list_pages_and_filters_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    seed(&server);
+    let every: Vec<String> = (0..30).map(|i| format!("c-{i:02}")).collect();
+
+    // Pages follow each other in conn_id order, with the total on the first.
+    let (ids, sizes, first) = all_pages(&server, "", 7);
+    assert_eq!(ids, every);
+    assert_eq!(sizes, [7, 7, 7, 7, 2]);
+    assert_eq!(
+        (first["total"].as_u64(), first["total_exact"].as_bool()),
+        (Some(30), Some(true))
+    );
+    // A page that ends at the last connection has no next cursor.
+    let (_, sizes, _) = all_pages(&server, "", 10);
+    assert_eq!(sizes, [10, 10, 10]);
+    // Only a cursor: pages of 100.
+    let r = server.get("/api/connections?cursor=c-25");
+    assert_eq!(
+        column(&r.json["items"], "conn_id"),
+        ["c-26", "c-27", "c-28", "c-29"]
+    );
+    assert!(r.json["next_cursor"].is_null() && r.json["total"].is_null());
+
+    // Filters: type, a search in conn_id, host and description (either case), combined.
+    let (http, _, first) = all_pages(&server, "&type=http", 4);
+    assert_eq!(http.len(), 10);
+    assert_eq!(first["total"], 10);
+    let (api, _, _) = all_pages(&server, "&q=api.EXAMPLE", 100);
+    assert_eq!(api, http);
+    let (billing, _, _) = all_pages(&server, "&q=warehouse", 100);
+    assert_eq!(billing, ["c-07"]);
+    let (both, _, _) = all_pages(&server, "&type=postgres&q=c-2", 2);
+    assert_eq!(
+        both,
+        ["c-20", "c-22", "c-23", "c-25", "c-26", "c-28", "c-29"]
+    );
+    let none = server.get("/api/connections?limit=5&q=nothing-like-it");
+    assert_eq!(
+        none.json,
+        json!({"items": [], "next_cursor": null, "total": 0, "total_exact": true})
+    );
+
+    // Without limit or cursor: the array it always was, filters included.
+    let all = server.get("/api/connections");
+    assert_eq!(column(&all.json, "conn_id"), every);
+    let found = server.get("/api/connections?q=WAREHOUSE");
+    assert_eq!(column(&found.json, "conn_id"), ["c-07"]);
+    // Untested so far: the status fields are null and the filter finds them all.
+    assert_eq!(all.json[1]["last_tested_at"], Value::Null);
+    assert_eq!(all.json[1]["last_test_ok"], Value::Null);
+    assert_eq!(
+        server
+            .get("/api/connections?status=untested")
+            .json
+            .as_array()
+            .unwrap()
+            .len(),
+        30
+    );
+    assert_eq!(
+        server.get("/api/connections?status=failing").json,
+        json!([])
+    );
+
+    // Bad parameters: 400 naming the parameter, nothing else.
+    for (query, name) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=Not%20An%20Id", "cursor"),
+        ("status=broken", "status"),
+        ("type=oracle", "type"),
+    ] {
+        let r = server.get(&format!("/api/connections?{query}"));
+        assert_eq!(r.status, 400, "{query}: {}", r.text);
+        assert!(
+            r.json["error"]["message"].as_str().unwrap().contains(name),
+            "{query}: {}",
+            r.text
+        );
+    }
+}
+
+#[test]
+fn every_test_is_kept_with_its_connection_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // Nothing listens on this port: the test fails (refused).
+    let closed = free_port();
+    create(
+        &server,
+        json!({"conn_id": "down", "type": "postgres", "host": "127.0.0.1", "port": closed,
+               "login": "etl", "password": PASSWORD, "schema": "db"}),
+    );
+    create(
+        &server,
+        json!({"conn_id": "other", "type": "http", "host": "https://api.example.com"}),
+    );
+
+    // A test through the API is kept: the list, the single GET, the failing filter.
+    let r = server.post("/api/connections/down/test", "");
+    assert_eq!(
+        (r.status, r.json["success"].as_bool()),
+        (200, Some(false)),
+        "{}",
+        r.text
+    );
+    let message = r.json["message"].as_str().unwrap().to_owned();
+    let got = server.get("/api/connections/down");
+    assert_eq!(got.json["last_test_ok"], false);
+    assert_eq!(got.json["last_test_message"], json!(message));
+    let tested_at = got.json["last_tested_at"]
+        .as_str()
+        .expect("a time")
+        .to_owned();
+    assert!(
+        tested_at.ends_with('Z') && tested_at.len() == 20,
+        "{tested_at}"
+    );
+    let failing = server.get("/api/connections?status=failing");
+    assert_eq!(column(&failing.json, "conn_id"), ["down"]);
+    let page = server.get("/api/connections?status=untested&limit=10");
+    assert_eq!(column(&page.json["items"], "conn_id"), ["other"]);
+
+    // A test by the CLI, on the same database while the server runs, is kept too.
+    let out = broked(
+        &dir.path().join("broked.db"),
+        &["connections", "test", "--all"],
+        None,
+        &[],
+    );
+    assert!(!out.status.success(), "the test fails: exit 1");
+    let list = server.get("/api/connections");
+    assert_eq!(list.json[1]["conn_id"], "other");
+    assert_eq!(list.json[1]["last_test_ok"], false, "tested by the CLI");
+    let cli = broked(
+        &dir.path().join("broked.db"),
+        &["connections", "list", "--status", "failing", "-o", "json"],
+        None,
+        &[],
+    );
+    assert!(cli.status.success());
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(column(&cli, "conn_id"), ["down", "other"]);
+
+    // A change makes the connection untested again: the result was about what was tested.
+    let r = server.patch("/api/connections/down", r#"{"description": "moved"}"#);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["last_tested_at"], Value::Null);
+    assert_eq!(
+        server.get("/api/connections/down").json["last_test_ok"],
+        Value::Null
+    );
+
+    // The password is in no answer, in no log line, in no file but sealed.
+    for body in server.transcript.lock().unwrap().iter() {
+        assert!(!body.contains(PASSWORD), "password in a response: {body}");
+    }
+    assert!(!server.log_text().contains(PASSWORD), "password in the log");
+    assert_eq!(
+        files_containing(dir.path(), PASSWORD),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(PASSWORD));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+}
+
+/// A failing test against the real PostgreSQL — the server answers, the password is wrong —
+/// keeps the driver's message, which must not carry the distinctive password.
+#[test]
+fn a_refused_login_keeps_a_message_without_the_password() {
+    let Some(pg) = env::postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    create(
+        &server,
+        json!({"conn_id": "pg", "type": "postgres", "host": pg.get("HOST"), "port": pg.port(),
+               "schema": pg.get("DB"), "login": pg.get("USER"), "password": PASSWORD}),
+    );
+    let r = server.post("/api/connections/pg/test", "");
+    assert_eq!(r.json["success"], false, "{}", r.text);
+    let got = server.get("/api/connections/pg");
+    assert_eq!(got.json["last_test_ok"], false);
+    let message = got.json["last_test_message"].as_str().unwrap();
+    assert!(
+        !message.is_empty() && !message.contains(PASSWORD),
+        "{message}"
+    );
+    let r = server.get("/api/connections?status=failing&limit=5");
+    assert_eq!(column(&r.json["items"], "conn_id"), ["pg"]);
+    assert!(!server.log_text().contains(PASSWORD));
+    assert_eq!(
+        files_containing(dir.path(), PASSWORD),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
