@@ -15,6 +15,7 @@
 
 mod a11y;
 mod host_key;
+mod routes_and_patch;
 mod scopes;
 mod status;
 mod tunnel;

@@ -12,7 +12,9 @@ use broked_connections::{CONNECTION_KEYS, READ_ONLY_KEYS};
 use broked_tests::{Server, argv, broked, env, free_port};
 use serde_json::{Value, json};
 
+mod audit;
 mod history;
+mod host_url;
 mod tunnel;
 
 /// The password used throughout: distinctive, with characters a URI must encode.

@@ -3,6 +3,7 @@
 
 mod attacks;
 mod history;
+mod host_url;
 mod listing;
 mod openapi_client;
 mod operate;

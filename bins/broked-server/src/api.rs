@@ -303,11 +303,15 @@ async fn update(
     p: Result<Path<String>, PathRejection>,
     b: JsonBody,
     mode: UpdateMode,
+    merge_patch: bool,
     headers: &axum::http::HeaderMap,
 ) -> ApiResult<axum::response::Response> {
     let expected = crate::versions::if_match(headers)?;
     let id = path(p)?;
-    let update = wire::connection_body(&b.0)?;
+    let update = match mode {
+        UpdateMode::Merge => wire::patch_body(&b.0, merge_patch)?,
+        UpdateMode::Replace => wire::connection_body(&b.0)?,
+    };
     tunnel_in_scope(&state, &grant, &update.extra).await?;
     let updated = write(&state, move |c| {
         c.acting(actor)
@@ -332,10 +336,22 @@ async fn put_connection(
     headers: axum::http::HeaderMap,
     b: JsonBody,
 ) -> ApiResult<axum::response::Response> {
-    update(state, grant, actor, p, b, UpdateMode::Replace, &headers).await
+    update(
+        state,
+        grant,
+        actor,
+        p,
+        b,
+        UpdateMode::Replace,
+        false,
+        &headers,
+    )
+    .await
 }
 
-/// Change some fields of a connection, with the same rules for secrets as PUT.
+/// Change some fields of a connection, with the same rules for secrets as PUT. Sent as
+/// `application/merge-patch+json` (RFC 7386), an `extra` object is merged into the stored one
+/// (a key set to `null` is removed, the others are kept) instead of replacing it.
 #[utoipa::path(patch, path = "/api/connections/{conn_id}", tag = "connections",
     params(("conn_id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag a GET returned (\"7\"): the write happens only on that version (412 otherwise)")), request_body = ConnectionIn,
     responses((status = 200, body = ConnectionOut), (status = 400, body = ErrorBody),
@@ -350,7 +366,25 @@ async fn patch_connection(
     headers: axum::http::HeaderMap,
     b: JsonBody,
 ) -> ApiResult<axum::response::Response> {
-    update(state, grant, actor, p, b, UpdateMode::Merge, &headers).await
+    let merge_patch = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/merge-patch+json")
+        });
+    update(
+        state,
+        grant,
+        actor,
+        p,
+        b,
+        UpdateMode::Merge,
+        merge_patch,
+        &headers,
+    )
+    .await
 }
 
 /// Delete a connection; refused with 409 and the pipelines using it unless `force=true`.
@@ -491,7 +525,9 @@ async fn tunnel_in_scope(
     grant: &Grant,
     extra: &broked_connections::SecretUpdate,
 ) -> ApiResult<()> {
-    let broked_connections::SecretUpdate::Set(extra) = extra else {
+    let (broked_connections::SecretUpdate::Set(extra)
+    | broked_connections::SecretUpdate::Merge(extra)) = extra
+    else {
         return Ok(());
     };
     if !grant.is_limited() {

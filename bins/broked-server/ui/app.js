@@ -259,7 +259,7 @@ async function route(moveFocus) {
     await loadList();
   } else {
     heading = $('form-title');
-    await openForm(r.view === 'edit' ? r.id : null);
+    await openForm(r.view === 'edit' ? r.id : null, r.old);
   }
   if (moveFocus) heading.focus();
 }
@@ -599,7 +599,7 @@ function currentType() {
   return state.typeMap.get(input('type').value) || state.types[0];
 }
 
-async function openForm(id) {
+async function openForm(id, oldNewLink = false) {
   clearErrors();
   $('test-result').replaceChildren();
   $('test-result').className = 'test-result';
@@ -793,9 +793,9 @@ function applySecrets() {
   extra.disabled = $('f-clear-extra').checked;
   $('clear-extra-row').hidden = !hasExtra;
   if (hasExtra) {
-    $('h-region').textContent = 'Saved in extra as "region"; typing one replaces the stored extra.';
-    $('h-ssh_tunnel').textContent = 'Saved in extra as "ssh_tunnel"; choosing one replaces the '
-      + 'stored extra (which is not shown, so a stored bastion shows as None).';
+    $('h-region').textContent = 'Saved in extra as "region"; the other keys of the stored extra are kept.';
+    $('h-ssh_tunnel').textContent = 'Saved in extra as "ssh_tunnel"; the other keys of the stored '
+      + 'extra are kept (it is not shown, so a stored bastion shows as None).';
   } else {
     $('h-region').textContent = 'For example eu-west-1. Saved in extra as "region".';
     $('h-ssh_tunnel').textContent = 'Reach this connection through an SFTP connection (its host key '
@@ -887,6 +887,8 @@ function checkForm() {
   }
   for (const f of ['host', 'port', 'schema', 'login', 'password']) {
     if (!t || t.fields[f] !== 'required' || fieldBox(f).hidden) continue;
+    // A URL in host may name the port (tcp://cache:6379): the server checks that one.
+    if (f === 'port' && /:\/\//.test(input('host').value)) continue;
     const stored = f === 'password' && c && c.password && !$('f-clear-password').checked;
     if (!stored && input(f).value.trim() === '') problems.push(problem(f, `required for ${t.label} connections.`));
   }
@@ -985,7 +987,10 @@ function formBody(extra, forTest) {
     }
     body[f] = f === 'port' ? portValue() : text(f);
   }
-  // password: typed → set; "clear" → null; left empty on edit → the mask, which keeps it.
+  // A URL in host names its own port (or the scheme's default): the type's default that the
+  // form filled in by itself is not sent against it (the server refuses a port that disagrees).
+  if (/:\/\//.test(body.host || '') && !state.portTouched) body.port = null;
+  // password: typed → "clear" → null; left empty on edit → the mask, which keeps it.
   if (t.fields.password === 'unused') {
     if (update && c.password) body.password = null;
   } else if ($('f-clear-password').checked) {
@@ -1016,6 +1021,18 @@ function formBody(extra, forTest) {
   }
   if (!forTest) body.description = text('description');
   return body;
+}
+
+// An edit's Save sends only what changed since the form was loaded (PATCH): what another tab
+// or person changed in other fields stays. "Save mine anyway" sends every field. A kept secret
+// (the mask) is left out either way: absent keeps it.
+function changedOnly(body, all) {
+  const out = {};
+  for (const [k, v] of Object.entries(body)) {
+    if (v === MASK) continue;
+    if (all || !state.baseBody || JSON.stringify(v) !== JSON.stringify(state.baseBody[k] ?? null)) out[k] = v;
+  }
+  return out;
 }
 
 // Someone else may have saved the connection since the form was loaded. The API has no ETag /
@@ -1109,7 +1126,7 @@ async function save(e, overwrite = false) {
           return;
         }
       }
-      const saved = await api('PUT', `/api/connections/${enc(c.conn_id)}`, body);
+      const saved = await api('PATCH', `/api/connections/${enc(c.conn_id)}`, changedOnly(body, overwrite));
       state.editing = saved;
       fillForm(saved);
       $('form-status').textContent = `Saved ${saved.conn_id}.`;

@@ -83,6 +83,35 @@ mod tests {
         assert_eq!(from_uri.password.unwrap().expose(), "pw@x");
     }
 
+    /// Issue 18: a JSON variable's host may be a URL, read by the same parser as the API.
+    #[test]
+    fn a_url_host_in_a_json_variable_is_split() {
+        let c = parse(
+            &id(),
+            "V",
+            r#"{"conn_type": "postgres", "host": "postgres://db.internal:5433/analytics",
+                "login": "etl", "password": "pw"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.host.as_deref(), c.port, c.schema.as_deref()),
+            (Some("db.internal"), Some(5433), Some("analytics"))
+        );
+        assert_eq!(
+            c,
+            parse(&id(), "V", "postgres://etl:pw@db.internal:5433/analytics").unwrap(),
+            "the same connection as its URI"
+        );
+        let e = parse(
+            &id(),
+            "V",
+            r#"{"type": "postgres", "host": "postgres://etl:ZEBRA-pw@db/app"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("login and password"), "{e}");
+        assert!(!e.to_string().contains("ZEBRA"), "{e}");
+    }
+
     #[test]
     fn errors_name_the_variable_never_the_value() {
         for value in [
