@@ -2,6 +2,7 @@
 //! the command line, against the real PostgreSQL started by scripts/test.
 
 mod attacks;
+mod audit;
 mod history;
 mod host_url;
 mod listing;

@@ -59,7 +59,7 @@ fn seeded(dir: &Path) -> Server {
 
 /// The scope each route needs, by the rule documented in docs/api.md.
 fn needed(method: &str, path: &str) -> Option<&'static str> {
-    if path.starts_with("/api/tokens") {
+    if path.starts_with("/api/tokens") || path == "/api/audit" {
         Some("admin")
     } else if path == "/api/connection-types"
         || path == "/api/openapi.json"

@@ -443,6 +443,34 @@ fn no_secret_reaches_any_output_or_file() {
     }
     drop(server2);
 
+    // The audit log (issue 17): its records through the CLI and the API, `verify`, and its
+    // checkpoint file (scanned with every other file below) hold names and HMACs only.
+    let out = cli_clean(
+        &mut seen,
+        &db,
+        &["audit", "list", "--limit", "1000", "-o", "json"],
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("\"reveal\""),
+        "the reveals were recorded: {}",
+        out.stdout
+    );
+    let out = cli_clean(&mut seen, &db, &["audit", "verify"], None);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let server3 = Server::start(dir.path(), &["--probe-timeout", "3"]);
+    let r = api(&server3, "GET", "/api/audit?limit=1000", None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    for body in server3.transcript.lock().unwrap().iter() {
+        seen.add("HTTP response (audit)", body.clone());
+    }
+    drop(server3);
+    assert!(
+        dir.path().join("broked.db.key.audit").exists(),
+        "the checkpoint file is scanned"
+    );
+
     // --- The scan. ---
     let needles = needles();
     // Positive control: the allowed outputs do carry the secrets still stored, so a leak of
