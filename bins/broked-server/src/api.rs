@@ -296,6 +296,8 @@ async fn get_connection(
     Ok(crate::versions::tagged(StatusCode::OK, info))
 }
 
+// The request's parts each handler extracted, passed on as they are (PUT and PATCH share it).
+#[allow(clippy::too_many_arguments)]
 async fn update(
     state: AppState,
     grant: Grant,
