@@ -14,6 +14,7 @@
 //! phone layout (docs/ui.md lists them).
 
 mod a11y;
+mod history;
 mod host_key;
 mod routes_and_patch;
 mod scopes;

@@ -35,6 +35,7 @@ const state = {
   notice: '',         // shown after the next route change
   scopes: null,       // what the token may do (GET /api/whoami); null: not known yet, all shown
   bastions: [],       // conn_ids of the SFTP connections a connection may go through (ssh_tunnel)
+  etag: null,         // the ETag of the connection as the form read it: the If-Match of its writes
 };
 
 // What the token may do: `admin` implies every scope. Unknown yet: everything is shown, and the
@@ -83,11 +84,15 @@ class ApiError extends Error {
 
 const enc = encodeURIComponent;
 
-async function api(method, path, body, signal) {
+// `opts.ifMatch` sends If-Match (the ETag a read returned: the write happens only on that
+// version, else 412); `opts.meta` receives the answer's ETag (`meta.etag`, a same-origin
+// response header the page can read).
+async function api(method, path, body, signal, opts = {}) {
   for (;;) {
     const headers = { Accept: 'application/json' };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = `Bearer ${token}`;
+    if (opts.ifMatch) headers['If-Match'] = opts.ifMatch;
     const init = { method, headers, cache: 'no-store', credentials: 'same-origin' };
     if (signal) init.signal = signal;
     if (body !== undefined) {
@@ -106,6 +111,7 @@ async function api(method, path, body, signal) {
       if (await askToken(Boolean(token))) continue;
       throw new ApiError(401, { error: { code: 'unauthorized', message: 'This server needs an API token.' } });
     }
+    if (opts.meta) opts.meta.etag = resp.headers.get('ETag');
     if (resp.status === 204) return null;
     const text = await resp.text();
     let data = null;
@@ -467,7 +473,7 @@ function row(c) {
         class: 'small danger delete',
         'aria-label': `Delete ${c.conn_id}`,
         text: 'Delete',
-        onclick: (e) => openDelete(c.conn_id, e.currentTarget),
+        onclick: (e) => openDelete(c.conn_id, e.currentTarget, etagOf(c)),
       })),
   );
   return tr;
@@ -608,9 +614,12 @@ async function openForm(id, oldNewLink = false) {
   const form = $('conn-form');
   form.reset();
   state.editing = null;
+  state.etag = null;
   if (id !== null) {
     try {
-      state.editing = await api('GET', `/api/connections/${enc(id)}`);
+      const meta = {};
+      state.editing = await api('GET', `/api/connections/${enc(id)}`, undefined, undefined, meta);
+      state.etag = etagOf(state.editing, meta);
     } catch (e) {
       if (e.status === 404 && oldNewLink) {
         // An old link to the form, and no connection named `new`: the form (the address stays,
@@ -625,6 +634,7 @@ async function openForm(id, oldNewLink = false) {
   state.bastions = await loadBastions();
   fillForm(state.editing);
   showConnState(state.editing);
+  showHistory(state.editing);
 }
 
 // The connection page below the form: its last test, and the pipelines that use it — the
@@ -1035,29 +1045,79 @@ function changedOnly(body, all) {
   return out;
 }
 
-// Someone else may have saved the connection since the form was loaded. The API has no ETag /
-// If-Match yet, so before an update the form compares a fresh GET with what it loaded.
-const COMPARED = ['type', 'host', 'port', 'schema', 'login', 'password', 'extra', 'description', 'updated_at'];
+// Someone else may have saved the connection since the form was loaded. Every write of an
+// edit sends If-Match with the ETag the form read (issue 17): the server answers 412 when the
+// connection has another version by now, and nothing is written. The form then reads what is
+// saved, who saved it and which fields changed (the versions since), and asks.
+
+// The ETag of a connection answer: its header, else the version it carries (the same tag).
+function etagOf(c, meta) {
+  if (meta && meta.etag) return meta.etag;
+  return c && c.version != null ? `"${c.version}"` : null;
+}
+
+// Fields compared when the history cannot be read (fallback for the names of what changed).
+const COMPARED = ['type', 'host', 'port', 'schema', 'login', 'password', 'extra', 'description'];
 
 function changedMeanwhile(before, now) {
   return COMPARED.filter((f) => JSON.stringify(before[f] ?? null) !== JSON.stringify(now[f] ?? null));
 }
 
+function fieldName(f) {
+  return f === 'type' ? 'Type' : labelOf(f);
+}
+
+// What happened to `before` since it was read: the saved connection now (null: deleted), its
+// ETag, who wrote the versions since, and the names of the fields they changed.
+async function whatChanged(before) {
+  const meta = {};
+  let now;
+  try {
+    now = await api('GET', `/api/connections/${enc(before.conn_id)}`, undefined, undefined, meta);
+  } catch (err) {
+    if (err.status === 404) return null;
+    throw err;
+  }
+  let names = [];
+  let actors = [];
+  try {
+    const since = (await api('GET', `/api/connections/${enc(before.conn_id)}/versions`))
+      .filter((v) => before.version == null || v.version > before.version);
+    for (const v of since) {
+      for (const f of v.changed || []) if (!names.includes(f)) names.push(f);
+      if (v.updated_by && !actors.includes(v.updated_by)) actors.push(v.updated_by);
+    }
+  } catch {
+    names = changedMeanwhile(before, now);
+  }
+  if (actors.length === 0 && now.updated_by) actors = [now.updated_by];
+  return { now, etag: etagOf(now, meta), names: names.map(fieldName), actors };
+}
+
+// "this connection was changed by ci since you opened it — reload to see the changes"
+function changedText(conn_id, change) {
+  const who = change.actors.length ? ` by ${change.actors.join(', ')}` : '';
+  const what = change.names.length ? ` (changed: ${change.names.join(', ')})` : '';
+  return `${conn_id} was changed${who} since you opened it${what} — reload to see the changes.`;
+}
+
+function deletedText(conn_id) {
+  return `${conn_id} was deleted meanwhile. To keep it, create it again with New Connection.`;
+}
+
 let conflictCurrent = null;
 
-function askConflict(now, changed) {
-  conflictCurrent = now;
-  const names = changed.filter((f) => f !== 'updated_at').map((f) => (f === 'type' ? 'Type' : labelOf(f)));
+function askConflict(change) {
+  conflictCurrent = change;
+  const { now } = change;
   $('conflict-title').textContent = `${now.conn_id} was changed meanwhile`;
   $('conflict-body').replaceChildren(
-    el('p', {
-      text: `It was saved again at ${formatTime(now.updated_at)}, after you opened it`
-        + `${names.length ? ` (changed: ${names.join(', ')})` : ''}. Your changes are not saved yet.`,
-    }),
+    el('p', { text: `${changedText(now.conn_id, change)} Your changes are not saved yet.` }),
     el('p', {
       class: 'explain',
-      text: 'Save mine anyway replaces that version with this form. Load the saved version '
-        + 'discards your changes and shows what is saved now.',
+      text: `It was saved again at ${formatTime(now.updated_at)} (version ${now.version}). `
+        + 'Load the saved version discards your changes and shows what is saved now. Save mine '
+        + 'anyway replaces that version with this form.',
     }),
   );
   $('conflict-dialog').showModal();
@@ -1067,18 +1127,23 @@ function askConflict(now, changed) {
 function closeConflict(choice) {
   const dialog = $('conflict-dialog');
   if (dialog.open) dialog.close();
-  const now = conflictCurrent;
+  const change = conflictCurrent;
   conflictCurrent = null;
+  const now = change && change.now;
   if (choice === 'overwrite' && now) {
     state.editing = now; // the form is now an edit of that version
+    state.etag = change.etag;
     save(null, true);
   } else if (choice === 'load' && now) {
     state.editing = now;
+    state.etag = change.etag;
     fillForm(now);
     $('test-result').replaceChildren();
     $('test-result').className = 'test-result';
     state.tested = null;
     $('form-status').textContent = `Loaded the version saved at ${formatTime(now.updated_at)}.`;
+    showConnState(now);
+    showHistory(now);
     restoreFocus(input('host').closest('.field').hidden ? input('type') : input('host'));
   } else {
     restoreFocus($('save'));
@@ -1108,28 +1173,29 @@ async function save(e, overwrite = false) {
       $('form-status').textContent = '';
       leaveTo(`#/connections/${enc(created.conn_id)}`);
     } else {
-      if (!overwrite) {
-        let now;
-        try {
-          now = await api('GET', `/api/connections/${enc(c.conn_id)}`);
-        } catch (err) {
-          if (err.status !== 404) throw err;
+      const meta = {};
+      let saved;
+      try {
+        saved = await api('PATCH', `/api/connections/${enc(c.conn_id)}`, changedOnly(body, overwrite),
+          undefined, { ifMatch: state.etag, meta });
+      } catch (err) {
+        if (err.status !== 412 && err.status !== 404) throw err;
+        // Changed (412) or deleted (404) since the form read it: nothing was written.
+        const change = err.status === 412 ? await whatChanged(c) : null;
+        $('form-status').textContent = 'Not saved yet.';
+        if (change === null) {
           $('form-status').textContent = 'Not saved.';
-          showBanner(`Not saved: ${c.conn_id} was deleted meanwhile. To keep it, create it again `
-            + 'with New Connection.');
-          return;
+          showBanner(`Not saved: ${deletedText(c.conn_id)}`);
+        } else {
+          askConflict(change);
         }
-        const changed = changedMeanwhile(c, now);
-        if (changed.length > 0) {
-          $('form-status').textContent = 'Not saved yet.';
-          askConflict(now, changed);
-          return;
-        }
+        return;
       }
-      const saved = await api('PATCH', `/api/connections/${enc(c.conn_id)}`, changedOnly(body, overwrite));
       state.editing = saved;
+      state.etag = etagOf(saved, meta);
       fillForm(saved);
       $('form-status').textContent = `Saved ${saved.conn_id}.`;
+      showHistory(saved);
     }
   } catch (err) {
     $('form-status').textContent = 'Not saved.';
@@ -1262,17 +1328,201 @@ function markStale() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// History (issue 17): the connection's kept versions (GET …/versions, newest first) — number,
+// time, who, the names of the fields each changed, deleted markers — one version as it was,
+// masked like the form (GET …/versions/N), and Roll back to this version (POST …/rollback with
+// If-Match, after a confirm). Beside it, the connection's audit records
+// (GET /api/audit?conn_id=): who did what and how it ended — never a value.
+
+const AUDIT_PAGE = 50;
+let historyFor = null;   // the connection the panel is about
+let versionShown = null; // the version shown below the list (GET …/versions/N), or null
+let auditCursor = null;  // next_cursor of the audit records shown
+
+function changedCell(v) {
+  if (v.deleted) return el('strong', { class: 'deleted-marker', text: 'Deleted' });
+  if (v.changed && v.changed.length) return v.changed.map(fieldName).join(', ');
+  return v.version === 1 ? 'Created' : '—';
+}
+
+function versionRow(v) {
+  const tr = el('tr', { 'data-version': String(v.version) });
+  const number = el('td', { 'data-label': 'Version' }, el('strong', { text: String(v.version) }));
+  if (v.current) number.append(' ', el('span', { class: 'status ok', text: 'current' }));
+  const actions = el('td', { class: 'row-actions' });
+  if (!v.deleted) {
+    actions.append(el('button', {
+      type: 'button',
+      class: 'small view-version',
+      'aria-label': `View version ${v.version}`,
+      text: 'View',
+      onclick: (e) => viewVersion(v.version, e.currentTarget),
+    }));
+  }
+  tr.append(
+    number,
+    el('td', { 'data-label': 'Saved' }, el('time', { datetime: v.updated_at, text: formatTime(v.updated_at) })),
+    el('td', { 'data-label': 'By', class: 'actor', text: v.updated_by || 'unknown' }),
+    el('td', { 'data-label': 'Changed', class: 'changed' }, changedCell(v)),
+    actions,
+  );
+  return tr;
+}
+
+async function showHistory(c) {
+  $('history').hidden = c === null;
+  historyFor = c;
+  closeVersion(false);
+  if (c === null) return;
+  showAudit(c);
+  const status = $('versions-status');
+  status.textContent = 'Loading the versions…';
+  let list;
+  try {
+    list = await api('GET', `/api/connections/${enc(c.conn_id)}/versions`);
+  } catch (e) {
+    if (historyFor !== c) return;
+    $('version-rows').replaceChildren();
+    $('versions-table').hidden = true;
+    status.textContent = `Could not load the versions: ${e.message}`;
+    return;
+  }
+  if (historyFor !== c) return; // another page (or a newer save) meanwhile
+  $('version-rows').replaceChildren(...list.map(versionRow));
+  $('versions-table').hidden = list.length === 0;
+  const n = list.length;
+  status.textContent = `${n} version${n === 1 ? '' : 's'} kept, newest first.`;
+}
+
+// One field of a version, as the form would show it: secrets only as set or not.
+function versionField(label, value) {
+  return [el('dt', { text: label }), el('dd', { text: value })];
+}
+
+async function viewVersion(n, opener) {
+  const c = historyFor;
+  if (!c) return;
+  let v;
+  try {
+    v = await api('GET', `/api/connections/${enc(c.conn_id)}/versions/${n}`);
+  } catch (e) {
+    $('versions-status').textContent = `Could not load version ${n}: ${e.message}`;
+    return;
+  }
+  if (historyFor !== c) return;
+  versionShown = v;
+  const conn = v.connection || {};
+  const t = state.typeMap.get(conn.type);
+  const labels = (t && t.labels) || {};
+  const uses = (f) => !t || !t.fields || t.fields[f] !== 'unused';
+  const items = [...versionField('Type', typeLabel(conn.type))];
+  for (const f of ['host', 'port', 'schema', 'login']) {
+    if (uses(f)) items.push(...versionField(labels[f] || f, conn[f] == null ? '—' : String(conn[f])));
+  }
+  if (uses('password')) {
+    items.push(...versionField(labels.password || 'Password', conn.password ? `${MASK} (stored)` : 'not set'));
+  }
+  items.push(...versionField(labels.extra || 'Extra (JSON)', conn.extra ? `${MASK} (stored)` : 'not set'));
+  items.push(...versionField('Description', conn.description || '—'));
+  $('version-fields').replaceChildren(...items);
+  $('version-view-title').textContent = `Version ${v.version}${v.current ? ' (current)' : ''}`;
+  $('version-view-meta').textContent = `Saved ${formatTime(v.updated_at)} by ${v.updated_by || 'unknown'}`
+    + `${v.changed && v.changed.length ? `; changed: ${v.changed.map(fieldName).join(', ')}` : ''}.`;
+  $('version-rollback').hidden = v.current || v.deleted || !can('write');
+  $('version-view').hidden = false;
+  $('version-view').dataset.opener = opener && opener.closest('tr') ? opener.closest('tr').dataset.version : '';
+  $('version-view-title').focus();
+}
+
+function closeVersion(restore = true) {
+  const box = $('version-view');
+  const n = box.dataset.opener;
+  box.hidden = true;
+  versionShown = null;
+  $('version-fields').replaceChildren();
+  if (restore && n) restoreFocus(document.querySelector(`#version-rows tr[data-version="${n}"] button`));
+}
+
+function askRollback() {
+  const c = state.editing;
+  const v = versionShown;
+  if (!c || !v) return;
+  $('rollback-title').textContent = `Roll back ${c.conn_id} to version ${v.version}?`;
+  const body = [
+    el('p', {
+      text: `This saves a new version equal to version ${v.version}: every field, and the password `
+        + `and extra stored with it. Version ${c.version} stays in the history, so this can be undone `
+        + 'by rolling back to it.',
+    }),
+  ];
+  if (formChanged()) body.push(el('p', { class: 'explain', text: 'Your unsaved changes in the form are discarded.' }));
+  $('rollback-body').replaceChildren(...body);
+  $('rollback-error').hidden = true;
+  $('rollback-confirm').textContent = `Roll back to version ${v.version}`;
+  $('rollback-dialog').showModal();
+  $('rollback-cancel').focus();
+}
+
+function closeRollback(restore = true) {
+  const dialog = $('rollback-dialog');
+  if (dialog.open) dialog.close();
+  if (restore) restoreFocus($('version-rollback'));
+}
+
+async function confirmRollback() {
+  const c = state.editing;
+  const v = versionShown;
+  if (!c || !v || state.busy) return;
+  state.busy = true;
+  $('rollback-error').hidden = true;
+  try {
+    const meta = {};
+    const now = await api('POST', `/api/connections/${enc(c.conn_id)}/rollback`, { version: v.version },
+      undefined, { ifMatch: state.etag, meta });
+    closeRollback(false);
+    state.editing = now;
+    state.etag = etagOf(now, meta);
+    fillForm(now);
+    $('test-result').replaceChildren();
+    $('test-result').className = 'test-result';
+    state.tested = null;
+    $('form-status').textContent = '';
+    hideBanner();
+    setNotice(`Rolled back ${now.conn_id} to version ${v.version}: saved as version ${now.version}.`);
+    showConnState(now);
+    showHistory(now);
+    $('form-title').focus();
+  } catch (e) {
+    let message = e.message;
+    if (e.status === 412) {
+      try {
+        const change = await whatChanged(c);
+        message = change === null ? deletedText(c.conn_id) : changedText(c.conn_id, change);
+      } catch {
+        // the server's own message
+      }
+    }
+    $('rollback-error').textContent = `Not rolled back: ${message}`;
+    $('rollback-error').hidden = false;
+  } finally {
+    state.busy = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Delete, with the pipelines that use the connection
 
 let deleteOpener = null;
 let deleteTarget = null;
 let deleteForce = false;
+let deleteTag = null; // the ETag of the version the person saw (If-Match of the DELETE)
 
-async function openDelete(id, opener) {
+async function openDelete(id, opener, tag = null) {
   const dialog = $('delete-dialog');
   deleteOpener = opener;
   deleteTarget = id;
   deleteForce = false;
+  deleteTag = tag;
   $('delete-title').textContent = `Delete ${id}?`;
   $('delete-error').hidden = true;
   $('delete-body').replaceChildren(el('p', { text: 'Looking for pipelines that use it…' }));
@@ -1326,7 +1576,8 @@ async function confirmDelete() {
   state.busy = true;
   $('delete-error').hidden = true;
   try {
-    await api('DELETE', `/api/connections/${enc(id)}${deleteForce ? '?force=true' : ''}`);
+    await api('DELETE', `/api/connections/${enc(id)}${deleteForce ? '?force=true' : ''}`, undefined,
+      undefined, { ifMatch: deleteTag });
     closeDelete(false);
     state.notice = `Deleted ${id}.`;
     if (parseRoute().view === 'list') {
@@ -1337,6 +1588,19 @@ async function confirmDelete() {
   } catch (e) {
     if (e.status === 409 && e.pipelines) {
       renderUsage(id, e.pipelines); // it came into use meanwhile
+    } else if (e.status === 412) {
+      // Saved again since the person read it: nothing deleted; say by whom and what.
+      let change = null;
+      try {
+        change = await whatChanged(state.editing && state.editing.conn_id === id
+          ? state.editing : { conn_id: id, version: Number(String(deleteTag).replace(/"/g, '')) });
+      } catch {
+        change = { now: { conn_id: id }, names: [], actors: [] };
+      }
+      $('delete-error').textContent = change === null
+        ? `Not deleted: ${deletedText(id)}`
+        : `Not deleted: ${changedText(id, change)}`;
+      $('delete-error').hidden = false;
     } else {
       $('delete-error').textContent = `Not deleted: ${e.message}`;
       $('delete-error').hidden = false;
@@ -1400,13 +1664,24 @@ async function start() {
   });
   $('test').addEventListener('click', runTest);
   $('form-delete').addEventListener('click', (e) => {
-    if (state.editing) openDelete(state.editing.conn_id, e.currentTarget);
+    if (state.editing) openDelete(state.editing.conn_id, e.currentTarget, state.etag);
   });
   $('delete-confirm').addEventListener('click', confirmDelete);
   $('delete-cancel').addEventListener('click', () => closeDelete());
   $('delete-dialog').addEventListener('cancel', (e) => {
     e.preventDefault();
     closeDelete();
+  });
+  $('version-rollback').addEventListener('click', askRollback);
+  $('version-close').addEventListener('click', () => closeVersion());
+  $('audit-more').addEventListener('click', () => {
+    if (historyFor) showAudit(historyFor, true);
+  });
+  $('rollback-confirm').addEventListener('click', confirmRollback);
+  $('rollback-cancel').addEventListener('click', () => closeRollback());
+  $('rollback-dialog').addEventListener('cancel', (e) => {
+    e.preventDefault();
+    closeRollback();
   });
   $('conflict-overwrite').addEventListener('click', () => closeConflict('overwrite'));
   $('conflict-load').addEventListener('click', () => closeConflict('load'));
