@@ -17,6 +17,7 @@ mod a11y;
 mod history;
 mod host_key;
 mod routes_and_patch;
+mod rotation;
 mod scopes;
 mod status;
 mod tunnel;

@@ -59,6 +59,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .routes(routes!(crate::versions::get_version))
         .routes(routes!(crate::versions::rollback))
         .routes(routes!(crate::rotation::rotate_password))
+        .routes(routes!(crate::rotation::rotation_status))
         .routes(routes!(used_by))
         .routes(routes!(list_pipelines))
         .routes(routes!(get_pipeline, put_pipeline, delete_pipeline))
@@ -693,9 +694,33 @@ async fn connection_types() -> Json<Vec<ConnectionTypeOut>> {
     )
 }
 
-/// Liveness: the process serves HTTP. Never asks the store.
-async fn healthz() -> &'static str {
-    "ok"
+/// Liveness: the process serves HTTP. Never asks the store. Always 200 `ok`; a client that
+/// asks for JSON (`Accept: application/json`) gets `{"status": "ok", "rotation": …}` with
+/// the password rotations that fail, as the schedule task last saw them (docs/api.md).
+async fn healthz(headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let wants_json = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if !wants_json {
+        return "ok".into_response();
+    }
+    let rotation = crate::rotation::health(|h| match h {
+        None => serde_json::json!({"checked": false}),
+        Some(h) => {
+            let mut r = serde_json::json!({
+                "checked": true,
+                "scheduled": h.scheduled,
+                "failing": h.failing.len(),
+            });
+            if h.names_public {
+                r["failing_conn_ids"] = serde_json::json!(h.failing);
+            }
+            r
+        }
+    });
+    Json(serde_json::json!({"status": "ok", "rotation": rotation})).into_response()
 }
 
 /// Readiness: 200 when the store answers a trivial query within `--store-timeout` and the

@@ -239,6 +239,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let connections = Arc::new(connections);
     let recovering = connections.clone();
+    let has_api_token = token.is_some();
     let state = state::AppState {
         connections,
         token: token.map(|t| Arc::new(auth::Token::new(t))),
@@ -264,7 +265,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         // Password rotations a crashed process left unfinished (docs/rotation.md).
-        tokio::spawn(rotation::recover_periodically(recovering));
+        tokio::spawn(rotation::recover_periodically(recovering.clone()));
+        // Scheduled rotations (extra.rotate_every), and what /healthz says of them.
+        tokio::spawn(rotation::schedule_periodically(recovering, has_api_token));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

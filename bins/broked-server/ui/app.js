@@ -634,6 +634,7 @@ async function openForm(id, oldNewLink = false) {
   state.bastions = await loadBastions();
   fillForm(state.editing);
   showConnState(state.editing);
+  showRotation(state.editing);
   showHistory(state.editing);
 }
 
@@ -1510,6 +1511,185 @@ async function confirmRollback() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Password rotation on the database server (docs/rotation.md): postgres and mysql connections.
+
+const ROTATABLE = new Set(['postgres', 'mysql']);
+
+function rotationText(r) {
+  const parts = [];
+  parts.push(r.last_rotated_at ? `Last rotated ${formatTime(r.last_rotated_at)}.` : 'Never rotated by broked.');
+  if (r.rotate_every) {
+    parts.push(`Rotated every ${r.rotate_every} (extra.rotate_every); next due ${formatTime(r.next_due_at)}.`);
+  } else if (!r.schedule_error) {
+    parts.push('No schedule (set extra.rotate_every, such as "30d", to rotate it regularly).');
+  }
+  if (r.pending) parts.push('An unfinished rotation is being settled.');
+  return parts.join(' ');
+}
+
+// The panel on the connection page: when it was last rotated, its schedule, the last failure,
+// and the Rotate password button (write scope). `keepResult`: the last rotation's result stays.
+async function showRotation(c, keepResult = false) {
+  const box = $('rotation');
+  const show = c !== null && ROTATABLE.has(c.type);
+  box.hidden = !show;
+  if (!show) return;
+  $('rotate').hidden = !can('write');
+  if (!keepResult) {
+    $('rotate-result').replaceChildren();
+    $('rotate-result').className = 'test-result';
+  }
+  const line = $('rotation-state');
+  line.replaceChildren('Loading the rotation state…');
+  let r;
+  try {
+    r = await api('GET', `/api/connections/${enc(c.conn_id)}/rotation`);
+  } catch (e) {
+    if (state.editing !== c) return;
+    line.replaceChildren(el('span', { class: 'error', text: `Could not read the rotation state: ${e.message}` }));
+    return;
+  }
+  if (state.editing !== c) return; // another page meanwhile
+  line.replaceChildren(rotationText(r));
+  const problem = r.schedule_error || (r.last_error
+    ? `The last rotation (${formatTime(r.last_attempt_at)}) failed${r.failures > 1 ? ` (${r.failures} times in a row)` : ''}: ${r.last_error}`
+    : null);
+  if (problem) line.append(' ', el('strong', { class: 'failing', text: problem }));
+}
+
+function askRotate() {
+  const c = state.editing;
+  if (!c || !ROTATABLE.has(c.type)) return;
+  const where = `${c.host || 'the server'}${c.port ? `:${c.port}` : ''}`;
+  $('rotate-title').textContent = `Rotate the password of ${c.conn_id}?`;
+  const body = [
+    el('p', {
+      text: `This changes the password of ${c.login ? `the role "${c.login}"` : 'the login'} on the `
+        + `database server ${where} itself: a new random password is set there, checked with a fresh `
+        + 'login, and stored in this connection (a new version).',
+    }),
+    el('p', {
+      text: 'The old password stops working for new logins, also anywhere else it is used. Pipelines '
+        + 'that resolve this connection get the new one; sessions already open keep working. '
+        + 'The new password is not shown.',
+    }),
+    el('p', {
+      class: 'explain',
+      text: 'If a step fails, the stored password is kept as one that logs in (the server is set back).',
+    }),
+  ];
+  if (formChanged()) {
+    body.push(el('p', {
+      class: 'explain',
+      text: 'The rotation uses the saved connection, not your unsaved changes in the form.',
+    }));
+  }
+  $('rotate-body').replaceChildren(...body);
+  $('rotate-dialog').showModal();
+  $('rotate-cancel').focus();
+}
+
+function closeRotate(restore = true) {
+  const dialog = $('rotate-dialog');
+  if (dialog.open) dialog.close();
+  if (restore) restoreFocus($('rotate'));
+}
+
+async function confirmRotate() {
+  const c = state.editing;
+  if (!c || state.busy) return;
+  closeRotate();
+  state.busy = true;
+  const out = $('rotate-result');
+  out.className = 'test-result pending';
+  out.replaceChildren(el('p', { text: 'Rotating the password on the server…' }));
+  $('rotate').disabled = true;
+  try {
+    const r = await api('POST', `/api/connections/${enc(c.conn_id)}/rotate-password`);
+    out.className = 'test-result success';
+    out.replaceChildren(
+      el('p', {},
+        el('strong', { class: 'outcome', text: 'Password rotated' }),
+        ' ',
+        el('span', {
+          class: 'message',
+          text: `The password of "${r.role}" was changed on the server${r.via ? ` through ${r.via}` : ''}, `
+            + 'a login with the new one worked, and it is stored. The old password no longer logs in.',
+        })),
+      el('p', { class: 'meta', text: `Sent as ${r.sent_as} · ${formatTime(r.rotated_at)}` }),
+    );
+    // The rotation saved a new version: take it (and its ETag) when the form has no edits.
+    if (state.editing === c && !formChanged()) {
+      const meta = {};
+      const now = await api('GET', `/api/connections/${enc(c.conn_id)}`, undefined, undefined, meta);
+      state.editing = now;
+      state.etag = etagOf(now, meta);
+      fillForm(now);
+      showConnState(now);
+      showHistory(now);
+    }
+  } catch (e) {
+    out.className = 'test-result failure';
+    out.replaceChildren(el('p', {},
+      el('strong', { class: 'outcome', text: 'Not rotated' }), ' ',
+      el('span', { class: 'message', text: e.message })));
+  } finally {
+    state.busy = false;
+    $('rotate').disabled = false;
+  }
+  if (state.editing && state.editing.conn_id === c.conn_id) showRotation(state.editing, true);
+}
+
+function auditRow(r) {
+  return el('tr', { 'data-seq': String(r.seq) },
+    el('td', { 'data-label': 'Time' }, el('time', { datetime: r.at, text: formatTime(r.at) })),
+    el('td', { 'data-label': 'Actor', class: 'actor', text: r.actor || '' }),
+    el('td', { 'data-label': 'Action', text: r.action || '' }),
+    el('td', { 'data-label': 'Fields', text: r.fields && r.fields.length ? r.fields.map(fieldName).join(', ') : '—' }),
+    el('td', { 'data-label': 'Outcome', text: r.outcome || '' }));
+}
+
+// The connection's audit records, a page at a time. Hidden when the server has no audit log;
+// a token that may not read it is told so.
+async function showAudit(c, more = false) {
+  const panel = $('audit-panel');
+  const status = $('audit-status');
+  if (!more) auditCursor = null;
+  const params = new URLSearchParams({ conn_id: c.conn_id, limit: String(AUDIT_PAGE) });
+  if (more && auditCursor !== null) params.set('cursor', String(auditCursor));
+  let page;
+  try {
+    page = await api('GET', `/api/audit?${params}`);
+  } catch (e) {
+    if (historyFor !== c) return;
+    if (e.status === 404 || e.status === 405) {
+      panel.hidden = true; // a server without the audit log
+      return;
+    }
+    panel.hidden = false;
+    $('audit-table').hidden = true;
+    $('audit-more').hidden = true;
+    status.textContent = e.status === 403
+      ? 'The audit log is read with an admin token.'
+      : `Could not load the audit log: ${e.message}`;
+    return;
+  }
+  if (historyFor !== c) return;
+  panel.hidden = false;
+  const records = (page && page.records) || [];
+  const rows = records.map(auditRow);
+  if (more) $('audit-rows').append(...rows);
+  else $('audit-rows').replaceChildren(...rows);
+  auditCursor = page && page.next_cursor != null ? page.next_cursor : null;
+  $('audit-more').hidden = auditCursor === null;
+  const n = $('audit-rows').children.length;
+  $('audit-table').hidden = n === 0;
+  status.textContent = n === 0
+    ? 'No audit records of this connection.'
+    : `${n} record${n === 1 ? '' : 's'}, newest first${auditCursor === null ? '' : ' (there are older ones)'}.`;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Delete, with the pipelines that use the connection
 
 let deleteOpener = null;
@@ -1676,6 +1856,13 @@ async function start() {
   $('version-close').addEventListener('click', () => closeVersion());
   $('audit-more').addEventListener('click', () => {
     if (historyFor) showAudit(historyFor, true);
+  });
+  $('rotate').addEventListener('click', askRotate);
+  $('rotate-confirm').addEventListener('click', confirmRotate);
+  $('rotate-cancel').addEventListener('click', () => closeRotate());
+  $('rotate-dialog').addEventListener('cancel', (e) => {
+    e.preventDefault();
+    closeRotate();
   });
   $('rollback-confirm').addEventListener('click', confirmRollback);
   $('rollback-cancel').addEventListener('click', () => closeRollback());

@@ -32,6 +32,7 @@ mod pipeline;
 mod probes;
 mod resolve;
 mod rotate_password;
+mod rotation_schedule;
 mod sealer;
 mod tokens;
 mod transfer;
@@ -65,6 +66,9 @@ pub use crate::rotate_password::{
     FAULT_POINT, FAULT_VAR, JOURNAL as ROTATION_JOURNAL, PASSWORD_LEN, ROTATION_ACCOUNT_HOST_KEY,
     ROTATION_CONN_KEY, Recovery, RecoveryOutcome, RetryError, RotationReport, SentAs,
     is_auth_failure_code,
+};
+pub use crate::rotation_schedule::{
+    ROTATE_EVERY_KEY, RotationStatus, SCHEDULE as ROTATION_SCHEDULE, parse_rotate_every,
 };
 pub use crate::sealer::{CheckFailure, CheckReport, KeyStatus, RotateReport};
 pub use crate::tokens::{Grant, Scope, TokenInfo, glob_match, parse_duration};

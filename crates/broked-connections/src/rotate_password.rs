@@ -186,9 +186,24 @@ impl Connections {
         actor: &Actor,
         conn_id: &str,
     ) -> Result<RotationReport, Error> {
-        // Checked before waiting for anyone.
-        self.plan(conn_id)?;
-        let _lock = self.lock_connection(conn_id, true).await?;
+        let result = async {
+            // Checked before waiting for anyone.
+            self.plan(conn_id)?;
+            let _lock = self.lock_connection(conn_id, true).await?;
+            self.rotate_locked(actor, conn_id).await
+        }
+        .await;
+        self.after_rotation(actor, conn_id, false, &result);
+        result
+    }
+
+    /// The rotation itself, the per-connection lock held by the caller. No bookkeeping
+    /// ([`Connections::after_rotation`] does it).
+    pub(crate) async fn rotate_locked(
+        &self,
+        actor: &Actor,
+        conn_id: &str,
+    ) -> Result<RotationReport, Error> {
         let recovered = match self.journal_entry(conn_id)? {
             Some(entry) => vec![Recovery {
                 conn_id: conn_id.to_owned(),
@@ -637,7 +652,7 @@ impl Connections {
 
     /// The per-connection lock, waiting (`wait`) or not; the wait polls, so that an async
     /// worker is never blocked while another process rotates.
-    async fn lock_connection(
+    pub(crate) async fn lock_connection(
         &self,
         conn_id: &str,
         wait: bool,
@@ -764,11 +779,11 @@ pub fn is_auth_failure_code(code: &str) -> bool {
     matches!(code, "28P01" | "28000" | "1045")
 }
 
-fn lock_name(conn_id: &str) -> String {
+pub(crate) fn lock_name(conn_id: &str) -> String {
     format!("password-rotation.{conn_id}")
 }
 
-fn extra_map(conn: &Connection) -> Map<String, Value> {
+pub(crate) fn extra_map(conn: &Connection) -> Map<String, Value> {
     match conn
         .extra
         .as_ref()
