@@ -6,6 +6,8 @@
 //! Only `broked connections get --uri` and `export --decrypted` may show a secret; their
 //! output is kept apart and used as the positive control that the needles can be found.
 
+mod history;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
