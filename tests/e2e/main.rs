@@ -9,6 +9,7 @@ mod listing;
 mod openapi_client;
 mod operate;
 mod replicas;
+mod rotation;
 mod safe_defaults;
 mod server;
 mod server_contract;

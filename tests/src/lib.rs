@@ -12,6 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use broked_testenv as env;
+
+pub mod pg_role;
 use serde_json::Value;
 
 /// A built binary of this workspace, found beside the test executable (`target/debug/NAME`).

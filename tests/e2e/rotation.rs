@@ -1,0 +1,166 @@
+//! Issue 20, the server's rotation schedules (`extra.rotate_every`, docs/rotation.md) against
+//! the real PostgreSQL, with roles of the test's own: a 2-second schedule rotates the password
+//! on the server again and again (each time the stored password logs in and the one before does
+//! not), and a failing schedule shows in `GET …/rotation` and in `/healthz` — without a secret.
+
+use std::time::{Duration, Instant};
+
+use broked_tests::pg_role::{PgRole, stored_password};
+use broked_tests::{Server, env};
+use serde_json::{Value, json};
+
+const PW_INITIAL: &str = "SchedInitPw4Rt7Yq";
+const PW_WRONG: &str = "SchedWrongPw8Hn2Xc";
+
+fn create(server: &Server, body: Value) {
+    let r = server.post("/api/connections", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+/// Waits (up to 90 s: CI shares two cores) until `f` gives `Some`.
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn healthz_json(server: &Server) -> Value {
+    let r = server.send(
+        server
+            .request("GET", "/healthz")
+            .header("accept", "application/json"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json
+}
+
+#[test]
+fn a_schedule_rotates_on_the_server_and_failures_show_in_healthz() {
+    let Some(pg) = env::postgres() else { return };
+    let good = PgRole::new(pg.clone(), "sched", PW_INITIAL);
+    let bad = PgRole::new(pg, "schedbad", PW_INITIAL);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let conn = |id: &str, role: &PgRole, password: &str, every: &str| {
+        json!({"conn_id": id, "type": "postgres", "host": role.pg.get("HOST"),
+               "port": role.pg.port(), "schema": role.pg.get("DB"), "login": role.name,
+               "password": password,
+               "extra": json!({"sslmode": "disable", "rotate_every": every}).to_string()})
+    };
+    create(&server, conn("sched", &good, PW_INITIAL, "2s"));
+    // The stored password is not the role's: every scheduled attempt fails.
+    create(&server, conn("sched-bad", &bad, PW_WRONG, "2s"));
+    // Not a valid interval: nothing is scheduled, and the status says why.
+    create(&server, conn("sched-typo", &good, PW_INITIAL, "soon"));
+
+    // Two scheduled rotations in a row, each verified on the server.
+    let first = wait_for("the first scheduled rotation", || {
+        let p = stored_password(&server, "sched");
+        (p != PW_INITIAL).then_some(p)
+    });
+    let second = wait_for("the second scheduled rotation", || {
+        let p = stored_password(&server, "sched");
+        (p != first).then_some(p)
+    });
+    // A third may land at any moment: read the stored one once more and check it.
+    let now = stored_password(&server, "sched");
+    assert!(good.logs_in(&now), "the stored password logs in");
+    assert!(
+        !good.logs_in(PW_INITIAL),
+        "the initial password no longer does"
+    );
+    if now == second {
+        assert!(
+            !good.logs_in(&first),
+            "the first rotated password no longer does"
+        );
+    }
+    let status = server.get("/api/connections/sched/rotation");
+    assert_eq!(status.status, 200, "{}", status.text);
+    assert_eq!(status.json["rotate_every"], "2s");
+    assert!(
+        status.json["last_rotated_at"].is_string(),
+        "{}",
+        status.text
+    );
+    assert!(status.json["next_due_at"].is_string(), "{}", status.text);
+    assert_eq!(status.json["last_error"], Value::Null, "{}", status.text);
+
+    // The failing schedule, in the connection's status and in /healthz.
+    let failing = wait_for("the failing schedule in /healthz", || {
+        let h = healthz_json(&server);
+        let ids = h["rotation"]["failing_conn_ids"].as_array().cloned()?;
+        ids.iter().any(|v| v == "sched-bad").then_some(h)
+    });
+    assert_eq!(failing["status"], "ok");
+    let ids: Vec<&str> = failing["rotation"]["failing_conn_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(ids.contains(&"sched-typo"), "{failing}");
+    assert!(!ids.contains(&"sched"), "{failing}");
+    assert_eq!(failing["rotation"]["failing"], ids.len());
+    let bad_status = server.get("/api/connections/sched-bad/rotation").json;
+    assert!(bad_status["failures"].as_u64() >= Some(1), "{bad_status}");
+    assert!(
+        bad_status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sched-bad")),
+        "{bad_status}"
+    );
+    let typo = server.get("/api/connections/sched-typo/rotation").json;
+    assert!(
+        typo["schedule_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rotate_every")),
+        "{typo}"
+    );
+    assert_eq!(typo["next_due_at"], Value::Null);
+    // The role of the failing connection was not touched.
+    assert!(bad.logs_in(PW_INITIAL));
+    // Plain /healthz keeps its contract: 200 `ok`.
+    let plain = server.get("/healthz");
+    assert_eq!((plain.status, plain.text.as_str()), (200, "ok"));
+
+    // No secret anywhere the server wrote or answered.
+    drop(server.get("/api/connections/sched"));
+    let transcript = server.log_text() + &failing.to_string() + &bad_status.to_string();
+    for secret in [
+        PW_INITIAL,
+        PW_WRONG,
+        first.as_str(),
+        second.as_str(),
+        now.as_str(),
+    ] {
+        assert!(!transcript.contains(secret), "a password leaked");
+    }
+}
+
+/// With an API token, `/healthz` (which needs none) counts failing rotations but does not
+/// name the connections.
+#[test]
+fn healthz_does_not_name_connections_when_the_api_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--api-token", "sched-token-Zq81"]);
+    // Not a valid interval: failing at once, with no database needed.
+    let r = server.post(
+        "/api/connections",
+        &json!({"conn_id": "typo", "type": "postgres", "host": "127.0.0.1", "login": "u",
+                "password": "pw", "extra": r#"{"rotate_every":"weekly"}"#})
+        .to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let h = wait_for("a failing rotation counted", || {
+        let h = healthz_json(&server);
+        (h["rotation"]["failing"] == 1).then_some(h)
+    });
+    assert!(h["rotation"].get("failing_conn_ids").is_none(), "{h}");
+    assert!(!h.to_string().contains("typo"), "{h}");
+}
