@@ -172,6 +172,30 @@ fn history_lists_versions_and_rolls_back_after_a_confirm() {
             rows[0].contains("Login") && rows[0].contains("Password"),
             "{rows:?}"
         );
+        // Beside the versions, the connection's audit records: who, what, which fields, how
+        // it ended — never a value.
+        let audit = wait_text(&c, "#audit-rows", "rollback").await;
+        for word in [
+            "create",
+            "update",
+            "local",
+            "ok",
+            "Login, Password",
+            "Description",
+        ] {
+            assert!(audit.contains(word), "{word} in the audit records: {audit}");
+        }
+        assert!(find(&c, "#audit-panel").await.is_displayed().await.unwrap());
+        let page = page_text(&c).await;
+        for pw in [PW_OLD, PW_NEW] {
+            assert!(!page.contains(pw), "a password on the page");
+        }
+        c.execute(
+            "document.getElementById('history').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .expect("scroll to the History panel");
         screenshot(&c, "ui-rolled-back.png").await;
         axe(&c, "the page after a rollback").await;
 
