@@ -676,7 +676,12 @@ impl Connections {
         actor: &Actor,
         progress: impl FnMut(u64, u64),
     ) -> Result<RotateReport, Error> {
-        let result = self.sealer.rotate(progress);
+        // Unfinished password rotations' journal entries move to the new key too
+        // (docs/rotation.md).
+        let result = self.sealer.rotate(progress).and_then(|mut report| {
+            report.resealed += self.reseal_rotation_journal()? as u64;
+            Ok(report)
+        });
         let event = Event::new("key_rotate").detail(match &result {
             Ok(r) => crate::audit::rotate_detail(r),
             Err(_) => String::new(),
@@ -692,7 +697,10 @@ impl Connections {
     }
 
     pub(crate) fn prune_as(&self, actor: &Actor) -> Result<Vec<String>, Error> {
-        let result = self.sealer.prune();
+        // Never a key that seals an unfinished password rotation's journal entry.
+        let result = self
+            .rotation_journal_keys()
+            .and_then(|keep| self.sealer.prune(&keep));
         let event = Event::new("key_prune").detail(match &result {
             Ok(ids) => format!("removed={}", ids.join(",")),
             Err(_) => String::new(),

@@ -742,6 +742,57 @@ impl Connections {
     }
 }
 
+impl Connections {
+    /// The key ids that seal journal entries (`broked key prune` keeps them).
+    pub(crate) fn rotation_journal_keys(&self) -> Result<Vec<u32>, Error> {
+        let mut ids = Vec::new();
+        for entry in self.journal()?.values() {
+            for label in ["old", "new"] {
+                if let Some(text) = entry.get(label).and_then(Value::as_str) {
+                    let blob = unhex(text).ok_or_else(|| crate::sealer::corrupt("meta"))?;
+                    let id = broked_crypto::sealed_key_id(&blob)?.get();
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Re-seals every journal entry with the active key (`broked key rotate`), under the
+    /// journal lock; returns how many values it re-sealed. A value that does not open is
+    /// left as it is (and logged): `broked key prune` keeps its key.
+    pub(crate) fn reseal_rotation_journal(&self) -> Result<usize, Error> {
+        let _lock = self.store.lock_named(JOURNAL_LOCK).map_err(store_err)?;
+        let mut journal = self.journal()?;
+        let mut resealed = 0;
+        for (conn_id, entry) in journal.iter_mut() {
+            for label in ["old", "new"] {
+                let Some(text) = entry.get(label).and_then(Value::as_str) else {
+                    continue;
+                };
+                let blob = unhex(text).ok_or_else(|| crate::sealer::corrupt("meta"))?;
+                match self.sealer.open_note(conn_id, label, &blob) {
+                    Ok(value) => {
+                        let sealed = self.sealer.seal_note(conn_id, label, &value)?;
+                        entry[label] = Value::String(hex(&sealed));
+                        resealed += 1;
+                    }
+                    Err(e) => tracing::error!(conn_id = %conn_id, error = %e,
+                        "a password rotation journal entry does not open: left under its key"),
+                }
+            }
+        }
+        if resealed > 0 {
+            self.store
+                .set_meta(JOURNAL, &Value::Object(journal).to_string())
+                .map_err(store_err)?;
+        }
+        Ok(resealed)
+    }
+}
+
 impl crate::actor::Acting<'_> {
     /// [`Connections::rotate_password`], recorded as this actor's.
     pub async fn rotate_password(&self, conn_id: &str) -> Result<RotationReport, Error> {
@@ -856,4 +907,68 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = "JournalOldPw5Tq";
+    const NEW: &str = "JournalNewPw9Lm";
+
+    fn open(dir: &std::path::Path) -> Connections {
+        Connections::open(dir.join("broked.db")).unwrap()
+    }
+
+    fn entry() -> Entry {
+        Entry {
+            old: Some(Secret::new(OLD)),
+            new: Secret::new(NEW),
+        }
+    }
+
+    fn opens(c: &Connections) {
+        let e = c.journal_entry("pg").unwrap().expect("the entry");
+        assert_eq!(e.old.unwrap().expose(), OLD);
+        assert_eq!(e.new.expose(), NEW);
+    }
+
+    /// `broked key rotate` moves an unfinished rotation's journal entry to the new key, and
+    /// `broked key prune` then removes the old key: the entry still opens.
+    #[test]
+    fn key_rotate_reseals_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        c.write_journal("pg", Some(&entry())).unwrap();
+        let before = c.rotation_journal_keys().unwrap();
+        assert_eq!(before.len(), 1);
+        let report = c.rotate(|_, _| {}).unwrap();
+        assert_eq!(report.resealed, 2, "old and new of the one entry");
+        let after = c.rotation_journal_keys().unwrap();
+        assert_ne!(after, before, "re-sealed under the new key");
+        let removed = c.prune().unwrap();
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        opens(&c);
+        // Another process, reading the key file afresh, opens it too.
+        drop(c);
+        opens(&open(dir.path()));
+    }
+
+    /// An entry under an old key (written before a rotation that did not re-seal it, as by an
+    /// older version) keeps that key through `broked key prune`.
+    #[test]
+    fn key_prune_keeps_a_key_that_seals_a_journal_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        c.write_journal("pg", Some(&entry())).unwrap();
+        let journal = c.store.meta(JOURNAL).unwrap().unwrap();
+        c.rotate(|_, _| {}).unwrap();
+        // Put the entry back as the old key sealed it.
+        c.store.set_meta(JOURNAL, &journal).unwrap();
+        assert!(c.prune().unwrap().is_empty(), "the old key seals the entry");
+        opens(&c);
+        // Settled (removed): now the old key goes.
+        c.write_journal("pg", None).unwrap();
+        assert_eq!(c.prune().unwrap().len(), 1);
+    }
 }

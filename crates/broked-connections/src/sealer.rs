@@ -588,8 +588,8 @@ impl Sealer {
     }
 
     /// Removes from the key file and the database the keys that seal nothing any more
-    /// (never the active key). Returns their ids (`k1`…).
-    pub(crate) fn prune(&self) -> Result<Vec<String>, Error> {
+    /// (never the active key, nor those in `keep`). Returns their ids (`k1`…).
+    pub(crate) fn prune(&self, keep: &[u32]) -> Result<Vec<String>, Error> {
         let mut keyring = write(&self.keyring);
         self.reload_verified(&mut keyring)?;
         let active = keyring.active();
@@ -599,7 +599,7 @@ impl Sealer {
             .keys()
             .iter()
             .map(|k| k.id.get())
-            .filter(|&id| id != active.get() && Some(id) != audit_key)
+            .filter(|&id| id != active.get() && Some(id) != audit_key && !keep.contains(&id))
             .collect();
         self.store
             .remove_unused_keys(&candidates)
