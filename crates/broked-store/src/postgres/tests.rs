@@ -366,7 +366,10 @@ fn shipped_migrations_are_never_edited() {
         (98, 0x3035_517d_6321_c03c),
         (242, 0x1ac2_74fe_6c86_b99a),
         (1035, 0x6845_224c_8880_99a0),
+        (410, 0x67c6_36fd_5c6b_a599),
+        (387, 0xae90_f886_8b3f_0f6a),
     ];
+    assert_eq!(MIGRATIONS.len(), pinned.len(), "pin every migration");
     for (i, (len, hash)) in pinned.into_iter().enumerate() {
         let text = MIGRATIONS[i];
         let got = (text.len(), crate::tests::fnv1a(text));

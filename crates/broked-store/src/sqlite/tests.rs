@@ -410,7 +410,10 @@ fn shipped_migrations_are_never_edited() {
         (100, 0xa315_94f5_44e0_dea0),
         (244, 0x9643_3f68_373a_2c46),
         (1026, 0xb2e9_90d0_fa9f_1542),
+        (399, 0xcc11_4a81_46db_cc5d),
+        (390, 0x4dab_9fe2_6964_b11b),
     ];
+    assert_eq!(MIGRATIONS.len(), pinned.len(), "pin every migration");
     for (i, (len, hash)) in pinned.into_iter().enumerate() {
         assert_eq!(
             (MIGRATIONS[i].len(), crate::tests::fnv1a(MIGRATIONS[i])),
