@@ -494,6 +494,11 @@ fn openapi_document_matches_the_routes() {
         "DELETE /api/connections/{conn_id}/versions",
         "GET /api/connections/{conn_id}/versions/{version}",
         "POST /api/connections/{conn_id}/rollback",
+        // Issue 17: the audit log.
+        "GET /api/audit",
+        // Issue 20: password rotation and its state.
+        "POST /api/connections/{conn_id}/rotate-password",
+        "GET /api/connections/{conn_id}/rotation",
     ];
     spec.sort();
     assert_eq!(documented, spec);
