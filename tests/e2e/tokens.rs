@@ -440,3 +440,45 @@ fn a_limited_token_cannot_tunnel_through_a_bastion_outside_its_globs() {
     let r = server.post("/api/connections", &through("team-a-db", "team-b-bastion"));
     assert_eq!(r.status, 201, "{}", r.text);
 }
+
+/// Checking a limited token's bastions reads only their names: the create leaves its own
+/// record and no reveal (the bastion's secrets never left the library).
+#[test]
+fn checking_the_bastions_of_a_limited_token_reveals_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--api-token", BOOT]);
+    let db = dir.path().join("broked.db");
+    let bastion = json!({"conn_id": "team-a-bastion", "type": "sftp", "host": "127.0.0.1",
+        "port": 22, "login": "jump", "password": PW,
+        "extra": {"host_key": "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"}});
+    let r = server.post("/api/connections", &bastion.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    let t = create_token(&db, "team-a", &["--scope", "write", "--conns", "team-a-*"]);
+    let body = json!({"conn_id": "team-a-db", "type": "postgres", "host": "127.0.0.1",
+        "login": "u", "password": PW, "extra": {"ssh_tunnel": "team-a-bastion"}});
+    let r = server.call_with(
+        "POST",
+        "/api/connections",
+        Some(&body.to_string()),
+        Some(&t),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let audit = |action: &str| {
+        let r = server.call_with(
+            "GET",
+            &format!("/api/audit?action={action}"),
+            None,
+            Some(BOOT),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json["records"].as_array().unwrap().clone()
+    };
+    let created = audit("create");
+    assert!(
+        created
+            .iter()
+            .any(|rec| rec["conn_id"] == "team-a-db" && rec["actor"] == "team-a"),
+        "{created:?}"
+    );
+    assert_eq!(audit("reveal"), Vec::<Value>::new());
+}

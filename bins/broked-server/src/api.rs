@@ -563,11 +563,9 @@ async fn tunnel_in_scope(
                 if !grant.sees(&id) {
                     return Err(missing(top));
                 }
-                if let Ok(bastion) = c.connection(&id) {
-                    let next = broked_connections::ssh_tunnel_refs(
-                        bastion.extra.as_ref().map(|e| e.expose()),
-                    )
-                    .unwrap_or_default();
+                // Only the names of its own bastions: no secret leaves the library, so this
+                // is no reveal (and none is recorded).
+                if let Ok(next) = c.ssh_tunnel_of(&id) {
                     todo.extend(next);
                 }
                 seen.push(id);

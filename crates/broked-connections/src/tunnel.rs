@@ -279,6 +279,17 @@ impl Connections {
         Ok(())
     }
 
+    /// The conn_ids a stored connection's `extra.ssh_tunnel` names (none without one): its
+    /// bastions. Not a reveal — only names leave the library — so nothing is recorded.
+    pub fn ssh_tunnel_of(&self, conn_id: &str) -> Result<Vec<String>, Error> {
+        let row = self.stored(conn_id)?;
+        if row.extra.is_none() {
+            return Ok(Vec::new());
+        }
+        let conn = self.decrypt_some(&row, false, true)?;
+        ssh_tunnel_refs(conn.extra.as_ref().map(Secret::expose)).map_err(invalid)
+    }
+
     /// The connections whose `ssh_tunnel` names `conn_id`, sorted. A connection whose extra
     /// does not open is skipped.
     pub fn tunneled_through(&self, conn_id: &str) -> Result<Vec<String>, Error> {
