@@ -993,7 +993,12 @@ pub fn parse_since(text: &str) -> Result<String, Error> {
         return Ok(crate::info::rfc3339(time::OffsetDateTime::now_utc() - d));
     }
     if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
-        return Ok(crate::info::rfc3339(t));
+        // 9999-12-31 with a negative offset is past the last UTC time there is: no record
+        // is later than that one either.
+        let utc = t
+            .checked_to_offset(time::UtcOffset::UTC)
+            .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc());
+        return Ok(crate::info::rfc3339(utc));
     }
     let date = time::macros::format_description!("[year]-[month]-[day]");
     if let Ok(d) = time::Date::parse(text, &date) {
@@ -1194,4 +1199,20 @@ pub(crate) fn token_detail(
         d.push_str(&format!(" expires_in={}s", e.as_secs()));
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every form `since` takes, to UTC; a time past the last UTC second is no panic.
+    #[test]
+    fn since_forms_in_utc() {
+        let since = |t: &str| super::parse_since(t).unwrap();
+        assert_eq!(since("2025-01-31"), "2025-01-31T00:00:00Z");
+        assert_eq!(since(" 2025-01-31T12:00:00+02:00 "), "2025-01-31T10:00:00Z");
+        assert_eq!(since("9999-12-31T23:59:59-23:59"), "9999-12-31T23:59:59Z");
+        assert!(since("7d") < crate::info::now());
+        for bad in ["", "2025-02-30", "0d", "yesterday"] {
+            assert!(super::parse_since(bad).is_err(), "{bad:?}");
+        }
+    }
 }
