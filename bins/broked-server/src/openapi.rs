@@ -106,13 +106,12 @@ pub(crate) fn host_pattern(t: ConnType, blank_ok: bool) -> String {
     } else {
         let ip6 = ipv6();
         let name = format!("(?:[A-Za-z0-9._-]{{1,253}}|{ip6}|\\[{ip6}\\])");
-        let scheme = "[hH][tT][tT][pP][sS]?://";
-        match t {
-            ConnType::Http | ConnType::S3 => format!("(?:{scheme})?{name}"),
+        let plain = match t {
             // A Unix socket: a path.
             ConnType::Postgres | ConnType::Mysql => format!("(?:{name}|/{NOT_CONTROL}*)"),
             _ => name,
-        }
+        };
+        format!("(?:{plain}|{})", url_host_pattern(t))
     };
     let body = if blank_ok {
         format!("(?:{body})?")
@@ -120,6 +119,49 @@ pub(crate) fn host_pattern(t: ConnType, blank_ok: bool) -> String {
         body
     };
     format!("^{WS}*{body}{WS}*$")
+}
+
+/// A port as `u16::from_str` reads it, 1 to 65535 (leading zeros allowed).
+const PORT: &str =
+    "0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+
+/// A host of type `t` written as a URL (`broked_core::endpoint::split`, issue 18): one of the
+/// type's schemes in any case, then a host name or a bracketed IPv6 address with an optional
+/// port, or an IPv6 address without brackets (the whole authority, no port, no path); then a
+/// path, without `?`, `#`, `@` or a second `://` (for s3: one segment, the bucket). A path that
+/// is not UTF-8 once percent-decoded is not stated (docs/uri.md).
+fn url_host_pattern(t: ConnType) -> String {
+    let schemes: Vec<String> = broked_core::endpoint::url_schemes(t)
+        .into_iter()
+        .map(|s| {
+            s.chars()
+                .map(|c| match c {
+                    c if c.is_ascii_alphabetic() => {
+                        format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                    }
+                    c => regex_escape(c),
+                })
+                .collect()
+        })
+        .collect();
+    let ip6 = ipv6();
+    // After the first `/`: no control character, `?`, `#` or `@`, and no `://` (a DFA of
+    // "after a colon", "after a colon and a slash" written out).
+    let c = r"[^\x00-\x1F\x7F-\x9F?#@:]";
+    let o = r"[^\x00-\x1F\x7F-\x9F?#@:/]";
+    let no_scheme = format!("(?:{c}|:(?::|/:)*(?:{o}|/{o}))*(?::(?::|/:)*/?)?");
+    let path = if t == ConnType::S3 {
+        // One segment: it may end in `:` only before at most one `/`.
+        let seg = r"[^\x00-\x1F\x7F-\x9F?#@/]";
+        let seg_end = r"[^\x00-\x1F\x7F-\x9F?#@/:]";
+        format!("(?:/|/{seg}*{seg_end}/*|/{seg}*:/?)?")
+    } else {
+        format!("(?:/{no_scheme})?")
+    };
+    format!(
+        "(?:(?:{})://(?:(?:[A-Za-z0-9._-]{{1,253}}|\\[{ip6}\\])(?::{PORT})?{path}|{ip6}))",
+        schemes.join("|")
+    )
 }
 
 /// A key as the target table compares it: `-` and `_` alike, any ASCII case, trimmed.

@@ -43,7 +43,7 @@ fn schemes(t: ConnType) -> &'static [(&'static str, &'static str)] {
     match t {
         ConnType::Postgres => &[("postgres", ""), ("postgresql", "")],
         ConnType::Mysql => &[("mysql", ""), ("mariadb", "")],
-        ConnType::Sqlite => &[("sqlite", "")],
+        ConnType::Sqlite => &[],
         ConnType::Http => &[("http", ""), ("https", "https://")],
         ConnType::Sftp => &[("sftp", ""), ("ssh", "")],
         ConnType::S3 => &[
@@ -54,6 +54,12 @@ fn schemes(t: ConnType) -> &'static [(&'static str, &'static str)] {
         ],
         ConnType::Generic => &[("generic", ""), ("tcp", "")],
     }
+}
+
+/// The URL schemes a type's `host` accepts (lowercase; read case-insensitively). None for
+/// sqlite, whose host is a file path.
+pub fn url_schemes(t: ConnType) -> Vec<&'static str> {
+    schemes(t).iter().map(|(s, _)| *s).collect()
 }
 
 /// The schemes a type accepts, as a message lists them: `postgres:// or postgresql://`.
@@ -72,7 +78,9 @@ pub fn split(t: ConnType, host: &str) -> Result<HostParts, String> {
     if host.chars().any(char::is_control) {
         return Err("host must not contain control characters".into());
     }
-    let Some((scheme, rest)) = url_scheme(host) else {
+    // A sqlite host is a file path: any text, "://" included (no URL form).
+    let url = url_scheme(host).filter(|_| t != ConnType::Sqlite);
+    let Some((scheme, rest)) = url else {
         // A host name, an IP, a socket or file path: the rules of before.
         return canonical_host(t, host).map(|host| HostParts {
             host,
@@ -119,48 +127,25 @@ pub fn split(t: ConnType, host: &str) -> Result<HostParts, String> {
             "the URL in host cannot carry a ?query or #fragment: put options in extra".into(),
         );
     }
-    if t == ConnType::Sqlite {
-        let path = decode(rest, "path")?;
-        if path.contains("://") {
-            return Err(
-                "host holds a second scheme (like http://https://...): give one URL".into(),
-            );
-        }
-        if path.is_empty() {
-            return Err(
-                "the sqlite:// URL in host names no file: write sqlite:///ABSOLUTE/PATH \
-                        or sqlite://RELATIVE/PATH"
-                    .into(),
-            );
-        }
-        return Ok(HostParts {
-            host: path,
-            port: None,
-            schema: None,
-        });
-    }
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
     let (name, port) = split_authority(authority)?;
-    let name = decode(name, "host name")?;
-    let host = if prefix.is_empty()
-        && name.starts_with('/')
-        && matches!(t, ConnType::Postgres | ConnType::Mysql)
-    {
-        name // a Unix socket, percent-encoded as in the URI form (docs/uri.md)
-    } else {
-        let bare = network_host(&name).ok_or_else(|| {
-            "the URL in host must name a host name or IP address (letters, digits, '.', '-', \
-             '_'; IPv6 in brackets)"
-                .to_owned()
-        })?;
-        match prefix {
-            "" => bare,
-            p if bare.contains(':') => format!("{p}[{bare}]"),
-            p => format!("{p}{bare}"),
-        }
+    if name.matches(':').count() > 1 && !name.starts_with('[') && !path.is_empty() {
+        return Err(unbracketed());
+    }
+    // The name as written: no percent-decoding (a host name never needs it), so what the
+    // OpenAPI document's pattern states is what is read.
+    let bare = network_host(name).ok_or_else(|| {
+        "the URL in host must name a host name or IP address (letters, digits, '.', '-', \
+         '_'; IPv6 in brackets); a socket path goes in host without a scheme"
+            .to_owned()
+    })?;
+    let host = match prefix {
+        "" => bare,
+        p if bare.contains(':') => format!("{p}[{bare}]"),
+        p => format!("{p}{bare}"),
     };
     let schema = match path {
         "" | "/" => None,
@@ -208,15 +193,10 @@ fn split_authority(authority: &str) -> Result<(&str, Option<u16>), String> {
         };
         (&authority[..=close], port)
     } else if authority.matches(':').count() > 1 {
-        // An IPv6 address without brackets, and without a port (as accepted before URLs
-        // were): `https://::1`. With anything after it, the port would be a guess.
-        // `::1:9000` is an IPv6 address, but also `::1` and a port: refused as ambiguous.
-        let looks_like_a_port = authority.rsplit_once(':').is_some_and(|(ip, port)| {
-            ip.parse::<std::net::Ipv6Addr>().is_ok()
-                && !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
-        });
-        if looks_like_a_port || authority.parse::<std::net::Ipv6Addr>().is_err() {
+        // An IPv6 address without brackets, as accepted before URLs were: the whole authority
+        // is the address, never an address and a port (`http://::1:9000` is the address
+        // ::1:9000; write `http://[::1]:9000` for a port).
+        if authority.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(unbracketed());
         }
         (authority, None)
@@ -230,7 +210,7 @@ fn split_authority(authority: &str) -> Result<(&str, Option<u16>), String> {
         return Err("the URL in host names no host: write SCHEME://HOST[:PORT]".into());
     }
     let port = match port {
-        None | Some("") => None,
+        None => None,
         // Digits only: u16's parser also takes a leading '+'.
         Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
             Ok(p) if p != 0 => Some(p),
