@@ -223,7 +223,7 @@ impl Connections {
     ) -> Result<ConnectionInfo, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let old = self.stored(conn_id)?;
-            crate::history::expect_version(&old, expected)?;
+            expect_version(&old, expected)?;
             // A secret the update replaces or clears is not decrypted: a value that no longer
             // opens (a damaged row) can still be overwritten.
             let mut current =
@@ -345,7 +345,7 @@ impl Connections {
         {
             Deleted::Done => Ok(()),
             Deleted::Missing => Err(Error::NotFound(conn_id.to_owned())),
-            Deleted::Stale => Err(crate::history::stale(self, conn_id, expected)),
+            Deleted::Stale => Err(stale(self, conn_id, expected)),
             Deleted::InUse(refs) => Err(Error::InUse {
                 conn_id: conn_id.to_owned(),
                 pipelines: usages(refs)?,
@@ -976,6 +976,33 @@ pub(crate) fn info(row: &StoredConnection) -> Result<ConnectionInfo, Error> {
         // A new or updated version is not tested yet (`listing.rs`).
         last_test: None,
     })
+}
+
+/// Fails with [`Error::Stale`] unless `row` has the version `expected` (when given).
+pub(crate) fn expect_version(row: &StoredConnection, expected: Option<i64>) -> Result<(), Error> {
+    match expected {
+        Some(v) if v != row.version => Err(Error::Stale {
+            conn_id: row.conn_id.clone(),
+            expected: v,
+            current: Some(row.version),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The [`Error::Stale`] of a write that expected `expected`, with the version there is now.
+pub(crate) fn stale(c: &Connections, conn_id: &str, expected: Option<i64>) -> Error {
+    let current = c
+        .store
+        .get_connection(conn_id)
+        .ok()
+        .flatten()
+        .map(|r| r.version);
+    Error::Stale {
+        conn_id: conn_id.to_owned(),
+        expected: expected.unwrap_or_default(),
+        current,
+    }
 }
 
 fn pipeline_info(row: StoredPipeline) -> Result<PipelineInfo, Error> {

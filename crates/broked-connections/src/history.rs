@@ -17,9 +17,10 @@ use broked_core::{Connection, ConnectionInput};
 use broked_store::{Purged, StoreError, StoredConnection, StoredVersion, Written};
 
 use crate::UpdateMode;
-use crate::actor::{Acting, Actor};
+use crate::acting::Acting;
+use crate::actor::Actor;
 use crate::audit::Event;
-use crate::connections::{Connections, info};
+use crate::connections::{Connections, expect_version, info, stale};
 use crate::error::{Error, store_err};
 use crate::info::{ConnectionInfo, ConnectionVersion, VersionInfo, now};
 use crate::update::ConnectionUpdate;
@@ -61,33 +62,6 @@ pub(crate) fn changed_field_names(
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))
     .collect()
-}
-
-/// Fails with [`Error::Stale`] unless `row` has the version `expected` (when given).
-pub(crate) fn expect_version(row: &StoredConnection, expected: Option<i64>) -> Result<(), Error> {
-    match expected {
-        Some(v) if v != row.version => Err(Error::Stale {
-            conn_id: row.conn_id.clone(),
-            expected: v,
-            current: Some(row.version),
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// The [`Error::Stale`] of a write that expected `expected`, with the version there is now.
-pub(crate) fn stale(c: &Connections, conn_id: &str, expected: Option<i64>) -> Error {
-    let current = c
-        .store
-        .get_connection(conn_id)
-        .ok()
-        .flatten()
-        .map(|r| r.version);
-    Error::Stale {
-        conn_id: conn_id.to_owned(),
-        expected: expected.unwrap_or_default(),
-        current,
-    }
 }
 
 fn summary(row: &StoredConnection, deleted: bool, current: bool) -> VersionInfo {
@@ -283,8 +257,9 @@ impl Connections {
 
     /// Removes the kept history of a deleted connection (its versions and the deleted
     /// marker); returns how many versions went. A connection that exists is refused
-    /// ([`Error::PurgeLive`]): its history is bounded by [`Options::keep_versions`]
-    /// (crate::Options), and purging it would erase what an incident review needs.
+    /// ([`Error::PurgeLive`]): its history is bounded by
+    /// [`Options::keep_versions`](crate::Options::keep_versions), and purging it would erase
+    /// what an incident review needs.
     pub fn purge(&self, conn_id: &str) -> Result<u64, Error> {
         self.purge_as(&Actor::library(), conn_id)
     }

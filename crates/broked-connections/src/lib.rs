@@ -18,8 +18,10 @@
 //!
 //! Not here: HTTP, JSON wire shapes, terminal output.
 
+mod acting;
 mod actor;
 mod audit;
+mod auditing;
 mod connections;
 mod env;
 mod error;
@@ -46,7 +48,8 @@ pub use broked_core::{
 };
 pub use broked_probe::{Failure, Outcome as TestOutcome};
 
-pub use crate::actor::{Acting, Actor};
+pub use crate::acting::Acting;
+pub use crate::actor::Actor;
 pub use crate::audit::{
     AuditEntry, AuditFinding, AuditPruned, AuditQuery, AuditReport, CHECKPOINT_EVERY, FindingKind,
     checkpoint_path, parse_since,

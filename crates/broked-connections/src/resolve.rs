@@ -17,6 +17,7 @@
 //! [`Options::max_stale`]: crate::Options::max_stale
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +25,6 @@ use std::time::{Duration, Instant};
 use broked_core::{ConnId, Connection, Secret};
 use broked_store::Store;
 
-use crate::audit::ResolveCounter;
 use crate::env;
 use crate::error::{Error, store_err};
 
@@ -83,6 +83,10 @@ pub struct Stale {
 
 /// Reads a stored connection: its row version and the connection with its secrets.
 pub(crate) type Load<'a> = &'a dyn Fn(&str) -> Result<(i64, Connection), Error>;
+
+/// The counter a cache entry holds: a resolve hit adds one to it (the audit log,
+/// `audit.rs`, records the counts).
+pub(crate) type ResolveCounter = Arc<AtomicU64>;
 
 /// The resolve counter of a conn_id (`audit.rs`), asked on a miss.
 pub(crate) type Counters = Arc<dyn Fn(&str) -> ResolveCounter + Send + Sync>;

@@ -793,7 +793,7 @@ impl Connections {
     }
 }
 
-impl crate::actor::Acting<'_> {
+impl crate::acting::Acting<'_> {
     /// [`Connections::rotate_password`], recorded as this actor's.
     pub async fn rotate_password(&self, conn_id: &str) -> Result<RotationReport, Error> {
         self.connections()

@@ -905,7 +905,7 @@ fn short_reason(e: &CryptoError) -> String {
 /// The `meta` setting that holds the audit secret, sealed by the keyring (hex).
 const AUDIT_SECRET: &str = "audit_secret";
 
-/// The audit secret (`crate::audit`): 32 random bytes in `meta`, sealed like a connection's
+/// The audit secret (`audit.rs`): 32 random bytes in `meta`, sealed like a connection's
 /// secret (so a copy of the database alone cannot forge or test the audit log's MACs),
 /// created on first use under the rotation lock (two processes starting at once end with
 /// one), re-sealed by `rotate`, opened by `check`, its key kept by `prune`.
@@ -914,7 +914,7 @@ impl Sealer {
         let Some(text) = self.store.meta(AUDIT_SECRET).map_err(store_err)? else {
             return Ok(None);
         };
-        crate::audit::from_hex(&text).map(Some).ok_or_else(|| {
+        from_hex(&text).map(Some).ok_or_else(|| {
             Error::Store(StoreError::Corrupt {
                 table: "meta",
                 reason: "the audit secret is not hex".into(),
@@ -936,7 +936,7 @@ impl Sealer {
         }
         let (sealed, keys) = read(&self.keyring).new_audit_secret()?;
         self.store
-            .set_meta(AUDIT_SECRET, &crate::audit::to_hex(&sealed))
+            .set_meta(AUDIT_SECRET, &to_hex(&sealed))
             .map_err(store_err)?;
         Ok(keys)
     }
@@ -973,7 +973,7 @@ impl Sealer {
         };
         let resealed = read(&self.keyring).reseal(broked_crypto::AUDIT_SECRET_AAD, &sealed)?;
         self.store
-            .set_meta(AUDIT_SECRET, &crate::audit::to_hex(&resealed))
+            .set_meta(AUDIT_SECRET, &to_hex(&resealed))
             .map_err(store_err)
     }
 
@@ -996,4 +996,25 @@ impl Sealer {
         }
         Ok(())
     }
+}
+
+/// Lower-case hex.
+fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
