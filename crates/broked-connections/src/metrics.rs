@@ -347,7 +347,7 @@ mod tests {
         let calls =
             |m: &Metrics, op: &str| m.store.iter().find(|o| o.op == op).map_or(0, |o| o.calls);
         // resolve's miss reads the stored row; get reads the listed row (a page of one).
-        assert!(calls(&after, "get_connection") >= calls(&before, "get_connection") + 1);
+        assert!(calls(&after, "get_connection") > calls(&before, "get_connection"));
         assert!(calls(&after, "page_connections") >= calls(&before, "page_connections") + 2);
         for name in ["get_connection", "page_connections"] {
             let op = after.store.iter().find(|o| o.op == name).unwrap();
