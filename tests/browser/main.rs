@@ -16,8 +16,8 @@
 mod a11y;
 mod history;
 mod host_key;
-mod routes_and_patch;
 mod rotation;
+mod routes_and_patch;
 mod scopes;
 mod status;
 mod tunnel;

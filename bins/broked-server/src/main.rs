@@ -176,7 +176,10 @@ fn init_tracing(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
         .lossy(false)
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("broked-log")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
