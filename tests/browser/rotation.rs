@@ -78,6 +78,9 @@ fn rotate_password_from_the_connection_page() {
         blur(&c).await;
         scroll_to_rotation(&c).await;
         screenshot(&c, "ui-rotated.png").await;
+        // The rotation's audit record is in the History panel beside it now.
+        wait_text(&c, "#audit-rows", "rotate_password").await;
+        axe(&c, "the page after a rotation").await;
 
         let page = page_text(&c).await;
         assert!(!page.contains(PW_INITIAL), "{page}");
@@ -106,6 +109,7 @@ fn rotate_password_from_the_connection_page() {
         blur(&c).await;
         scroll_to_rotation(&c).await;
         screenshot(&c, "ui-rotate-failed.png").await;
+        axe(&c, "the page after a failed rotation").await;
         let page = page_text(&c).await;
         for secret in [PW_INITIAL, PW_BEHIND, stored.as_str()] {
             assert!(!page.contains(secret), "a password on the page: {page}");
