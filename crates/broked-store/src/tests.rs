@@ -184,6 +184,8 @@ suite!(
     delete_with_an_expected_version_is_refused_when_stale,
     key_operations_see_every_kept_version,
     an_overwriting_import_keeps_the_replaced_row,
+    concurrent_writes_on_one_handle_each_get_their_own_result,
+    a_write_failing_midway_leaves_nothing_beside_concurrent_writes,
 );
 
 fn versions(store: &impl Store, id: &str) -> Vec<(i64, bool)> {
@@ -1065,4 +1067,106 @@ fn named_locks_exclude_only_their_own_name(b: &impl Backend) {
     });
     // Any text is a name; names that differ only outside [A-Za-z0-9._-] may share a lock.
     drop(one.lock_named("../weird name/ä").unwrap());
+}
+
+/// Many writers at once on one handle (grouped into shared commits on SQLite): each gets its
+/// own answer — a duplicate is refused without failing the writes beside it — and a read
+/// right after an answer sees that write.
+fn concurrent_writes_on_one_handle_each_get_their_own_result(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    for i in 0..8 {
+        store
+            .insert_connection(&conn(&format!("taken-{i}")))
+            .unwrap();
+    }
+    let taken = |t: usize, i: usize| (t + i) % 4 == 0;
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..10 {
+                    let id = if taken(t, i) {
+                        format!("taken-{}", (t + i) % 8)
+                    } else {
+                        format!("t{t}-{i}")
+                    };
+                    let mut row = conn(&id);
+                    row.description = Some(format!("by {t}"));
+                    match store.insert_connection(&row) {
+                        Ok(version) => {
+                            assert!(!taken(t, i), "{id} inserted twice");
+                            assert_eq!(version, 1);
+                            let got = store.get_connection(&id).unwrap();
+                            assert_eq!(
+                                got.and_then(|c| c.description),
+                                row.description,
+                                "{id}: an acknowledged write is read at once"
+                            );
+                        }
+                        Err(StoreError::AlreadyExists(dup)) => {
+                            assert!(taken(t, i), "{id} refused: {dup}");
+                            assert_eq!(dup, id);
+                        }
+                        Err(e) => panic!("{id}: {e}"),
+                    }
+                }
+            });
+        }
+    });
+    let rows = store.list_connections(None).unwrap();
+    let new = (0..16)
+        .flat_map(|t| (0..10).map(move |i| (t, i)))
+        .filter(|&(t, i)| !taken(t, i))
+        .count();
+    assert_eq!(rows.len(), 8 + new);
+    for r in rows.iter().filter(|r| r.conn_id.starts_with("taken-")) {
+        assert_eq!(
+            r.description.as_deref(),
+            Some("d"),
+            "a refused write changed {r:?}"
+        );
+    }
+}
+
+/// A write that fails after it wrote part of its rows (an import whose second row breaks a
+/// constraint) leaves none of them, while the writes around it — on SQLite possibly in the
+/// same commit — are kept whole.
+fn a_write_failing_midway_leaves_nothing_beside_concurrent_writes(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    std::thread::scope(|s| {
+        for t in 0..12 {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..5 {
+                    if t % 2 == 0 {
+                        let mut bad = conn(&format!("bad-{t}-{i}"));
+                        bad.port = Some(0);
+                        let rows = [conn(&format!("half-{t}-{i}")), bad];
+                        let err = store.put_connections(&rows, true, 10).unwrap_err();
+                        assert!(!err.to_string().is_empty());
+                    } else {
+                        let rows = [conn(&format!("a-{t}-{i}")), conn(&format!("b-{t}-{i}"))];
+                        assert_eq!(
+                            store.put_connections(&rows, true, 10).unwrap(),
+                            PutMany::Done(2)
+                        );
+                    }
+                }
+            });
+        }
+    });
+    let ids: Vec<String> = store
+        .list_connections(None)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.conn_id)
+        .collect();
+    assert_eq!(ids.len(), 6 * 5 * 2, "{ids:?}");
+    assert!(
+        ids.iter()
+            .all(|id| id.starts_with("a-") || id.starts_with("b-")),
+        "{ids:?}"
+    );
 }

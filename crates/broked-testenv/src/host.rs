@@ -38,9 +38,14 @@ pub fn chown(path: &Path, owner: &str) {
 pub fn holds_dms_lock(shm: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let ino = std::fs::metadata(shm).unwrap().ino();
-    own_locks()
-        .iter()
-        .any(|&(i, start, end)| i == ino && start <= 128 && 128 <= end)
+    // `/proc/locks` is read a page at a time; a lock that other threads' locks move
+    // between two reads can be skipped. A held lock shows in one of a few reads; a lock
+    // that is not held shows in none.
+    (0..5).any(|_| {
+        own_locks()
+            .iter()
+            .any(|&(i, start, end)| i == ino && start <= 128 && 128 <= end)
+    })
 }
 
 /// `(inode, start, end)` of every POSIX lock this process holds, from `/proc/locks`.

@@ -1,22 +1,24 @@
-//! The one connection behind a store: every call goes through [`SqliteStore::read`] or
-//! [`SqliteStore::write`], which first make sure the connection is on the files the paths
+//! The connections behind a store: every call goes through [`SqliteStore::read`] (a pooled
+//! read-only connection, `pool.rs`) or [`SqliteStore::write`] (the one writer, grouped
+//! commits, `group.rs`), which first make sure the connections are on the files the paths
 //! name now (`fresh.rs`), reconnecting when they were replaced.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use rusqlite::Connection;
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::fresh::{self, Fresh, Watch};
+use super::group::WriterGuard;
 use super::{SqliteStore, connect, sql};
 use crate::{Result, StoreError};
 
 impl SqliteStore {
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves no half-done transaction behind (rusqlite
-        // rolls back on drop), so the connection is still usable.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// The write connection (whose open group of writes, if any, is committed when the guard
+    /// goes and no other write waits).
+    pub(super) fn lock(&self) -> WriterGuard<'_> {
+        self.writer.lock()
     }
 
     pub(super) fn fresh_lock(&self) -> std::sync::MutexGuard<'_, Fresh> {
@@ -83,12 +85,18 @@ impl SqliteStore {
         self.reconnect()
     }
 
-    /// Closes the connection and opens the database the path names now — unless another
+    /// Closes the connections and opens the database the path names now — unless another
     /// store of this process still uses the old files: its SQLite connection shares our
     /// locks and WAL index, and reopening under it could hand out its stale pages.
     #[cold]
     pub(super) fn reconnect(&self) -> Result<()> {
         let mut conn = self.lock();
+        // The writes already done in the open group were made on the old file; they end as
+        // they would have without the replacement.
+        conn.finish();
+        // Every reader is closed (waiting for running reads) before the handle may go, and
+        // none opens until the new connection is in place.
+        let _readers = self.readers.close_all();
         let mut fresh = self.fresh_lock();
         if let Some(w) = &fresh.watch {
             if self.same_files(w)? {
@@ -114,30 +122,30 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Runs `f` in one IMMEDIATE transaction and bumps the generation if `f` says it wrote.
-    pub(super) fn write<T>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<(T, bool)>,
-    ) -> Result<T> {
+    /// Runs `f` as one write: in a savepoint of the writer's open transaction, committed
+    /// together with the writes that arrived meanwhile (`group.rs`); bumps the generation if
+    /// `f` says it wrote. Returns once the commit is durable; a failed `f` leaves nothing.
+    pub(super) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<(T, bool)>) -> Result<T> {
         self.ensure_current()?;
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("cannot begin a write"))?;
-        let (value, wrote) = f(&tx)?;
-        if wrote {
-            tx.execute(
-                "UPDATE state SET generation = generation + 1 WHERE id = 1",
-                [],
-            )
-            .map_err(sql("generation"))?;
-        }
-        tx.commit().map_err(sql("cannot commit"))?;
-        Ok(value)
+        let group = conn.join()?;
+        let result = conn.savepoint(|c| {
+            let (value, wrote) = f(c)?;
+            if wrote {
+                c.prepare_cached("UPDATE state SET generation = generation + 1 WHERE id = 1")
+                    .and_then(|mut s| s.execute([]))
+                    .map_err(sql("generation"))?;
+            }
+            Ok(value)
+        });
+        drop(conn);
+        self.writer.wait(group)?;
+        result
     }
 
+    /// Runs `f` on a read-only connection: it sees every write acknowledged before.
     pub(super) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.ensure_current()?;
-        f(&self.lock())
+        self.readers.read(&self.path, self.busy_timeout, f)
     }
 }

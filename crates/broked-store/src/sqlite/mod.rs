@@ -6,9 +6,10 @@
 //! `foreign_keys`; an explicit `busy_timeout`; and write transactions that begin IMMEDIATE (a
 //! deferred read-then-write transaction gets SQLITE_BUSY without the busy handler running).
 //!
-//! **Files.** `mod.rs`: opening, configuring and migrating; `bridge.rs`: the one connection
-//! and the read and write transactions every call runs in (reconnecting when the file was
-//! replaced); `queries.rs`: the statements of the `Store` methods; `lock.rs`: the rotation
+//! **Files.** `mod.rs`: opening, configuring and migrating; `bridge.rs`: the read and write
+//! transactions every call runs in (reconnecting when the file was replaced); `pool.rs`: the
+//! read-only connections; `group.rs`: the write connection and its group commit;
+//! `queries.rs`: the statements of the `Store` methods; `lock.rs`: the rotation
 //! lock; `fresh.rs`: the generation; `tokens.rs`: API tokens; `migrations/NNN_name.sql`: the
 //! schema. Row readers, column lists and the connection statements are shared with
 //! PostgreSQL (`crate::rows`).
@@ -20,13 +21,17 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 use self::fresh::Fresh;
+use self::group::Writer;
+use self::pool::Readers;
 use crate::{Result, StoreError};
 
 mod audit;
 mod bridge;
 mod fresh;
+mod group;
 mod lock;
 mod page;
+mod pool;
 mod queries;
 mod tokens;
 
@@ -62,8 +67,12 @@ pub struct SqliteStore {
     shm_path: PathBuf,
     /// How long a statement waits for another process's lock.
     busy_timeout: Duration,
-    /// Declared before `fresh`: the connection closes before the `-shm` handle it used.
-    conn: Mutex<Connection>,
+    /// Read-only connections (`pool.rs`). Declared before `writer`: the writer, closing
+    /// last, checkpoints; and before `fresh`: every connection closes before the `-shm`
+    /// handle it used.
+    readers: Readers,
+    /// The write connection and its group commit (`group.rs`).
+    writer: Writer,
     /// The files the connection has open and the last WAL-index header seen (`fresh.rs`).
     fresh: Mutex<Fresh>,
 }
@@ -147,7 +156,8 @@ impl SqliteStore {
             path: path.to_owned(),
             shm_path: shm_path.into(),
             busy_timeout,
-            conn: Mutex::new(conn),
+            readers: Readers::new(),
+            writer: Writer::new(conn),
             fresh: Mutex::new(Fresh {
                 watch: None,
                 seen: None,
@@ -166,9 +176,10 @@ impl SqliteStore {
 
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64> {
-        self.lock()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql("user_version"))
+        self.read(|c| {
+            c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(sql("user_version"))
+        })
     }
 }
 

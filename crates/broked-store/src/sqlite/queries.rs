@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
-use rusqlite::{Connection, OptionalExtension, Params, Row, Statement, ToSql, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Params, Row, Statement, ToSql, params};
 
 use super::{SqliteStore, fresh, sql, tokens};
 use crate::rows::{self, CONN_COLUMNS, Columns, ConnSql, Keyed, PIPELINE_COLUMNS, REF_COLUMNS};
@@ -62,7 +62,7 @@ pub(super) fn first<T>(
 
 /// Runs a connection statement ([`ConnSql`]) with its parameters bound — the 15 columns of
 /// `conn` in [`CONN_COLUMNS`] order, then its version — as many as the statement has.
-fn write_conn(tx: &Transaction<'_>, sql_text: &str, conn: &StoredConnection) -> Result<usize> {
+fn write_conn(tx: &Connection, sql_text: &str, conn: &StoredConnection) -> Result<usize> {
     let context = "connections";
     let changed = rows::changed_column(&conn.changed);
     let values: [&dyn ToSql; 16] = [
@@ -100,7 +100,7 @@ pub(super) fn exists(c: &Connection, what: Keyed, key: impl ToSql) -> Result<boo
 
 /// Fails with [`StoreError::UnknownKey`] unless every key that seals a field of `conn` is
 /// registered: a value sealed under a pruned key would be unreadable forever.
-fn check_keys(tx: &Transaction<'_>, conn: &StoredConnection) -> Result<()> {
+fn check_keys(tx: &Connection, conn: &StoredConnection) -> Result<()> {
     for s in [&conn.password, &conn.extra].into_iter().flatten() {
         if !exists(tx, Keyed::Key, s.key_id)? {
             return Err(StoreError::UnknownKey(s.key_id));
@@ -110,7 +110,7 @@ fn check_keys(tx: &Transaction<'_>, conn: &StoredConnection) -> Result<()> {
 }
 
 /// Keeps at most `keep` previous versions of `conn_id`.
-fn prune(tx: &Transaction<'_>, conn_id: &str, keep: u32) -> Result<()> {
+fn prune(tx: &Connection, conn_id: &str, keep: u32) -> Result<()> {
     tx.prepare_cached(&CONN_SQL.prune)
         .and_then(|mut s| s.execute(params![conn_id, i64::from(keep)]))
         .map_err(sql("history"))?;

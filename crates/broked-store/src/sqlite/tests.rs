@@ -423,3 +423,123 @@ fn shipped_migrations_are_never_edited() {
         );
     }
 }
+
+/// Waits until `n` threads wait for `store`'s write connection.
+fn wait_for_queued(store: &SqliteStore, n: usize) {
+    while store.writer.queued() < n {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn writes_that_wait_for_the_writer_share_one_commit_and_keep_their_own_results() {
+    let (_b, store) = temp();
+    with_key(&store);
+    store.insert_connection(&conn("taken")).unwrap();
+    let mut current = conn("current");
+    current.version = store.insert_connection(&current).unwrap();
+    let before = store.writer.groups();
+    let held = store.lock();
+    // Reads go to the read-only connections: they never wait for the writer.
+    assert!(store.get_connection("taken").unwrap().is_some());
+    let results = std::thread::scope(|s| {
+        let store = &store;
+        let mut stale = current.clone();
+        stale.version += 5;
+        let mut unknown_key = conn("unknown-key");
+        unknown_key.password = Some(Sealed {
+            key_id: 9,
+            blob: vec![1],
+        });
+        let mut bad_port = conn("bad-port");
+        bad_port.port = Some(0);
+        let threads = vec![
+            s.spawn(move || format!("{:?}", store.insert_connection(&conn("new")))),
+            s.spawn(move || format!("{:?}", store.insert_connection(&conn("taken")))),
+            s.spawn(move || format!("{:?}", store.insert_connection(&unknown_key))),
+            s.spawn(move || {
+                let rows = [conn("half"), bad_port];
+                let e = store.put_connections(&rows, true, 10).unwrap_err();
+                format!("{}", matches!(e, StoreError::Sqlite { .. }))
+            }),
+            s.spawn(move || format!("{:?}", store.update_connection(&stale, 10))),
+            s.spawn(move || format!("{:?}", store.set_meta("m", "v"))),
+        ];
+        wait_for_queued(store, threads.len());
+        drop(held);
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        results,
+        [
+            "Ok(1)",
+            "Err(AlreadyExists(\"taken\"))",
+            "Err(UnknownKey(9))",
+            "true",
+            "Ok(Stale)",
+            "Ok(())",
+        ]
+    );
+    assert_eq!(store.writer.groups(), before + 1, "one transaction for all");
+    let ids: Vec<String> = store
+        .list_connections(None)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.conn_id)
+        .collect();
+    assert_eq!(ids, ["current", "new", "taken"]);
+    assert_eq!(store.meta("m").unwrap().as_deref(), Some("v"));
+    // Everything acknowledged is in the file, as another handle sees it.
+    let other = SqliteStore::open(store.path()).unwrap();
+    assert!(other.get_connection("new").unwrap().is_some());
+    assert_eq!(other.meta("m").unwrap().as_deref(), Some("v"));
+}
+
+#[test]
+fn a_write_that_panics_is_rolled_back_and_its_group_commits_the_others() {
+    let (_b, store) = temp();
+    with_key(&store);
+    let held = store.lock();
+    let (kept, panicked) = std::thread::scope(|s| {
+        let store = &store;
+        let kept = s.spawn(move || store.insert_connection(&conn("kept")));
+        let panicked = s.spawn(move || {
+            store.write::<()>(|c| {
+                c.execute("INSERT INTO meta (name, value) VALUES ('boom', 'x')", [])
+                    .unwrap();
+                panic!("a write panics after writing");
+            })
+        });
+        wait_for_queued(store, 2);
+        drop(held);
+        (kept.join(), panicked.join())
+    });
+    assert_eq!(kept.unwrap().unwrap(), 1);
+    assert!(panicked.is_err(), "the closure panicked");
+    assert_eq!(store.meta("boom").unwrap(), None, "its row was rolled back");
+    assert!(store.get_connection("kept").unwrap().is_some());
+    // The connection is clean: the next write commits on its own.
+    store.set_meta("after", "1").unwrap();
+    let other = SqliteStore::open(store.path()).unwrap();
+    assert_eq!(other.meta("after").unwrap().as_deref(), Some("1"));
+    assert!(other.get_connection("kept").unwrap().is_some());
+}
+
+#[test]
+fn reads_see_only_committed_writes_and_never_wait_for_the_writer() {
+    let (_b, store) = temp();
+    let mut held = store.lock();
+    held.join().unwrap();
+    held.savepoint(|c| {
+        c.execute("INSERT INTO meta (name, value) VALUES ('open', 'x')", [])
+            .map_err(sql("meta"))
+    })
+    .unwrap();
+    // From the same thread that holds the writer, with its transaction open.
+    assert_eq!(store.meta("open").unwrap(), None, "not committed yet");
+    drop(held);
+    assert_eq!(store.meta("open").unwrap().as_deref(), Some("x"));
+}
