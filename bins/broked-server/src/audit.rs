@@ -177,3 +177,100 @@ pub(crate) fn prune_every_hour(
         tracing::warn!(error = %e, "cannot start the audit retention thread");
     }
 }
+
+/// What `since` may be (`broked_connections::parse_since`): a duration back from now (1 to
+/// 100000 of m, h, d or w), a date that exists, or an RFC 3339 time; blanks around are trimmed.
+pub(crate) fn since_pattern() -> String {
+    let ws = crate::openapi::WS;
+    let y = "[0-9]{4}";
+    let leap = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)";
+    let date = format!(
+        "({y}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|{y}-(0[13-9]|1[0-2])-(29|30)\
+         |{y}-(0[13578]|1[02])-31|{leap}-02-29)"
+    );
+    let hm = "([01][0-9]|2[0-3]):[0-5][0-9]";
+    let time = format!(r"[Tt ]{hm}:[0-5][0-9](\.[0-9]+)?([Zz]|[+-]{hm})");
+    let duration = r"\+?0*(100000|[1-9][0-9]{0,4})[mhdw]";
+    format!("^{ws}*({duration}|{date}({time})?){ws}*$")
+}
+
+/// The query parameters of `GET /api/audit` as the handler reads them, written into the
+/// served document (openapi.rs).
+pub(crate) fn document_params(doc: &mut serde_json::Value) {
+    let Some(params) = doc["paths"]["/api/audit"]["get"]["parameters"].as_array_mut() else {
+        return;
+    };
+    for param in params {
+        let schema = match param["name"].as_str() {
+            Some("limit") => serde_json::json!({
+                "type": "integer", "minimum": 1,
+                "maximum": broked_connections::AuditQuery::MAX_LIMIT,
+            }),
+            Some("cursor") => {
+                serde_json::json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX})
+            }
+            Some("since") => serde_json::json!({"type": "string", "pattern": since_pattern()}),
+            _ => continue,
+        };
+        param["schema"] = schema;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The document's pattern for `since` and the parser agree on each kind of input.
+    #[test]
+    fn since_takes_exactly_what_its_pattern_says() {
+        let pattern = regex::Regex::new(&super::since_pattern()).unwrap();
+        for text in [
+            "1m",
+            "24h",
+            "7d",
+            "2w",
+            "100000w",
+            "+5d",
+            "007d",
+            " 7d\t",
+            "0d",
+            "100001d",
+            "7s",
+            "d",
+            "-1d",
+            "7 d",
+            "2025-01-31",
+            "2025-02-28",
+            "2025-02-29",
+            "2024-02-29",
+            "2000-02-29",
+            "1900-02-29",
+            "0000-02-29",
+            "2025-04-30",
+            "2025-04-31",
+            "2025-12-31",
+            "2025-13-01",
+            "2025-00-10",
+            "2025-1-31",
+            "25-01-31",
+            "2025-01-31T12:00:00Z",
+            "2025-01-31t12:00:00z",
+            "2025-01-31T12:00:00.123456+02:00",
+            "2025-01-31T24:00:00Z",
+            "2025-01-31T12:60:00Z",
+            "2025-01-31T12:00:00",
+            "2025-01-31T12:00Z",
+            "2025-01-31 12:00:00Z",
+            "2025-01-31T12:00:00+2:00",
+            "2025-01-31T12:00:00.Z",
+            "9999-12-31T23:59:59-23:59",
+            "0000-01-01T00:00:00+23:59",
+            "",
+            "yesterday",
+        ] {
+            assert_eq!(
+                pattern.is_match(text),
+                broked_connections::parse_since(text).is_ok(),
+                "{text:?}"
+            );
+        }
+    }
+}

@@ -206,9 +206,10 @@ pub(crate) fn document_params(doc: &mut utoipa::openapi::OpenApi) {
                 .schema_type(Type::Integer)
                 .minimum(Some(1))
                 .maximum(Some(MAX_LIMIT as f64)),
+            // Empty is the first page, as without it.
             "cursor" => ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some(broked_core::ConnId::RULE))
+                .pattern(Some(format!("^$|{}", broked_core::ConnId::RULE)))
                 .max_length(Some(128)),
             "q" => ObjectBuilder::new()
                 .schema_type(Type::String)

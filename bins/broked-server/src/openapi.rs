@@ -23,7 +23,8 @@ const MASK: &str = "********";
 
 /// The characters `str::trim` removes (Unicode `White_Space`), as a regex class. ECMA-262,
 /// Python and the `regex` crate read it alike.
-const WS: &str = r"[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+pub(crate) const WS: &str =
+    r"[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
 
 /// Anything but a control character (`char::is_control`: Unicode `Cc`).
 const NOT_CONTROL: &str = r"[^\x00-\x1F\x7F-\x9F]";
@@ -491,6 +492,10 @@ pub(crate) fn refine(doc: &mut Value) {
         for (name, schema) in self::schemas() {
             schemas.insert(name, schema);
         }
+        // `{"version": N}` and nothing else (versions.rs, rollback_body).
+        if let Some(rollback) = schemas.get_mut("RollbackIn") {
+            rollback["additionalProperties"] = json!(false);
+        }
     }
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
@@ -513,6 +518,11 @@ pub(crate) fn refine(doc: &mut Value) {
             }
             let params = op.get_mut("parameters").and_then(Value::as_array_mut);
             for param in params.into_iter().flatten() {
+                if param["in"] == "header" && param["name"] == "If-Match" {
+                    param["schema"] =
+                        json!({"type": "string", "pattern": crate::versions::IF_MATCH_PATTERN});
+                    continue;
+                }
                 if param["in"] != "path" {
                     continue;
                 }
@@ -526,6 +536,7 @@ pub(crate) fn refine(doc: &mut Value) {
         }
     }
     links(paths);
+    crate::audit::document_params(doc);
 }
 
 /// OpenAPI links: a created connection's conn_id (a registered pipeline's pipeline_id) feeds

@@ -10,7 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use broked_connections::{ConnectionInfo, ConnectionVersion, VersionInfo};
+use regex::Regex;
 use serde::Serialize;
+use std::sync::LazyLock;
 use utoipa::ToSchema;
 
 use crate::audit::Who;
@@ -32,34 +34,41 @@ pub(crate) fn tagged(status: StatusCode, info: ConnectionInfo) -> Response {
     response
 }
 
-/// The version an `If-Match` header asks for: `None` without the header or with `*` (any
-/// current version: the write is unconditional, as without it). One strong tag `"N"` is
+/// What an `If-Match` header may hold: `*`, one strong ETag `"N"` or one weak `W/"N"` (N of
+/// at most 18 digits: any version number), with spaces or tabs around; or nothing, as if it
+/// were not sent. The OpenAPI document serves this pattern (openapi.rs) and [`if_match`]
+/// parses with it: one source.
+pub(crate) const IF_MATCH_PATTERN: &str = r#"^[ \t]*((\*|(W/)?"([0-9]{1,18})")[ \t]*)?$"#;
+
+/// The version an `If-Match` header asks for: `None` without the header, with an empty one
+/// or with `*` (any current version: the write is unconditional, as without it). One strong tag `"N"` is
 /// understood; a weak tag (`W/"N"`) never matches in `If-Match` (RFC 9110 §13.1.1), so it
 /// answers 412 like a stale one; a list or anything else is a 400 naming the form to send.
 pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    static FORM: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(IF_MATCH_PATTERN).expect("IF_MATCH_PATTERN is a regex"));
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
     let bad = || {
         ApiError::bad_request("If-Match must be one ETag as a GET returned it, like \"7\" (or *)")
     };
-    let text = value.to_str().map_err(|_| bad())?.trim();
-    if text == "*" {
-        return Ok(None);
-    }
-    if text.starts_with("W/") {
+    let form = value
+        .to_str()
+        .ok()
+        .and_then(|text| FORM.captures(text))
+        .ok_or_else(bad)?;
+    if form.get(3).is_some() {
         return Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             "precondition_failed",
             "If-Match needs the strong ETag a GET returned (\"7\"); a weak one never matches",
         ));
     }
-    text.strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|t| t.parse().ok())
-        .map(Some)
-        .ok_or_else(bad)
+    match form.get(4) {
+        None => Ok(None), // `*` or nothing
+        Some(digits) => digits.as_str().parse().map(Some).map_err(|_| bad()),
+    }
 }
 
 /// One version of a connection in its history: never a value, only the names of the
@@ -226,4 +235,44 @@ pub(crate) async fn purge_versions(
     let conn_id = id.clone();
     let purged = write(&state, move |c| c.acting(actor).purge(&id)).await?;
     Ok(Json(PurgedOut { conn_id, purged }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(value: &str) -> Result<Option<i64>, u16> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_MATCH, HeaderValue::from_str(value).unwrap());
+        if_match(&headers).map_err(|e| e.into_response().status().as_u16())
+    }
+
+    /// The document's pattern and the parser agree: what the pattern takes is never a 400,
+    /// what it refuses always is.
+    #[test]
+    fn if_match_takes_exactly_what_its_pattern_says() {
+        let pattern = Regex::new(IF_MATCH_PATTERN).unwrap();
+        for (value, expected) in [
+            ("*", Ok(None)),
+            ("\"7\"", Ok(Some(7))),
+            (" \"7\"\t", Ok(Some(7))),
+            ("\"0\"", Ok(Some(0))),
+            ("\"999999999999999999\"", Ok(Some(999_999_999_999_999_999))),
+            ("W/\"7\"", Err(412)),
+            ("", Ok(None)),
+            (" \t", Ok(None)),
+            ("null", Err(400)),
+            ("7", Err(400)),
+            ("\"\"", Err(400)),
+            ("\"-1\"", Err(400)),
+            ("\"7\", \"8\"", Err(400)),
+            ("W/7", Err(400)),
+            ("w/\"7\"", Err(400)),
+            ("\"1234567890123456789\"", Err(400)),
+        ] {
+            assert_eq!(parsed(value), expected, "{value:?}");
+            assert_eq!(pattern.is_match(value), expected != Err(400), "{value:?}");
+        }
+        assert_eq!(if_match(&HeaderMap::new()).ok(), Some(None));
+    }
 }
