@@ -64,6 +64,27 @@ fn bench(cr: &mut Criterion) {
         })
     });
 
+    // Issue 19: 16 threads creating at once through one handle (group commit: the creates
+    // that arrive while a commit flushes share the next one). Time per create.
+    let next = std::sync::atomic::AtomicU64::new(0);
+    cr.bench_function("create_durable_16_clients", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..16 {
+                    let (c, next) = (&c, &next);
+                    s.spawn(move || {
+                        for _ in 0..iters / 16 + u64::from(t < iters % 16) {
+                            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            c.create(input(&format!("many-{n}"))).unwrap();
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+
     let dir10k = tempfile::tempdir().unwrap();
     let c10k = Connections::open(dir10k.path().join("broked.db")).unwrap();
     fill(&c10k, 10_000);

@@ -572,11 +572,16 @@ impl Sealer {
             if batch.is_empty() {
                 break;
             }
-            let written = self.store.reseal(&batch).map_err(store_err)? as u64;
-            self.store
-                .count_seals(active.get(), batch.len() as u64)
-                .map_err(store_err)?;
-            resealed += written;
+            // In transactions of RESEAL_BATCH values: the writer is held for one batch at a
+            // time, so API writes go in between; each committed batch stays done if the
+            // rotation stops (the new key is in the key file before any value uses it).
+            for chunk in batch.chunks(RESEAL_BATCH) {
+                let written = self.store.reseal(chunk).map_err(store_err)? as u64;
+                self.store
+                    .count_seals(active.get(), chunk.len() as u64)
+                    .map_err(store_err)?;
+                resealed += written;
+            }
         }
         // Under the rotation lock still: the audit secret moves to the new key too.
         self.reseal_audit_secret()?;
@@ -742,6 +747,10 @@ fn open_bound(
     }
     keyring.open_sealed(Aad::bound(conn_id, field.name(), target), blob)
 }
+
+/// Re-sealed values written per transaction by a key rotation (issue 19): a few
+/// milliseconds of the writer each, a commit per batch.
+const RESEAL_BATCH: usize = 4096;
 
 /// The `meta` setting that records that every value is sealed in format 2.
 const SEAL_FORMAT: &str = "seal_format";
