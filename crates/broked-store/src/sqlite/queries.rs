@@ -368,9 +368,20 @@ impl Store for SqliteStore {
         keep: u32,
     ) -> Result<PutMany> {
         self.write(|tx| {
+            // Each key once, not once per row (an import of a million rows has one key).
+            let keys: BTreeSet<u32> = rows
+                .iter()
+                .flat_map(|r| [&r.password, &r.extra])
+                .flatten()
+                .map(|s| s.key_id)
+                .collect();
+            for key in keys {
+                if !exists(tx, Keyed::Key, key)? {
+                    return Err(StoreError::UnknownKey(key));
+                }
+            }
             let mut existing = Vec::new();
             for row in rows {
-                check_keys(tx, row)?;
                 if exists(tx, Keyed::Connection, &row.conn_id)? {
                     existing.push(row.conn_id.clone());
                 }
@@ -378,12 +389,20 @@ impl Store for SqliteStore {
             if !existing.is_empty() && !overwrite {
                 return Ok((PutMany::Exists(existing), false));
             }
+            // Only a row that is there (before, or written earlier in this call) has a
+            // version to keep: new rows skip the history statements.
+            let mut there: std::collections::HashSet<&str> =
+                existing.iter().map(String::as_str).collect();
             for conn in rows {
-                let kept = tx
-                    .prepare_cached(&CONN_SQL.keep)
-                    .and_then(|mut s| s.execute([&conn.conn_id]))
-                    .map_err(sql("history"))?;
+                let kept = if there.contains(conn.conn_id.as_str()) {
+                    tx.prepare_cached(&CONN_SQL.keep)
+                        .and_then(|mut s| s.execute([&conn.conn_id]))
+                        .map_err(sql("history"))?
+                } else {
+                    0
+                };
                 write_conn(tx, &CONN_SQL.upsert, conn)?;
+                there.insert(&conn.conn_id);
                 if kept > 0 {
                     prune(tx, &conn.conn_id, keep)?;
                 }
