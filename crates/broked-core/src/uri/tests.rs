@@ -384,6 +384,13 @@ proptest! {
 #[test]
 fn docs_examples_round_trip() {
     let doc = include_str!("../../../../docs/uri.md");
+    // Without the section on other clients' strings (SQLAlchemy's `postgresql+psycopg://`,
+    // JDBC, libpq): those are tested with the real clients, not broked's parser.
+    let (before, dialects) = doc
+        .split_once("\n## Client dialects")
+        .expect("docs/uri.md has its Client dialects section");
+    let after = &dialects[dialects.find("\n## ").expect("a section after it")..];
+    let doc = format!("{before}{after}");
     let mut checked = 0;
     for example in doc.split('`').skip(1).step_by(2) {
         let is_uri = example.split_once("://").is_some_and(|(s, _)| {
