@@ -508,14 +508,15 @@ fn metrics_parse_and_move_with_the_requests() {
             &[("route", route), ("method", "GET")]
         ) >= 3.0
     );
-    // The library's store calls: four reads of the row (three 200, one 404).
-    let reads = |s: &[Sample]| value(s, "broked_store_calls_total", &[("op", "get_connection")]);
+    // The library's store calls: four reads of the row (three 200, one 404), each a page
+    // of one since issue 19.
+    let reads = |s: &[Sample]| value(s, "broked_store_calls_total", &[("op", "page_connections")]);
     assert!(reads(&after) - reads(&before) >= 4.0, "{text}");
     assert!(
         value(
             &after,
             "broked_store_call_duration_seconds_count",
-            &[("op", "get_connection")]
+            &[("op", "page_connections")]
         ) >= 4.0
     );
     assert_eq!(

@@ -191,8 +191,12 @@ fn verify_full_with_a_ca_in_extra_is_verified_against_a_tls_postgres() {
         &body("pg-tls", &other.pem()).to_string(),
     );
     assert_eq!(r.json["success"], false, "{}", r.text);
+    assert_eq!(r.json["class"], "certificate", "{}", r.text);
     assert!(
-        r.json["message"].as_str().unwrap().contains("TLS"),
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not trusted"),
         "{}",
         r.text
     );

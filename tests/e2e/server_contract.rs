@@ -110,6 +110,9 @@ fn the_seed_curl_examples_verbatim() {
             "port": 5432, "schema": "mydb", "login": "etl_user", "password": "********",
             "extra": null, "description": null,
             "created_at": r.json["created_at"], "updated_at": r.json["updated_at"],
+            // Issue 17: the version (its ETag) and who wrote it; issue 19: the last test.
+            "version": 1, "updated_by": "local",
+            "last_tested_at": null, "last_test_ok": null, "last_test_message": null,
         })
     );
 

@@ -181,15 +181,26 @@ fn a_row_moved_in_the_store_directly_is_reported_as_tampered() {
     assert!(!text(&o).contains(PASSWORD));
     let o = broked(&db, &["key", "check"], None, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    // The owner enters the password again: consistent once more.
+    // The owner enters the password again: the row is consistent once more. The moved value
+    // stays in the history as the version the PATCH replaced (issue 17), and key check names
+    // exactly that one (docs/security.md, "Rollback and target binding").
     let r = server.call(
         "PATCH",
         "/api/connections/pg",
         Some(&json!({"password": "new-pw"}).to_string()),
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    let o = broked(&db, &["key", "check"], None, &[]);
+    let o = broked(&db, &["connections", "get", "pg", "--uri"], None, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = broked(&db, &["key", "check"], None, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report = text(&o);
+    let failed: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(failed, ["FAIL pg version 1 password"], "{report}");
 }
 
 #[test]
