@@ -94,7 +94,11 @@ impl RotationStatus {
     /// without a schedule.
     pub fn due_in(&self) -> Option<Duration> {
         let due = self.next_due_at.as_deref().and_then(parse_time)?;
-        Some((due - OffsetDateTime::now_utc()).try_into().unwrap_or_default())
+        Some(
+            (due - OffsetDateTime::now_utc())
+                .try_into()
+                .unwrap_or_default(),
+        )
     }
 }
 

@@ -223,8 +223,6 @@ impl Connection {
             let (host, port) = split_host_port(host_port)?;
             c.port = port;
             let host = decode(host, "host")?;
-            if !host.is_empty() {
-                c.host = Some(format!("{host_prefix}{host}"));
             // The URI's host is a host, never a URL of its own (which validation would read
             // as one, crate::endpoint): a percent-encoded "://" is a second scheme.
             if host.contains("://") {
@@ -243,6 +241,8 @@ impl Connection {
                     },
                 ])));
             }
+            if !host.is_empty() {
+                c.host = Some(format!("{host_prefix}{host}"));
             }
             if path.len() > 1 {
                 c.schema = Some(decode(&path[1..], "path")?);

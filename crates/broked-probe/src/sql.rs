@@ -167,8 +167,9 @@ pub struct Target {
 
 impl Target {
     /// The connection's host, port (the type's default when unset) and login, or a
-    /// [`Failure::Config`] error: a socket path or a URL is not a host, and a login is
-    /// required.
+    /// [`Failure::Config`] error: a socket path or a URL is not a host. Without a login the
+    /// user is the OS user name of this process, libpq's default (and the MySQL clients'):
+    /// what `psql -h HOST` and a driver given the resolved URI do (docs/connections.md).
     pub fn new(conn: &Connection) -> Result<Target, ProbeError> {
         let host = require_host(conn)?.to_owned();
         if host.starts_with('/') || host.contains("://") {

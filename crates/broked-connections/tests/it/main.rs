@@ -8,11 +8,11 @@ use broked_connections::{
 };
 use serde_json::json;
 
-mod dialect;
 mod audit;
+mod dialect;
 mod freshness;
-mod rotation;
 mod history;
+mod rotation;
 
 mod target;
 mod tokens;
