@@ -140,10 +140,15 @@ fn child() {
             let target: u32 = target.parse().unwrap();
             let shm = std::fs::File::open(&shm_path).unwrap();
             let c = Connections::open(&db).unwrap();
-            let plain = || {
+            // Each plain commit writes a new value: SQLite commits a REPLACE of an identical
+            // row without dirtying a page, and such a commit does not move the counter.
+            let plain = |n: u32| {
                 rusqlite::Connection::open(&db)
                     .unwrap()
-                    .execute_batch("INSERT OR REPLACE INTO meta (name, value) VALUES ('t', 'x')")
+                    .execute(
+                        "INSERT OR REPLACE INTO meta (name, value) VALUES ('t', ?1)",
+                        [n.to_string()],
+                    )
                     .unwrap();
             };
             let mut last = String::new();
@@ -157,8 +162,10 @@ fn child() {
                 set_password(&c, &last);
                 per_update = per_update.max(i_change(&shm) - before);
             }
+            let mut n = 0;
             while i_change(&shm) < target {
-                plain();
+                n += 1;
+                plain(n);
             }
             println!("\nRESULT {last} {}", i_change(&shm));
             std::mem::forget(shm);
