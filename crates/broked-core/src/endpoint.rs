@@ -24,7 +24,7 @@
 use percent_encoding::percent_decode_str;
 
 use crate::ConnType;
-use crate::connection::{canonical_host, network_host};
+use crate::host::{canonical_host, network_host};
 
 /// What a `host` field holds once read: the host as stored, and the port and schema a URL in it
 /// named (`None` when it named none).

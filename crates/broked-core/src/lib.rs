@@ -13,6 +13,7 @@
 mod connection;
 mod dialect;
 pub mod endpoint;
+mod host;
 mod id;
 pub mod redact;
 mod secret;

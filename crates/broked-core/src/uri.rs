@@ -230,7 +230,7 @@ impl Connection {
             }
             if !host_prefix.is_empty()
                 && !host.is_empty()
-                && crate::connection::network_host(&host).is_none()
+                && crate::host::network_host(&host).is_none()
             {
                 return Err(UriError::Invalid(ValidationErrors(vec![
                     crate::FieldError {
