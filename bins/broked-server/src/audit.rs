@@ -181,7 +181,7 @@ pub(crate) fn prune_every_hour(
 /// What `since` may be (`broked_connections::parse_since`): a duration back from now (1 to
 /// 100000 of m, h, d or w), a date that exists, or an RFC 3339 time; blanks around are trimmed.
 pub(crate) fn since_pattern() -> String {
-    let ws = crate::openapi::WS;
+    let ws = crate::patterns::WS;
     let y = "[0-9]{4}";
     let leap = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)";
     let date = format!(

@@ -24,6 +24,7 @@ mod list;
 mod metrics;
 mod openapi;
 mod panic_hook;
+mod patterns;
 mod rotation;
 mod state;
 mod tls;

@@ -19,12 +19,9 @@ use broked_connections::PipelineId;
 use broked_core::{ConnId, ConnType, ExtraKeyRole, Field, FieldUse};
 use serde_json::{Map, Value, json};
 
-const MASK: &str = "********";
+use crate::patterns::WS;
 
-/// The characters `str::trim` removes (Unicode `White_Space`), as a regex class. ECMA-262,
-/// Python and the `regex` crate read it alike.
-pub(crate) const WS: &str =
-    r"[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+const MASK: &str = "********";
 
 /// Anything but a control character (`char::is_control`: Unicode `Cc`).
 const NOT_CONTROL: &str = r"[^\x00-\x1F\x7F-\x9F]";
