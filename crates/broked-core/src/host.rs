@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 
 use crate::ConnType;
 
-/// The canonical form of a host that is not a URL (see `crate::endpoint::split`, which calls
+/// The canonical form of a host that is not a URL (see `split` in endpoint.rs, which calls
 /// this for them): a host name, IP, socket or file path, for a type; or why it is not valid.
 pub(crate) fn canonical_host(t: ConnType, host: &str) -> Result<String, String> {
     if host.chars().any(char::is_control) {
