@@ -14,12 +14,12 @@
 
 use std::net::SocketAddr;
 
-use broked_probe::sql::{self, Target, TlsMode};
-use broked_probe::{Connection, Context, Failure, ProbeError, Probed, Relay};
+use broked_probe::sql::{self, Instead, Session};
+use broked_probe::{Connection, Context, Failure, ProbeError, Probed};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{Connection as _, Row as _};
 
-use crate::{Settings, classify, settings};
+use crate::{classify, settings, Settings};
 
 /// How the new password reached the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,11 +40,13 @@ pub async fn set_password(
     native_hash: &str,
     ctx: &Context,
 ) -> Result<Sent, ProbeError> {
-    let driver = SetPassword {
-        inner: settings(admin)?,
-        account: account.map(|(u, h)| (u.to_owned(), h.to_owned())),
-        password: password.to_owned(),
-        native_hash: native_hash.to_owned(),
+    let driver = Instead {
+        driver: settings(admin)?,
+        session: SetPassword {
+            account: account.map(|(u, h)| (u.to_owned(), h.to_owned())),
+            password: password.to_owned(),
+            native_hash: native_hash.to_owned(),
+        },
     };
     let done = sql::run(admin, ctx, &driver).await?;
     Ok(if done.detail == "hash" {
@@ -61,9 +63,8 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-/// The probe's settings, setting the password instead of the check.
+/// Setting the password, over the probe's session instead of its check.
 struct SetPassword {
-    inner: Settings,
     account: Option<(String, String)>,
     password: String,
     native_hash: String,
@@ -128,13 +129,13 @@ impl SetPassword {
     }
 
     /// A server's message, without the password or its hash should it echo the statement.
-    fn refused(&self, db: &dyn sqlx::error::DatabaseError) -> ProbeError {
+    fn refused(&self, settings: &Settings, db: &dyn sqlx::error::DatabaseError) -> ProbeError {
         let message = db
             .message()
             .replace(&self.password, "********")
             .replace(&self.native_hash, "********");
         let who = match &self.account {
-            None => format!("user {}", self.inner.target.user),
+            None => format!("user {}", settings.target.user),
             Some((user, host)) => format!("account {user}@{host}"),
         };
         ProbeError::new(
@@ -144,42 +145,16 @@ impl SetPassword {
     }
 }
 
-impl sql::Driver for SetPassword {
-    type Options = MySqlConnectOptions;
-
-    const PROTOCOL: &'static str = <Settings as sql::Driver>::PROTOCOL;
-    const DEFAULT_PORT: u16 = <Settings as sql::Driver>::DEFAULT_PORT;
-    const SPEAKS: Option<broked_probe::sniff::Speaks> = <Settings as sql::Driver>::SPEAKS;
-
-    fn target(&self) -> &Target {
-        self.inner.target()
-    }
-
-    fn tls_mode(&self) -> TlsMode {
-        self.inner.tls_mode()
-    }
-
-    fn relay_socket(addr: SocketAddr) -> String {
-        Settings::relay_socket(addr)
-    }
-
-    fn options(
-        &self,
-        conn: &Connection,
-        addr: SocketAddr,
-        relay: Option<&Relay>,
-    ) -> MySqlConnectOptions {
-        self.inner.options(conn, addr, relay)
-    }
-
+impl Session<Settings> for SetPassword {
     async fn query(
         &self,
+        settings: &Settings,
         opts: MySqlConnectOptions,
         addr: SocketAddr,
     ) -> Result<Probed, ProbeError> {
         let mut c = MySqlConnection::connect_with(&opts)
             .await
-            .map_err(|e| classify(&e, &self.inner, addr))?;
+            .map_err(|e| classify(&e, settings, addr))?;
         let done = match self.statement(&mut c).await {
             Ok((statement, sent)) => sqlx::Executor::execute(&mut c, statement.as_str())
                 .await
@@ -190,8 +165,8 @@ impl sql::Driver for SetPassword {
         match done {
             Ok(Sent::Hash) => Ok(Probed::without_tls("hash")),
             Ok(Sent::Cleartext) => Ok(Probed::without_tls("cleartext")),
-            Err(sqlx::Error::Database(db)) => Err(self.refused(db.as_ref())),
-            Err(e) => Err(classify(&e, &self.inner, addr)),
+            Err(sqlx::Error::Database(db)) => Err(self.refused(settings, db.as_ref())),
+            Err(e) => Err(classify(&e, settings, addr)),
         }
     }
 }

@@ -9,12 +9,12 @@
 
 use std::net::SocketAddr;
 
-use broked_probe::sql::{self, Target, TlsMode};
-use broked_probe::{Connection, Context, Failure, ProbeError, Probed, Relay};
-use sqlx::Connection as _;
+use broked_probe::sql::{self, Instead, Session};
+use broked_probe::{Connection, Context, Failure, ProbeError, Probed};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::Connection as _;
 
-use crate::{Settings, classify, settings};
+use crate::{classify, settings, Settings};
 
 /// Sets the password of `role` to `verifier` (a `SCRAM-SHA-256$…` verifier, never a
 /// cleartext password), logged in as `admin` — the connection itself when the role changes
@@ -31,10 +31,12 @@ pub async fn set_password(
             "the new password must be sent as a SCRAM-SHA-256 verifier",
         ));
     }
-    let driver = Alter {
-        inner: settings(admin)?,
-        statement: format!("ALTER ROLE {} PASSWORD '{verifier}'", quote_ident(role)),
-        role: role.to_owned(),
+    let driver = Instead {
+        driver: settings(admin)?,
+        session: Alter {
+            statement: format!("ALTER ROLE {} PASSWORD '{verifier}'", quote_ident(role)),
+            role: role.to_owned(),
+        },
     };
     sql::run(admin, ctx, &driver).await.map(|_| ())
 }
@@ -44,45 +46,22 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The probe's settings, running `statement` instead of the check.
+/// `ALTER ROLE`, run over the probe's session instead of its check.
 struct Alter {
-    inner: Settings,
     statement: String,
     role: String,
 }
 
-impl sql::Driver for Alter {
-    type Options = PgConnectOptions;
-
-    const PROTOCOL: &'static str = <Settings as sql::Driver>::PROTOCOL;
-    const DEFAULT_PORT: u16 = <Settings as sql::Driver>::DEFAULT_PORT;
-    const SPEAKS: Option<broked_probe::sniff::Speaks> = <Settings as sql::Driver>::SPEAKS;
-
-    fn target(&self) -> &Target {
-        self.inner.target()
-    }
-
-    fn tls_mode(&self) -> TlsMode {
-        self.inner.tls_mode()
-    }
-
-    fn relay_socket(addr: SocketAddr) -> String {
-        Settings::relay_socket(addr)
-    }
-
-    fn options(
+impl Session<Settings> for Alter {
+    async fn query(
         &self,
-        conn: &Connection,
+        settings: &Settings,
+        opts: PgConnectOptions,
         addr: SocketAddr,
-        relay: Option<&Relay>,
-    ) -> PgConnectOptions {
-        self.inner.options(conn, addr, relay)
-    }
-
-    async fn query(&self, opts: PgConnectOptions, addr: SocketAddr) -> Result<Probed, ProbeError> {
+    ) -> Result<Probed, ProbeError> {
         let mut c = PgConnection::connect_with(&opts)
             .await
-            .map_err(|e| classify(&e, &self.inner, addr))?;
+            .map_err(|e| classify(&e, settings, addr))?;
         // A plain `&str` has no arguments: sent by the simple query protocol.
         let done = sqlx::Executor::execute(&mut c, self.statement.as_str()).await;
         let _ = c.close().await;
@@ -97,7 +76,7 @@ impl sql::Driver for Alter {
                     db.message()
                 ),
             )),
-            Err(e) => Err(classify(&e, &self.inner, addr)),
+            Err(e) => Err(classify(&e, settings, addr)),
         }
     }
 }

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 
 use crate::sniff::{self, Speaks};
 use crate::{
-    Connection, Context, Failure, ProbeError, Probed, Relay, Tls, TlsFields, io_error,
-    require_host, require_port, tls_error,
+    io_error, require_host, require_port, tls_error, Connection, Context, Failure, ProbeError,
+    Probed, Relay, Tls, TlsFields,
 };
 
 /// What a SQL probe knows of one connection, validated before any network traffic, and how
@@ -84,6 +84,63 @@ pub async fn run<D: Driver>(
         }
     }
     Err(last.unwrap_or_else(|| ProbeError::new(Failure::Dns, "no address to connect to")))
+}
+
+/// What a session does instead of a probe's check (password rotation's statements), given the
+/// probe's driver `D` (for its error mapping) and the connect options it made.
+pub trait Session<D: Driver>: Sync {
+    /// Connects with `opts` to the approved address `addr` and does the work.
+    fn query(
+        &self,
+        driver: &D,
+        opts: D::Options,
+        addr: SocketAddr,
+    ) -> impl Future<Output = Result<Probed, ProbeError>> + Send;
+}
+
+/// A probe's driver that connects exactly as the probe does — its target, TLS mode, options
+/// and relay — and runs `session` instead of the check. With [`run`], password rotation's
+/// statements reach only the addresses the policy approved, secured as the connection says.
+pub struct Instead<D, S> {
+    pub driver: D,
+    pub session: S,
+}
+
+impl<D, S> Driver for Instead<D, S>
+where
+    D: Driver,
+    D::Options: Send,
+    S: Session<D>,
+{
+    type Options = D::Options;
+
+    const PROTOCOL: &'static str = D::PROTOCOL;
+    const DEFAULT_PORT: u16 = D::DEFAULT_PORT;
+    const SPEAKS: Option<Speaks> = D::SPEAKS;
+
+    fn target(&self) -> &Target {
+        self.driver.target()
+    }
+
+    fn tls_mode(&self) -> TlsMode {
+        self.driver.tls_mode()
+    }
+
+    fn relay_socket(addr: SocketAddr) -> String {
+        D::relay_socket(addr)
+    }
+
+    fn options(&self, conn: &Connection, addr: SocketAddr, relay: Option<&Relay>) -> D::Options {
+        self.driver.options(conn, addr, relay)
+    }
+
+    fn query(
+        &self,
+        opts: D::Options,
+        addr: SocketAddr,
+    ) -> impl Future<Output = Result<Probed, ProbeError>> + Send {
+        self.session.query(&self.driver, opts, addr)
+    }
 }
 
 /// Connects to one approved address and runs the check.
