@@ -332,6 +332,12 @@ impl Connection {
                         ),
                     );
                 }
+                // Password rotation's keys (docs/rotation.md): well formed, the login one of
+                // extra.rotation_roles.
+                for (field, message) in crate::target::rotation_errors(self.login.as_deref(), &map)
+                {
+                    errors.push(field, message);
+                }
             }
         }
         self
@@ -573,11 +579,9 @@ mod tests {
         );
         assert!(host(ConnType::Sftp, "/tmp/sock").is_err());
         assert!(host(ConnType::Postgres, "https://db").is_err());
-        assert!(
-            host(ConnType::Http, "https://x.io/v1")
-                .unwrap_err()
-                .contains("schema")
-        );
+        assert!(host(ConnType::Http, "https://x.io/v1")
+            .unwrap_err()
+            .contains("schema"));
         assert!(host(ConnType::Http, "a b").is_err());
         assert_eq!(
             host(ConnType::Sqlite, "rel dir/a?b#c.db").as_deref(),

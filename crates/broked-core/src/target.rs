@@ -26,6 +26,8 @@ pub enum ExtraKeyRole {
     /// when broked has no such setting (a proxy, a service file).
     Names { use_instead: Option<&'static str> },
     /// The key secures the connection to the target (TLS, host keys): part of the target.
+    /// Also [`ROTATION_ALLOWED_ROLES_KEY`] of postgres and mysql, which secures what an admin
+    /// password may be used for: changing it is refused while the password is kept.
     Secures,
 }
 
@@ -46,14 +48,140 @@ pub fn is_tunnel_key(key: &str) -> bool {
 pub const ROTATION_KEYS: &[&str] = &[
     "rotation_conn_id",
     "rotation_account_host",
-    "rotation_roles",
+    ROTATION_ROLES_KEY,
+    ROTATION_ALLOWED_ROLES_KEY,
     "rotate_every",
 ];
+
+/// Dual-role rotation (`docs/rotation.md`): the two roles a connection's login alternates
+/// between; a rotation sets a new password on the one not in use and switches the login to it.
+pub const ROTATION_ROLES_KEY: &str = "rotation_roles";
+
+/// On an admin connection (one that others name in `extra.rotation_conn_id`): the roles it
+/// may change the password of for another connection without proof that the connection holds
+/// the role's password (`docs/rotation.md`, `docs/security.md`). What the admin password may
+/// be used for, so it is bound to that password like a securing key: changing it while the
+/// password is kept is refused.
+pub const ROTATION_ALLOWED_ROLES_KEY: &str = "rotation_allowed_roles";
+
+/// The longest role name a rotation key may hold, in bytes: PostgreSQL's (NAMEDATALEN − 1),
+/// beyond which it would silently truncate the name and change another role.
+pub const MAX_ROLE_NAME: usize = 63;
 
 /// Whether `key` is one of [`ROTATION_KEYS`] in any spelling drivers would accept (case, `-`).
 pub fn is_rotation_key(key: &str) -> bool {
     let key = normalize(key);
     ROTATION_KEYS.contains(&key.as_str())
+}
+
+/// The value of the rotation key `name` (one of [`ROTATION_KEYS`]) in an extra object, in any
+/// spelling drivers would accept; an error (naming no value) when it is there more than once.
+pub fn rotation_key<'a>(
+    map: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'a Value>, String> {
+    let mut found = map.iter().filter(|(k, _)| normalize(k) == name);
+    let first = found.next().map(|(_, v)| v);
+    if found.next().is_some() {
+        return Err(format!(
+            "extra has {name} more than once (spellings that differ only in case, '-' or '_'): \
+             keep one"
+        ));
+    }
+    Ok(first)
+}
+
+/// Whether `name` can be a role name in a rotation key (the message names no value).
+fn role_name_rule(key: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.trim() != name || name.len() > MAX_ROLE_NAME || name.contains('\0') {
+        return Err(format!(
+            "extra.{key}: a role name must be 1 to {MAX_ROLE_NAME} bytes, without NUL and \
+             without spaces around it"
+        ));
+    }
+    Ok(())
+}
+
+/// `extra.rotation_roles` of an extra object: `None` when absent; exactly two distinct role
+/// names, or an error that names no value.
+pub fn rotation_roles(map: &Map<String, Value>) -> Result<Option<[String; 2]>, String> {
+    let Some(value) = rotation_key(map, ROTATION_ROLES_KEY)? else {
+        return Ok(None);
+    };
+    let rule = || {
+        format!(
+            "extra.{ROTATION_ROLES_KEY} must be a list of exactly two different role names, \
+             like [\"etl_a\", \"etl_b\"]"
+        )
+    };
+    let Some([Value::String(a), Value::String(b)]) = value.as_array().map(Vec::as_slice) else {
+        return Err(rule());
+    };
+    role_name_rule(ROTATION_ROLES_KEY, a)?;
+    role_name_rule(ROTATION_ROLES_KEY, b)?;
+    if a == b {
+        return Err(rule());
+    }
+    Ok(Some([a.clone(), b.clone()]))
+}
+
+/// `extra.rotation_allowed_roles` of an extra object: `None` when absent; one or more role
+/// names, or an error that names no value.
+pub fn rotation_allowed_roles(map: &Map<String, Value>) -> Result<Option<Vec<String>>, String> {
+    let Some(value) = rotation_key(map, ROTATION_ALLOWED_ROLES_KEY)? else {
+        return Ok(None);
+    };
+    let rule = format!(
+        "extra.{ROTATION_ALLOWED_ROLES_KEY} must be a list of one or more role names, like \
+         [\"etl_a\", \"etl_b\"]"
+    );
+    let items = value.as_array().filter(|a| !a.is_empty()).ok_or(&rule)?;
+    let mut names = Vec::with_capacity(items.len());
+    for item in items {
+        let name = item.as_str().ok_or(&rule)?;
+        role_name_rule(ROTATION_ALLOWED_ROLES_KEY, name)?;
+        names.push(name.to_owned());
+    }
+    Ok(Some(names))
+}
+
+/// The rules of the rotation keys that every write path checks (`Connection` validation), as
+/// `(field, message)`; no message names a value. Each rotation key at most once in any
+/// spelling; [`rotation_roles`] and [`rotation_allowed_roles`] well formed; and with
+/// `rotation_roles`, the login one of the two roles (dual-role rotation switches it between
+/// them).
+pub(crate) fn rotation_errors(
+    login: Option<&str>,
+    map: &Map<String, Value>,
+) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    let mut push = |field: &'static str, message: String| {
+        // A key given twice is reported once, not again by the parse of its value.
+        if !out.iter().any(|(f, m)| *f == field && *m == message) {
+            out.push((field, message));
+        }
+    };
+    for key in ROTATION_KEYS {
+        if let Err(e) = rotation_key(map, key) {
+            push("extra", e);
+        }
+    }
+    match rotation_roles(map) {
+        Err(e) => push("extra", e),
+        Ok(Some(roles)) if !login.is_some_and(|l| roles.iter().any(|r| r == l)) => {
+            let message = format!(
+                "with extra.{ROTATION_ROLES_KEY} the login must be one of its two roles (the \
+                 role in use; a rotation switches the login to the other)"
+            );
+            push("login", message.clone());
+            push("extra", message);
+        }
+        Ok(_) => {}
+    }
+    if let Err(e) = rotation_allowed_roles(map) {
+        push("extra", e);
+    }
+    out
 }
 
 /// Keys that name a target for every network type.
@@ -155,6 +283,7 @@ const SECURES_POSTGRES: &[&str] = &[
     "gsslib",
     "gssdelegation",
     SSH_TUNNEL_KEY,
+    ROTATION_ALLOWED_ROLES_KEY,
 ];
 
 const SECURES_MYSQL: &[&str] = &[
@@ -177,6 +306,7 @@ const SECURES_MYSQL: &[&str] = &[
     "enable_cleartext_plugin",
     "allowcleartextpasswords",
     SSH_TUNNEL_KEY,
+    ROTATION_ALLOWED_ROLES_KEY,
 ];
 
 const SECURES_HTTP: &[&str] = &[
@@ -368,7 +498,8 @@ mod tests {
             password: Some("pw".into()),
             extra: Some(
                 r#"{"sslmode":"require","rotation_conn_id":"pg-admin","Rotate-Every":"30d",
-                    "rotation_account_host":"%","rotation_roles":["a","b"]}"#
+                    "rotation_account_host":"%","rotation_roles":["etl","etl_b"],
+                    "rotation_allowed_roles":["etl_c"]}"#
                     .into(),
             ),
             ..Default::default()
@@ -379,6 +510,144 @@ mod tests {
             c.to_uri().expose(),
             "postgres://etl:pw@db.internal?sslmode=require"
         );
+    }
+
+    fn input(login: Option<&str>, extra: &str) -> crate::ConnectionInput {
+        crate::ConnectionInput {
+            conn_id: Some("pg".into()),
+            conn_type: Some("postgres".into()),
+            host: Some("db.internal".into()),
+            login: login.map(Into::into),
+            password: Some("Rot-Rule-Pw-3k".into()),
+            extra: Some(extra.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Issue 20, dual-role mode: `rotation_roles` is two different role names and the login
+    /// is one of them; `rotation_allowed_roles` one or more names; each rotation key once.
+    /// Refused on save naming the field (`extra`, and `login` for the login rule), never the
+    /// values.
+    #[test]
+    fn rotation_roles_rules_on_save() {
+        let ok = |login: Option<&str>, extra: &str| input(login, extra).validate().is_ok();
+        assert!(ok(Some("rr_one"), r#"{"rotation_roles":["rr_one","rr_two"]}"#));
+        assert!(ok(Some("rr_two"), r#"{"Rotation-Roles":["rr_one","rr_two"]}"#));
+        assert!(ok(Some("u"), r#"{"rotation_allowed_roles":["rr_one"]}"#));
+        let long = "r".repeat(MAX_ROLE_NAME);
+        assert!(ok(
+            Some(&long),
+            &format!(r#"{{"rotation_roles":["{long}","b"]}}"#)
+        ));
+        let too_long = "r".repeat(MAX_ROLE_NAME + 1);
+        let cases: Vec<(Option<&str>, String, &[&str])> = vec![
+            (
+                Some("rr_one"),
+                r#"{"rotation_roles":["rr_one"]}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("rr_one"),
+                r#"{"rotation_roles":["rr_one","rr_two","rr_three"]}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("rr_one"),
+                r#"{"rotation_roles":["rr_one","rr_one"]}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("rr_one"),
+                r#"{"rotation_roles":["rr_one",""]}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("rr_one"),
+                r#"{"rotation_roles":["rr_one"," rr_two"]}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("rr_one"),
+                r#"{"rotation_roles":["rr_one",7]}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("rr_one"),
+                r#"{"rotation_roles":"rr_one,rr_two"}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("rr_one"),
+                format!(r#"{{"rotation_roles":["rr_one","{too_long}"]}}"#),
+                &["extra"],
+            ),
+            (
+                Some("rr_three"),
+                r#"{"rotation_roles":["rr_one","rr_two"]}"#.into(),
+                &["login", "extra"],
+            ),
+            (
+                None,
+                r#"{"rotation_roles":["rr_one","rr_two"]}"#.into(),
+                &["login", "extra"],
+            ),
+            (
+                Some("rr_one"),
+                r#"{"rotation_roles":["rr_one","rr_two"],"ROTATION_ROLES":["rr_one","rr_three"]}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("u"),
+                r#"{"rotation_allowed_roles":[]}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("u"),
+                r#"{"rotation_allowed_roles":"rr_one"}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("u"),
+                r#"{"rotation_allowed_roles":["rr_one",null]}"#.into(),
+                &["extra"],
+            ),
+            (
+                Some("u"),
+                r#"{"rotation_conn_id":"a","Rotation-Conn-Id":"b"}"#.into(),
+                &["extra"],
+            ),
+        ];
+        for (login, extra, fields) in cases {
+            let err = input(login, &extra).validate().unwrap_err();
+            let got: Vec<&str> = err.0.iter().map(|e| e.field).collect();
+            assert_eq!(got, fields, "{login:?} {extra}");
+            let text = err.to_string();
+            for value in ["rr_one", "rr_two", "rr_three", "rrrr"] {
+                assert!(!text.contains(value), "{value} in {text}");
+            }
+        }
+    }
+
+    /// The admin's allow-list secures what its password may be used for: a change of it is a
+    /// change of target (a kept password must be entered again), for the types that rotate.
+    #[test]
+    fn the_allow_list_is_part_of_the_target() {
+        for t in [ConnType::Postgres, ConnType::Mysql] {
+            assert_eq!(
+                t.extra_key_role("Rotation-Allowed-Roles"),
+                Some(ExtraKeyRole::Secures)
+            );
+            let s = |extra: &str| securing_extra(t, Some(extra));
+            assert_ne!(
+                s(r#"{"rotation_allowed_roles":["etl_a"]}"#),
+                s(r#"{"rotation_allowed_roles":["etl_a","postgres"]}"#)
+            );
+            assert_ne!(s(r#"{"rotation_allowed_roles":["etl_a"]}"#), s("{}"));
+        }
+        // rotation_roles is not (docs/security.md: the stored password gives no authority
+        // over the other role, so binding it to that password would protect nothing).
+        assert_eq!(ConnType::Postgres.extra_key_role("rotation_roles"), None);
+        assert!(is_rotation_key("rotation_allowed_roles"));
     }
 
     #[test]

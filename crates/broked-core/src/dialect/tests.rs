@@ -182,13 +182,11 @@ fn securing_keys_in_each_dialect() {
     // Two spellings of one key must agree.
     expect!["error: a postgres connection has no libpq form here: two extra keys set the same client parameter to different values"]
         .assert_eq(&form(&pg(r#"{"ssl_mode":"disable","sslmode":"require"}"#), Dialect::Libpq));
-    assert!(
-        form(
-            &pg(r#"{"ssl_mode":"require","sslmode":"require"}"#),
-            Dialect::Libpq
-        )
-        .contains("sslmode='require'")
-    );
+    assert!(form(
+        &pg(r#"{"ssl_mode":"require","sslmode":"require"}"#),
+        Dialect::Libpq
+    )
+    .contains("sslmode='require'"));
 }
 
 #[test]
@@ -295,10 +293,15 @@ fn no_dialect_writes_a_key_that_names_the_target() {
 /// no dialect writes them, in any spelling, and they never make a form fail.
 #[test]
 fn no_dialect_writes_a_rotation_key() {
-    let extra = r#"{"rotation_conn_id":"pg-admin-Rot1","Rotate-Every":"30d","rotation_account_host":"rot-host-7","rotation_roles":["etl_rot_a","etl_rot_b"],"options":"-c x=1"}"#;
+    // rotation_roles holds the login (pg: etl, mysql: root) and another role.
+    let extra = |login: &str| {
+        format!(
+            r#"{{"rotation_conn_id":"pg-admin-Rot1","Rotate-Every":"30d","rotation_account_host":"rot-host-7","rotation_roles":["{login}","etl_rot_b"],"rotation_allowed_roles":["etl_rot_c"],"options":"-c x=1"}}"#
+        )
+    };
     for (c, t) in [
-        (pg(extra), ConnType::Postgres),
-        (my(extra), ConnType::Mysql),
+        (pg(&extra("etl")), ConnType::Postgres),
+        (my(&extra("root")), ConnType::Mysql),
     ] {
         for d in Dialect::supported_by(t) {
             let s = form(&c, d);
