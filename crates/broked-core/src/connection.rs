@@ -579,9 +579,11 @@ mod tests {
         );
         assert!(host(ConnType::Sftp, "/tmp/sock").is_err());
         assert!(host(ConnType::Postgres, "https://db").is_err());
-        assert!(host(ConnType::Http, "https://x.io/v1")
-            .unwrap_err()
-            .contains("schema"));
+        assert!(
+            host(ConnType::Http, "https://x.io/v1")
+                .unwrap_err()
+                .contains("schema")
+        );
         assert!(host(ConnType::Http, "a b").is_err());
         assert_eq!(
             host(ConnType::Sqlite, "rel dir/a?b#c.db").as_deref(),

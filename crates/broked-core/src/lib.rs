@@ -28,7 +28,9 @@ pub use dialect::{Dialect, DialectError, UnknownDialect};
 pub use id::{ConnId, ConnIdError};
 pub use secret::Secret;
 pub use target::{
-    ExtraKeyRole, ROTATION_KEYS, SSH_TUNNEL_KEY, is_rotation_key, is_tunnel_key, securing_extra,
+    ExtraKeyRole, MAX_ROLE_NAME, ROTATION_ALLOWED_ROLES_KEY, ROTATION_KEYS, ROTATION_ROLES_KEY,
+    SSH_TUNNEL_KEY, is_rotation_key, is_tunnel_key, rotation_allowed_roles, rotation_key,
+    rotation_roles, securing_extra,
 };
 pub use types::{ConnType, Field, FieldUse, TypeInfo, UnknownConnType};
 pub use uri::UriError;

@@ -531,8 +531,14 @@ mod tests {
     #[test]
     fn rotation_roles_rules_on_save() {
         let ok = |login: Option<&str>, extra: &str| input(login, extra).validate().is_ok();
-        assert!(ok(Some("rr_one"), r#"{"rotation_roles":["rr_one","rr_two"]}"#));
-        assert!(ok(Some("rr_two"), r#"{"Rotation-Roles":["rr_one","rr_two"]}"#));
+        assert!(ok(
+            Some("rr_one"),
+            r#"{"rotation_roles":["rr_one","rr_two"]}"#
+        ));
+        assert!(ok(
+            Some("rr_two"),
+            r#"{"Rotation-Roles":["rr_one","rr_two"]}"#
+        ));
         assert!(ok(Some("u"), r#"{"rotation_allowed_roles":["rr_one"]}"#));
         let long = "r".repeat(MAX_ROLE_NAME);
         assert!(ok(
@@ -593,7 +599,8 @@ mod tests {
             ),
             (
                 Some("rr_one"),
-                r#"{"rotation_roles":["rr_one","rr_two"],"ROTATION_ROLES":["rr_one","rr_three"]}"#.into(),
+                r#"{"rotation_roles":["rr_one","rr_two"],"ROTATION_ROLES":["rr_one","rr_three"]}"#
+                    .into(),
                 &["extra"],
             ),
             (

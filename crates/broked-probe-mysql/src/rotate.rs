@@ -19,7 +19,7 @@ use broked_probe::{Connection, Context, Failure, ProbeError, Probed};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{Connection as _, Row as _};
 
-use crate::{classify, settings, Settings};
+use crate::{Settings, classify, settings};
 
 /// How the new password reached the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

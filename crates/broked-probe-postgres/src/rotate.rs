@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 
 use broked_probe::sql::{self, Instead, Session};
 use broked_probe::{Connection, Context, Failure, ProbeError, Probed};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 
-use crate::{classify, settings, Settings};
+use crate::{Settings, classify, settings};
 
 /// Sets the password of `role` to `verifier` (a `SCRAM-SHA-256$…` verifier, never a
 /// cleartext password), logged in as `admin` — the connection itself when the role changes

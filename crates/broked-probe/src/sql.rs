@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 
 use crate::sniff::{self, Speaks};
 use crate::{
-    io_error, require_host, require_port, tls_error, Connection, Context, Failure, ProbeError,
-    Probed, Relay, Tls, TlsFields,
+    Connection, Context, Failure, ProbeError, Probed, Relay, Tls, TlsFields, io_error,
+    require_host, require_port, tls_error,
 };
 
 /// What a SQL probe knows of one connection, validated before any network traffic, and how

@@ -182,11 +182,13 @@ fn securing_keys_in_each_dialect() {
     // Two spellings of one key must agree.
     expect!["error: a postgres connection has no libpq form here: two extra keys set the same client parameter to different values"]
         .assert_eq(&form(&pg(r#"{"ssl_mode":"disable","sslmode":"require"}"#), Dialect::Libpq));
-    assert!(form(
-        &pg(r#"{"ssl_mode":"require","sslmode":"require"}"#),
-        Dialect::Libpq
-    )
-    .contains("sslmode='require'"));
+    assert!(
+        form(
+            &pg(r#"{"ssl_mode":"require","sslmode":"require"}"#),
+            Dialect::Libpq
+        )
+        .contains("sslmode='require'")
+    );
 }
 
 #[test]
