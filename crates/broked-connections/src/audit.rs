@@ -26,9 +26,17 @@
 //! [`CHECKPOINT_EVERY`] records it appends, on each flush that appended, on drop, and at
 //! every prune (a `cut` line).
 //!
+//! **One transaction with the change.** A change that writes (create, update, delete,
+//! rollback, import, pipeline put and delete) carries its record — outcome `ok` — into its
+//! own write transaction ([`broked_store::WriteLog`], with the count of the seals it made):
+//! the change and its record commit together or not at all, so a crash can never leave a
+//! change without its record, and a change whose record cannot be stored is not made. A call
+//! that changes nothing (refused, stale, not found, failed) is recorded afterwards in a
+//! transaction of its own, as are reveals, tests, key and token operations.
+//!
 //! Reveals fail closed: if their record cannot be written, the secret is not handed out.
-//! Other calls log a warning and count `audit_failures` when their record cannot be written
-//! (the change itself is already committed).
+//! Other calls log a warning and count `audit_failures` when a record of their own cannot be
+//! written (the audit keys cannot be had, or the store refuses it).
 //!
 //! The calls on [`Connections`] that record and read the log are in `auditing.rs`.
 //!
@@ -44,7 +52,7 @@ use std::time::Duration;
 
 use broked_core::{Connection, ConnectionInput, Secret};
 use broked_crypto::{AuditFields, AuditKeys};
-use broked_store::{AuditRecord, Store};
+use broked_store::{AuditMac, AuditRecord, Store};
 
 use crate::TestOutcome;
 use crate::actor::Actor;
@@ -348,28 +356,33 @@ impl Shared {
 
     /// Appends records (in one transaction), chained with the audit key.
     pub(crate) fn append(&self, records: Vec<AuditRecord>) -> Result<Vec<AuditRecord>, Error> {
-        let keys = self.keys()?;
-        let mac_keys = keys.clone();
-        let stored = self
-            .store
-            .append_audit(
-                records,
-                Arc::new(move |prev: &str, r: &AuditRecord| {
-                    mac_keys.record_mac(prev, &fields_of(r))
-                }),
-            )
-            .map_err(store_err)?;
-        if let Some(last) = stored.last() {
-            *lock(&self.unsigned) = Some((last.seq, last.mac.clone()));
-            let n = self
-                .since_checkpoint
-                .fetch_add(stored.len() as u64, Ordering::AcqRel)
-                + stored.len() as u64;
-            if n >= CHECKPOINT_EVERY {
-                self.checkpoint_now();
-            }
-        }
+        let mac = self.mac()?;
+        let stored = self.store.append_audit(records, mac).map_err(store_err)?;
+        self.appended(&stored);
         Ok(stored)
+    }
+
+    /// The MAC of a record after `prev`'s, as [`Store::append_audit`] and a
+    /// [`broked_store::WriteLog`] take it.
+    pub(crate) fn mac(&self) -> Result<AuditMac, Error> {
+        let keys = self.keys()?;
+        Ok(Arc::new(move |prev: &str, r: &AuditRecord| {
+            keys.record_mac(prev, &fields_of(r))
+        }))
+    }
+
+    /// Records that this process appended (alone, or with a write that carried them): the
+    /// newest waits for the next checkpoint, which is due every [`CHECKPOINT_EVERY`].
+    pub(crate) fn appended(&self, stored: &[AuditRecord]) {
+        let Some(last) = stored.last() else { return };
+        *lock(&self.unsigned) = Some((last.seq, last.mac.clone()));
+        let n = self
+            .since_checkpoint
+            .fetch_add(stored.len() as u64, Ordering::AcqRel)
+            + stored.len() as u64;
+        if n >= CHECKPOINT_EVERY {
+            self.checkpoint_now();
+        }
     }
 
     /// Signs the last record this process appended into the checkpoint file, if it is not

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use broked_core::Secret;
 use broked_crypto::{AuditKeys, VALUE_HASH_PREFIX};
-use broked_store::{AUDIT_CUT_SEQ, AuditCut, AuditFilter, AuditRecord};
+use broked_store::{AUDIT_CUT_SEQ, AuditCut, AuditFilter, AuditRecord, Logged, WriteLog};
 
 use crate::actor::Actor;
 use crate::audit::{
@@ -35,23 +35,73 @@ impl Connections {
     }
 
     fn append_event(&self, actor: &Actor, event: Event, outcome: &str) -> Result<(), Error> {
-        let shared = &self.audit.shared;
-        let keys = shared.keys()?;
+        let record = self.event_record(actor, &event, outcome)?;
+        self.audit.shared.append(vec![record]).map(|_| ())
+    }
+
+    /// The record of `event` (before the store gives it `seq` and MAC).
+    fn event_record(
+        &self,
+        actor: &Actor,
+        event: &Event,
+        outcome: &str,
+    ) -> Result<AuditRecord, Error> {
+        let keys = self.audit.shared.keys()?;
         let hashes = event
             .values
             .iter()
             .map(|v| keys.value_hash(v.expose().as_bytes()))
             .collect();
-        let record = new_record(
+        Ok(new_record(
             actor,
             event.action,
-            event.conn_id,
-            event.fields,
+            event.conn_id.clone(),
+            event.fields.clone(),
             outcome,
             hashes,
-            event.detail,
-        );
-        shared.append(vec![record]).map(|_| ())
+            event.detail.clone(),
+        ))
+    }
+
+    /// What a change carries into its own transaction: the record of `event` done by
+    /// `actor` with outcome `ok` — appended only if the write changes data. Without the audit
+    /// keys, nothing: [`Connections::settle_write`] then records the event on its own, which fails
+    /// and is counted like any record that cannot be written.
+    pub(crate) fn audit_log(&self, actor: &Actor, event: &Event) -> WriteLog {
+        let carried = self
+            .event_record(actor, event, "ok")
+            .and_then(|record| Ok((record, self.audit.shared.mac()?)));
+        match carried {
+            Ok((record, mac)) => WriteLog {
+                audit: vec![record],
+                mac: Some(mac),
+                ..WriteLog::none()
+            },
+            Err(_) => WriteLog::none(),
+        }
+    }
+
+    /// The end of an audited change whose write carried its record ([`Connections::audit_log`]):
+    /// if the write stored it, it is counted toward the next checkpoint; otherwise (the call
+    /// failed or changed nothing) `event` is recorded now with the call's outcome, as
+    /// [`Connections::record`] does.
+    pub(crate) fn settle_write<T>(
+        &self,
+        actor: &Actor,
+        event: Event,
+        result: Result<(T, Logged), Error>,
+    ) -> Result<T, Error> {
+        match result {
+            Ok((value, logged)) if !logged.audit.is_empty() => {
+                self.audit.shared.appended(&logged.audit);
+                Ok(value)
+            }
+            other => {
+                let result = other.map(|(value, _)| value);
+                self.record(actor, event, &result);
+                result
+            }
+        }
     }
 
     /// Records `event` done by `actor` with the outcome of `result`. A record that cannot be

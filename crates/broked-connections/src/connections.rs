@@ -7,7 +7,7 @@ use std::sync::Arc;
 use broked_core::{ConnId, ConnType, Connection, ConnectionInput, Dialect, Secret};
 use broked_crypto::Keyring;
 use broked_store::{
-    Deleted, PipelineRef, PutPipeline, SqliteStore, Store, StoreError, StoredConnection,
+    Deleted, Logged, PipelineRef, PutPipeline, SqliteStore, Store, StoreError, StoredConnection,
     StoredPipeline, Written,
 };
 
@@ -128,32 +128,33 @@ impl Connections {
         if let Some(id) = &input.conn_id {
             event = event.conn(id.as_str());
         }
-        let result = self.create_recorded(actor, input);
-        self.record(actor, event, &result);
-        result
+        let result = self.create_recorded(actor, &event, input);
+        self.settle_write(actor, event, result)
     }
 
+    /// The create, its record (`event`, outcome `ok`) in the same transaction.
     fn create_recorded(
         &self,
         actor: &Actor,
+        event: &Event,
         input: ConnectionInput,
-    ) -> Result<ConnectionInfo, Error> {
+    ) -> Result<(ConnectionInfo, Logged), Error> {
         let conn = input.validate()?;
         self.check_tunnel(&conn)?;
         let now = now();
-        let (mut rows, version) = self.sealer.write_rows(
+        let (mut rows, version, logged) = self.sealer.write_rows(
             None,
+            &self.audit_log(actor, event),
             || {
                 let mut row = self.sealer.seal_row(&conn, None, &now, &now, 1)?;
                 row.updated_by = Some(actor.name().to_owned());
                 Ok(vec![row])
             },
-            |rows| self.store.insert_connection(&rows[0]),
-            |_| true,
+            |rows, log| self.store.insert_connection_logged(&rows[0], log),
         )?;
         // Created again under a deleted conn_id, the numbers go on after its kept history.
         rows[0].version = version;
-        info(&rows[0])
+        Ok((info(&rows[0])?, logged))
     }
 
     /// A connection, masked.
@@ -206,12 +207,11 @@ impl Connections {
     ) -> Result<ConnectionInfo, Error> {
         let mut event = Event::new("update").conn(conn_id);
         let result = self.update_recorded(actor, &mut event, conn_id, update, mode, expected);
-        self.record(actor, event, &result);
-        result
+        self.settle_write(actor, event, result)
     }
 
     /// The update; `event` gets the names of the fields that change and the new password
-    /// (for its HMAC).
+    /// (for its HMAC), and its record (outcome `ok`) goes into the update's transaction.
     fn update_recorded(
         &self,
         actor: &Actor,
@@ -220,7 +220,7 @@ impl Connections {
         update: ConnectionUpdate,
         mode: UpdateMode,
         expected: Option<i64>,
-    ) -> Result<ConnectionInfo, Error> {
+    ) -> Result<(ConnectionInfo, Logged), Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let old = self.stored(conn_id)?;
             expect_version(&old, expected)?;
@@ -257,6 +257,7 @@ impl Connections {
             let updated_at = now();
             let written = self.sealer.write_rows(
                 Some(&old),
+                &self.audit_log(actor, event),
                 || {
                     let mut row = self.sealer.seal_row(
                         &new,
@@ -270,13 +271,12 @@ impl Connections {
                     row.changed = event.fields.iter().map(|f| (*f).to_owned()).collect();
                     Ok(vec![row])
                 },
-                |rows| {
+                |rows, log| {
                     self.store
-                        .update_connection(&rows[0], self.options.keep_versions)
+                        .update_connection_logged(&rows[0], self.options.keep_versions, log)
                 },
-                |w| *w == Written::Done,
             );
-            let (rows, outcome) = match written {
+            let (rows, outcome, logged) = match written {
                 Ok(w) => w,
                 Err(Error::Store(StoreError::UnknownKey(_))) => continue,
                 Err(e) => return Err(e),
@@ -285,7 +285,7 @@ impl Connections {
                 Written::Done => {
                     let mut row = rows.into_iter().next().expect("one row");
                     row.version += 1;
-                    return info(&row);
+                    return Ok((info(&row)?, logged));
                 }
                 Written::Stale => continue,
                 Written::Missing => return Err(Error::NotFound(conn_id.to_owned())),
@@ -313,22 +313,23 @@ impl Connections {
         force: bool,
         expected: Option<i64>,
     ) -> Result<(), Error> {
-        let result = self.delete_recorded(actor, conn_id, force, expected);
         let event =
             Event::new("delete")
                 .conn(conn_id)
                 .detail(if force { "force=true" } else { "" });
-        self.record(actor, event, &result);
-        result
+        let result = self.delete_recorded(actor, &event, conn_id, force, expected);
+        self.settle_write(actor, event, result)
     }
 
+    /// The delete, its record (`event`, outcome `ok`) in the same transaction.
     fn delete_recorded(
         &self,
         actor: &Actor,
+        event: &Event,
         conn_id: &str,
         force: bool,
         expected: Option<i64>,
-    ) -> Result<(), Error> {
+    ) -> Result<((), Logged), Error> {
         // A bastion other connections go through (extra.ssh_tunnel) stays too.
         self.check_bastion_delete(conn_id, force)?;
         let how = broked_store::Deletion {
@@ -338,12 +339,12 @@ impl Connections {
             by: Some(actor.name().to_owned()),
             keep_versions: self.options.keep_versions,
         };
-        match self
+        let (deleted, logged) = self
             .store
-            .delete_connection(conn_id, &how)
-            .map_err(store_err)?
-        {
-            Deleted::Done => Ok(()),
+            .delete_connection_logged(conn_id, &how, &self.audit_log(actor, event))
+            .map_err(store_err)?;
+        match deleted {
+            Deleted::Done => Ok(((), logged)),
             Deleted::Missing => Err(Error::NotFound(conn_id.to_owned())),
             Deleted::Stale => Err(stale(self, conn_id, expected)),
             Deleted::InUse(refs) => Err(Error::InUse {
@@ -520,17 +521,18 @@ impl Connections {
         definition: PipelineDef,
     ) -> Result<PipelineInfo, Error> {
         let event = Event::new("pipeline_put").detail(pipeline_detail(pipeline_id, &definition));
-        let result = self.put_pipeline_recorded(actor, pipeline_id, definition);
-        self.record(actor, event, &result);
-        result
+        let result = self.put_pipeline_recorded(actor, &event, pipeline_id, definition);
+        self.settle_write(actor, event, result)
     }
 
+    /// The put, its record (`event`, outcome `ok`) in the same transaction.
     fn put_pipeline_recorded(
         &self,
-        _actor: &Actor,
+        actor: &Actor,
+        event: &Event,
         pipeline_id: &str,
         definition: PipelineDef,
-    ) -> Result<PipelineInfo, Error> {
+    ) -> Result<(PipelineInfo, Logged), Error> {
         let id = PipelineId::new(pipeline_id)?;
         let refs: Vec<PipelineRef> = definition
             .references()
@@ -550,8 +552,14 @@ impl Connections {
             created_at: now.clone(),
             updated_at: now,
         };
-        match self.store.put_pipeline(&row, &refs).map_err(store_err)? {
-            PutPipeline::Created | PutPipeline::Replaced => self.get_pipeline(pipeline_id),
+        let (put, logged) = self
+            .store
+            .put_pipeline_logged(&row, &refs, &self.audit_log(actor, event))
+            .map_err(store_err)?;
+        match put {
+            PutPipeline::Created | PutPipeline::Replaced => {
+                Ok((self.get_pipeline(pipeline_id)?, logged))
+            }
             PutPipeline::UnknownConnIds(ids) => Err(Error::UnknownConnIds(ids)),
         }
     }
@@ -578,19 +586,15 @@ impl Connections {
     }
 
     pub(crate) fn delete_pipeline_as(&self, actor: &Actor, pipeline_id: &str) -> Result<(), Error> {
-        let result = self.delete_pipeline_recorded(pipeline_id);
         let event = Event::new("pipeline_delete")
             .detail(format!("pipeline={}", crate::audit::printable(pipeline_id)));
-        self.record(actor, event, &result);
-        result
-    }
-
-    fn delete_pipeline_recorded(&self, pipeline_id: &str) -> Result<(), Error> {
-        if self.store.delete_pipeline(pipeline_id).map_err(store_err)? {
-            Ok(())
-        } else {
-            Err(Error::PipelineNotFound(pipeline_id.to_owned()))
-        }
+        let log = self.audit_log(actor, &event);
+        let result = match self.store.delete_pipeline_logged(pipeline_id, &log) {
+            Ok((true, logged)) => Ok(((), logged)),
+            Ok((false, _)) => Err(Error::PipelineNotFound(pipeline_id.to_owned())),
+            Err(e) => Err(store_err(e)),
+        };
+        self.settle_write(actor, event, result)
     }
 
     /// The pipelines that use a connection, with the nodes that reference it.

@@ -14,7 +14,7 @@
 //! the history's `changed` column and the audit log.
 
 use broked_core::{Connection, ConnectionInput};
-use broked_store::{Purged, StoreError, StoredConnection, StoredVersion, Written};
+use broked_store::{Logged, Purged, StoreError, StoredConnection, StoredVersion, Written};
 
 use crate::UpdateMode;
 use crate::acting::Acting;
@@ -144,8 +144,7 @@ impl Connections {
             .conn(conn_id)
             .detail(format!("to={version}"));
         let result = self.rollback_recorded(actor, &mut event, conn_id, version, expected);
-        self.record(actor, event, &result);
-        result
+        self.settle_write(actor, event, result)
     }
 
     fn rollback_recorded(
@@ -155,7 +154,7 @@ impl Connections {
         conn_id: &str,
         version: i64,
         expected: Option<i64>,
-    ) -> Result<ConnectionInfo, Error> {
+    ) -> Result<(ConnectionInfo, Logged), Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let target = self.kept_version(conn_id, version)?;
             if target.deleted {
@@ -196,6 +195,8 @@ impl Connections {
                 None => Vec::new(),
             };
             event.fields = changed.clone();
+            // The record goes into the write's transaction (`Connections::settle_write`).
+            let log = self.audit_log(actor, event);
             let now = now();
             let created_at = current
                 .as_ref()
@@ -214,31 +215,23 @@ impl Connections {
             };
             let Some(cur) = &current else {
                 // Deleted: created again, its numbers going on after the kept history.
-                let written = self.sealer.write_rows(
-                    None,
-                    build,
-                    |rows| self.store.insert_connection(&rows[0]),
-                    |_| true,
-                );
+                let written = self.sealer.write_rows(None, &log, build, |rows, log| {
+                    self.store.insert_connection_logged(&rows[0], log)
+                });
                 return match written {
-                    Ok((mut rows, v)) => {
+                    Ok((mut rows, v, logged)) => {
                         rows[0].version = v;
-                        info(&rows[0])
+                        Ok((info(&rows[0])?, logged))
                     }
                     Err(Error::AlreadyExists(_)) => continue,
                     Err(e) => Err(e),
                 };
             };
-            let written = self.sealer.write_rows(
-                Some(cur),
-                build,
-                |rows| {
-                    self.store
-                        .update_connection(&rows[0], self.options.keep_versions)
-                },
-                |w| *w == Written::Done,
-            );
-            let (rows, outcome) = match written {
+            let written = self.sealer.write_rows(Some(cur), &log, build, |rows, log| {
+                self.store
+                    .update_connection_logged(&rows[0], self.options.keep_versions, log)
+            });
+            let (rows, outcome, logged) = match written {
                 Ok(w) => w,
                 Err(Error::Store(StoreError::UnknownKey(_))) => continue,
                 Err(e) => return Err(e),
@@ -247,7 +240,7 @@ impl Connections {
                 Written::Done => {
                     let mut row = rows.into_iter().next().expect("one row");
                     row.version += 1;
-                    return info(&row);
+                    return Ok((info(&row)?, logged));
                 }
                 Written::Stale | Written::Missing => continue,
             }

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use broked_store::{AuditCut, AuditFilter, AuditMac, AuditRecord};
 use broked_store::{
-    Deleted, Deletion, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result, RotationGuard,
-    SealedField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, StoredVersion,
-    Written,
+    Deleted, Deletion, Logged, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result,
+    RotationGuard, SealedField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken,
+    StoredVersion, WriteLog, Written,
 };
 
 /// Upper bounds (seconds) of the latency histograms' buckets; one more bucket is `+Inf`.
@@ -114,6 +114,12 @@ impl Stats {
         self.resolve_stale.fetch_add(1, Relaxed);
     }
 
+    /// `n` values sealed by a write that counted them in its own transaction (a
+    /// [`WriteLog`]); [`Store::count_seals`] through [`Timed`] counts the others.
+    pub(crate) fn sealed(&self, n: u64) {
+        self.seals.fetch_add(n, Relaxed);
+    }
+
     fn op(&self, i: usize, start: Option<Instant>, failed: Option<&StoreError>) {
         let op = &self.ops[i];
         op.calls.fetch_add(1, Relaxed);
@@ -200,11 +206,23 @@ pub(crate) fn snapshot() -> Metrics {
 /// A [`Store`] that counts and times every call into [`STATS`].
 pub(crate) struct Timed(pub(crate) Box<dyn Store>);
 
+/// The label of an operation: its method's name, or the one given after `as` (a write
+/// that carries a [`broked_store::WriteLog`] counts as the write it is).
+macro_rules! op_label {
+    ($name:ident) => {
+        stringify!($name)
+    };
+    ($name:ident $label:literal) => {
+        $label
+    };
+}
+
 macro_rules! timed_store {
-    ($( $i:literal $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {
+    ($( $i:literal $name:ident $(as $label:literal)? ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {
         /// The operations, in the order of [`Stats::ops`]: the timed ones, then the two
         /// written out below.
-        const OPS: [&str; [$($i),*].len() + 2] = [$(stringify!($name),)* "generation", "count_seals"];
+        const OPS: [&str; [$($i),*].len() + 2] =
+            [$(op_label!($name $($label)?),)* "generation", "count_seals"];
         const GENERATION: usize = OPS.len() - 2;
         const COUNT_SEALS: usize = OPS.len() - 1;
         // The numbers index `Stats::ops`: 0, 1, 2, … in order, so no two operations share
@@ -257,18 +275,18 @@ timed_store! {
     4 remove_unused_keys(key_ids: &[u32]) -> Result<Vec<u32>>;
     5 sealed_per_key() -> Result<Vec<(u32, u64)>>;
     6 seals(key_id: u32) -> Result<u64>;
-    7 insert_connection(conn: &StoredConnection) -> Result<i64>;
+    7 insert_connection_logged as "insert_connection" (conn: &StoredConnection, log: &WriteLog) -> Result<(i64, Logged)>;
     8 get_connection(conn_id: &str) -> Result<Option<StoredConnection>>;
     9 list_connections(conn_type: Option<&str>) -> Result<Vec<StoredConnection>>;
-    10 update_connection(conn: &StoredConnection, keep_versions: u32) -> Result<Written>;
-    11 delete_connection(conn_id: &str, how: &Deletion) -> Result<Deleted>;
-    12 put_connections(rows: &[StoredConnection], overwrite: bool, keep_versions: u32) -> Result<PutMany>;
+    10 update_connection_logged as "update_connection" (conn: &StoredConnection, keep_versions: u32, log: &WriteLog) -> Result<(Written, Logged)>;
+    11 delete_connection_logged as "delete_connection" (conn_id: &str, how: &Deletion, log: &WriteLog) -> Result<(Deleted, Logged)>;
+    12 put_connections_logged as "put_connections" (rows: &[StoredConnection], overwrite: bool, keep_versions: u32, log: &WriteLog) -> Result<(PutMany, Logged)>;
     13 sealed_not_under(key_id: u32, limit: usize) -> Result<Vec<SealedField>>;
     14 reseal(batch: &[Reseal]) -> Result<usize>;
-    15 put_pipeline(pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline>;
+    15 put_pipeline_logged as "put_pipeline" (pipeline: &StoredPipeline, refs: &[PipelineRef], log: &WriteLog) -> Result<(PutPipeline, Logged)>;
     16 get_pipeline(pipeline_id: &str) -> Result<Option<StoredPipeline>>;
     17 list_pipelines() -> Result<Vec<StoredPipeline>>;
-    18 delete_pipeline(pipeline_id: &str) -> Result<bool>;
+    18 delete_pipeline_logged as "delete_pipeline" (pipeline_id: &str, log: &WriteLog) -> Result<(bool, Logged)>;
     19 used_by(conn_id: &str) -> Result<Vec<PipelineRef>>;
     20 insert_token(token: &StoredToken) -> Result<()>;
     21 list_tokens() -> Result<Vec<StoredToken>>;

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use broked_core::{ConnId, ConnType, Connection, Secret};
 use broked_crypto::{Aad, CryptoError, KeyId, Keyring};
-use broked_store::{Reseal, Sealed, SecretField, Store, StoreError, StoredConnection};
+use broked_store::{
+    Logged, Reseal, Sealed, SecretField, Store, StoreError, StoredConnection, WriteLog,
+};
 
 use crate::error::{Error, store_err};
 
@@ -168,26 +170,32 @@ impl Sealer {
         })
     }
 
-    /// The one write path for sealed rows: builds the rows (sealing), writes them, and counts
-    /// the seals that reached the database (`wrote` says whether they did; values equal to
-    /// `old`'s are not new seals). If the store does not know the key (another process
-    /// rotated and pruned), re-reads the key file and seals again, once.
+    /// The one write path for sealed rows: builds the rows (sealing) and writes them with a
+    /// [`WriteLog`] — `audit`'s records and the count of the seals that are new (values equal
+    /// to `old`'s are not) — so the rows, the count and the records commit together or not at
+    /// all; the store applies the log only if the write changed data. If the store does not
+    /// know the key (another process rotated and pruned), re-reads the key file and seals
+    /// again, once. Rotates when the count reaches the usage bound.
     pub(crate) fn write_rows<T>(
         &self,
         old: Option<&StoredConnection>,
+        audit: &WriteLog,
         build: impl Fn() -> Result<Vec<StoredConnection>, Error>,
-        write: impl Fn(&[StoredConnection]) -> Result<T, StoreError>,
-        wrote: impl Fn(&T) -> bool,
-    ) -> Result<(Vec<StoredConnection>, T), Error> {
+        write: impl Fn(&[StoredConnection], &WriteLog) -> Result<(T, Logged), StoreError>,
+    ) -> Result<(Vec<StoredConnection>, T, Logged), Error> {
         let mut reloaded = false;
         loop {
             let rows = build()?;
-            match write(&rows) {
-                Ok(outcome) => {
-                    if wrote(&outcome) {
-                        self.count_row_seals(&rows, old)?;
+            let log = WriteLog {
+                seals: seal_counts(&rows, old),
+                ..audit.clone()
+            };
+            match write(&rows, &log) {
+                Ok((outcome, logged)) => {
+                    if logged.applied {
+                        self.counted(&log.seals, &logged.seals);
                     }
-                    return Ok((rows, outcome));
+                    return Ok((rows, outcome, logged));
                 }
                 Err(StoreError::UnknownKey(_)) if !reloaded => {
                     reloaded = true;
@@ -198,27 +206,37 @@ impl Sealer {
         }
     }
 
-    /// Counts the seals of `rows` (values that differ from `old`'s), per key.
-    fn count_row_seals(
-        &self,
-        rows: &[StoredConnection],
-        old: Option<&StoredConnection>,
-    ) -> Result<(), Error> {
-        let mut per_key: std::collections::BTreeMap<u32, u64> = Default::default();
-        for row in rows {
-            for field in SecretField::ALL {
-                if let Some(s) = row.sealed(field) {
-                    if old.and_then(|o| o.sealed(field)) != Some(s) {
-                        *per_key.entry(s.key_id).or_default() += 1;
-                    }
+    /// After a write counted `made` seals in its transaction (the keys' totals now
+    /// `totals`): rotates if the active key reached the usage bound. The write is committed:
+    /// a rotation that fails is logged, not its error (the next write tries again).
+    fn counted(&self, made: &[(u32, u64)], totals: &[(u32, u64)]) {
+        crate::metrics::STATS.sealed(made.iter().map(|(_, n)| n).sum());
+        let active = read(&self.keyring).active().get();
+        let reached = totals
+            .iter()
+            .find(|(key, total)| *key == active && *total >= self.rotate_after_seals);
+        if let Some((key, total)) = reached {
+            tracing::info!(key, seals = total, "usage bound reached: rotating the key");
+            if let Err(e) = self.rotate(|_, _| {}) {
+                tracing::warn!(error = %e, "cannot rotate the key at its usage bound; the next write tries again");
+            }
+        }
+    }
+}
+
+/// The seals of `rows` (values that differ from `old`'s), per key.
+fn seal_counts(rows: &[StoredConnection], old: Option<&StoredConnection>) -> Vec<(u32, u64)> {
+    let mut per_key: std::collections::BTreeMap<u32, u64> = Default::default();
+    for row in rows {
+        for field in SecretField::ALL {
+            if let Some(s) = row.sealed(field) {
+                if old.and_then(|o| o.sealed(field)) != Some(s) {
+                    *per_key.entry(s.key_id).or_default() += 1;
                 }
             }
         }
-        for (key, n) in per_key {
-            self.count_seals(key, n)?;
-        }
-        Ok(())
     }
+    per_key.into_iter().collect()
 }
 
 /// A row's plain fields as a connection, its secrets left out (`None`).

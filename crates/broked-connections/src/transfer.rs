@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use broked_core::{ConnId, Secret};
-use broked_store::{PutMany, SecretField};
+use broked_store::{Logged, PutMany, SecretField};
 use serde_json::{Value, json};
 
 use crate::actor::Actor;
@@ -128,23 +128,18 @@ impl Connections {
     ) -> Result<usize, Error> {
         let mut ids = Vec::new();
         let result = self.import_recorded(actor, document, overwrite, &mut ids);
-        let ids: Vec<String> = ids.iter().map(|i| crate::audit::printable(i)).collect();
-        let event = Event::new("import").detail(format!(
-            "overwrite={overwrite} count={} conns={}",
-            ids.len(),
-            ids.join(",")
-        ));
-        self.record(actor, event, &result);
-        result
+        self.settle_write(actor, import_event(overwrite, &ids), result)
     }
 
+    /// The import; `ids` gets the conn_ids it writes, and its record (outcome `ok`) goes into
+    /// the import's transaction.
     fn import_recorded(
         &self,
         actor: &Actor,
         document: Value,
         overwrite: bool,
         ids: &mut Vec<String>,
-    ) -> Result<usize, Error> {
+    ) -> Result<(usize, Logged), Error> {
         let rows = match document {
             Value::Array(rows) => rows,
             Value::Object(mut top) => match top.remove("connections") {
@@ -218,8 +213,10 @@ impl Connections {
         }
         ids.extend(valid.iter().map(|(_, c)| c.conn_id.as_str().to_owned()));
         let now = now();
-        let (_, outcome) = self.sealer.write_rows(
+        let log = self.audit_log(actor, &import_event(overwrite, ids));
+        let (_, outcome, logged) = self.sealer.write_rows(
             None,
+            &log,
             || {
                 valid
                     .iter()
@@ -230,14 +227,13 @@ impl Connections {
                     })
                     .collect()
             },
-            |rows| {
+            |rows, log| {
                 self.store
-                    .put_connections(rows, overwrite, self.options.keep_versions)
+                    .put_connections_logged(rows, overwrite, self.options.keep_versions, log)
             },
-            |outcome| matches!(outcome, PutMany::Done(_)),
         )?;
         match outcome {
-            PutMany::Done(n) => Ok(n),
+            PutMany::Done(n) => Ok((n, logged)),
             PutMany::Exists(ids) => Err(Error::Import(
                 valid
                     .iter()
@@ -251,4 +247,14 @@ impl Connections {
             )),
         }
     }
+}
+
+/// The one record of an import: overwrite or not, the count and the conn_ids.
+fn import_event(overwrite: bool, ids: &[String]) -> Event {
+    let ids: Vec<String> = ids.iter().map(|i| crate::audit::printable(i)).collect();
+    Event::new("import").detail(format!(
+        "overwrite={overwrite} count={} conns={}",
+        ids.len(),
+        ids.join(",")
+    ))
 }

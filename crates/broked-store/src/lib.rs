@@ -263,6 +263,57 @@ pub struct AuditCut {
 pub const AUDIT_CUT_SEQ: &str = "audit_cut_seq";
 pub const AUDIT_CUT_MAC: &str = "audit_cut_mac";
 
+/// What a write carries into its own transaction (issue 19): the seals it made and its audit
+/// records. Applied only if the write changes data — then in the same transaction, so the
+/// change, its seal count and its record commit together or not at all; a write that
+/// changes nothing (`Stale`, `Missing`, `InUse`, …) or fails applies none of it.
+#[derive(Clone, Default)]
+pub struct WriteLog {
+    /// `(key id, n)`: `n` more seals made with the key, added as by [`Store::count_seals`].
+    pub seals: Vec<(u32, u64)>,
+    /// Records appended after the head, in order, as by [`Store::append_audit`].
+    pub audit: Vec<AuditRecord>,
+    /// Computes the MACs of `audit`; without it, `audit` is not appended.
+    pub mac: Option<AuditMac>,
+}
+
+impl WriteLog {
+    /// Nothing to carry.
+    pub fn none() -> WriteLog {
+        WriteLog::default()
+    }
+
+    /// The audit records to append, with their MAC, if there are any.
+    pub(crate) fn records(&self) -> Option<(&[AuditRecord], &AuditMac)> {
+        match &self.mac {
+            Some(mac) if !self.audit.is_empty() => Some((&self.audit, mac)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for WriteLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteLog")
+            .field("seals", &self.seals)
+            .field("audit", &self.audit)
+            .field("mac", &self.mac.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// What became of a [`WriteLog`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Logged {
+    /// The write changed data, and the log was applied in its transaction.
+    pub applied: bool,
+    /// `(key id, seals made with it in total)` after the write, for each key of
+    /// [`WriteLog::seals`] the database knows.
+    pub seals: Vec<(u32, u64)>,
+    /// The audit records as stored (`seq` and `mac` set).
+    pub audit: Vec<AuditRecord>,
+}
+
 /// A pipeline definition (JSON text, as the caller wrote it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredPipeline {
@@ -511,7 +562,15 @@ pub trait Store: Send + Sync {
 
     /// Inserts a new row; returns its version (`conn.version` is ignored): 1, or — under a
     /// conn_id whose history was kept after a delete — one more than the newest kept version.
-    fn insert_connection(&self, conn: &StoredConnection) -> Result<i64>;
+    fn insert_connection(&self, conn: &StoredConnection) -> Result<i64> {
+        Ok(self.insert_connection_logged(conn, &WriteLog::none())?.0)
+    }
+    /// [`Store::insert_connection`], with `log` applied in its transaction.
+    fn insert_connection_logged(
+        &self,
+        conn: &StoredConnection,
+        log: &WriteLog,
+    ) -> Result<(i64, Logged)>;
     fn get_connection(&self, conn_id: &str) -> Result<Option<StoredConnection>>;
     /// Sorted by conn_id.
     fn list_connections(&self, conn_type: Option<&str>) -> Result<Vec<StoredConnection>>;
@@ -524,10 +583,34 @@ pub trait Store: Send + Sync {
     /// Writes `conn` if the stored row still has `conn.version`; the stored version becomes
     /// `conn.version + 1`. The row it replaces is kept in the history in the same
     /// transaction, which then keeps at most `keep_versions` previous versions of it.
-    fn update_connection(&self, conn: &StoredConnection, keep_versions: u32) -> Result<Written>;
+    fn update_connection(&self, conn: &StoredConnection, keep_versions: u32) -> Result<Written> {
+        Ok(self
+            .update_connection_logged(conn, keep_versions, &WriteLog::none())?
+            .0)
+    }
+    /// [`Store::update_connection`], with `log` applied in its transaction if it writes
+    /// ([`Written::Done`]).
+    fn update_connection_logged(
+        &self,
+        conn: &StoredConnection,
+        keep_versions: u32,
+        log: &WriteLog,
+    ) -> Result<(Written, Logged)>;
     /// Deletes a connection; the row moves into the history with a deleted marker after it
     /// (kept until [`Store::purge_history`]).
-    fn delete_connection(&self, conn_id: &str, how: &Deletion) -> Result<Deleted>;
+    fn delete_connection(&self, conn_id: &str, how: &Deletion) -> Result<Deleted> {
+        Ok(self
+            .delete_connection_logged(conn_id, how, &WriteLog::none())?
+            .0)
+    }
+    /// [`Store::delete_connection`], with `log` applied in its transaction if it deletes
+    /// ([`Deleted::Done`]).
+    fn delete_connection_logged(
+        &self,
+        conn_id: &str,
+        how: &Deletion,
+        log: &WriteLog,
+    ) -> Result<(Deleted, Logged)>;
     /// Inserts every row, or (with `overwrite`) replaces existing ones, all in one
     /// transaction: all or nothing. A replaced row is kept in the history as by
     /// [`Store::update_connection`].
@@ -536,7 +619,19 @@ pub trait Store: Send + Sync {
         rows: &[StoredConnection],
         overwrite: bool,
         keep_versions: u32,
-    ) -> Result<PutMany>;
+    ) -> Result<PutMany> {
+        Ok(self
+            .put_connections_logged(rows, overwrite, keep_versions, &WriteLog::none())?
+            .0)
+    }
+    /// [`Store::put_connections`], with `log` applied in its transaction if it writes.
+    fn put_connections_logged(
+        &self,
+        rows: &[StoredConnection],
+        overwrite: bool,
+        keep_versions: u32,
+        log: &WriteLog,
+    ) -> Result<(PutMany, Logged)>;
 
     /// The kept previous versions of `conn_id` (every connection's with `None`), newest
     /// first per connection, connections in conn_id order. Not the current row.
@@ -555,11 +650,28 @@ pub trait Store: Send + Sync {
     fn reseal(&self, batch: &[Reseal]) -> Result<usize>;
 
     /// Registers or replaces a pipeline and its references, if every referenced conn_id exists.
-    fn put_pipeline(&self, pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline>;
+    fn put_pipeline(&self, pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline> {
+        Ok(self
+            .put_pipeline_logged(pipeline, refs, &WriteLog::none())?
+            .0)
+    }
+    /// [`Store::put_pipeline`], with `log` applied in its transaction if it writes.
+    fn put_pipeline_logged(
+        &self,
+        pipeline: &StoredPipeline,
+        refs: &[PipelineRef],
+        log: &WriteLog,
+    ) -> Result<(PutPipeline, Logged)>;
     fn get_pipeline(&self, pipeline_id: &str) -> Result<Option<StoredPipeline>>;
     /// Sorted by pipeline_id.
     fn list_pipelines(&self) -> Result<Vec<StoredPipeline>>;
-    fn delete_pipeline(&self, pipeline_id: &str) -> Result<bool>;
+    fn delete_pipeline(&self, pipeline_id: &str) -> Result<bool> {
+        Ok(self
+            .delete_pipeline_logged(pipeline_id, &WriteLog::none())?
+            .0)
+    }
+    /// [`Store::delete_pipeline`], with `log` applied in its transaction if it deletes.
+    fn delete_pipeline_logged(&self, pipeline_id: &str, log: &WriteLog) -> Result<(bool, Logged)>;
     /// The nodes that reference `conn_id`, sorted by pipeline and node.
     fn used_by(&self, conn_id: &str) -> Result<Vec<PipelineRef>>;
 

@@ -1,16 +1,20 @@
-//! The audit log in PostgreSQL (see [`crate::Store::append_audit`]). Every write
-//! transaction of this store first locks the `state` row (`bridge.rs`), so appenders on
-//! every replica take turns: the head read and the insert of one append see no other
-//! append in between, and `seq` is the primary key besides.
+//! The audit log in PostgreSQL (see [`crate::Store::append_audit`]). Every append — alone
+//! ([`bridge::Order::Head`]) or carried by a change ([`crate::WriteLog`]) — holds the `state`
+//! row from before it reads the head to its commit (`bridge.rs`), so appenders on every
+//! replica take turns: the head read and the insert of one append see no other append in
+//! between, and `seq` is the primary key besides.
+//!
+//! [`bridge::Order::Head`]: super::bridge::Order::Head
 
 use sqlx::PgConnection;
 
 use super::PgStore;
-use super::bridge::{Ctx, pg};
-use super::queries::all;
+use super::bridge::{Ctx, Order, pg};
+use super::queries::{all, meta_value, put_meta};
 use crate::rows::{self, AUDIT_COLUMNS};
 use crate::{
     AUDIT_CUT_MAC, AUDIT_CUT_SEQ, AuditCut, AuditFilter, AuditMac, AuditRecord, Result, StoreError,
+    WriteLog,
 };
 
 /// The filter of [`crate::Store::list_audit`], newest first: `$1` conn_id, `$2` action,
@@ -20,14 +24,6 @@ const LIST_FILTER: &str = "WHERE ($1::text IS NULL OR conn_id = $1::text) \
      AND ($2::text IS NULL OR action = $2::text) AND ($3::text IS NULL OR at >= $3::text) \
      AND ($4::text IS NULL OR strpos(',' || value_hashes || ',', ',' || $4::text || ',') > 0) \
      AND ($5::bigint IS NULL OR seq < $5::bigint) ORDER BY seq DESC LIMIT $6";
-
-async fn meta(ctx: &Ctx, c: &mut PgConnection, name: &str) -> Result<Option<String>> {
-    sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
-        .bind(name)
-        .fetch_optional(c)
-        .await
-        .map_err(pg(ctx, "meta"))
-}
 
 /// The `(seq, mac)` the next record follows: the head, else the cut, else `(0, "")`.
 async fn tail(ctx: &Ctx, c: &mut PgConnection) -> Result<(i64, String)> {
@@ -41,8 +37,8 @@ async fn tail(ctx: &Ctx, c: &mut PgConnection) -> Result<(i64, String)> {
         let head = rows::audit(&head)?;
         return Ok((head.seq, head.mac));
     }
-    let seq = meta(ctx, c, AUDIT_CUT_SEQ).await?;
-    let mac = meta(ctx, c, AUDIT_CUT_MAC).await?;
+    let seq = meta_value(ctx, &mut *c, AUDIT_CUT_SEQ).await?;
+    let mac = meta_value(ctx, &mut *c, AUDIT_CUT_MAC).await?;
     match (seq, mac) {
         (Some(seq), Some(mac)) => Ok((
             seq.parse().map_err(|_| StoreError::Corrupt {
@@ -60,40 +56,59 @@ pub(super) fn append(
     records: Vec<AuditRecord>,
     mac: AuditMac,
 ) -> Result<Vec<AuditRecord>> {
-    store.write((records, mac), |ctx, c, (records, mac)| {
-        Box::pin(async move {
-            let (mut seq, mut prev) = tail(ctx, c).await?;
-            let mut out = Vec::with_capacity(records.len());
-            for r in records {
-                let mut r = r.clone();
-                seq += 1;
-                r.seq = seq;
-                r.mac = mac(&prev, &r);
-                sqlx::query(&format!(
-                    "INSERT INTO audit ({AUDIT_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                ))
-                .bind(r.seq)
-                .bind(&r.at)
-                .bind(&r.actor)
-                .bind(&r.action)
-                .bind(&r.conn_id)
-                .bind(&r.fields)
-                .bind(&r.outcome)
-                .bind(&r.request_id)
-                .bind(&r.value_hashes)
-                .bind(&r.detail)
-                .bind(&r.mac)
-                .execute(&mut *c)
-                .await
-                .map_err(pg(ctx, "audit"))?;
-                prev.clone_from(&r.mac);
-                out.push(r);
-            }
-            // Not a change of connections: cached resolves stay valid.
-            Ok((out, false))
-        })
-    })
+    // Only the chain needs an order: the `state` row, no other lock.
+    let (out, _) = store.write_with(
+        Order::Head,
+        (records, mac),
+        WriteLog::none(),
+        |ctx, c, (records, mac)| {
+            Box::pin(async move {
+                // Not a change of connections: cached resolves stay valid.
+                Ok((append_in(ctx, c, records, mac).await?, false))
+            })
+        },
+    )?;
+    Ok(out)
+}
+
+/// Appends `records` after the head inside the open transaction `c`, which holds the `state`
+/// row (so no other append of any replica runs between the head read and the inserts);
+/// returns them as stored.
+pub(super) async fn append_in(
+    ctx: &Ctx,
+    c: &mut PgConnection,
+    records: &[AuditRecord],
+    mac: &AuditMac,
+) -> Result<Vec<AuditRecord>> {
+    let (mut seq, mut prev) = tail(ctx, c).await?;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let mut r = r.clone();
+        seq += 1;
+        r.seq = seq;
+        r.mac = mac(&prev, &r);
+        sqlx::query(&format!(
+            "INSERT INTO audit ({AUDIT_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(r.seq)
+        .bind(&r.at)
+        .bind(&r.actor)
+        .bind(&r.action)
+        .bind(&r.conn_id)
+        .bind(&r.fields)
+        .bind(&r.outcome)
+        .bind(&r.request_id)
+        .bind(&r.value_hashes)
+        .bind(&r.detail)
+        .bind(&r.mac)
+        .execute(&mut *c)
+        .await
+        .map_err(pg(ctx, "audit"))?;
+        prev.clone_from(&r.mac);
+        out.push(r);
+    }
+    Ok(out)
 }
 
 pub(super) fn head(store: &PgStore) -> Result<Option<AuditRecord>> {
@@ -166,20 +181,8 @@ pub(super) fn prune(store: &PgStore, before_seq: i64) -> Result<Option<AuditCut>
                 .execute(&mut *c)
                 .await
                 .map_err(pg(ctx, "audit"))?;
-            for (name, value) in [
-                (AUDIT_CUT_SEQ, last.seq.to_string()),
-                (AUDIT_CUT_MAC, last.mac.clone()),
-            ] {
-                sqlx::query(
-                    "INSERT INTO meta (name, value) VALUES ($1, $2)
-                     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                )
-                .bind(name)
-                .bind(value)
-                .execute(&mut *c)
-                .await
-                .map_err(pg(ctx, "meta"))?;
-            }
+            put_meta(ctx, c, AUDIT_CUT_SEQ, &last.seq.to_string()).await?;
+            put_meta(ctx, c, AUDIT_CUT_MAC, &last.mac).await?;
             Ok((
                 Some(AuditCut {
                     seq: last.seq,

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::fresh::{self, Fresh};
 use super::{ATTEMPTS, BUSY_TIMEOUT, PgStore};
-use crate::{Result, StoreError};
+use crate::{Logged, Result, StoreError, WriteLog};
 
 pub(super) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(super) type Job = Box<dyn FnOnce(Ctx) -> BoxFut<'static, ()> + Send>;
@@ -86,15 +86,76 @@ impl PgStore {
         })
     }
 
+    /// Runs `op` as one write transaction in [`Order::Alone`].
     pub(super) fn write<A, T>(&self, args: A, op: WriteOp<A, T>) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.write_with(Order::Alone, args, WriteLog::none(), op)
+            .map(|(value, _)| value)
+    }
+
+    /// Runs `op` as one write transaction ordered by `order`; if it changed data, `log` is
+    /// applied in the same transaction (`WriteLog`).
+    pub(super) fn write_with<A, T>(
+        &self,
+        order: Order,
+        args: A,
+        log: WriteLog,
+        op: WriteOp<A, T>,
+    ) -> Result<(T, Logged)>
     where
         A: Send + Sync + 'static,
         T: Send + 'static,
     {
         // The pool's wait, the writers' queue, several statements: more room.
         self.call_within(Some((3, Duration::from_secs(2))), move |ctx| {
-            Box::pin(async move { write_tx(&ctx, &args, op).await })
+            Box::pin(async move { write_tx(&ctx, order, &args, &log, op).await })
         })
+    }
+}
+
+/// How a write transaction takes its turn among the writes of every replica. The locks are
+/// always taken in one order — the store's write lock, rows, the `state` row, `keys` rows,
+/// the audit head — so writes never deadlock one another (see docs/storage.md,
+/// "Concurrency").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Order {
+    /// No other write at all meanwhile: the store's write lock exclusively, then the `state`
+    /// row, both held to the commit — for writes that check other rows before they write
+    /// (an import, a pipeline's references, pruning keys, re-sealing).
+    Alone,
+    /// Beside other `Rows` writes: the store's write lock shared; the write locks the rows it
+    /// reads before it writes them (`SELECT … FOR UPDATE`, a primary key) and takes the
+    /// `state` row only at its end, if it changed data (the generation, the seal counts and
+    /// the audit records), held to the commit — a short critical section, in commit order.
+    Rows,
+    /// Only the `state` row, from the start: a write that touches nothing but the audit log.
+    Head,
+}
+
+// `Order::begin` states the lock timeout as a literal.
+const _: () = assert!(BUSY_TIMEOUT.as_secs() == 10 && BUSY_TIMEOUT.subsec_nanos() == 0);
+
+impl Order {
+    /// What begins the transaction (one round trip): `BEGIN`, the lock timeout, the locks.
+    fn begin(self) -> &'static str {
+        match self {
+            Order::Alone => {
+                "BEGIN; SET LOCAL lock_timeout = '10s'; \
+                 SELECT pg_advisory_xact_lock(hashtext('broked.write.' || current_schema())); \
+                 SELECT generation FROM state WHERE id = 1 FOR UPDATE"
+            }
+            Order::Rows => {
+                "BEGIN; SET LOCAL lock_timeout = '10s'; \
+                 SELECT pg_advisory_xact_lock_shared(hashtext('broked.write.' || current_schema()))"
+            }
+            Order::Head => {
+                "BEGIN; SET LOCAL lock_timeout = '10s'; \
+                 SELECT generation FROM state WHERE id = 1 FOR UPDATE"
+            }
+        }
     }
 }
 
@@ -186,12 +247,19 @@ pub(super) type ReadOp<A, T> = for<'c> fn(&'c Ctx, &'c A) -> BoxFut<'c, Result<T
 pub(super) type WriteOp<A, T> =
     for<'c> fn(&'c Ctx, &'c mut PgConnection, &'c A) -> BoxFut<'c, Result<(T, bool)>>;
 
-/// Runs `op` in one write transaction (see the module docs) and bumps the generation if `op`
-/// says it wrote; retries serialization failures and deadlocks.
-async fn write_tx<A: Sync, T>(ctx: &Ctx, args: &A, op: WriteOp<A, T>) -> Result<T> {
+/// Runs `op` in one write transaction (see the module docs) ordered by `order`; if `op` says
+/// it wrote, bumps the generation and applies `log` before the commit. Retries
+/// serialization failures and deadlocks.
+async fn write_tx<A: Sync, T>(
+    ctx: &Ctx,
+    order: Order,
+    args: &A,
+    log: &WriteLog,
+    op: WriteOp<A, T>,
+) -> Result<(T, Logged)> {
     let mut attempt = 1;
     loop {
-        match write_once(ctx, args, op).await {
+        match write_once(ctx, order, args, log, op).await {
             Err(e) if attempt < ATTEMPTS && retryable(&e) => {
                 tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
                 attempt += 1;
@@ -201,38 +269,71 @@ async fn write_tx<A: Sync, T>(ctx: &Ctx, args: &A, op: WriteOp<A, T>) -> Result<
     }
 }
 
-async fn write_once<A: Sync, T>(ctx: &Ctx, args: &A, op: WriteOp<A, T>) -> Result<T> {
+async fn write_once<A: Sync, T>(
+    ctx: &Ctx,
+    order: Order,
+    args: &A,
+    log: &WriteLog,
+    op: WriteOp<A, T>,
+) -> Result<(T, Logged)> {
     let mut tx = ctx
         .pool
-        .begin()
-        .await
-        .map_err(pg(ctx, "cannot begin a write"))?;
-    sqlx::query(&format!(
-        "SET LOCAL lock_timeout = '{}s'",
-        BUSY_TIMEOUT.as_secs()
-    ))
-    .execute(&mut *tx)
-    .await
-    .map_err(pg(ctx, "cannot begin a write"))?;
-    sqlx::query("SELECT generation FROM state WHERE id = 1 FOR UPDATE")
-        .execute(&mut *tx)
+        .begin_with(order.begin())
         .await
         .map_err(pg(ctx, "cannot begin a write"))?;
     // On an error the transaction is dropped, which rolls it back.
     let (value, wrote) = op(ctx, &mut tx, args).await?;
-    if wrote {
-        // A random generation, not a counter: after a restore to an older snapshot, k more
-        // writes do not bring back a generation some process has cached. Other processes
-        // hear of the commit by the notification (sent when it commits).
-        let new: i64 = sqlx::query_scalar(fresh::BUMP)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pg(ctx, "generation"))?;
+    if !wrote {
         tx.commit().await.map_err(pg(ctx, "cannot commit"))?;
-        // Read-your-writes in this process, before our own notification comes back.
-        ctx.fresh.advance(new);
-        return Ok(value);
+        return Ok((value, Logged::default()));
     }
+    // A random generation, not a counter: after a restore to an older snapshot, k more
+    // writes do not bring back a generation some process has cached. Other processes
+    // hear of the commit by the notification (sent when it commits). In `Order::Rows` this
+    // takes the `state` row lock: from here to the commit, writes take turns.
+    let new: i64 = sqlx::query_scalar(fresh::BUMP)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg(ctx, "generation"))?;
+    let logged = apply(ctx, &mut tx, log).await?;
     tx.commit().await.map_err(pg(ctx, "cannot commit"))?;
-    Ok(value)
+    // Read-your-writes in this process, before our own notification comes back.
+    ctx.fresh.advance(new);
+    Ok((value, logged))
+}
+
+/// Applies a write's `log` inside its transaction, which holds the `state` row: the seals
+/// counted, then the audit records appended after the head.
+async fn apply(ctx: &Ctx, c: &mut PgConnection, log: &WriteLog) -> Result<Logged> {
+    let mut logged = Logged {
+        applied: true,
+        ..Logged::default()
+    };
+    let mut per_key = std::collections::BTreeMap::<i64, i64>::new();
+    for &(key_id, n) in &log.seals {
+        *per_key.entry(i64::from(key_id)).or_default() += n as i64;
+    }
+    if !per_key.is_empty() {
+        let (keys, counts): (Vec<i64>, Vec<i64>) = per_key.into_iter().unzip();
+        let totals: Vec<(i64, i64)> = sqlx::query_as(
+            "UPDATE keys SET seals = keys.seals + x.n \
+             FROM unnest($1::bigint[], $2::bigint[]) AS x (key_id, n) \
+             WHERE keys.key_id = x.key_id RETURNING keys.key_id, keys.seals",
+        )
+        .bind(keys)
+        .bind(counts)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(pg(ctx, "seals"))?;
+        for (key, total) in totals {
+            logged
+                .seals
+                .push((crate::rows::key_id("keys", key)?, total as u64));
+        }
+        logged.seals.sort_unstable();
+    }
+    if let Some((records, mac)) = log.records() {
+        logged.audit = super::audit::append_in(ctx, c, records, mac).await?;
+    }
+    Ok(logged)
 }

@@ -7,17 +7,25 @@ use std::sync::LazyLock;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::bridge::{Ctx, pg};
+use super::bridge::{Ctx, Order, pg};
 use super::{PgStore, fresh, tokens};
 use crate::rows::{self, CONN_COLUMNS, Columns, ConnSql, Keyed, PIPELINE_COLUMNS, REF_COLUMNS};
 use crate::{
-    Deleted, Deletion, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result, RotationGuard,
-    SealedField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, StoredVersion,
-    Written,
+    Deleted, Deletion, Logged, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result,
+    RotationGuard, SealedField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken,
+    StoredVersion, WriteLog, Written,
 };
 
 /// The connection statements with PostgreSQL's `$n` parameters.
 static CONN_SQL: LazyLock<ConnSql> = LazyLock::new(|| ConnSql::new("$"));
+
+/// `insert` that inserts nothing on an existing id, and returns the new row's version.
+static INSERT_NEW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} ON CONFLICT (conn_id) DO NOTHING RETURNING version",
+        CONN_SQL.insert
+    )
+});
 
 impl Columns for PgRow {
     fn text(&self, table: &'static str, column: &str) -> Result<Option<String>> {
@@ -121,13 +129,69 @@ where
 }
 
 /// Fails with [`StoreError::UnknownKey`] unless every key that seals a field of `conn` is
-/// registered.
+/// registered (one round trip).
 async fn check_keys(ctx: &Ctx, c: &mut PgConnection, conn: &StoredConnection) -> Result<()> {
-    for s in [&conn.password, &conn.extra].into_iter().flatten() {
-        if !exists(ctx, c, Keyed::Key, i64::from(s.key_id)).await? {
-            return Err(StoreError::UnknownKey(s.key_id));
-        }
+    let keys: Vec<i64> = [&conn.password, &conn.extra]
+        .into_iter()
+        .flatten()
+        .map(|s| i64::from(s.key_id))
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
     }
+    let unknown: Option<i64> = sqlx::query_scalar(
+        "SELECT k FROM unnest($1::bigint[]) AS k \
+         WHERE NOT EXISTS (SELECT 1 FROM keys WHERE key_id = k) LIMIT 1",
+    )
+    .bind(keys)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(pg(ctx, "keys"))?;
+    match unknown {
+        Some(k) => Err(StoreError::UnknownKey(rows::key_id("keys", k)?)),
+        None => Ok(()),
+    }
+}
+
+/// The version of the row `conn_id`, locked until the commit (`None`: no row). Taken first
+/// by a write in [`Order::Rows`]: a concurrent write of the same row waits here, and every
+/// later statement sees the row as the last writer committed it.
+async fn lock_row(ctx: &Ctx, c: &mut PgConnection, conn_id: &str) -> Result<Option<i64>> {
+    sqlx::query_scalar("SELECT version FROM connections WHERE conn_id = $1 FOR UPDATE")
+        .bind(conn_id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(pg(ctx, "connections"))
+}
+
+/// A setting of `meta` read with `c` (the pool, or a transaction).
+pub(super) async fn meta_value<'e, E>(ctx: &Ctx, c: E, name: &str) -> Result<Option<String>>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
+        .bind(name)
+        .fetch_optional(c)
+        .await
+        .map_err(pg(ctx, "meta"))
+}
+
+/// Sets a setting of `meta` inside the transaction `c`.
+pub(super) async fn put_meta(
+    ctx: &Ctx,
+    c: &mut PgConnection,
+    name: &str,
+    value: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO meta (name, value) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+    )
+    .bind(name)
+    .bind(value)
+    .execute(c)
+    .await
+    .map_err(pg(ctx, "meta"))?;
     Ok(())
 }
 
@@ -161,13 +225,7 @@ impl Store for PgStore {
 
     fn meta(&self, name: &str) -> Result<Option<String>> {
         self.read(name.to_owned(), |c, name| {
-            Box::pin(async move {
-                sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(&c.pool)
-                    .await
-                    .map_err(pg(c, "meta"))
-            })
+            Box::pin(async move { meta_value(c, &c.pool, name).await })
         })
     }
 
@@ -176,15 +234,7 @@ impl Store for PgStore {
             (name.to_owned(), value.to_owned()),
             |ctx, c, (name, value)| {
                 Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO meta (name, value) VALUES ($1, $2)
-                         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                    )
-                    .bind(name)
-                    .bind(value)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(pg(ctx, "meta"))?;
+                    put_meta(ctx, c, name, value).await?;
                     Ok(((), true))
                 })
             },
@@ -328,24 +378,40 @@ impl Store for PgStore {
         }
     }
 
-    fn insert_connection(&self, conn: &StoredConnection) -> Result<i64> {
-        self.write(conn.clone(), |ctx, c, conn| {
+    fn insert_connection_logged(
+        &self,
+        conn: &StoredConnection,
+        log: &WriteLog,
+    ) -> Result<(i64, Logged)> {
+        self.write_with(Order::Rows, conn.clone(), log.clone(), |ctx, c, conn| {
             Box::pin(async move {
                 check_keys(ctx, c, conn).await?;
-                if exists(ctx, c, Keyed::Connection, conn.conn_id.as_str()).await? {
-                    return Err(StoreError::AlreadyExists(conn.conn_id.clone()));
-                }
-                bind_conn(&CONN_SQL.insert, conn)
-                    .execute(&mut *c)
+                // The primary key orders inserts of one id: a second one waits for the first
+                // to commit and then inserts nothing.
+                let version: Option<i64> = bind_conn(&INSERT_NEW, conn)
+                    .fetch_optional(&mut *c)
                     .await
+                    .map_err(pg(ctx, "insert"))?
+                    .map(|row| row.try_get("version"))
+                    .transpose()
                     .map_err(pg(ctx, "insert"))?;
-                let version: i64 =
-                    sqlx::query_scalar("SELECT version FROM connections WHERE conn_id = $1")
-                        .bind(&conn.conn_id)
-                        .fetch_one(&mut *c)
-                        .await
-                        .map_err(pg(ctx, "insert"))?;
-                Ok((version, true))
+                let Some(version) = version else {
+                    return Err(StoreError::AlreadyExists(conn.conn_id.clone()));
+                };
+                // A delete of this id that committed while the insert waited for it is not in
+                // the insert's snapshot, nor is its history: number the row after the history
+                // as it is now (the row is ours until the commit).
+                let renumbered: Option<i64> = sqlx::query_scalar(
+                    "UPDATE connections SET version = v.next \
+                     FROM (SELECT COALESCE(max(version), 0) + 1 AS next \
+                           FROM connection_versions WHERE conn_id = $1) AS v \
+                     WHERE conn_id = $1 AND version < v.next RETURNING version",
+                )
+                .bind(&conn.conn_id)
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(pg(ctx, "insert"))?;
+                Ok((renumbered.unwrap_or(version), true))
             })
         })
     }
@@ -392,49 +458,58 @@ impl Store for PgStore {
         })
     }
 
-    fn update_connection(&self, conn: &StoredConnection, keep_versions: u32) -> Result<Written> {
-        self.write(
+    fn update_connection_logged(
+        &self,
+        conn: &StoredConnection,
+        keep_versions: u32,
+        log: &WriteLog,
+    ) -> Result<(Written, Logged)> {
+        self.write_with(
+            Order::Rows,
             (conn.clone(), keep_versions),
+            log.clone(),
             |ctx, c, (conn, keep_versions)| {
                 Box::pin(async move {
                     check_keys(ctx, c, conn).await?;
-                    if keep(ctx, c, &conn.conn_id, Some(conn.version)).await? == 1 {
-                        let n = bind_conn(&CONN_SQL.update, conn)
-                            .execute(&mut *c)
-                            .await
-                            .map_err(pg(ctx, "update"))?
-                            .rows_affected();
-                        if n == 1 {
-                            prune(ctx, c, &conn.conn_id, *keep_versions).await?;
-                            return Ok((Written::Done, true));
-                        }
+                    match lock_row(ctx, c, &conn.conn_id).await? {
+                        None => return Ok((Written::Missing, false)),
+                        Some(v) if v != conn.version => return Ok((Written::Stale, false)),
+                        Some(_) => {}
                     }
-                    let exists = exists(ctx, c, Keyed::Connection, conn.conn_id.as_str()).await?;
-                    Ok((
-                        if exists {
-                            Written::Stale
-                        } else {
-                            Written::Missing
-                        },
-                        false,
-                    ))
+                    keep(ctx, c, &conn.conn_id, None).await?;
+                    let n = bind_conn(&CONN_SQL.update, conn)
+                        .execute(&mut *c)
+                        .await
+                        .map_err(pg(ctx, "update"))?
+                        .rows_affected();
+                    if n != 1 {
+                        return Err(StoreError::Corrupt {
+                            table: "connections",
+                            reason: "the locked row changed".into(),
+                        });
+                    }
+                    prune(ctx, c, &conn.conn_id, *keep_versions).await?;
+                    Ok((Written::Done, true))
                 })
             },
         )
     }
 
-    fn delete_connection(&self, conn_id: &str, how: &Deletion) -> Result<Deleted> {
-        self.write(
+    fn delete_connection_logged(
+        &self,
+        conn_id: &str,
+        how: &Deletion,
+        log: &WriteLog,
+    ) -> Result<(Deleted, Logged)> {
+        self.write_with(
+            Order::Rows,
             (conn_id.to_string(), how.clone()),
+            log.clone(),
             |ctx, c, (conn_id, how)| {
                 Box::pin(async move {
-                    let version: Option<i64> =
-                        sqlx::query_scalar("SELECT version FROM connections WHERE conn_id = $1")
-                            .bind(conn_id)
-                            .fetch_optional(&mut *c)
-                            .await
-                            .map_err(pg(ctx, "delete"))?;
-                    let Some(version) = version else {
+                    // References are added only by writes in `Order::Alone`, which never run
+                    // beside this one: the check below holds until the commit.
+                    let Some(version) = lock_row(ctx, c, conn_id).await? else {
                         return Ok((Deleted::Missing, false));
                     };
                     if how.expected_version.is_some_and(|v| v != version) {
@@ -474,14 +549,17 @@ impl Store for PgStore {
         )
     }
 
-    fn put_connections(
+    fn put_connections_logged(
         &self,
         rows: &[StoredConnection],
         overwrite: bool,
         keep_versions: u32,
-    ) -> Result<PutMany> {
-        self.write(
+        log: &WriteLog,
+    ) -> Result<(PutMany, Logged)> {
+        self.write_with(
+            Order::Alone,
             (rows.to_vec(), overwrite, keep_versions),
+            log.clone(),
             |ctx, c, (rows, overwrite, keep_versions)| {
                 Box::pin(async move {
                     let mut existing = Vec::new();
@@ -603,8 +681,15 @@ impl Store for PgStore {
         })
     }
 
-    fn put_pipeline(&self, pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline> {
-        self.write((pipeline.clone(), refs.to_vec()), |ctx, c, (p, refs)| {
+    fn put_pipeline_logged(
+        &self,
+        pipeline: &StoredPipeline,
+        refs: &[PipelineRef],
+        log: &WriteLog,
+    ) -> Result<(PutPipeline, Logged)> {
+        // Alone: no connection is deleted between the check of the references and the commit.
+        let args = (pipeline.clone(), refs.to_vec());
+        self.write_with(Order::Alone, args, log.clone(), |ctx, c, (p, refs)| {
             Box::pin(async move {
                 let mut unknown = BTreeSet::new();
                 for r in refs {
@@ -706,8 +791,9 @@ impl Store for PgStore {
         })
     }
 
-    fn delete_pipeline(&self, pipeline_id: &str) -> Result<bool> {
-        self.write(pipeline_id.to_string(), |ctx, c, pipeline_id| {
+    fn delete_pipeline_logged(&self, pipeline_id: &str, log: &WriteLog) -> Result<(bool, Logged)> {
+        let id = pipeline_id.to_string();
+        self.write_with(Order::Alone, id, log.clone(), |ctx, c, pipeline_id| {
             Box::pin(async move {
                 let n = sqlx::query("DELETE FROM pipelines WHERE pipeline_id = $1")
                     .bind(pipeline_id)

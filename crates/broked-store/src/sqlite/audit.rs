@@ -61,39 +61,48 @@ pub(super) fn append(
     records: Vec<AuditRecord>,
     mac: AuditMac,
 ) -> Result<Vec<AuditRecord>> {
-    store.write(|tx| {
-        let (mut seq, mut prev) = tail(tx)?;
-        let mut out = Vec::with_capacity(records.len());
-        let mut stmt = tx
-            .prepare_cached(&format!(
-                "INSERT INTO audit ({AUDIT_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-            ))
-            .map_err(sql("audit"))?;
-        for mut r in records {
-            seq += 1;
-            r.seq = seq;
-            r.mac = mac(&prev, &r);
-            stmt.execute(params![
-                r.seq,
-                r.at,
-                r.actor,
-                r.action,
-                r.conn_id,
-                r.fields,
-                r.outcome,
-                r.request_id,
-                r.value_hashes,
-                r.detail,
-                r.mac
-            ])
-            .map_err(sql("audit"))?;
-            prev.clone_from(&r.mac);
-            out.push(r);
-        }
-        // Not a change of connections: cached resolves stay valid.
-        Ok((out, false))
-    })
+    // Not a change of connections: cached resolves stay valid.
+    store.write(|tx| Ok((append_in(tx, &records, &mac)?, false)))
+}
+
+/// Appends `records` after the head inside the open write transaction `tx` (also the one of
+/// a change that carries them, [`crate::WriteLog`]); returns them as stored.
+pub(super) fn append_in(
+    tx: &rusqlite::Connection,
+    records: &[AuditRecord],
+    mac: &AuditMac,
+) -> Result<Vec<AuditRecord>> {
+    let (mut seq, mut prev) = tail(tx)?;
+    let mut out = Vec::with_capacity(records.len());
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO audit ({AUDIT_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ))
+        .map_err(sql("audit"))?;
+    for r in records {
+        let mut r = r.clone();
+        seq += 1;
+        r.seq = seq;
+        r.mac = mac(&prev, &r);
+        stmt.execute(params![
+            r.seq,
+            r.at,
+            r.actor,
+            r.action,
+            r.conn_id,
+            r.fields,
+            r.outcome,
+            r.request_id,
+            r.value_hashes,
+            r.detail,
+            r.mac
+        ])
+        .map_err(sql("audit"))?;
+        prev.clone_from(&r.mac);
+        out.push(r);
+    }
+    Ok(out)
 }
 
 pub(super) fn head(store: &SqliteStore) -> Result<Option<AuditRecord>> {

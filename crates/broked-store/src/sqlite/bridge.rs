@@ -12,7 +12,7 @@ use rusqlite::config::DbConfig;
 use super::fresh::{self, Fresh, Watch};
 use super::group::WriterGuard;
 use super::{SqliteStore, connect, sql};
-use crate::{Result, StoreError};
+use crate::{Logged, Result, StoreError, WriteLog};
 
 impl SqliteStore {
     /// The write connection (whose open group of writes, if any, is committed when the guard
@@ -141,6 +141,35 @@ impl SqliteStore {
         drop(conn);
         self.writer.wait(group)?;
         result
+    }
+
+    /// [`SqliteStore::write`] carrying `log`: if `f` says it wrote, the seals are counted and
+    /// the audit records appended in the same savepoint — they commit with the change, in its
+    /// group, or not at all.
+    pub(super) fn write_logged<T>(
+        &self,
+        log: &WriteLog,
+        f: impl FnOnce(&Connection) -> Result<(T, bool)>,
+    ) -> Result<(T, Logged)> {
+        self.write(|tx| {
+            let (value, wrote) = f(tx)?;
+            if !wrote {
+                return Ok(((value, Logged::default()), false));
+            }
+            let mut logged = Logged {
+                applied: true,
+                ..Logged::default()
+            };
+            for &(key_id, n) in &log.seals {
+                if let Some(total) = super::queries::add_seals(tx, key_id, n)? {
+                    logged.seals.push((key_id, total));
+                }
+            }
+            if let Some((records, mac)) = log.records() {
+                logged.audit = super::audit::append_in(tx, records, mac)?;
+            }
+            Ok(((value, logged), true))
+        })
     }
 
     /// Runs `f` on a read-only connection: it sees every write acknowledged before.

@@ -9,9 +9,9 @@ use rusqlite::{Connection, OptionalExtension, Params, Row, Statement, ToSql, par
 use super::{SqliteStore, fresh, sql, tokens};
 use crate::rows::{self, CONN_COLUMNS, Columns, ConnSql, Keyed, PIPELINE_COLUMNS, REF_COLUMNS};
 use crate::{
-    Deleted, Deletion, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result, RotationGuard,
-    SealedField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken, StoredVersion,
-    Written,
+    Deleted, Deletion, Logged, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result,
+    RotationGuard, SealedField, Store, StoreError, StoredConnection, StoredPipeline, StoredToken,
+    StoredVersion, WriteLog, Written,
 };
 
 /// The connection statements with SQLite's `?n` parameters.
@@ -124,6 +124,18 @@ fn version_of(tx: &Connection, conn_id: &str) -> Result<Option<i64>> {
         .map_err(sql("connections"))
 }
 
+/// Adds `n` to the seals of `key_id` in the open transaction; the new total (`None`: no
+/// such key).
+pub(super) fn add_seals(tx: &Connection, key_id: u32, n: u64) -> Result<Option<u64>> {
+    tx.prepare_cached("UPDATE keys SET seals = seals + ?2 WHERE key_id = ?1 RETURNING seals")
+        .and_then(|mut s| {
+            s.query_row(params![key_id, n as i64], |r| r.get::<_, i64>("seals"))
+                .optional()
+        })
+        .map(|total| total.map(|t| t as u64))
+        .map_err(sql("seals"))
+}
+
 fn refs_of(conn: &Connection, conn_id: &str) -> Result<Vec<PipelineRef>> {
     let mut stmt = conn
         .prepare_cached(&format!(
@@ -219,20 +231,7 @@ impl Store for SqliteStore {
 
     fn count_seals(&self, key_id: u32, n: u64) -> Result<u64> {
         // Counting is bookkeeping, not data: it does not bump the generation.
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE keys SET seals = seals + ?2 WHERE key_id = ?1",
-                params![key_id, n as i64],
-            )
-            .map_err(sql("seals"))?;
-            let total: Option<i64> = tx
-                .query_row("SELECT seals FROM keys WHERE key_id = ?1", [key_id], |r| {
-                    r.get("seals")
-                })
-                .optional()
-                .map_err(sql("seals"))?;
-            Ok((total.unwrap_or(0) as u64, false))
-        })
+        self.write(|tx| Ok((add_seals(tx, key_id, n)?.unwrap_or(0), false)))
     }
 
     fn seals(&self, key_id: u32) -> Result<u64> {
@@ -268,8 +267,12 @@ impl Store for SqliteStore {
         }
     }
 
-    fn insert_connection(&self, conn: &StoredConnection) -> Result<i64> {
-        self.write(|tx| {
+    fn insert_connection_logged(
+        &self,
+        conn: &StoredConnection,
+        log: &WriteLog,
+    ) -> Result<(i64, Logged)> {
+        self.write_logged(log, |tx| {
             check_keys(tx, conn)?;
             if exists(tx, Keyed::Connection, &conn.conn_id)? {
                 return Err(StoreError::AlreadyExists(conn.conn_id.clone()));
@@ -306,8 +309,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn update_connection(&self, conn: &StoredConnection, keep: u32) -> Result<Written> {
-        self.write(|tx| {
+    fn update_connection_logged(
+        &self,
+        conn: &StoredConnection,
+        keep: u32,
+        log: &WriteLog,
+    ) -> Result<(Written, Logged)> {
+        self.write_logged(log, |tx| {
             check_keys(tx, conn)?;
             let kept = tx
                 .prepare_cached(&CONN_SQL.keep_if)
@@ -328,8 +336,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete_connection(&self, conn_id: &str, how: &Deletion) -> Result<Deleted> {
-        self.write(|tx| {
+    fn delete_connection_logged(
+        &self,
+        conn_id: &str,
+        how: &Deletion,
+        log: &WriteLog,
+    ) -> Result<(Deleted, Logged)> {
+        self.write_logged(log, |tx| {
             let Some(version) = version_of(tx, conn_id)? else {
                 return Ok((Deleted::Missing, false));
             };
@@ -361,13 +374,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn put_connections(
+    fn put_connections_logged(
         &self,
         rows: &[StoredConnection],
         overwrite: bool,
         keep: u32,
-    ) -> Result<PutMany> {
-        self.write(|tx| {
+        log: &WriteLog,
+    ) -> Result<(PutMany, Logged)> {
+        self.write_logged(log, |tx| {
             // Each key once, not once per row (an import of a million rows has one key).
             let keys: BTreeSet<u32> = rows
                 .iter()
@@ -492,8 +506,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn put_pipeline(&self, pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline> {
-        self.write(|tx| {
+    fn put_pipeline_logged(
+        &self,
+        pipeline: &StoredPipeline,
+        refs: &[PipelineRef],
+        log: &WriteLog,
+    ) -> Result<(PutPipeline, Logged)> {
+        self.write_logged(log, |tx| {
             let mut unknown = BTreeSet::new();
             for r in refs {
                 if !exists(tx, Keyed::Connection, &r.conn_id)? {
@@ -581,8 +600,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete_pipeline(&self, pipeline_id: &str) -> Result<bool> {
-        self.write(|tx| {
+    fn delete_pipeline_logged(&self, pipeline_id: &str, log: &WriteLog) -> Result<(bool, Logged)> {
+        self.write_logged(log, |tx| {
             let n = tx
                 .execute(
                     "DELETE FROM pipelines WHERE pipeline_id = ?1",
