@@ -1,6 +1,6 @@
 //! Pages and test results, on every backend (as `crate::tests`' suite does).
 
-use crate::tests::{Backend, Sqlite, conn, del, with_key};
+use crate::tests::{conn, del, with_key, Backend, Sqlite};
 use crate::*;
 
 macro_rules! both {
@@ -32,6 +32,8 @@ both!(
     filters_by_type_search_and_count,
     test_results_are_recorded_listed_and_filtered,
     a_test_of_an_older_version_or_a_deleted_connection_records_nothing,
+    status_filtered_pages_follow_each_other,
+    a_search_for_the_escape_character_finds_it_as_written,
 );
 
 /// 25 connections: `c-00`…`c-24`; every third an `http` one on `API.example.com`, the others
@@ -134,9 +136,7 @@ fn filters_by_type_search_and_count(b: &impl Backend) {
     let http = store.page_connections(&query(Some("http"), None)).unwrap();
     assert_eq!(
         ids(&http),
-        [
-            "c-00", "c-03", "c-06", "c-09", "c-12", "c-15", "c-18", "c-21", "c-24"
-        ]
+        ["c-00", "c-03", "c-06", "c-09", "c-12", "c-15", "c-18", "c-21", "c-24"]
     );
     assert_eq!(http.total, Some(Total::Exact(9)));
     // The host, case-insensitively.
@@ -169,20 +169,16 @@ fn filters_by_type_search_and_count(b: &impl Backend) {
         .unwrap();
     assert_eq!((none.rows.len(), none.total), (0, Some(Total::Exact(0))));
     // LIKE wildcards are plain characters.
-    assert!(
-        store
-            .page_connections(&query(None, Some("%")))
-            .unwrap()
-            .rows
-            .is_empty()
-    );
-    assert!(
-        store
-            .page_connections(&query(None, Some("c_0")))
-            .unwrap()
-            .rows
-            .is_empty()
-    );
+    assert!(store
+        .page_connections(&query(None, Some("%")))
+        .unwrap()
+        .rows
+        .is_empty());
+    assert!(store
+        .page_connections(&query(None, Some("c_0")))
+        .unwrap()
+        .rows
+        .is_empty());
     // The total counts every page, not the rows after the cursor; it stops at the cap.
     let paged = store
         .page_connections(&ConnQuery {
@@ -224,27 +220,19 @@ fn status(ok: bool, message: &str) -> TestStatus {
 fn test_results_are_recorded_listed_and_filtered(b: &impl Backend) {
     let store = b.open();
     seed(&store);
-    assert!(
-        store
-            .record_test("c-01", 1, &status(true, "connected"))
-            .unwrap()
-    );
-    assert!(
-        store
-            .record_test("c-02", 1, &status(false, "refused"))
-            .unwrap()
-    );
-    assert!(
-        store
-            .record_test("c-03", 1, &status(false, "timed out"))
-            .unwrap()
-    );
+    assert!(store
+        .record_test("c-01", 1, &status(true, "connected"))
+        .unwrap());
+    assert!(store
+        .record_test("c-02", 1, &status(false, "refused"))
+        .unwrap());
+    assert!(store
+        .record_test("c-03", 1, &status(false, "timed out"))
+        .unwrap());
     // A later test replaces the result.
-    assert!(
-        store
-            .record_test("c-03", 1, &status(true, "connected again"))
-            .unwrap()
-    );
+    assert!(store
+        .record_test("c-03", 1, &status(true, "connected again"))
+        .unwrap());
     let with = |s: StatusFilter| {
         store
             .page_connections(&ConnQuery {
@@ -282,20 +270,16 @@ fn test_results_are_recorded_listed_and_filtered(b: &impl Backend) {
 fn a_test_of_an_older_version_or_a_deleted_connection_records_nothing(b: &impl Backend) {
     let store = b.open();
     seed(&store);
-    assert!(
-        store
-            .record_test("c-05", 1, &status(true, "connected"))
-            .unwrap()
-    );
+    assert!(store
+        .record_test("c-05", 1, &status(true, "connected"))
+        .unwrap());
     let mut c = store.get_connection("c-05").unwrap().unwrap();
     c.host = Some("other.example.com".into());
     assert_eq!(store.update_connection(&c, 10).unwrap(), Written::Done);
     // The test of version 1 ended after the update to version 2.
-    assert!(
-        !store
-            .record_test("c-05", 1, &status(false, "refused"))
-            .unwrap()
-    );
+    assert!(!store
+        .record_test("c-05", 1, &status(false, "refused"))
+        .unwrap());
     let listed = |s: &dyn Store| {
         s.page_connections(&ConnQuery {
             after: Some("c-04".into()),
@@ -309,11 +293,9 @@ fn a_test_of_an_older_version_or_a_deleted_connection_records_nothing(b: &impl B
     let row = listed(&store);
     assert_eq!((row.conn_id.as_str(), row.version), ("c-05", 2));
     assert_eq!(row.last_test, None, "the result was about version 1");
-    assert!(
-        store
-            .record_test("c-05", 2, &status(false, "refused"))
-            .unwrap()
-    );
+    assert!(store
+        .record_test("c-05", 2, &status(false, "refused"))
+        .unwrap());
     assert_eq!(listed(&store).last_test, Some(status(false, "refused")));
     assert!(!store.record_test("missing", 1, &status(true, "x")).unwrap());
     // Deleting the connection deletes its result: one created again is untested.
@@ -324,4 +306,188 @@ fn a_test_of_an_older_version_or_a_deleted_connection_records_nothing(b: &impl B
     assert!(!store.record_test("c-05", 2, &status(true, "x")).unwrap());
     store.insert_connection(&conn("c-05")).unwrap();
     assert_eq!(listed(&store).last_test, None);
+}
+
+/// Failing and passing connections page by a cursor like the others (the statement reads
+/// them from the results' index, issue 19): every page follows the one before, none twice.
+fn status_filtered_pages_follow_each_other(b: &impl Backend) {
+    let store = b.open();
+    seed(&store);
+    for i in 0..25 {
+        let id = format!("c-{i:02}");
+        assert!(store.record_test(&id, 1, &status(i % 2 == 0, "x")).unwrap());
+    }
+    // An update makes c-04 untested: its old result no longer lists it as passing.
+    let mut c = store.get_connection("c-04").unwrap().unwrap();
+    c.login = Some("other".into());
+    assert_eq!(store.update_connection(&c, 10).unwrap(), Written::Done);
+    let walk = |status: StatusFilter, conn_type: Option<&str>| {
+        let mut q = ConnQuery {
+            status: Some(status),
+            conn_type: conn_type.map(str::to_owned),
+            limit: Some(4),
+            count_up_to: Some(100),
+            ..ConnQuery::default()
+        };
+        let mut seen = Vec::new();
+        let mut total = None;
+        loop {
+            let page = store.page_connections(&q).unwrap();
+            total = total.or(page.total);
+            assert!(page.rows.len() <= 4);
+            seen.extend(ids(&page).into_iter().map(str::to_owned));
+            if !page.more {
+                break;
+            }
+            q.after = page.rows.last().map(|r| r.conn_id.clone());
+            q.count_up_to = None;
+        }
+        (seen, total)
+    };
+    let name = |i: &u32| format!("c-{i:02}");
+    let passing: Vec<String> = (0..25)
+        .filter(|i| i % 2 == 0 && *i != 4)
+        .map(|i| name(&i))
+        .collect();
+    let failing: Vec<String> = (0..25).filter(|i| i % 2 == 1).map(|i| name(&i)).collect();
+    assert_eq!(
+        walk(StatusFilter::Passing, None),
+        (passing.clone(), Some(Total::Exact(passing.len() as u64)))
+    );
+    assert_eq!(
+        walk(StatusFilter::Failing, None),
+        (failing.clone(), Some(Total::Exact(12)))
+    );
+    assert_eq!(
+        walk(StatusFilter::Untested, None),
+        (vec!["c-04".to_owned()], Some(Total::Exact(1)))
+    );
+    // With the type: every third is http.
+    let http_failing: Vec<String> = failing
+        .iter()
+        .filter(|id| id[2..].parse::<u32>().unwrap() % 3 == 0)
+        .cloned()
+        .collect();
+    assert_eq!(
+        walk(StatusFilter::Failing, Some("http")),
+        (
+            http_failing.clone(),
+            Some(Total::Exact(http_failing.len() as u64))
+        )
+    );
+}
+
+/// `q` is plain text: the LIKE escape character and wildcards in it match themselves only.
+fn a_search_for_the_escape_character_finds_it_as_written(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    let described = [
+        ("a", "share \\\\files\\x"),
+        ("b", "100% sure"),
+        ("c", "1000 sure"),
+        ("d", "under_score"),
+        ("e", "underscore"),
+    ];
+    for (id, description) in described {
+        let mut c = conn(id);
+        c.description = Some(description.into());
+        store.insert_connection(&c).unwrap();
+    }
+    let found = |text: &str| {
+        let page = store
+            .page_connections(&ConnQuery {
+                search: Some(text.into()),
+                ..ConnQuery::default()
+            })
+            .unwrap();
+        ids(&page)
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(found("\\"), ["a"]);
+    assert_eq!(found("\\\\files\\"), ["a"]);
+    assert_eq!(found("\\f"), ["a"]);
+    assert_eq!(found("0%"), ["b"]);
+    assert_eq!(found("r_s"), ["d"]);
+    assert_eq!(found("R_S"), ["d"]);
+    assert_eq!(found("\\%"), Vec::<String>::new());
+}
+
+/// The query plan of every combination of filters (SQLite, `EXPLAIN QUERY PLAN`): a page of
+/// a million connections costs what its rows cost only if no plan sorts (a temporary
+/// B-tree reads every match before the first row) and every filter that has an index seeks
+/// with it; only the search text and `untested` scan the connections in conn_id order
+/// (docs/storage.md, "Pages").
+#[test]
+fn sqlite_page_plans_seek_and_never_sort() {
+    use crate::page::{page_sql, Dialect};
+    let b = Sqlite::new();
+    let store = b.open();
+    seed(&store);
+    drop(store);
+    let c = rusqlite::Connection::open(b.path()).unwrap();
+    let plan = |sql: &str, params: &[crate::page::Param]| -> String {
+        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                r.get::<_, String>("detail")
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    };
+    let statuses = [
+        None,
+        Some(StatusFilter::Failing),
+        Some(StatusFilter::Passing),
+        Some(StatusFilter::Untested),
+    ];
+    for conn_type in [None, Some("http")] {
+        for search in [None, Some("warehouse")] {
+            for status in statuses {
+                for after in [None, Some("c-10")] {
+                    let q = ConnQuery {
+                        conn_type: conn_type.map(str::to_owned),
+                        search: search.map(str::to_owned),
+                        status,
+                        after: after.map(str::to_owned),
+                        limit: Some(100),
+                        count_up_to: Some(10_000),
+                        ..ConnQuery::default()
+                    };
+                    let ((page, params), count) = page_sql(Dialect::Sqlite, &q);
+                    let page_plan = plan(&page, &params);
+                    let (count, count_params) = count.unwrap();
+                    let count_plan = plan(&count, &count_params);
+                    let what = format!("{q:?}: page {page_plan:?}, count {count_plan:?}");
+                    assert!(!page_plan.contains("TEMP B-TREE"), "{what}");
+                    assert!(!count_plan.contains("TEMP B-TREE"), "{what}");
+                    let by_status = "INDEX connection_status_ok (ok=?";
+                    let by_type = "INDEX connections_type (conn_type=?";
+                    if matches!(status, Some(StatusFilter::Failing | StatusFilter::Passing)) {
+                        // The page in the results' order; the count with either index.
+                        assert!(page_plan.contains(by_status), "{what}");
+                        assert!(
+                            count_plan.contains(by_status) || count_plan.contains(by_type),
+                            "{what}"
+                        );
+                    } else if conn_type.is_some() {
+                        assert!(page_plan.contains(by_type), "{what}");
+                        assert!(count_plan.contains(by_type), "{what}");
+                    } else if after.is_some() {
+                        assert!(page_plan.contains("PRIMARY KEY (conn_id>?)"), "{what}");
+                    }
+                }
+            }
+        }
+    }
+    // One connection (the single GET): the primary key.
+    let ((one, params), _) = page_sql(
+        Dialect::Sqlite,
+        &ConnQuery {
+            conn_id: Some("c-01".into()),
+            ..ConnQuery::default()
+        },
+    );
+    assert!(plan(&one, &params).contains("PRIMARY KEY (conn_id=?)"));
 }
