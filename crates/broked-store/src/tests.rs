@@ -153,6 +153,7 @@ macro_rules! suite {
 }
 
 mod audit;
+mod write_log;
 
 suite!(
     connections_round_trip_sorted_and_filtered,

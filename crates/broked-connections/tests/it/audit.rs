@@ -467,3 +467,193 @@ fn resolve_counts_are_flushed_in_the_background() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Issue 19: a change and its audit record commit in one transaction. The database refuses
+/// the record of one action at a time (a trigger — as a full disk or a lost connection would
+/// refuse it at that point): the change is refused with it, and nothing of it stays. Before,
+/// the record was appended after the change had committed, and its failure only logged.
+fn a_change_whose_record_is_refused_is_not_made(
+    open: &dyn Fn() -> Connections,
+    sql: &dyn Fn(&str),
+    refuse: &dyn Fn(&str) -> String,
+    allow: &dyn Fn(&str) -> String,
+) {
+    let c = open();
+    c.create(input("keep")).unwrap();
+    c.create(input("gone")).unwrap();
+    let failures = c.audit_failures();
+
+    sql(&refuse("create"));
+    assert!(
+        c.create(input("new")).is_err(),
+        "created without its record"
+    );
+    assert!(matches!(
+        c.get("new"),
+        Err(broked_connections::Error::NotFound(_))
+    ));
+    sql(&allow("create"));
+
+    sql(&refuse("update"));
+    let update = ConnectionUpdate {
+        description: Some(Some("changed".into())),
+        ..Default::default()
+    };
+    assert!(c.update("keep", update, UpdateMode::Merge).is_err());
+    let keep = c.get("keep").unwrap();
+    assert_eq!((keep.version, keep.description), (1, None));
+    assert_eq!(c.versions("keep").unwrap().len(), 1, "no version kept");
+    sql(&allow("update"));
+
+    sql(&refuse("delete"));
+    assert!(c.delete("gone", false).is_err());
+    assert_eq!(c.get("gone").unwrap().version, 1);
+    sql(&allow("delete"));
+
+    c.delete("gone", false).unwrap();
+    let records = all(&c);
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| (r.action.as_str(), r.conn_id.as_deref(), r.outcome.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("create", Some("keep"), "ok"),
+            ("create", Some("gone"), "ok"),
+            ("delete", Some("gone"), "ok"),
+        ],
+        "only the changes made, each with its record"
+    );
+    // The refused calls' own records (their failure) were refused too, and counted.
+    assert!(c.audit_failures() >= failures + 3);
+    let report = c.audit_verify().unwrap();
+    assert_eq!(report.findings, [], "{report:#?}");
+    assert_eq!(report.head_seq, Some(3));
+}
+
+#[test]
+fn a_change_whose_record_is_refused_is_not_made_on_sqlite() {
+    let db = Db::new();
+    a_change_whose_record_is_refused_is_not_made(
+        &|| db.open(),
+        &|sql| db_sql(&db, sql),
+        &|action| {
+            format!(
+                "CREATE TRIGGER refuse_{action} BEFORE INSERT ON audit \
+                 WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        },
+        &|action| format!("DROP TRIGGER refuse_{action}"),
+    );
+}
+
+#[test]
+fn a_change_whose_record_is_refused_is_not_made_on_postgres() {
+    let Some(pg) = PgSchema::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("shared.key");
+    let sql = |sql: &str| pg.psql(&format!("SET search_path TO {}; {sql}", pg.schema));
+    let open = || {
+        let mut o = Options::default();
+        o.key_file = Some(key.clone());
+        Connections::open_with(&pg.url, o).unwrap()
+    };
+    open();
+    sql(
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+    );
+    a_change_whose_record_is_refused_is_not_made(
+        &open,
+        &sql,
+        &|action| {
+            format!(
+                "CREATE TRIGGER refuse_{action} BEFORE INSERT ON audit FOR EACH ROW \
+                 WHEN (NEW.action = '{action}') EXECUTE FUNCTION refuse_audit()"
+            )
+        },
+        &|action| format!("DROP TRIGGER refuse_{action} ON audit"),
+    );
+}
+
+/// The writer process of [`no_kill_leaves_a_change_without_its_record`]; does nothing in a
+/// normal test run.
+#[test]
+fn kill_child() {
+    let Ok(spec) = std::env::var("BROKED_IT_AUDIT_KILL") else {
+        return;
+    };
+    let (db, prefix) = spec.split_once('\n').unwrap();
+    let c = Connections::open(db).unwrap();
+    for i in 0.. {
+        c.create(input(&format!("{prefix}-{i}"))).unwrap();
+    }
+}
+
+/// Issue 19: writers killed (SIGKILL) at random points while they create connections: every
+/// connection that exists afterwards has its create record, and the chain verifies. Before,
+/// a kill between a create's commit and its record's (the record was a transaction of its
+/// own after the change) left a connection no record mentions.
+#[test]
+fn no_kill_leaves_a_change_without_its_record() {
+    let db = Db::new();
+    db.open().create(input("first")).unwrap();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    eprintln!("no_kill_leaves_a_change_without_its_record: seed {seed}");
+    for round in 0..8 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "audit::kill_child", "--nocapture"])
+            .env(
+                "BROKED_IT_AUDIT_KILL",
+                format!("{}\nr{round}", db.path.display()),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150 + (seed >> 33) % 250));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let c = db.open();
+    let ids: Vec<String> = c
+        .list(None)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.conn_id.as_str().to_owned())
+        .collect();
+    assert!(
+        ids.len() > 8,
+        "the writers created too little to test: {ids:?}"
+    );
+    let created: std::collections::HashSet<String> = c
+        .audit_list(&AuditQuery {
+            action: Some("create".into()),
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.outcome == "ok")
+        .filter_map(|r| r.conn_id)
+        .collect();
+    let without: Vec<&String> = ids.iter().filter(|id| !created.contains(*id)).collect();
+    assert_eq!(
+        without,
+        Vec::<&String>::new(),
+        "connections without their record"
+    );
+    assert_eq!(
+        created.len(),
+        ids.len(),
+        "a record of a create that is not there"
+    );
+    let report = c.audit_verify().unwrap();
+    assert_eq!(report.findings, [], "{report:#?}");
+}

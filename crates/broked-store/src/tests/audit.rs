@@ -9,7 +9,7 @@ suite!(
 );
 
 /// A stand-in for the library's HMAC: any function of the previous MAC and the record.
-fn test_mac() -> AuditMac {
+pub(super) fn test_mac() -> AuditMac {
     Arc::new(|prev: &str, r: &AuditRecord| {
         format!(
             "{:016x}",
@@ -21,7 +21,7 @@ fn test_mac() -> AuditMac {
     })
 }
 
-fn record(actor: &str, action: &str, conn_id: Option<&str>, at: &str) -> AuditRecord {
+pub(super) fn record(actor: &str, action: &str, conn_id: Option<&str>, at: &str) -> AuditRecord {
     AuditRecord {
         at: at.into(),
         actor: actor.into(),
@@ -38,7 +38,7 @@ fn record(actor: &str, action: &str, conn_id: Option<&str>, at: &str) -> AuditRe
 }
 
 /// Every record chains from the one before it (from `prev` for the first).
-fn assert_chain(records: &[AuditRecord], first_seq: i64, mut prev: String) {
+pub(super) fn assert_chain(records: &[AuditRecord], first_seq: i64, mut prev: String) {
     let mac = test_mac();
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r.seq, first_seq + i as i64, "no gap, no fork");
