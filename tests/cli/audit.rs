@@ -2,7 +2,7 @@
 //! tampering found by `verify` by sequence number (exit 1), a value found by its HMAC read
 //! from stdin, pruning that keeps the chain verifiable — and no value anywhere.
 
-use super::{PW, PW_MARK, TestCli};
+use super::{PG_FLAGS, PW, PW_MARK, TestCli};
 
 /// Runs SQL on the database file behind the CLI's back, as an attacker with the file would
 /// (Python's `sqlite3` module: no SQLite library in this test crate).
@@ -46,15 +46,7 @@ fn findings(cli: &TestCli) -> (i32, Vec<(i64, String)>) {
 #[test]
 fn audit_records_the_cli_user_and_verify_finds_each_tampering_by_seq() {
     let cli = TestCli::new();
-    let flags = [
-        "--type",
-        "postgres",
-        "--host",
-        "db.example.com",
-        "--login",
-        "etl",
-    ];
-    cli.add("pg", &flags, Some(PW));
+    cli.add("pg", PG_FLAGS, Some(PW));
     for i in 0..6 {
         cli.run(&[
             "connections",
@@ -164,15 +156,7 @@ fn audit_records_the_cli_user_and_verify_finds_each_tampering_by_seq() {
 #[test]
 fn audit_prune_keeps_the_chain_verifiable_and_no_value_is_in_the_files() {
     let cli = TestCli::new();
-    let flags = [
-        "--type",
-        "postgres",
-        "--host",
-        "db.example.com",
-        "--login",
-        "etl",
-    ];
-    cli.add("pg", &flags, Some(PW));
+    cli.add("pg", PG_FLAGS, Some(PW));
     cli.run(&["connections", "update", "pg", "--description", "x"])
         .ok();
     cli.run(&["audit", "prune", "--older-than", "1d"]).ok();

@@ -2,22 +2,14 @@
 
 use serde_json::Value;
 
-use super::{PW, PW_MARK, TestCli};
+use super::{PG_FLAGS, PW, PW_MARK, TestCli};
 
 const OLD_MARK: &str = "HistCliOld-41a";
 
 #[test]
 fn history_rollback_purge_and_keep_versions() {
     let cli = TestCli::new();
-    let flags = [
-        "--type",
-        "postgres",
-        "--host",
-        "db.example.com",
-        "--login",
-        "etl",
-    ];
-    cli.add("pg", &flags, Some(OLD_MARK));
+    cli.add("pg", PG_FLAGS, Some(OLD_MARK));
     cli.run_stdin(
         &["connections", "update", "pg", "--password-stdin"],
         Some(PW),
@@ -113,7 +105,7 @@ fn history_rollback_purge_and_keep_versions() {
     );
     cli.run(&["connections", "history", "pg"]).fails(1);
     // --keep-versions bounds the history of the writes it makes.
-    cli.add("kv", &flags, Some(OLD_MARK));
+    cli.add("kv", PG_FLAGS, Some(OLD_MARK));
     for d in ["a", "b", "c", "d"] {
         cli.run(&[
             "--keep-versions",

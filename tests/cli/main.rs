@@ -21,6 +21,15 @@ mod tunnel;
 const PW: &str = "CliS3cret-7f2a:@/ é";
 /// The part of [`PW`] that survives percent-encoding: what the leak check looks for.
 const PW_MARK: &str = "CliS3cret";
+/// A postgres connection's flags for `connections add` (the audit and history tests).
+const PG_FLAGS: &[&str] = &[
+    "--type",
+    "postgres",
+    "--host",
+    "db.example.com",
+    "--login",
+    "etl",
+];
 /// A secret inside extra.
 const EXTRA_MARK: &str = "ExtraT0ken9x";
 
