@@ -7,8 +7,8 @@
 //! The statements are built here once for both backends ([`page_sql`]); each backend binds
 //! the parameters (`sqlite/page.rs`, `postgres/page.rs`).
 
-use crate::rows::Columns;
 use crate::Result;
+use crate::rows::Columns;
 
 /// Which connections [`Store::page_connections`](crate::Store::page_connections) returns, in
 /// conn_id order.

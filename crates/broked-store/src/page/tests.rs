@@ -1,6 +1,6 @@
 //! Pages and test results, on every backend (as `crate::tests`' suite does).
 
-use crate::tests::{conn, del, with_key, Backend, Sqlite};
+use crate::tests::{Backend, Sqlite, conn, del, with_key};
 use crate::*;
 
 macro_rules! both {
@@ -136,7 +136,9 @@ fn filters_by_type_search_and_count(b: &impl Backend) {
     let http = store.page_connections(&query(Some("http"), None)).unwrap();
     assert_eq!(
         ids(&http),
-        ["c-00", "c-03", "c-06", "c-09", "c-12", "c-15", "c-18", "c-21", "c-24"]
+        [
+            "c-00", "c-03", "c-06", "c-09", "c-12", "c-15", "c-18", "c-21", "c-24"
+        ]
     );
     assert_eq!(http.total, Some(Total::Exact(9)));
     // The host, case-insensitively.
@@ -169,16 +171,20 @@ fn filters_by_type_search_and_count(b: &impl Backend) {
         .unwrap();
     assert_eq!((none.rows.len(), none.total), (0, Some(Total::Exact(0))));
     // LIKE wildcards are plain characters.
-    assert!(store
-        .page_connections(&query(None, Some("%")))
-        .unwrap()
-        .rows
-        .is_empty());
-    assert!(store
-        .page_connections(&query(None, Some("c_0")))
-        .unwrap()
-        .rows
-        .is_empty());
+    assert!(
+        store
+            .page_connections(&query(None, Some("%")))
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+    assert!(
+        store
+            .page_connections(&query(None, Some("c_0")))
+            .unwrap()
+            .rows
+            .is_empty()
+    );
     // The total counts every page, not the rows after the cursor; it stops at the cap.
     let paged = store
         .page_connections(&ConnQuery {
@@ -220,19 +226,27 @@ fn status(ok: bool, message: &str) -> TestStatus {
 fn test_results_are_recorded_listed_and_filtered(b: &impl Backend) {
     let store = b.open();
     seed(&store);
-    assert!(store
-        .record_test("c-01", 1, &status(true, "connected"))
-        .unwrap());
-    assert!(store
-        .record_test("c-02", 1, &status(false, "refused"))
-        .unwrap());
-    assert!(store
-        .record_test("c-03", 1, &status(false, "timed out"))
-        .unwrap());
+    assert!(
+        store
+            .record_test("c-01", 1, &status(true, "connected"))
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_test("c-02", 1, &status(false, "refused"))
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_test("c-03", 1, &status(false, "timed out"))
+            .unwrap()
+    );
     // A later test replaces the result.
-    assert!(store
-        .record_test("c-03", 1, &status(true, "connected again"))
-        .unwrap());
+    assert!(
+        store
+            .record_test("c-03", 1, &status(true, "connected again"))
+            .unwrap()
+    );
     let with = |s: StatusFilter| {
         store
             .page_connections(&ConnQuery {
@@ -270,16 +284,20 @@ fn test_results_are_recorded_listed_and_filtered(b: &impl Backend) {
 fn a_test_of_an_older_version_or_a_deleted_connection_records_nothing(b: &impl Backend) {
     let store = b.open();
     seed(&store);
-    assert!(store
-        .record_test("c-05", 1, &status(true, "connected"))
-        .unwrap());
+    assert!(
+        store
+            .record_test("c-05", 1, &status(true, "connected"))
+            .unwrap()
+    );
     let mut c = store.get_connection("c-05").unwrap().unwrap();
     c.host = Some("other.example.com".into());
     assert_eq!(store.update_connection(&c, 10).unwrap(), Written::Done);
     // The test of version 1 ended after the update to version 2.
-    assert!(!store
-        .record_test("c-05", 1, &status(false, "refused"))
-        .unwrap());
+    assert!(
+        !store
+            .record_test("c-05", 1, &status(false, "refused"))
+            .unwrap()
+    );
     let listed = |s: &dyn Store| {
         s.page_connections(&ConnQuery {
             after: Some("c-04".into()),
@@ -293,9 +311,11 @@ fn a_test_of_an_older_version_or_a_deleted_connection_records_nothing(b: &impl B
     let row = listed(&store);
     assert_eq!((row.conn_id.as_str(), row.version), ("c-05", 2));
     assert_eq!(row.last_test, None, "the result was about version 1");
-    assert!(store
-        .record_test("c-05", 2, &status(false, "refused"))
-        .unwrap());
+    assert!(
+        store
+            .record_test("c-05", 2, &status(false, "refused"))
+            .unwrap()
+    );
     assert_eq!(listed(&store).last_test, Some(status(false, "refused")));
     assert!(!store.record_test("missing", 1, &status(true, "x")).unwrap());
     // Deleting the connection deletes its result: one created again is untested.
@@ -421,7 +441,7 @@ fn a_search_for_the_escape_character_finds_it_as_written(b: &impl Backend) {
 /// (docs/storage.md, "Pages").
 #[test]
 fn sqlite_page_plans_seek_and_never_sort() {
-    use crate::page::{page_sql, Dialect};
+    use crate::page::{Dialect, page_sql};
     let b = Sqlite::new();
     let store = b.open();
     seed(&store);
