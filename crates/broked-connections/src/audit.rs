@@ -36,7 +36,8 @@
 //!
 //! Reveals fail closed: if their record cannot be written, the secret is not handed out.
 //! Other calls log a warning and count `audit_failures` when a record of their own cannot be
-//! written (the audit keys cannot be had, or the store refuses it).
+//! written (the audit keys cannot be had, or the store refuses it); a change whose record
+//! cannot be made is refused.
 //!
 //! The calls on [`Connections`] that record and read the log are in `auditing.rs`.
 //!

@@ -64,21 +64,15 @@ impl Connections {
     }
 
     /// What a change carries into its own transaction: the record of `event` done by
-    /// `actor` with outcome `ok` — appended only if the write changes data. Without the audit
-    /// keys, nothing: [`Connections::settle_write`] then records the event on its own, which fails
-    /// and is counted like any record that cannot be written.
-    pub(crate) fn audit_log(&self, actor: &Actor, event: &Event) -> WriteLog {
-        let carried = self
-            .event_record(actor, event, "ok")
-            .and_then(|record| Ok((record, self.audit.shared.mac()?)));
-        match carried {
-            Ok((record, mac)) => WriteLog {
-                audit: vec![record],
-                mac: Some(mac),
-                ..WriteLog::none()
-            },
-            Err(_) => WriteLog::none(),
-        }
+    /// `actor` with outcome `ok` — appended only if the write changes data. An error if the
+    /// record cannot be made (the audit keys cannot be had): the change is then not made
+    /// either, and [`Connections::settle_write`] records the failure as it can.
+    pub(crate) fn audit_log(&self, actor: &Actor, event: &Event) -> Result<WriteLog, Error> {
+        Ok(WriteLog {
+            audit: vec![self.event_record(actor, event, "ok")?],
+            mac: Some(self.audit.shared.mac()?),
+            ..WriteLog::none()
+        })
     }
 
     /// The end of an audited change whose write carried its record ([`Connections::audit_log`]):

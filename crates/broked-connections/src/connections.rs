@@ -144,7 +144,7 @@ impl Connections {
         let now = now();
         let (mut rows, version, logged) = self.sealer.write_rows(
             None,
-            &self.audit_log(actor, event),
+            &self.audit_log(actor, event)?,
             || {
                 let mut row = self.sealer.seal_row(&conn, None, &now, &now, 1)?;
                 row.updated_by = Some(actor.name().to_owned());
@@ -257,7 +257,7 @@ impl Connections {
             let updated_at = now();
             let written = self.sealer.write_rows(
                 Some(&old),
-                &self.audit_log(actor, event),
+                &self.audit_log(actor, event)?,
                 || {
                     let mut row = self.sealer.seal_row(
                         &new,
@@ -341,7 +341,7 @@ impl Connections {
         };
         let (deleted, logged) = self
             .store
-            .delete_connection_logged(conn_id, &how, &self.audit_log(actor, event))
+            .delete_connection_logged(conn_id, &how, &self.audit_log(actor, event)?)
             .map_err(store_err)?;
         match deleted {
             Deleted::Done => Ok(((), logged)),
@@ -554,7 +554,7 @@ impl Connections {
         };
         let (put, logged) = self
             .store
-            .put_pipeline_logged(&row, &refs, &self.audit_log(actor, event))
+            .put_pipeline_logged(&row, &refs, &self.audit_log(actor, event)?)
             .map_err(store_err)?;
         match put {
             PutPipeline::Created | PutPipeline::Replaced => {
@@ -588,12 +588,13 @@ impl Connections {
     pub(crate) fn delete_pipeline_as(&self, actor: &Actor, pipeline_id: &str) -> Result<(), Error> {
         let event = Event::new("pipeline_delete")
             .detail(format!("pipeline={}", crate::audit::printable(pipeline_id)));
-        let log = self.audit_log(actor, &event);
-        let result = match self.store.delete_pipeline_logged(pipeline_id, &log) {
-            Ok((true, logged)) => Ok(((), logged)),
-            Ok((false, _)) => Err(Error::PipelineNotFound(pipeline_id.to_owned())),
-            Err(e) => Err(store_err(e)),
-        };
+        let result = self.audit_log(actor, &event).and_then(|log| {
+            match self.store.delete_pipeline_logged(pipeline_id, &log) {
+                Ok((true, logged)) => Ok(((), logged)),
+                Ok((false, _)) => Err(Error::PipelineNotFound(pipeline_id.to_owned())),
+                Err(e) => Err(store_err(e)),
+            }
+        });
         self.settle_write(actor, event, result)
     }
 

@@ -196,7 +196,7 @@ impl Connections {
             };
             event.fields = changed.clone();
             // The record goes into the write's transaction (`Connections::settle_write`).
-            let log = self.audit_log(actor, event);
+            let log = self.audit_log(actor, event)?;
             let now = now();
             let created_at = current
                 .as_ref()

@@ -213,7 +213,7 @@ impl Connections {
         }
         ids.extend(valid.iter().map(|(_, c)| c.conn_id.as_str().to_owned()));
         let now = now();
-        let log = self.audit_log(actor, &import_event(overwrite, ids));
+        let log = self.audit_log(actor, &import_event(overwrite, ids))?;
         let (_, outcome, logged) = self.sealer.write_rows(
             None,
             &log,

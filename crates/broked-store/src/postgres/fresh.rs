@@ -1,7 +1,8 @@
 //! How a `PgStore` learns that the database changed, without a round trip per resolve.
 //!
 //! Every write sets `state.generation` to a new value — a sequence number in the high 32 bits
-//! (writes are serialized on the `state` row, so it follows commit order) and 32 random bits
+//! (every write holds the `state` row from this update to its commit, so it follows commit
+//! order) and 32 random bits
 //! below (so a restore to an older snapshot followed by as many writes repeats a generation
 //! some process cached only with probability 2⁻³²) — and, in the same transaction,
 //! `pg_notify`s it on the schema's channel `broked_<md5(schema)>`; PostgreSQL delivers the

@@ -9,11 +9,15 @@
 //! concurrently on the pool. Blocking inside an async handler costs that worker thread while
 //! the statement runs, exactly as the SQLite backend does.
 //!
-//! **Writes** run in one READ COMMITTED transaction that first locks the single `state` row
-//! (`SELECT … FOR UPDATE`), so writers queue like SQLite's `BEGIN IMMEDIATE` and each one sees
-//! every earlier commit; when it changed anything, the transaction sets `state.generation` to
-//! a new random value and notifies the other stores (`postgres/fresh.rs`: how `generation`
-//! answers without a round trip, and what it does while it cannot listen).
+//! **Writes** run in one READ COMMITTED transaction ordered by `bridge::Order`: most lock
+//! the store's write lock exclusively and then the single `state` row (`SELECT … FOR
+//! UPDATE`), so they queue like SQLite's `BEGIN IMMEDIATE` and each one sees every earlier
+//! commit; the insert, update and delete of one connection instead share the write lock,
+//! lock their row, and take the `state` row only at their end. When a write changed
+//! anything, it sets `state.generation` to a new value and notifies the other stores
+//! (`postgres/fresh.rs`: how `generation` answers without a round trip, and what it does
+//! while it cannot listen), then counts its seals and appends its audit records
+//! ([`WriteLog`](crate::WriteLog)) — in commit order, under the `state` row.
 //! `lock_timeout` is 10 s (then [`StoreError::Busy`]); serialization failures and deadlocks
 //! are retried.
 //!
