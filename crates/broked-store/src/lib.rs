@@ -354,50 +354,6 @@ pub struct Reseal {
     pub new: Sealed,
 }
 
-/// Where a key rotation's scan stands ([`Store::sealed_not_under_after`]): just after the
-/// current row of `conn_id` (`version: None`) or just after its kept version `version`. The
-/// scan visits every current row in conn_id order, then every kept version in (conn_id,
-/// version) order; a cursor is a place in that order, so the row it names may be gone.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ResealCursor {
-    pub conn_id: String,
-    pub version: Option<i64>,
-}
-
-/// A row — current or kept — with a value not sealed by the key a rotation moves to: what
-/// its values are bound to (type, host, port, login) and those values.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResealRow {
-    pub conn_id: String,
-    /// `None`: the connection's current row; `Some(n)`: version `n` in its history.
-    pub version: Option<i64>,
-    pub conn_type: String,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub login: Option<String>,
-    /// `None` if the row has no password or it is sealed by the key already.
-    pub password: Option<Sealed>,
-    /// As `password`.
-    pub extra: Option<Sealed>,
-}
-
-impl ResealRow {
-    pub fn sealed(&self, field: SecretField) -> Option<&Sealed> {
-        match field {
-            SecretField::Password => self.password.as_ref(),
-            SecretField::Extra => self.extra.as_ref(),
-        }
-    }
-
-    /// The place of this row in the scan.
-    pub fn cursor(&self) -> ResealCursor {
-        ResealCursor {
-            conn_id: self.conn_id.clone(),
-            version: self.version,
-        }
-    }
-}
-
 /// A named API token. Only the SHA-256 of the token is stored (hex), never the token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredToken {
