@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
-use broked_connections::{ConnId, Grant, ListQuery, StatusFilter, Total};
+use broked_connections::{
+    ConnId, ConnectionInfo, Connections, Grant, ListQuery, RotationSummary, StatusFilter, Total,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -30,14 +32,53 @@ const COUNT_UP_TO: u64 = 10_000;
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub(crate) enum ConnectionListOut {
-    All(Vec<ConnectionOut>),
+    All(Vec<ConnectionRowOut>),
     Page(ConnectionPageOut),
+}
+
+/// A connection as the list shows it: the connection, and its password rotation (issue 20,
+/// `docs/rotation.md`) — all null and `false` for one never rotated and without a schedule.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConnectionRowOut {
+    #[serde(flatten)]
+    connection: ConnectionOut,
+    /// RFC 3339: when the password was last rotated on the database server; `null` if never.
+    last_rotated_at: Option<String>,
+    /// RFC 3339: when the next scheduled rotation (`extra.rotate_every`) is due; `null`
+    /// without a valid schedule.
+    next_due_at: Option<String>,
+    /// Whether the last rotation failed, or `extra.rotate_every` is invalid.
+    rotation_failing: bool,
+    /// Why (never a secret); `null` when not failing.
+    rotation_error: Option<String>,
+}
+
+impl ConnectionRowOut {
+    fn new(info: ConnectionInfo, rotation: RotationSummary) -> ConnectionRowOut {
+        ConnectionRowOut {
+            connection: ConnectionOut::from(info),
+            rotation_failing: rotation.failing(),
+            last_rotated_at: rotation.last_rotated_at,
+            next_due_at: rotation.next_due_at,
+            rotation_error: rotation.error,
+        }
+    }
+}
+
+/// A page of the store with each row's rotation (the schedule's `meta` read once).
+fn page_with_rotation(
+    c: &Connections,
+    query: &ListQuery,
+) -> Result<(broked_connections::ConnectionPage, Vec<RotationSummary>), broked_connections::Error> {
+    let page = c.list_page(query)?;
+    let rotation = c.rotation_summaries(&page.items)?;
+    Ok((page, rotation))
 }
 
 /// One page of connections, in conn_id order.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ConnectionPageOut {
-    items: Vec<ConnectionOut>,
+    items: Vec<ConnectionRowOut>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
     /// How many connections match, on every page together: counted on the first page
@@ -73,12 +114,13 @@ pub(crate) async fn list_connections(
     let params = query(q)?;
     let (mut list, paged) = list_query(&params)?;
     if !paged {
-        let page = blocking(&state, move |c| c.list_page(&list)).await?;
+        let (page, rotation) = blocking(&state, move |c| page_with_rotation(c, &list)).await?;
         return Ok(Json(ConnectionListOut::All(
             page.items
                 .into_iter()
-                .filter(|i| grant.sees(i.conn_id.as_str()))
-                .map(ConnectionOut::from)
+                .zip(rotation)
+                .filter(|(i, _)| grant.sees(i.conn_id.as_str()))
+                .map(|(i, r)| ConnectionRowOut::new(i, r))
                 .collect(),
         )));
     }
@@ -92,15 +134,15 @@ pub(crate) async fn list_connections(
     let mut total = None;
     let next_cursor = 'pages: loop {
         let query = list.clone();
-        let page = blocking(&state, move |c| c.list_page(&query)).await?;
+        let (page, rotation) = blocking(&state, move |c| page_with_rotation(c, &query)).await?;
         total = total.or(page.total);
         let n = page.items.len();
-        for (i, item) in page.items.into_iter().enumerate() {
+        for (i, (item, rotation)) in page.items.into_iter().zip(rotation).enumerate() {
             if !grant.sees(item.conn_id.as_str()) {
                 continue;
             }
             let id = item.conn_id.as_str().to_owned();
-            items.push(ConnectionOut::from(item));
+            items.push(ConnectionRowOut::new(item, rotation));
             if items.len() == limit {
                 // Full: the next page starts after this one, if anything follows it.
                 let more = i + 1 < n || page.next_after.is_some();

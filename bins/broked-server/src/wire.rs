@@ -76,7 +76,7 @@ impl From<ConnectionInfo> for ConnectionOut {
 
 /// The body of POST, PUT and PATCH `/api/connections…` and of `POST /api/connections/test`.
 /// Its schema is built from the keys the library's one reader accepts
-/// ([`broked_connections::CONNECTION_KEYS`], [`broked_connections::READ_ONLY_KEYS`]), so the
+/// ([`JsonSource::Api`]: the connection keys, the read-only ones and a list row's), so the
 /// document cannot list a field the parser refuses, or miss one it reads. Unknown fields are
 /// refused (`additionalProperties: false`).
 pub(crate) struct ConnectionIn;
@@ -99,10 +99,7 @@ impl utoipa::PartialSchema for ConnectionIn {
                 "A connection. Unknown fields are refused; created_at and updated_at are \
                  read-only and ignored.",
             ));
-        for key in broked_connections::CONNECTION_KEYS
-            .into_iter()
-            .chain(broked_connections::READ_ONLY_KEYS)
-        {
+        for key in JsonSource::Api.keys() {
             let schema = match key {
                 "conn_id" => text("Required on create; immutable afterwards.")
                     .pattern(Some(broked_core::ConnId::RULE))

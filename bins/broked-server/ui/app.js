@@ -451,6 +451,31 @@ function statusBadge(c) {
   });
 }
 
+// A connection's password rotation (issue 20, docs/rotation.md): when it was last rotated and
+// when the next scheduled rotation is due; a failing rotation (the last attempt failed, or
+// extra.rotate_every is invalid) as a red badge that says why on hover (and in its label). A
+// connection never rotated and without a schedule shows a dash.
+function rotationCell(c) {
+  if (!c.last_rotated_at && !c.next_due_at && !c.rotation_failing) {
+    return el('span', { class: 'muted', text: '—' });
+  }
+  const time = (iso) => el('time', { datetime: iso, text: formatTime(iso) });
+  const box = el('div', { class: 'rotation-cell' });
+  if (c.rotation_failing) {
+    const message = c.rotation_error || '';
+    box.append(el('span', {
+      class: 'status failed',
+      title: `Rotation failing: ${message}`,
+      'aria-label': `Rotation failing: ${message}`,
+      text: 'Rotation failing',
+    }));
+  }
+  box.append(el('span', { class: 'rotated' }, 'Rotated ',
+    c.last_rotated_at ? time(c.last_rotated_at) : 'never'));
+  if (c.next_due_at) box.append(el('span', { class: 'due' }, 'Due ', time(c.next_due_at)));
+  return box;
+}
+
 function row(c) {
   const tr = el('tr', { 'data-conn-id': c.conn_id });
   tr.append(
@@ -460,6 +485,7 @@ function row(c) {
     el('td', { 'data-label': 'Host', class: 'host', text: c.host ?? '—' }),
     el('td', { 'data-label': 'Port', text: c.port == null ? '—' : String(c.port) }),
     el('td', { 'data-label': 'Last test', class: 'last-test' }, statusBadge(c)),
+    el('td', { 'data-label': 'Rotation', class: 'rotation' }, rotationCell(c)),
     el('td', { 'data-label': 'Updated' }, el('time', { datetime: c.updated_at, text: formatTime(c.updated_at) })),
     el('td', { class: 'row-actions' },
       el('a', {

@@ -47,6 +47,8 @@ pub struct Connections {
     tokens: Tokens,
     /// The audit log (see `audit.rs`).
     pub(crate) audit: crate::audit::Audit,
+    /// Each connection's parsed `extra.rotate_every` by version (`rotation_schedule.rs`).
+    pub(crate) schedules: crate::rotation_schedule::ScheduleCache,
 }
 
 impl std::fmt::Debug for Connections {
@@ -99,6 +101,7 @@ impl Connections {
             tunnels: broked_tunnel::SharedTunnels::default(),
             tokens: Tokens::new(Arc::clone(&tokens_store)),
             audit,
+            schedules: Default::default(),
         })
     }
 

@@ -48,12 +48,22 @@ pub const READ_ONLY_KEYS: [&str; 7] = [
     "last_test_message",
 ];
 
+/// What a row of the server's list (`GET /api/connections`) shows besides
+/// [`CONNECTION_KEYS`] and [`READ_ONLY_KEYS`]: its password rotation (issue 20). The API
+/// accepts and ignores them too, so that a row sent back as it was listed is no error.
+pub const LIST_ROW_KEYS: [&str; 4] = [
+    "last_rotated_at",
+    "next_due_at",
+    "rotation_failing",
+    "rotation_error",
+];
+
 impl JsonSource {
     /// Every key this source accepts.
     pub fn keys(self) -> Vec<&'static str> {
         let mut keys: Vec<&str> = CONNECTION_KEYS.into_iter().chain(READ_ONLY_KEYS).collect();
         match self {
-            JsonSource::Api | JsonSource::MergePatch => {}
+            JsonSource::Api | JsonSource::MergePatch => keys.extend(LIST_ROW_KEYS),
             JsonSource::Import => keys.extend(["has_password", "has_extra"]),
             JsonSource::Env => keys.push("conn_type"),
         }

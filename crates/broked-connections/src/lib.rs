@@ -57,7 +57,7 @@ pub use crate::audit::{
 pub use crate::connections::{Connections, describe_db, is_postgres_url};
 pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};
-pub use crate::fields::{CONNECTION_KEYS, JsonSource, READ_ONLY_KEYS};
+pub use crate::fields::{CONNECTION_KEYS, JsonSource, LIST_ROW_KEYS, READ_ONLY_KEYS};
 pub use crate::info::{
     ConnectionInfo, ConnectionVersion, PipelineInfo, PipelineUsage, VersionInfo,
 };
@@ -71,7 +71,8 @@ pub use crate::rotate_password::{
     is_auth_failure_code,
 };
 pub use crate::rotation_schedule::{
-    ROTATE_EVERY_KEY, RotationStatus, SCHEDULE as ROTATION_SCHEDULE, parse_rotate_every,
+    ROTATE_EVERY_KEY, RotationStatus, RotationSummary, SCHEDULE as ROTATION_SCHEDULE,
+    parse_rotate_every,
 };
 pub use crate::sealer::{CheckFailure, CheckReport, KeyStatus, RotateReport};
 pub use crate::tokens::{Grant, Scope, TokenInfo, glob_match, parse_duration};

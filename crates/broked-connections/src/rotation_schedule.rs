@@ -15,11 +15,19 @@
 //! taken without waiting (a rotation in progress elsewhere is left alone), and only if it is
 //! still due once the lock is held: several replicas running the schedule rotate it once.
 //!
+//! **Opened once per version.** A connection's `rotate_every` is in its sealed extra; the
+//! parsed schedule is kept by the row's version ([`ScheduleCache`]), so a scan of the
+//! schedules, and a list that shows them, open only rows written since they were last read.
+//!
 //! Not here: the rotation itself (`rotate_password.rs`), the timer (the server's).
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use broked_core::Connection;
+use broked_store::StoredConnection;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
@@ -27,7 +35,7 @@ use crate::actor::Actor;
 use crate::audit::Event;
 use crate::connections::Connections;
 use crate::error::{Error, store_err};
-use crate::info::rfc3339;
+use crate::info::{ConnectionInfo, rfc3339};
 use crate::rotate_password::{RotationReport, extra_map};
 
 /// The `meta` setting with each connection's rotation times and last outcome.
@@ -102,6 +110,89 @@ impl RotationStatus {
     }
 }
 
+/// A connection's rotation as a list shows it (`GET /api/connections`): when it was last
+/// rotated, when it is next due, and why its last rotation failed. No secret in it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RotationSummary {
+    /// RFC 3339: the last successful rotation, asked for or scheduled.
+    pub last_rotated_at: Option<String>,
+    /// RFC 3339: when the next scheduled rotation is due; `None` without a valid schedule.
+    pub next_due_at: Option<String>,
+    /// Why the last attempt failed, or why `extra.rotate_every` is invalid (as
+    /// [`RotationStatus::last_error`] and [`RotationStatus::schedule_error`]).
+    pub error: Option<String>,
+}
+
+impl RotationSummary {
+    /// As [`RotationStatus::failing`].
+    pub fn failing(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
+/// `extra.rotate_every` of a connection, parsed: `None` without one, the text and the
+/// interval, or why it is invalid.
+type Schedule = Option<Result<(String, Duration), String>>;
+
+/// Each connection's parsed [`Schedule`], kept with the version and write time of the row it
+/// was read from (a purged history may number versions from 1 again), so that a scan opens
+/// only the rows that changed since. Rows without extra are not kept (nothing to open).
+#[derive(Default)]
+pub(crate) struct ScheduleCache {
+    entries: Mutex<HashMap<String, Cached>>,
+    /// Rows whose extra was opened to read the schedule: a scan of unchanged rows adds none.
+    opens: AtomicU64,
+}
+
+struct Cached {
+    version: i64,
+    updated_at: String,
+    schedule: Schedule,
+}
+
+impl ScheduleCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The schedules of `rows` (conn_id, version, updated_at) that are kept, under one lock.
+    fn lookup<'r>(
+        &self,
+        rows: impl Iterator<Item = (&'r str, i64, &'r str)>,
+    ) -> Vec<Option<Schedule>> {
+        let entries = self.entries();
+        rows.map(|(id, version, updated_at)| {
+            entries
+                .get(id)
+                .filter(|c| c.version == version && c.updated_at == updated_at)
+                .map(|c| c.schedule.clone())
+        })
+        .collect()
+    }
+
+    fn put(&self, row: &StoredConnection, schedule: &Schedule) {
+        self.entries().insert(
+            row.conn_id.clone(),
+            Cached {
+                version: row.version,
+                updated_at: row.updated_at.clone(),
+                schedule: schedule.clone(),
+            },
+        );
+    }
+
+    /// Forgets the connections not in `ids` (deleted, or no extra any more).
+    fn keep_only(&self, ids: &HashSet<&str>) {
+        self.entries().retain(|id, _| ids.contains(id.as_str()));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn opens(&self) -> u64 {
+        self.opens.load(Ordering::Relaxed)
+    }
+}
+
 /// One connection's record in [`SCHEDULE`], read.
 #[derive(Default)]
 struct Record {
@@ -139,7 +230,7 @@ fn parse_time(s: &str) -> Option<OffsetDateTime> {
 }
 
 /// `extra.rotate_every` of `conn` (any spelling drivers would accept): `None` when absent.
-fn schedule_of(conn: &Connection) -> Option<Result<(String, Duration), String>> {
+fn schedule_of(conn: &Connection) -> Schedule {
     let extra = extra_map(conn);
     let (_, value) = extra
         .iter()
@@ -190,12 +281,7 @@ fn next_due(conn_id: &str, every: Duration, record: &Record) -> Option<OffsetDat
     Some(due)
 }
 
-fn status(
-    conn_id: &str,
-    schedule: Option<Result<(String, Duration), String>>,
-    record: &Record,
-    pending: bool,
-) -> RotationStatus {
+fn status(conn_id: &str, schedule: Schedule, record: &Record, pending: bool) -> RotationStatus {
     let (rotate_every, schedule_error, next_due_at) = match schedule {
         None => (None, None, None),
         Some(Err(e)) => (None, Some(e), None),
@@ -221,12 +307,13 @@ fn status(
 impl Connections {
     /// The rotation schedule and state of `conn_id` ([`Error::NotFound`] if there is none).
     pub fn rotation_status(&self, conn_id: &str) -> Result<RotationStatus, Error> {
-        let conn = self.decrypt_some(&self.stored(conn_id)?, false, true)?;
+        let row = self.stored(conn_id)?;
+        let sched = self.schedule_of_row(&row, None)?;
         let schedule = self.schedule_records()?;
         let pending = self.pending_rotations()?.iter().any(|p| p == conn_id);
         Ok(status(
             conn_id,
-            schedule_of(&conn),
+            sched,
             &Record::read(schedule.get(conn_id)),
             pending,
         ))
@@ -234,22 +321,27 @@ impl Connections {
 
     /// [`Connections::rotation_status`] of every connection that has a schedule, was
     /// rotated, or has a rotation in the journal; sorted by conn_id. A connection whose
-    /// extra cannot be opened is left out (and logged).
+    /// extra cannot be opened is left out (and logged). Only rows written since the last
+    /// call are opened ([`ScheduleCache`]).
     pub fn rotation_statuses(&self) -> Result<Vec<RotationStatus>, Error> {
         let schedule = self.schedule_records()?;
         let pending = self.pending_rotations()?;
+        let rows = self.stored_all()?;
+        let kept = self.schedules.lookup(
+            rows.iter()
+                .map(|r| (r.conn_id.as_str(), r.version, r.updated_at.as_str())),
+        );
         let mut out = Vec::new();
-        for row in self.stored_all()? {
-            let conn = match self.decrypt_some(&row, false, true) {
-                Ok(c) => c,
+        for (row, kept) in rows.iter().zip(kept) {
+            let sched = match self.schedule_of_row(row, kept) {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(conn_id = %row.conn_id, error = %e,
                         "cannot read the rotation schedule of a connection");
                     continue;
                 }
             };
-            let id = conn.conn_id.as_str();
-            let sched = schedule_of(&conn);
+            let id = row.conn_id.as_str();
             let is_pending = pending.iter().any(|p| p == id);
             if sched.is_none() && !schedule.contains_key(id) && !is_pending {
                 continue;
@@ -261,8 +353,95 @@ impl Connections {
                 is_pending,
             ));
         }
+        self.schedules.keep_only(
+            &rows
+                .iter()
+                .filter(|r| r.extra.is_some())
+                .map(|r| r.conn_id.as_str())
+                .collect(),
+        );
         out.sort_by(|a, b| a.conn_id.cmp(&b.conn_id));
         Ok(out)
+    }
+
+    /// The rotation of each of `items` as a list shows it ([`RotationSummary`]; the default
+    /// for a connection never rotated and without a schedule). Reads the schedule's `meta`
+    /// once; a connection's extra is opened only when it changed since its schedule was
+    /// last read (by this call, a scan or a status). A connection whose extra cannot be
+    /// opened (or that was deleted meanwhile) shows no schedule.
+    pub fn rotation_summaries(
+        &self,
+        items: &[ConnectionInfo],
+    ) -> Result<Vec<RotationSummary>, Error> {
+        let records = self.schedule_records()?;
+        let kept = self.schedules.lookup(
+            items
+                .iter()
+                .map(|i| (i.conn_id.as_str(), i.version, i.updated_at.as_str())),
+        );
+        let mut out = Vec::with_capacity(items.len());
+        for (info, kept) in items.iter().zip(kept) {
+            let id = info.conn_id.as_str();
+            let sched = match kept {
+                Some(s) => s,
+                None if !info.has_extra => None,
+                None => match self
+                    .stored(id)
+                    .and_then(|row| self.schedule_of_row(&row, None))
+                {
+                    Ok(s) => s,
+                    Err(Error::NotFound(_)) => None,
+                    Err(e) => {
+                        tracing::warn!(conn_id = %id, error = %e,
+                            "cannot read the rotation schedule of a connection");
+                        None
+                    }
+                },
+            };
+            let record = records.get(id);
+            if sched.is_none() && record.is_none() {
+                out.push(RotationSummary::default());
+                continue;
+            }
+            let s = status(id, sched, &Record::read(record), false);
+            out.push(RotationSummary {
+                last_rotated_at: s.last_rotated_at,
+                next_due_at: s.next_due_at,
+                error: s.last_error.or(s.schedule_error),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The schedule of `row`: `kept` (what [`ScheduleCache::lookup`] found) if any, else
+    /// its extra opened, parsed and kept.
+    fn schedule_of_row(
+        &self,
+        row: &StoredConnection,
+        kept: Option<Schedule>,
+    ) -> Result<Schedule, Error> {
+        if row.extra.is_none() {
+            return Ok(None);
+        }
+        if let Some(s) = kept {
+            return Ok(s);
+        }
+        if let Some(Some(s)) = self
+            .schedules
+            .lookup(std::iter::once((
+                row.conn_id.as_str(),
+                row.version,
+                row.updated_at.as_str(),
+            )))
+            .pop()
+        {
+            return Ok(s);
+        }
+        self.schedules.opens.fetch_add(1, Ordering::Relaxed);
+        let conn = self.decrypt_some(row, false, true)?;
+        let sched = schedule_of(&conn);
+        self.schedules.put(row, &sched);
+        Ok(sched)
     }
 
     /// Rotates every connection whose `extra.rotate_every` is due (one at a time, each under
@@ -453,5 +632,158 @@ mod tests {
         );
         // Never rotated, never seen: no base.
         assert_eq!(next_due("c", every, &Record::default()), None);
+    }
+
+    fn open(dir: &std::path::Path) -> Connections {
+        Connections::open(dir.join("broked.db")).unwrap()
+    }
+
+    fn create(c: &Connections, id: &str, extra: Option<&str>) {
+        c.create(broked_core::ConnectionInput {
+            conn_id: Some(id.into()),
+            conn_type: Some("postgres".into()),
+            host: Some("db.example.com".into()),
+            login: Some("etl".into()),
+            password: Some("sched-pw-4c1f".into()),
+            extra: extra.map(Into::into),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    fn set_extra(c: &Connections, id: &str, extra: &str) {
+        let update = crate::ConnectionUpdate {
+            extra: crate::SecretUpdate::Set(extra.into()),
+            ..Default::default()
+        };
+        c.update(id, update, crate::UpdateMode::Merge).unwrap();
+    }
+
+    #[test]
+    fn a_scan_opens_only_the_rows_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        create(&c, "every-30d", Some(r#"{"rotate_every": "30d"}"#));
+        create(&c, "no-schedule", Some(r#"{"application_name": "etl"}"#));
+        create(&c, "no-extra", None);
+        let every = |statuses: &[RotationStatus], id: &str| {
+            statuses
+                .iter()
+                .find(|s| s.conn_id == id)
+                .and_then(|s| s.rotate_every.clone())
+        };
+
+        let first = c.rotation_statuses().unwrap();
+        assert_eq!(every(&first, "every-30d").as_deref(), Some("30d"));
+        // Both rows with extra were opened; the one without has nothing to open.
+        assert_eq!(c.schedules.opens(), 2);
+        for _ in 0..3 {
+            assert_eq!(c.rotation_statuses().unwrap(), first);
+        }
+        assert_eq!(
+            c.schedules.opens(),
+            2,
+            "a scan of unchanged rows opens nothing"
+        );
+
+        // A list of them, and one status, open nothing either.
+        let page = c.list_page(&crate::ListQuery::default()).unwrap();
+        let summaries = c.rotation_summaries(&page.items).unwrap();
+        assert_eq!(summaries.len(), 3);
+        assert!(summaries[0].next_due_at.is_some(), "{summaries:?}");
+        assert_eq!(summaries[1], RotationSummary::default());
+        assert_eq!(summaries[2], RotationSummary::default());
+        c.rotation_status("every-30d").unwrap();
+        assert_eq!(c.schedules.opens(), 2);
+
+        // A changed rotate_every is seen by the next scan, which opens only that row.
+        set_extra(&c, "every-30d", r#"{"rotate_every": "12h"}"#);
+        let after = c.rotation_statuses().unwrap();
+        assert_eq!(every(&after, "every-30d").as_deref(), Some("12h"));
+        assert_eq!(c.schedules.opens(), 3);
+        // So is a schedule added to a row that had none.
+        set_extra(&c, "no-schedule", r#"{"rotate_every": "2w"}"#);
+        let after = c.rotation_statuses().unwrap();
+        assert_eq!(every(&after, "no-schedule").as_deref(), Some("2w"));
+        assert_eq!(c.schedules.opens(), 4);
+        c.rotation_statuses().unwrap();
+        assert_eq!(c.schedules.opens(), 4);
+
+        // Another handle on the same database (another process) has its own view: it opens
+        // each row once, and sees a change this handle made.
+        let other = open(dir.path());
+        assert_eq!(
+            every(&other.rotation_statuses().unwrap(), "no-schedule").as_deref(),
+            Some("2w")
+        );
+        set_extra(&c, "no-schedule", r#"{"rotate_every": "3w"}"#);
+        assert_eq!(
+            every(&other.rotation_statuses().unwrap(), "no-schedule").as_deref(),
+            Some("3w")
+        );
+        assert_eq!(other.schedules.opens(), 3);
+
+        // A deleted connection leaves the cache.
+        c.delete("every-30d", false).unwrap();
+        c.rotation_statuses().unwrap();
+        assert!(!c.schedules.entries().contains_key("every-30d"));
+    }
+
+    #[test]
+    fn list_rows_show_the_last_rotation_the_due_time_and_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        create(&c, "a-rotated", Some(r#"{"rotate_every": "30d"}"#));
+        create(&c, "b-failing", Some(r#"{"rotate_every": "12h"}"#));
+        create(&c, "c-plain", None);
+        create(&c, "d-once", None);
+        let actor = Actor::named("test");
+        let report = |id: &str| RotationReport {
+            conn_id: id.into(),
+            role: "etl".into(),
+            previous_role: None,
+            via: None,
+            sent_as: crate::SentAs::ScramVerifier,
+            rotated_at: rfc3339(OffsetDateTime::now_utc()),
+            recovered: Vec::new(),
+        };
+        c.after_rotation(&actor, "a-rotated", true, &Ok(report("a-rotated")));
+        c.after_rotation(&actor, "d-once", false, &Ok(report("d-once")));
+        let refused = Error::Rotation {
+            conn_id: "b-failing".into(),
+            reason: "the server refused the login".into(),
+        };
+        c.after_rotation(&actor, "b-failing", true, &Err(refused));
+
+        let page = c.list_page(&crate::ListQuery::default()).unwrap();
+        let rows = c.rotation_summaries(&page.items).unwrap();
+        let statuses = c.rotation_statuses().unwrap();
+        let status = |id: &str| statuses.iter().find(|s| s.conn_id == id).unwrap();
+
+        // Rotated, with a schedule: both times, as the status has them.
+        let a = status("a-rotated");
+        assert!(a.last_rotated_at.is_some() && a.next_due_at.is_some());
+        assert_eq!(rows[0].last_rotated_at, a.last_rotated_at);
+        assert_eq!(rows[0].next_due_at, a.next_due_at);
+        assert!(!rows[0].failing());
+        // Failing: why, and the retry time.
+        assert!(rows[1].failing());
+        assert_eq!(rows[1].error, status("b-failing").last_error);
+        assert!(
+            rows[1]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("refused the login")
+        );
+        assert_eq!(rows[1].next_due_at, status("b-failing").next_due_at);
+        // Never rotated, no schedule: nothing.
+        assert_eq!(rows[2], RotationSummary::default());
+        // Rotated once by hand, no schedule: when, and nothing due.
+        assert!(rows[3].last_rotated_at.is_some());
+        assert_eq!(rows[3].next_due_at, None);
+        assert!(!rows[3].failing());
+        // No password anywhere in them.
+        assert!(!format!("{rows:?}").contains("sched-pw-4c1f"));
     }
 }
