@@ -153,6 +153,7 @@ macro_rules! suite {
 }
 
 mod audit;
+mod import;
 mod write_log;
 
 suite!(

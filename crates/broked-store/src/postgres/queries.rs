@@ -92,6 +92,63 @@ fn bind_conn<'q>(
         .bind(conn.version)
 }
 
+/// Rows per statement of an import (`put_connections`): a round trip per 5,000 rows, not
+/// per row.
+const IMPORT_BATCH: usize = 5_000;
+
+/// [`ConnSql::insert`] for many new rows in one statement: each column as an array, and each
+/// row's version one more than the newest kept version of its conn_id (1 without history).
+static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO connections ({CONN_COLUMNS}) \
+         SELECT t.*, COALESCE((SELECT max(v.version) FROM connection_versions v \
+         WHERE v.conn_id = t.conn_id), 0) + 1 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], \
+         $7::bytea[], $8::bigint[], $9::bytea[], $10::bigint[], $11::text[], $12::text[], \
+         $13::text[], $14::text[], $15::text[]) \
+         AS t(conn_id, conn_type, host, port, schema_name, login, password, password_key, \
+         extra, extra_key, description, created_at, updated_at, updated_by, changed)"
+    )
+});
+
+/// Inserts `rows`, none of which is there, in one statement ([`INSERT_BATCH`]).
+async fn insert_batch(ctx: &Ctx, c: &mut PgConnection, rows: &[&StoredConnection]) -> Result<()> {
+    fn column<'r, T>(
+        rows: &[&'r StoredConnection],
+        f: impl Fn(&'r StoredConnection) -> T,
+    ) -> Vec<T> {
+        rows.iter().map(|r| f(r)).collect()
+    }
+    sqlx::query(&INSERT_BATCH)
+        .bind(column(rows, |r| r.conn_id.as_str()))
+        .bind(column(rows, |r| r.conn_type.as_str()))
+        .bind(column(rows, |r| r.host.as_deref()))
+        .bind(column(rows, |r| r.port.map(i32::from)))
+        .bind(column(rows, |r| r.schema.as_deref()))
+        .bind(column(rows, |r| r.login.as_deref()))
+        .bind(column(rows, |r| {
+            r.password.as_ref().map(|s| s.blob.as_slice())
+        }))
+        .bind(column(rows, |r| {
+            r.password.as_ref().map(|s| i64::from(s.key_id))
+        }))
+        .bind(column(rows, |r| {
+            r.extra.as_ref().map(|s| s.blob.as_slice())
+        }))
+        .bind(column(rows, |r| {
+            r.extra.as_ref().map(|s| i64::from(s.key_id))
+        }))
+        .bind(column(rows, |r| r.description.as_deref()))
+        .bind(column(rows, |r| r.created_at.as_str()))
+        .bind(column(rows, |r| r.updated_at.as_str()))
+        .bind(column(rows, |r| r.updated_by.as_deref()))
+        .bind(column(rows, |r| rows::changed_column(&r.changed)))
+        .execute(c)
+        .await
+        .map_err(pg(ctx, "import"))?;
+    Ok(())
+}
+
 /// Keeps at most `keep` previous versions of `conn_id`.
 async fn prune(ctx: &Ctx, c: &mut PgConnection, conn_id: &str, keep: u32) -> Result<()> {
     sqlx::query(&CONN_SQL.prune)
@@ -131,11 +188,21 @@ where
 /// Fails with [`StoreError::UnknownKey`] unless every key that seals a field of `conn` is
 /// registered (one round trip).
 async fn check_keys(ctx: &Ctx, c: &mut PgConnection, conn: &StoredConnection) -> Result<()> {
-    let keys: Vec<i64> = [&conn.password, &conn.extra]
+    let keys = [&conn.password, &conn.extra]
         .into_iter()
         .flatten()
-        .map(|s| i64::from(s.key_id))
-        .collect();
+        .map(|s| s.key_id);
+    check_key_ids(ctx, c, keys).await
+}
+
+/// Fails with [`StoreError::UnknownKey`] unless every key of `keys` is registered (one round
+/// trip; none without keys).
+async fn check_key_ids(
+    ctx: &Ctx,
+    c: &mut PgConnection,
+    keys: impl IntoIterator<Item = u32>,
+) -> Result<()> {
+    let keys: Vec<i64> = keys.into_iter().map(i64::from).collect();
     if keys.is_empty() {
         return Ok(());
     }
@@ -562,17 +629,47 @@ impl Store for PgStore {
             log.clone(),
             |ctx, c, (rows, overwrite, keep_versions)| {
                 Box::pin(async move {
-                    let mut existing = Vec::new();
-                    for row in rows {
-                        check_keys(ctx, c, row).await?;
-                        if exists(ctx, c, Keyed::Connection, row.conn_id.as_str()).await? {
-                            existing.push(row.conn_id.clone());
-                        }
+                    // Each key once (an import of a million rows has one key).
+                    let keys: BTreeSet<u32> = rows
+                        .iter()
+                        .flat_map(|r| [&r.password, &r.extra])
+                        .flatten()
+                        .map(|s| s.key_id)
+                        .collect();
+                    check_key_ids(ctx, c, keys).await?;
+                    // Which rows are there: one statement per batch of conn_ids.
+                    let mut there_ids = std::collections::HashSet::new();
+                    for batch in rows.chunks(IMPORT_BATCH) {
+                        let ids: Vec<&str> = batch.iter().map(|r| r.conn_id.as_str()).collect();
+                        let found: Vec<String> = sqlx::query_scalar(
+                            "SELECT conn_id FROM connections WHERE conn_id = ANY($1::text[])",
+                        )
+                        .bind(ids)
+                        .fetch_all(&mut *c)
+                        .await
+                        .map_err(pg(ctx, "import"))?;
+                        there_ids.extend(found);
                     }
+                    let existing: Vec<String> = rows
+                        .iter()
+                        .filter(|r| there_ids.contains(&r.conn_id))
+                        .map(|r| r.conn_id.clone())
+                        .collect();
                     if !existing.is_empty() && !overwrite {
                         return Ok((PutMany::Exists(existing), false));
                     }
-                    for conn in rows {
+                    // New rows (not there, and not after another row of their conn_id) go in
+                    // by batches; the others, in order after them, one by one with their
+                    // history, as an update does.
+                    let mut first = std::collections::HashSet::new();
+                    let (new, replacing): (Vec<&StoredConnection>, Vec<&StoredConnection>) =
+                        rows.iter().partition(|r| {
+                            !there_ids.contains(&r.conn_id) && first.insert(r.conn_id.as_str())
+                        });
+                    for batch in new.chunks(IMPORT_BATCH) {
+                        insert_batch(ctx, c, batch).await?;
+                    }
+                    for conn in replacing {
                         let kept = keep(ctx, c, &conn.conn_id, None).await?;
                         bind_conn(&CONN_SQL.upsert, conn)
                             .execute(&mut *c)

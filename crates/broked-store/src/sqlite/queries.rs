@@ -60,9 +60,16 @@ pub(super) fn first<T>(
         .transpose()
 }
 
-/// Runs a connection statement ([`ConnSql`]) with its parameters bound — the 15 columns of
-/// `conn` in [`CONN_COLUMNS`] order, then its version — as many as the statement has.
+/// Runs a connection statement ([`ConnSql`]) with its parameters bound (see [`bind_conn`]).
 fn write_conn(tx: &Connection, sql_text: &str, conn: &StoredConnection) -> Result<usize> {
+    let mut stmt = tx.prepare_cached(sql_text).map_err(sql("connections"))?;
+    bind_conn(&mut stmt, conn)?;
+    stmt.raw_execute().map_err(sql("connections"))
+}
+
+/// Binds the parameters of a connection statement ([`ConnSql`]): the 15 columns of `conn` in
+/// [`CONN_COLUMNS`] order, then its version — as many as the statement has.
+fn bind_conn(stmt: &mut Statement<'_>, conn: &StoredConnection) -> Result<()> {
     let context = "connections";
     let changed = rows::changed_column(&conn.changed);
     let values: [&dyn ToSql; 16] = [
@@ -83,12 +90,11 @@ fn write_conn(tx: &Connection, sql_text: &str, conn: &StoredConnection) -> Resul
         &changed,
         &conn.version,
     ];
-    let mut stmt = tx.prepare_cached(sql_text).map_err(sql(context))?;
     for (i, value) in values.iter().enumerate().take(stmt.parameter_count()) {
         stmt.raw_bind_parameter(i + 1, value)
             .map_err(sql(context))?;
     }
-    stmt.raw_execute().map_err(sql(context))
+    Ok(())
 }
 
 /// Whether the row `what` with key `key` exists.
@@ -115,6 +121,18 @@ fn prune(tx: &Connection, conn_id: &str, keep: u32) -> Result<()> {
         .and_then(|mut s| s.execute(params![conn_id, i64::from(keep)]))
         .map_err(sql("history"))?;
     Ok(())
+}
+
+/// The order to write `rows` in: by conn_id, so that the rows of an import fill the
+/// connections' B-tree (and its type index) from left to right instead of splitting pages all
+/// over it. Stable: of two rows with one conn_id, the later one is still written last. Rows
+/// already in order (an export is) are not sorted.
+fn write_order(rows: &[StoredConnection]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    if !rows.is_sorted_by(|a, b| a.conn_id <= b.conn_id) {
+        order.sort_by(|&a, &b| rows[a].conn_id.cmp(&rows[b].conn_id));
+    }
+    order
 }
 
 /// The version of the row `conn_id` (none: no row).
@@ -394,29 +412,53 @@ impl Store for SqliteStore {
                     return Err(StoreError::UnknownKey(key));
                 }
             }
+            // Which rows are there: none in an empty table (a first import), else one seek
+            // each, with one prepared statement.
+            let mut there = vec![false; rows.len()];
             let mut existing = Vec::new();
-            for row in rows {
-                if exists(tx, Keyed::Connection, &row.conn_id)? {
-                    existing.push(row.conn_id.clone());
+            let empty = !tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM connections)")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, bool>(0)))
+                .map_err(sql("connections"))?;
+            if !empty {
+                let mut stmt = tx
+                    .prepare_cached(&Keyed::Connection.exists_sql("?"))
+                    .map_err(sql("connections"))?;
+                for (i, row) in rows.iter().enumerate() {
+                    if stmt
+                        .query_row([&row.conn_id], |r| r.get::<_, bool>(0))
+                        .map_err(sql("connections"))?
+                    {
+                        there[i] = true;
+                        existing.push(row.conn_id.clone());
+                    }
                 }
             }
             if !existing.is_empty() && !overwrite {
                 return Ok((PutMany::Exists(existing), false));
             }
-            // Only a row that is there (before, or written earlier in this call) has a
-            // version to keep: new rows skip the history statements.
-            let mut there: std::collections::HashSet<&str> =
-                existing.iter().map(String::as_str).collect();
-            for conn in rows {
-                let kept = if there.contains(conn.conn_id.as_str()) {
+            let order = write_order(rows);
+            // A row after another of its conn_id replaces it: it has a version to keep too.
+            for pair in order.windows(2) {
+                if rows[pair[0]].conn_id == rows[pair[1]].conn_id {
+                    there[pair[1]] = true;
+                }
+            }
+            // Only a row that is there has a version to keep: new rows skip the history.
+            let mut upsert = tx
+                .prepare_cached(&CONN_SQL.upsert)
+                .map_err(sql("connections"))?;
+            for &i in &order {
+                let conn = &rows[i];
+                let kept = if there[i] {
                     tx.prepare_cached(&CONN_SQL.keep)
                         .and_then(|mut s| s.execute([&conn.conn_id]))
                         .map_err(sql("history"))?
                 } else {
                     0
                 };
-                write_conn(tx, &CONN_SQL.upsert, conn)?;
-                there.insert(&conn.conn_id);
+                bind_conn(&mut upsert, conn)?;
+                upsert.raw_execute().map_err(sql("connections"))?;
                 if kept > 0 {
                     prune(tx, &conn.conn_id, keep)?;
                 }
