@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 mod audit;
 mod history;
 mod host_url;
+mod rotate_every;
 mod tunnel;
 
 /// The password used throughout: distinctive, with characters a URI must encode.

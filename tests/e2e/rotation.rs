@@ -1,7 +1,8 @@
 //! Issue 20, the server's rotation schedules (`extra.rotate_every`, docs/rotation.md) against
 //! the real PostgreSQL, with roles of the test's own: a 2-second schedule rotates the password
 //! on the server again and again (each time the stored password logs in and the one before does
-//! not), and a failing schedule shows in `GET …/rotation` and in `/healthz` — without a secret.
+//! not), and a failing schedule shows in `GET …/rotation`, in the list's rows and in
+//! `/healthz` — without a secret. An invalid `rotate_every` is refused on save.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,16 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// A 422 that names `extra.rotate_every` and not the value given.
+#[track_caller]
+fn refused_rotate_every(r: &broked_tests::Reply) {
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "invalid", "{}", r.text);
+    let message = r.json["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("extra.rotate_every"), "{}", r.text);
+    assert!(!r.text.contains("Tq4"), "{}", r.text);
 }
 
 fn healthz_json(server: &Server) -> Value {
@@ -55,8 +66,25 @@ fn a_schedule_rotates_on_the_server_and_failures_show_in_healthz() {
     create(&server, conn("sched", &good, PW_INITIAL, "2s"));
     // The stored password is not the role's: every scheduled attempt fails.
     create(&server, conn("sched-bad", &bad, PW_WRONG, "2s"));
-    // Not a valid interval: nothing is scheduled, and the status says why.
-    create(&server, conn("sched-typo", &good, PW_INITIAL, "soon"));
+    // Not a valid interval: refused on save (422 naming the key, not the value), by create,
+    // PUT and PATCH alike, and nothing changes.
+    let r = server.post(
+        "/api/connections",
+        &conn("sched-typo", &good, PW_INITIAL, "soon-Tq4").to_string(),
+    );
+    refused_rotate_every(&r);
+    assert_eq!(server.get("/api/connections/sched-typo").status, 404);
+    let r = server.put(
+        "/api/connections/sched-bad",
+        &conn("sched-bad", &bad, PW_WRONG, "soon-Tq4").to_string(),
+    );
+    refused_rotate_every(&r);
+    let r = server.patch(
+        "/api/connections/sched-bad",
+        &json!({"extra": {"sslmode": "disable", "rotate_every": "soon-Tq4"}}).to_string(),
+    );
+    refused_rotate_every(&r);
+    assert_eq!(server.get("/api/connections/sched-bad").json["version"], 1);
 
     // Two scheduled rotations in a row, each verified on the server.
     let first = wait_for("the first scheduled rotation", || {
@@ -104,7 +132,7 @@ fn a_schedule_rotates_on_the_server_and_failures_show_in_healthz() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert!(ids.contains(&"sched-typo"), "{failing}");
+    assert!(ids.contains(&"sched-bad"), "{failing}");
     assert!(!ids.contains(&"sched"), "{failing}");
     assert_eq!(failing["rotation"]["failing"], ids.len());
     let bad_status = server.get("/api/connections/sched-bad/rotation").json;
@@ -115,14 +143,46 @@ fn a_schedule_rotates_on_the_server_and_failures_show_in_healthz() {
             .is_some_and(|e| e.contains("sched-bad")),
         "{bad_status}"
     );
-    let typo = server.get("/api/connections/sched-typo/rotation").json;
+
+    // The list shows both: when each was last rotated and is due, and the failing one.
+    let list = server.get("/api/connections");
+    assert_eq!(list.status, 200, "{}", list.text);
+    let row = |id: &str| {
+        list.json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["conn_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {}", list.text))
+    };
+    let (ok_row, bad_row) = (row("sched"), row("sched-bad"));
+    assert!(ok_row["last_rotated_at"].is_string(), "{ok_row}");
+    assert!(ok_row["next_due_at"].is_string(), "{ok_row}");
+    assert_eq!(ok_row["rotation_failing"], false, "{ok_row}");
+    assert_eq!(ok_row["rotation_error"], Value::Null, "{ok_row}");
+    assert_eq!(bad_row["last_rotated_at"], Value::Null, "{bad_row}");
+    assert!(bad_row["next_due_at"].is_string(), "{bad_row}");
+    assert_eq!(bad_row["rotation_failing"], true, "{bad_row}");
     assert!(
-        typo["schedule_error"]
+        bad_row["rotation_error"]
             .as_str()
-            .is_some_and(|e| e.contains("rotate_every")),
-        "{typo}"
+            .is_some_and(|e| e.contains("sched-bad")),
+        "{bad_row}"
     );
-    assert_eq!(typo["next_due_at"], Value::Null);
+    // A page has the same rows.
+    let page = server.get("/api/connections?limit=10");
+    assert_eq!(
+        page.json["items"].as_array().unwrap().len(),
+        list.json.as_array().unwrap().len()
+    );
+    assert_eq!(
+        page.json["items"][1]["rotation_error"],
+        bad_row["rotation_error"]
+    );
+    // A row sent back as listed is accepted: the rotation fields are read-only, ignored.
+    let r = server.put("/api/connections/sched-bad", &bad_row.to_string());
+    assert_eq!(r.status, 200, "{}", r.text);
     // The role of the failing connection was not touched.
     assert!(bad.logs_in(PW_INITIAL));
     // Plain /healthz keeps its contract: 200 `ok`.
@@ -131,7 +191,12 @@ fn a_schedule_rotates_on_the_server_and_failures_show_in_healthz() {
 
     // No secret anywhere the server wrote or answered.
     drop(server.get("/api/connections/sched"));
-    let transcript = server.log_text() + &failing.to_string() + &bad_status.to_string();
+    let transcript = server.log_text()
+        + &failing.to_string()
+        + &bad_status.to_string()
+        + &list.text
+        + &page.text;
+    assert!(!transcript.contains("Tq4"), "a refused value was repeated");
     for secret in [
         PW_INITIAL,
         PW_WRONG,
@@ -149,11 +214,13 @@ fn a_schedule_rotates_on_the_server_and_failures_show_in_healthz() {
 fn healthz_does_not_name_connections_when_the_api_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--api-token", "sched-token-Zq81"]);
-    // Not a valid interval: failing at once, with no database needed.
+    // Nothing listens on the port: every scheduled attempt fails at once. (An invalid
+    // interval, the other failure, is refused on save.)
     let r = server.post(
         "/api/connections",
-        &json!({"conn_id": "typo", "type": "postgres", "host": "127.0.0.1", "login": "u",
-                "password": "pw", "extra": r#"{"rotate_every":"weekly"}"#})
+        &json!({"conn_id": "typo", "type": "postgres", "host": "127.0.0.1",
+                "port": broked_tests::free_port(), "login": "u", "password": "pw",
+                "extra": r#"{"rotate_every":"1s","sslmode":"disable"}"#})
         .to_string(),
     );
     assert_eq!(r.status, 201, "{}", r.text);

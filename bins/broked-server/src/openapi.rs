@@ -203,6 +203,20 @@ pub(crate) fn tunnel_key_pattern() -> String {
     whole_key(&[key_pattern(broked_core::SSH_TUNNEL_KEY)])
 }
 
+/// `extra.rotate_every` in any spelling the parser reads.
+pub(crate) fn rotate_every_key_pattern() -> String {
+    whole_key(&[key_pattern(broked_core::ROTATE_EVERY_KEY)])
+}
+
+/// A value `broked_core::parse_rotate_every` reads: white space around a whole number (a `+`
+/// and leading zeros allowed, as `u64` parses it) from 1 to 100,000 and `m`, `h`, `d` or
+/// `w`, or from 1 to 8,640,000,000 (100,000 days) and `s`.
+pub(crate) fn rotate_every_pattern() -> String {
+    let units = "(?:[1-9][0-9]{0,4}|100000)[mhdw]";
+    let secs = "(?:[1-9][0-9]{0,8}|[1-7][0-9]{9}|8[0-5][0-9]{8}|86[0-3][0-9]{7}|8640000000)s";
+    format!("^{WS}*\\+?0*(?:{units}|{secs}){WS}*$")
+}
+
 /// The extra object of a `t` connection (`None`: a PATCH without a type, whose type is the
 /// stored row's).
 fn extra_object(t: Option<ConnType>) -> Value {
@@ -219,7 +233,11 @@ fn extra_object(t: Option<ConnType>) -> Value {
     let mut object = json!({
         "type": "object",
         "description": "The extra object: driver options, never keys that name the target.",
-        "patternProperties": { tunnel_key_pattern(): tunnel },
+        "patternProperties": {
+            tunnel_key_pattern(): tunnel,
+            // Issue 20: the interval of scheduled password rotation (docs/rotation.md).
+            rotate_every_key_pattern(): {"type": "string", "pattern": rotate_every_pattern()},
+        },
     });
     if let Some(names) = t.and_then(naming_pattern) {
         object["propertyNames"] = json!({"not": {"pattern": names}});

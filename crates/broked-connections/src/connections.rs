@@ -48,7 +48,7 @@ pub struct Connections {
     /// The audit log (see `audit.rs`).
     pub(crate) audit: crate::audit::Audit,
     /// Each connection's parsed `extra.rotate_every` by version (`rotation_schedule.rs`).
-    pub(crate) schedules: crate::rotation_schedule::ScheduleCache,
+    pub(crate) schedules: crate::schedule_cache::ScheduleCache,
 }
 
 impl std::fmt::Debug for Connections {

@@ -130,4 +130,22 @@ mod tests {
             assert!(!text.contains("ZEBRA"), "{text}");
         }
     }
+
+    /// Issue 20: validated like every write, so an invalid `extra.rotate_every` is refused
+    /// (the schedule never sees variables: it runs on stored connections).
+    #[test]
+    fn an_invalid_rotate_every_is_refused() {
+        let value = r#"{"type": "postgres", "host": "h", "extra": {"rotate_every": "ZEBRA"}}"#;
+        let text = parse(&id(), "BROKED_CONN_PROD_POSTGRES", value)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.starts_with("environment variable BROKED_CONN_PROD_POSTGRES")
+                && text.contains("extra.rotate_every"),
+            "{text}"
+        );
+        assert!(!text.contains("ZEBRA"), "{text}");
+        let ok = r#"{"type": "postgres", "host": "h", "extra": {"rotate_every": "30d"}}"#;
+        assert!(parse(&id(), "BROKED_CONN_PROD_POSTGRES", ok).is_ok());
+    }
 }

@@ -35,6 +35,7 @@ mod probes;
 mod resolve;
 mod rotate_password;
 mod rotation_schedule;
+mod schedule_cache;
 mod sealer;
 mod tokens;
 mod transfer;

@@ -16,14 +16,11 @@
 //! still due once the lock is held: several replicas running the schedule rotate it once.
 //!
 //! **Opened once per version.** A connection's `rotate_every` is in its sealed extra; the
-//! parsed schedule is kept by the row's version ([`ScheduleCache`]), so a scan of the
+//! parsed schedule is kept by the row's version (`schedule_cache.rs`), so a scan of the
 //! schedules, and a list that shows them, open only rows written since they were last read.
 //!
 //! Not here: the rotation itself (`rotate_password.rs`), the timer (the server's).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use broked_core::Connection;
@@ -37,6 +34,7 @@ use crate::connections::Connections;
 use crate::error::{Error, store_err};
 use crate::info::{ConnectionInfo, rfc3339};
 use crate::rotate_password::{RotationReport, extra_map};
+use crate::schedule_cache::Schedule;
 
 /// The `meta` setting with each connection's rotation times and last outcome.
 pub const SCHEDULE: &str = "password_rotation.schedule";
@@ -44,8 +42,7 @@ pub const SCHEDULE: &str = "password_rotation.schedule";
 /// The named lock around the schedule's read-modify-write.
 const SCHEDULE_LOCK: &str = "password-rotation.schedule";
 
-/// The `extra` key with a connection's rotation interval.
-pub const ROTATE_EVERY_KEY: &str = "rotate_every";
+pub use broked_core::{ROTATE_EVERY_KEY, parse_rotate_every};
 
 /// The longest jitter added to a due time.
 const MAX_JITTER: Duration = Duration::from_secs(3_600);
@@ -54,20 +51,7 @@ const MAX_JITTER: Duration = Duration::from_secs(3_600);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
 /// What `rotate_every` must look like (the message names no value).
-const RULE: &str = "extra.rotate_every must be a duration like 30d, 12h, 90m, 2w or 45s \
-                    (a whole number, 1 or more, and one of s, m, h, d, w)";
-
-/// Parses a rotation interval: a whole number and `s`, `m`, `h`, `d` or `w` (`30d`, `45s`).
-pub fn parse_rotate_every(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Some(n) = text.strip_suffix('s') {
-        return match n.parse::<u64>() {
-            Ok(n) if (1..=100_000 * 86_400).contains(&n) => Ok(Duration::from_secs(n)),
-            _ => Err(RULE.to_owned()),
-        };
-    }
-    crate::tokens::parse_duration(text).map_err(|_| RULE.to_owned())
-}
+const RULE: &str = broked_core::ROTATE_EVERY_RULE;
 
 /// A connection's rotation schedule and the state of its rotations. No secret in it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -128,68 +112,6 @@ impl RotationSummary {
     /// As [`RotationStatus::failing`].
     pub fn failing(&self) -> bool {
         self.error.is_some()
-    }
-}
-
-/// `extra.rotate_every` of a connection, parsed: `None` without one, the text and the
-/// interval, or why it is invalid.
-type Schedule = Option<Result<(String, Duration), String>>;
-
-/// Each connection's parsed [`Schedule`], kept with the version and write time of the row it
-/// was read from (a purged history may number versions from 1 again), so that a scan opens
-/// only the rows that changed since. Rows without extra are not kept (nothing to open).
-#[derive(Default)]
-pub(crate) struct ScheduleCache {
-    entries: Mutex<HashMap<String, Cached>>,
-    /// Rows whose extra was opened to read the schedule: a scan of unchanged rows adds none.
-    opens: AtomicU64,
-}
-
-struct Cached {
-    version: i64,
-    updated_at: String,
-    schedule: Schedule,
-}
-
-impl ScheduleCache {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The schedules of `rows` (conn_id, version, updated_at) that are kept, under one lock.
-    fn lookup<'r>(
-        &self,
-        rows: impl Iterator<Item = (&'r str, i64, &'r str)>,
-    ) -> Vec<Option<Schedule>> {
-        let entries = self.entries();
-        rows.map(|(id, version, updated_at)| {
-            entries
-                .get(id)
-                .filter(|c| c.version == version && c.updated_at == updated_at)
-                .map(|c| c.schedule.clone())
-        })
-        .collect()
-    }
-
-    fn put(&self, row: &StoredConnection, schedule: &Schedule) {
-        self.entries().insert(
-            row.conn_id.clone(),
-            Cached {
-                version: row.version,
-                updated_at: row.updated_at.clone(),
-                schedule: schedule.clone(),
-            },
-        );
-    }
-
-    /// Forgets the connections not in `ids` (deleted, or no extra any more).
-    fn keep_only(&self, ids: &HashSet<&str>) {
-        self.entries().retain(|id, _| ids.contains(id.as_str()));
-    }
-
-    #[cfg(test)]
-    pub(crate) fn opens(&self) -> u64 {
-        self.opens.load(Ordering::Relaxed)
     }
 }
 
@@ -322,7 +244,7 @@ impl Connections {
     /// [`Connections::rotation_status`] of every connection that has a schedule, was
     /// rotated, or has a rotation in the journal; sorted by conn_id. A connection whose
     /// extra cannot be opened is left out (and logged). Only rows written since the last
-    /// call are opened ([`ScheduleCache`]).
+    /// call are opened (`schedule_cache.rs`).
     pub fn rotation_statuses(&self) -> Result<Vec<RotationStatus>, Error> {
         let schedule = self.schedule_records()?;
         let pending = self.pending_rotations()?;
@@ -413,7 +335,7 @@ impl Connections {
         Ok(out)
     }
 
-    /// The schedule of `row`: `kept` (what [`ScheduleCache::lookup`] found) if any, else
+    /// The schedule of `row`: `kept` (what the cache's `lookup` found) if any, else
     /// its extra opened, parsed and kept.
     fn schedule_of_row(
         &self,
@@ -437,7 +359,7 @@ impl Connections {
         {
             return Ok(s);
         }
-        self.schedules.opens.fetch_add(1, Ordering::Relaxed);
+        self.schedules.count_open();
         let conn = self.decrypt_some(row, false, true)?;
         let sched = schedule_of(&conn);
         self.schedules.put(row, &sched);
@@ -587,18 +509,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn intervals() {
-        let d = |s| parse_rotate_every(s);
-        assert_eq!(d("30d"), Ok(Duration::from_secs(30 * 86_400)));
-        assert_eq!(d(" 2s "), Ok(Duration::from_secs(2)));
-        assert_eq!(d("90m"), Ok(Duration::from_secs(5_400)));
-        assert_eq!(d("2w"), Ok(Duration::from_secs(14 * 86_400)));
-        for bad in ["", "0s", "0d", "30", "d", "1y", "-1d", "1.5h", "30 d"] {
-            assert_eq!(d(bad), Err(RULE.to_owned()), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn due_times_have_a_fixed_bounded_jitter_and_back_off_after_a_failure() {
         let base = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let every = Duration::from_secs(30 * 86_400);
@@ -726,7 +636,7 @@ mod tests {
         // A deleted connection leaves the cache.
         c.delete("every-30d", false).unwrap();
         c.rotation_statuses().unwrap();
-        assert!(!c.schedules.entries().contains_key("every-30d"));
+        assert!(!c.schedules.holds("every-30d"));
     }
 
     #[test]
@@ -785,5 +695,50 @@ mod tests {
         assert!(!rows[3].failing());
         // No password anywhere in them.
         assert!(!format!("{rows:?}").contains("sched-pw-4c1f"));
+    }
+
+    /// Writes `extra` into the row of `id` without validation: a row saved before an invalid
+    /// `rotate_every` was refused on save.
+    fn write_unchecked(c: &Connections, id: &str, extra: &str) {
+        let row = c.stored(id).unwrap();
+        let mut conn = c.decrypt(&row).unwrap();
+        conn.extra = Some(extra.into());
+        let now = rfc3339(OffsetDateTime::now_utc());
+        let sealed = c
+            .sealer
+            .seal_row(&conn, None, &row.created_at, &now, row.version)
+            .unwrap();
+        c.store.update_connection(&sealed, 10).unwrap();
+    }
+
+    #[test]
+    fn a_row_saved_with_an_invalid_rotate_every_shows_it_and_schedules_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        create(&c, "legacy", Some(r#"{"rotate_every": "30d"}"#));
+        // Refused on save, by every path (validation: broked-core's target.rs).
+        let update = crate::ConnectionUpdate {
+            extra: crate::SecretUpdate::Set(r#"{"rotate_every": "soon-Kp2"}"#.into()),
+            ..Default::default()
+        };
+        let e = c
+            .update("legacy", update, crate::UpdateMode::Merge)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("extra.rotate_every") && !e.contains("Kp2"),
+            "{e}"
+        );
+
+        write_unchecked(&c, "legacy", r#"{"rotate_every": "soon-Kp2"}"#);
+        let status = c.rotation_status("legacy").unwrap();
+        assert_eq!(status.schedule_error.as_deref(), Some(RULE));
+        assert!(status.failing());
+        assert_eq!((status.rotate_every, status.next_due_at), (None, None));
+        let page = c.list_page(&crate::ListQuery::default()).unwrap();
+        let row = &c.rotation_summaries(&page.items).unwrap()[0];
+        assert_eq!(row.error.as_deref(), Some(RULE));
+        assert_eq!(row.next_due_at, None);
+        assert!(row.failing());
     }
 }

@@ -16,6 +16,7 @@ pub mod endpoint;
 mod host;
 mod id;
 pub mod redact;
+mod rotate_every;
 mod secret;
 mod target;
 mod types;
@@ -26,6 +27,7 @@ pub use connection::{
 };
 pub use dialect::{Dialect, DialectError, UnknownDialect};
 pub use id::{ConnId, ConnIdError};
+pub use rotate_every::{ROTATE_EVERY_KEY, ROTATE_EVERY_RULE, parse_rotate_every};
 pub use secret::Secret;
 pub use target::{
     ExtraKeyRole, MAX_ROLE_NAME, ROTATION_ALLOWED_ROLES_KEY, ROTATION_KEYS, ROTATION_ROLES_KEY,

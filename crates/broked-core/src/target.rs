@@ -50,7 +50,7 @@ pub const ROTATION_KEYS: &[&str] = &[
     "rotation_account_host",
     ROTATION_ROLES_KEY,
     ROTATION_ALLOWED_ROLES_KEY,
-    "rotate_every",
+    crate::ROTATE_EVERY_KEY,
 ];
 
 /// Dual-role rotation (`docs/rotation.md`): the two roles a connection's login alternates
@@ -149,7 +149,8 @@ pub fn rotation_allowed_roles(map: &Map<String, Value>) -> Result<Option<Vec<Str
 /// `(field, message)`; no message names a value. Each rotation key at most once in any
 /// spelling; [`rotation_roles`] and [`rotation_allowed_roles`] well formed; and with
 /// `rotation_roles`, the login one of the two roles (dual-role rotation switches it between
-/// them).
+/// them); `rotate_every` an interval [`crate::parse_rotate_every`] reads (issue 20: refused
+/// on save, so the schedule never meets a bad one but in a row saved before).
 pub(crate) fn rotation_errors(
     login: Option<&str>,
     map: &Map<String, Value>,
@@ -180,6 +181,15 @@ pub(crate) fn rotation_errors(
     }
     if let Err(e) = rotation_allowed_roles(map) {
         push("extra", e);
+    }
+    // Absent, or there twice (reported above): nothing more to say.
+    if let Ok(Some(every)) = rotation_key(map, crate::ROTATE_EVERY_KEY) {
+        if !every
+            .as_str()
+            .is_some_and(|t| crate::parse_rotate_every(t).is_ok())
+        {
+            push("extra", crate::ROTATE_EVERY_RULE.to_owned());
+        }
     }
     out
 }
@@ -452,6 +462,47 @@ pub fn securing_extra(t: ConnType, extra: Option<&str>) -> Vec<(String, Value)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_rotate_every_is_refused_naming_the_key_not_the_value() {
+        let validate = |extra: &str| {
+            crate::ConnectionInput {
+                conn_id: Some("pg".into()),
+                conn_type: Some("postgres".into()),
+                host: Some("db.example.com".into()),
+                login: Some("etl".into()),
+                extra: Some(extra.into()),
+                ..Default::default()
+            }
+            .validate()
+        };
+        for good in [
+            r#"{"rotate_every": "30d"}"#,
+            r#"{"Rotate-Every": " 12h "}"#,
+            r#"{"sslmode": "require"}"#,
+        ] {
+            assert!(validate(good).is_ok(), "{good}");
+        }
+        for bad in [
+            r#"{"rotate_every": "soon-Xq7"}"#,
+            r#"{"ROTATE_EVERY": "0d"}"#,
+            r#"{"rotate-every": "5é"}"#,
+            r#"{"rotate_every": 30}"#,
+            r#"{"rotate_every": null}"#,
+        ] {
+            let errors = validate(bad).unwrap_err().0;
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert_eq!(errors[0].field, "extra");
+            assert_eq!(errors[0].message, crate::ROTATE_EVERY_RULE);
+            assert!(!errors[0].message.contains("Xq7"));
+        }
+        // Twice in two spellings: said once, as every rotation key.
+        let errors = validate(r#"{"rotate_every": "30d", "Rotate-Every": "bad"}"#)
+            .unwrap_err()
+            .0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("more than once"), "{errors:?}");
+    }
 
     #[test]
     fn roles_ignore_case_and_dash_spelling() {

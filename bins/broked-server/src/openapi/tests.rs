@@ -33,6 +33,8 @@ static NAMING: LazyLock<Vec<(ConnType, Option<Regex>)>> = LazyLock::new(|| {
         .collect()
 });
 static TUNNEL: LazyLock<Regex> = LazyLock::new(|| re(&tunnel_key_pattern()));
+static ROTATE_EVERY: LazyLock<Regex> = LazyLock::new(|| re(&rotate_every_pattern()));
+static ROTATE_EVERY_KEY: LazyLock<Regex> = LazyLock::new(|| re(&rotate_every_key_pattern()));
 
 /// Whether the parser finds nothing wrong with `host` for a `t` connection.
 fn parser_takes_host(t: ConnType, host: &str) -> bool {
@@ -155,6 +157,40 @@ fn ipv6_like() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Strings made of what decides an interval: digits, the bounds, signs, units, white space.
+fn interval_like() -> impl Strategy<Value = String> {
+    let pieces = prop::sample::select(vec![
+        "0",
+        "1",
+        "5",
+        "9",
+        "00",
+        "+",
+        "-",
+        ".",
+        "s",
+        "m",
+        "h",
+        "d",
+        "w",
+        "y",
+        "D",
+        " ",
+        "\t",
+        "\u{3000}",
+        "\u{1}",
+        "é",
+        "100000",
+        "100001",
+        "99999",
+        "8640000000",
+        "8640000001",
+        "8639999999",
+        "18446744073709551616",
+    ]);
+    prop::collection::vec(pieces, 0..6).prop_map(|v| v.concat())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1500))]
 
@@ -171,6 +207,41 @@ proptest! {
         let bracketed = format!("[{s}]");
         for (t, pattern) in HOSTS.iter() {
             prop_assert_eq!(pattern.is_match(&bracketed), parser_takes_host(*t, &bracketed), "{} {:?}", t, bracketed);
+        }
+    }
+
+    /// `extra.rotate_every`'s value: the pattern takes what the parser takes (issue 20).
+    #[test]
+    fn the_rotate_every_pattern_is_the_parser(text in interval_like()) {
+        prop_assert_eq!(
+            ROTATE_EVERY.is_match(&text),
+            broked_core::parse_rotate_every(&text).is_ok(),
+            "{:?}", text
+        );
+    }
+
+    /// `rotate_every` in every spelling the rotation keys are read in (and random keys).
+    #[test]
+    fn the_rotate_every_key_pattern_is_the_rotation_keys(
+        flips in prop::collection::vec(any::<bool>(), 12),
+        pad in prop::sample::select(vec!["", " ", "\t", "\u{3000}", "x", "\u{1}"]),
+        random in "[a-zA-Z_ -]{0,12}",
+    ) {
+        let spelled: String = broked_core::ROTATE_EVERY_KEY
+            .chars()
+            .zip(flips.iter().cycle())
+            .map(|(c, flip)| match (c, flip) {
+                ('_', true) => '-',
+                (c, true) => c.to_ascii_uppercase(),
+                (c, false) => c,
+            })
+            .collect();
+        for key in [format!("{pad}{spelled}{pad}"), random.clone()] {
+            let map: serde_json::Map<String, serde_json::Value> =
+                [(key.clone(), serde_json::Value::Null)].into_iter().collect();
+            let read = broked_core::rotation_key(&map, broked_core::ROTATE_EVERY_KEY)
+                .is_ok_and(|v| v.is_some());
+            prop_assert_eq!(ROTATE_EVERY_KEY.is_match(&key), read, "{:?}", key);
         }
     }
 
