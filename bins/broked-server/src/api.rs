@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::{Extension, Json};
-use broked_connections::{Grant, PipelineDef, UpdateMode};
+use broked_connections::{Grant, IfChanged, PipelineDef, UpdateMode};
 use broked_core::ConnType;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
@@ -23,7 +23,7 @@ use crate::auth::require_token;
 use crate::error::{ApiError, ErrorBody, UsageOut};
 use crate::extract::{BODY_LIMIT, JsonBody, is_json, path, query};
 pub(crate) use crate::state::AppState;
-use crate::state::{blocking, read_fast, write};
+use crate::state::{blocking, read, write};
 use crate::wire::{
     self, ConnectionIn, ConnectionOut, ConnectionTypeOut, PipelineIn, PipelineOut, TestOut,
     UsedByOut,
@@ -293,8 +293,28 @@ async fn get_connection(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<axum::response::Response> {
     let id = path(p)?;
-    let info = read_fast(&state, move |c| c.get(&id)).await?;
-    Ok(crate::versions::tagged(StatusCode::OK, info))
+    // One store call either way: with a kept answer it says whether that is still current
+    // (cache.rs).
+    let kept = state.gets.get(&id);
+    let since = kept.as_ref().and_then(|k| k.generation);
+    let asked = id.clone();
+    match (
+        read(&state, move |c| c.get_if_changed(&asked, since)).await?,
+        kept,
+    ) {
+        (IfChanged::Unchanged, Some(kept)) => Ok(kept.response()),
+        // Not asked for (no generation was given), never answered: read as any GET.
+        (IfChanged::Unchanged, None) => {
+            let info = read(&state, move |c| c.get(&id)).await?;
+            Ok(crate::versions::tagged(StatusCode::OK, info))
+        }
+        (IfChanged::Read { info, generation }, _) => {
+            let kept = crate::cache::Kept::new(info, generation);
+            let response = kept.response();
+            state.gets.keep(id, kept);
+            Ok(response)
+        }
+    }
 }
 
 // The request's parts each handler extracted, passed on as they are (PUT and PATCH share it).
@@ -429,7 +449,7 @@ async fn test_saved(
     let id = path(p)?;
     let outcome = state.connections.acting(actor).test(&id).await?;
     // The type for the metrics (the saved row, read again; a test takes far longer).
-    let conn_type = read_fast(&state, move |c| c.get(&id))
+    let conn_type = read(&state, move |c| c.get(&id))
         .await
         .map_or("unknown", |c| c.conn_type.as_str());
     crate::metrics::METRICS.test(conn_type, &outcome);

@@ -17,6 +17,7 @@ use clap::Parser;
 mod api;
 mod audit;
 mod auth;
+mod cache;
 mod error;
 mod extract;
 mod hardening;
@@ -248,7 +249,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         connections,
         token: token.map(|t| Arc::new(auth::Token::new(t))),
         failures: Arc::default(),
-        writes_in_flight: Arc::default(),
+        inline_reads: !broked_connections::is_postgres_url(&args.db.to_string_lossy()),
+        gets: Arc::default(),
     };
     if let Some(retention) = args.audit_retention {
         audit::prune_every_hour(&state.connections, retention);

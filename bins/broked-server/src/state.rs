@@ -2,7 +2,6 @@
 //! authentications — and how handlers run store calls on it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use broked_connections::Connections;
 
@@ -17,45 +16,37 @@ pub(crate) struct AppState {
     pub(crate) token: Option<Arc<Token>>,
     /// Failed authentications per client (429 past a limit).
     pub(crate) failures: Arc<crate::auth::Failures>,
-    /// Store writes of this process started and not yet finished (see [`read_fast`]).
-    pub(crate) writes_in_flight: Arc<AtomicUsize>,
+    /// Whether store reads run inline on the async workers (see [`read`]): the SQLite store.
+    pub(crate) inline_reads: bool,
+    /// The answers of single GETs, kept while the store does not change (`cache.rs`).
+    pub(crate) gets: Arc<crate::cache::Gets>,
 }
 
-/// Runs a store write off the async workers, counted in `writes_in_flight` until the closure
-/// has finished (even when the client has gone and the handler was dropped).
+/// Runs a store write off the async workers: a write waits for its commit's `fsync`, and
+/// while another process writes, for the lock (up to `--store-timeout`).
 pub(crate) async fn write<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&Connections) -> Result<T, broked_connections::Error> + Send + 'static,
 ) -> ApiResult<T> {
-    struct InFlight(Arc<AtomicUsize>);
-    impl Drop for InFlight {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-    state.writes_in_flight.fetch_add(1, Ordering::AcqRel);
-    let in_flight = InFlight(state.writes_in_flight.clone());
-    blocking(state, move |c| {
-        let _in_flight = in_flight;
-        f(c)
-    })
-    .await
+    blocking(state, f).await
 }
 
-/// A short read by primary key: inline on the async worker when no write of this process is
-/// in flight, otherwise off the workers like any store call.
+/// A short store read (a connection by conn_id, the token check's): inline on the async
+/// worker with the SQLite store, off the workers with PostgreSQL.
 ///
 /// `spawn_blocking` costs two cross-thread wake-ups per request, more than the read itself
-/// (GET of one connection: ≈ 21,000 → ≈ 33,000 req/s on two cores, docs/BENCHMARKS.md). The
-/// store serialises calls on one mutex, and a write can hold it for an fsync or, while another
-/// process writes, up to the busy timeout; a read must not wait for that on an async worker,
-/// hence the check. A write that starts between the check and the read delays the read by
-/// that one write (the library's own connection tests read inline the same way).
-pub(crate) async fn read_fast<T: Send + 'static>(
+/// (docs/BENCHMARKS.md). A SQLite read runs on a pool of read-only connections beside the
+/// writer (WAL): it never waits for a write of this process or its `fsync` (issue 19; before
+/// the pool a read went off the workers whenever a write was in flight). It waits only in
+/// rare moments of another process — recovering the WAL index after a crash, or holding the
+/// database exclusively (a change of journal mode) — up to `--store-timeout`, and after the
+/// database file was replaced, for the reconnect. A PostgreSQL read is a round trip that can
+/// take up to `--store-timeout` when the server is slow or down: never on a worker.
+pub(crate) async fn read<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&Connections) -> Result<T, broked_connections::Error> + Send + 'static,
 ) -> ApiResult<T> {
-    if state.writes_in_flight.load(Ordering::Acquire) == 0 {
+    if state.inline_reads {
         f(&state.connections).map_err(ApiError::from)
     } else {
         blocking(state, f).await

@@ -62,7 +62,9 @@ pub use crate::fields::{CONNECTION_KEYS, JsonSource, LIST_ROW_KEYS, READ_ONLY_KE
 pub use crate::info::{
     ConnectionInfo, ConnectionVersion, PipelineInfo, PipelineUsage, VersionInfo,
 };
-pub use crate::listing::{ConnectionPage, LastTest, ListQuery, StatusFilter, Total};
+pub use crate::listing::{
+    ConnectionPage, Generation, IfChanged, LastTest, ListQuery, StatusFilter, Total,
+};
 pub use crate::metrics::{Histogram, KeyUsage, LATENCY_BUCKETS, Metrics, StoreOpMetrics};
 pub use crate::pipeline::{Node, PipelineDef, PipelineError, PipelineId};
 pub use crate::resolve::{Resolved, Source, Stale};

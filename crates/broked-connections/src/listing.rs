@@ -43,6 +43,25 @@ pub struct ConnectionPage {
     pub total: Option<Total>,
 }
 
+/// When a read was made, as the store counts its commits (every commit of any process
+/// moves it): what a caller keeps with a copy to ask [`Connections::get_if_changed`] whether
+/// the copy is still current. Opaque; meaningful only to the `Connections` that gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation(u64);
+
+/// What [`Connections::get_if_changed`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IfChanged {
+    /// Nothing was committed since the generation given: the caller's copy is current.
+    Unchanged,
+    /// The connection as `get` reads it, and the generation it was read at (`None` when the
+    /// store cannot say, as PostgreSQL's: then nothing should be kept).
+    Read {
+        info: ConnectionInfo,
+        generation: Option<Generation>,
+    },
+}
+
 /// The last test of a connection: when, whether it worked, and the probe's message (never a
 /// secret: probes scrub what drivers say).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +83,7 @@ impl Connections {
             after: query.after.clone(),
             limit: query.limit,
             count_up_to: query.count_up_to,
+            unless_generation: None,
         };
         let page = self.store.page_connections(&q).map_err(store_err)?;
         let items = page
@@ -93,6 +113,33 @@ impl Connections {
         let page = self.store.page_connections(&q).map_err(store_err)?;
         match page.rows.into_iter().next() {
             Some(row) => listed_info(row),
+            None => Err(Error::NotFound(conn_id.to_owned())),
+        }
+    }
+
+    /// [`Connections::get`] for a caller that keeps what it got (the server's cache of single
+    /// GETs, issue 19): with the [`Generation`] of a kept copy, the store answers
+    /// [`IfChanged::Unchanged`] without reading when nothing was committed since — by any
+    /// process — and otherwise reads the connection as `get` does. One store call either way.
+    pub fn get_if_changed(
+        &self,
+        conn_id: &str,
+        since: Option<Generation>,
+    ) -> Result<IfChanged, Error> {
+        let q = ConnQuery {
+            conn_id: Some(conn_id.to_owned()),
+            unless_generation: since.map(|g| g.0),
+            ..ConnQuery::default()
+        };
+        let page = self.store.page_connections(&q).map_err(store_err)?;
+        if page.unchanged && since.is_some() {
+            return Ok(IfChanged::Unchanged);
+        }
+        match page.rows.into_iter().next() {
+            Some(row) => Ok(IfChanged::Read {
+                info: listed_info(row)?,
+                generation: page.generation.map(Generation),
+            }),
             None => Err(Error::NotFound(conn_id.to_owned())),
         }
     }

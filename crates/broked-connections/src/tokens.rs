@@ -175,13 +175,36 @@ fn info(t: &StoredToken) -> TokenInfo {
     }
 }
 
-fn expired(t: &StoredToken) -> bool {
-    let Some(at) = &t.expires_at else {
-        return false;
-    };
-    match time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
-        Ok(at) => at <= time::OffsetDateTime::now_utc(),
-        Err(_) => true, // unreadable: fail closed
+/// A token found in the store, with what it grants and when it expires, read once: the
+/// cache keeps these, so a request that presents a known token parses nothing and copies
+/// only the grant (issue 19: the per-request cost of a named token).
+#[derive(Clone)]
+struct Known {
+    grant: Grant,
+    /// `None`: never. An unreadable time is the Unix epoch: expired (fail closed).
+    expires: Option<time::OffsetDateTime>,
+}
+
+impl Known {
+    fn of(t: &StoredToken) -> Known {
+        let i = info(t);
+        let expires = t.expires_at.as_ref().map(|at| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        });
+        Known {
+            grant: Grant {
+                name: i.name,
+                scopes: i.scopes.into_iter().collect(),
+                conns: i.conns,
+            },
+            expires,
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.expires
+            .is_some_and(|at| at <= time::OffsetDateTime::now_utc())
     }
 }
 
@@ -197,7 +220,7 @@ pub(crate) struct Tokens {
 #[derive(Default)]
 struct TokenCache {
     generation: Option<u64>,
-    by_hash: HashMap<String, StoredToken>,
+    by_hash: HashMap<String, Known>,
     any: Option<bool>,
     touched: HashMap<String, Instant>,
 }
@@ -318,22 +341,18 @@ impl Tokens {
                 let Some(t) = self.store.token_by_hash(&hash).map_err(store_err)? else {
                     return Ok(None);
                 };
+                let known = Known::of(&t);
                 self.fresh_token_cache()?
                     .by_hash
-                    .insert(hash.clone(), t.clone());
-                t
+                    .insert(hash.clone(), known.clone());
+                known
             }
         };
-        if expired(&token) {
+        if token.expired() {
             return Ok(None);
         }
-        self.touch(&token.name);
-        let i = info(&token);
-        Ok(Some(Grant {
-            name: i.name,
-            scopes: i.scopes.into_iter().collect(),
-            conns: i.conns,
-        }))
+        self.touch(&token.grant.name);
+        Ok(Some(token.grant))
     }
 
     /// [`Tokens::tokens_exist`] and, if a token is presented, [`Tokens::authenticate`] — with
@@ -385,26 +404,19 @@ impl Tokens {
                 let Some(t) = self.store.token_by_hash(&hash).map_err(store_err)? else {
                     return Ok((true, None));
                 };
+                let known = Known::of(&t);
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.generation == generation {
-                    cache.by_hash.insert(hash, t.clone());
+                    cache.by_hash.insert(hash, known.clone());
                 }
-                t
+                known
             }
         };
-        if expired(&token) {
+        if token.expired() {
             return Ok((true, None));
         }
-        self.touch(&token.name);
-        let i = info(&token);
-        Ok((
-            true,
-            Some(Grant {
-                name: i.name,
-                scopes: i.scopes.into_iter().collect(),
-                conns: i.conns,
-            }),
-        ))
+        self.touch(&token.grant.name);
+        Ok((true, Some(token.grant)))
     }
 
     /// Records a use, at most once a minute per token and process; a failure only logs.

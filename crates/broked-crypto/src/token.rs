@@ -25,11 +25,16 @@ pub fn new_token() -> Result<Zeroizing<String>, CryptoError> {
 /// Lower-case hex SHA-256 of `token`: what the store keeps. A token has 256 random bits, so a
 /// plain hash (no salt, no slow KDF) is enough: nobody can search that space.
 pub fn token_hash(token: &str) -> String {
-    digest::digest(&digest::SHA256, token.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // Two digits per byte from a table: a `format!` per byte cost ten times the SHA-256, on
+    // every request that presents a token (issue 19, docs/BENCHMARKS.md).
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = digest::digest(&digest::SHA256, token.as_bytes());
+    let mut hex = String::with_capacity(2 * digest.as_ref().len());
+    for b in digest.as_ref() {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    hex
 }
 
 #[cfg(test)]

@@ -30,6 +30,11 @@ pub struct ConnQuery {
     /// Also count the matches (without `after`), up to this many; more is
     /// [`Total::MoreThan`]. `None`: not counted.
     pub count_up_to: Option<u64>,
+    /// The [`ConnPage::generation`] of this query's page that the caller kept (the server's
+    /// cache of single GETs, issue 19): a store that can tell that nothing was committed
+    /// since answers [`ConnPage::unchanged`] instead of reading the rows again. A store that
+    /// cannot tell reads them.
+    pub unless_generation: Option<u64>,
 }
 
 /// The last test result a listed connection must have.
@@ -89,6 +94,14 @@ pub struct ConnPage {
     pub more: bool,
     /// `Some` when [`ConnQuery::count_up_to`] asked for it.
     pub total: Option<Total>,
+    /// The store's [`generation`](crate::Store::generation), looked at before the rows were
+    /// read — so the rows hold every commit the generation counts, and may hold later ones —
+    /// for a caller that keeps the page until the generation moves. `None` from a store that
+    /// does not say (PostgreSQL: its generation may cost a round trip of its own).
+    pub generation: Option<u64>,
+    /// Nothing was committed since [`ConnQuery::unless_generation`]: no rows were read (`rows`
+    /// is empty) and the caller's page is still the store's.
+    pub unchanged: bool,
 }
 
 /// Which SQL dialect a statement is written in.
@@ -264,7 +277,13 @@ pub(crate) fn page_of(
         (Some(n), _) => Some(Total::Exact(n)),
         (None, _) => None,
     };
-    ConnPage { rows, more, total }
+    ConnPage {
+        rows,
+        more,
+        total,
+        generation: None,
+        unchanged: false,
+    }
 }
 
 /// A row of the page statement.
