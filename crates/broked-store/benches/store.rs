@@ -1,12 +1,14 @@
 //! The SQLite store under concurrency (issue 19): durable creates from one and from 16
-//! threads (group commit), and a single-row read while another thread writes (the read pool).
+//! threads (group commit) — the row alone, with its seal count and audit record in its
+//! transaction, and as the three writes a create was before — and a single-row read while
+//! another thread writes (the read pool).
 //! Figures go to docs/BENCHMARKS.md with the command that produced them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use broked_store::{Sealed, SqliteStore, Store, StoredConnection};
+use broked_store::{AuditMac, AuditRecord, Sealed, SqliteStore, Store, StoredConnection, WriteLog};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn row(id: &str) -> StoredConnection {
@@ -46,8 +48,69 @@ fn open() -> (tempfile::TempDir, Arc<SqliteStore>) {
     (dir, Arc::new(store))
 }
 
+/// How a create writes: the row alone; the row with its seal count and audit record in its
+/// transaction (a [`WriteLog`], issue 19); or, as before issue 19, three writes — the row, the
+/// seal count, the audit record.
+#[derive(Clone, Copy)]
+enum Create {
+    Row,
+    Logged,
+    ThreeWrites,
+}
+
+/// A create's audit record (the store assigns seq and MAC).
+fn record(id: &str) -> AuditRecord {
+    AuditRecord {
+        at: "2026-12-10T10:00:00Z".into(),
+        actor: "bench".into(),
+        action: "create".into(),
+        conn_id: Some(id.into()),
+        fields: "type,host,port,schema,login,password,extra".into(),
+        outcome: "ok".into(),
+        value_hashes: format!("hmac-sha256:{}", "ab".repeat(32)),
+        ..AuditRecord::default()
+    }
+}
+
+/// A stand-in for the library's HMAC-SHA256 (µs beside a commit's fsync).
+fn mac() -> AuditMac {
+    Arc::new(|prev: &str, r: &AuditRecord| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (prev, r.seq, &r.conn_id).hash(&mut h);
+        format!("{:064x}", u128::from(h.finish()))
+    })
+}
+
+fn create(store: &SqliteStore, how: Create, id: &str) {
+    match how {
+        Create::Row => {
+            store.insert_connection(&row(id)).unwrap();
+        }
+        Create::Logged => {
+            let log = WriteLog {
+                seals: vec![(1, 2)],
+                audit: vec![record(id)],
+                mac: Some(mac()),
+            };
+            store.insert_connection_logged(&row(id), &log).unwrap();
+        }
+        Create::ThreeWrites => {
+            store.insert_connection(&row(id)).unwrap();
+            store.count_seals(1, 2).unwrap();
+            store.append_audit(vec![record(id)], mac()).unwrap();
+        }
+    }
+}
+
 /// `iters` creates spread over `clients` threads; the time of all of them.
-fn creates(store: &Arc<SqliteStore>, next: &AtomicU64, clients: u64, iters: u64) -> Duration {
+fn creates(
+    store: &Arc<SqliteStore>,
+    next: &AtomicU64,
+    how: Create,
+    clients: u64,
+    iters: u64,
+) -> Duration {
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..clients {
@@ -55,7 +118,7 @@ fn creates(store: &Arc<SqliteStore>, next: &AtomicU64, clients: u64, iters: u64)
             s.spawn(move || {
                 for _ in 0..n {
                     let id = format!("new-{}", next.fetch_add(1, Ordering::Relaxed));
-                    store.insert_connection(&row(&id)).unwrap();
+                    create(store, how, &id);
                 }
             });
         }
@@ -69,11 +132,23 @@ fn bench(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("sqlite");
     g.sample_size(10);
     g.bench_function("create_durable_1_client", |b| {
-        b.iter_custom(|iters| creates(&store, &next, 1, iters))
+        b.iter_custom(|iters| creates(&store, &next, Create::Row, 1, iters))
     });
     g.bench_function("create_durable_16_clients", |b| {
-        b.iter_custom(|iters| creates(&store, &next, 16, iters))
+        b.iter_custom(|iters| creates(&store, &next, Create::Row, 16, iters))
     });
+    // Issue 19: the seal count and the audit record in the create's transaction, against
+    // the three writes they were before.
+    for (name, how) in [
+        ("create_logged", Create::Logged),
+        ("create_three_writes", Create::ThreeWrites),
+    ] {
+        for clients in [1, 16] {
+            g.bench_function(format!("{name}_{clients}_clients"), |b| {
+                b.iter_custom(|iters| creates(&store, &next, how, clients, iters))
+            });
+        }
+    }
     g.bench_function("get", |b| {
         b.iter(|| store.get_connection("conn-0500").unwrap().unwrap())
     });
