@@ -48,25 +48,35 @@ pub(crate) fn import(c: &Connections, file: &Path, overwrite: bool) -> anyhow::R
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    let rows: Value = if text.trim_start().starts_with(['[', '{']) {
-        serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is not valid JSON (line {}, column {})",
-                file.display(),
-                e.line(),
-                e.column()
-            )
-        })?
+    let acting = c.acting(Actor::cli());
+    let mut importer = acting.importer(overwrite);
+    if text.trim_start().starts_with(['[', '{']) {
+        // Row by row (issue 19): a file of a million connections is never a parsed document
+        // in memory as a whole, only its checked rows. Nothing is written unless all of it is
+        // JSON (`end`: nothing but white space after the document).
+        let mut json = serde_json::Deserializer::from_str(&text);
+        importer
+            .read(&mut json)
+            .and_then(|()| json.end())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not valid JSON (line {}, column {})",
+                    file.display(),
+                    e.line(),
+                    e.column()
+                )
+            })?;
     } else {
-        yaml_serde::from_str(&text).map_err(|e| {
+        let rows: Value = yaml_serde::from_str(&text).map_err(|e| {
             let at = e
                 .location()
                 .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
                 .unwrap_or_default();
             anyhow::anyhow!("{} is not valid JSON or YAML{at}", file.display())
-        })?
-    };
-    Ok(c.acting(Actor::cli()).import(rows, overwrite)?)
+        })?;
+        importer.document(rows);
+    }
+    Ok(importer.finish()?)
 }
 
 #[cfg(test)]

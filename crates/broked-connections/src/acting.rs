@@ -14,6 +14,7 @@ use crate::info::{ConnectionInfo, PipelineInfo};
 use crate::pipeline::PipelineDef;
 use crate::sealer::{CheckReport, RotateReport};
 use crate::tokens::{Scope, TokenInfo};
+use crate::transfer::Importer;
 use crate::tunnel::TunnelGuard;
 use crate::update::{ConnectionUpdate, UpdateMode};
 use crate::{ConnId, TestOutcome};
@@ -132,6 +133,11 @@ impl<'a> Acting<'a> {
     /// [`Connections::import`].
     pub fn import(&self, document: Value, overwrite: bool) -> Result<usize, Error> {
         self.connections.import_as(&self.actor, document, overwrite)
+    }
+
+    /// [`Connections::importer`].
+    pub fn importer(&self, overwrite: bool) -> Importer<'a> {
+        self.connections.importer_as(self.actor.clone(), overwrite)
     }
 
     /// [`Connections::open_tunnel`]: the guard holds the URI, so it is recorded as a reveal.

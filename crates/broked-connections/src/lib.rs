@@ -79,7 +79,7 @@ pub use crate::rotation_schedule::{
 };
 pub use crate::sealer::{CheckFailure, CheckReport, KeyStatus, RotateReport};
 pub use crate::tokens::{Grant, Scope, TokenInfo, glob_match, parse_duration};
-pub use crate::transfer::EXPORT_FORMAT;
+pub use crate::transfer::{EXPORT_FORMAT, Importer};
 pub use crate::tunnel::{MAX_HOPS, TunnelGuard, ssh_tunnel_refs};
 pub use crate::update::{ConnectionUpdate, SecretUpdate, UpdateMode};
 pub use broked_tunnel::TunnelError;

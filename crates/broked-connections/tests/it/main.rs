@@ -12,6 +12,7 @@ mod audit;
 mod dialect;
 mod freshness;
 mod history;
+mod import;
 mod rotation;
 
 mod target;
