@@ -118,8 +118,16 @@ fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Applies the migrations the database lacks, in one transaction.
+/// Applies the migrations the database lacks, in one transaction. A database that lacks
+/// none is only read: opening it never waits for another process's write (issue 19: the
+/// CLI's `list` waited out a million-row import's transaction, up to the busy timeout).
 fn migrate(conn: &mut Connection) -> Result<()> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql("user_version"))?;
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql("cannot begin the migration"))?;

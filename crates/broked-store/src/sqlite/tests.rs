@@ -51,6 +51,36 @@ fn an_empty_sqlite_file_from_before_any_migration_is_migrated() {
     assert!(store.list_connections(None).unwrap().is_empty());
 }
 
+/// Opening a migrated database reads its version and takes no lock (issue 19): a long write
+/// of another process (an import of a million rows) does not make an open wait for it, and
+/// reads go on beside it.
+#[test]
+fn opening_a_migrated_database_does_not_wait_for_a_writer() {
+    let b = Sqlite::new();
+    let store = b.open();
+    with_key(&store);
+    store.insert_connection(&conn("a")).unwrap();
+    drop(store);
+    let writer = Connection::open(b.path()).unwrap();
+    writer
+        .execute_batch("BEGIN IMMEDIATE; DELETE FROM connections;")
+        .unwrap();
+    // Before, the open's migration check began a write transaction: Busy after 100 ms.
+    let store = SqliteStore::open_with_timeout(&b.path(), Duration::from_millis(100)).unwrap();
+    assert_eq!(
+        store.list_connections(None).unwrap().len(),
+        1,
+        "the commit before"
+    );
+    // A write still waits for the writer (here: gives up after the busy timeout).
+    assert!(matches!(
+        store.insert_connection(&conn("b")),
+        Err(crate::StoreError::Busy)
+    ));
+    writer.execute_batch("ROLLBACK").unwrap();
+    store.insert_connection(&conn("b")).unwrap();
+}
+
 #[test]
 fn a_database_from_a_newer_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
