@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use broked_tests::pg_role::{PgRole, stored_password};
-use broked_tests::{Server, env};
+use broked_tests::{Server, broked, env};
 use serde_json::{Value, json};
 
 const PW_INITIAL: &str = "SchedInitPw4Rt7Yq";
@@ -230,4 +230,40 @@ fn healthz_does_not_name_connections_when_the_api_needs_a_token() {
     });
     assert!(h["rotation"].get("failing_conn_ids").is_none(), "{h}");
     assert!(!h.to_string().contains("typo"), "{h}");
+}
+
+/// Without a bootstrap token, `/healthz` names failing connections only while the API needs
+/// no token: a named token made with the CLI (another process) hides the names at once — not
+/// at the schedule's next scan, up to 30 s later — and revoking it shows them again.
+#[test]
+fn healthz_stops_naming_connections_as_soon_as_a_named_token_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("broked.db");
+    let server = Server::start(dir.path(), &[]);
+    // Nothing listens on the port: the first attempt (within the jitter, at most 6 s) fails;
+    // the next is a minute later, so the schedule task sleeps its longest (30 s) before it
+    // looks again.
+    create(
+        &server,
+        json!({"conn_id": "unreachable", "type": "postgres", "host": "127.0.0.1",
+               "port": broked_tests::free_port(), "login": "u", "password": "pw",
+               "extra": {"rotate_every": "1m", "sslmode": "disable"}}),
+    );
+    let names = |h: &Value| h["rotation"].get("failing_conn_ids").cloned();
+    wait_for("the failing rotation named", || {
+        let h = healthz_json(&server);
+        (names(&h) == Some(json!(["unreachable"]))).then_some(())
+    });
+    let cli = |args: &[&str]| {
+        let o = broked(&db, args, None, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    cli(&["token", "create", "ops", "--scope", "read"]);
+    let h = healthz_json(&server);
+    assert_eq!(h["rotation"]["failing"], 1, "{h}");
+    assert_eq!(names(&h), None, "named after a token was made: {h}");
+    assert_eq!(server.get("/api/connections").status, 401);
+    cli(&["token", "revoke", "ops"]);
+    let h = healthz_json(&server);
+    assert_eq!(names(&h), Some(json!(["unreachable"])), "{h}");
 }

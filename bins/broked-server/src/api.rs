@@ -712,10 +712,14 @@ async fn connection_types() -> Json<Vec<ConnectionTypeOut>> {
     )
 }
 
-/// Liveness: the process serves HTTP. Never asks the store. Always 200 `ok`; a client that
-/// asks for JSON (`Accept: application/json`) gets `{"status": "ok", "rotation": …}` with
-/// the password rotations that fail, as the schedule task last saw them (docs/api.md).
-async fn healthz(headers: axum::http::HeaderMap) -> axum::response::Response {
+/// Liveness: the process serves HTTP. Always 200 `ok`, without asking the store; a client
+/// that asks for JSON (`Accept: application/json`) gets `{"status": "ok", "rotation": …}`
+/// with the password rotations that fail, as the schedule task last saw them, named only
+/// while the API needs no token (`rotation::health_json`, docs/api.md).
+async fn healthz(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let wants_json = headers
         .get(axum::http::header::ACCEPT)
@@ -724,20 +728,7 @@ async fn healthz(headers: axum::http::HeaderMap) -> axum::response::Response {
     if !wants_json {
         return "ok".into_response();
     }
-    let rotation = crate::rotation::health(|h| match h {
-        None => serde_json::json!({"checked": false}),
-        Some(h) => {
-            let mut r = serde_json::json!({
-                "checked": true,
-                "scheduled": h.scheduled,
-                "failing": h.failing.len(),
-            });
-            if h.names_public {
-                r["failing_conn_ids"] = serde_json::json!(h.failing);
-            }
-            r
-        }
-    });
+    let rotation = crate::rotation::health_json(state.connections.clone()).await;
     Json(serde_json::json!({"status": "ok", "rotation": rotation})).into_response()
 }
 

@@ -1,7 +1,7 @@
 //! `POST /api/connections/{conn_id}/rotate-password` and `GET …/rotation` (issue 20,
 //! `docs/rotation.md`), the background task that settles rotations a crashed process left
 //! unfinished, and the one that runs the schedules (`extra.rotate_every`), whose failures
-//! `/healthz` reports ([`health`]).
+//! `/healthz` reports ([`health_json`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -153,24 +153,55 @@ pub(crate) async fn rotation_status(
     Ok(Json(status.into()))
 }
 
-/// What the schedule task last saw, for `/healthz` (which never asks the store).
+/// What the schedule task last saw, for `/healthz`.
 #[derive(Default)]
 pub(crate) struct Health {
     /// Connections whose last rotation failed or whose schedule is invalid.
     pub(crate) failing: Vec<String>,
     /// Scheduled connections.
     pub(crate) scheduled: usize,
-    /// Whether `/healthz` may name the failing connections: only when the API needs no
-    /// token (a server with tokens names them in the API, to those who may see them).
-    pub(crate) names_public: bool,
+    /// A bootstrap token (`--api-token`) is set: the API always needs a token.
+    pub(crate) api_token: bool,
 }
 
 static HEALTH: Mutex<Option<Health>> = Mutex::new(None);
 
-/// Runs `f` on what the schedule task last saw (`None` before its first scan).
-pub(crate) fn health<T>(f: impl FnOnce(Option<&Health>) -> T) -> T {
-    let guard = HEALTH.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.as_ref())
+/// How long `/healthz` waits to learn whether named tokens exist before it names no
+/// connection (it answers either way).
+const TOKEN_LOOK: Duration = Duration::from_millis(500);
+
+/// The `rotation` object of `/healthz` asked for JSON (docs/api.md): `checked`, `scheduled`,
+/// `failing`, and `failing_conn_ids` only while the API needs no token. Whether it does is
+/// decided now, as the API decides it for a request (no bootstrap token, and no named token
+/// in the store: `Connections::tokens_exist`, the token cache's look at the store's change
+/// counter) — so a token created a moment ago, by the API or the CLI, hides the names at
+/// once. When that look fails or takes longer than [`TOKEN_LOOK`], no name is shown.
+pub(crate) async fn health_json(connections: Arc<Connections>) -> serde_json::Value {
+    let (failing, scheduled, api_token) = {
+        let guard = HEALTH.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            None => return serde_json::json!({"checked": false}),
+            Some(h) => (h.failing.clone(), h.scheduled, h.api_token),
+        }
+    };
+    let mut r = serde_json::json!({
+        "checked": true,
+        "scheduled": scheduled,
+        "failing": failing.len(),
+    });
+    if !failing.is_empty() && !api_token && !tokens_may_exist(connections).await {
+        r["failing_conn_ids"] = serde_json::json!(failing);
+    }
+    r
+}
+
+/// Whether a named token exists, or it cannot be told within [`TOKEN_LOOK`].
+async fn tokens_may_exist(connections: Arc<Connections>) -> bool {
+    let look = tokio::task::spawn_blocking(move || connections.tokens_exist());
+    !matches!(
+        tokio::time::timeout(TOKEN_LOOK, look).await,
+        Ok(Ok(Ok(false)))
+    )
 }
 
 /// The longest sleep of the schedule task: how soon a new or changed `extra.rotate_every`
@@ -189,12 +220,6 @@ pub(crate) async fn schedule_periodically(connections: Arc<Connections>, api_tok
                 for wait in statuses.iter().filter_map(RotationStatus::due_in) {
                     sleep = sleep.min(wait);
                 }
-                let c = connections.clone();
-                let tokens = tokio::task::spawn_blocking(move || c.tokens_exist())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or(true);
                 let health = Health {
                     failing: statuses
                         .iter()
@@ -202,7 +227,7 @@ pub(crate) async fn schedule_periodically(connections: Arc<Connections>, api_tok
                         .map(|s| s.conn_id.clone())
                         .collect(),
                     scheduled: statuses.iter().filter(|s| s.rotate_every.is_some()).count(),
-                    names_public: !api_token && !tokens,
+                    api_token,
                 };
                 *HEALTH.lock().unwrap_or_else(|e| e.into_inner()) = Some(health);
             }

@@ -193,8 +193,13 @@ impl std::hash::Hasher for Fnv {
 
 /// When the next scheduled rotation of `conn_id` is due.
 fn next_due(conn_id: &str, every: Duration, record: &Record) -> Option<OffsetDateTime> {
-    let base = record.last_rotated.or(record.since)?;
-    let mut due = base + every + jitter(conn_id, base, every);
+    let (base, mut due) = match (record.last_rotated, record.since) {
+        (Some(last), _) => (last, last + every + jitter(conn_id, last, every)),
+        // Never rotated: at once (plus the jitter) from when a scheduler first saw the
+        // schedule, so a schedule that cannot work shows at once, not one interval later.
+        (None, Some(since)) => (since, since + jitter(conn_id, since, every)),
+        (None, None) => return None,
+    };
     if let (Some(_), Some(attempt)) = (&record.last_error, record.last_attempt) {
         if attempt >= base {
             due = due.max(attempt + every.min(MAX_RETRY));
@@ -208,7 +213,7 @@ fn status(conn_id: &str, schedule: Schedule, record: &Record, pending: bool) -> 
         None => (None, None, None),
         Some(Err(e)) => (None, Some(e), None),
         Some(Ok((text, every))) => {
-            // Not seen by a scheduler yet: due at once.
+            // Not seen by a scheduler yet: due at once (its jitter is added when it is).
             let due = next_due(conn_id, every, record).unwrap_or_else(OffsetDateTime::now_utc);
             (Some(text), None, Some(rfc3339(due)))
         }
@@ -542,6 +547,25 @@ mod tests {
         );
         // Never rotated, never seen: no base.
         assert_eq!(next_due("c", every, &Record::default()), None);
+        // Never rotated, seen: at once from then, plus the jitter (so a schedule that cannot
+        // work fails at once); after a failure, the retry as above.
+        let seen = Record {
+            since: Some(base),
+            ..Record::default()
+        };
+        let due = next_due("prod-pg", every, &seen).unwrap();
+        assert!(due >= base && due <= base + MAX_JITTER, "{due}");
+        let failed = Record {
+            since: Some(base),
+            last_attempt: Some(base + Duration::from_secs(10)),
+            last_error: Some("refused".into()),
+            failures: 1,
+            ..Record::default()
+        };
+        assert_eq!(
+            next_due("prod-pg", every, &failed),
+            Some(due.max(base + Duration::from_secs(10) + MAX_RETRY))
+        );
     }
 
     fn open(dir: &std::path::Path) -> Connections {
