@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::mpsc;
 
 use super::fresh::{self, Fresh};
@@ -290,21 +290,21 @@ async fn write_once<A: Sync, T>(
     // A random generation, not a counter: after a restore to an older snapshot, k more
     // writes do not bring back a generation some process has cached. Other processes
     // hear of the commit by the notification (sent when it commits). In `Order::Rows` this
-    // takes the `state` row lock: from here to the commit, writes take turns.
-    let new: i64 = sqlx::query_scalar(fresh::BUMP)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pg(ctx, "generation"))?;
-    let logged = apply(ctx, &mut tx, log).await?;
+    // takes the `state` row lock: from here to the commit, writes take turns — so the
+    // bump, the seal counts and the audit head read are as few round trips as can be.
+    let (new, mut logged) = bump(ctx, &mut tx, log).await?;
+    if let Some((records, mac)) = log.records() {
+        logged.audit = super::audit::append_in(ctx, &mut tx, records, mac).await?;
+    }
     tx.commit().await.map_err(pg(ctx, "cannot commit"))?;
     // Read-your-writes in this process, before our own notification comes back.
     ctx.fresh.advance(new);
     Ok((value, logged))
 }
 
-/// Applies a write's `log` inside its transaction, which holds the `state` row: the seals
-/// counted, then the audit records appended after the head.
-async fn apply(ctx: &Ctx, c: &mut PgConnection, log: &WriteLog) -> Result<Logged> {
+/// The generation bump of a write that changed data, with its seal counts in the same
+/// statement; the new generation, and the keys' totals.
+async fn bump(ctx: &Ctx, c: &mut PgConnection, log: &WriteLog) -> Result<(i64, Logged)> {
     let mut logged = Logged {
         applied: true,
         ..Logged::default()
@@ -313,27 +313,28 @@ async fn apply(ctx: &Ctx, c: &mut PgConnection, log: &WriteLog) -> Result<Logged
     for &(key_id, n) in &log.seals {
         *per_key.entry(i64::from(key_id)).or_default() += n as i64;
     }
-    if !per_key.is_empty() {
-        let (keys, counts): (Vec<i64>, Vec<i64>) = per_key.into_iter().unzip();
-        let totals: Vec<(i64, i64)> = sqlx::query_as(
-            "UPDATE keys SET seals = keys.seals + x.n \
-             FROM unnest($1::bigint[], $2::bigint[]) AS x (key_id, n) \
-             WHERE keys.key_id = x.key_id RETURNING keys.key_id, keys.seals",
-        )
+    if per_key.is_empty() {
+        let new = sqlx::query_scalar(fresh::BUMP)
+            .fetch_one(c)
+            .await
+            .map_err(pg(ctx, "generation"))?;
+        return Ok((new, logged));
+    }
+    let (keys, counts): (Vec<i64>, Vec<i64>) = per_key.into_iter().unzip();
+    let row = sqlx::query(fresh::BUMP_COUNTING)
         .bind(keys)
         .bind(counts)
-        .fetch_all(&mut *c)
+        .fetch_one(c)
         .await
-        .map_err(pg(ctx, "seals"))?;
-        for (key, total) in totals {
-            logged
-                .seals
-                .push((crate::rows::key_id("keys", key)?, total as u64));
-        }
-        logged.seals.sort_unstable();
+        .map_err(pg(ctx, "generation"))?;
+    let read = |e| pg(ctx, "seals")(e);
+    let new: i64 = row.try_get("generation").map_err(read)?;
+    let keys: Vec<i64> = row.try_get("keys").map_err(read)?;
+    let totals: Vec<i64> = row.try_get("totals").map_err(read)?;
+    for (key, total) in keys.into_iter().zip(totals) {
+        logged
+            .seals
+            .push((crate::rows::key_id("keys", key)?, total as u64));
     }
-    if let Some((records, mac)) = log.records() {
-        logged.audit = super::audit::append_in(ctx, c, records, mac).await?;
-    }
-    Ok(logged)
+    Ok((new, logged))
 }

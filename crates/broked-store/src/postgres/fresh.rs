@@ -42,15 +42,49 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Pause between attempts to listen again.
 const RECONNECT: Duration = Duration::from_millis(100);
 
-/// A write's last statement: a random 64-bit generation (60 random bits of a v4 UUID), and
-/// the notification, sent when the transaction commits.
-pub(super) const BUMP: &str = "WITH g AS (
-        UPDATE state
+/// The `UPDATE` of the `state` row that sets a write's generation: the next sequence number
+/// and 32 random bits (of a v4 UUID); `RETURNING generation`.
+macro_rules! set_generation {
+    () => {
+        "UPDATE state
         SET generation = ((((generation >> 32) + 1) & 2147483647) << 32)
             | ('x' || left(gen_random_uuid()::text, 8))::bit(32)::bigint
-        WHERE id = 1 RETURNING generation
-     )
-     SELECT generation FROM g, pg_notify('broked_' || md5(current_schema()), generation::text)";
+        WHERE id = 1 RETURNING generation"
+    };
+}
+
+/// The notification of the new generation `g.generation`, sent when the transaction commits.
+macro_rules! notify {
+    () => {
+        "pg_notify('broked_' || md5(current_schema()), g.generation::text)"
+    };
+}
+
+/// A write's generation bump (its first statement under the `state` row): the new
+/// generation, and the notification.
+pub(super) const BUMP: &str = concat!(
+    "WITH g AS (",
+    set_generation!(),
+    ") SELECT g.generation, ",
+    notify!(),
+    " FROM g"
+);
+
+/// [`BUMP`] and the seal counts of the write in one statement: `$1` key ids, `$2` how many
+/// seals each; also returns each known key's total (`keys`, `totals`, in key order). The
+/// `keys` rows are locked only after the `state` row — they join the bump's result — the
+/// order every write takes them in.
+pub(super) const BUMP_COUNTING: &str = concat!(
+    "WITH g AS (",
+    set_generation!(),
+    "), s AS (UPDATE keys SET seals = keys.seals + x.n \
+     FROM unnest($1::bigint[], $2::bigint[]) AS x (key_id, n), g \
+     WHERE keys.key_id = x.key_id RETURNING keys.key_id, keys.seals) \
+     SELECT g.generation, ",
+    notify!(),
+    ", ARRAY(SELECT key_id FROM s ORDER BY key_id) AS keys, \
+     ARRAY(SELECT seals FROM s ORDER BY key_id) AS totals FROM g"
+);
 
 /// Whether generation `a` was written after `b`: its sequence number is ahead (mod 2³¹).
 fn after(a: i64, b: i64) -> bool {
