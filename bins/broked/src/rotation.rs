@@ -36,6 +36,7 @@ pub(crate) fn run(out: Output, c: Connections, conn_id: &str) -> anyhow::Result<
             serde_json::to_string_pretty(&json!({
                 "conn_id": report.conn_id,
                 "role": report.role,
+                "previous_role": report.previous_role,
                 "via": report.via,
                 "sent_as": report.sent_as.as_str(),
                 "rotated_at": report.rotated_at,
@@ -43,7 +44,7 @@ pub(crate) fn run(out: Output, c: Connections, conn_id: &str) -> anyhow::Result<
             }))?
         ),
         Output::Text => println!(
-            "rotated: the password of {} ({}) was changed on the server{} and stored; \
+            "rotated: the password of {} ({}) was changed on the server{} and stored{}; \
              `broked connections get {} --uri` shows it",
             report.role,
             report.conn_id,
@@ -51,6 +52,14 @@ pub(crate) fn run(out: Output, c: Connections, conn_id: &str) -> anyhow::Result<
                 .via
                 .as_deref()
                 .map(|v| format!(" through {v}"))
+                .unwrap_or_default(),
+            report
+                .previous_role
+                .as_deref()
+                .map(|p| format!(
+                    "; the login switched from {p}, which keeps its password until its own \
+                     next rotation"
+                ))
                 .unwrap_or_default(),
             report.conn_id
         ),

@@ -14,6 +14,18 @@
 //! rotation of that connection, [`Connections::recover_rotations`] (the server runs it at
 //! start and every minute) or the CLI settles it, and reports what it did.
 //!
+//! **Dual-role mode** (`extra.rotation_roles = ["etl_a", "etl_b"]`, the alternating users of
+//! Vault and AWS): the login is one of the two roles; a rotation sets the new password on the
+//! other role through the admin connection, checks a login as that role, and stores the other
+//! role and its password as the connection's login and password in one new version. The role
+//! in use keeps its password, so sessions and URIs resolved before the switch keep working
+//! until that role's own next rotation.
+//!
+//! **Whose password an admin changes.** Through an admin connection (`extra.rotation_conn_id`)
+//! only a role the admin connection lists in its `extra.rotation_allowed_roles`, or — one role
+//! rotated as the connection's own login — a role whose stored password logs in first (the
+//! connection proves it holds the role). Never the admin's own login. See `docs/security.md`.
+//!
 //! **One at a time.** Rotations of one connection are serialized across processes and
 //! replicas by the store's named lock `password-rotation.<conn_id>`
 //! ([`broked_store::Store::lock_named`]); the journal's read-modify-write has its own lock.
@@ -72,8 +84,12 @@ const STORE_ATTEMPTS: u32 = 3;
 #[non_exhaustive]
 pub struct RotationReport {
     pub conn_id: String,
-    /// The role (PostgreSQL) or account (MySQL/MariaDB) whose password changed.
+    /// The role (PostgreSQL) or account (MySQL/MariaDB) whose password changed: the
+    /// connection's login now.
     pub role: String,
+    /// Dual-role mode (`extra.rotation_roles`): the role the connection logged in as before
+    /// the switch, whose password was left as it was. `None` in single-role mode.
+    pub previous_role: Option<String>,
     /// The admin connection that changed it (`extra.rotation_conn_id`), if any.
     pub via: Option<String>,
     /// How the new password reached the server.
@@ -136,9 +152,19 @@ impl RecoveryOutcome {
 
 /// One journal entry, opened.
 struct Entry {
+    /// The stored password when the rotation began (the password of `login`).
     old: Option<Secret>,
+    /// The new password (of `role`).
     new: Secret,
+    /// Dual-role mode: the role given the new password (sealed in the journal: it comes from
+    /// the extra). `None`: the connection's login.
+    role: Option<String>,
+    /// Dual-role mode: the login when the rotation began, whose password `old` is.
+    login: Option<String>,
 }
+
+/// The sealed values of a journal entry.
+const LABELS: [&str; 4] = ["old", "new", "role", "login"];
 
 /// What a rotation needs of a connection: which role, through which login.
 struct Plan {
@@ -146,9 +172,15 @@ struct Plan {
     /// The connection that logs in to change the password: `conn` or the admin connection.
     admin: Connection,
     via: Option<String>,
+    /// The role whose password changes.
     role: String,
+    /// Dual-role mode: the role in use (the login), which the rotation switches away from.
+    previous: Option<String>,
     /// MySQL through an admin: the account's host.
     account_host: Option<String>,
+    /// Through an admin: whether it lists `role` in its `extra.rotation_allowed_roles`.
+    /// Otherwise the stored password must log in as the role before the admin changes it.
+    allowed: bool,
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> Error {
@@ -212,13 +244,27 @@ impl Connections {
             None => Vec::new(),
         };
         let plan = self.plan(conn_id)?;
+        if plan.via.is_some() && !plan.allowed {
+            self.proves_the_role(&plan).await?;
+        }
         let new = Secret::new(broked_crypto::random_password(PASSWORD_LEN)?.as_str());
         let entry = Entry {
             old: plan.conn.password.clone(),
             new: new.clone(),
+            role: plan.previous.as_ref().map(|_| plan.role.clone()),
+            login: plan.previous.clone(),
         };
         self.write_journal(conn_id, Some(&entry))?;
-        tracing::info!(conn_id, role = %plan.role, "rotating the password on the server");
+        match &plan.previous {
+            // The role not in use is named only once it is the login (it comes from extra).
+            Some(_) => tracing::info!(
+                conn_id,
+                "rotating the password of the role not in use (extra.rotation_roles) on the server"
+            ),
+            None => {
+                tracing::info!(conn_id, role = %plan.role, "rotating the password on the server")
+            }
+        }
         let sent_as = match self.set_on_server(&plan, &new).await {
             Ok(s) => s,
             Err(reason) => {
@@ -230,6 +276,7 @@ impl Connections {
         fault_after_alter();
         let mut with_new = plan.conn.clone();
         with_new.password = Some(new.clone());
+        with_new.login = Some(plan.role.clone());
         let login = self.registry.test(&with_new).await;
         if !login.success {
             let reason = format!(
@@ -244,7 +291,11 @@ impl Connections {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
-            match self.store_password(actor, conn_id, &new) {
+            let stored = match &plan.previous {
+                None => self.store_password(actor, conn_id, &new),
+                Some(_) => self.store_switch(actor, conn_id, &plan.role, &new),
+            };
+            match stored {
                 Ok(()) => {
                     last = None;
                     break;
@@ -262,10 +313,17 @@ impl Connections {
             // the next recovery.
             tracing::warn!(conn_id, error = %e, "the rotation journal entry could not be removed");
         }
-        tracing::info!(conn_id, role = %plan.role, sent_as = sent_as.as_str(), "password rotated");
+        tracing::info!(
+            conn_id,
+            role = %plan.role,
+            previous_role = plan.previous.as_deref().unwrap_or(""),
+            sent_as = sent_as.as_str(),
+            "password rotated"
+        );
         Ok(RotationReport {
             conn_id: conn_id.to_owned(),
             role: plan.role,
+            previous_role: plan.previous,
             via: plan.via,
             sent_as,
             rotated_at: now(),
@@ -396,7 +454,10 @@ impl Connections {
                 "password rotation through an SSH tunnel (extra.ssh_tunnel) is not supported yet",
             ));
         }
-        let account_host = match extra.get(ROTATION_ACCOUNT_HOST_KEY) {
+        let key = |name: &'static str| {
+            broked_core::rotation_key(&extra, name).map_err(|e| invalid("extra", e))
+        };
+        let account_host = match key(ROTATION_ACCOUNT_HOST_KEY)? {
             None => None,
             Some(Value::String(h)) if !h.is_empty() => Some(h.clone()),
             Some(_) => {
@@ -406,7 +467,7 @@ impl Connections {
                 ));
             }
         };
-        let (admin, via) = match extra.get(ROTATION_CONN_KEY) {
+        let (admin, via) = match key(ROTATION_CONN_KEY)? {
             None => (conn.clone(), None),
             Some(Value::String(id)) => (self.admin_for(&conn, id)?, Some(id.clone())),
             Some(_) => {
@@ -425,6 +486,44 @@ impl Connections {
                 ),
             ));
         }
+        // Dual-role mode: the role not in use gets the new password.
+        let roles = broked_core::rotation_roles(&extra).map_err(|e| invalid("extra", e))?;
+        let (role, previous) = match roles {
+            None => (role, None),
+            Some(roles) => {
+                if !roles.contains(&role) {
+                    return Err(invalid(
+                        "login",
+                        format!(
+                            "the login is not one of the two roles in extra.{ROLES}: set the \
+                             login to the role in use",
+                            ROLES = broked_core::ROTATION_ROLES_KEY
+                        ),
+                    ));
+                }
+                if via.is_none() {
+                    return Err(invalid(
+                        "extra",
+                        format!(
+                            "dual-role rotation (extra.{ROLES}) sets the password of the role \
+                             not in use, which the role in use may not do: name an admin \
+                             connection in extra.{ROTATION_CONN_KEY}",
+                            ROLES = broked_core::ROTATION_ROLES_KEY
+                        ),
+                    ));
+                }
+                let other = if roles[0] == role {
+                    &roles[1]
+                } else {
+                    &roles[0]
+                };
+                (other.clone(), Some(role))
+            }
+        };
+        let allowed = match &via {
+            None => false,
+            Some(id) => self.admin_allows(id, &admin, &role, previous.is_some())?,
+        };
         let account_host = match (conn.conn_type, &via) {
             (ConnType::Mysql, Some(_)) => Some(account_host.unwrap_or_else(|| "%".into())),
             _ => None,
@@ -434,8 +533,90 @@ impl Connections {
             admin,
             via,
             role,
+            previous,
             account_host,
+            allowed,
         })
+    }
+
+    /// Whether the admin connection `id` (`admin`) lists `role` in its
+    /// `extra.rotation_allowed_roles`. Refused: the admin's own login, an unusable list, and
+    /// in dual-role mode (`dual`) a role the list does not hold — nothing else proves that
+    /// whoever set up the connection may have the other role's password changed.
+    fn admin_allows(
+        &self,
+        id: &str,
+        admin: &Connection,
+        role: &str,
+        dual: bool,
+    ) -> Result<bool, Error> {
+        let allow = broked_core::ROTATION_ALLOWED_ROLES_KEY;
+        if admin.login.as_deref() == Some(role) {
+            return Err(invalid(
+                "extra",
+                format!(
+                    "extra.{ROTATION_CONN_KEY}: the admin connection {id:?} would change the \
+                     password of its own login: rotate {id:?} itself instead"
+                ),
+            ));
+        }
+        let listed = broked_core::rotation_allowed_roles(&extra_map(admin)).map_err(|_| {
+            invalid(
+                "extra",
+                format!(
+                    "extra.{ROTATION_CONN_KEY}: the admin connection {id:?} has an unusable \
+                     extra.{allow} (a list of role names): fix it there"
+                ),
+            )
+        })?;
+        let allowed = listed.is_some_and(|l| l.iter().any(|r| r == role));
+        if dual && !allowed {
+            return Err(invalid(
+                "extra",
+                format!(
+                    "extra.{ROTATION_CONN_KEY}: the admin connection {id:?} does not list the \
+                     role not in use in its extra.{allow}: list both roles of extra.{ROLES} \
+                     there (entering {id:?}'s password again) — an admin connection changes the \
+                     password of another role only when it says so",
+                    ROLES = broked_core::ROTATION_ROLES_KEY
+                ),
+            ));
+        }
+        Ok(allowed)
+    }
+
+    /// Through an admin that does not list the role: the stored password must log in as the
+    /// role first, so that the connection proves it holds the role whose password the admin
+    /// is to change (a connection made with any login and a made-up password must not get a
+    /// role's password changed: `docs/security.md`).
+    async fn proves_the_role(&self, plan: &Plan) -> Result<(), Error> {
+        let probe = self.registry.test(&plan.conn).await;
+        if probe.success {
+            return Ok(());
+        }
+        let via = plan.via.as_deref().unwrap_or_default();
+        let allow = broked_core::ROTATION_ALLOWED_ROLES_KEY;
+        if probe.failure == Some(broked_probe::Failure::Auth) {
+            return Err(invalid(
+                "password",
+                format!(
+                    "the stored password does not log in as {role}, and the admin connection \
+                     {via:?} does not list {role} in its extra.{allow}: through an admin \
+                     connection only a role whose stored password logs in, or one the admin \
+                     connection lists, is rotated — enter the role's password, or list the role \
+                     on {via:?}",
+                    role = plan.role
+                ),
+            ));
+        }
+        Err(failed(
+            plan.conn.conn_id.as_str(),
+            format!(
+                "a login with the stored password, which must work before the admin connection \
+                 {via:?} changes it, failed: {}; nothing was changed",
+                probe.message
+            ),
+        ))
     }
 
     /// The admin connection `id` for `conn`: it must be another connection of the same type
@@ -482,7 +663,11 @@ impl Connections {
     /// Sets `password` as the role's password, as the plan says.
     async fn set_on_server(&self, plan: &Plan, password: &Secret) -> Result<SentAs, String> {
         let ctx = self.registry.context();
-        let message = |e: broked_probe::ProbeError| broked_probe::scrub(&e.message, &plan.admin);
+        // Without the admin's secrets, nor the connection's (the role not in use comes from
+        // its extra).
+        let message = |e: broked_probe::ProbeError| {
+            broked_probe::scrub(&broked_probe::scrub(&e.message, &plan.admin), &plan.conn)
+        };
         match plan.conn.conn_type {
             #[cfg(feature = "postgres")]
             ConnType::Postgres => {
@@ -537,12 +722,65 @@ impl Connections {
             .map(|_| ())
     }
 
+    /// Dual-role mode: stores `role` and `password` as the connection's login and password,
+    /// in one new version, on top of the stored row as it is now (a concurrent edit of another
+    /// field is kept; a concurrent write in between is retried by the caller). The extra is
+    /// given again: the row's sealed values are bound to the login.
+    fn store_switch(
+        &self,
+        actor: &Actor,
+        conn_id: &str,
+        role: &str,
+        password: &Secret,
+    ) -> Result<(), Error> {
+        if fault("fail-store") {
+            return Err(Error::Store(broked_store::StoreError::Connect {
+                server: "the store".into(),
+                reason: format!("failed on purpose ({FAULT_VAR}=fail-store)"),
+            }));
+        }
+        let row = self.stored(conn_id)?;
+        let current = self.decrypt(&row)?;
+        let update = ConnectionUpdate {
+            login: Some(Some(role.to_owned())),
+            password: SecretUpdate::Set(password.clone()),
+            extra: match current.extra {
+                Some(extra) => SecretUpdate::Set(extra),
+                None => SecretUpdate::Clear,
+            },
+            ..Default::default()
+        };
+        self.update_expecting_as(actor, conn_id, update, UpdateMode::Merge, Some(row.version))
+            .map(|_| ())
+    }
+
+    /// Stores `login` and `password` (settling): the password alone when `login` is the
+    /// stored one, else the switch of dual-role mode.
+    fn store_login(
+        &self,
+        actor: &Actor,
+        conn_id: &str,
+        stored: &Connection,
+        login: Option<&str>,
+        password: &Secret,
+    ) -> Result<(), Error> {
+        match login {
+            Some(l) if stored.login.as_deref() != Some(l) => {
+                self.store_switch(actor, conn_id, l, password)
+            }
+            _ => self.store_password(actor, conn_id, password),
+        }
+    }
+
     /// Settles an unfinished rotation of `conn_id` (its lock held): makes the stored
     /// password one that logs in, and removes the journal entry when that is done.
     ///
-    /// 1. The stored password logs in: the server was not changed (or was set back). Kept.
-    /// 2. Else the new one logs in: the server was changed and the store not — store it.
-    /// 3. Else the old one logs in (changed by someone meanwhile?): store it. Kept.
+    /// 1. The stored login and password log in: the server was not changed (or was set back),
+    ///    or — dual-role mode — only the role not in use was. Kept.
+    /// 2. Else the new password logs in (as the entry's role in dual-role mode): the server
+    ///    was changed and the store not — store it (and switch the login). Completed.
+    /// 3. Else the old one logs in as the entry's login (changed by someone meanwhile?):
+    ///    store it. Kept.
     ///
     /// A failed store write in 2 sets the server back to the stored password instead.
     async fn settle(
@@ -577,12 +815,13 @@ impl Connections {
             Err(Error::NotFound(_)) => return RecoveryOutcome::Kept,
             Err(e) => return RecoveryOutcome::Unsettled(format!("reading the connection: {e}")),
         };
-        let logs_in = |password: Option<Secret>| {
+        let logs_in = |login: Option<String>, password: Option<Secret>| {
             let mut c = stored.clone();
+            c.login = login;
             c.password = password;
             async move { self.registry.test(&c).await }
         };
-        let now_stored = logs_in(stored.password.clone()).await;
+        let now_stored = logs_in(stored.login.clone(), stored.password.clone()).await;
         if now_stored.success {
             return RecoveryOutcome::Kept;
         }
@@ -593,18 +832,26 @@ impl Connections {
             ));
         }
         let candidates = [
-            (Some(entry.new.clone()), RecoveryOutcome::Completed),
-            (entry.old.clone(), RecoveryOutcome::Kept),
+            (
+                entry.role.clone().or_else(|| stored.login.clone()),
+                Some(entry.new.clone()),
+                RecoveryOutcome::Completed,
+            ),
+            (
+                entry.login.clone().or_else(|| stored.login.clone()),
+                entry.old.clone(),
+                RecoveryOutcome::Kept,
+            ),
         ];
-        for (password, outcome) in candidates {
-            if password.is_none() || password == stored.password {
+        for (login, password, outcome) in candidates {
+            if password.is_none() || (login == stored.login && password == stored.password) {
                 continue;
             }
-            if !logs_in(password.clone()).await.success {
+            if !logs_in(login.clone(), password.clone()).await.success {
                 continue;
             }
             let password = password.expect("checked");
-            match self.store_password(actor, conn_id, &password) {
+            match self.store_login(actor, conn_id, &stored, login.as_deref(), &password) {
                 Ok(()) => return outcome,
                 Err(e) => {
                     // The store cannot take it: set the server back to what is stored.
@@ -637,6 +884,10 @@ impl Connections {
         };
         let mut plan = self.plan(conn_id).map_err(|e| e.to_string())?;
         plan.conn = stored.clone();
+        // The stored login's password, also in dual-role mode (whose plan names the other).
+        if let Some(login) = &stored.login {
+            plan.role = login.clone();
+        }
         if plan.via.is_none() {
             // The role changes its own password: it logs in with the one that works now.
             plan.admin = stored.clone();
@@ -699,9 +950,12 @@ impl Connections {
             }
         };
         let new = open("new")?.ok_or_else(|| crate::sealer::corrupt("meta"))?;
+        let text = |s: Option<Secret>| s.map(|s| s.expose().to_owned());
         Ok(Some(Entry {
             old: open("old")?,
             new,
+            role: text(open("role")?),
+            login: text(open("login")?),
         }))
     }
 
@@ -720,6 +974,11 @@ impl Connections {
                 });
                 if let Some(old) = &e.old {
                     v["old"] = Value::String(seal("old", old)?);
+                }
+                for (label, value) in [("role", &e.role), ("login", &e.login)] {
+                    if let Some(value) = value {
+                        v[label] = Value::String(seal(label, &Secret::new(value.as_str()))?);
+                    }
                 }
                 Some(v)
             }
@@ -747,7 +1006,7 @@ impl Connections {
     pub(crate) fn rotation_journal_keys(&self) -> Result<Vec<u32>, Error> {
         let mut ids = Vec::new();
         for entry in self.journal()?.values() {
-            for label in ["old", "new"] {
+            for label in LABELS {
                 if let Some(text) = entry.get(label).and_then(Value::as_str) {
                     let blob = unhex(text).ok_or_else(|| crate::sealer::corrupt("meta"))?;
                     let id = broked_crypto::sealed_key_id(&blob)?.get();
@@ -768,7 +1027,7 @@ impl Connections {
         let mut journal = self.journal()?;
         let mut resealed = 0;
         for (conn_id, entry) in journal.iter_mut() {
-            for label in ["old", "new"] {
+            for label in LABELS {
                 let Some(text) = entry.get(label).and_then(Value::as_str) else {
                     continue;
                 };
@@ -924,6 +1183,8 @@ mod tests {
         Entry {
             old: Some(Secret::new(OLD)),
             new: Secret::new(NEW),
+            role: None,
+            login: None,
         }
     }
 
@@ -952,6 +1213,32 @@ mod tests {
         // Another process, reading the key file afresh, opens it too.
         drop(c);
         opens(&open(dir.path()));
+    }
+
+    /// Dual-role mode: the entry also holds the role given the new password and the login of
+    /// the old one — sealed like the passwords (the role comes from the extra), re-sealed by
+    /// `broked key rotate`.
+    #[test]
+    fn a_dual_role_entry_seals_its_roles() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        let entry = Entry {
+            role: Some("JournalRoleB7".into()),
+            login: Some("JournalLoginA3".into()),
+            ..entry()
+        };
+        c.write_journal("pg", Some(&entry)).unwrap();
+        let raw = c.store.meta(JOURNAL).unwrap().unwrap();
+        for value in [OLD, NEW, "JournalRoleB7", "JournalLoginA3"] {
+            assert!(!raw.contains(value), "{value} in the journal");
+        }
+        let report = c.rotate(|_, _| {}).unwrap();
+        assert_eq!(report.resealed, 4, "old, new, role and login");
+        c.prune().unwrap();
+        let e = c.journal_entry("pg").unwrap().expect("the entry");
+        assert_eq!(e.role.as_deref(), Some("JournalRoleB7"));
+        assert_eq!(e.login.as_deref(), Some("JournalLoginA3"));
+        assert_eq!(e.new.expose(), NEW);
     }
 
     /// An entry under an old key (written before a rotation that did not re-seal it, as by an

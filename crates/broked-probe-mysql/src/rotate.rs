@@ -2,9 +2,14 @@
 //! over a session made exactly as the probe makes it (the policy's approved addresses, the
 //! connection's TLS settings), by the text protocol with the driver's statement logging off.
 //!
-//! - MariaDB, an account on `mysql_native_password` (MariaDB's default): `SET PASSWORD [FOR
-//!   account] = '*<hash>'` — only the hash reaches the server, so its general log and binary
-//!   log never hold the cleartext ([`Sent::Hash`]).
+//! - MariaDB, an account on `mysql_native_password` (MariaDB's default): `SET PASSWORD =
+//!   '*<hash>'` for the login's own account, `ALTER USER account IDENTIFIED BY PASSWORD
+//!   '*<hash>'` through an admin connection (the `CREATE USER` privilege is enough for it,
+//!   where `SET PASSWORD FOR` needs `UPDATE` on the `mysql` database) — only the hash reaches
+//!   the server, so its general log and binary log never hold the cleartext ([`Sent::Hash`]).
+//!   An admin that may not read the account (`SHOW CREATE USER` needs `SELECT` on `mysql.*`)
+//!   cannot tell its plugin: the native hash is sent, which makes an account on another
+//!   plugin a `mysql_native_password` one.
 //! - MariaDB, an account on another plugin (`ed25519`, …), where a native hash would change
 //!   the plugin: `SET PASSWORD = PASSWORD('…')` for the login's own account, `ALTER USER …
 //!   IDENTIFIED BY '…'` through an admin connection — the cleartext is in the statement
@@ -56,6 +61,13 @@ pub async fn set_password(
     })
 }
 
+/// Whether a server error is a missing privilege (1044 on a database, 1142 on a table, 1227
+/// a global one).
+fn denied(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .is_some_and(|e| matches!(e.number(), 1044 | 1142 | 1227))
+}
+
 /// A string literal: `'…'` with `\` and `'` escaped (MySQL reads backslash escapes unless
 /// `NO_BACKSLASH_ESCAPES`; doubling `'` works either way, and the generated passwords hold
 /// neither character).
@@ -97,24 +109,27 @@ impl SetPassword {
             ));
         }
         let show = format!("SHOW CREATE USER {account}");
-        let created = sqlx::Executor::fetch_one(&mut *c, show.as_str()).await?;
-        let created: String = created
-            .try_get::<String, _>(0)
-            .or_else(|_| {
-                created
-                    .try_get::<Vec<u8>, _>(0)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-            })
-            .unwrap_or_default();
-        let native = created.contains("IDENTIFIED BY PASSWORD '*");
-        let target = if self.account.is_none() {
-            String::new()
-        } else {
-            format!(" FOR {account}")
+        let native = match sqlx::Executor::fetch_one(&mut *c, show.as_str()).await {
+            Ok(row) => row
+                .try_get::<String, _>(0)
+                .or_else(|_| {
+                    row.try_get::<Vec<u8>, _>(0)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                })
+                .unwrap_or_default()
+                .contains("IDENTIFIED BY PASSWORD '*"),
+            // An admin with `CREATE USER` alone may change another account (`ALTER USER`)
+            // but not read it (`SHOW CREATE USER` needs `SELECT` on `mysql.*`): its plugin is
+            // unknown, and MariaDB's default, `mysql_native_password`, is assumed — the
+            // cleartext stays out of the statement either way (docs/rotation.md).
+            Err(sqlx::Error::Database(db)) if self.account.is_some() && denied(db.as_ref()) => true,
+            Err(e) => return Err(e),
         };
+        let hash = literal(&self.native_hash);
         Ok(match (native, self.account.is_none()) {
-            (true, _) => (
-                format!("SET PASSWORD{target} = {}", literal(&self.native_hash)),
+            (true, true) => (format!("SET PASSWORD = {hash}"), Sent::Hash),
+            (true, false) => (
+                format!("ALTER USER {account} IDENTIFIED BY PASSWORD {hash}"),
                 Sent::Hash,
             ),
             (false, true) => (

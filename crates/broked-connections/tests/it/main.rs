@@ -14,6 +14,7 @@ mod freshness;
 mod history;
 mod import;
 mod rotation;
+mod rotation_roles;
 
 mod target;
 mod tokens;

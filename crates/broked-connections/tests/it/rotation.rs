@@ -10,16 +10,16 @@ use broked_connections::{
 };
 use sqlx::Connection as _;
 
-const INITIAL: &str = "Rot-Initial-Pw-7q2Zx";
+pub(crate) const INITIAL: &str = "Rot-Initial-Pw-7q2Zx";
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -29,16 +29,21 @@ fn unique(prefix: &str) -> String {
 
 /// A login role of the test's own in the shared PostgreSQL (a member of `broked_rotation`,
 /// whose logins pg_hba.conf checks by password), dropped on drop.
-struct PgRole {
+pub(crate) struct PgRole {
     admin_url: String,
-    name: String,
-    host: String,
-    port: u16,
-    db: String,
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) db: String,
 }
 
 impl PgRole {
     fn new() -> Option<PgRole> {
+        PgRole::named("rot", INITIAL)
+    }
+
+    /// A role `PREFIX_PID_NANOS` with `password`.
+    pub(crate) fn named(prefix: &str, password: &str) -> Option<PgRole> {
         let pg = broked_testenv::postgres()?;
         let admin_url = format!(
             "postgres://{}:{}@{}:{}/{}",
@@ -50,19 +55,19 @@ impl PgRole {
         );
         let role = PgRole {
             admin_url,
-            name: unique("rot"),
+            name: unique(prefix),
             host: pg.get("HOST").to_owned(),
             port: pg.port(),
             db: pg.get("DB").to_owned(),
         };
         role.admin(&format!(
-            "CREATE ROLE {} LOGIN PASSWORD '{INITIAL}' IN ROLE broked_rotation",
+            "CREATE ROLE {} LOGIN PASSWORD '{password}' IN ROLE broked_rotation",
             role.name
         ));
         Some(role)
     }
 
-    fn admin(&self, sql: &str) {
+    pub(crate) fn admin(&self, sql: &str) {
         let url = self.admin_url.clone();
         let sql = sql.to_owned();
         rt().block_on(async move {
@@ -73,7 +78,7 @@ impl PgRole {
     }
 
     /// Whether `password` logs in as the role now (a new session).
-    fn logs_in(&self, password: &str) -> bool {
+    pub(crate) fn logs_in(&self, password: &str) -> bool {
         let opts = sqlx::postgres::PgConnectOptions::new_without_pgpass()
             .host(&self.host)
             .port(self.port)
@@ -92,7 +97,7 @@ impl PgRole {
         })
     }
 
-    fn input(&self, conn_id: &str) -> ConnectionInput {
+    pub(crate) fn input(&self, conn_id: &str) -> ConnectionInput {
         ConnectionInput {
             conn_id: Some(conn_id.into()),
             conn_type: Some("postgres".into()),
@@ -127,15 +132,20 @@ impl Drop for PgRole {
 }
 
 /// A user of the test's own in the shared MariaDB (`'name'@'127.0.0.1'`), dropped on drop.
-struct MyUser {
+pub(crate) struct MyUser {
     admin_url: String,
-    name: String,
-    host: String,
-    port: u16,
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 impl MyUser {
     fn new() -> Option<MyUser> {
+        MyUser::named("rot", INITIAL)
+    }
+
+    /// A user `'PREFIX_PID_NANOS'@'127.0.0.1'` with `password`.
+    pub(crate) fn named(prefix: &str, password: &str) -> Option<MyUser> {
         let my = broked_testenv::mysql()?;
         let user = MyUser {
             admin_url: format!(
@@ -146,18 +156,18 @@ impl MyUser {
                 my.port(),
                 my.get("DB")
             ),
-            name: unique("rot"),
+            name: unique(prefix),
             host: my.get("HOST").to_owned(),
             port: my.port(),
         };
         user.admin(&format!(
-            "CREATE USER '{}'@'127.0.0.1' IDENTIFIED BY '{INITIAL}'",
+            "CREATE USER '{}'@'127.0.0.1' IDENTIFIED BY '{password}'",
             user.name
         ));
         Some(user)
     }
 
-    fn admin(&self, sql: &str) {
+    pub(crate) fn admin(&self, sql: &str) {
         let url = self.admin_url.clone();
         let sql = sql.to_owned();
         rt().block_on(async move {
@@ -167,7 +177,7 @@ impl MyUser {
         });
     }
 
-    fn logs_in(&self, password: &str) -> bool {
+    pub(crate) fn logs_in(&self, password: &str) -> bool {
         let opts = sqlx::mysql::MySqlConnectOptions::new()
             .host(&self.host)
             .port(self.port)
@@ -185,7 +195,7 @@ impl MyUser {
         })
     }
 
-    fn input(&self, conn_id: &str) -> ConnectionInput {
+    pub(crate) fn input(&self, conn_id: &str) -> ConnectionInput {
         ConnectionInput {
             conn_id: Some(conn_id.into()),
             conn_type: Some("mysql".into()),
@@ -218,7 +228,7 @@ impl Drop for MyUser {
     }
 }
 
-fn stored_password(c: &Connections, conn_id: &str) -> String {
+pub(crate) fn stored_password(c: &Connections, conn_id: &str) -> String {
     c.resolve_fresh(conn_id)
         .unwrap()
         .connection
@@ -231,7 +241,7 @@ fn stored_password(c: &Connections, conn_id: &str) -> String {
 
 /// One query on a new connection to the resolved URI; an authentication failure is
 /// `Err(Some(code))`.
-async fn query_once(uri: &str) -> Result<(), Option<String>> {
+pub(crate) async fn query_once(uri: &str) -> Result<(), Option<String>> {
     let code = |e: &sqlx::Error| match e {
         sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
         _ => None,
@@ -425,7 +435,11 @@ fn an_admin_connection_rotates_a_role_on_the_same_server_only() {
 
 /// A rotation run by this test binary as a child: `BROKED_IT_ROTATION_CHILD=db|conn_id`.
 /// Prints `rotated` or `failed: <error>`.
-fn rotation_child(test: &str, db: &std::path::Path, conn_id: &str) -> std::process::Command {
+pub(crate) fn rotation_child(
+    test: &str,
+    db: &std::path::Path,
+    conn_id: &str,
+) -> std::process::Command {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", test, "--nocapture"])
         .env(
@@ -438,7 +452,7 @@ fn rotation_child(test: &str, db: &std::path::Path, conn_id: &str) -> std::proce
 
 /// In a child: runs the rotation named by `BROKED_IT_ROTATION_CHILD`; `true` if this is the
 /// child (the test then returns).
-fn run_rotation_child() -> bool {
+pub(crate) fn run_rotation_child() -> bool {
     let Ok(spec) = std::env::var("BROKED_IT_ROTATION_CHILD") else {
         return false;
     };
