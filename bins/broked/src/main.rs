@@ -346,7 +346,8 @@ struct FieldArgs {
 
 #[derive(Subcommand, Debug)]
 enum KeyCmd {
-    /// Add a new active key and re-encrypt every secret with it, in one transaction.
+    /// Add a new active key and re-encrypt every secret with it, in batches; finishes a
+    /// rotation that stopped midway instead, if there is one.
     #[command(
         after_help = "Examples:\n  broked key rotate\n  broked key rotate && broked key prune   # once every replica has the new key file"
     )]

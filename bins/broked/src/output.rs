@@ -135,11 +135,18 @@ pub(crate) fn rotated(out: Output, report: &RotateReport) {
         Output::Json => print_json(&json!({
             "active_key": report.active_key,
             "resealed": report.resealed,
+            "resumed": report.resumed,
             "failures": report.failures.iter().map(|f| json!({
                 "conn_id": f.conn_id, "version": f.version, "field": f.field, "reason": f.reason,
             })).collect::<Vec<_>>(),
         })),
         Output::Text => {
+            if report.resumed {
+                println!(
+                    "finished the rotation to key {} that had stopped midway",
+                    report.active_key
+                );
+            }
             println!(
                 "rotated: key {} is active; {} secrets re-encrypted; run `broked key prune` once \
                  every process using this database has read the new key file",

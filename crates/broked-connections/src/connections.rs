@@ -668,13 +668,15 @@ impl Connections {
             .map_err(Error::Dialect)
     }
 
-    /// Adds a new active key, re-seals every secret under it in one transaction, and keeps
-    /// the old keys (until [`Connections::prune`]). `progress(done, total)` is called as
-    /// values are re-sealed.
+    /// Adds a new active key, re-seals every secret under it, and keeps the old keys (until
+    /// [`Connections::prune`]). `progress(done, total)` is called once per value.
     ///
-    /// A crash at any point leaves every secret readable: the key file gains the new key
-    /// (atomically) before any value is sealed with it, and the database switches all values
-    /// in one transaction.
+    /// The values are re-sealed in batches, one transaction each, that also record how far
+    /// the rotation got: reads and writes go on in between, and memory holds one batch. A
+    /// crash at any point leaves every secret readable — the key file gains the new key
+    /// (atomically) before any value is sealed with it — and the next `rotate` finishes a
+    /// rotation that stopped midway, under its key ([`RotateReport::resumed`]). See
+    /// docs/crypto.md.
     pub fn rotate(&self, progress: impl FnMut(u64, u64)) -> Result<RotateReport, Error> {
         self.rotate_as(&Actor::library(), progress)
     }

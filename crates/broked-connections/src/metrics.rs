@@ -308,6 +308,8 @@ timed_store! {
     37 list_audit(filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     38 audit_range(from_seq: i64, limit: usize) -> Result<Vec<AuditRecord>>;
     39 prune_audit(before_seq: i64) -> Result<Option<AuditCut>>;
+    40 sealed_not_under_after(key_id: u32, after: Option<&broked_store::ResealCursor>, limit: usize) -> Result<Vec<broked_store::ResealRow>>;
+    41 reseal_batch(batch: &[Reseal], marker: (&str, Option<&str>)) -> Result<usize>;
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use broked_store::{
 
 use crate::error::{Error, store_err};
 
+mod key_rotation;
+
 /// What `key rotate` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotateReport {
@@ -30,6 +32,9 @@ pub struct RotateReport {
     /// Values that do not open (damaged, or sealed under a key the file lacks): they stay as
     /// they are, under their old key, which `prune` therefore keeps.
     pub failures: Vec<CheckFailure>,
+    /// This call finished a rotation that had stopped midway (killed, crashed or failed; see
+    /// docs/crypto.md) under that rotation's key, instead of adding a new one.
+    pub resumed: bool,
 }
 
 /// What `key check` found.
@@ -93,6 +98,14 @@ impl Sealer {
             rotate_after_seals,
         };
         sealer.migrate_seals()?;
+        if let Some((key, pass)) = sealer.rotation_in_progress()? {
+            tracing::warn!(
+                key = %key,
+                pass,
+                "a key rotation stopped midway (every secret still opens): run `broked key \
+                 rotate` to finish it"
+            );
+        }
         Ok(sealer)
     }
 
@@ -476,140 +489,6 @@ impl Sealer {
         Ok(Secret::new(text))
     }
 
-    /// Adds a new active key, re-seals every secret under it in one transaction, and keeps
-    /// the old keys (until [`Sealer::prune`]). `progress(done, total)` is called as
-    /// values are re-sealed.
-    ///
-    /// A crash at any point leaves every secret readable: the key file gains the new key
-    /// (atomically) before any value is sealed with it, and the database switches all values
-    /// in one transaction.
-    pub(crate) fn rotate(&self, mut progress: impl FnMut(u64, u64)) -> Result<RotateReport, Error> {
-        // One rotation at a time across every process sharing the database.
-        let _lock = self.store.lock_rotation().map_err(store_err)?;
-        let active = {
-            let mut keyring = write(&self.keyring);
-            self.reload_verified(&mut keyring)?;
-            let id = keyring.rotate()?;
-            let check = keyring
-                .check_value(id)
-                .expect("the new key has a check value");
-            self.store
-                .add_key_check(id.get(), &check)
-                .map_err(store_err)?;
-            id
-        };
-        let mut resealed = 0;
-        let mut failures: Vec<CheckFailure> = Vec::new();
-        // Each value is bound to its connection's target: read them once. A row changed
-        // meanwhile is skipped by the compare-and-swap of `reseal` and picked up next pass.
-        // A kept version is bound to its own target (its own host, port, login).
-        let mut targets = std::collections::HashMap::new();
-        let mut kept_targets: std::collections::HashMap<(String, i64), String> =
-            std::collections::HashMap::new();
-        // Values written meanwhile by a process still on the old key are picked up by the
-        // next pass; a few passes are enough unless someone writes without pause.
-        for _ in 0..5 {
-            let todo: Vec<_> = self
-                .store
-                .sealed_not_under(active.get(), usize::MAX)
-                .map_err(store_err)?
-                .into_iter()
-                .filter(|f| {
-                    !failures.iter().any(|x| {
-                        x.conn_id == f.conn_id
-                            && x.version == f.version
-                            && x.field == f.field.name()
-                    })
-                })
-                .collect();
-            if todo.is_empty() {
-                break;
-            }
-            let total = todo.len() as u64;
-            let mut batch = Vec::with_capacity(todo.len());
-            if todo
-                .iter()
-                .any(|f| f.version.is_none() && !targets.contains_key(&f.conn_id))
-            {
-                targets.clear();
-                for row in self.store.list_connections(None).map_err(store_err)? {
-                    if let Ok(t) = row_target(&row) {
-                        targets.insert(row.conn_id, t);
-                    }
-                }
-            }
-            for f in &todo {
-                let Some(v) = f.version else { continue };
-                let key = (f.conn_id.clone(), v);
-                if kept_targets.contains_key(&key) {
-                    continue;
-                }
-                if let Some(kept) = self.store.get_version(&f.conn_id, v).map_err(store_err)? {
-                    if let Ok(t) = row_target(&kept.conn) {
-                        kept_targets.insert(key, t);
-                    }
-                }
-            }
-            {
-                let keyring = read(&self.keyring);
-                for (i, f) in todo.into_iter().enumerate() {
-                    progress(i as u64 + 1, total);
-                    let target = match f.version {
-                        None => targets.get(&f.conn_id),
-                        Some(v) => kept_targets.get(&(f.conn_id.clone(), v)),
-                    };
-                    let Some(target) = target else {
-                        continue; // deleted or pruned meanwhile
-                    };
-                    let resealed =
-                        open_bound(&keyring, &f.conn_id, target, f.field, &f.sealed.blob).and_then(
-                            |plain| {
-                                keyring.seal(Aad::bound(&f.conn_id, f.field.name(), target), &plain)
-                            },
-                        );
-                    match resealed {
-                        Ok(blob) => batch.push(Reseal {
-                            conn_id: f.conn_id,
-                            version: f.version,
-                            field: f.field,
-                            old: f.sealed.blob,
-                            new: Sealed {
-                                key_id: active.get(),
-                                blob,
-                            },
-                        }),
-                        Err(e) => failures.push(CheckFailure {
-                            conn_id: f.conn_id,
-                            version: f.version,
-                            field: f.field.name(),
-                            reason: short_reason(&e),
-                        }),
-                    }
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
-            // In transactions of RESEAL_BATCH values: the writer is held for one batch at a
-            // time, so API writes go in between; each committed batch stays done if the
-            // rotation stops (the new key is in the key file before any value uses it).
-            for chunk in batch.chunks(RESEAL_BATCH) {
-                let written = self.store.reseal(chunk).map_err(store_err)? as u64;
-                self.store
-                    .count_seals(active.get(), chunk.len() as u64)
-                    .map_err(store_err)?;
-                resealed += written;
-            }
-        }
-        // Under the rotation lock still: the audit secret moves to the new key too.
-        self.reseal_audit_secret()?;
-        Ok(RotateReport {
-            active_key: active.to_string(),
-            resealed,
-            failures,
-        })
-    }
-
     /// Removes from the key file and the database the keys that seal nothing any more
     /// (never the active key, nor those in `keep`). Returns their ids (`k1`…).
     pub(crate) fn prune(&self, keep: &[u32]) -> Result<Vec<String>, Error> {
@@ -765,10 +644,6 @@ fn open_bound(
     }
     keyring.open_sealed(Aad::bound(conn_id, field.name(), target), blob)
 }
-
-/// Re-sealed values written per transaction by a key rotation (issue 19): a few
-/// milliseconds of the writer each, a commit per batch.
-const RESEAL_BATCH: usize = 4096;
 
 /// The `meta` setting that records that every value is sealed in format 2.
 const SEAL_FORMAT: &str = "seal_format";

@@ -95,12 +95,30 @@ macro_rules! delegated_store_methods {
         ) -> Result<bool> {
             super::page::record_test(self, conn_id, version, status)
         }
+
+        fn sealed_not_under_after(
+            &self,
+            key_id: u32,
+            after: Option<&crate::ResealCursor>,
+            limit: usize,
+        ) -> Result<Vec<crate::ResealRow>> {
+            super::reseal::sealed_not_under_after(self, key_id, after, limit)
+        }
+
+        fn reseal_batch(
+            &self,
+            batch: &[crate::Reseal],
+            marker: (&str, Option<&str>),
+        ) -> Result<usize> {
+            super::reseal::reseal_batch(self, batch, marker)
+        }
     };
 }
 
 mod page;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod reseal;
 mod rows;
 mod sqlite;
 
@@ -352,6 +370,50 @@ pub struct Reseal {
     pub field: SecretField,
     pub old: Vec<u8>,
     pub new: Sealed,
+}
+
+/// Where a key rotation's scan stands ([`Store::sealed_not_under_after`]): just after the
+/// current row of `conn_id` (`version: None`) or just after its kept version `version`. The
+/// scan visits every current row in conn_id order, then every kept version in (conn_id,
+/// version) order; a cursor is a place in that order, so the row it names may be gone.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ResealCursor {
+    pub conn_id: String,
+    pub version: Option<i64>,
+}
+
+/// A row — current or kept — with a value not sealed by the key a rotation moves to: what
+/// its values are bound to (type, host, port, login) and those values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResealRow {
+    pub conn_id: String,
+    /// `None`: the connection's current row; `Some(n)`: version `n` in its history.
+    pub version: Option<i64>,
+    pub conn_type: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub login: Option<String>,
+    /// `None` if the row has no password or it is sealed by the key already.
+    pub password: Option<Sealed>,
+    /// As `password`.
+    pub extra: Option<Sealed>,
+}
+
+impl ResealRow {
+    pub fn sealed(&self, field: SecretField) -> Option<&Sealed> {
+        match field {
+            SecretField::Password => self.password.as_ref(),
+            SecretField::Extra => self.extra.as_ref(),
+        }
+    }
+
+    /// The place of this row in the scan.
+    pub fn cursor(&self) -> ResealCursor {
+        ResealCursor {
+            conn_id: self.conn_id.clone(),
+            version: self.version,
+        }
+    }
 }
 
 /// A named API token. Only the SHA-256 of the token is stored (hex), never the token.
@@ -648,6 +710,24 @@ pub trait Store: Send + Sync {
     /// Writes re-sealed values in one transaction; a field that changed meanwhile is skipped
     /// (compare-and-swap per row, version and field). Returns how many were written.
     fn reseal(&self, batch: &[Reseal]) -> Result<usize>;
+    /// The rows (current ones, then kept versions: the order of [`ResealCursor`]) after
+    /// `after` that hold a value not sealed by `key_id`, at most `limit` — the pages of a key
+    /// rotation (issue 19): each page is a range scan of a primary key, so a rotation reads
+    /// every row once and holds at most one page in memory, and a stopped one continues where
+    /// it was. Each row comes with what its values are bound to.
+    fn sealed_not_under_after(
+        &self,
+        key_id: u32,
+        after: Option<&ResealCursor>,
+        limit: usize,
+    ) -> Result<Vec<ResealRow>>;
+    /// One batch of a key rotation in one transaction: the re-sealed values written as
+    /// [`Store::reseal`] writes them (compare-and-swap per row, version and field; a row's
+    /// values in one statement), every value of `batch` counted as a seal of its new key
+    /// ([`Store::count_seals`]), and the setting `marker.0` of [`Store::meta`] set to
+    /// `marker.1` (removed if `None`) — the rotation's progress commits with its values.
+    /// Returns how many values were written.
+    fn reseal_batch(&self, batch: &[Reseal], marker: (&str, Option<&str>)) -> Result<usize>;
 
     /// Registers or replaces a pipeline and its references, if every referenced conn_id exists.
     fn put_pipeline(&self, pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline> {

@@ -154,6 +154,7 @@ macro_rules! suite {
 
 mod audit;
 mod import;
+mod reseal;
 mod write_log;
 
 suite!(

@@ -13,6 +13,7 @@ mod dialect;
 mod freshness;
 mod history;
 mod import;
+mod key_rotation;
 mod rotation;
 mod rotation_roles;
 

@@ -53,6 +53,7 @@ mod fresh;
 mod lock;
 mod page;
 mod queries;
+mod reseal;
 mod tokens;
 
 /// How long a write waits for another writer's row lock, and a call for a pooled connection.

@@ -33,6 +33,7 @@ mod lock;
 mod page;
 mod pool;
 mod queries;
+mod reseal;
 mod tokens;
 
 /// How long a write waits for another process's write to finish before giving up, unless
