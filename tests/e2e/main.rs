@@ -10,6 +10,7 @@ mod openapi_client;
 mod operate;
 mod replicas;
 mod rotation;
+mod rotation_roles;
 mod safe_defaults;
 mod server;
 mod server_contract;

@@ -277,6 +277,7 @@ async fn create_connection(
         None => broked_connections::SecretUpdate::Keep,
     };
     tunnel_in_scope(&state, &grant, &extra).await?;
+    rotation_admin_in_scope(&grant, &extra)?;
     let created = write(&state, move |c| c.acting(actor).create(input)).await?;
     Ok(crate::versions::tagged(StatusCode::CREATED, created))
 }
@@ -336,6 +337,7 @@ async fn update(
         UpdateMode::Replace => wire::connection_body(&b.0)?,
     };
     tunnel_in_scope(&state, &grant, &update.extra).await?;
+    rotation_admin_in_scope(&grant, &update.extra)?;
     let updated = write(&state, move |c| {
         c.acting(actor)
             .update_expecting(&id, update, mode, expected)
@@ -594,6 +596,40 @@ async fn tunnel_in_scope(
         Ok(())
     })
     .await
+}
+
+/// A token limited to some connections may not name an admin connection outside them in
+/// `extra.rotation_conn_id` (a rotation would use that admin's authority on the server:
+/// docs/security.md); one outside them answers like a missing one, as the rotation would.
+fn rotation_admin_in_scope(
+    grant: &Grant,
+    extra: &broked_connections::SecretUpdate,
+) -> ApiResult<()> {
+    let (broked_connections::SecretUpdate::Set(extra)
+    | broked_connections::SecretUpdate::Merge(extra)) = extra
+    else {
+        return Ok(());
+    };
+    if !grant.is_limited() {
+        return Ok(());
+    }
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str(extra.expose()) else {
+        return Ok(()); // malformed: the library refuses it with its own message
+    };
+    let key = broked_connections::ROTATION_CONN_KEY;
+    // Every spelling (a key given twice is the library's to refuse).
+    for (_, value) in map
+        .iter()
+        .filter(|(k, _)| k.trim().to_ascii_lowercase().replace('-', "_") == key)
+    {
+        if let Some(id) = value.as_str().filter(|id| !grant.sees(id)) {
+            return Err(ApiError::invalid(vec![broked_core::FieldError {
+                field: "extra",
+                message: format!("extra.{key}: there is no connection {id:?}"),
+            }]));
+        }
+    }
+    Ok(())
 }
 
 /// Whether every connection a pipeline references is one the token may see.
