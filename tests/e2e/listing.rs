@@ -259,3 +259,75 @@ fn a_refused_login_keeps_a_message_without_the_password() {
         Vec::<std::path::PathBuf>::new()
     );
 }
+
+/// Without `limit` and `cursor` the answer is every match, as always — but at most 10,000
+/// (issue 19: the server never holds a million connections for one answer). More is a 400
+/// that says how to page; a token limited to some connections gets every one it may see,
+/// the server reading past the others.
+#[test]
+fn a_list_without_paging_holds_at_most_10000_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("broked.db");
+    // c-00000 … c-10000: 10,001 connections, c-05000 the one http.
+    let rows: Vec<Value> = (0..=10_000)
+        .map(|i| {
+            let kind = if i == 5_000 { "http" } else { "generic" };
+            json!({"conn_id": format!("c-{i:05}"), "type": kind, "host": "h.example.com",
+                   "port": 1})
+        })
+        .collect();
+    let file = dir.path().join("many.json");
+    std::fs::write(&file, Value::Array(rows).to_string()).unwrap();
+    let imported = broked(
+        &db,
+        &["connections", "import", file.to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let token = |name: &str, args: &[&str]| {
+        let mut all = vec!["token", "create", name, "--output", "json"];
+        all.extend_from_slice(args);
+        let o = broked(&db, &all, None, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    };
+    let reader = token("reader", &["--scope", "read"]);
+    let team = token("team", &["--scope", "read", "--conns", "c-0000*"]);
+    let server = Server::start(dir.path(), &[]);
+    let get = |path: &str, t: &str| server.call_with("GET", path, None, Some(t));
+
+    let all = get("/api/connections", &reader);
+    assert_eq!(all.status, 400, "{}", &all.text[..all.text.len().min(300)]);
+    assert_eq!(all.json["error"]["code"], "bad_request");
+    let message = all.json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("more than 10000") && message.contains("cursor"),
+        "{message}"
+    );
+    // Exactly 10,000 match: the array, as before.
+    let generic = get("/api/connections?type=generic", &reader);
+    assert_eq!(generic.status, 200);
+    let ids = column(&generic.json, "conn_id");
+    assert_eq!(ids.len(), 10_000);
+    assert_eq!((ids[0], ids[9_999]), ("c-00000", "c-10000"));
+    assert!(!ids.contains(&"c-05000"));
+    assert_eq!(
+        column(&get("/api/connections?type=http", &reader).json, "conn_id"),
+        ["c-05000"]
+    );
+    // The limited token: all ten it may see, read past the 9,991 others.
+    let mine = get("/api/connections", &team);
+    assert_eq!(mine.status, 200, "{}", mine.text);
+    let expected: Vec<String> = (0..10).map(|i| format!("c-{i:05}")).collect();
+    assert_eq!(column(&mine.json, "conn_id"), expected);
+    // Pages still reach every connection.
+    let last = get("/api/connections?limit=1000&cursor=c-09999", &reader);
+    assert_eq!(column(&last.json["items"], "conn_id"), ["c-10000"]);
+    assert!(last.json["next_cursor"].is_null());
+}

@@ -1,8 +1,9 @@
 //! `GET /api/connections`: every connection, or one page of them (issues 18 and 19) — filtered
 //! by type, a search text and the last test result, paged by a cursor on conn_id.
 //!
-//! Without `limit` and `cursor` the answer is the array it always was (every match); with
-//! either, it is a page object with `next_cursor` (docs/api.md, "Paging").
+//! Without `limit` and `cursor` the answer is the array it always was (every match, up to
+//! [`MAX_UNPAGED`]); with either, it is a page object with `next_cursor` (docs/api.md,
+//! "Paging").
 
 use std::collections::HashMap;
 
@@ -26,6 +27,18 @@ const DEFAULT_LIMIT: usize = 100;
 /// The total is counted up to this many matches (on the first page only); more is reported
 /// as `total_exact: false`.
 const COUNT_UP_TO: u64 = 10_000;
+/// The most connections an answer without `limit` and `cursor` (the array of every match)
+/// holds; more is [`too_many`].
+pub(crate) const MAX_UNPAGED: usize = 10_000;
+
+/// 400: more than [`MAX_UNPAGED`] connections match a list without paging.
+fn too_many() -> ApiError {
+    ApiError::bad_request(format!(
+        "more than {MAX_UNPAGED} connections match: ask for them a page at a time, with \
+         limit (1 to {MAX_LIMIT}) and the next_cursor of each page as cursor, or narrow the \
+         list with type, q or status"
+    ))
+}
 
 /// The list of `GET /api/connections`: the array of every match, or (with `limit` or
 /// `cursor`) one page.
@@ -89,8 +102,8 @@ pub(crate) struct ConnectionPageOut {
     total_exact: Option<bool>,
 }
 
-/// List connections, sorted by conn_id: all of them (an array), or a page (with `limit` or
-/// `cursor`).
+/// List connections, sorted by conn_id: all of them (an array, at most 10,000: more is a
+/// 400), or a page (with `limit` or `cursor`).
 #[utoipa::path(get, path = "/api/connections", tag = "connections",
     params(
         ("type" = Option<String>, Query, description = "Only connections of this type"),
@@ -114,15 +127,32 @@ pub(crate) async fn list_connections(
     let params = query(q)?;
     let (mut list, paged) = list_query(&params)?;
     if !paged {
-        let (page, rotation) = blocking(&state, move |c| page_with_rotation(c, &list)).await?;
-        return Ok(Json(ConnectionListOut::All(
-            page.items
-                .into_iter()
-                .zip(rotation)
-                .filter(|(i, _)| grant.sees(i.conn_id.as_str()))
-                .map(|(i, r)| ConnectionRowOut::new(i, r))
-                .collect(),
-        )));
+        // Every match, as always — but never more than MAX_UNPAGED (issue 19): the server
+        // holds one answer at a time, and a million connections are asked for by pages.
+        // One read for a token that sees every connection (the array is one snapshot, as
+        // before); pages of MAX_UNPAGED for one that sees some, until the end.
+        list.limit = Some(MAX_UNPAGED);
+        let mut items = Vec::new();
+        loop {
+            let query = list.clone();
+            let (page, rotation) = blocking(&state, move |c| page_with_rotation(c, &query)).await?;
+            items.extend(
+                page.items
+                    .into_iter()
+                    .zip(rotation)
+                    .filter(|(i, _)| grant.sees(i.conn_id.as_str()))
+                    .map(|(i, r)| ConnectionRowOut::new(i, r)),
+            );
+            if items.len() > MAX_UNPAGED {
+                return Err(too_many());
+            }
+            match page.next_after {
+                None => break,
+                Some(_) if !grant.is_limited() => return Err(too_many()),
+                Some(after) => list.after = Some(after),
+            }
+        }
+        return Ok(Json(ConnectionListOut::All(items)));
     }
     let limit = list.limit.unwrap_or(DEFAULT_LIMIT);
     // A token limited to some connections sees only theirs: read on until the page is full
