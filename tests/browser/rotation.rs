@@ -4,6 +4,10 @@
 //! the stored password logs in and the old one does not (checked with `psql`); a rotation the
 //! server refuses shows its secret-free message and the failure on the page. Screenshots:
 //! `ui-rotate-confirm.png`, `ui-rotated.png`, `ui-rotate-failed.png`.
+//!
+//! The list shows each connection's rotation: when it was last rotated and is next due, and a
+//! failing one in red with the server's message on hover (`ui-list-rotation.png`, and 400 px
+//! wide `ui-list-rotation-narrow.png`).
 
 use broked_tests::pg_role::{PgRole, stored_password};
 
@@ -125,4 +129,129 @@ fn rotate_password_from_the_connection_page() {
             "a password in the server's log"
         );
     }
+}
+
+/// The list's Rotation column (issue 20): a connection rotated on the real PostgreSQL with a
+/// schedule shows when it was rotated and when it is due; one whose rotation failed shows a
+/// red badge whose hover (and accessible name) is the server's message; one never rotated and
+/// without a schedule shows a dash. No secret on the page.
+#[test]
+fn the_list_shows_when_each_connection_was_rotated_and_is_due() {
+    let Some(pg) = env::postgres() else { return };
+    let Some(ui) = Ui::start(&[]) else {
+        return;
+    };
+    let role = PgRole::new(pg, "rotlist", PW_INITIAL);
+    let server = &ui.server;
+    create(
+        server,
+        json!({"conn_id": "rot-list", "type": "postgres", "host": role.pg.get("HOST"),
+               "port": role.pg.port(), "schema": role.pg.get("DB"), "login": role.name,
+               "password": PW_INITIAL,
+               "extra": r#"{"sslmode":"disable","rotate_every":"30d"}"#}),
+    );
+    // Nothing listens there: its rotation fails.
+    create(
+        server,
+        json!({"conn_id": "rot-list-down", "type": "postgres", "host": "127.0.0.1",
+               "port": broked_tests::free_port(), "login": "etl", "password": PW_BEHIND,
+               "extra": r#"{"sslmode":"disable","rotate_every":"7d"}"#}),
+    );
+    create(
+        server,
+        json!({"conn_id": "web", "type": "http", "host": "https://example.com"}),
+    );
+    let r = call(
+        server,
+        "POST",
+        "/api/connections/rot-list/rotate-password",
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        server,
+        "POST",
+        "/api/connections/rot-list-down/rotate-password",
+        None,
+    );
+    assert_eq!(r.status, 502, "{}", r.text);
+    let message = r.json["error"]["message"].as_str().unwrap().to_owned();
+    let stored = stored_password(server, "rot-list");
+
+    run(async {
+        let c = ui.browser().await;
+        open_list(&c, server).await;
+        let row = |id: &str| format!("#conn-rows tr[data-conn-id='{id}'] td.rotation");
+        let rotated = wait_text(&c, &row("rot-list"), "Rotated").await;
+        assert!(rotated.contains("Due"), "{rotated}");
+        assert!(
+            !rotated.contains("never") && !rotated.contains("failing"),
+            "{rotated}"
+        );
+        let down = wait_text(&c, &row("rot-list-down"), "Rotation failing").await;
+        assert!(
+            down.contains("Rotated never") && down.contains("Due"),
+            "{down}"
+        );
+        assert_eq!(
+            find(&c, &row("web")).await.text().await.unwrap(),
+            "—",
+            "no rotation"
+        );
+        // The failure: red, and what the server said on hover and in its accessible name.
+        let badge = find(&c, &format!("{} .status.failed", row("rot-list-down"))).await;
+        let title = badge.attr("title").await.unwrap().unwrap_or_default();
+        assert_eq!(title, format!("Rotation failing: {message}"));
+        let label = badge.attr("aria-label").await.unwrap().unwrap_or_default();
+        assert_eq!(label, title);
+        let color = c
+            .execute(
+                &format!(
+                    "return getComputedStyle(document.querySelector(\"{} .status\")).color",
+                    row("rot-list-down")
+                ),
+                vec![],
+            )
+            .await
+            .expect("js");
+        assert_eq!(color, json!("rgb(179, 38, 30)"), "the danger red");
+        // The times are the API's, as <time datetime>.
+        let listed = call(server, "GET", "/api/connections", None).json;
+        let due = listed[0]["next_due_at"].as_str().unwrap().to_owned();
+        let at = c
+            .execute(
+                &format!(
+                    "return [...document.querySelectorAll(\"{} time\")].map(t => t.dateTime)",
+                    row("rot-list")
+                ),
+                vec![],
+            )
+            .await
+            .expect("js");
+        assert_eq!(
+            at,
+            json!([listed[0]["last_rotated_at"], due]),
+            "rotated, then due"
+        );
+        blur(&c).await;
+        axe(&c, "the list with rotations").await;
+        screenshot(&c, "ui-list-rotation.png").await;
+
+        resize(&c, 400, 900).await;
+        no_sideways_scroll(&c).await;
+        c.execute(
+            "document.querySelector(\"tr[data-conn-id='rot-list-down']\").scrollIntoView()",
+            vec![],
+        )
+        .await
+        .expect("js");
+        axe(&c, "the narrow list with rotations").await;
+        screenshot(&c, "ui-list-rotation-narrow.png").await;
+
+        let page = page_text(&c).await;
+        for secret in [PW_INITIAL, PW_BEHIND, stored.as_str()] {
+            assert!(!page.contains(secret), "a password on the page: {page}");
+        }
+        c.close().await.expect("close the browser");
+    });
 }

@@ -29,6 +29,10 @@ pub(crate) struct RotationOut {
     conn_id: String,
     /// The role (PostgreSQL) or account (MySQL/MariaDB) whose password changed.
     role: String,
+    /// Dual-role mode (`extra.rotation_roles`): the role the connection logged in as before
+    /// the rotation switched its login to `role` (its password was left as it was); null in
+    /// single-role mode.
+    previous_role: Option<String>,
     /// The admin connection that changed it (`extra.rotation_conn_id`), or null.
     via: Option<String>,
     /// How the new password reached the server: `scram-sha-256-verifier`,
@@ -47,6 +51,7 @@ impl From<RotationReport> for RotationOut {
             recovered: r.recovered.iter().map(|x| x.outcome.as_str()).collect(),
             conn_id: r.conn_id,
             role: r.role,
+            previous_role: r.previous_role,
             via: r.via,
             sent_as: r.sent_as.as_str(),
             rotated_at: r.rotated_at,

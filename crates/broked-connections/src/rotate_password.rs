@@ -420,6 +420,10 @@ impl Connections {
     /// Checks that `conn_id` can be rotated and reads what it takes.
     fn plan(&self, conn_id: &str) -> Result<Plan, Error> {
         let conn = self.decrypt(&self.stored(conn_id)?)?;
+        // The new password is stored through today's rules, after the server took it: a row
+        // they refuse (saved before a rule, as extra.rotate_every's check on save) is refused
+        // here, before anything changes.
+        revalidate(&conn)?;
         if !matches!(conn.conn_type, ConnType::Postgres | ConnType::Mysql) {
             return Err(invalid(
                 "type",
@@ -1102,6 +1106,23 @@ pub(crate) fn extra_map(conn: &Connection) -> Map<String, Value> {
         Some(Ok(Value::Object(map))) => map,
         _ => Map::new(),
     }
+}
+
+/// `conn` checked as every write checks it (a write of it as it is would be refused).
+fn revalidate(conn: &Connection) -> Result<(), Error> {
+    broked_core::ConnectionInput {
+        conn_id: Some(conn.conn_id.as_str().to_owned()),
+        conn_type: Some(conn.conn_type.as_str().to_owned()),
+        host: conn.host.clone(),
+        port: conn.port.map(i64::from),
+        schema: conn.schema.clone(),
+        login: conn.login.clone(),
+        password: conn.password.clone(),
+        extra: conn.extra.clone(),
+        description: conn.description.clone(),
+    }
+    .validate()?;
+    Ok(())
 }
 
 /// A server call within the probe policy's overall timeout.

@@ -764,5 +764,17 @@ mod tests {
         assert_eq!(row.error.as_deref(), Some(RULE));
         assert_eq!(row.next_due_at, None);
         assert!(row.failing());
+        // Asked for, its rotation is refused before the server is changed: the new password
+        // could not be stored (the row no longer passes validation).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match rt.block_on(c.rotate_password("legacy")) {
+            Err(Error::Invalid(e)) => {
+                assert!(e.to_string().contains("extra.rotate_every"), "{e}")
+            }
+            other => panic!("refused as invalid before anything changed: {other:?}"),
+        }
     }
 }
