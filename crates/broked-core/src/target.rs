@@ -184,9 +184,9 @@ pub(crate) fn rotation_errors(
     }
     // Absent, or there twice (reported above): nothing more to say.
     if let Ok(Some(every)) = rotation_key(map, crate::ROTATE_EVERY_KEY) {
-        if !every
+        if every
             .as_str()
-            .is_some_and(|t| crate::parse_rotate_every(t).is_ok())
+            .is_none_or(|t| crate::parse_rotate_every(t).is_err())
         {
             push("extra", crate::ROTATE_EVERY_RULE.to_owned());
         }
