@@ -268,6 +268,16 @@ pub(crate) async fn query_once(uri: &str) -> Result<(), Option<String>> {
     Ok(())
 }
 
+/// Sets the flag when dropped: a pipeline loop stops when the test's thread ends, also by a
+/// failed assertion (else a scoped thread would wait for the loop forever).
+pub(crate) struct StopOnDrop<'a>(pub(crate) &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Rotates `rotations` times while a pipeline loop (another handle on the database, as
 /// another process) runs about 50 queries a second, each on a new connection, through
 /// `with_fresh_retry`. Every rotation is verified: the new password logs in, the old one no
@@ -313,6 +323,8 @@ fn rotate_under_load(
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
+        // A failed assertion below must stop the pipeline loop too, or the scope never ends.
+        let _stop = StopOnDrop(&stop);
         let rt = rt();
         for i in 0..rotations {
             let old = stored_password(&rotator, conn_id);
@@ -331,7 +343,6 @@ fn rotate_under_load(
             // Spread the rotations over the pipeline's queries.
             std::thread::sleep(Duration::from_millis(100));
         }
-        stop.store(true, Ordering::Relaxed);
     });
     let (ok, retried, failed) = (ok.into_inner(), retried.into_inner(), failed.into_inner());
     eprintln!("pipeline: {ok} queries, {retried} retried after a failed login, {failed} failed");

@@ -16,7 +16,7 @@ use broked_connections::{
 use serde_json::json;
 
 use crate::rotation::{
-    MyUser, PgRole, query_once, rotation_child, rt, run_rotation_child, stored_password,
+    MyUser, PgRole, StopOnDrop, query_once, rotation_child, rt, run_rotation_child, stored_password,
 };
 
 const PW_A: &str = "Dual-A-Initial-Pw-5kQz";
@@ -129,12 +129,6 @@ fn dual_rotations_under_load(
             }
         });
         // A failed assertion below must stop the pipeline loop too, or the scope never ends.
-        struct StopOnDrop<'a>(&'a AtomicBool);
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
         let _stop = StopOnDrop(&stop);
         let rt = rt();
         let mut before_previous: Option<String> = None;
