@@ -72,6 +72,7 @@ fn the_api_and_the_cli_rotate_the_role_not_in_use_and_report_it() {
     let r = server.post("/api/connections/pg-dual/rotate-password", "");
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["role"], b.name.as_str(), "{}", r.text);
+    assert_eq!(r.json["previous_role"], a.name.as_str(), "{}", r.text);
     assert_eq!(r.json["via"], "pg-admin", "{}", r.text);
     assert_eq!(r.json["sent_as"], "scram-sha-256-verifier");
     let got = server.get("/api/connections/pg-dual");
