@@ -100,6 +100,9 @@ pub(super) fn page_connections(store: &SqliteStore, q: &ConnQuery) -> Result<Con
         }
         let total = match &count {
             None => None,
+            Some(_) if page::total_from_rows(q, rows.len()).is_some() => {
+                page::total_from_rows(q, rows.len())
+            }
             Some((count_sql, count_params)) => {
                 let n: i64 = c
                     .prepare_cached(count_sql)
