@@ -216,9 +216,19 @@ pub(crate) fn page_sql(d: Dialect, q: &ConnQuery) -> (Statement, Option<Statemen
         );
         (sql, count_params)
     });
+    // The cursor on both sides of the join: PostgreSQL carries equalities over a join, not
+    // `>` — with the cursor on one side only, a merge join read the other side's primary key
+    // from its first row (500,000 rows for a page in the middle of a million).
+    let mut page_join = join.to_owned();
     if let Some(after) = &q.after {
         let p = push(&mut params, Param::Text(after.clone()));
         conds.push(format!("{key} > {p}"));
+        if tested.is_some() {
+            conds.push(format!("c.conn_id > {p}"));
+        } else {
+            // In the join's condition: a row without a result must still be kept (untested).
+            page_join.push_str(&format!(" AND s.conn_id > {p}"));
+        }
     }
     // One more than the page: whether another page follows. SQLite reads no LIMIT: it would
     // prepare the statement again on every run (a bound LIMIT expires it), and its rows come
@@ -234,7 +244,7 @@ pub(crate) fn page_sql(d: Dialect, q: &ConnQuery) -> (Statement, Option<Statemen
         }
     };
     let sql = format!(
-        "SELECT {LISTED_COLUMNS} {join}{} ORDER BY {key}{limit}",
+        "SELECT {LISTED_COLUMNS} {page_join}{} ORDER BY {key}{limit}",
         where_clause(&conds)
     );
     ((sql, params), count)
