@@ -203,3 +203,28 @@ fn an_unfinished_import_changes_nothing() {
     drop(importer);
     assert!(ids(&c).is_empty());
 }
+
+/// An import large enough to be sealed on several threads: every row's secrets are its own
+/// (a value sealed for another conn_id would not open: its conn_id is bound to it).
+#[test]
+fn a_large_import_seals_each_row_for_itself() {
+    let db = Db::new();
+    let c = db.open();
+    let rows: Vec<Value> = (0..3_000)
+        .rev()
+        .map(|i| {
+            json!({"conn_id": format!("big-{i:04}"), "type": "postgres", "host": "db",
+                   "login": "u", "password": format!("{PASSWORD}-{i}"),
+                   "extra": {"application_name": format!("app-{i}")}})
+        })
+        .collect();
+    assert_eq!(c.import(Value::Array(rows), false).unwrap(), 3_000);
+    let export = c.export(true).unwrap();
+    let exported = export["connections"].as_array().unwrap();
+    assert_eq!(exported.len(), 3_000);
+    for (i, row) in exported.iter().enumerate() {
+        assert_eq!(row["conn_id"], format!("big-{i:04}"));
+        assert_eq!(row["password"], format!("{PASSWORD}-{i}"));
+        assert_eq!(row["extra"]["application_name"], format!("app-{i}"));
+    }
+}
