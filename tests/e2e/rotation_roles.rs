@@ -127,9 +127,20 @@ fn the_api_and_the_cli_rotate_the_role_not_in_use_and_report_it() {
     let b_pw2 = stored_password(&server, "pg-dual");
     assert!(b.logs_in(&b_pw2) && !b.logs_in(&b_pw) && a.logs_in(&a_pw));
 
-    // One version per rotation, each changing the login and the password.
+    // One version per rotation, each changing the login and the password — and writing the
+    // extra again, the same value: sealed values are bound to the login.
     let versions = server.get("/api/connections/pg-dual/versions");
     assert_eq!(versions.status, 200, "{}", versions.text);
+    let list = versions.json.as_array().expect("a list");
+    assert_eq!(list.len(), 4, "created + 3 rotations: {}", versions.text);
+    for v in &list[..3] {
+        assert_eq!(
+            v["changed"],
+            json!(["login", "password", "extra"]),
+            "{}",
+            versions.text
+        );
+    }
     // No password in any answer, the CLI's output or the server's log.
     let log = server.log_text();
     for secret in [PW_A, PW_B, &b_pw, &a_pw, &b_pw2, a.pg.get("PASSWORD")] {
