@@ -67,9 +67,9 @@ impl Gets {
 
 impl Kept {
     /// The answer of a GET of `info`, read at `generation`: the body and `ETag`
-    /// [`crate::versions::tagged`] gives.
+    /// [`crate::wire::tagged`] gives.
     pub(crate) fn new(info: ConnectionInfo, generation: Option<Generation>) -> Kept {
-        let etag = crate::versions::etag(info.version);
+        let etag = crate::wire::etag(info.version);
         // Serializing a struct of strings, numbers and options into memory cannot fail.
         let body = serde_json::to_vec(&ConnectionOut::from(info))
             .expect("a ConnectionOut serializes")
@@ -162,7 +162,7 @@ mod tests {
             for tested in [None, Some(true), Some(false)] {
                 let n = i as i64 * 7 + 1;
                 let kept = Kept::new(info(text, n, tested), None).response();
-                let before = crate::versions::tagged(StatusCode::OK, info(text, n, tested));
+                let before = crate::wire::tagged(StatusCode::OK, info(text, n, tested));
                 assert_eq!(sent(kept), sent(before), "{text:?}");
             }
         }
@@ -172,7 +172,7 @@ mod tests {
         #[test]
         fn kept_answers_equal_tagged_answers(text in any::<String>(), n in any::<i64>(), tested in proptest::option::of(any::<bool>())) {
             let kept = Kept::new(info(&text, n, tested), None).response();
-            let before = crate::versions::tagged(StatusCode::OK, info(&text, n, tested));
+            let before = crate::wire::tagged(StatusCode::OK, info(&text, n, tested));
             prop_assert_eq!(sent(kept), sent(before));
         }
     }

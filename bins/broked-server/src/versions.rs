@@ -9,7 +9,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use broked_connections::{ConnectionInfo, ConnectionVersion, VersionInfo};
+use broked_connections::{ConnectionVersion, VersionInfo};
 use regex::Regex;
 use serde::Serialize;
 use std::sync::LazyLock;
@@ -21,18 +21,9 @@ use crate::extract::{JsonBody, path};
 use crate::state::{AppState, blocking, write};
 use crate::wire::ConnectionOut;
 
-/// The strong entity tag of a connection version: `"7"`.
-pub(crate) fn etag(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes")
-}
-
-/// A connection answer with its `ETag`.
-pub(crate) fn tagged(status: StatusCode, info: ConnectionInfo) -> Response {
-    let tag = etag(info.version);
-    let mut response = (status, Json(ConnectionOut::from(info))).into_response();
-    response.headers_mut().insert(header::ETAG, tag);
-    response
-}
+// A connection answer's `ETag` lives in wire.rs, which the GET cache (cache.rs) uses too: it
+// cannot import this file (this file reaches cache.rs through state.rs).
+pub(crate) use crate::wire::tagged;
 
 /// What an `If-Match` header may hold: `*`, one strong ETag `"N"` or one weak `W/"N"` (N of
 /// at most 18 digits: any version number), with spaces or tabs around; or nothing, as if it
