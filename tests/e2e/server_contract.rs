@@ -617,6 +617,12 @@ fn request_logs_are_structured_and_secret_free() {
         &json!({"conn_id": "Bad", "type": "x", "password": PASSWORD}).to_string(),
     );
     assert_eq!(r.status, 422);
+    // The access log is written by a background writer (buffered): wait for the last
+    // request's line to be written before reading the whole log.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.log_text().contains("\"status\":422") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let log = server.log_text();
     let lines: Vec<Value> = log
         .lines()
