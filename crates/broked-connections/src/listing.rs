@@ -51,6 +51,8 @@ pub struct Generation(u64);
 
 /// What [`Connections::get_if_changed`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// A return value, moved once: boxing the read answer would only add an allocation per GET.
+#[allow(clippy::large_enum_variant)]
 pub enum IfChanged {
     /// Nothing was committed since the generation given: the caller's copy is current.
     Unchanged,
