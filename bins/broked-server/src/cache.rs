@@ -127,7 +127,10 @@ mod tests {
     }
 
     /// What the kept answer sends: status, headers and body bytes.
-    fn sent(r: Response) -> (StatusCode, Vec<(String, Vec<u8>)>, Vec<u8>) {
+    /// Status, headers and body of an answer.
+    type Sent = (StatusCode, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+    fn sent(r: Response) -> Sent {
         let (parts, body) = r.into_parts();
         let body = tokio::runtime::Builder::new_current_thread()
             .build()

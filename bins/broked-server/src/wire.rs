@@ -429,6 +429,23 @@ pub(crate) fn pipeline_body(
     Ok(map)
 }
 
+/// The strong entity tag of a connection version: `"7"` (issue 17, versions.rs).
+pub(crate) fn etag(version: i64) -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes")
+}
+
+/// A connection answer with its `ETag`.
+pub(crate) fn tagged(
+    status: axum::http::StatusCode,
+    info: ConnectionInfo,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let tag = etag(info.version);
+    let mut response = (status, axum::Json(ConnectionOut::from(info))).into_response();
+    response.headers_mut().insert(axum::http::header::ETAG, tag);
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use utoipa::PartialSchema;
@@ -452,21 +469,4 @@ mod tests {
         }
         assert!(connection_body(br#"{"conn_type": "postgres"}"#).is_err());
     }
-}
-
-/// The strong entity tag of a connection version: `"7"` (issue 17, versions.rs).
-pub(crate) fn etag(version: i64) -> axum::http::HeaderValue {
-    axum::http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes")
-}
-
-/// A connection answer with its `ETag`.
-pub(crate) fn tagged(
-    status: axum::http::StatusCode,
-    info: ConnectionInfo,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let tag = etag(info.version);
-    let mut response = (status, axum::Json(ConnectionOut::from(info))).into_response();
-    response.headers_mut().insert(axum::http::header::ETAG, tag);
-    response
 }
