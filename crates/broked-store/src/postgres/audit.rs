@@ -25,8 +25,32 @@ const LIST_FILTER: &str = "WHERE ($1::text IS NULL OR conn_id = $1::text) \
      AND ($4::text IS NULL OR strpos(',' || value_hashes || ',', ',' || $4::text || ',') > 0) \
      AND ($5::bigint IS NULL OR seq < $5::bigint) ORDER BY seq DESC LIMIT $6";
 
-/// The `(seq, mac)` the next record follows: the head, else the cut, else `(0, "")`.
-async fn tail(ctx: &Ctx, c: &mut PgConnection) -> Result<(i64, String)> {
+/// The `meta` setting that holds the audit log's head, `"{seq} {mac}"`: every append of this
+/// backend updates it in its transaction, and a write reads it with its generation bump (in
+/// the same statement, under the `state` row: `fresh::BUMP`), which saves the head's own
+/// read inside the writes' critical section. Only a hint: an append checks it against the
+/// table in the statement that inserts (a process of an older build does not keep it, a
+/// hand-edited database may lie), and reads the head from the table if it does not match.
+pub(super) const AUDIT_HEAD: &str = "audit_head";
+
+/// [`AUDIT_HEAD`]'s value read back: `(seq, mac)`; `None` if it is not one.
+pub(super) fn parse_head(value: &str) -> Option<(i64, String)> {
+    let (seq, mac) = value.split_once(' ')?;
+    Some((seq.parse().ok().filter(|s| *s > 0)?, mac.to_owned()))
+}
+
+/// Where the next record follows.
+struct Tail {
+    /// The head's, else the cut's, else 0.
+    seq: i64,
+    /// The head's MAC, else the cut's, else empty.
+    mac: String,
+    /// The newest record's `seq` (`None`: the table is empty).
+    newest: Option<i64>,
+}
+
+/// The [`Tail`] as the table (and the cut in `meta`) has it.
+async fn tail(ctx: &Ctx, c: &mut PgConnection) -> Result<Tail> {
     let head = sqlx::query(&format!(
         "SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1"
     ))
@@ -35,20 +59,29 @@ async fn tail(ctx: &Ctx, c: &mut PgConnection) -> Result<(i64, String)> {
     .map_err(pg(ctx, "audit"))?;
     if let Some(head) = head {
         let head = rows::audit(&head)?;
-        return Ok((head.seq, head.mac));
+        return Ok(Tail {
+            seq: head.seq,
+            mac: head.mac,
+            newest: Some(head.seq),
+        });
     }
     let seq = meta_value(ctx, &mut *c, AUDIT_CUT_SEQ).await?;
     let mac = meta_value(ctx, &mut *c, AUDIT_CUT_MAC).await?;
-    match (seq, mac) {
-        (Some(seq), Some(mac)) => Ok((
+    let (seq, mac) = match (seq, mac) {
+        (Some(seq), Some(mac)) => (
             seq.parse().map_err(|_| StoreError::Corrupt {
                 table: "meta",
                 reason: format!("{AUDIT_CUT_SEQ} is not a number"),
             })?,
             mac,
-        )),
-        _ => Ok((0, String::new())),
-    }
+        ),
+        _ => (0, String::new()),
+    };
+    Ok(Tail {
+        seq,
+        mac,
+        newest: None,
+    })
 }
 
 pub(super) fn append(
@@ -64,7 +97,7 @@ pub(super) fn append(
         |ctx, c, (records, mac)| {
             Box::pin(async move {
                 // Not a change of connections: cached resolves stay valid.
-                Ok((append_in(ctx, c, records, mac).await?, false))
+                Ok((append_in(ctx, c, records, mac, None).await?, false))
             })
         },
     )?;
@@ -73,42 +106,96 @@ pub(super) fn append(
 
 /// Appends `records` after the head inside the open transaction `c`, which holds the `state`
 /// row (so no other append of any replica runs between the head read and the inserts);
-/// returns them as stored.
+/// returns them as stored. `known` is the head as [`AUDIT_HEAD`] gave it, if it did: tried
+/// first, and the table's head read only if it was not the newest record.
 pub(super) async fn append_in(
     ctx: &Ctx,
     c: &mut PgConnection,
     records: &[AuditRecord],
     mac: &AuditMac,
+    known: Option<(i64, String)>,
 ) -> Result<Vec<AuditRecord>> {
-    let (mut seq, mut prev) = tail(ctx, c).await?;
-    let mut out = Vec::with_capacity(records.len());
-    for r in records {
-        let mut r = r.clone();
-        seq += 1;
-        r.seq = seq;
-        r.mac = mac(&prev, &r);
-        sqlx::query(&format!(
-            "INSERT INTO audit ({AUDIT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        ))
-        .bind(r.seq)
-        .bind(&r.at)
-        .bind(&r.actor)
-        .bind(&r.action)
-        .bind(&r.conn_id)
-        .bind(&r.fields)
-        .bind(&r.outcome)
-        .bind(&r.request_id)
-        .bind(&r.value_hashes)
-        .bind(&r.detail)
-        .bind(&r.mac)
-        .execute(&mut *c)
-        .await
-        .map_err(pg(ctx, "audit"))?;
-        prev.clone_from(&r.mac);
-        out.push(r);
+    if let Some((seq, prev)) = known {
+        let out = chained(records, seq, &prev, mac);
+        if insert(ctx, c, &out, Some(seq)).await? {
+            return Ok(out);
+        }
     }
-    Ok(out)
+    let tail = tail(ctx, c).await?;
+    let out = chained(records, tail.seq, &tail.mac, mac);
+    if insert(ctx, c, &out, tail.newest).await? {
+        return Ok(out);
+    }
+    Err(StoreError::Corrupt {
+        table: "audit",
+        reason: "the head moved while this append held the state row".into(),
+    })
+}
+
+/// `records` numbered after `seq` and chained after `prev`.
+fn chained(records: &[AuditRecord], mut seq: i64, prev: &str, mac: &AuditMac) -> Vec<AuditRecord> {
+    let mut prev = prev.to_owned();
+    records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            seq += 1;
+            r.seq = seq;
+            r.mac = mac(&prev, &r);
+            prev.clone_from(&r.mac);
+            r
+        })
+        .collect()
+}
+
+/// Inserts `out` (numbered and chained) and records the new head in [`AUDIT_HEAD`], in one
+/// statement — only if the newest record in the table is `newest` (`None`: the table is
+/// empty); whether it did.
+async fn insert(
+    ctx: &Ctx,
+    c: &mut PgConnection,
+    out: &[AuditRecord],
+    newest: Option<i64>,
+) -> Result<bool> {
+    let Some(last) = out.last() else {
+        return Ok(true);
+    };
+    let column = |f: fn(&AuditRecord) -> &str| out.iter().map(f).collect::<Vec<&str>>();
+    let inserted: i64 = sqlx::query_scalar(&format!(
+        "WITH ok AS (SELECT 1 WHERE (SELECT max(seq) FROM audit) IS NOT DISTINCT FROM $12), \
+         a AS (INSERT INTO audit ({AUDIT_COLUMNS}) SELECT r.* FROM unnest($1::bigint[], \
+               $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+               $8::text[], $9::text[], $10::text[], $11::text[]) AS r, ok RETURNING seq), \
+         h AS (INSERT INTO meta (name, value) SELECT $13, $14 FROM ok \
+               ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value) \
+         SELECT count(*) FROM a"
+    ))
+    .bind(out.iter().map(|r| r.seq).collect::<Vec<i64>>())
+    .bind(column(|r| &r.at))
+    .bind(column(|r| &r.actor))
+    .bind(column(|r| &r.action))
+    .bind(
+        out.iter()
+            .map(|r| r.conn_id.as_deref())
+            .collect::<Vec<Option<&str>>>(),
+    )
+    .bind(column(|r| &r.fields))
+    .bind(column(|r| &r.outcome))
+    .bind(
+        out.iter()
+            .map(|r| r.request_id.as_deref())
+            .collect::<Vec<Option<&str>>>(),
+    )
+    .bind(column(|r| &r.value_hashes))
+    .bind(column(|r| &r.detail))
+    .bind(column(|r| &r.mac))
+    .bind(newest)
+    .bind(AUDIT_HEAD)
+    .bind(format!("{} {}", last.seq, last.mac))
+    .fetch_one(&mut *c)
+    .await
+    .map_err(pg(ctx, "audit"))?;
+    Ok(inserted as usize == out.len())
 }
 
 pub(super) fn head(store: &PgStore) -> Result<Option<AuditRecord>> {

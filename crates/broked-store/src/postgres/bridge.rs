@@ -292,9 +292,9 @@ async fn write_once<A: Sync, T>(
     // hear of the commit by the notification (sent when it commits). In `Order::Rows` this
     // takes the `state` row lock: from here to the commit, writes take turns — so the
     // bump, the seal counts and the audit head read are as few round trips as can be.
-    let (new, mut logged) = bump(ctx, &mut tx, log).await?;
+    let (new, mut logged, head) = bump(ctx, &mut tx, log).await?;
     if let Some((records, mac)) = log.records() {
-        logged.audit = super::audit::append_in(ctx, &mut tx, records, mac).await?;
+        logged.audit = super::audit::append_in(ctx, &mut tx, records, mac, head).await?;
     }
     tx.commit().await.map_err(pg(ctx, "cannot commit"))?;
     // Read-your-writes in this process, before our own notification comes back.
@@ -303,8 +303,12 @@ async fn write_once<A: Sync, T>(
 }
 
 /// The generation bump of a write that changed data, with its seal counts in the same
-/// statement; the new generation, and the keys' totals.
-async fn bump(ctx: &Ctx, c: &mut PgConnection, log: &WriteLog) -> Result<(i64, Logged)> {
+/// statement; the new generation, the keys' totals, and the audit head as `meta` holds it.
+async fn bump(
+    ctx: &Ctx,
+    c: &mut PgConnection,
+    log: &WriteLog,
+) -> Result<(i64, Logged, Option<(i64, String)>)> {
     let mut logged = Logged {
         applied: true,
         ..Logged::default()
@@ -313,28 +317,33 @@ async fn bump(ctx: &Ctx, c: &mut PgConnection, log: &WriteLog) -> Result<(i64, L
     for &(key_id, n) in &log.seals {
         *per_key.entry(i64::from(key_id)).or_default() += n as i64;
     }
-    if per_key.is_empty() {
-        let new = sqlx::query_scalar(fresh::BUMP)
+    let counting = !per_key.is_empty();
+    let row = if !counting {
+        sqlx::query(fresh::BUMP).fetch_one(c).await
+    } else {
+        let (keys, counts): (Vec<i64>, Vec<i64>) = per_key.into_iter().unzip();
+        sqlx::query(fresh::BUMP_COUNTING)
+            .bind(keys)
+            .bind(counts)
             .fetch_one(c)
             .await
-            .map_err(pg(ctx, "generation"))?;
-        return Ok((new, logged));
     }
-    let (keys, counts): (Vec<i64>, Vec<i64>) = per_key.into_iter().unzip();
-    let row = sqlx::query(fresh::BUMP_COUNTING)
-        .bind(keys)
-        .bind(counts)
-        .fetch_one(c)
-        .await
-        .map_err(pg(ctx, "generation"))?;
-    let read = |e| pg(ctx, "seals")(e);
+    .map_err(pg(ctx, "generation"))?;
+    let read = |e| pg(ctx, "generation")(e);
     let new: i64 = row.try_get("generation").map_err(read)?;
-    let keys: Vec<i64> = row.try_get("keys").map_err(read)?;
-    let totals: Vec<i64> = row.try_get("totals").map_err(read)?;
-    for (key, total) in keys.into_iter().zip(totals) {
-        logged
-            .seals
-            .push((crate::rows::key_id("keys", key)?, total as u64));
+    let head: Option<String> = row.try_get("audit_head").map_err(read)?;
+    if counting {
+        let keys: Vec<i64> = row.try_get("keys").map_err(read)?;
+        let totals: Vec<i64> = row.try_get("totals").map_err(read)?;
+        for (key, total) in keys.into_iter().zip(totals) {
+            logged
+                .seals
+                .push((crate::rows::key_id("keys", key)?, total as u64));
+        }
     }
-    Ok((new, logged))
+    Ok((
+        new,
+        logged,
+        head.as_deref().and_then(super::audit::parse_head),
+    ))
 }

@@ -60,14 +60,26 @@ macro_rules! notify {
     };
 }
 
+/// The audit log's head as the last append left it in `meta` (`postgres/audit.rs`,
+/// `AUDIT_HEAD`), read — and locked — after the `state` row, so it is the newest committed
+/// value even when the statement waited for the lock (a locking read follows the row's
+/// updates).
+macro_rules! audit_head {
+    () => {
+        "h AS (SELECT m.value FROM meta m, g WHERE m.name = 'audit_head' FOR UPDATE OF m)"
+    };
+}
+
 /// A write's generation bump (its first statement under the `state` row): the new
-/// generation, and the notification.
+/// generation, the notification, and the audit head (`audit_head`, null if unknown).
 pub(super) const BUMP: &str = concat!(
     "WITH g AS (",
     set_generation!(),
-    ") SELECT g.generation, ",
+    "), ",
+    audit_head!(),
+    " SELECT g.generation, ",
     notify!(),
-    " FROM g"
+    ", (SELECT value FROM h) AS audit_head FROM g"
 );
 
 /// [`BUMP`] and the seal counts of the write in one statement: `$1` key ids, `$2` how many
@@ -77,12 +89,15 @@ pub(super) const BUMP: &str = concat!(
 pub(super) const BUMP_COUNTING: &str = concat!(
     "WITH g AS (",
     set_generation!(),
-    "), s AS (UPDATE keys SET seals = keys.seals + x.n \
+    "), ",
+    audit_head!(),
+    ", s AS (UPDATE keys SET seals = keys.seals + x.n \
      FROM unnest($1::bigint[], $2::bigint[]) AS x (key_id, n), g \
      WHERE keys.key_id = x.key_id RETURNING keys.key_id, keys.seals) \
      SELECT g.generation, ",
     notify!(),
-    ", ARRAY(SELECT key_id FROM s ORDER BY key_id) AS keys, \
+    ", (SELECT value FROM h) AS audit_head, \
+     ARRAY(SELECT key_id FROM s ORDER BY key_id) AS keys, \
      ARRAY(SELECT seals FROM s ORDER BY key_id) AS totals FROM g"
 );
 

@@ -8,6 +8,7 @@ suite!(
     a_write_carries_its_seals_and_records_only_when_it_changes_data,
     a_fault_after_the_change_leaves_neither_the_change_nor_its_record,
     concurrent_logged_writes_of_several_handles_keep_one_chain,
+    a_wrong_audit_head_hint_never_forks_the_chain,
 );
 
 /// A log of `n` seals with key 1 and one record of `action` on `conn_id`.
@@ -270,4 +271,43 @@ fn concurrent_logged_writes_of_several_handles_keep_one_chain(b: &impl Backend) 
     assert_eq!(store.seals(1).unwrap(), (n + 1) as u64);
     let shared = store.get_connection("shared").unwrap().unwrap();
     assert_eq!(shared.version, 1 + n as i64, "no update lost");
+}
+
+/// PostgreSQL keeps the audit head in `meta` (`audit_head`) as a hint a write reads with its
+/// generation bump; a hint that is stale (a process of an older build appended without it),
+/// gone, ahead or garbage (a hand-edited database) must never fork or gap the chain. SQLite
+/// does not use it: the same steps hold there trivially.
+fn a_wrong_audit_head_hint_never_forks_the_chain(b: &impl Backend) {
+    let store = b.open();
+    with_key(&store);
+    store
+        .insert_connection_logged(&conn("a"), &log(1, "create", "a"))
+        .unwrap();
+    store
+        .append_audit(
+            vec![record("ci", "reveal", Some("a"), "2026-12-02T10:00:01Z")],
+            test_mac(),
+        )
+        .unwrap();
+    let hint = |value: Option<&str>| match value {
+        Some(v) => b.raw(&format!(
+            "INSERT INTO meta (name, value) VALUES ('audit_head', '{v}') \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+        )),
+        None => b.raw("DELETE FROM meta WHERE name = 'audit_head'"),
+    };
+    for (i, value) in [Some("1 stale"), None, Some("99 ahead"), Some("garbage")]
+        .into_iter()
+        .enumerate()
+    {
+        hint(value);
+        let id = format!("c{i}");
+        let (_, logged) = store
+            .insert_connection_logged(&conn(&id), &log(1, "create", &id))
+            .unwrap();
+        assert_eq!(logged.audit[0].seq, 3 + i as i64, "{value:?}");
+    }
+    let all = store.audit_range(1, 100).unwrap();
+    assert_eq!(all.len(), 6);
+    assert_chain(&all, 1, String::new());
 }
