@@ -231,6 +231,8 @@ pub(crate) async fn purge_versions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
+    use axum::response::IntoResponse;
 
     fn parsed(value: &str) -> Result<Option<i64>, u16> {
         let mut headers = HeaderMap::new();
