@@ -632,17 +632,26 @@ fn no_kill_leaves_a_change_without_its_record() {
         ids.len() > 8,
         "the writers created too little to test: {ids:?}"
     );
-    let created: std::collections::HashSet<String> = c
-        .audit_list(&AuditQuery {
-            action: Some("create".into()),
-            limit: 1000,
-            ..AuditQuery::default()
-        })
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.outcome == "ok")
-        .filter_map(|r| r.conn_id)
-        .collect();
+    // Every page of the log (a quiet machine creates more than one page of 1,000 records).
+    let mut created = std::collections::HashSet::new();
+    let mut cursor = None;
+    loop {
+        let page = c
+            .audit_list(&AuditQuery {
+                action: Some("create".into()),
+                cursor,
+                limit: AuditQuery::MAX_LIMIT,
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.seq);
+        created.extend(
+            page.into_iter()
+                .filter(|r| r.outcome == "ok")
+                .filter_map(|r| r.conn_id),
+        );
+    }
     let without: Vec<&String> = ids.iter().filter(|id| !created.contains(*id)).collect();
     assert_eq!(
         without,
