@@ -242,8 +242,22 @@ impl Server {
         self.call("PATCH", path, Some(body))
     }
 
+    /// The server's log so far. The server writes its log lines from a background thread
+    /// (issue 19), so a line of a request just answered may not be in the file yet: this
+    /// waits until the file has not changed for 100 ms (at most 5 s), so what a test reads —
+    /// or checks is absent — includes the lines of every request answered before the call.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let read = || std::fs::read_to_string(&self.log).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = read();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = read();
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
     }
 
     /// Kills the server with SIGKILL (a crash, as far as the server can tell) and waits.
