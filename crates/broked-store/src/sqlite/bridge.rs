@@ -44,24 +44,72 @@ impl SqliteStore {
         Ok(Watch {
             db,
             shm,
-            handle,
+            handle: Arc::new(handle),
             dir,
             verified,
         })
     }
 
-    /// [`SqliteStore::same_files`], skipping the `stat`s while nothing in the database's
-    /// directory was created, deleted or renamed since they last matched.
-    pub(super) fn still_current(&self, watch: &mut Watch) -> Result<bool> {
-        let (must, count) = watch.must_stat();
-        if !must {
-            return Ok(true);
+    /// The `-shm` handle of the connections, if they are on the files the paths name now;
+    /// `None`: reconnect ([`SqliteStore::reconnect`] checks again under its locks). One poll
+    /// of the directory watch, and `stat`s only when something in the directory was
+    /// created, deleted or renamed since they last matched ([`fresh::dirs`]).
+    ///
+    /// The lock on [`Fresh`] is held only to copy what the check needs and to record its
+    /// result, never across a system call: every read and every token check of the server
+    /// makes this check, and with the syscalls under the lock the async workers queued on it
+    /// (issue 19: a futex wait and a context switch per request).
+    pub(super) fn current_handle(&self) -> Result<Option<Arc<Arc<std::fs::File>>>> {
+        let (handle, dir, verified) = {
+            let fresh = self.fresh_lock();
+            let Some(w) = &fresh.watch else {
+                return Ok(None);
+            };
+            (w.handle.clone(), w.dir.clone(), w.verified)
+        };
+        // The directory's count first, before the stats: a file replaced after them is
+        // counted.
+        let count = match &dir {
+            None => fresh::dirs::LOST,
+            Some(count) => {
+                fresh::dirs::poll();
+                let now = count.load(std::sync::atomic::Ordering::Acquire);
+                if now != fresh::dirs::LOST && now == verified {
+                    return Ok(Some(handle));
+                }
+                now
+            }
+        };
+        let db = fresh::file_id(&self.path).map_err(self.io(&self.path))?;
+        let shm = fresh::file_id(&self.shm_path).ok();
+        let mut fresh = self.fresh_lock();
+        match &mut fresh.watch {
+            // Still the watch the handle came from (no reconnect meanwhile).
+            Some(w) if Arc::ptr_eq(&w.handle, &handle) => {
+                if db == w.db && shm == Some(w.shm) {
+                    w.verified = count;
+                    Ok(Some(handle))
+                } else {
+                    Ok(None)
+                }
+            }
+            _ => Ok(None),
         }
-        let same = self.same_files(watch)?;
-        if same {
-            watch.verified = count;
+    }
+
+    /// The generation ([`crate::Store::generation`]): the WAL-index header, read from this
+    /// process's handle on the `-shm` once the connections are known to be on the current
+    /// files, counted by [`Fresh::observe`]. The header is read outside the lock; two looks
+    /// that record their headers in the other order only count a change more (a header
+    /// never comes back, `fresh.rs`), never one less.
+    pub(super) fn look(&self) -> Result<u64> {
+        loop {
+            if let Some(handle) = self.current_handle()? {
+                let header = fresh::read_header(&handle).map_err(self.io(&self.shm_path))?;
+                return Ok(self.fresh_lock().observe(header));
+            }
+            self.reconnect()?;
         }
-        Ok(same)
     }
 
     /// Whether the paths still name the files the connection has open (`false` also when
@@ -74,13 +122,8 @@ impl SqliteStore {
     /// Makes sure the connection is on the files the paths name now, reconnecting if the
     /// database or its `-shm` was replaced. Called before every statement.
     pub(super) fn ensure_current(&self) -> Result<()> {
-        {
-            let mut fresh = self.fresh_lock();
-            if let Some(w) = &mut fresh.watch {
-                if self.still_current(w)? {
-                    return Ok(());
-                }
-            }
+        if self.current_handle()?.is_some() {
+            return Ok(());
         }
         self.reconnect()
     }
@@ -102,7 +145,9 @@ impl SqliteStore {
             if self.same_files(w)? {
                 return Ok(());
             }
-            if Arc::strong_count(&w.handle) > 1 {
+            // Other stores of this process on these files (a check of this store holding
+            // its handle for a moment counts on the outer `Arc`, not here).
+            if Arc::strong_count(w.handle.as_ref()) > 1 {
                 return Err(StoreError::Replaced {
                     path: self.path.clone(),
                 });

@@ -122,25 +122,15 @@ pub(super) fn read_header(shm: &File) -> io::Result<Option<[u8; HEADER]>> {
 pub(super) struct Watch {
     pub(super) db: FileId,
     pub(super) shm: FileId,
-    /// Dropped only after the SQLite connection that used it is closed.
-    pub(super) handle: Arc<File>,
+    /// Dropped only after the SQLite connection that used it is closed. The inner `Arc` is
+    /// shared by the stores of this process on that inode (its count is theirs:
+    /// [`SqliteStore::reconnect`](super::SqliteStore::reconnect)); the outer one is this
+    /// store's, cloned by a check that reads the header outside the lock.
+    pub(super) handle: Arc<Arc<File>>,
     /// The change count of the database's directory ([`dirs`]), `None`: `stat` every time.
     pub(super) dir: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The count at which `db` and `shm` were last found at their paths.
     pub(super) verified: u64,
-}
-
-impl Watch {
-    /// Whether the paths may name other files than `db` and `shm` (then `stat` them), and
-    /// the directory count to record if they do not.
-    pub(super) fn must_stat(&self) -> (bool, u64) {
-        let Some(count) = &self.dir else {
-            return (true, dirs::LOST);
-        };
-        dirs::poll();
-        let now = count.load(std::sync::atomic::Ordering::Acquire);
-        (now == dirs::LOST || now != self.verified, now)
-    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -185,8 +175,8 @@ impl Fresh {
 #[cfg(target_os = "linux")]
 pub(super) mod dirs {
     use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex, Weak};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock, Weak};
 
     use nix::errno::Errno;
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -196,12 +186,20 @@ pub(super) mod dirs {
     pub(in crate::sqlite) const LOST: u64 = u64::MAX;
 
     struct Watcher {
-        inotify: Inotify,
+        inotify: Arc<Inotify>,
         dirs: Vec<(WatchDescriptor, PathBuf, Weak<AtomicU64>)>,
     }
 
     /// `None` until first used; stays `None` if inotify cannot be had.
     static WATCHER: Mutex<Option<Watcher>> = Mutex::new(None);
+
+    /// The watcher's instance, for [`poll`]'s first look without the lock (set with the
+    /// watcher, once).
+    static INSTANCE: OnceLock<Arc<Inotify>> = OnceLock::new();
+
+    /// Drains running ([`drain`]): the events one has read may not be counted yet, so a
+    /// poll that finds the queue empty meanwhile waits for it under the lock.
+    static DRAINING: AtomicUsize = AtomicUsize::new(0);
 
     /// The change count of the directory holding `db`, or `None` (then `stat` every time).
     pub(in crate::sqlite) fn watch(db: &Path) -> Option<Arc<AtomicU64>> {
@@ -212,7 +210,9 @@ pub(super) mod dirs {
         let dir = absolute.parent()?.to_owned();
         let mut guard = WATCHER.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+            let inotify =
+                Arc::new(Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?);
+            let _ = INSTANCE.set(inotify.clone());
             *guard = Some(Watcher {
                 inotify,
                 dirs: Vec::new(),
@@ -244,20 +244,38 @@ pub(super) mod dirs {
         Some(count)
     }
 
-    /// Reads every pending event and counts it for its directory.
+    /// Reads every pending event and counts it for its directory: when it returns, every
+    /// event queued before it was called is counted.
+    ///
+    /// The common case — nothing pending, `read` fails with EAGAIN at once (a zero length
+    /// buffer is EINVAL when an event is waiting) — takes no lock: every read and token
+    /// check of the server polls, and two workers polling under one lock queued on it
+    /// (issue 19). An empty queue is only trusted when no drain runs: a drain may have read
+    /// an event before this poll and not counted it yet (it counts `DRAINING` up before it
+    /// reads and down after it counted, so either this load sees it running, or its counts
+    /// are visible).
     pub(in crate::sqlite) fn poll() {
+        let Some(inotify) = INSTANCE.get() else {
+            return;
+        };
+        if nix::unistd::read(inotify.as_ref(), &mut []) == Err(Errno::EAGAIN)
+            && DRAINING.load(Ordering::SeqCst) == 0
+        {
+            return;
+        }
         let mut guard = WATCHER.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = guard.as_mut() {
-            // The common case: nothing pending, `read` fails with EAGAIN at once. (A zero
-            // length buffer is EINVAL when an event is waiting.)
-            if nix::unistd::read(&w.inotify, &mut []) == Err(Errno::EAGAIN) {
-                return;
-            }
             drain(w);
         }
     }
 
     fn drain(w: &mut Watcher) {
+        DRAINING.fetch_add(1, Ordering::SeqCst);
+        read_all(w);
+        DRAINING.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn read_all(w: &mut Watcher) {
         loop {
             match w.inotify.read_events() {
                 Ok(events) if !events.is_empty() => {

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use rusqlite::{Connection, OptionalExtension, Params, Row, Statement, ToSql, params};
 
-use super::{SqliteStore, fresh, sql, tokens};
+use super::{SqliteStore, sql, tokens};
 use crate::rows::{self, CONN_COLUMNS, Columns, ConnSql, Keyed, PIPELINE_COLUMNS, REF_COLUMNS};
 use crate::{
     Deleted, Deletion, Logged, PipelineRef, Purged, PutMany, PutPipeline, Reseal, Result,
@@ -272,17 +272,7 @@ impl Store for SqliteStore {
     /// `-shm`. The whole header is compared with the one seen last; anything but an
     /// identical, consistent header counts as a change.
     fn generation(&self) -> Result<u64> {
-        loop {
-            let mut fresh = self.fresh_lock();
-            if let Some(w) = &mut fresh.watch {
-                if self.still_current(w)? {
-                    let header = fresh::read_header(&w.handle).map_err(self.io(&self.shm_path))?;
-                    return Ok(fresh.observe(header));
-                }
-            }
-            drop(fresh);
-            self.reconnect()?;
-        }
+        self.look()
     }
 
     fn insert_connection_logged(

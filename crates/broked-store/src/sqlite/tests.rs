@@ -573,3 +573,56 @@ fn reads_see_only_committed_writes_and_never_wait_for_the_writer() {
     drop(held);
     assert_eq!(store.meta("open").unwrap().as_deref(), Some("x"));
 }
+
+/// A poll that returns has counted every event queued before it was called — also while
+/// other threads poll and drain at the same time (a poll that finds the queue empty because
+/// another thread took the event waits until that thread has counted it), and the store's
+/// check then sees a file replaced just before (issue 19: polls no longer take the lock
+/// when nothing is pending).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_poll_never_misses_an_event_another_thread_is_draining() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broked.db");
+    let store = SqliteStore::open(&path).unwrap();
+    with_key(&store);
+    let count = fresh::dirs::watch(&path).expect("inotify on a plain path");
+    let stop = AtomicBool::new(false);
+    /// Stops the pollers when the checks end, also when one fails (or the scope waits).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        let _stop = Stop(&stop);
+        for _ in 0..3 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    fresh::dirs::poll();
+                    let _ = store.generation().unwrap();
+                }
+            });
+        }
+        for i in 0..300 {
+            let before = count.load(Ordering::Acquire);
+            std::fs::write(dir.path().join(format!("other-{i}")), b"x").unwrap();
+            fresh::dirs::poll();
+            assert!(
+                count.load(Ordering::Acquire) > before,
+                "a file created before the poll is counted after it (round {i})"
+            );
+        }
+        // A database replaced while the others poll is seen by the next check.
+        let g = store.generation().unwrap();
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+        assert!(
+            store.generation().unwrap() > g,
+            "a replaced file is a change"
+        );
+    });
+}
