@@ -669,7 +669,8 @@ impl Connections {
     }
 
     /// Adds a new active key, re-seals every secret under it, and keeps the old keys (until
-    /// [`Connections::prune`]). `progress(done, total)` is called once per value.
+    /// [`Connections::prune`]). `progress(done, total)` is called once per value; `total` is
+    /// an upper bound (two values per connection and kept version), never below `done`.
     ///
     /// The values are re-sealed in batches, one transaction each, that also record how far
     /// the rotation got: reads and writes go on in between, and memory holds one batch. A

@@ -310,6 +310,7 @@ timed_store! {
     39 prune_audit(before_seq: i64) -> Result<Option<AuditCut>>;
     40 sealed_not_under_after(key_id: u32, after: Option<&broked_store::ResealCursor>, limit: usize) -> Result<Vec<broked_store::ResealRow>>;
     41 reseal_batch(batch: &[Reseal], marker: (&str, Option<&str>)) -> Result<usize>;
+    42 count_rows() -> Result<u64>;
 }
 
 #[cfg(test)]

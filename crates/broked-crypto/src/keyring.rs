@@ -8,6 +8,7 @@ use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg, OFlag};
+use ring::aead::NONCE_LEN;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
@@ -31,6 +32,35 @@ pub struct Keyring {
     active: KeyId,
     keys: BTreeMap<KeyId, Entry>,
     rng: SystemRandom,
+}
+
+/// Random nonces read at once for several seals ([`Keyring::nonces`]); each is handed out
+/// once. Not `Clone`: a copy would hand the same nonces out twice.
+pub struct Nonces {
+    bytes: Vec<u8>,
+    next: usize,
+}
+
+impl Nonces {
+    /// The next unused nonce, if any is left.
+    fn take(&mut self) -> Option<[u8; NONCE_LEN]> {
+        let nonce = self.bytes.get(self.next..self.next + NONCE_LEN)?;
+        self.next += NONCE_LEN;
+        Some(nonce.try_into().expect("a slice of NONCE_LEN bytes"))
+    }
+
+    /// How many are left.
+    pub fn left(&self) -> usize {
+        (self.bytes.len() - self.next) / NONCE_LEN
+    }
+}
+
+impl fmt::Debug for Nonces {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Nonces")
+            .field("left", &self.left())
+            .finish()
+    }
 }
 
 impl fmt::Debug for Keyring {
@@ -168,6 +198,38 @@ impl Keyring {
             .get(&self.active)
             .ok_or(CryptoError::UnknownKey(self.active))?;
         entry.key.seal(self.active, aad, plaintext, &self.rng)
+    }
+
+    /// Fresh random nonces for `n` seals with [`Keyring::seal_with`], read from the OS random
+    /// source at once: one `getrandom` for a batch instead of one per seal (a key rotation makes
+    /// millions of seals). Each nonce is 96 bits of that output and is used once — [`Nonces`]
+    /// hands each out once and cannot be copied — so every seal still has a fresh random nonce
+    /// of its own, exactly as [`Keyring::seal`]'s (SPEC §3). Use them right away: do not keep
+    /// them across a `fork`.
+    pub fn nonces(&self, n: usize) -> Result<Nonces, CryptoError> {
+        let mut bytes = vec![0u8; n * NONCE_LEN];
+        self.rng.fill(&mut bytes).map_err(|_| CryptoError::Random)?;
+        Ok(Nonces { bytes, next: 0 })
+    }
+
+    /// [`Keyring::seal`] with the next nonce of `nonces` (a fresh one from the OS random
+    /// source if they are used up).
+    pub fn seal_with(
+        &self,
+        nonces: &mut Nonces,
+        aad: Aad<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let entry = self
+            .keys
+            .get(&self.active)
+            .ok_or(CryptoError::UnknownKey(self.active))?;
+        match nonces.take() {
+            Some(nonce) => entry
+                .key
+                .seal_with_nonce(self.active, aad, nonce, plaintext),
+            None => entry.key.seal(self.active, aad, plaintext, &self.rng),
+        }
     }
 
     /// Opens a blob made by [`Keyring::seal`] with the same `aad`, under whichever key sealed it.

@@ -29,7 +29,7 @@ pub use crate::audit::{
     AUDIT_SECRET_AAD, AUDIT_SECRET_LEN, AuditFields, AuditKeys, VALUE_HASH_PREFIX,
 };
 pub use crate::error::CryptoError;
-pub use crate::keyring::Keyring;
+pub use crate::keyring::{Keyring, Nonces};
 pub use crate::password::{
     PASSWORD_ALPHABET, SCRAM_ITERATIONS, mysql_native_password_hash, random_password,
     scram_sha256_verifier,

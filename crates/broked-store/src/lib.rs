@@ -112,6 +112,10 @@ macro_rules! delegated_store_methods {
         ) -> Result<usize> {
             super::reseal::reseal_batch(self, batch, marker)
         }
+
+        fn count_rows(&self) -> Result<u64> {
+            super::reseal::count_rows(self)
+        }
     };
 }
 
@@ -728,6 +732,9 @@ pub trait Store: Send + Sync {
     /// `marker.1` (removed if `None`) — the rotation's progress commits with its values.
     /// Returns how many values were written.
     fn reseal_batch(&self, batch: &[Reseal], marker: (&str, Option<&str>)) -> Result<usize>;
+    /// The current rows and kept versions, counted cheaply (through the smallest index on
+    /// SQLite): at most twice as many values as a rotation can find.
+    fn count_rows(&self) -> Result<u64>;
 
     /// Registers or replaces a pipeline and its references, if every referenced conn_id exists.
     fn put_pipeline(&self, pipeline: &StoredPipeline, refs: &[PipelineRef]) -> Result<PutPipeline> {

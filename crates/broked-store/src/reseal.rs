@@ -4,7 +4,7 @@
 //! password and extra are re-sealed by one statement ([`crate::Store::reseal_batch`]).
 //! Statements are written with `{prefix}n` parameters (`?` for SQLite, `$` for PostgreSQL).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::rows::{self, Columns};
 use crate::{Reseal, ResealCursor, ResealRow, Result, Sealed, SecretField, StoreError};
@@ -35,6 +35,10 @@ pub(crate) fn kept_after_sql(prefix: &str) -> String {
          ORDER BY conn_id, version LIMIT {prefix}4"
     )
 }
+
+/// The current rows and the kept versions (`n`).
+pub(crate) const COUNT_ROWS: &str = "SELECT (SELECT count(*) FROM connections) \
+     + (SELECT count(*) FROM connection_versions) AS n";
 
 /// Where the scan goes next: the current rows after a conn_id, or the kept versions after a
 /// (conn_id, version).
@@ -97,40 +101,58 @@ pub(crate) struct RowReseal<'a> {
     pub(crate) extra: Option<(&'a [u8], &'a Sealed)>,
 }
 
-/// `batch` grouped by row, in rounds: a row's password and extra go into one [`RowReseal`];
-/// a field named twice for one row (no caller does) goes into a later round, so every round
-/// names each row once and its fields are written in the order given.
-pub(crate) fn by_row(batch: &[Reseal]) -> Vec<Vec<RowReseal<'_>>> {
-    let mut rounds: Vec<BTreeMap<(&str, Option<i64>), RowReseal<'_>>> = Vec::new();
+/// `batch` grouped by row, in the order given: consecutive values of one row and version (a
+/// password and an extra, as a rotation lists them) go into one [`RowReseal`].
+pub(crate) fn by_row(batch: &[Reseal]) -> Vec<RowReseal<'_>> {
+    let mut rows: Vec<RowReseal<'_>> = Vec::with_capacity(batch.len());
     for r in batch {
-        let key = (r.conn_id.as_str(), r.version);
-        let slot = |row: &RowReseal<'_>| match r.field {
-            SecretField::Password => row.password.is_none(),
-            SecretField::Extra => row.extra.is_none(),
-        };
-        let i = rounds
-            .iter()
-            .position(|round| round.get(&key).is_none_or(slot))
-            .unwrap_or_else(|| {
-                rounds.push(BTreeMap::new());
-                rounds.len() - 1
-            });
-        let row = rounds[i].entry(key).or_insert(RowReseal {
-            conn_id: &r.conn_id,
-            version: r.version,
-            password: None,
-            extra: None,
-        });
         let value = Some((r.old.as_slice(), &r.new));
+        let same = rows.last_mut().filter(|row| {
+            row.conn_id == r.conn_id
+                && row.version == r.version
+                && match r.field {
+                    SecretField::Password => row.password.is_none(),
+                    SecretField::Extra => row.extra.is_none(),
+                }
+        });
+        let row = match same {
+            Some(row) => row,
+            None => {
+                rows.push(RowReseal {
+                    conn_id: &r.conn_id,
+                    version: r.version,
+                    password: None,
+                    extra: None,
+                });
+                rows.last_mut().expect("just pushed")
+            }
+        };
         match r.field {
             SecretField::Password => row.password = value,
             SecretField::Extra => row.extra = value,
         }
     }
-    rounds
-        .into_iter()
-        .map(|round| round.into_values().collect())
-        .collect()
+    rows
+}
+
+/// `rows` in rounds in which each row (conn_id and version) appears once, for a statement
+/// that writes many rows at once; a row named again goes into a later round, so each row's
+/// values are still written in the order given.
+pub(crate) fn rounds(rows: Vec<RowReseal<'_>>) -> Vec<Vec<RowReseal<'_>>> {
+    let mut rounds: Vec<(HashSet<(&str, Option<i64>)>, Vec<RowReseal<'_>>)> = Vec::new();
+    for row in rows {
+        let key = (row.conn_id, row.version);
+        let i = match rounds.iter().rposition(|(seen, _)| seen.contains(&key)) {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        if i == rounds.len() {
+            rounds.push(Default::default());
+        }
+        rounds[i].0.insert(key);
+        rounds[i].1.push(row);
+    }
+    rounds.into_iter().map(|(_, rows)| rows).collect()
 }
 
 /// The seals a batch made, per key: every value of it, written or not (a nonce was used).
@@ -160,44 +182,54 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_grouped_by_row_and_a_repeated_field_waits_for_a_later_round() {
+    fn a_batch_is_grouped_by_row_and_a_row_named_again_waits_for_a_later_round() {
         use SecretField::{Extra, Password};
         let batch = [
             reseal("a", None, Password, b"ap"),
-            reseal("a", Some(1), Password, b"a1p"),
             reseal("a", None, Extra, b"ae"),
+            reseal("a", Some(1), Password, b"a1p"),
             reseal("b", None, Extra, b"be"),
             reseal("a", None, Password, b"ap-again"),
+            reseal("a", None, Password, b"ap-third"),
         ];
-        let rounds = by_row(&batch);
-        let shape: Vec<Vec<_>> = rounds
-            .iter()
-            .map(|round| {
-                round
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.conn_id,
-                            r.version,
-                            r.password.map(|(old, _)| old),
-                            r.extra.map(|(old, _)| old),
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
+        type Shape<'a> = (&'a str, Option<i64>, Option<&'a [u8]>, Option<&'a [u8]>);
+        fn shape<'a>(rows: &[RowReseal<'a>]) -> Vec<Shape<'a>> {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.conn_id,
+                        r.version,
+                        r.password.map(|(old, _)| old),
+                        r.extra.map(|(old, _)| old),
+                    )
+                })
+                .collect()
+        }
+        let rows = by_row(&batch);
         assert_eq!(
-            shape,
-            vec![
+            shape(&rows),
+            [
+                ("a", None, Some(&b"ap"[..]), Some(&b"ae"[..])),
+                ("a", Some(1), Some(&b"a1p"[..]), None),
+                ("b", None, None, Some(&b"be"[..])),
+                ("a", None, Some(&b"ap-again"[..]), None),
+                ("a", None, Some(&b"ap-third"[..]), None),
+            ]
+        );
+        let rounds: Vec<_> = rounds(rows).iter().map(|r| shape(r)).collect();
+        assert_eq!(
+            rounds,
+            [
                 vec![
                     ("a", None, Some(&b"ap"[..]), Some(&b"ae"[..])),
                     ("a", Some(1), Some(&b"a1p"[..]), None),
                     ("b", None, None, Some(&b"be"[..])),
                 ],
                 vec![("a", None, Some(&b"ap-again"[..]), None)],
+                vec![("a", None, Some(&b"ap-third"[..]), None)],
             ]
         );
-        assert_eq!(seals_per_key(&batch), [(2, 5)]);
+        assert_eq!(seals_per_key(&batch), [(2, 6)]);
         assert!(by_row(&[]).is_empty());
     }
 }

@@ -14,15 +14,16 @@
 //!
 //! The crypto of a page runs on up to [`CRYPTO_THREADS`] threads. Each value is opened and
 //! sealed again bound to the target of its own row or kept version, with a fresh random
-//! nonce; a value that does not open is reported and left as it is, under its old key. A
-//! value changed meanwhile is skipped by the compare-and-swap of the batch and found again by
-//! the next pass: passes over the whole scan repeat until one re-seals nothing (at most
-//! [`MAX_PASSES`]).
+//! nonce of its own (each thread reads its part's nonces from the OS at once:
+//! [`Keyring::nonces`]); a value that does not open is reported and left as it is, under its
+//! old key. A value changed meanwhile is skipped by the compare-and-swap of the batch and
+//! found again by the next pass: passes over the whole scan repeat until one re-seals nothing
+//! (at most [`MAX_PASSES`]).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use broked_crypto::{Aad, CryptoError, KeyId, Keyring};
+use broked_crypto::{Aad, CryptoError, KeyId, Keyring, Nonces};
 use broked_store::{Reseal, ResealCursor, ResealRow, Sealed, SecretField, Store};
 use serde_json::{Value, json};
 
@@ -30,8 +31,10 @@ use super::{CheckFailure, RotateReport, Sealer, open_bound, read, short_reason, 
 use crate::error::{Error, store_err};
 
 /// Rows per page of the scan, and so per transaction: at most twice as many values (a
-/// password and an extra each) — tens of milliseconds of the writer, ~1 MB of memory.
-pub(crate) const PAGE_ROWS: usize = 4096;
+/// password and an extra each). A transaction is tens of milliseconds of the writer (API
+/// writes wait at most that long) and commits with an `fsync` (fewer, larger batches: fewer
+/// of them); a page is a few MB of memory.
+pub(crate) const PAGE_ROWS: usize = 16_384;
 
 /// Threads that open and seal the values of a page.
 const CRYPTO_THREADS: usize = 2;
@@ -145,7 +148,8 @@ impl Sealer {
     /// Adds a new active key and re-seals every secret under it in batches (see the module
     /// docs) — or, if a rotation stopped midway, finishes that one under its key. Keeps the
     /// old keys (until [`Sealer::prune`]). `progress(done, total)` is called once per value
-    /// re-sealed or found not to open.
+    /// re-sealed or found not to open; `total` is an upper bound (two values per row), never
+    /// below `done`.
     pub(crate) fn rotate(&self, progress: impl FnMut(u64, u64)) -> Result<RotateReport, Error> {
         self.rotate_through(&StorePages(self.store.as_ref()), PAGE_ROWS, progress)
     }
@@ -191,14 +195,13 @@ impl Sealer {
         if resumed {
             tracing::info!(key = %active, pass = at.pass, "finishing a key rotation that stopped midway");
         }
-        let total: u64 = self
+        // An upper bound for `progress` (two values per row), counted cheaply: counting the
+        // values themselves would read every row once more.
+        let total = self
             .store
-            .sealed_per_key()
+            .count_rows()
             .map_err(store_err)?
-            .iter()
-            .filter(|(k, _)| *k != active.get())
-            .map(|(_, n)| n)
-            .sum();
+            .saturating_mul(2);
         let mut run = Run {
             sealer: self,
             pages,
@@ -297,7 +300,7 @@ impl Run<'_> {
             let t = Instant::now();
             let outcomes = {
                 let keyring = read(&self.sealer.keyring);
-                reseal_page(&keyring, self.active, &rows, &self.failed)
+                reseal_page(&keyring, self.active, rows, &self.failed)
             };
             self.timing.crypto += t.elapsed();
             let mut batch = Vec::with_capacity(outcomes.len());
@@ -330,20 +333,27 @@ impl Run<'_> {
 fn reseal_page(
     keyring: &Keyring,
     active: KeyId,
-    rows: &[ResealRow],
+    mut rows: Vec<ResealRow>,
     failed: &HashSet<(String, Option<i64>, &'static str)>,
 ) -> Vec<Outcome> {
     let threads = CRYPTO_THREADS
         .min(std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let per_thread = rows.len().div_ceil(threads).max(1);
-    if rows.len() <= per_thread {
+    // Not worth a thread below a few hundred values.
+    if threads == 1 || rows.len() < 256 {
         return reseal_rows(keyring, active, rows, failed);
     }
+    let per_thread = rows.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    while rows.len() > per_thread {
+        parts.push(rows.split_off(rows.len() - per_thread));
+    }
+    parts.push(rows);
+    parts.reverse();
     std::thread::scope(|s| {
-        let handles: Vec<_> = rows
-            .chunks(per_thread)
-            .map(|chunk| s.spawn(move || reseal_rows(keyring, active, chunk, failed)))
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| s.spawn(move || reseal_rows(keyring, active, part, failed)))
             .collect();
         handles
             .into_iter()
@@ -355,11 +365,18 @@ fn reseal_page(
 fn reseal_rows(
     keyring: &Keyring,
     active: KeyId,
-    rows: &[ResealRow],
+    rows: Vec<ResealRow>,
     failed: &HashSet<(String, Option<i64>, &'static str)>,
 ) -> Vec<Outcome> {
-    let mut out = Vec::with_capacity(rows.len() * 2);
-    for row in rows {
+    let values = rows
+        .iter()
+        .map(|r| usize::from(r.password.is_some()) + usize::from(r.extra.is_some()))
+        .sum();
+    // The nonces of the part's seals from one read of the OS random source (a seal whose
+    // nonce is missing reads its own: `seal_with`).
+    let mut nonces = keyring.nonces(values).ok();
+    let mut out = Vec::with_capacity(values);
+    for mut row in rows {
         let target = row
             .conn_type
             .parse()
@@ -368,7 +385,11 @@ fn reseal_rows(
             })
             .map_err(|_| "invalid conn_type".to_owned());
         for field in SecretField::ALL {
-            let Some(sealed) = row.sealed(field) else {
+            let taken = match field {
+                SecretField::Password => row.password.take(),
+                SecretField::Extra => row.extra.take(),
+            };
+            let Some(sealed) = taken else {
                 continue;
             };
             if !failed.is_empty()
@@ -376,26 +397,42 @@ fn reseal_rows(
             {
                 continue;
             }
-            let fail = |reason: String| CheckFailure {
-                conn_id: row.conn_id.clone(),
+            // The row's id moves into its last value.
+            let conn_id = if field == SecretField::Password && row.extra.is_some() {
+                row.conn_id.clone()
+            } else {
+                std::mem::take(&mut row.conn_id)
+            };
+            let fail = |conn_id: String, reason: String| CheckFailure {
+                conn_id,
                 version: row.version,
                 field: field.name(),
                 reason,
             };
-            out.push(match &target {
-                Ok(target) => reseal_value(keyring, &row.conn_id, target, field, &sealed.blob)
-                    .map(|blob| Reseal {
-                        conn_id: row.conn_id.clone(),
-                        version: row.version,
-                        field,
-                        old: sealed.blob.clone(),
-                        new: Sealed {
-                            key_id: active.get(),
-                            blob,
-                        },
-                    })
-                    .map_err(|e| fail(short_reason(&e))),
-                Err(reason) => Err(fail(reason.clone())),
+            let resealed = match &target {
+                Ok(target) => reseal_value(
+                    keyring,
+                    nonces.as_mut(),
+                    &conn_id,
+                    target,
+                    field,
+                    &sealed.blob,
+                )
+                .map_err(|e| short_reason(&e)),
+                Err(reason) => Err(reason.clone()),
+            };
+            out.push(match resealed {
+                Ok(blob) => Ok(Reseal {
+                    conn_id,
+                    version: row.version,
+                    field,
+                    old: sealed.blob,
+                    new: Sealed {
+                        key_id: active.get(),
+                        blob,
+                    },
+                }),
+                Err(reason) => Err(fail(conn_id, reason)),
             });
         }
     }
@@ -403,16 +440,21 @@ fn reseal_rows(
 }
 
 /// Opens a value bound to `target` and seals it again under the active key, bound to the
-/// same, with a fresh random nonce.
+/// same, with a fresh random nonce (the next of `nonces`).
 fn reseal_value(
     keyring: &Keyring,
+    nonces: Option<&mut Nonces>,
     conn_id: &str,
     target: &str,
     field: SecretField,
     blob: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
     let plain = open_bound(keyring, conn_id, target, field, blob)?;
-    keyring.seal(Aad::bound(conn_id, field.name(), target), &plain)
+    let aad = Aad::bound(conn_id, field.name(), target);
+    match nonces {
+        Some(nonces) => keyring.seal_with(nonces, aad, &plain),
+        None => keyring.seal(aad, &plain),
+    }
 }
 
 #[cfg(test)]

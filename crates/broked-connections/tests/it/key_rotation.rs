@@ -49,8 +49,8 @@ fn a_rotation_killed_midway_is_finished_by_the_next_one() {
         c.rotate(|_, _| {}).unwrap();
         return;
     }
-    // 30,000 rows: 60,000 values in 8 batches of 4,096 rows.
-    let n = 30_000;
+    // 50,000 rows: 100,000 values in 4 batches of 16,384 rows.
+    let n = 50_000;
     for attempt in 1.. {
         let db = Db::new();
         many(&db.open(), n);

@@ -407,3 +407,41 @@ fn reload_after_the_file_changed() {
     assert_eq!(ring.active(), k2);
     assert!(ring.seal(aad("c"), b"still works").is_ok());
 }
+
+#[test]
+fn nonces_read_at_once_are_each_used_once_and_seals_with_them_open() {
+    let (_dir, ring) = new_ring();
+    let mut nonces = ring.nonces(3).unwrap();
+    assert_eq!(nonces.left(), 3);
+    assert_eq!(format!("{nonces:?}"), "Nonces { left: 3 }");
+    let bytes = nonces.bytes.clone();
+    let blobs: Vec<_> = (0..5)
+        .map(|i| {
+            ring.seal_with(&mut nonces, aad("c"), format!("pw-{i}").as_bytes())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(nonces.left(), 0);
+    // The first three took the batch's nonces in turn; the others fresh ones of their own.
+    for (i, blob) in blobs.iter().enumerate() {
+        let nonce = &blob[5..17];
+        let from_batch = bytes.chunks(12).position(|n| n == nonce);
+        assert_eq!(from_batch, (i < 3).then_some(i), "seal {i}");
+        assert_eq!(
+            &ring.open_sealed(aad("c"), blob).unwrap()[..],
+            format!("pw-{i}").as_bytes()
+        );
+        assert_eq!(sealed_key_id(blob).unwrap(), ring.active());
+    }
+    // A batch of 100,000 never repeats a nonce, nor does it meet the ones of single seals.
+    let mut seen = HashSet::new();
+    let mut nonces = ring.nonces(100_000).unwrap();
+    for _ in 0..100_000 {
+        let blob = ring.seal_with(&mut nonces, aad("c"), b"").unwrap();
+        assert!(seen.insert(<[u8; 12]>::try_from(&blob[5..17]).unwrap()));
+    }
+    for blob in &blobs {
+        assert!(seen.insert(<[u8; 12]>::try_from(&blob[5..17]).unwrap()));
+    }
+    assert_eq!(ring.nonces(0).unwrap().left(), 0);
+}

@@ -109,7 +109,7 @@ pub(super) fn reseal_batch(
                 }
             }
             let mut written = 0;
-            for round in reseal::by_row(batch) {
+            for round in reseal::rounds(reseal::by_row(batch)) {
                 let (kept, current): (Vec<_>, Vec<_>) =
                     round.into_iter().partition(|r| r.version.is_some());
                 written += write_rows(ctx, c, &CURRENT_ROWS, &current).await?;
@@ -168,4 +168,16 @@ async fn write_rows(
         .await
         .map_err(pg(ctx, "reseal"))?;
     Ok(n as usize)
+}
+
+pub(super) fn count_rows(store: &PgStore) -> Result<u64> {
+    store.read((), |c, ()| {
+        Box::pin(async move {
+            let n: i64 = sqlx::query_scalar(reseal::COUNT_ROWS)
+                .fetch_one(&c.pool)
+                .await
+                .map_err(pg(c, "reseal"))?;
+            Ok(n as u64)
+        })
+    })
 }

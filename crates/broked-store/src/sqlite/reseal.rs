@@ -1,43 +1,50 @@
 //! Key rotation in batches on SQLite (issue 19): the pages of the scan and one batch's
 //! transaction ([`crate::Store::sealed_not_under_after`], [`crate::Store::reseal_batch`]).
+//!
+//! A page is read by one statement whose columns are looked up by name once, not per row; a
+//! row whose password and extra are both re-sealed is written by one `UPDATE` (one B-tree
+//! search and one rewrite of the row), with the single-field statements of `rows.rs` when only
+//! one is, or when one of the two changed meanwhile.
 
 use std::sync::LazyLock;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, Statement, params};
 
 use super::queries::exists;
 use super::{SqliteStore, sql};
 use crate::reseal::{self, KEPT_START, Next, RowReseal};
-use crate::rows::Keyed;
-use crate::{Reseal, ResealCursor, ResealRow, Result, StoreError};
+use crate::rows::{self, Keyed};
+use crate::{Reseal, ResealCursor, ResealRow, Result, Sealed, SecretField, StoreError};
+
+/// The page cache of the writer during a rotation: 32 MiB.
+const BATCH_CACHE: &str = "PRAGMA cache_size = -32768";
 
 static CURRENT_AFTER: LazyLock<String> = LazyLock::new(|| reseal::current_after_sql("?"));
 static KEPT_AFTER: LazyLock<String> = LazyLock::new(|| reseal::kept_after_sql("?"));
 
-/// The re-seal of a row's values, each only if it still holds its old value: password
-/// `?2` → `?3` under key `?4`, extra `?5` → `?6` under key `?7` (a `NULL` old value never
-/// matches, so a field not re-sealed stays as it is); of the current row, or (`?8`) of that
-/// kept version. Returns how many of the two it wrote (a new value is fresh random bytes, so
-/// equal means written).
-fn row_sql(kept: bool) -> String {
+/// Both values of a row re-sealed, only if both still hold their old values: password `?2` →
+/// `?3` under key `?4`, extra `?5` → `?6` under key `?7`; of the current row, or (`?8`) of that
+/// kept version.
+fn both_sql(kept: bool) -> String {
     let (table, version) = if kept {
         ("connection_versions", " AND version = ?8")
     } else {
         ("connections", "")
     };
     format!(
-        "UPDATE {table} SET
-           password = CASE WHEN password = ?2 THEN ?3 ELSE password END,
-           password_key = CASE WHEN password = ?2 THEN ?4 ELSE password_key END,
-           extra = CASE WHEN extra = ?5 THEN ?6 ELSE extra END,
-           extra_key = CASE WHEN extra = ?5 THEN ?7 ELSE extra_key END
-         WHERE conn_id = ?1{version} AND (password = ?2 OR extra = ?5)
-         RETURNING coalesce(password = ?3, 0) + coalesce(extra = ?6, 0) AS n"
+        "UPDATE {table} SET password = ?3, password_key = ?4, extra = ?6, extra_key = ?7
+         WHERE conn_id = ?1{version} AND password = ?2 AND extra = ?5"
     )
 }
 
-static CURRENT_ROW: LazyLock<String> = LazyLock::new(|| row_sql(false));
-static KEPT_ROW: LazyLock<String> = LazyLock::new(|| row_sql(true));
+static BOTH_CURRENT: LazyLock<String> = LazyLock::new(|| both_sql(false));
+static BOTH_KEPT: LazyLock<String> = LazyLock::new(|| both_sql(true));
+
+/// The single-field statements ([`rows::reseal_sql`]): password, extra; current, kept.
+static ONE: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+    [SecretField::Password, SecretField::Extra]
+        .map(|f| [false, true].map(|kept| rows::reseal_sql("?", f, kept)))
+});
 
 pub(super) fn sealed_not_under_after(
     store: &SqliteStore,
@@ -46,7 +53,7 @@ pub(super) fn sealed_not_under_after(
     limit: usize,
 ) -> Result<Vec<ResealRow>> {
     store.read(|c| {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(limit.min(1 << 16));
         let mut next = reseal::next(after);
         loop {
             let want = limit - out.len();
@@ -73,21 +80,81 @@ fn page(
 ) -> Result<usize> {
     let want_sql = i64::try_from(want).unwrap_or(i64::MAX);
     let before = out.len();
-    let mut rows_of = |stmt: &str, params: &[&dyn rusqlite::ToSql]| -> Result<()> {
-        let mut stmt = c.prepare_cached(stmt).map_err(sql("reseal"))?;
-        let mut rows = stmt.query(params).map_err(sql("reseal"))?;
-        while let Some(row) = rows.next().map_err(sql("reseal"))? {
-            out.push(reseal::scan_row(row, key_id)?);
-        }
-        Ok(())
+    let (text, conn_id, version): (&str, &str, Option<i64>) = match *next {
+        Next::Current(conn_id) => (&CURRENT_AFTER, conn_id, None),
+        Next::Kept(conn_id, version) => (&KEPT_AFTER, conn_id, Some(version)),
     };
-    match *next {
-        Next::Current(conn_id) => rows_of(&CURRENT_AFTER, params![key_id, conn_id, want_sql])?,
-        Next::Kept(conn_id, version) => {
-            rows_of(&KEPT_AFTER, params![key_id, conn_id, version, want_sql])?
-        }
+    let current: [&dyn rusqlite::ToSql; 3] = [&key_id, &conn_id, &want_sql];
+    let kept: [&dyn rusqlite::ToSql; 4] = [&key_id, &conn_id, &version, &want_sql];
+    let params: &[&dyn rusqlite::ToSql] = if version.is_some() { &kept } else { &current };
+    let mut stmt = c.prepare_cached(text).map_err(sql("reseal"))?;
+    let at = Columns::of(&stmt)?;
+    let mut rows = stmt.query(params).map_err(sql("reseal"))?;
+    while let Some(row) = rows.next().map_err(sql("reseal"))? {
+        out.push(at.read(row, key_id).map_err(sql("reseal"))??);
     }
     Ok(out.len() - before)
+}
+
+/// The positions of the scan's columns in its statement, looked up by name once per page.
+struct Columns {
+    conn_id: usize,
+    version: usize,
+    conn_type: usize,
+    host: usize,
+    port: usize,
+    login: usize,
+    password: usize,
+    password_key: usize,
+    extra: usize,
+    extra_key: usize,
+}
+
+impl Columns {
+    fn of(stmt: &Statement<'_>) -> Result<Columns> {
+        let at = |name: &str| stmt.column_index(name).map_err(sql("reseal"));
+        Ok(Columns {
+            conn_id: at("conn_id")?,
+            version: at("version")?,
+            conn_type: at("conn_type")?,
+            host: at("host")?,
+            port: at("port")?,
+            login: at("login")?,
+            password: at("password")?,
+            password_key: at("password_key")?,
+            extra: at("extra")?,
+            extra_key: at("extra_key")?,
+        })
+    }
+
+    /// A row of the scan, as [`reseal::scan_row`] reads it (values sealed by `key_id` left
+    /// out); the outer error is SQLite's, the inner one a corrupt row.
+    fn read(&self, row: &rusqlite::Row<'_>, key_id: u32) -> rusqlite::Result<Result<ResealRow>> {
+        let value = |blob: usize, key: usize| -> rusqlite::Result<Result<Option<Sealed>>> {
+            let blob: Option<Vec<u8>> = row.get(blob)?;
+            let key: Option<i64> = row.get(key)?;
+            Ok(rows::sealed(blob, key).map(|s| s.filter(|s| s.key_id != key_id)))
+        };
+        let password = match value(self.password, self.password_key)? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let extra = match value(self.extra, self.extra_key)? {
+            Ok(e) => e,
+            Err(e) => return Ok(Err(e)),
+        };
+        let port: Option<i64> = row.get(self.port)?;
+        Ok(Ok(ResealRow {
+            conn_id: row.get(self.conn_id)?,
+            version: row.get(self.version)?,
+            conn_type: row.get(self.conn_type)?,
+            host: row.get(self.host)?,
+            port: port.and_then(|p| u16::try_from(p).ok()),
+            login: row.get(self.login)?,
+            password,
+            extra,
+        }))
+    }
 }
 
 pub(super) fn reseal_batch(
@@ -96,18 +163,20 @@ pub(super) fn reseal_batch(
     (marker, value): (&str, Option<&str>),
 ) -> Result<usize> {
     let seals = reseal::seals_per_key(batch);
-    let rounds = reseal::by_row(batch);
+    let rows = reseal::by_row(batch);
     store.write(|tx| {
+        // A batch rewrites more pages than SQLite's default cache (2 MB) holds: they would be
+        // spilled and read back, row after row. The writer keeps this larger cache (it only
+        // grows as pages are used).
+        tx.execute_batch(BATCH_CACHE).map_err(sql("cache_size"))?;
         for &(key, _) in &seals {
             if !exists(tx, Keyed::Key, key)? {
                 return Err(StoreError::UnknownKey(key));
             }
         }
         let mut written = 0;
-        for round in &rounds {
-            for row in round {
-                written += write_row(tx, row)?;
-            }
+        for row in &rows {
+            written += write_row(tx, row)?;
         }
         for &(key, n) in &seals {
             tx.prepare_cached("UPDATE keys SET seals = seals + ?2 WHERE key_id = ?1")
@@ -132,37 +201,45 @@ pub(super) fn reseal_batch(
 
 /// Writes one row's re-sealed values; returns how many were written.
 fn write_row(tx: &Connection, row: &RowReseal<'_>) -> Result<usize> {
-    let (p, e) = (row.password, row.extra);
-    let (old_p, new_p, key_p) = parts(p);
-    let (old_e, new_e, key_e) = parts(e);
-    let mut stmt = tx
-        .prepare_cached(if row.version.is_some() {
-            &KEPT_ROW
-        } else {
-            &CURRENT_ROW
-        })
+    if let (Some((old_p, new_p)), Some((old_e, new_e))) = (row.password, row.extra) {
+        let mut s = tx
+            .prepare_cached(if row.version.is_some() {
+                &BOTH_KEPT
+            } else {
+                &BOTH_CURRENT
+            })
+            .map_err(sql("reseal"))?;
+        let (c, pk, ek) = (row.conn_id, new_p.key_id, new_e.key_id);
+        let n = match row.version {
+            None => s.execute(params![c, old_p, new_p.blob, pk, old_e, new_e.blob, ek]),
+            Some(v) => s.execute(params![c, old_p, new_p.blob, pk, old_e, new_e.blob, ek, v]),
+        }
         .map_err(sql("reseal"))?;
-    let n: Option<i64> = match row.version {
-        None => stmt.query_row(
-            params![row.conn_id, old_p, new_p, key_p, old_e, new_e, key_e],
-            |r| r.get("n"),
-        ),
-        Some(v) => stmt.query_row(
-            params![row.conn_id, old_p, new_p, key_p, old_e, new_e, key_e, v],
-            |r| r.get("n"),
-        ),
+        if n > 0 {
+            return Ok(2);
+        }
+        // One of the two changed meanwhile (or the row is gone): each on its own.
     }
-    .optional()
-    .map_err(sql("reseal"))?;
-    Ok(n.unwrap_or(0) as usize)
+    let mut written = 0;
+    for (i, field) in [row.password, row.extra].into_iter().enumerate() {
+        let Some((old, new)) = field else { continue };
+        let mut s = tx
+            .prepare_cached(&ONE[i][usize::from(row.version.is_some())])
+            .map_err(sql("reseal"))?;
+        written += match row.version {
+            None => s.execute(params![row.conn_id, old, new.blob, new.key_id]),
+            Some(v) => s.execute(params![row.conn_id, old, new.blob, new.key_id, v]),
+        }
+        .map_err(sql("reseal"))?;
+    }
+    Ok(written)
 }
 
-/// A field's old value, new value and new key (`None`s if it is not re-sealed).
-fn parts<'a>(
-    field: Option<(&'a [u8], &'a crate::Sealed)>,
-) -> (Option<&'a [u8]>, Option<&'a [u8]>, Option<u32>) {
-    match field {
-        Some((old, new)) => (Some(old), Some(new.blob.as_slice()), Some(new.key_id)),
-        None => (None, None, None),
-    }
+pub(super) fn count_rows(store: &SqliteStore) -> Result<u64> {
+    store.read(|c| {
+        c.prepare_cached(reseal::COUNT_ROWS)
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>("n")))
+            .map(|n| n as u64)
+            .map_err(sql("reseal"))
+    })
 }

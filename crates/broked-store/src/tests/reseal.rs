@@ -133,6 +133,9 @@ fn the_rotation_scan_pages_by_cursor_through_rows_then_kept_versions(b: &impl Ba
     assert!(from(cursor("x", Some(1)), 10).is_empty());
     assert!(store.sealed_not_under_after(2, None, 0).unwrap().is_empty());
 
+    // 5 current rows and 5 kept versions (x's deleted marker among them).
+    assert_eq!(store.count_rows().unwrap(), 10);
+
     // Once a value is under key 2 its row is left out; with both values, the whole row.
     let mut d = store.get_connection("d").unwrap().unwrap();
     d.extra = sealed(2, b"extra-d-2");
