@@ -263,12 +263,13 @@ pub(crate) async fn require_token(
     };
     // The route's scope, and the connection in its path: a connection outside the token's
     // globs answers exactly like a missing one.
-    if let Some(route) = request
+    if let Some(matched) = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_owned())
+        .cloned()
     {
-        if let Some(scope) = scope_of(request.method(), &route) {
+        let route = matched.as_str();
+        if let Some(scope) = scope_of(request.method(), route) {
             if !grant.allows(scope) {
                 return refuse(
                     StatusCode::FORBIDDEN,
@@ -277,7 +278,7 @@ pub(crate) async fn require_token(
                 );
             }
         }
-        if let Some(id) = path_conn_id(request.method(), &route, request.uri().path()) {
+        if let Some(id) = path_conn_id(request.method(), route, request.uri().path()) {
             if !grant.sees(id) {
                 return ApiError::not_found(format!("connection {id:?} not found")).into_response();
             }
