@@ -139,7 +139,8 @@ pub(crate) fn by_row(batch: &[Reseal]) -> Vec<RowReseal<'_>> {
 /// that writes many rows at once; a row named again goes into a later round, so each row's
 /// values are still written in the order given.
 pub(crate) fn rounds(rows: Vec<RowReseal<'_>>) -> Vec<Vec<RowReseal<'_>>> {
-    let mut rounds: Vec<(HashSet<(&str, Option<i64>)>, Vec<RowReseal<'_>>)> = Vec::new();
+    type Round<'a> = (HashSet<(&'a str, Option<i64>)>, Vec<RowReseal<'a>>);
+    let mut rounds: Vec<Round<'_>> = Vec::new();
     for row in rows {
         let key = (row.conn_id, row.version);
         let i = match rounds.iter().rposition(|(seen, _)| seen.contains(&key)) {

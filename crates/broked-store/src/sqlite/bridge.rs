@@ -44,7 +44,7 @@ impl SqliteStore {
         Ok(Watch {
             db,
             shm,
-            handle: Arc::new(handle),
+            handle: Arc::new(fresh::StoreShm(handle)),
             dir,
             verified,
         })
@@ -59,7 +59,7 @@ impl SqliteStore {
     /// result, never across a system call: every read and every token check of the server
     /// makes this check, and with the syscalls under the lock the async workers queued on it
     /// (issue 19: a futex wait and a context switch per request).
-    pub(super) fn current_handle(&self) -> Result<Option<Arc<Arc<std::fs::File>>>> {
+    pub(super) fn current_handle(&self) -> Result<Option<Arc<fresh::StoreShm>>> {
         let (handle, dir, verified) = {
             let fresh = self.fresh_lock();
             let Some(w) = &fresh.watch else {
@@ -147,7 +147,7 @@ impl SqliteStore {
             }
             // Other stores of this process on these files (a check of this store holding
             // its handle for a moment counts on the outer `Arc`, not here).
-            if Arc::strong_count(w.handle.as_ref()) > 1 {
+            if Arc::strong_count(&w.handle.0) > 1 {
                 return Err(StoreError::Replaced {
                     path: self.path.clone(),
                 });

@@ -118,6 +118,17 @@ pub(super) fn read_header(shm: &File) -> io::Result<Option<[u8; HEADER]>> {
     Ok(Some(header))
 }
 
+/// A store's reference to this process's `-shm` handle: the `Arc<File>` inside is shared by
+/// the stores on that inode, its count is theirs.
+pub(super) struct StoreShm(pub(super) Arc<File>);
+
+impl std::ops::Deref for StoreShm {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.0
+    }
+}
+
 /// What the store's connection has open.
 pub(super) struct Watch {
     pub(super) db: FileId,
@@ -126,7 +137,7 @@ pub(super) struct Watch {
     /// shared by the stores of this process on that inode (its count is theirs:
     /// [`SqliteStore::reconnect`](super::SqliteStore::reconnect)); the outer one is this
     /// store's, cloned by a check that reads the header outside the lock.
-    pub(super) handle: Arc<Arc<File>>,
+    pub(super) handle: Arc<StoreShm>,
     /// The change count of the database's directory ([`dirs`]), `None`: `stat` every time.
     pub(super) dir: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The count at which `db` and `shm` were last found at their paths.
