@@ -331,3 +331,140 @@ fn a_list_without_paging_holds_at_most_10000_connections() {
     assert_eq!(column(&last.json["items"], "conn_id"), ["c-10000"]);
     assert!(last.json["next_cursor"].is_null());
 }
+
+/// Issue 19: the server keeps a list's answer while nothing is committed (for tokens that see
+/// every connection). A write of another process, a test result, a rotation record — any
+/// commit — is in the very next list; a token limited to some connections never gets the
+/// answer kept for one that sees all, nor the other way round; a list answered from the kept
+/// bytes is the one read anew.
+#[test]
+fn a_kept_list_is_never_older_than_the_last_commit_nor_shown_to_a_limited_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("broked.db");
+    let token = |name: &str, args: &[&str]| {
+        let mut all = vec!["token", "create", name, "--output", "json"];
+        all.extend_from_slice(args);
+        let o = broked(&db, &all, None, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    };
+    let server = Server::start(dir.path(), &[]);
+    let admin = token("admin", &["--scope", "admin"]);
+    let team = token("team", &["--scope", "read", "--conns", "team-*"]);
+    let call = |method: &str, path: &str, body: Option<&str>, t: &str| {
+        let r = server.call_with(method, path, body, Some(t));
+        assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.text);
+        r
+    };
+    for id in ["team-a", "other-b"] {
+        let body = json!({"conn_id": id, "type": "generic", "host": "127.0.0.1", "port": 1,
+                          "password": PASSWORD});
+        call("POST", "/api/connections", Some(&body.to_string()), &admin);
+    }
+    let ids = |r: &broked_tests::Reply| -> Vec<String> {
+        column(&r.json, "conn_id")
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
+    let page_ids = |r: &broked_tests::Reply| -> Vec<String> {
+        column(&r.json["items"], "conn_id")
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
+    // The same list twice: the second from the kept bytes, identical.
+    let first = call("GET", "/api/connections", None, &admin);
+    let again = call("GET", "/api/connections", None, &admin);
+    assert_eq!(first.text, again.text);
+    assert_eq!(ids(&first), ["other-b", "team-a"]);
+    // The limited token after the full list was kept: only its own, in lists and pages.
+    assert_eq!(
+        ids(&call("GET", "/api/connections", None, &team)),
+        ["team-a"]
+    );
+    let page = call("GET", "/api/connections?limit=10", None, &admin);
+    assert_eq!(page_ids(&page), ["other-b", "team-a"]);
+    let mine = call("GET", "/api/connections?limit=10", None, &team);
+    assert_eq!(page_ids(&mine), ["team-a"]);
+    // ... and the full token after the limited one listed: everything.
+    assert_eq!(
+        ids(&call("GET", "/api/connections", None, &admin)),
+        ["other-b", "team-a"]
+    );
+
+    // Another process writes (the CLI on the same file): the next list has it, at once.
+    let added = broked(
+        &db,
+        &[
+            "connections",
+            "add",
+            "team-c",
+            "--type",
+            "generic",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "2",
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert_eq!(
+        ids(&call("GET", "/api/connections", None, &admin)),
+        ["other-b", "team-a", "team-c"]
+    );
+    let page = call("GET", "/api/connections?limit=10", None, &admin);
+    assert_eq!(page.json["total"], 3, "{}", page.text);
+    // A description changed by the CLI: seen by the next list, with its new version.
+    let updated = broked(
+        &db,
+        &[
+            "connections",
+            "update",
+            "other-b",
+            "--description",
+            "changed elsewhere",
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        updated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&updated.stderr)
+    );
+    let list = call("GET", "/api/connections", None, &admin);
+    let b = &list.json.as_array().unwrap()[0];
+    assert_eq!(b["description"], "changed elsewhere");
+    assert_eq!(b["version"], 2);
+    // A test result is a commit too: the list shows it at once (port 1 refuses).
+    let tested = call("POST", "/api/connections/team-a/test", None, &admin);
+    assert_eq!(tested.json["success"], false, "{}", tested.text);
+    let list = call("GET", "/api/connections?status=failing", None, &admin);
+    assert_eq!(ids(&list), ["team-a"]);
+    let list = call("GET", "/api/connections", None, &admin);
+    assert_eq!(list.json.as_array().unwrap()[1]["last_test_ok"], false);
+    // A delete of another process.
+    let deleted = broked(&db, &["connections", "delete", "team-c"], None, &[]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert_eq!(
+        ids(&call("GET", "/api/connections", None, &admin)),
+        ["other-b", "team-a"]
+    );
+    assert_eq!(
+        ids(&call("GET", "/api/connections", None, &team)),
+        ["team-a"]
+    );
+    assert!(!server.log_text().contains(PASSWORD));
+}

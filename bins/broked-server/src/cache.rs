@@ -96,6 +96,79 @@ impl Kept {
     }
 }
 
+/// Lists kept at most, and the largest list body kept (a list of 10,000 is ~2.3 MB).
+const MAX_LISTS: usize = 32;
+const MAX_LIST_BYTES: usize = 4 << 20;
+
+/// How long a kept list is sent again while the store does not change: a row's
+/// `next_due_at` may be computed from the clock (a schedule the scheduler has not recorded
+/// yet), which moves without a commit.
+const LIST_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The answers of `GET /api/connections` for tokens that see every connection, by query,
+/// kept while the store does not change and for at most [`LIST_FRESH`] (issue 19: the list
+/// of 1,000 was bound by reading and serializing its rows on every request). Never for a
+/// token limited to some connections: its answer is filtered for it.
+#[derive(Default)]
+pub(crate) struct Lists {
+    kept: Mutex<HashMap<String, KeptList>>,
+}
+
+/// One kept list: the body of a `200`, the generation of the store before it was read.
+#[derive(Clone)]
+pub(crate) struct KeptList {
+    generation: Generation,
+    at: std::time::Instant,
+    body: Bytes,
+}
+
+impl Lists {
+    /// The body kept for `query`, if it was read at `generation` (nothing committed since)
+    /// less than [`LIST_FRESH`] ago.
+    pub(crate) fn get(&self, query: &str, generation: Generation) -> Option<Response> {
+        let map = self.lock();
+        let kept = map.get(query)?;
+        (kept.generation == generation && kept.at.elapsed() < LIST_FRESH)
+            .then(|| json_response(kept.body.clone()))
+    }
+
+    /// Keeps `body` for `query`, read after the store was at `generation`.
+    pub(crate) fn keep(&self, query: String, generation: Generation, body: Bytes) {
+        if body.len() > MAX_LIST_BYTES {
+            return;
+        }
+        let mut map = self.lock();
+        if map.len() >= MAX_LISTS && !map.contains_key(&query) {
+            map.retain(|_, k| k.generation == generation && k.at.elapsed() < LIST_FRESH);
+            if map.len() >= MAX_LISTS {
+                map.clear();
+            }
+        }
+        map.insert(
+            query,
+            KeptList {
+                generation,
+                at: std::time::Instant::now(),
+                body,
+            },
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeptList>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A `200` with a JSON body, as axum's `Json` answers.
+pub(crate) fn json_response(body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +251,34 @@ mod tests {
             let before = crate::wire::tagged(StatusCode::OK, info(&text, n, tested));
             prop_assert_eq!(sent(kept), sent(before));
         }
+    }
+
+    #[test]
+    fn lists_are_kept_per_query_and_generation_bounded_in_number_and_size() {
+        let lists = Lists::default();
+        let (g1, g2) = (Generation::for_tests(1), Generation::for_tests(2));
+        lists.keep("q".into(), g1, Bytes::from_static(b"[1]"));
+        let body = |r: Response| sent(r).2;
+        assert_eq!(body(lists.get("q", g1).unwrap()), b"[1]");
+        assert!(lists.get("q", g2).is_none(), "a commit since");
+        assert!(lists.get("other", g1).is_none());
+        // Older than LIST_FRESH: read again.
+        lists.lock().get_mut("q").unwrap().at -= LIST_FRESH;
+        assert!(lists.get("q", g1).is_none());
+        // Too large: not kept.
+        lists.keep(
+            "big".into(),
+            g1,
+            Bytes::from(vec![b' '; MAX_LIST_BYTES + 1]),
+        );
+        assert!(lists.get("big", g1).is_none());
+        // Never more than MAX_LISTS.
+        for i in 0..3 * MAX_LISTS {
+            lists.keep(format!("q{i}"), g2, Bytes::from_static(b"[]"));
+            assert!(lists.lock().len() <= MAX_LISTS);
+        }
+        let last = format!("q{}", 3 * MAX_LISTS - 1);
+        assert!(lists.get(&last, g2).is_some());
     }
 
     #[test]

@@ -7,8 +7,10 @@
 
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::response::{IntoResponse as _, Response};
 use axum::{Extension, Json};
 use broked_connections::{
     ConnId, ConnectionInfo, Connections, Grant, ListQuery, RotationSummary, StatusFilter, Total,
@@ -18,7 +20,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::query;
-use crate::state::{AppState, blocking};
+use crate::state::{AppState, blocking, read};
 use crate::wire::{self, ConnectionOut};
 
 /// The most a page may hold, and what a page holds when only `cursor` is given.
@@ -123,9 +125,35 @@ pub(crate) async fn list_connections(
     State(state): State<AppState>,
     Extension(grant): Extension<Grant>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<ConnectionListOut>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = query(q)?;
-    let (mut list, paged) = list_query(&params)?;
+    let (list, paged) = list_query(&params)?;
+    // A token that sees every connection gets the answer kept for this query while nothing
+    // was committed since it was read (cache.rs, `Lists`) — SQLite only, whose generation
+    // is one look at the WAL index. The generation is read before the rows: they hold every
+    // commit it counts, so a kept answer is never older than it.
+    if state.inline_reads && !grant.is_limited() {
+        let key = format!("{paged} {list:?}");
+        let generation = read(&state, |c| c.generation()).await?;
+        if let Some(kept) = state.lists.get(&key, generation) {
+            return Ok(kept);
+        }
+        let answer = list_answer(&state, &grant, list, paged).await?;
+        // Serializing strings, numbers and options into memory cannot fail.
+        let body = Bytes::from(serde_json::to_vec(&answer).expect("a list serializes"));
+        state.lists.keep(key, generation, body.clone());
+        return Ok(crate::cache::json_response(body));
+    }
+    Ok(Json(list_answer(&state, &grant, list, paged).await?).into_response())
+}
+
+/// The answer to a list: every match (up to [`MAX_UNPAGED`]) or a page, as `grant` sees them.
+async fn list_answer(
+    state: &AppState,
+    grant: &Grant,
+    mut list: ListQuery,
+    paged: bool,
+) -> Result<ConnectionListOut, ApiError> {
     if !paged {
         // Every match, as always — but never more than MAX_UNPAGED (issue 19): the server
         // holds one answer at a time, and a million connections are asked for by pages.
@@ -135,7 +163,7 @@ pub(crate) async fn list_connections(
         let mut items = Vec::new();
         loop {
             let query = list.clone();
-            let (page, rotation) = blocking(&state, move |c| page_with_rotation(c, &query)).await?;
+            let (page, rotation) = blocking(state, move |c| page_with_rotation(c, &query)).await?;
             items.extend(
                 page.items
                     .into_iter()
@@ -152,7 +180,7 @@ pub(crate) async fn list_connections(
                 Some(after) => list.after = Some(after),
             }
         }
-        return Ok(Json(ConnectionListOut::All(items)));
+        return Ok(ConnectionListOut::All(items));
     }
     let limit = list.limit.unwrap_or(DEFAULT_LIMIT);
     // A token limited to some connections sees only theirs: read on until the page is full
@@ -164,7 +192,7 @@ pub(crate) async fn list_connections(
     let mut total = None;
     let next_cursor = 'pages: loop {
         let query = list.clone();
-        let (page, rotation) = blocking(&state, move |c| page_with_rotation(c, &query)).await?;
+        let (page, rotation) = blocking(state, move |c| page_with_rotation(c, &query)).await?;
         total = total.or(page.total);
         let n = page.items.len();
         for (i, (item, rotation)) in page.items.into_iter().zip(rotation).enumerate() {
@@ -189,12 +217,12 @@ pub(crate) async fn list_connections(
         Some(Total::MoreThan(n)) => (Some(n), Some(false)),
         None => (None, None),
     };
-    Ok(Json(ConnectionListOut::Page(ConnectionPageOut {
+    Ok(ConnectionListOut::Page(ConnectionPageOut {
         items,
         next_cursor,
         total,
         total_exact,
-    })))
+    }))
 }
 
 /// The store query of the parameters, and whether a page was asked for.

@@ -251,6 +251,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         failures: Arc::default(),
         inline_reads: !broked_connections::is_postgres_url(&args.db.to_string_lossy()),
         gets: Arc::default(),
+        lists: Arc::default(),
     };
     if let Some(retention) = args.audit_retention {
         audit::prune_every_hour(&state.connections, retention);

@@ -20,6 +20,8 @@ pub(crate) struct AppState {
     pub(crate) inline_reads: bool,
     /// The answers of single GETs, kept while the store does not change (`cache.rs`).
     pub(crate) gets: Arc<crate::cache::Gets>,
+    /// The answers of lists for tokens that see every connection, kept likewise.
+    pub(crate) lists: Arc<crate::cache::Lists>,
 }
 
 /// Runs a store write off the async workers: a write waits for its commit's `fsync`, and

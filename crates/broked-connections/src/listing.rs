@@ -49,6 +49,14 @@ pub struct ConnectionPage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Generation(u64);
 
+impl Generation {
+    /// A generation made up, for the tests of callers that keep answers.
+    #[doc(hidden)]
+    pub fn for_tests(n: u64) -> Generation {
+        Generation(n)
+    }
+}
+
 /// What [`Connections::get_if_changed`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 // A return value, moved once: boxing the read answer would only add an allocation per GET.
@@ -75,6 +83,14 @@ pub struct LastTest {
 }
 
 impl Connections {
+    /// The store's generation now: every commit of any process moves it. What a caller
+    /// keeps with an answer built from reads made *after* this call, to tell later whether
+    /// that answer may still be current (the server's list cache). The PostgreSQL store
+    /// counts a read here too, but its pages do not say their generation.
+    pub fn generation(&self) -> Result<Generation, Error> {
+        self.store.generation().map(Generation).map_err(store_err)
+    }
+
     /// A page of connections, masked, with their last test results.
     pub fn list_page(&self, query: &ListQuery) -> Result<ConnectionPage, Error> {
         let q = ConnQuery {
