@@ -33,6 +33,7 @@ use crate::audit::Event;
 use crate::connections::Connections;
 use crate::error::{Error, store_err};
 use crate::info::{ConnectionInfo, rfc3339};
+use crate::listing::ListQuery;
 use crate::rotate_password::{RotationReport, extra_map};
 use crate::schedule_cache::Schedule;
 
@@ -231,6 +232,10 @@ fn status(conn_id: &str, schedule: Schedule, record: &Record, pending: bool) -> 
     }
 }
 
+/// Connections per page of the schedule's scan ([`Connections::rotation_statuses`]); a few in
+/// the unit tests, whose scans so cross pages.
+const SCAN_PAGE: usize = if cfg!(test) { 2 } else { 4_096 };
+
 impl Connections {
     /// The rotation schedule and state of `conn_id` ([`Error::NotFound`] if there is none).
     pub fn rotation_status(&self, conn_id: &str) -> Result<RotationStatus, Error> {
@@ -253,41 +258,59 @@ impl Connections {
     pub fn rotation_statuses(&self) -> Result<Vec<RotationStatus>, Error> {
         let schedule = self.schedule_records()?;
         let pending = self.pending_rotations()?;
-        let rows = self.stored_all()?;
-        let kept = self.schedules.lookup(
-            rows.iter()
-                .map(|r| (r.conn_id.as_str(), r.version, r.updated_at.as_str())),
-        );
+        // The connections in pages, without their sealed values (issue 19: with a million
+        // connections, reading every row with its blobs at once held a gigabyte every scan);
+        // a row's extra is read and opened only when its schedule is not kept.
+        let scan = self.schedules.begin_scan();
+        let mut query = ListQuery {
+            limit: Some(SCAN_PAGE),
+            ..ListQuery::default()
+        };
         let mut out = Vec::new();
-        for (row, kept) in rows.iter().zip(kept) {
-            let sched = match self.schedule_of_row(row, kept) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(conn_id = %row.conn_id, error = %e,
-                        "cannot read the rotation schedule of a connection");
+        loop {
+            let page = self.list_page(&query)?;
+            let kept = self.schedules.lookup(
+                page.items
+                    .iter()
+                    .map(|i| (i.conn_id.as_str(), i.version, i.updated_at.as_str())),
+            );
+            for (info, kept) in page.items.iter().zip(kept) {
+                let id = info.conn_id.as_str();
+                let sched = match kept {
+                    Some(s) => s,
+                    None if !info.has_extra => None,
+                    None => match self
+                        .stored(id)
+                        .and_then(|row| self.schedule_of_row(&row, None))
+                    {
+                        Ok(s) => s,
+                        // Deleted since the page was read.
+                        Err(Error::NotFound(_)) => continue,
+                        Err(e) => {
+                            tracing::warn!(conn_id = %id, error = %e,
+                                "cannot read the rotation schedule of a connection");
+                            continue;
+                        }
+                    },
+                };
+                let is_pending = pending.iter().any(|p| p == id);
+                if sched.is_none() && !schedule.contains_key(id) && !is_pending {
                     continue;
                 }
-            };
-            let id = row.conn_id.as_str();
-            let is_pending = pending.iter().any(|p| p == id);
-            if sched.is_none() && !schedule.contains_key(id) && !is_pending {
-                continue;
+                out.push(status(
+                    id,
+                    sched,
+                    &Record::read(schedule.get(id)),
+                    is_pending,
+                ));
             }
-            out.push(status(
-                id,
-                sched,
-                &Record::read(schedule.get(id)),
-                is_pending,
-            ));
+            match page.next_after {
+                Some(after) => query.after = Some(after),
+                None => break,
+            }
         }
-        self.schedules.keep_only(
-            &rows
-                .iter()
-                .filter(|r| r.extra.is_some())
-                .map(|r| r.conn_id.as_str())
-                .collect(),
-        );
-        out.sort_by(|a, b| a.conn_id.cmp(&b.conn_id));
+        // Schedules of connections this scan did not meet (deleted, or without an extra now).
+        self.schedules.end_scan(scan);
         Ok(out)
     }
 

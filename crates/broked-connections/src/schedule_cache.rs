@@ -2,7 +2,7 @@
 //! the schedule's scan and the list open a row's sealed extra only when the row changed. A leaf:
 //! `rotation_schedule.rs` fills and reads it, `connections.rs` holds one per handle.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,12 +21,16 @@ pub(crate) struct ScheduleCache {
     entries: Mutex<HashMap<String, Cached>>,
     /// Rows whose extra was opened to read the schedule: a scan of unchanged rows adds none.
     opens: AtomicU64,
+    /// The number of the scan running or last begun ([`ScheduleCache::begin_scan`]).
+    scan: AtomicU64,
 }
 
 struct Cached {
     version: i64,
     updated_at: String,
     schedule: Schedule,
+    /// The scan that last met the connection (a lookup that found it, or the put).
+    seen: u64,
 }
 
 impl ScheduleCache {
@@ -39,12 +43,16 @@ impl ScheduleCache {
         &self,
         rows: impl Iterator<Item = (&'r str, i64, &'r str)>,
     ) -> Vec<Option<Schedule>> {
-        let entries = self.entries();
+        let scan = self.scan.load(Ordering::Relaxed);
+        let mut entries = self.entries();
         rows.map(|(id, version, updated_at)| {
             entries
-                .get(id)
+                .get_mut(id)
                 .filter(|c| c.version == version && c.updated_at == updated_at)
-                .map(|c| c.schedule.clone())
+                .map(|c| {
+                    c.seen = scan;
+                    c.schedule.clone()
+                })
         })
         .collect()
     }
@@ -56,13 +64,21 @@ impl ScheduleCache {
                 version: row.version,
                 updated_at: row.updated_at.clone(),
                 schedule: schedule.clone(),
+                seen: self.scan.load(Ordering::Relaxed),
             },
         );
     }
 
-    /// Forgets the connections not in `ids` (deleted, or no extra any more).
-    pub(crate) fn keep_only(&self, ids: &HashSet<&str>) {
-        self.entries().retain(|id, _| ids.contains(id.as_str()));
+    /// Begins a scan of every connection (in pages): returns its number for
+    /// [`ScheduleCache::end_scan`].
+    pub(crate) fn begin_scan(&self) -> u64 {
+        self.scan.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Forgets the connections that scan `scan` (and none after it) did not meet: deleted,
+    /// or without an extra now. A list or a later scan meanwhile only keeps more.
+    pub(crate) fn end_scan(&self, scan: u64) {
+        self.entries().retain(|_, c| c.seen >= scan);
     }
 
     /// Counts a row opened to read its schedule.
