@@ -139,7 +139,9 @@ fn valid_glob(glob: &str) -> bool {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let rule = "a duration like 30d, 12h, 90m or 2w";
-    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    // The unit is the last character, whatever its width (`5é` is refused, not a panic).
+    let at = text.char_indices().last().map_or(0, |(i, _)| i);
+    let (n, unit) = text.split_at(at);
     let n: u64 = n.parse().map_err(|_| rule.to_owned())?;
     let secs = match unit {
         "m" => 60,
@@ -474,7 +476,20 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(2 * 604_800)));
-        for bad in ["", "d", "0d", "30", "30s", "-1d", "1.5d"] {
+        // Multi-byte last characters are refused, never a panic (the API passes any text).
+        for bad in [
+            "",
+            "d",
+            "0d",
+            "30",
+            "30s",
+            "-1d",
+            "1.5d",
+            "5é",
+            "é",
+            "30日",
+            "1d\u{301}",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
