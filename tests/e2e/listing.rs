@@ -422,7 +422,12 @@ fn a_kept_list_is_never_older_than_the_last_commit_nor_shown_to_a_limited_token(
     );
     let page = call("GET", "/api/connections?limit=10", None, &admin);
     assert_eq!(page.json["total"], 3, "{}", page.text);
-    // A description changed by the CLI: seen by the next list, with its new version.
+    // A single GET kept (read twice), then changed by the CLI below.
+    for _ in 0..2 {
+        let one = call("GET", "/api/connections/other-b", None, &admin);
+        assert!(one.json["description"].is_null(), "{}", one.text);
+    }
+    // A description changed by the CLI: seen by the next list and GET, with its new version.
     let updated = broked(
         &db,
         &[
@@ -444,6 +449,14 @@ fn a_kept_list_is_never_older_than_the_last_commit_nor_shown_to_a_limited_token(
     let b = &list.json.as_array().unwrap()[0];
     assert_eq!(b["description"], "changed elsewhere");
     assert_eq!(b["version"], 2);
+    let one = call("GET", "/api/connections/other-b", None, &admin);
+    assert_eq!(one.json["description"], "changed elsewhere", "{}", one.text);
+    let one = server.call_with("GET", "/api/connections/other-b", None, Some(&team));
+    assert_eq!(
+        one.status, 404,
+        "outside the team token's globs: {}",
+        one.text
+    );
     // A test result is a commit too: the list shows it at once (port 1 refuses).
     let tested = call("POST", "/api/connections/team-a/test", None, &admin);
     assert_eq!(tested.json["success"], false, "{}", tested.text);

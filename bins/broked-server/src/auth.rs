@@ -195,13 +195,13 @@ pub(crate) async fn require_token(
     // token) and what the presented one may do, from one look at the store's generation
     // (issue 19). A client over the limit of failures gets no lookup of its token.
     let named = if bootstrap {
-        Ok((false, None))
+        Ok((false, None, None))
     } else if presented.is_some() && state.failures.blocked(client).is_some() {
-        c.tokens_exist().map(|any| (any, None))
+        c.tokens_exist().map(|any| (any, None, None))
     } else {
         c.authorize(presented)
     };
-    let (named_any, named_grant) = match named {
+    let (named_any, named_grant, seen) = match named {
         Ok(named) => named,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -294,6 +294,13 @@ pub(crate) async fn require_token(
         }
     }
     request.extensions_mut().insert(grant);
+    // The store's generation as the check saw it, after the request arrived: a handler may
+    // send an answer kept from that generation without looking again (cache.rs).
+    if let Some(generation) = seen {
+        request
+            .extensions_mut()
+            .insert(crate::cache::Seen(generation));
+    }
     next.run(request).await
 }
 

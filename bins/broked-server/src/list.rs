@@ -124,6 +124,7 @@ pub(crate) struct ConnectionPageOut {
 pub(crate) async fn list_connections(
     State(state): State<AppState>,
     Extension(grant): Extension<Grant>,
+    seen: Option<Extension<crate::cache::Seen>>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(q)?;
@@ -134,7 +135,11 @@ pub(crate) async fn list_connections(
     // commit it counts, so a kept answer is never older than it.
     if state.inline_reads && !grant.is_limited() {
         let key = format!("{paged} {list:?}");
-        let generation = read(&state, |c| c.generation()).await?;
+        // The token check's look, after the request arrived, or one of our own.
+        let generation = match seen {
+            Some(Extension(crate::cache::Seen(g))) => g,
+            None => read(&state, |c| c.generation()).await?,
+        };
         if let Some(kept) = state.lists.get(&key, generation) {
             return Ok(kept);
         }

@@ -816,9 +816,16 @@ impl Connections {
 
     /// Whether a token is required (any named token exists), and what `presented` may do:
     /// [`Connections::tokens_exist`] and [`Connections::authenticate`] in one, looking at the
-    /// store's generation once.
-    pub fn authorize(&self, presented: Option<&str>) -> Result<(bool, Option<Grant>), Error> {
-        self.tokens.authorize(presented)
+    /// store's generation once — and that generation, looked at during this call: an answer
+    /// kept from a read at the same generation holds every commit made before the call (the
+    /// server skips its own look for a kept GET, issue 19).
+    pub fn authorize(
+        &self,
+        presented: Option<&str>,
+    ) -> Result<(bool, Option<Grant>, Option<crate::Generation>), Error> {
+        self.tokens
+            .authorize(presented)
+            .map(|(any, grant, g)| (any, grant, g.map(crate::listing::generation)))
     }
 }
 

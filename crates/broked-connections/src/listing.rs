@@ -49,6 +49,11 @@ pub struct ConnectionPage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Generation(u64);
 
+/// The store's generation `n` as a caller keeps it.
+pub(crate) fn generation(n: u64) -> Generation {
+    Generation(n)
+}
+
 impl Generation {
     /// A generation made up, for the tests of callers that keep answers.
     #[doc(hidden)]

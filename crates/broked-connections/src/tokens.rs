@@ -363,7 +363,7 @@ impl Tokens {
     pub(crate) fn authorize(
         &self,
         presented: Option<&str>,
-    ) -> Result<(bool, Option<Grant>), Error> {
+    ) -> Result<(bool, Option<Grant>, Option<u64>), Error> {
         let generation = {
             let cache = self.fresh_token_cache()?;
             let generation = cache.generation;
@@ -381,15 +381,15 @@ impl Tokens {
                 }
             };
             if !any {
-                return Ok((false, None));
+                return Ok((false, None, generation));
             }
             generation
         };
         let Some(presented) = presented else {
-            return Ok((true, None));
+            return Ok((true, None, generation));
         };
         if !presented.starts_with(broked_crypto::TOKEN_PREFIX) || presented.len() > 128 {
-            return Ok((true, None));
+            return Ok((true, None, generation));
         }
         let hash = broked_crypto::token_hash(presented);
         let cached = {
@@ -404,7 +404,7 @@ impl Tokens {
                 // Read outside the cache's lock; kept only while the generation it was read
                 // under is still the cache's.
                 let Some(t) = self.store.token_by_hash(&hash).map_err(store_err)? else {
-                    return Ok((true, None));
+                    return Ok((true, None, generation));
                 };
                 let known = Known::of(&t);
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -415,10 +415,10 @@ impl Tokens {
             }
         };
         if token.expired() {
-            return Ok((true, None));
+            return Ok((true, None, generation));
         }
         self.touch(&token.grant.name);
-        Ok((true, Some(token.grant)))
+        Ok((true, Some(token.grant), generation))
     }
 
     /// Records a use, at most once a minute per token and process; a failure only logs.
