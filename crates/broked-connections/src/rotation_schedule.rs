@@ -269,30 +269,10 @@ impl Connections {
         let mut out = Vec::new();
         loop {
             let page = self.list_page(&query)?;
-            let kept = self.schedules.lookup(
-                page.items
-                    .iter()
-                    .map(|i| (i.conn_id.as_str(), i.version, i.updated_at.as_str())),
-            );
-            for (info, kept) in page.items.iter().zip(kept) {
+            for (info, sched) in page.items.iter().zip(self.listed_schedules(&page.items)) {
                 let id = info.conn_id.as_str();
-                let sched = match kept {
-                    Some(s) => s,
-                    None if !info.has_extra => None,
-                    None => match self
-                        .stored(id)
-                        .and_then(|row| self.schedule_of_row(&row, None))
-                    {
-                        Ok(s) => s,
-                        // Deleted since the page was read.
-                        Err(Error::NotFound(_)) => continue,
-                        Err(e) => {
-                            tracing::warn!(conn_id = %id, error = %e,
-                                "cannot read the rotation schedule of a connection");
-                            continue;
-                        }
-                    },
-                };
+                // Left out: deleted since the page was read, or an extra that does not open.
+                let Some(sched) = sched else { continue };
                 let is_pending = pending.iter().any(|p| p == id);
                 if sched.is_none() && !schedule.contains_key(id) && !is_pending {
                     continue;
@@ -324,30 +304,11 @@ impl Connections {
         items: &[ConnectionInfo],
     ) -> Result<Vec<RotationSummary>, Error> {
         let records = self.schedule_records()?;
-        let kept = self.schedules.lookup(
-            items
-                .iter()
-                .map(|i| (i.conn_id.as_str(), i.version, i.updated_at.as_str())),
-        );
         let mut out = Vec::with_capacity(items.len());
-        for (info, kept) in items.iter().zip(kept) {
+        for (info, sched) in items.iter().zip(self.listed_schedules(items)) {
             let id = info.conn_id.as_str();
-            let sched = match kept {
-                Some(s) => s,
-                None if !info.has_extra => None,
-                None => match self
-                    .stored(id)
-                    .and_then(|row| self.schedule_of_row(&row, None))
-                {
-                    Ok(s) => s,
-                    Err(Error::NotFound(_)) => None,
-                    Err(e) => {
-                        tracing::warn!(conn_id = %id, error = %e,
-                            "cannot read the rotation schedule of a connection");
-                        None
-                    }
-                },
-            };
+            // No schedule shown for one deleted meanwhile or whose extra does not open.
+            let sched = sched.flatten();
             let record = records.get(id);
             if sched.is_none() && record.is_none() {
                 out.push(RotationSummary::default());
@@ -361,6 +322,38 @@ impl Connections {
             });
         }
         Ok(out)
+    }
+
+    /// The schedule of each of `items` (listed connections, without their sealed values):
+    /// the one kept for its version, none without an extra, else its extra read and opened
+    /// (and kept). `None` for a connection deleted since it was listed, or whose extra
+    /// cannot be read or opened (logged).
+    fn listed_schedules(&self, items: &[ConnectionInfo]) -> Vec<Option<Schedule>> {
+        let kept = self.schedules.lookup(
+            items
+                .iter()
+                .map(|i| (i.conn_id.as_str(), i.version, i.updated_at.as_str())),
+        );
+        items
+            .iter()
+            .zip(kept)
+            .map(|(info, kept)| match kept {
+                Some(s) => Some(s),
+                None if !info.has_extra => Some(None),
+                None => match self
+                    .stored(info.conn_id.as_str())
+                    .and_then(|row| self.schedule_of_row(&row, None))
+                {
+                    Ok(s) => Some(s),
+                    Err(Error::NotFound(_)) => None,
+                    Err(e) => {
+                        tracing::warn!(conn_id = %info.conn_id, error = %e,
+                            "cannot read the rotation schedule of a connection");
+                        None
+                    }
+                },
+            })
+            .collect()
     }
 
     /// The schedule of `row`: `kept` (what the cache's `lookup` found) if any, else
