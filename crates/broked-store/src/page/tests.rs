@@ -497,6 +497,12 @@ fn sqlite_page_plans_seek_and_never_sort() {
                     } else if after.is_some() {
                         assert!(page_plan.contains("PRIMARY KEY (conn_id>?)"), "{what}");
                     }
+                    // Without a status filter and a search text the count reads an index
+                    // alone (no row lookups: 10× faster at a million connections).
+                    if status.is_none() && search.is_none() {
+                        assert!(count_plan.contains("COVERING INDEX"), "{what}");
+                        assert!(!count.contains("connection_status"), "{what}");
+                    }
                 }
             }
         }
