@@ -30,16 +30,6 @@ fn seed(server: &Server) {
     }
 }
 
-/// A token made with the CLI on `db`: `broked token create NAME ARGS`.
-fn token(db: &std::path::Path, name: &str, args: &[&str]) -> String {
-    let mut all = vec!["token", "create", name, "--output", "json"];
-    all.extend_from_slice(args);
-    let o = broked(db, &all, None, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["token"].as_str().unwrap().to_owned()
-}
-
 /// Every page of `query` with pages of `limit`: the conn_ids, and each page's size.
 fn all_pages(server: &Server, query: &str, limit: usize) -> (Vec<String>, Vec<usize>, Value) {
     let mut ids = Vec::new();
@@ -299,7 +289,7 @@ fn a_list_without_paging_holds_at_most_10000_connections() {
         "{}",
         String::from_utf8_lossy(&imported.stderr)
     );
-    let token = |name: &str, args: &[&str]| token(&db, name, args);
+    let token = |name: &str, args: &[&str]| broked_tests::create_token(&db, name, args);
     let reader = token("reader", &["--scope", "read"]);
     let team = token("team", &["--scope", "read", "--conns", "c-0000*"]);
     let server = Server::start(dir.path(), &[]);
@@ -344,7 +334,7 @@ fn a_list_without_paging_holds_at_most_10000_connections() {
 fn a_kept_list_is_never_older_than_the_last_commit_nor_shown_to_a_limited_token() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("broked.db");
-    let token = |name: &str, args: &[&str]| token(&db, name, args);
+    let token = |name: &str, args: &[&str]| broked_tests::create_token(&db, name, args);
     let server = Server::start(dir.path(), &[]);
     let admin = token("admin", &["--scope", "admin"]);
     let team = token("team", &["--scope", "read", "--conns", "team-*"]);

@@ -4,8 +4,6 @@
 //! switched from keeps its password; and a writer token that cannot read secrets cannot make
 //! the admin connection change a role of its choice (docs/security.md).
 
-use std::path::Path;
-
 use broked_tests::pg_role::{PgRole, stored_password};
 use broked_tests::{Server, broked, env};
 use serde_json::{Value, json};
@@ -15,16 +13,6 @@ const PW_A: &str = "DualE2eApw4Kx9";
 const PW_B: &str = "DualE2eBpw7Qm2";
 const PW_VICTIM: &str = "DualE2eVictim5Ry8";
 const PW_MADE_UP: &str = "DualE2eMadeUp1Wz6";
-
-/// `broked token create NAME ARGS -o json`: the token.
-fn create_token(db: &Path, name: &str, args: &[&str]) -> String {
-    let mut all = vec!["token", "create", name, "--output", "json"];
-    all.extend_from_slice(args);
-    let o = broked(db, &all, None, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["token"].as_str().unwrap().to_owned()
-}
 
 fn pg_conn(role: &PgRole, id: &str, login: &str, password: &str, extra: Value) -> String {
     let mut extra = extra;
@@ -164,8 +152,8 @@ fn a_writer_cannot_point_an_admin_at_a_role_of_their_choice() {
     let server = Server::start(dir.path(), &["--api-token", BOOT]);
     let db = dir.path().join("broked.db");
     seed(&server, &a, &b, &[&a.name, &b.name]);
-    let writer = create_token(&db, "writer", &["--scope", "read,test,write"]);
-    let team_b = create_token(
+    let writer = broked_tests::create_token(&db, "writer", &["--scope", "read,test,write"]);
+    let team_b = broked_tests::create_token(
         &db,
         "team-b",
         &["--scope", "read,test,write", "--conns", "team-b-*"],

@@ -10,16 +10,6 @@ use serde_json::{Value, json};
 const BOOT: &str = "Boot-Tok-61c0a9";
 const PW: &str = "Scope-Pw-77f1";
 
-/// `broked token create NAME ARGS -o json`: the token.
-fn create_token(db: &Path, name: &str, args: &[&str]) -> String {
-    let mut all = vec!["token", "create", name, "--output", "json"];
-    all.extend_from_slice(args);
-    let o = broked(db, &all, None, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["token"].as_str().unwrap().to_owned()
-}
-
 fn conn(id: &str) -> String {
     json!({"conn_id": id, "type": "generic", "host": "127.0.0.1", "port": 1, "password": PW})
         .to_string()
@@ -109,7 +99,12 @@ fn every_route_checks_the_scope_of_the_token_generated_from_the_openapi_document
     let scopes = ["read", "test", "write", "admin"];
     let tokens: Vec<(&str, String)> = scopes
         .iter()
-        .map(|s| (*s, create_token(&db, &format!("only-{s}"), &["--scope", s])))
+        .map(|s| {
+            (
+                *s,
+                broked_tests::create_token(&db, &format!("only-{s}"), &["--scope", s]),
+            )
+        })
         .collect();
     let mut checked = 0;
     for (path, ops) in doc.json["paths"].as_object().unwrap() {
@@ -159,7 +154,7 @@ fn a_token_limited_to_some_connections_sees_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let server = seeded(dir.path());
     let db = dir.path().join("broked.db");
-    let t = create_token(
+    let t = broked_tests::create_token(
         &db,
         "team-a",
         &["--scope", "read,test,write", "--conns", "team-a-*"],
@@ -241,7 +236,8 @@ fn a_token_limited_to_some_connections_sees_nothing_else() {
         );
     }
     // Token management needs an admin token without conn limits.
-    let admin_a = create_token(&db, "admin-a", &["--scope", "admin", "--conns", "team-a-*"]);
+    let admin_a =
+        broked_tests::create_token(&db, "admin-a", &["--scope", "admin", "--conns", "team-a-*"]);
     let r = server.call_with("GET", "/api/tokens", None, Some(&admin_a));
     assert_eq!(r.status, 403, "{}", r.text);
 }
@@ -260,7 +256,7 @@ fn tokens_are_managed_by_cli_and_api_and_stop_working_when_revoked() {
     );
     assert_eq!(r.status, 403, "{}", r.text);
     // A token made with the CLI turns authentication on at once.
-    let admin = create_token(&db, "ops", &["--scope", "admin"]);
+    let admin = broked_tests::create_token(&db, "ops", &["--scope", "admin"]);
     assert_eq!(server.get("/api/connections").status, 401);
     let r = server.call_with("GET", "/api/connections", None, Some(&admin));
     assert_eq!(r.status, 200, "{}", r.text);
@@ -384,7 +380,7 @@ fn a_limited_token_cannot_tunnel_through_a_bastion_outside_its_globs() {
     chained["ssh_tunnel"] = json!("team-b-bastion");
     let r = server.post("/api/connections", &bastion("team-a-bastion", chained));
     assert_eq!(r.status, 201, "{}", r.text);
-    let t = create_token(
+    let t = broked_tests::create_token(
         &db,
         "team-a",
         &["--scope", "read,test,write", "--conns", "team-a-*"],
@@ -453,7 +449,7 @@ fn checking_the_bastions_of_a_limited_token_reveals_nothing() {
         "extra": {"host_key": "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"}});
     let r = server.post("/api/connections", &bastion.to_string());
     assert_eq!(r.status, 201, "{}", r.text);
-    let t = create_token(&db, "team-a", &["--scope", "write", "--conns", "team-a-*"]);
+    let t = broked_tests::create_token(&db, "team-a", &["--scope", "write", "--conns", "team-a-*"]);
     let body = json!({"conn_id": "team-a-db", "type": "postgres", "host": "127.0.0.1",
         "login": "u", "password": PW, "extra": {"ssh_tunnel": "team-a-bastion"}});
     let r = server.call_with(

@@ -320,6 +320,16 @@ pub fn argv(line: &str) -> Vec<&str> {
 
 /// Runs `broked --db DB ARGS` to completion, with `envs` and without the test's `BROKED_DB`;
 /// `stdin` is piped in (nothing on stdin when `None`).
+/// `broked token create NAME ARGS -o json` on `db`: the token.
+pub fn create_token(db: &Path, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["token", "create", name, "--output", "json"];
+    all.extend_from_slice(args);
+    let o = broked(db, &all, None, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
 pub fn broked(db: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin("broked"));
     cmd.arg("--db")
