@@ -115,15 +115,42 @@ pub(super) async fn append_in(
     mac: &AuditMac,
     known: Option<(i64, String)>,
 ) -> Result<Vec<AuditRecord>> {
+    let mut parts = append_parts(ctx, c, &[(records, mac)], known).await?;
+    Ok(parts.pop().unwrap_or_default())
+}
+
+/// [`append_in`] of the records of several writes committed together (`postgres/group.rs`):
+/// each part chained after the one before it with its own MAC, all inserted in one
+/// statement; returns each part as stored.
+pub(super) async fn append_parts(
+    ctx: &Ctx,
+    c: &mut PgConnection,
+    parts: &[(&[AuditRecord], &AuditMac)],
+    known: Option<(i64, String)>,
+) -> Result<Vec<Vec<AuditRecord>>> {
+    let chain = |mut seq: i64, prev: &str| {
+        let mut prev = prev.to_owned();
+        parts
+            .iter()
+            .map(|(records, mac)| {
+                let out = chained(records, seq, &prev, mac);
+                if let Some(last) = out.last() {
+                    seq = last.seq;
+                    prev.clone_from(&last.mac);
+                }
+                out
+            })
+            .collect::<Vec<_>>()
+    };
     if let Some((seq, prev)) = known {
-        let out = chained(records, seq, &prev, mac);
-        if insert(ctx, c, &out, Some(seq)).await? {
+        let out = chain(seq, &prev);
+        if insert(ctx, c, &out.concat(), Some(seq)).await? {
             return Ok(out);
         }
     }
     let tail = tail(ctx, c).await?;
-    let out = chained(records, tail.seq, &tail.mac, mac);
-    if insert(ctx, c, &out, tail.newest).await? {
+    let out = chain(tail.seq, &tail.mac);
+    if insert(ctx, c, &out.concat(), tail.newest).await? {
         return Ok(out);
     }
     Err(StoreError::Corrupt {

@@ -24,6 +24,8 @@ pub(super) struct Ctx {
     pub(super) server: Arc<str>,
     /// What `generation` answers from (see `postgres/fresh.rs`).
     pub(super) fresh: Arc<Fresh>,
+    /// The writes waiting for the next group commit of this store (`group.rs`).
+    pub(super) groups: Arc<super::group::Groups>,
     /// Held by every running job and lock holder; the background thread closes the pool
     /// once the store is dropped and every clone is gone.
     pub(super) _alive: mpsc::Sender<()>,
@@ -111,7 +113,14 @@ impl PgStore {
     {
         // The pool's wait, the writers' queue, several statements: more room.
         self.call_within(Some((3, Duration::from_secs(2))), move |ctx| {
-            Box::pin(async move { write_tx(&ctx, order, &args, &log, op).await })
+            Box::pin(async move {
+                if order == Order::Rows {
+                    // Committed with the writes that arrive meanwhile (`group.rs`).
+                    super::group::write(&ctx, args, log, op).await
+                } else {
+                    write_tx(&ctx, order, &args, &log, op).await
+                }
+            })
         })
     }
 }
@@ -140,7 +149,7 @@ const _: () = assert!(BUSY_TIMEOUT.as_secs() == 10 && BUSY_TIMEOUT.subsec_nanos(
 
 impl Order {
     /// What begins the transaction (one round trip): `BEGIN`, the lock timeout, the locks.
-    fn begin(self) -> &'static str {
+    pub(super) fn begin(self) -> &'static str {
         match self {
             Order::Alone => {
                 "BEGIN; SET LOCAL lock_timeout = '10s'; \
@@ -173,6 +182,7 @@ pub(super) async fn serve(
         pool: pool.clone(),
         server,
         fresh,
+        groups: Arc::default(),
         _alive: alive,
     };
     while let Some(job) = jobs.recv().await {
@@ -233,7 +243,7 @@ pub(super) fn pg(
 }
 
 /// Whether a failed transaction may simply be run again.
-fn retryable(e: &StoreError) -> bool {
+pub(super) fn retryable(e: &StoreError) -> bool {
     let StoreError::Postgres { source, .. } = e else {
         return false;
     };
@@ -250,7 +260,7 @@ pub(super) type WriteOp<A, T> =
 /// Runs `op` in one write transaction (see the module docs) ordered by `order`; if `op` says
 /// it wrote, bumps the generation and applies `log` before the commit. Retries
 /// serialization failures and deadlocks.
-async fn write_tx<A: Sync, T>(
+pub(super) async fn write_tx<A: Sync, T>(
     ctx: &Ctx,
     order: Order,
     args: &A,
@@ -304,7 +314,7 @@ async fn write_once<A: Sync, T>(
 
 /// The generation bump of a write that changed data, with its seal counts in the same
 /// statement; the new generation, the keys' totals, and the audit head as `meta` holds it.
-async fn bump(
+pub(super) async fn bump(
     ctx: &Ctx,
     c: &mut PgConnection,
     log: &WriteLog,

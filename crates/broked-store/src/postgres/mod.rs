@@ -50,6 +50,7 @@ use crate::{Result, StoreError};
 mod audit;
 mod bridge;
 mod fresh;
+mod group;
 mod lock;
 mod page;
 mod queries;

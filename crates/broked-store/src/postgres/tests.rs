@@ -376,3 +376,56 @@ fn shipped_migrations_are_never_edited() {
         assert_eq!(got, (len, hash), "migration {}", i + 1);
     }
 }
+
+/// Writes of one store that arrive while a commit is under way are committed together: one
+/// generation bump (and one commit) for several writes (`group.rs`); each is still stored.
+#[test]
+fn writes_that_arrive_together_commit_together() {
+    const THREADS: usize = 16;
+    const EACH: usize = 10;
+    let Some(schema) = Pg::new() else { return };
+    let store = schema.open();
+    with_key(&store);
+    let bumps = |store: &PgStore| -> i64 {
+        let g: i64 = store
+            .read((), |c, ()| {
+                Box::pin(async move {
+                    sqlx::query_scalar("SELECT generation FROM state WHERE id = 1")
+                        .fetch_one(&c.pool)
+                        .await
+                        .map_err(pg(c, "generation"))
+                })
+            })
+            .unwrap();
+        (g >> 32) & 0x7fff_ffff
+    };
+    let before = bumps(&store);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..EACH {
+                    store
+                        .insert_connection(&conn(&format!("g{t}-{i}")))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let commits = bumps(&store) - before;
+    let writes = (THREADS * EACH) as i64;
+    assert!(
+        commits > 0 && commits < writes,
+        "{commits} commits for {writes} writes"
+    );
+    for t in 0..THREADS {
+        for i in 0..EACH {
+            assert!(
+                store
+                    .get_connection(&format!("g{t}-{i}"))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+}

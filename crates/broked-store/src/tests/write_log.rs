@@ -8,6 +8,7 @@ suite!(
     a_write_carries_its_seals_and_records_only_when_it_changes_data,
     a_fault_after_the_change_leaves_neither_the_change_nor_its_record,
     concurrent_logged_writes_of_several_handles_keep_one_chain,
+    concurrent_writes_of_one_handle_each_get_their_own_answer,
     a_wrong_audit_head_hint_never_forks_the_chain,
 );
 
@@ -271,6 +272,66 @@ fn concurrent_logged_writes_of_several_handles_keep_one_chain(b: &impl Backend) 
     assert_eq!(store.seals(1).unwrap(), (n + 1) as u64);
     let shared = store.get_connection("shared").unwrap().unwrap();
     assert_eq!(shared.version, 1 + n as i64, "no update lost");
+}
+
+/// Writes of one handle that arrive together are committed together (group commit on both
+/// backends): each still gets its own answer — a write that fails among them (a conn_id
+/// taken) leaves nothing, the others are all stored with their records and seal counts.
+fn concurrent_writes_of_one_handle_each_get_their_own_answer(b: &impl Backend) {
+    const THREADS: usize = 16;
+    const EACH: usize = 10;
+    let store = b.open();
+    with_key(&store);
+    store
+        .insert_connection_logged(&conn("taken"), &log(1, "create", "taken"))
+        .unwrap();
+    let refused = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (store, refused) = (&store, &refused);
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let id = if i == EACH / 2 {
+                        "taken".to_owned()
+                    } else {
+                        format!("t{t}-{i}")
+                    };
+                    match store.insert_connection_logged(&conn(&id), &log(1, "create", &id)) {
+                        Ok((_, logged)) => {
+                            assert!(logged.applied, "{id}");
+                            assert_eq!(logged.audit.len(), 1, "{id}: its own record");
+                            assert_eq!(logged.audit[0].conn_id.as_deref(), Some(id.as_str()));
+                        }
+                        Err(StoreError::AlreadyExists(got)) => {
+                            assert_eq!(got, "taken");
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("{id}: {e}"),
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(refused.load(Ordering::Relaxed), THREADS);
+    let made = THREADS * (EACH - 1);
+    for t in 0..THREADS {
+        for i in (0..EACH).filter(|i| *i != EACH / 2) {
+            assert!(
+                store
+                    .get_connection(&format!("t{t}-{i}"))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+    let all = store.audit_range(1, 10_000).unwrap();
+    assert_eq!(
+        all.len(),
+        made + 1,
+        "one record per stored create, none for the refused"
+    );
+    assert_chain(&all, 1, String::new());
+    assert_eq!(store.seals(1).unwrap(), (made + 1) as u64);
 }
 
 /// PostgreSQL keeps the audit head in `meta` (`audit_head`) as a hint a write reads with its
