@@ -4,12 +4,15 @@
 //! commit (`bridge.rs`): one commit and one `fsync` at a time across every replica, about
 //! 750 writes a second however many clients and replicas there are. The writes that arrive at
 //! one store while a group is being committed wait in a queue; the next group takes them all
-//! (up to [`MAX_GROUP`]) into one transaction — each in its own savepoint, so that one that
-//! fails leaves nothing and the others go on — then makes one generation bump with all their
-//! seal counts, appends all their audit records (each write's records chained after the
-//! previous write's, with its own MAC) and commits once. A write is answered only after that
-//! commit: what it was told is durable. A write that arrives alone runs alone, without a
-//! savepoint, as before.
+//! (up to [`MAX_GROUP`]) into one transaction, runs them one after the other, then makes one
+//! generation bump with all their seal counts, appends all their audit records (each write's
+//! records chained after the previous write's, with its own MAC) and commits once. A write is
+//! answered only after that commit: what it was told is durable. A write that arrives alone
+//! runs alone, as before.
+//!
+//! A write that fails in a group (a conn_id taken, a deadlock) rolls the group back — there
+//! are no savepoints, which would cost two round trips a write — and the group runs again
+//! without it; then it runs alone and gets its own answer, as if it had come after them.
 //!
 //! The group runs in a task of its own, not in a caller's: a caller that stops waiting (its
 //! time limit) does not roll back the others; its write is skipped if the group has not begun,
@@ -153,58 +156,58 @@ async fn run(ctx: Ctx) {
 
 /// How a group ended when it did not commit.
 enum Failed {
+    /// A write of the group failed (at this index): the transaction is rolled back.
+    Member(usize),
     /// Before the commit was sent: nothing was committed.
     Before(StoreError),
     /// The commit failed: it may or may not have been applied.
     Commit(StoreError),
 }
 
-async fn commit_group(ctx: &Ctx, group: Vec<Pending>) {
+async fn commit_group(ctx: &Ctx, mut group: Vec<Pending>) {
     let mut attempt = 1;
-    loop {
+    // Writes that failed in the group: each runs alone once the others are committed, and
+    // gets its own answer (as if it had come after them).
+    let mut alone = Vec::new();
+    while !group.is_empty() {
         match group_once(ctx, &group).await {
             Ok(answers) => {
-                for (p, a) in group.into_iter().zip(answers) {
+                for (p, a) in group.drain(..).zip(answers) {
                     let _ = p.done.send(a);
                 }
-                return;
             }
+            Err(Failed::Member(i)) => alone.push(group.remove(i)),
             Err(Failed::Before(e) | Failed::Commit(e)) if attempt < ATTEMPTS && retryable(&e) => {
                 tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
                 attempt += 1;
             }
             Err(Failed::Before(e)) => {
-                let mut group = group;
                 if group.len() == 1 {
                     if let Some(p) = group.pop() {
                         let _ = p.done.send(Err(e));
                     }
-                    return;
+                } else {
+                    // `e` is dropped: each write's own try says what is wrong.
+                    drop(e);
+                    alone.append(&mut group);
                 }
-                // `e` is dropped: each write's own try says what is wrong.
-                drop(e);
-                for p in group {
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move {
-                        let answer = (p.alone)(ctx).await;
-                        let _ = p.done.send(answer);
-                    });
-                }
-                return;
             }
             Err(Failed::Commit(e)) => {
                 let reason = e.to_string();
                 let mut first = Some(e);
-                for p in group {
+                for p in group.drain(..) {
                     let e = first.take().unwrap_or_else(|| StoreError::Connect {
                         server: ctx.server.to_string(),
                         reason: reason.clone(),
                     });
                     let _ = p.done.send(Err(e));
                 }
-                return;
             }
         }
+    }
+    for p in alone {
+        let answer = (p.alone)(ctx.clone()).await;
+        let _ = p.done.send(answer);
     }
 }
 
@@ -220,49 +223,21 @@ async fn group_once(
         .begin_with(Order::Rows.begin())
         .await
         .map_err(|e| before(pg(ctx, "cannot begin a write")(e)))?;
-    let mut outcomes: Vec<Result<bool>> = Vec::with_capacity(group.len());
-    if let [alone] = group {
-        // On an error the transaction is dropped, which rolls it back.
-        match (alone.op)(ctx, &mut tx).await {
-            Ok(wrote) => outcomes.push(Ok(wrote)),
-            Err(e) => return Err(before(e)),
-        }
-    } else {
-        for p in group {
-            let mut attempt = 1;
-            loop {
-                let mut sp = sqlx::Connection::begin(&mut *tx)
-                    .await
-                    .map_err(|e| before(pg(ctx, "cannot begin a write")(e)))?;
-                let result = (p.op)(ctx, &mut sp).await;
-                match result {
-                    Ok(wrote) => {
-                        sp.commit()
-                            .await
-                            .map_err(|e| before(pg(ctx, "cannot commit")(e)))?;
-                        outcomes.push(Ok(wrote));
-                        break;
-                    }
-                    Err(e) => {
-                        sp.rollback()
-                            .await
-                            .map_err(|e| before(pg(ctx, "cannot roll back")(e)))?;
-                        if attempt < ATTEMPTS && retryable(&e) {
-                            tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
-                            attempt += 1;
-                            continue;
-                        }
-                        outcomes.push(Err(e));
-                        break;
-                    }
-                }
-            }
+    // No savepoints (two round trips a write): a write that fails rolls the group back, and
+    // the group runs again without it (`commit_group`). On an error the transaction is
+    // dropped, which rolls it back.
+    let mut outcomes: Vec<bool> = Vec::with_capacity(group.len());
+    for (i, p) in group.iter().enumerate() {
+        match (p.op)(ctx, &mut tx).await {
+            Ok(wrote) => outcomes.push(wrote),
+            Err(e) if group.len() == 1 => return Err(before(e)),
+            Err(_) => return Err(Failed::Member(i)),
         }
     }
     let wrote: Vec<&Pending> = group
         .iter()
         .zip(&outcomes)
-        .filter(|(_, o)| matches!(o, Ok(true)))
+        .filter(|(_, wrote)| **wrote)
         .map(|(p, _)| p)
         .collect();
     let mut logs: Vec<Logged> = Vec::new();
@@ -310,10 +285,12 @@ async fn group_once(
     let mut logs = logs.into_iter();
     Ok(outcomes
         .into_iter()
-        .map(|o| match o {
-            Ok(true) => Ok(logs.next().unwrap_or_default()),
-            Ok(false) => Ok(Logged::default()),
-            Err(e) => Err(e),
+        .map(|wrote| {
+            Ok(if wrote {
+                logs.next().unwrap_or_default()
+            } else {
+                Logged::default()
+            })
         })
         .collect())
 }
