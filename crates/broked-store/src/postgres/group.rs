@@ -206,6 +206,10 @@ async fn commit_group(ctx: &Ctx, mut group: Vec<Pending>) {
         }
     }
     for p in alone {
+        // Not for a caller that stopped waiting: it was told the write failed.
+        if p.done.is_closed() {
+            continue;
+        }
         let answer = (p.alone)(ctx.clone()).await;
         let _ = p.done.send(answer);
     }
