@@ -1,5 +1,6 @@
-//! The parsed `extra.rotate_every` of each connection, kept by row version (issue 20), so that
-//! the schedule's scan and the list open a row's sealed extra only when the row changed. A leaf:
+//! The parsed `extra.rotate_every` and `extra.ssh_tunnel` of each connection, kept by row
+//! version (issues 19, 20), so that the schedule's scan, the list and the check of a bastion's
+//! users open a row's sealed extra only when the row changed. A leaf:
 //! `rotation_schedule.rs` fills and reads it, `connections.rs` holds one per handle.
 
 use std::collections::HashMap;
@@ -13,6 +14,10 @@ use broked_store::StoredConnection;
 /// `extra.rotate_every` of a connection, parsed: `None` without one, the text and the
 /// interval, or why it is invalid.
 pub(crate) type Schedule = Option<Result<(String, Duration), String>>;
+
+/// What a scan needs of a row's sealed extra: its [`Schedule`] and the bastions its
+/// `ssh_tunnel` names (empty without one, or when it is not a valid list).
+pub(crate) type Facts = (Schedule, Vec<String>);
 
 /// Each connection's parsed [`Schedule`], kept with the version and write time of the row it
 /// was read from (a purged history may number versions from 1 again), so that a scan opens
@@ -43,9 +48,9 @@ pub(crate) type Scanned = (u64, Vec<(String, Schedule, bool)>);
 
 #[derive(Default)]
 struct Entries {
-    /// Rows with a `rotate_every` (valid or not), by conn_id.
+    /// Rows with a `rotate_every` (valid or not) or an `ssh_tunnel`, by conn_id.
     scheduled: HashMap<String, Cached>,
-    /// Rows whose extra has no `rotate_every`, by fingerprint: the scan that last met each.
+    /// Rows whose extra has neither, by fingerprint: the scan that last met each.
     unscheduled: HashMap<Fingerprint, u32, BuildHasherDefault<Spread>>,
 }
 
@@ -53,6 +58,8 @@ struct Cached {
     version: i64,
     updated_at: String,
     schedule: Schedule,
+    /// The bastions its `extra.ssh_tunnel` names (`tunnel.rs`).
+    tunnel: Vec<String>,
     /// The scan that last met the connection (a lookup that found it, or the put).
     seen: u64,
 }
@@ -100,14 +107,14 @@ impl ScheduleCache {
     pub(crate) fn lookup<'r>(
         &self,
         rows: impl Iterator<Item = (&'r str, i64, &'r str)>,
-    ) -> Vec<Option<Schedule>> {
+    ) -> Vec<Option<Facts>> {
         let scan = self.scan.load(Ordering::Relaxed);
         let mut entries = self.entries();
         rows.map(|(id, version, updated_at)| {
             let fingerprint = self.keys.of(id, version, updated_at);
             if let Some(seen) = entries.unscheduled.get_mut(&fingerprint) {
                 *seen = scan as u32;
-                return Some(None);
+                return Some((None, Vec::new()));
             }
             entries
                 .scheduled
@@ -115,16 +122,16 @@ impl ScheduleCache {
                 .filter(|c| c.version == version && c.updated_at == updated_at)
                 .map(|c| {
                     c.seen = scan;
-                    c.schedule.clone()
+                    (c.schedule.clone(), c.tunnel.clone())
                 })
         })
         .collect()
     }
 
-    pub(crate) fn put(&self, row: &StoredConnection, schedule: &Schedule) {
+    pub(crate) fn put(&self, row: &StoredConnection, (schedule, tunnel): &Facts) {
         let scan = self.scan.load(Ordering::Relaxed);
         let mut entries = self.entries();
-        if schedule.is_none() {
+        if schedule.is_none() && tunnel.is_empty() {
             // A schedule it had is gone with this version.
             entries.scheduled.remove(&row.conn_id);
             let fingerprint = self.keys.of(&row.conn_id, row.version, &row.updated_at);
@@ -137,6 +144,7 @@ impl ScheduleCache {
                 version: row.version,
                 updated_at: row.updated_at.clone(),
                 schedule: schedule.clone(),
+                tunnel: tunnel.clone(),
                 seen: scan,
             },
         );

@@ -291,24 +291,10 @@ impl Connections {
     }
 
     /// The connections whose `ssh_tunnel` names `conn_id`, sorted. A connection whose extra
-    /// does not open is skipped.
+    /// does not open is skipped. Read in pages, opening only the extras that changed since
+    /// they were last read (`Connections::tunnel_users`, `rotation_schedule.rs`).
     pub fn tunneled_through(&self, conn_id: &str) -> Result<Vec<String>, Error> {
-        let mut users = Vec::new();
-        for row in self.stored_all()? {
-            if row.extra.is_none() || row.conn_id == conn_id {
-                continue;
-            }
-            let Ok(conn) = self.decrypt_some(&row, false, true) else {
-                continue;
-            };
-            if ssh_tunnel_refs(conn.extra.as_ref().map(Secret::expose))
-                .is_ok_and(|refs| refs.iter().any(|r| r == conn_id))
-            {
-                users.push(row.conn_id.clone());
-            }
-        }
-        users.sort();
-        Ok(users)
+        self.tunnel_users(conn_id)
     }
 
     /// Refuses to delete a bastion that other connections go through (unless `force`).
