@@ -42,12 +42,15 @@ pub(super) struct Groups {
     queue: Mutex<(Vec<Pending>, bool)>,
 }
 
+/// A queued write's operation with its arguments: whether it changed data (its value is kept
+/// aside for its caller).
+type GroupOp =
+    Box<dyn for<'c> Fn(&'c Ctx, &'c mut PgConnection) -> BoxFut<'c, Result<bool>> + Send + Sync>;
+
 /// One queued write: its operation with its arguments (run again on a retry), its log, and
 /// where its answer goes.
 struct Pending {
-    op: Box<
-        dyn for<'c> Fn(&'c Ctx, &'c mut PgConnection) -> BoxFut<'c, Result<bool>> + Send + Sync,
-    >,
+    op: GroupOp,
     /// The same write alone (`bridge::write_tx`), if the group fails before its commit.
     alone: Box<dyn FnOnce(Ctx) -> BoxFut<'static, Result<Logged>> + Send + Sync>,
     log: Arc<WriteLog>,
