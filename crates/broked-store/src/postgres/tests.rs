@@ -197,6 +197,20 @@ fn terminate_listener(pg: &Pg, store: &PgStore) {
     pg.admin(&format!("SELECT pg_terminate_backend({pid})"));
 }
 
+/// `state.generation` as the database holds it.
+fn db_generation(store: &PgStore) -> i64 {
+    store
+        .read((), |c, ()| {
+            Box::pin(async move {
+                sqlx::query_scalar("SELECT generation FROM state WHERE id = 1")
+                    .fetch_one(&c.pool)
+                    .await
+                    .map_err(pg(c, "generation"))
+            })
+        })
+        .unwrap()
+}
+
 #[test]
 fn generations_are_random_not_a_counter() {
     let Some(schema) = Pg::new() else { return };
@@ -206,16 +220,7 @@ fn generations_are_random_not_a_counter() {
     let mut previous = None::<i64>;
     for i in 0..20 {
         store.insert_connection(&conn(&format!("c{i}"))).unwrap();
-        let db: i64 = store
-            .read((), |c, ()| {
-                Box::pin(async move {
-                    sqlx::query_scalar("SELECT generation FROM state WHERE id = 1")
-                        .fetch_one(&c.pool)
-                        .await
-                        .map_err(pg(c, "generation"))
-                })
-            })
-            .unwrap();
+        let db = db_generation(&store);
         assert!(seen.insert(db), "generation {db} repeated");
         if let Some(p) = previous {
             assert_ne!(
@@ -386,19 +391,7 @@ fn writes_that_arrive_together_commit_together() {
     let Some(schema) = Pg::new() else { return };
     let store = schema.open();
     with_key(&store);
-    let bumps = |store: &PgStore| -> i64 {
-        let g: i64 = store
-            .read((), |c, ()| {
-                Box::pin(async move {
-                    sqlx::query_scalar("SELECT generation FROM state WHERE id = 1")
-                        .fetch_one(&c.pool)
-                        .await
-                        .map_err(pg(c, "generation"))
-                })
-            })
-            .unwrap();
-        (g >> 32) & 0x7fff_ffff
-    };
+    let bumps = |store: &PgStore| (db_generation(store) >> 32) & 0x7fff_ffff;
     let before = bumps(&store);
     std::thread::scope(|s| {
         for t in 0..THREADS {
