@@ -240,7 +240,7 @@ impl Connections {
     /// The rotation schedule and state of `conn_id` ([`Error::NotFound`] if there is none).
     pub fn rotation_status(&self, conn_id: &str) -> Result<RotationStatus, Error> {
         let row = self.stored(conn_id)?;
-        let sched = self.schedule_of_row(&row, None)?;
+        let (sched, _) = self.facts_of_row(&row)?;
         let schedule = self.schedule_records()?;
         let pending = self.pending_rotations()?.iter().any(|p| p == conn_id);
         Ok(status(
@@ -275,35 +275,23 @@ impl Connections {
         // connections, reading every row with its blobs at once held a gigabyte every scan);
         // a row's extra is read and opened only when its schedule is not kept.
         let scan = self.schedules.begin_scan();
-        let mut query = ListQuery {
-            limit: Some(SCAN_PAGE),
-            ..ListQuery::default()
-        };
         let mut out = Vec::new();
         let mut rows = Vec::new();
-        loop {
-            let page = self.list_page(&query)?;
-            for (info, sched) in page.items.iter().zip(self.listed_schedules(&page.items)) {
-                let id = info.conn_id.as_str();
-                // Left out: deleted since the page was read, or an extra that does not open.
-                let Some(sched) = sched else { continue };
-                let is_pending = pending.iter().any(|p| p == id);
-                if sched.is_none() && !schedule.contains_key(id) && !is_pending {
-                    continue;
-                }
-                rows.push((id.to_owned(), sched.clone(), is_pending));
-                out.push(status(
-                    id,
-                    sched,
-                    &Record::read(schedule.get(id)),
-                    is_pending,
-                ));
+        self.each_listed(|id, facts| {
+            // Left out: deleted since the page was read, or an extra that does not open.
+            let Some((sched, _)) = facts else { return };
+            let is_pending = pending.iter().any(|p| p == id);
+            if sched.is_none() && !schedule.contains_key(id) && !is_pending {
+                return;
             }
-            match page.next_after {
-                Some(after) => query.after = Some(after),
-                None => break,
-            }
-        }
+            rows.push((id.to_owned(), sched.clone(), is_pending));
+            out.push(status(
+                id,
+                sched,
+                &Record::read(schedule.get(id)),
+                is_pending,
+            ));
+        })?;
         // Schedules of connections this scan did not meet (deleted, or without an extra now).
         self.schedules.end_scan(scan);
         self.schedules.keep_scanned((generation, rows));
@@ -380,19 +368,6 @@ impl Connections {
             .collect()
     }
 
-    /// The schedule of `row`: `kept` (what the cache's `lookup` found) if any, else
-    /// its extra opened, parsed and kept.
-    fn schedule_of_row(
-        &self,
-        row: &StoredConnection,
-        kept: Option<Schedule>,
-    ) -> Result<Schedule, Error> {
-        if let Some(s) = kept {
-            return Ok(s);
-        }
-        self.facts_of_row(row).map(|(schedule, _)| schedule)
-    }
-
     /// What `row`'s extra says of its schedule and bastions: kept for its version, or its
     /// extra opened, parsed and kept.
     fn facts_of_row(&self, row: &StoredConnection) -> Result<Facts, Error> {
@@ -425,28 +400,35 @@ impl Connections {
     /// delete read and opened every row at once — 1.1 GB and seconds at a million). A
     /// connection whose extra does not open is skipped.
     pub(crate) fn tunnel_users(&self, conn_id: &str) -> Result<Vec<String>, Error> {
+        let mut users = Vec::new();
+        self.each_listed(|id, facts| {
+            if id != conn_id && facts.is_some_and(|(_, tunnel)| tunnel.iter().any(|b| b == conn_id))
+            {
+                users.push(id.to_owned());
+            }
+        })?;
+        users.sort();
+        Ok(users)
+    }
+
+    /// Every connection, in pages of [`SCAN_PAGE`] without their sealed values, with what its
+    /// extra says ([`Connections::listed_facts`]; `None`: deleted meanwhile, or an extra that
+    /// does not open).
+    fn each_listed(&self, mut f: impl FnMut(&str, Option<Facts>)) -> Result<(), Error> {
         let mut query = ListQuery {
             limit: Some(SCAN_PAGE),
             ..ListQuery::default()
         };
-        let mut users = Vec::new();
         loop {
             let page = self.list_page(&query)?;
             for (info, facts) in page.items.iter().zip(self.listed_facts(&page.items)) {
-                let id = info.conn_id.as_str();
-                if id != conn_id
-                    && facts.is_some_and(|(_, tunnel)| tunnel.iter().any(|b| b == conn_id))
-                {
-                    users.push(id.to_owned());
-                }
+                f(info.conn_id.as_str(), facts);
             }
             match page.next_after {
                 Some(after) => query.after = Some(after),
-                None => break,
+                None => return Ok(()),
             }
         }
-        users.sort();
-        Ok(users)
     }
 
     /// Rotates every connection whose `extra.rotate_every` is due (one at a time, each under

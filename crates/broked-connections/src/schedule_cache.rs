@@ -19,12 +19,12 @@ pub(crate) type Schedule = Option<Result<(String, Duration), String>>;
 /// `ssh_tunnel` names (empty without one, or when it is not a valid list).
 pub(crate) type Facts = (Schedule, Vec<String>);
 
-/// Each connection's parsed [`Schedule`], kept with the version and write time of the row it
+/// Each connection's parsed [`Facts`], kept with the version and write time of the row it
 /// was read from (a purged history may number versions from 1 again), so that a scan opens
 /// only the rows that changed since. Rows without extra are not kept (nothing to open).
 ///
-/// Most rows with an extra have no schedule: of those only a 96-bit fingerprint of (conn_id,
-/// version, write time) is kept, 16 bytes — a million connections hold ≈ 36 MB here instead
+/// Most rows with an extra have neither a schedule nor a tunnel: of those only a 96-bit
+/// fingerprint of (conn_id, version, write time) is kept, 16 bytes — a million connections hold ≈ 36 MB here instead
 /// of ≈ 190 MB with their conn_ids and times (issue 19, "memory of the server bounded"). The
 /// fingerprint is keyed with this process's random keys, so nobody can choose rows that
 /// collide; a collision (≈ 2⁻⁵⁷ for a million rows) would only hide a changed row's new
@@ -49,9 +49,9 @@ pub(crate) type Scanned = (u64, Vec<(String, Schedule, bool)>);
 #[derive(Default)]
 struct Entries {
     /// Rows with a `rotate_every` (valid or not) or an `ssh_tunnel`, by conn_id.
-    scheduled: HashMap<String, Cached>,
+    noted: HashMap<String, Cached>,
     /// Rows whose extra has neither, by fingerprint: the scan that last met each.
-    unscheduled: HashMap<Fingerprint, u32, BuildHasherDefault<Spread>>,
+    plain: HashMap<Fingerprint, u32, BuildHasherDefault<Spread>>,
 }
 
 struct Cached {
@@ -112,12 +112,12 @@ impl ScheduleCache {
         let mut entries = self.entries();
         rows.map(|(id, version, updated_at)| {
             let fingerprint = self.keys.of(id, version, updated_at);
-            if let Some(seen) = entries.unscheduled.get_mut(&fingerprint) {
+            if let Some(seen) = entries.plain.get_mut(&fingerprint) {
                 *seen = scan as u32;
                 return Some((None, Vec::new()));
             }
             entries
-                .scheduled
+                .noted
                 .get_mut(id)
                 .filter(|c| c.version == version && c.updated_at == updated_at)
                 .map(|c| {
@@ -133,12 +133,12 @@ impl ScheduleCache {
         let mut entries = self.entries();
         if schedule.is_none() && tunnel.is_empty() {
             // A schedule it had is gone with this version.
-            entries.scheduled.remove(&row.conn_id);
+            entries.noted.remove(&row.conn_id);
             let fingerprint = self.keys.of(&row.conn_id, row.version, &row.updated_at);
-            entries.unscheduled.insert(fingerprint, scan as u32);
+            entries.plain.insert(fingerprint, scan as u32);
             return;
         }
-        entries.scheduled.insert(
+        entries.noted.insert(
             row.conn_id.clone(),
             Cached {
                 version: row.version,
@@ -160,12 +160,12 @@ impl ScheduleCache {
     /// or without an extra now. A list or a later scan meanwhile only keeps more.
     pub(crate) fn end_scan(&self, scan: u64) {
         let mut entries = self.entries();
-        entries.scheduled.retain(|_, c| c.seen >= scan);
+        entries.noted.retain(|_, c| c.seen >= scan);
         // Scan numbers wrap at 2³² here: after four billion scans (four thousand years
         // at one every 30 s) a row may be kept one scan too long.
         let scan = scan as u32;
         entries
-            .unscheduled
+            .plain
             .retain(|_, seen| seen.wrapping_sub(scan) < u32::MAX / 2);
     }
 
@@ -191,14 +191,14 @@ impl ScheduleCache {
     /// Whether a schedule is kept for `conn_id`.
     #[cfg(test)]
     pub(crate) fn holds(&self, conn_id: &str) -> bool {
-        self.entries().scheduled.contains_key(conn_id)
+        self.entries().noted.contains_key(conn_id)
     }
 
     /// Rows kept, with a schedule or without.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         let entries = self.entries();
-        entries.scheduled.len() + entries.unscheduled.len()
+        entries.noted.len() + entries.plain.len()
     }
 
     /// Whole scans begun.

@@ -260,7 +260,7 @@ pub(super) type WriteOp<A, T> =
 /// Runs `op` in one write transaction (see the module docs) ordered by `order`; if `op` says
 /// it wrote, bumps the generation and applies `log` before the commit. Retries
 /// serialization failures and deadlocks.
-pub(super) async fn write_tx<A: Sync, T>(
+async fn write_tx<A: Sync, T>(
     ctx: &Ctx,
     order: Order,
     args: &A,

@@ -30,7 +30,7 @@ use sqlx::PgConnection;
 use tokio::sync::oneshot;
 
 use super::ATTEMPTS;
-use super::bridge::{BoxFut, Ctx, Order, WriteOp, bump, pg, retryable, write_tx};
+use super::bridge::{BoxFut, Ctx, Order, WriteOp, bump, pg, retryable};
 use crate::{Logged, Result, StoreError, WriteLog};
 
 /// Writes per group at most (a group's transaction holds the rows of all of them).
@@ -51,9 +51,7 @@ type GroupOp =
 /// where its answer goes.
 struct Pending {
     op: GroupOp,
-    /// The same write alone (`bridge::write_tx`), if the group fails before its commit.
-    alone: Box<dyn FnOnce(Ctx) -> BoxFut<'static, Result<Logged>> + Send + Sync>,
-    log: Arc<WriteLog>,
+    log: WriteLog,
     done: oneshot::Sender<Result<Logged>>,
 }
 
@@ -69,7 +67,6 @@ where
     T: Send + 'static,
 {
     let args = Arc::new(args);
-    let log = Arc::new(log);
     let value: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
     let (done, answer) = oneshot::channel();
     let pending = Pending {
@@ -81,16 +78,6 @@ where
                     let (v, wrote) = op(ctx, c, &args).await?;
                     *value.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
                     Ok(wrote)
-                })
-            })
-        },
-        alone: {
-            let (args, value, log) = (args.clone(), value.clone(), log.clone());
-            Box::new(move |ctx| {
-                Box::pin(async move {
-                    let (v, logged) = write_tx(&ctx, Order::Rows, &*args, &log, op).await?;
-                    *value.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
-                    Ok(logged)
                 })
             })
         },
@@ -210,21 +197,20 @@ async fn commit_group(ctx: &Ctx, mut group: Vec<Pending>) {
     }
     for p in alone {
         // Not for a caller that stopped waiting: it was told the write failed.
-        if p.done.is_closed() {
-            continue;
+        if !p.done.is_closed() {
+            // A group of one: it fails with its own error.
+            Box::pin(commit_group(ctx, vec![p])).await;
         }
-        let answer = (p.alone)(ctx.clone()).await;
-        let _ = p.done.send(answer);
     }
 }
 
-/// One try of a group: each write (in a savepoint when there are several), one bump, the audit
-/// records, one commit. Each write's answer, or why the group failed.
+/// One try of a group: each write, one bump, the audit records, one commit. Each write's
+/// answer, or why the group failed.
 async fn group_once(
     ctx: &Ctx,
     group: &[Pending],
 ) -> std::result::Result<Vec<Result<Logged>>, Failed> {
-    let before = |e| Failed::Before(e);
+    let before = Failed::Before;
     let mut tx = ctx
         .pool
         .begin_with(Order::Rows.begin())
