@@ -442,6 +442,7 @@ fn shipped_migrations_are_never_edited() {
         (1026, 0xb2e9_90d0_fa9f_1542),
         (399, 0xcc11_4a81_46db_cc5d),
         (390, 0x4dab_9fe2_6964_b11b),
+        (1021, 0xdbb3_f5bf_1a1c_2449),
     ];
     assert_eq!(MIGRATIONS.len(), pinned.len(), "pin every migration");
     for (i, (len, hash)) in pinned.into_iter().enumerate() {
@@ -625,4 +626,53 @@ fn a_poll_never_misses_an_event_another_thread_is_draining() {
             "a replaced file is a change"
         );
     });
+}
+
+/// Migration 7 counts the connections a database already holds, and from then on its
+/// triggers keep the counts for every writer — a `DELETE` in `sqlite3` included.
+#[test]
+fn migration_7_counts_what_is_there_and_keeps_counting() {
+    use crate::{ConnQuery, Total};
+    let (b, store) = temp();
+    with_key(&store);
+    for (id, t) in [("a", "postgres"), ("b", "postgres"), ("c", "http")] {
+        let mut c = conn(id);
+        c.conn_type = t.into();
+        store.insert_connection(&c).unwrap();
+    }
+    drop(store);
+    // The database as schema 6 left it, rows and all.
+    let c = rusqlite::Connection::open(b.path()).unwrap();
+    c.execute_batch(
+        "DROP TRIGGER connection_counts_insert; DROP TRIGGER connection_counts_delete;
+         DROP TRIGGER connection_counts_retype; DROP TABLE connection_counts;
+         PRAGMA user_version = 6;",
+    )
+    .unwrap();
+    drop(c);
+    let store = b.open();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let total = |t: Option<&str>| {
+        store
+            .page_connections(&ConnQuery {
+                conn_type: t.map(str::to_owned),
+                limit: Some(1),
+                count_up_to: Some(100),
+                ..ConnQuery::default()
+            })
+            .unwrap()
+            .total
+    };
+    assert_eq!(total(None), Some(Total::Exact(3)));
+    assert_eq!(total(Some("postgres")), Some(Total::Exact(2)));
+    assert_eq!(total(Some("http")), Some(Total::Exact(1)));
+    store.delete_connection("a", &del(true)).unwrap();
+    assert_eq!(total(Some("postgres")), Some(Total::Exact(1)));
+    // Another writer, outside this code.
+    let c = rusqlite::Connection::open(b.path()).unwrap();
+    c.execute("DELETE FROM connections WHERE conn_id = 'c'", [])
+        .unwrap();
+    drop(c);
+    assert_eq!(total(Some("http")), Some(Total::Exact(0)));
+    assert_eq!(total(None), Some(Total::Exact(1)));
 }
