@@ -4,15 +4,18 @@
 //! repeated failures from one client are slowed down with 429.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use broked_connections::{Grant, Scope};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
@@ -64,9 +67,11 @@ fn loopback_host(host: &str) -> bool {
 /// - an `Origin` other than this server's own, or `Sec-Fetch-Site: cross-site` (a page
 ///   posting to http://127.0.0.1:8080 from elsewhere).
 fn cross_site(auth_required: bool, headers: &axum::http::HeaderMap) -> Option<ApiError> {
-    use axum::http::StatusCode;
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let host = header("host").unwrap_or("");
+    use axum::http::{HeaderName, StatusCode, header};
+    // Names as `HeaderName`s: a `&str` name is parsed and hashed anew on every lookup.
+    const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+    let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = header(&header::HOST).unwrap_or("");
     if !auth_required && !loopback_host(host) {
         return Some(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -75,12 +80,12 @@ fn cross_site(auth_required: bool, headers: &axum::http::HeaderMap) -> Option<Ap
              (localhost, 127.0.0.1, [::1]); set BROKED_API_TOKEN to serve other names",
         ));
     }
-    let foreign_origin = header("origin").is_some_and(|origin| {
+    let foreign_origin = header(&header::ORIGIN).is_some_and(|origin| {
         origin
             .split_once("://")
             .is_none_or(|(_, authority)| !authority.eq_ignore_ascii_case(host))
     });
-    if foreign_origin || header("sec-fetch-site") == Some("cross-site") {
+    if foreign_origin || header(&SEC_FETCH_SITE) == Some("cross-site") {
         return Some(ApiError::new(
             StatusCode::FORBIDDEN,
             "cross_origin",
@@ -91,11 +96,12 @@ fn cross_site(auth_required: bool, headers: &axum::http::HeaderMap) -> Option<Ap
 }
 
 /// What the token check needs of the server's state.
-#[derive(Clone)]
 pub(crate) struct Guard {
-    pub(crate) connections: std::sync::Arc<broked_connections::Connections>,
-    pub(crate) token: Option<std::sync::Arc<Token>>,
-    pub(crate) failures: std::sync::Arc<Failures>,
+    pub(crate) connections: Arc<broked_connections::Connections>,
+    pub(crate) token: Option<Arc<Token>>,
+    pub(crate) failures: Arc<Failures>,
+    /// The kept answers of single GETs (`cache.rs`).
+    pub(crate) gets: Arc<crate::cache::Gets>,
 }
 
 /// The client's address, set per connection by the accept loop.
@@ -177,138 +183,234 @@ fn refuse(status: axum::http::StatusCode, code: &'static str, message: String) -
     ApiError::new(status, code, message).into_response()
 }
 
-pub(crate) async fn require_token(
-    State(state): State<Guard>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    use axum::http::StatusCode;
-    let c = state.connections.clone();
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    let client = request.extensions().get::<ClientAddr>().map(|a| a.0);
-    let bootstrap = matches!((presented, &state.token), (Some(p), Some(t)) if t.matches(p));
-    // Whether named tokens exist (they turn authentication on even without a bootstrap
-    // token) and what the presented one may do, from one look at the store's generation
-    // (issue 19). A client over the limit of failures gets no lookup of its token.
-    let named = if bootstrap {
-        Ok((false, None, None))
-    } else if presented.is_some() && state.failures.blocked(client).is_some() {
-        c.tokens_exist().map(|any| (any, None, None))
-    } else {
-        c.authorize(presented)
-    };
-    let (named_any, named_grant, seen) = match named {
-        Ok(named) => named,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let auth_required = state.token.is_some() || named_any;
-    if let Some(refused) = cross_site(auth_required, request.headers()) {
-        return refused.into_response();
+/// The token check as a tower layer on every `/api` route (and `/metrics`): a hand-written
+/// service rather than `axum::middleware::from_fn`, whose boxed future, second clone of the
+/// route and clones of the state per request cost a tenth of a kept GET (issue 19). The check
+/// itself runs synchronously in `call` (every store look it makes is inline: the token cache
+/// and the generation); the request then goes to the route, or the refusal is the answer.
+#[derive(Clone)]
+pub(crate) struct RequireTokenLayer(Arc<Guard>);
+
+impl RequireTokenLayer {
+    pub(crate) fn new(guard: Guard) -> RequireTokenLayer {
+        RequireTokenLayer(Arc::new(guard))
     }
-    // The methods the token routes have; any other answers 405 from the router.
-    let is_tokens_route = {
-        use axum::http::Method;
-        let (path, method) = (request.uri().path(), request.method());
-        (path == "/api/tokens"
-            && (method == Method::GET || method == Method::HEAD || method == Method::POST))
-            || (path.starts_with("/api/tokens/") && method == Method::DELETE)
-    };
-    let grant = if !auth_required {
-        // Creating a token here would switch authentication on for everyone, from a request
-        // nobody authenticated: token management needs a token, or the CLI.
-        if is_tokens_route {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "token management over the API needs authentication: start the server with \
-                 --api-token (or BROKED_API_TOKEN), or use `broked token create`"
-                    .into(),
-            );
+}
+
+impl<S> tower::Layer<S> for RequireTokenLayer {
+    type Service = RequireToken<S>;
+
+    fn layer(&self, inner: S) -> RequireToken<S> {
+        RequireToken {
+            guard: self.0.clone(),
+            inner,
         }
-        Grant::all("local")
-    } else {
-        if let Some(retry) = state.failures.blocked(client) {
-            let mut r = refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_failures",
-                "too many failed authentications from this address; try again later".into(),
-            );
-            if let Ok(v) = axum::http::HeaderValue::from_str(&retry.to_string()) {
-                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-            }
-            return r;
+    }
+}
+
+/// The service of [`RequireTokenLayer`].
+#[derive(Clone)]
+pub(crate) struct RequireToken<S> {
+    guard: Arc<Guard>,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for RequireToken<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.guard.check(request) {
+            Ok(request) => Either::Right(self.inner.call(request)),
+            Err(answer) => Either::Left(ready(Ok(answer))),
         }
-        let grant = if bootstrap {
-            Some(Grant::all("bootstrap"))
+    }
+}
+
+/// What a request may do once its token was checked: everything (no token needed, or the
+/// bootstrap token) or a named token's grant. A [`Grant`] is only built for a request that
+/// goes on to a handler.
+enum Access {
+    All(&'static str),
+    Named(Grant),
+}
+
+impl Access {
+    fn allows(&self, scope: Scope) -> bool {
+        match self {
+            Access::All(_) => true,
+            Access::Named(g) => g.allows(scope),
+        }
+    }
+
+    fn sees(&self, conn_id: &str) -> bool {
+        match self {
+            Access::All(_) => true,
+            Access::Named(g) => g.sees(conn_id),
+        }
+    }
+
+    fn is_limited(&self) -> bool {
+        match self {
+            Access::All(_) => false,
+            Access::Named(g) => g.is_limited(),
+        }
+    }
+
+    fn grant(self) -> Grant {
+        match self {
+            Access::All(name) => Grant::all(name),
+            Access::Named(g) => g,
+        }
+    }
+}
+
+impl Guard {
+    /// The request, with its [`Grant`] (and the generation the check saw, [`crate::cache::Seen`])
+    /// in its extensions — or the answer: a refusal, or the kept answer of a single GET.
+    fn check(&self, mut request: Request) -> Result<Request, Response> {
+        use axum::http::StatusCode;
+        let c = &self.connections;
+        let presented = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer);
+        let client = request.extensions().get::<ClientAddr>().map(|a| a.0);
+        let bootstrap = matches!((presented, &self.token), (Some(p), Some(t)) if t.matches(p));
+        // Whether named tokens exist (they turn authentication on even without a bootstrap
+        // token) and what the presented one may do, from one look at the store's generation
+        // (issue 19). A client over the limit of failures gets no lookup of its token.
+        let named = if bootstrap {
+            Ok((false, None, None))
+        } else if presented.is_some() && self.failures.blocked(client).is_some() {
+            c.tokens_exist().map(|any| (any, None, None))
         } else {
-            named_grant
+            c.authorize(presented)
         };
-        match grant {
-            Some(g) => g,
-            None => {
-                // Only a presented token that is wrong counts towards the limit: a client
-                // that has not sent one yet (a browser before its prompt) is not guessing.
-                if presented.is_some() {
-                    state.failures.record(client);
-                    tracing::warn!(client = ?client, "refused authentication: a wrong token");
-                    record_refused(&c, client, &request);
-                }
-                return ApiError::unauthorized().into_response();
-            }
+        let (named_any, named_grant, seen) = match named {
+            Ok(named) => named,
+            Err(e) => return Err(ApiError::from(e).into_response()),
+        };
+        let auth_required = self.token.is_some() || named_any;
+        if let Some(refused) = cross_site(auth_required, request.headers()) {
+            return Err(refused.into_response());
         }
-    };
-    // The route's scope, and the connection in its path: a connection outside the token's
-    // globs answers exactly like a missing one.
-    if let Some(matched) = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .cloned()
-    {
-        let route = matched.as_str();
-        if let Some(scope) = scope_of(request.method(), route) {
-            if !grant.allows(scope) {
-                return refuse(
+        // The methods the token routes have; any other answers 405 from the router.
+        let is_tokens_route = {
+            use axum::http::Method;
+            let (path, method) = (request.uri().path(), request.method());
+            (path == "/api/tokens"
+                && (method == Method::GET || method == Method::HEAD || method == Method::POST))
+                || (path.starts_with("/api/tokens/") && method == Method::DELETE)
+        };
+        let access = if !auth_required {
+            // Creating a token here would switch authentication on for everyone, from a
+            // request nobody authenticated: token management needs a token, or the CLI.
+            if is_tokens_route {
+                return Err(refuse(
                     StatusCode::FORBIDDEN,
                     "forbidden",
-                    format!("this token may not do that: it needs the {scope} scope"),
+                    "token management over the API needs authentication: start the server \
+                     with --api-token (or BROKED_API_TOKEN), or use `broked token create`"
+                        .into(),
+                ));
+            }
+            Access::All("local")
+        } else {
+            if let Some(retry) = self.failures.blocked(client) {
+                let mut r = refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_failures",
+                    "too many failed authentications from this address; try again later".into(),
                 );
+                if let Ok(v) = axum::http::HeaderValue::from_str(&retry.to_string()) {
+                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                }
+                return Err(r);
+            }
+            match (bootstrap, named_grant) {
+                (true, _) => Access::All("bootstrap"),
+                (false, Some(g)) => Access::Named(g),
+                (false, None) => {
+                    // Only a presented token that is wrong counts towards the limit: a client
+                    // that has not sent one yet (a browser before its prompt) is not guessing.
+                    if presented.is_some() {
+                        self.failures.record(client);
+                        tracing::warn!(client = ?client, "refused authentication: a wrong token");
+                        record_refused(c, client, &request);
+                    }
+                    return Err(ApiError::unauthorized().into_response());
+                }
+            }
+        };
+        // The route's scope, and the connection in its path: a connection outside the token's
+        // globs answers exactly like a missing one.
+        if let Some(matched) = request.extensions().get::<axum::extract::MatchedPath>() {
+            let route = matched.as_str();
+            if let Some(scope) = scope_of(request.method(), route) {
+                if !access.allows(scope) {
+                    return Err(refuse(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("this token may not do that: it needs the {scope} scope"),
+                    ));
+                }
+            }
+            if let Some(id) = path_conn_id(request.method(), route, request.uri().path()) {
+                if !access.sees(id) {
+                    return Err(
+                        ApiError::not_found(format!("connection {id:?} not found")).into_response()
+                    );
+                }
+                // A single GET whose answer was kept at the generation this check saw (after
+                // the request arrived): it holds every commit made before the request, and
+                // the token may see it — sent from here (cache.rs).
+                if let Some(generation) = seen {
+                    if request.method() == axum::http::Method::GET
+                        && route == "/api/connections/{conn_id}"
+                    {
+                        if let Some(kept) = self.gets.kept_at(id, generation) {
+                            return Err(kept.response());
+                        }
+                    }
+                }
+            }
+            if route.starts_with("/api/tokens") && access.is_limited() {
+                return Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "tokens are managed with an admin token that is not limited to some \
+                     connections"
+                        .into(),
+                ));
             }
         }
-        if let Some(id) = path_conn_id(request.method(), route, request.uri().path()) {
-            if !grant.sees(id) {
-                return ApiError::not_found(format!("connection {id:?} not found")).into_response();
-            }
+        request.extensions_mut().insert(access.grant());
+        // The store's generation as the check saw it, after the request arrived: a handler
+        // may send an answer kept from that generation without looking again (cache.rs).
+        if let Some(generation) = seen {
+            request
+                .extensions_mut()
+                .insert(crate::cache::Seen(generation));
         }
-        if route.starts_with("/api/tokens") && grant.is_limited() {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "tokens are managed with an admin token that is not limited to some \
-                 connections"
-                    .into(),
-            );
-        }
+        Ok(request)
     }
-    request.extensions_mut().insert(grant);
-    // The store's generation as the check saw it, after the request arrived: a handler may
-    // send an answer kept from that generation without looking again (cache.rs).
-    if let Some(generation) = seen {
-        request
-            .extensions_mut()
-            .insert(crate::cache::Seen(generation));
-    }
-    next.run(request).await
 }
 
 /// Records a refused authentication in the audit log, off the async workers and without
 /// waiting for it: actor `anonymous` (the presented token is unknown by definition, and never
 /// recorded), the client's address in the detail.
 fn record_refused(
-    c: &std::sync::Arc<broked_connections::Connections>,
+    c: &Arc<broked_connections::Connections>,
     client: Option<IpAddr>,
     request: &Request,
 ) {

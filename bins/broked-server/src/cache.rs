@@ -52,6 +52,15 @@ impl Gets {
         self.lock().get(conn_id).cloned()
     }
 
+    /// The answer kept for `conn_id` if it was read at `generation` (the token check's look
+    /// of this request, [`Seen`]): nothing was committed since, so it is current.
+    pub(crate) fn kept_at(&self, conn_id: &str, generation: Generation) -> Option<Kept> {
+        self.lock()
+            .get(conn_id)
+            .filter(|k| k.generation == Some(generation))
+            .cloned()
+    }
+
     /// Keeps `kept` for `conn_id` (if it has a generation).
     pub(crate) fn keep(&self, conn_id: String, kept: Kept) {
         let Some(generation) = kept.generation else {

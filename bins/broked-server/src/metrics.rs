@@ -311,6 +311,10 @@ impl Collector for Library {
     }
 }
 
+/// The header of [`RequestId`], as a `HeaderName` (a `&str` name is parsed on every use).
+pub(crate) const X_REQUEST_ID: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-request-id");
+
 /// A request's id: the `X-Request-Id` a proxy sent when it is short and plain, or a new one
 /// (random per process, then counted). Logged with the request and sent back in
 /// `X-Request-Id`.
@@ -320,7 +324,7 @@ pub(crate) struct RequestId(pub(crate) String);
 impl RequestId {
     pub(crate) fn for_request(headers: &axum::http::HeaderMap) -> RequestId {
         if let Some(given) = headers
-            .get("x-request-id")
+            .get(X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| {
                 (1..=64).contains(&v.len())
