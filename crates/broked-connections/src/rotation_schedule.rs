@@ -845,6 +845,33 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_of_a_connection_that_cannot_be_a_bastion_reads_no_other_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        create(&c, "plain", Some(r#"{"application_name": "etl"}"#));
+        create(&c, "other", Some(r#"{"application_name": "other"}"#));
+        create(&c, "gone", None);
+        // A postgres connection is no bastion: its delete opens no other row's extra (a walk
+        // would open `plain` and `other`, neither read yet).
+        c.delete("gone", false).unwrap();
+        assert_eq!(c.schedules.opens(), 0);
+        c.create(broked_core::ConnectionInput {
+            conn_id: Some("jump".into()),
+            conn_type: Some("sftp".into()),
+            host: Some("bastion.example.com".into()),
+            login: Some("jump".into()),
+            password: Some("jump-pw-91bd".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        // An sftp one may be: the others are read.
+        c.delete("jump", false).unwrap();
+        assert_eq!(c.schedules.opens(), 2);
+        c.delete("plain", false).unwrap();
+        assert_eq!(c.schedules.opens(), 2);
+    }
+
+    #[test]
     fn list_rows_show_the_last_rotation_the_due_time_and_a_failure() {
         let dir = tempfile::tempdir().unwrap();
         let c = open(dir.path());

@@ -298,9 +298,21 @@ impl Connections {
     }
 
     /// Refuses to delete a bastion that other connections go through (unless `force`).
+    ///
+    /// Only an `sftp` connection can be a bastion (`Hop::from_connection`, checked whenever an
+    /// `ssh_tunnel` is written): for any other type the other connections are not read at all
+    /// — at a million connections that walk costs a second or two of CPU per delete (issue
+    /// 19). A connection whose type was changed after a tunnel was set through it is no
+    /// bastion any more: the tunnel already fails when it is opened (docs/tunnels.md).
     pub(crate) fn check_bastion_delete(&self, conn_id: &str, force: bool) -> Result<(), Error> {
         if force {
             return Ok(());
+        }
+        match self.store.get_connection(conn_id) {
+            Ok(Some(row)) if row.conn_type == ConnType::Sftp.as_str() => {}
+            // Not a bastion; or missing, which the delete itself reports.
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(crate::error::store_err(e)),
         }
         let users = self.tunneled_through(conn_id)?;
         if users.is_empty() {
