@@ -217,12 +217,16 @@ pub(crate) fn page_sql(d: Dialect, q: &ConnQuery) -> (Statement, Option<Statemen
         } else {
             join
         };
-        // With no filter but the type, the count is kept by the database itself: the
-        // triggers of migration 7 keep `connection_counts` (one row per type) in step with
-        // every insert, delete and change of type, by any process and any code path. One
-        // row read instead of counting up to `cap` entries of an index (issue 19: the first
-        // page of a million counted 10,001).
-        let plain = q.conn_id.is_none()
+        // SQLite, with no filter but the type: the count is kept by the database itself —
+        // the triggers of migration 7 keep `connection_counts` (one row per type) in step
+        // with every insert, delete and change of type, by any process and any code path.
+        // One row read instead of counting up to `cap` entries of an index (issue 19: the
+        // first page of a million counted 10,001). Not on PostgreSQL: there one transaction
+        // that inserts many rows would update the same count row once per row (a chain of
+        // row versions walked by each update: quadratic), and a count row locked before the
+        // `state` row would reorder the locks of concurrent writes (docs/storage.md).
+        let plain = d == Dialect::Sqlite
+            && q.conn_id.is_none()
             && q.status.is_none()
             && q.search.as_deref().is_none_or(str::is_empty);
         if plain {

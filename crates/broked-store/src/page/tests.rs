@@ -57,11 +57,11 @@ fn seed(store: &impl Store) {
     }
 }
 
-/// The first page's total without a search or status filter comes from the counts the
-/// database keeps (migration 7): after inserts, an update that changes the type, one that
-/// does not, deletes (with and without a kept history), an import that overwrites and the
-/// purge of a deleted one's history, it equals the rows counted one by one — per type and
-/// for all, and capped as `count_up_to` asks.
+/// The first page's total without a search or status filter (on SQLite from the counts the
+/// database keeps, migration 7; counted on PostgreSQL): after inserts, an update that changes
+/// the type, one that does not, deletes (with and without a kept history), an import that
+/// overwrites and the purge of a deleted one's history, it equals the rows counted one by one
+/// — per type and for all, and capped as `count_up_to` asks.
 fn the_kept_counts_follow_every_write(b: &impl Backend) {
     let store = b.open();
     seed(&store);

@@ -82,9 +82,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_audit.sql"),
     // 6 (5 is kept for the audit log, issue 17): the last test result of each connection.
     include_str!("migrations/006_connection_status.sql"),
-    // 7: how many connections there are of each type, kept by triggers (the first page's
-    // total without counting rows, issue 19).
-    include_str!("migrations/007_connection_counts.sql"),
 ];
 
 /// The schema version this build writes.
