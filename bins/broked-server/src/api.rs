@@ -302,7 +302,8 @@ async fn get_connection(
     let id = path(p)?;
     // One store call either way: with a kept answer it says whether that is still current
     // (cache.rs) — none when the token check of this request already saw the generation the
-    // answer was kept at.
+    // answer was kept at (for `/api/connections/{conn_id}` the check then answered itself;
+    // here for the `/api/connections/test` alias).
     let kept = state.gets.get(&id);
     if let (Some(k), Some(Extension(crate::cache::Seen(g)))) = (&kept, seen) {
         if k.generation == Some(g) {

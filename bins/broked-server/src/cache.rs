@@ -1,8 +1,10 @@
 //! The answers of single GETs (`GET /api/connections/{conn_id}`), kept while the store does
 //! not change (issue 19).
 //!
-//! A kept answer carries the store's generation it was read at. The next GET of the same
-//! connection still asks the store — one call, `page_connections` with that generation — and
+//! A kept answer carries the store's generation it was read at. The token check of every
+//! request looks at the generation after the request arrived (`auth.rs`); when that is the
+//! kept answer's, the check sends the kept bytes itself ([`Gets::kept_at`]). Otherwise the
+//! handler asks the store — one call, `page_connections` with that generation — and
 //! the store answers "unchanged" from one look at its generation when nothing was committed
 //! since, by this process or any other (`broked-store`, `sqlite/page.rs`); then the kept
 //! bytes are sent again, without reading, converting or serializing the row. Any commit moves
