@@ -229,10 +229,17 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         match self.guard.check(request) {
-            Ok(request) => Either::Right(self.inner.call(request)),
-            Err(answer) => Either::Left(ready(Ok(answer))),
+            Checked::Pass(request) => Either::Right(self.inner.call(request)),
+            Checked::Answer(answer) => Either::Left(ready(Ok(answer))),
         }
     }
+}
+
+/// What the token check decided: the request goes on to its route, or this is the answer (a
+/// refusal, or a kept answer).
+enum Checked {
+    Pass(Request),
+    Answer(Response),
 }
 
 /// What a request may do once its token was checked: everything (no token needed, or the
@@ -276,7 +283,7 @@ impl Access {
 impl Guard {
     /// The request, with its [`Grant`] (and the generation the check saw, [`crate::cache::Seen`])
     /// in its extensions — or the answer: a refusal, or the kept answer of a single GET.
-    fn check(&self, mut request: Request) -> Result<Request, Response> {
+    fn check(&self, mut request: Request) -> Checked {
         use axum::http::StatusCode;
         let c = &self.connections;
         let presented = request
@@ -298,11 +305,11 @@ impl Guard {
         };
         let (named_any, named_grant, seen) = match named {
             Ok(named) => named,
-            Err(e) => return Err(ApiError::from(e).into_response()),
+            Err(e) => return Checked::Answer(ApiError::from(e).into_response()),
         };
         let auth_required = self.token.is_some() || named_any;
         if let Some(refused) = cross_site(auth_required, request.headers()) {
-            return Err(refused.into_response());
+            return Checked::Answer(refused.into_response());
         }
         // The methods the token routes have; any other answers 405 from the router.
         let is_tokens_route = {
@@ -316,7 +323,7 @@ impl Guard {
             // Creating a token here would switch authentication on for everyone, from a
             // request nobody authenticated: token management needs a token, or the CLI.
             if is_tokens_route {
-                return Err(refuse(
+                return Checked::Answer(refuse(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     "token management over the API needs authentication: start the server \
@@ -335,7 +342,7 @@ impl Guard {
                 if let Ok(v) = axum::http::HeaderValue::from_str(&retry.to_string()) {
                     r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
                 }
-                return Err(r);
+                return Checked::Answer(r);
             }
             match (bootstrap, named_grant) {
                 (true, _) => Access::All("bootstrap"),
@@ -348,7 +355,7 @@ impl Guard {
                         tracing::warn!(client = ?client, "refused authentication: a wrong token");
                         record_refused(c, client, &request);
                     }
-                    return Err(ApiError::unauthorized().into_response());
+                    return Checked::Answer(ApiError::unauthorized().into_response());
                 }
             }
         };
@@ -358,7 +365,7 @@ impl Guard {
             let route = matched.as_str();
             if let Some(scope) = scope_of(request.method(), route) {
                 if !access.allows(scope) {
-                    return Err(refuse(
+                    return Checked::Answer(refuse(
                         StatusCode::FORBIDDEN,
                         "forbidden",
                         format!("this token may not do that: it needs the {scope} scope"),
@@ -367,8 +374,8 @@ impl Guard {
             }
             if let Some(id) = path_conn_id(request.method(), route, request.uri().path()) {
                 if !access.sees(id) {
-                    return Err(
-                        ApiError::not_found(format!("connection {id:?} not found")).into_response()
+                    return Checked::Answer(
+                        ApiError::not_found(format!("connection {id:?} not found")).into_response(),
                     );
                 }
                 // A single GET whose answer was kept at the generation this check saw (after
@@ -379,13 +386,13 @@ impl Guard {
                         && route == "/api/connections/{conn_id}"
                     {
                         if let Some(kept) = self.gets.kept_at(id, generation) {
-                            return Err(kept.response());
+                            return Checked::Answer(kept.response());
                         }
                     }
                 }
             }
             if route.starts_with("/api/tokens") && access.is_limited() {
-                return Err(refuse(
+                return Checked::Answer(refuse(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     "tokens are managed with an admin token that is not limited to some \
@@ -402,7 +409,7 @@ impl Guard {
                 .extensions_mut()
                 .insert(crate::cache::Seen(generation));
         }
-        Ok(request)
+        Checked::Pass(request)
     }
 }
 
