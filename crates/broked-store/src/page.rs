@@ -217,25 +217,34 @@ pub(crate) fn page_sql(d: Dialect, q: &ConnQuery) -> (Statement, Option<Statemen
         } else {
             join
         };
-        // SQLite, with no filter but the type: the count is kept by the database itself —
-        // the triggers of migration 7 keep `connection_counts` (one row per type) in step
-        // with every insert, delete and change of type, by any process and any code path.
-        // One row read instead of counting up to `cap` entries of an index (issue 19: the
-        // first page of a million counted 10,001). Not on PostgreSQL: there one transaction
-        // that inserts many rows would update the same count row once per row (a chain of
-        // row versions walked by each update: quadratic), and a count row locked before the
-        // `state` row would reorder the locks of concurrent writes (docs/storage.md).
-        let plain = d == Dialect::Sqlite
-            && q.conn_id.is_none()
+        // With no filter but the type, the count is kept by the database itself: the
+        // triggers of migration 7 keep `connection_counts` (one row per type) in step with
+        // every insert, delete and change of type, by any process and any code path. One row
+        // read instead of counting up to `cap` entries of an index (issue 19: the first page
+        // of a million counted 10,001). On PostgreSQL the triggers append deltas, which every
+        // write's generation bump folds into the counts (one count row updated once per row
+        // of a big insert would be quadratic, and a count row locked before the `state` row
+        // would reorder the locks of concurrent writes): the total is the counts plus the
+        // deltas not folded yet, read in one snapshot (docs/storage.md).
+        let plain = q.conn_id.is_none()
             && q.status.is_none()
             && q.search.as_deref().is_none_or(str::is_empty);
         if plain {
-            let sql = format!(
-                "SELECT CAST(coalesce(sum(n), 0) AS BIGINT) AS n FROM connection_counts{}",
-                q.conn_type
-                    .as_ref()
-                    .map_or(String::new(), |_| format!(" WHERE conn_type = {prefix}1"))
-            );
+            let of_type = q
+                .conn_type
+                .as_ref()
+                .map_or(String::new(), |_| format!(" WHERE conn_type = {prefix}1"));
+            let sql = match d {
+                Dialect::Sqlite => format!(
+                    "SELECT CAST(coalesce(sum(n), 0) AS BIGINT) AS n \
+                     FROM connection_counts{of_type}"
+                ),
+                Dialect::Postgres => format!(
+                    "SELECT CAST(coalesce(sum(n), 0) AS BIGINT) AS n FROM \
+                     (SELECT n FROM connection_counts{of_type} \
+                     UNION ALL SELECT n FROM connection_count_deltas{of_type}) AS kept"
+                ),
+            };
             return (sql, count_params);
         }
         // A literal, not a parameter: SQLite prepares a statement again on every run when a

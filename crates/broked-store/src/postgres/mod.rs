@@ -82,6 +82,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_audit.sql"),
     // 6 (5 is kept for the audit log, issue 17): the last test result of each connection.
     include_str!("migrations/006_connection_status.sql"),
+    // 7: the number of connections of each type, kept by triggers (appended as deltas,
+    // folded by every write's generation bump), for a page's total without a count.
+    include_str!("migrations/007_connection_counts.sql"),
 ];
 
 /// The schema version this build writes.

@@ -94,6 +94,141 @@ fn migrations_are_recorded_and_run_once() {
     assert!(store.get_connection("a").unwrap().is_some());
 }
 
+/// The page total of `t`'s connections (all with `None`), counted up to 100,000.
+fn kept_total(store: &PgStore, t: Option<&str>) -> Option<crate::Total> {
+    store
+        .page_connections(&crate::ConnQuery {
+            conn_type: t.map(str::to_owned),
+            limit: Some(1),
+            count_up_to: Some(100_000),
+            ..crate::ConnQuery::default()
+        })
+        .unwrap()
+        .total
+}
+
+/// The connections of `t` (all with `None`), counted one by one.
+fn counted(store: &PgStore, t: Option<&str>) -> crate::Total {
+    let rows = store
+        .page_connections(&crate::ConnQuery {
+            conn_type: t.map(str::to_owned),
+            ..crate::ConnQuery::default()
+        })
+        .unwrap()
+        .rows;
+    crate::Total::Exact(rows.len() as u64)
+}
+
+/// Migration 7 counts the connections a database already holds, and from then on the
+/// deltas its triggers append — for every writer, `psql` included: an insert of many rows in
+/// one statement, a change of type, a delete, `TRUNCATE` — are in the total at once, and the
+/// next write of a store folds them into the counts.
+#[test]
+fn migration_7_counts_what_is_there_and_keeps_counting() {
+    let Some(pg) = Pg::new() else { return };
+    let store = pg.open();
+    with_key(&store);
+    for (id, t) in [("a", "postgres"), ("b", "postgres"), ("c", "http")] {
+        let mut c = conn(id);
+        c.conn_type = t.into();
+        store.insert_connection(&c).unwrap();
+    }
+    drop(store);
+    // The database as schema 6 left it, rows and all.
+    pg.admin(
+        "DROP TABLE connection_counts, connection_count_deltas;
+         DROP FUNCTION connection_counts_inserted, connection_counts_deleted,
+            connection_counts_retyped, connection_counts_truncated CASCADE;
+         DELETE FROM broked_schema_migrations WHERE version = 7;",
+    );
+    let store = pg.open();
+    assert_eq!(store.schema_version().unwrap(), PG_SCHEMA_VERSION);
+    let check = |store: &PgStore, when: &str| {
+        for t in [None, Some("postgres"), Some("http"), Some("mysql")] {
+            assert_eq!(
+                kept_total(store, t),
+                Some(counted(store, t)),
+                "{when}: {t:?}"
+            );
+        }
+    };
+    check(&store, "migrated");
+    assert_eq!(kept_total(&store, None), Some(crate::Total::Exact(3)));
+    let no_deltas = "DO $$ BEGIN IF EXISTS (SELECT 1 FROM connection_count_deltas) \
+                     THEN RAISE EXCEPTION 'deltas left'; END IF; END $$";
+    // Other writers, outside this code: 3 × 400 copies in one statement, a change of type,
+    // a delete.
+    pg.admin(
+        "INSERT INTO connections SELECT (jsonb_populate_record(c, jsonb_build_object(
+            'conn_id', 'copy-' || g || '-' || c.conn_id))).*
+         FROM connections c, generate_series(1, 400) AS g",
+    );
+    assert_eq!(kept_total(&store, None), Some(crate::Total::Exact(1203)));
+    pg.admin("UPDATE connections SET conn_type = 'mysql' WHERE conn_id LIKE 'copy-1-%'");
+    pg.admin("UPDATE connections SET host = 'h' WHERE conn_id LIKE 'copy-2-%'");
+    pg.admin("DELETE FROM connections WHERE conn_id LIKE 'copy-3%'");
+    check(&store, "after other writers");
+    assert_eq!(
+        kept_total(&store, Some("mysql")),
+        Some(crate::Total::Exact(3))
+    );
+    // The next write of a store folds every delta.
+    store.insert_connection(&conn("d")).unwrap();
+    pg.admin(no_deltas);
+    check(&store, "folded");
+    assert!(store.delete_connection("d", &del(true)).unwrap() == crate::Deleted::Done);
+    pg.admin(no_deltas);
+    check(&store, "deleted and folded");
+    pg.admin("TRUNCATE connections CASCADE");
+    assert_eq!(kept_total(&store, None), Some(crate::Total::Exact(0)));
+    store.insert_connection(&conn("e")).unwrap();
+    check(&store, "truncated");
+    assert_eq!(kept_total(&store, None), Some(crate::Total::Exact(1)));
+}
+
+/// Two replicas creating and deleting at once, in groups: every delta is folded once — the
+/// total equals the rows counted, and no delta is left after the last write.
+#[test]
+fn replicas_writing_at_once_keep_the_counts() {
+    const THREADS: usize = 6;
+    const EACH: usize = 12;
+    let Some(pg) = Pg::new() else { return };
+    let stores = [pg.open(), pg.open()];
+    with_key(&stores[0]);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let store = &stores[t % 2];
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let mut c = conn(&format!("t{t}-{i}"));
+                    c.conn_type = ["postgres", "http", "mysql"][i % 3].into();
+                    store.insert_connection(&c).unwrap();
+                    if i % 4 == 3 {
+                        store
+                            .delete_connection(&format!("t{t}-{}", i - 1), &del(true))
+                            .unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let expected = (THREADS * (EACH - EACH / 4)) as u64;
+    for store in &stores {
+        assert_eq!(kept_total(store, None), Some(crate::Total::Exact(expected)));
+        for t in ["postgres", "http", "mysql"] {
+            assert_eq!(
+                kept_total(store, Some(t)),
+                Some(counted(store, Some(t))),
+                "{t}"
+            );
+        }
+    }
+    pg.admin(
+        "DO $$ BEGIN IF EXISTS (SELECT 1 FROM connection_count_deltas) \
+         THEN RAISE EXCEPTION 'deltas left'; END IF; END $$",
+    );
+}
+
 #[test]
 fn replicas_starting_at_once_migrate_once() {
     let Some(pg) = Pg::new() else { return };
@@ -373,6 +508,7 @@ fn shipped_migrations_are_never_edited() {
         (1035, 0x6845_224c_8880_99a0),
         (410, 0x67c6_36fd_5c6b_a599),
         (387, 0xae90_f886_8b3f_0f6a),
+        (2248, 0x1e03_6407_7ebc_d6a9),
     ];
     assert_eq!(MIGRATIONS.len(), pinned.len(), "pin every migration");
     for (i, (len, hash)) in pinned.into_iter().enumerate() {
