@@ -148,8 +148,8 @@ impl Connections {
         let (mut rows, version, logged) = self.sealer.write_rows(
             None,
             &self.audit_log(actor, event)?,
-            || {
-                let mut row = self.sealer.seal_row(&conn, None, &now, &now, 1)?;
+            |checked| {
+                let mut row = self.sealer.seal_row(checked, &conn, None, &now, &now, 1)?;
                 row.updated_by = Some(actor.name().to_owned());
                 Ok(vec![row])
             },
@@ -261,8 +261,9 @@ impl Connections {
             let written = self.sealer.write_rows(
                 Some(&old),
                 &self.audit_log(actor, event)?,
-                || {
+                |checked| {
                     let mut row = self.sealer.seal_row(
+                        checked,
                         &new,
                         Some((&old, &kept)),
                         &old.created_at,

@@ -201,8 +201,9 @@ impl Connections {
             let created_at = current
                 .as_ref()
                 .map_or(now.clone(), |c| c.created_at.clone());
-            let build = || {
+            let build = |checked: &crate::sealer::KeyChecked| {
                 let mut row = self.sealer.seal_row(
+                    checked,
                     &restored,
                     None,
                     &created_at,

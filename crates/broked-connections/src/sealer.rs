@@ -115,9 +115,11 @@ impl Sealer {
 
     /// A connection as a row, its secrets sealed for its target. With `old` (the row and its
     /// opened connection before an update), a secret that is unchanged and whose target is
-    /// unchanged keeps its sealed value as it is.
+    /// unchanged keeps its sealed value as it is. Only inside [`Sealer::write_rows`]'s
+    /// `build`, which checks the key file first ([`KeyChecked`]).
     pub(crate) fn seal_row(
         &self,
+        _checked: &KeyChecked,
         conn: &Connection,
         old: Option<(&StoredConnection, &Connection)>,
         created_at: &str,
@@ -193,12 +195,18 @@ impl Sealer {
         &self,
         old: Option<&StoredConnection>,
         audit: &WriteLog,
-        build: impl Fn() -> Result<Vec<StoredConnection>, Error>,
+        build: impl Fn(&KeyChecked) -> Result<Vec<StoredConnection>, Error>,
         write: impl Fn(&[StoredConnection], &WriteLog) -> Result<(T, Logged), StoreError>,
     ) -> Result<(Vec<StoredConnection>, T, Logged), Error> {
         let mut reloaded = false;
         loop {
-            let rows = build()?;
+            // Another process may have rotated: seal under the newest active key, not a
+            // stale one. One look for all the rows of the write (an import of a million
+            // looked twice per row: 2,000,000 `stat`s, docs/BENCHMARKS.md).
+            if self.key_file_changed() {
+                self.reload_keyring()?;
+            }
+            let rows = build(&KeyChecked(()))?;
             let log = WriteLog {
                 seals: seal_counts(&rows, old),
                 ..audit.clone()
@@ -392,10 +400,6 @@ impl Sealer {
         field: SecretField,
         value: &Secret,
     ) -> Result<Sealed, Error> {
-        // Another process may have rotated: seal under the newest active key, not a stale one.
-        if self.key_file_changed() {
-            self.reload_keyring()?;
-        }
         let keyring = read(&self.keyring);
         let blob = keyring.seal(
             Aad::bound(conn_id, field.name(), target),
@@ -780,6 +784,10 @@ impl Sealer {
         Ok(Secret::new(text))
     }
 }
+
+/// Proof that the key file was looked at just before sealing ([`Sealer::write_rows`]): rows
+/// are sealed under the newest active key another process may have rotated to.
+pub(crate) struct KeyChecked(());
 
 /// What identifies one version of the key file: device, inode, size and modification time.
 pub(crate) type KeyFileStamp = (u64, u64, u64, i64, i64);

@@ -341,13 +341,15 @@ fn import_rows(
     let (_, outcome, logged) = c.sealer.write_rows(
         None,
         &log,
-        || {
+        |checked| {
             // Sealed on every core, each thread a run of the rows in order (sealing is a
             // fifth of an import's time; the store's write after it is one thread).
             let seal = |part: &[usize]| -> Result<Vec<StoredConnection>, Error> {
                 part.iter()
                     .map(|&i| {
-                        let mut row = c.sealer.seal_row(&valid[i].1, None, &now, &now, 1)?;
+                        let mut row =
+                            c.sealer
+                                .seal_row(checked, &valid[i].1, None, &now, &now, 1)?;
                         row.updated_by = Some(actor.name().to_owned());
                         Ok(row)
                     })

@@ -226,10 +226,7 @@ pub(crate) fn page_sql(d: Dialect, q: &ConnQuery) -> (Statement, Option<Statemen
         // of a big insert would be quadratic, and a count row locked before the `state` row
         // would reorder the locks of concurrent writes): the total is the counts plus the
         // deltas not folded yet, read in one snapshot (docs/storage.md).
-        let plain = q.conn_id.is_none()
-            && q.status.is_none()
-            && q.search.as_deref().is_none_or(str::is_empty);
-        if plain {
+        if count_is_kept(q) {
             let of_type = q
                 .conn_type
                 .as_ref()
@@ -288,6 +285,14 @@ pub(crate) fn page_sql(d: Dialect, q: &ConnQuery) -> (Statement, Option<Statemen
         where_clause(&conds)
     );
     ((sql, params), count)
+}
+
+/// Whether `q`'s total is read from the counts the database keeps (migration 7): no filter
+/// but the type. Then the count statement is one or two rows, cheap enough to run even when
+/// the page turns out to hold every match — PostgreSQL runs it inside the page statement
+/// (`postgres/page.rs`), one round trip instead of two.
+pub(crate) fn count_is_kept(q: &ConnQuery) -> bool {
+    q.conn_id.is_none() && q.status.is_none() && q.search.as_deref().is_none_or(str::is_empty)
 }
 
 /// `text` as a LIKE pattern that finds it anywhere: `%`, `_` and `\` (the escape) stand for

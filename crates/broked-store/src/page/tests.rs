@@ -35,6 +35,7 @@ both!(
     status_filtered_pages_follow_each_other,
     a_search_for_the_escape_character_finds_it_as_written,
     the_kept_counts_follow_every_write,
+    a_kept_total_is_the_same_on_every_kind_of_page,
 );
 
 /// 25 connections: `c-00`…`c-24`; every third an `http` one on `API.example.com`, the others
@@ -606,4 +607,57 @@ fn sqlite_page_plans_seek_and_never_sort() {
         },
     );
     assert!(plan(&one, &params).contains("PRIMARY KEY (conn_id=?)"));
+}
+
+/// The total from the kept counts on pages of every shape — full and partial, of a type, of
+/// a type with no connection, and asked with a cursor past the last connection (no row to
+/// carry it: PostgreSQL reads it in the page statement, and then apart) — equals the
+/// connections counted one by one.
+fn a_kept_total_is_the_same_on_every_kind_of_page(b: &impl Backend) {
+    let store = b.open();
+    seed(&store);
+    let total = |t: Option<&str>, limit: usize, after: Option<&str>, cap: u64| {
+        store
+            .page_connections(&ConnQuery {
+                conn_type: t.map(str::to_owned),
+                limit: Some(limit),
+                after: after.map(str::to_owned),
+                count_up_to: Some(cap),
+                ..ConnQuery::default()
+            })
+            .unwrap()
+            .total
+    };
+    for (t, n) in [
+        (None, 25),
+        (Some("http"), 9),
+        (Some("postgres"), 16),
+        (Some("sftp"), 0),
+    ] {
+        for limit in [1, 8, 9, 25, 100] {
+            assert_eq!(
+                total(t, limit, None, 1_000),
+                Some(Total::Exact(n)),
+                "{t:?} {limit}"
+            );
+            assert_eq!(
+                total(t, limit, Some("zz"), 1_000),
+                Some(Total::Exact(n)),
+                "{t:?}"
+            );
+            assert_eq!(
+                total(t, limit, Some("c-05"), 1_000),
+                Some(Total::Exact(n)),
+                "{t:?}"
+            );
+        }
+        if n > 3 {
+            assert_eq!(total(t, 2, None, 3), Some(Total::MoreThan(3)), "{t:?}");
+            assert_eq!(
+                total(t, 2, Some("zz"), 3),
+                Some(Total::MoreThan(3)),
+                "{t:?}"
+            );
+        }
+    }
 }

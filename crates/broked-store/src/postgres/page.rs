@@ -23,32 +23,73 @@ fn bind<'q>(sql: &'q str, params: &'q [Param]) -> PgQuery<'q> {
 }
 
 pub(super) fn page_connections(store: &PgStore, q: &ConnQuery) -> Result<ConnPage> {
-    let statements = page::page_sql(Dialect::Postgres, q);
-    store.read((statements, q.clone()), |c, ((page, count), q)| {
+    let (page, count) = page::page_sql(Dialect::Postgres, q);
+    // A kept total (one or two rows of counts) is a scalar subquery of the page statement:
+    // one round trip. Its parameters are the page's first ones (the type, if any): the count
+    // statement's are those the page had before its cursor and limit were added.
+    let (page, count) = match count {
+        Some(count) if page::count_is_kept(q) && page.0.starts_with("SELECT ") => {
+            let columns = &page.0["SELECT ".len()..];
+            (
+                (
+                    format!("SELECT ({}) AS kept_total, {columns}", count.0),
+                    page.1,
+                ),
+                Counted::InPage(count),
+            )
+        }
+        Some(count) => (page, Counted::Apart(count)),
+        None => (page, Counted::No),
+    };
+    store.read((page, count, q.clone()), |c, (page, count, q)| {
         Box::pin(async move {
-            let rows = bind(&page.0, &page.1)
+            let fetched = bind(&page.0, &page.1)
                 .fetch_all(&c.pool)
                 .await
                 .map_err(pg(c, "list"))?;
-            let rows = all(&rows, page::listed)?;
+            let rows = all(&fetched, page::listed)?;
             let total = match count {
-                None => None,
-                Some(_) if page::total_from_rows(q, rows.len()).is_some() => {
+                Counted::No => None,
+                _ if page::total_from_rows(q, rows.len()).is_some() => {
                     page::total_from_rows(q, rows.len())
                 }
-                Some((sql, params)) => {
-                    use sqlx::Row;
-                    let row = bind(sql, params)
-                        .fetch_one(&c.pool)
-                        .await
-                        .map_err(pg(c, "count"))?;
-                    let n: i64 = row.try_get("n").map_err(pg(c, "count"))?;
-                    Some(u64::try_from(n).unwrap_or(0))
-                }
+                Counted::InPage(count) => match fetched.first() {
+                    Some(first) => {
+                        use sqlx::Row;
+                        let n: i64 = first.try_get("kept_total").map_err(pg(c, "count"))?;
+                        Some(u64::try_from(n).unwrap_or(0))
+                    }
+                    // No row to carry it (a cursor past the last connection).
+                    None => Some(count_apart(c, count).await?),
+                },
+                Counted::Apart(count) => Some(count_apart(c, count).await?),
             };
             Ok(page::page_of(rows, q, total))
         })
     })
+}
+
+/// The count statement's answer.
+async fn count_apart(c: &super::bridge::Ctx, (sql, params): &page::Statement) -> Result<u64> {
+    use sqlx::Row;
+    let row = bind(sql, params)
+        .fetch_one(&c.pool)
+        .await
+        .map_err(pg(c, "count"))?;
+    let n: i64 = row.try_get("n").map_err(pg(c, "count"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Where a page's total comes from.
+#[derive(Clone)]
+enum Counted {
+    /// Not asked for.
+    No,
+    /// The `kept_total` column of the page's rows; the count statement (the same subquery)
+    /// if the page has no row.
+    InPage(page::Statement),
+    /// A statement of its own, run only if the page does not hold every match.
+    Apart(page::Statement),
 }
 
 pub(super) fn record_test(
