@@ -92,6 +92,22 @@ impl Pg {
         self.fixture
             .psql(&format!("SET search_path TO {}; {sql}", self.schema));
     }
+
+    /// Waits (up to 5 s) until no delta of the connections' counts is left: every store's
+    /// fold task folds within a second of a write (`postgres/counts.rs`).
+    pub(crate) fn until_folded(&self) {
+        let start = std::time::Instant::now();
+        let sql = format!(
+            "SET search_path TO {}; DO $$ BEGIN IF EXISTS \
+             (SELECT 1 FROM connection_count_deltas) THEN RAISE EXCEPTION 'deltas left'; \
+             END IF; END $$",
+            self.schema
+        );
+        while let Err(e) = self.fixture.try_psql(&sql) {
+            assert!(start.elapsed() < Duration::from_secs(5), "not folded: {e}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 #[cfg(feature = "postgres")]

@@ -71,7 +71,8 @@ impl PgSchema {
         }
     }
 
-    fn try_psql(&self, sql: &str) -> Result<(), String> {
+    /// [`PgSchema::psql`], with psql's message as the error instead of a panic.
+    pub fn try_psql(&self, sql: &str) -> Result<(), String> {
         let out = std::process::Command::new("psql")
             .args(&self.admin)
             .arg(sql)

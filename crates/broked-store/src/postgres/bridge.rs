@@ -26,9 +26,20 @@ pub(super) struct Ctx {
     pub(super) fresh: Arc<Fresh>,
     /// The writes waiting for the next group commit of this store (`group.rs`).
     pub(super) groups: Arc<super::group::Groups>,
+    /// Set by every write's generation bump: the fold task folds the counts' deltas
+    /// (`counts.rs`).
+    pub(super) wrote: Arc<std::sync::atomic::AtomicBool>,
     /// Held by every running job and lock holder; the background thread closes the pool
     /// once the store is dropped and every clone is gone.
     pub(super) _alive: mpsc::Sender<()>,
+}
+
+impl Ctx {
+    /// A write that changed data committed: it may have appended deltas of the connections'
+    /// counts, which the fold task folds next (`counts.rs`).
+    pub(super) fn committed(&self) {
+        self.wrote.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl PgStore {
@@ -178,11 +189,14 @@ pub(super) async fn serve(
 ) {
     let (alive, mut all_done) = mpsc::channel::<()>(1);
     let listener = tokio::spawn(fresh::listen(pool.clone(), fresh.clone()));
+    let wrote = Arc::<std::sync::atomic::AtomicBool>::default();
+    let folder = tokio::spawn(super::counts::run(pool.clone(), wrote.clone()));
     let ctx = Ctx {
         pool: pool.clone(),
         server,
         fresh,
         groups: Arc::default(),
+        wrote,
         _alive: alive,
     };
     while let Some(job) = jobs.recv().await {
@@ -191,6 +205,8 @@ pub(super) async fn serve(
     drop(ctx);
     listener.abort();
     let _ = listener.await;
+    folder.abort();
+    let _ = folder.await;
     let _ = all_done.recv().await;
     pool.close().await;
 }
@@ -309,6 +325,7 @@ async fn write_once<A: Sync, T>(
     tx.commit().await.map_err(pg(ctx, "cannot commit"))?;
     // Read-your-writes in this process, before our own notification comes back.
     ctx.fresh.advance(new);
+    ctx.committed();
     Ok((value, logged))
 }
 

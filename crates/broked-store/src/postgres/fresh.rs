@@ -70,32 +70,13 @@ macro_rules! audit_head {
     };
 }
 
-/// Folds the changes of the connections' counts that committed writes appended
-/// (`connection_count_deltas`, by the triggers of migration 7 — this write's own among them)
-/// into `connection_counts`: the deltas are deleted and their sums added, both after the
-/// `state` row is held (the delete joins `g`), so folds run one at a time, each delta is
-/// folded once, and the count rows are always locked after the `state` row. An insert of a
-/// million rows in one statement appends one delta per type: no row is updated per row
-/// (docs/storage.md, "Pages").
-macro_rules! fold_counts {
-    () => {
-        "f AS (DELETE FROM connection_count_deltas d USING g RETURNING d.conn_type, d.n), \
-         k AS (INSERT INTO connection_counts AS c (conn_type, n) \
-         SELECT conn_type, sum(n)::bigint FROM f GROUP BY conn_type \
-         ON CONFLICT (conn_type) DO UPDATE SET n = c.n + EXCLUDED.n)"
-    };
-}
-
 /// A write's generation bump (its first statement under the `state` row): the new
-/// generation, the notification, and the audit head (`audit_head`, null if unknown); folds
-/// the counts ([`fold_counts`]).
+/// generation, the notification, and the audit head (`audit_head`, null if unknown).
 pub(super) const BUMP: &str = concat!(
     "WITH g AS (",
     set_generation!(),
     "), ",
     audit_head!(),
-    ", ",
-    fold_counts!(),
     " SELECT g.generation, ",
     notify!(),
     ", (SELECT value FROM h) AS audit_head FROM g"
@@ -110,8 +91,6 @@ pub(super) const BUMP_COUNTING: &str = concat!(
     set_generation!(),
     "), ",
     audit_head!(),
-    ", ",
-    fold_counts!(),
     ", s AS (UPDATE keys SET seals = keys.seals + x.n \
      FROM unnest($1::bigint[], $2::bigint[]) AS x (key_id, n), g \
      WHERE keys.key_id = x.key_id RETURNING keys.key_id, keys.seals) \

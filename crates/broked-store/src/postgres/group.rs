@@ -274,6 +274,7 @@ async fn group_once(
     if let Some(new) = new {
         // Read-your-writes in this process, before our own notification comes back.
         ctx.fresh.advance(new);
+        ctx.committed();
     }
     let mut logs = logs.into_iter();
     Ok(outcomes

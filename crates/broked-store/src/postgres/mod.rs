@@ -49,6 +49,7 @@ use crate::{Result, StoreError};
 
 mod audit;
 mod bridge;
+mod counts;
 mod fresh;
 mod group;
 mod lock;
@@ -83,7 +84,7 @@ const MIGRATIONS: &[&str] = &[
     // 6 (5 is kept for the audit log, issue 17): the last test result of each connection.
     include_str!("migrations/006_connection_status.sql"),
     // 7: the number of connections of each type, kept by triggers (appended as deltas,
-    // folded by every write's generation bump), for a page's total without a count.
+    // folded by each store's fold task, `counts.rs`), for a page's total without a count.
     include_str!("migrations/007_connection_counts.sql"),
 ];
 
