@@ -93,6 +93,11 @@ impl Pg {
             .psql(&format!("SET search_path TO {}; {sql}", self.schema));
     }
 
+    /// Runs `sql` as the test user with the default search path (not the schema: name it).
+    pub(crate) fn unscoped(&self, sql: &str) {
+        self.fixture.psql(sql);
+    }
+
     /// Waits (up to 5 s) until no delta of the connections' counts is left: every store's
     /// fold task folds within a second of a write (`postgres/counts.rs`).
     pub(crate) fn until_folded(&self) {

@@ -6,34 +6,44 @@ CREATE TABLE connection_counts (
         conn_type TEXT COLLATE "C" NOT NULL,
         n BIGINT NOT NULL
      );
-     CREATE FUNCTION connection_counts_inserted() RETURNS trigger LANGUAGE plpgsql
-        SET search_path FROM CURRENT AS $$
+     -- The trigger functions name the schema they were made in (not SET search_path, which
+     -- costs each call a save and restore of the setting), so that they run for every writer
+     -- whatever its search path.
+     DO $migration$
+     DECLARE
+        s TEXT := quote_ident(current_schema());
      BEGIN
-        INSERT INTO connection_count_deltas (conn_type, n)
-           SELECT conn_type, count(*) FROM inserted GROUP BY conn_type;
-        RETURN NULL;
-     END $$;
-     CREATE FUNCTION connection_counts_deleted() RETURNS trigger LANGUAGE plpgsql
-        SET search_path FROM CURRENT AS $$
-     BEGIN
-        INSERT INTO connection_count_deltas (conn_type, n)
-           SELECT conn_type, -count(*) FROM deleted GROUP BY conn_type;
-        RETURN NULL;
-     END $$;
-     CREATE FUNCTION connection_counts_retyped() RETURNS trigger LANGUAGE plpgsql
-        SET search_path FROM CURRENT AS $$
-     BEGIN
-        INSERT INTO connection_count_deltas (conn_type, n)
-           VALUES (OLD.conn_type, -1), (NEW.conn_type, 1);
-        RETURN NULL;
-     END $$;
-     CREATE FUNCTION connection_counts_truncated() RETURNS trigger LANGUAGE plpgsql
-        SET search_path FROM CURRENT AS $$
-     BEGIN
-        DELETE FROM connection_count_deltas;
-        DELETE FROM connection_counts;
-        RETURN NULL;
-     END $$;
+        EXECUTE format($f$
+           CREATE FUNCTION %1$s.connection_counts_inserted() RETURNS trigger
+           LANGUAGE plpgsql AS $$
+           BEGIN
+              INSERT INTO %1$s.connection_count_deltas (conn_type, n)
+                 SELECT conn_type, count(*) FROM inserted GROUP BY conn_type;
+              RETURN NULL;
+           END $$;
+           CREATE FUNCTION %1$s.connection_counts_deleted() RETURNS trigger
+           LANGUAGE plpgsql AS $$
+           BEGIN
+              INSERT INTO %1$s.connection_count_deltas (conn_type, n)
+                 SELECT conn_type, -count(*) FROM deleted GROUP BY conn_type;
+              RETURN NULL;
+           END $$;
+           CREATE FUNCTION %1$s.connection_counts_retyped() RETURNS trigger
+           LANGUAGE plpgsql AS $$
+           BEGIN
+              INSERT INTO %1$s.connection_count_deltas (conn_type, n)
+                 VALUES (OLD.conn_type, -1), (NEW.conn_type, 1);
+              RETURN NULL;
+           END $$;
+           CREATE FUNCTION %1$s.connection_counts_truncated() RETURNS trigger
+           LANGUAGE plpgsql AS $$
+           BEGIN
+              DELETE FROM %1$s.connection_count_deltas;
+              DELETE FROM %1$s.connection_counts;
+              RETURN NULL;
+           END $$;
+        $f$, s);
+     END $migration$;
      CREATE TRIGGER connection_counts_insert AFTER INSERT ON connections
         REFERENCING NEW TABLE AS inserted
         FOR EACH STATEMENT EXECUTE FUNCTION connection_counts_inserted();
