@@ -938,7 +938,14 @@ mod tests {
         let now = rfc3339(OffsetDateTime::now_utc());
         let sealed = c
             .sealer
-            .seal_row(&conn, None, &row.created_at, &now, row.version)
+            .seal_row(
+                &c.sealer.key_checked().unwrap(),
+                &conn,
+                None,
+                &row.created_at,
+                &now,
+                row.version,
+            )
             .unwrap();
         c.store.update_connection(&sealed, 10).unwrap();
     }

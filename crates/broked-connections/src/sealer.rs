@@ -200,13 +200,9 @@ impl Sealer {
     ) -> Result<(Vec<StoredConnection>, T, Logged), Error> {
         let mut reloaded = false;
         loop {
-            // Another process may have rotated: seal under the newest active key, not a
-            // stale one. One look for all the rows of the write (an import of a million
-            // looked twice per row: 2,000,000 `stat`s, docs/BENCHMARKS.md).
-            if self.key_file_changed() {
-                self.reload_keyring()?;
-            }
-            let rows = build(&KeyChecked(()))?;
+            // One look for all the rows of the write (an import of a million looked twice
+            // per row: 2,000,000 `stat`s, docs/BENCHMARKS.md).
+            let rows = build(&self.key_checked()?)?;
             let log = WriteLog {
                 seals: seal_counts(&rows, old),
                 ..audit.clone()
@@ -426,6 +422,15 @@ impl Sealer {
             self.rotate(|_, _| {})?;
         }
         Ok(())
+    }
+
+    /// Looks at the key file before sealing: another process may have rotated, and values
+    /// are sealed under the newest active key, not a stale one (re-read, and verified).
+    pub(crate) fn key_checked(&self) -> Result<KeyChecked, Error> {
+        if self.key_file_changed() {
+            self.reload_keyring()?;
+        }
+        Ok(KeyChecked(()))
     }
 
     /// Whether the key file is no longer the one last read (a rotation or prune by another
@@ -785,8 +790,9 @@ impl Sealer {
     }
 }
 
-/// Proof that the key file was looked at just before sealing ([`Sealer::write_rows`]): rows
-/// are sealed under the newest active key another process may have rotated to.
+/// Proof that the key file was looked at just before sealing ([`Sealer::key_checked`], which
+/// [`Sealer::write_rows`] calls once per write): rows are sealed under the newest active key
+/// another process may have rotated to.
 pub(crate) struct KeyChecked(());
 
 /// What identifies one version of the key file: device, inode, size and modification time.
