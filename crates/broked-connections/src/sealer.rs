@@ -115,8 +115,8 @@ impl Sealer {
 
     /// A connection as a row, its secrets sealed for its target. With `old` (the row and its
     /// opened connection before an update), a secret that is unchanged and whose target is
-    /// unchanged keeps its sealed value as it is. Only inside [`Sealer::write_rows`]'s
-    /// `build`, which checks the key file first ([`KeyChecked`]).
+    /// unchanged keeps its sealed value as it is. Needs the proof that the key file was
+    /// just looked at ([`Sealer::key_checked`]; [`Sealer::write_rows`] hands one to `build`).
     pub(crate) fn seal_row(
         &self,
         _checked: &KeyChecked,

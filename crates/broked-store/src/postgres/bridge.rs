@@ -26,8 +26,8 @@ pub(super) struct Ctx {
     pub(super) fresh: Arc<Fresh>,
     /// The writes waiting for the next group commit of this store (`group.rs`).
     pub(super) groups: Arc<super::group::Groups>,
-    /// Set by every write's generation bump: the fold task folds the counts' deltas
-    /// (`counts.rs`).
+    /// Set after every commit of a write that changed data: the fold task folds the
+    /// counts' deltas (`counts.rs`).
     pub(super) wrote: Arc<std::sync::atomic::AtomicBool>,
     /// Held by every running job and lock holder; the background thread closes the pool
     /// once the store is dropped and every clone is gone.

@@ -53,7 +53,7 @@ pub(super) async fn fold(pool: &PgPool) -> Result<bool, sqlx::Error> {
     Ok(true)
 }
 
-/// The fold task of a store: folds after `wrote` was set (by every write's generation bump),
+/// The fold task of a store: folds after `wrote` was set (after every commit of a write),
 /// at most every [`FOLD_EVERY`]; a failed fold is tried again at the next tick. Ends when
 /// the pool is closed.
 pub(super) async fn run(pool: PgPool, wrote: Arc<AtomicBool>) {
