@@ -491,6 +491,15 @@ fn a_key_id_out_of_range_is_a_corrupt_row(b: &impl Backend) {
     }
 }
 
+/// Inserts [`conn`]`(id)` with type `t` for each `(id, t)`.
+pub(crate) fn insert_typed(store: &impl Store, rows: &[(&str, &str)]) {
+    for (id, t) in rows {
+        let mut c = conn(id);
+        c.conn_type = (*t).into();
+        store.insert_connection(&c).unwrap();
+    }
+}
+
 pub(crate) fn conn(id: &str) -> StoredConnection {
     StoredConnection {
         conn_id: id.into(),

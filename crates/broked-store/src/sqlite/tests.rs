@@ -635,11 +635,10 @@ fn migration_7_counts_what_is_there_and_keeps_counting() {
     use crate::{ConnQuery, Total};
     let (b, store) = temp();
     with_key(&store);
-    for (id, t) in [("a", "postgres"), ("b", "postgres"), ("c", "http")] {
-        let mut c = conn(id);
-        c.conn_type = t.into();
-        store.insert_connection(&c).unwrap();
-    }
+    crate::tests::insert_typed(
+        &store,
+        &[("a", "postgres"), ("b", "postgres"), ("c", "http")],
+    );
     drop(store);
     // The database as schema 6 left it, rows and all.
     let c = rusqlite::Connection::open(b.path()).unwrap();
