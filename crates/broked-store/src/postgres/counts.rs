@@ -8,8 +8,8 @@
 //! snapshot.
 //!
 //! Each store folds the deltas into the counts in a background task ([`run`]), at most once
-//! every [`FOLD_EVERY`], after this process wrote (and every [`FOLD_ANYWAY`] ticks for the
-//! deltas of other programs): a transaction of its own, outside every write, so a write's
+//! every [`FOLD_EVERY`], after this process wrote (and when it starts and every
+//! [`FOLD_ANYWAY`] ticks, for the deltas of other programs): a transaction of its own, outside every write, so a write's
 //! turn under the `state` row — the one thing all replicas' writes wait for — is not longer
 //! for it (a fold inside each write's generation bump cost 7 % of the creates across two
 //! replicas, docs/BENCHMARKS.md). The fold locks only delta rows (which writers insert and
@@ -53,9 +53,9 @@ pub(super) async fn fold(pool: &PgPool) -> Result<bool, sqlx::Error> {
     Ok(true)
 }
 
-/// The fold task of a store: folds after `wrote` was set (after every commit of a write),
-/// at most every [`FOLD_EVERY`]; a failed fold is tried again at the next tick. Ends when
-/// the pool is closed.
+/// The fold task of a store: folds a second after it starts, after `wrote` was set (after
+/// every commit of a write) at most every [`FOLD_EVERY`], and every [`FOLD_ANYWAY`] ticks; a
+/// failed fold is tried again at the next tick. Ends when the pool is closed.
 pub(super) async fn run(pool: PgPool, wrote: Arc<AtomicBool>) {
     let mut ticks = 0u32;
     loop {
@@ -64,7 +64,9 @@ pub(super) async fn run(pool: PgPool, wrote: Arc<AtomicBool>) {
             return;
         }
         ticks += 1;
-        let due = wrote.swap(false, Ordering::AcqRel) || ticks % FOLD_ANYWAY == 0;
+        // The first tick folds what was left while no store of this process ran (the CLI's
+        // writes, `psql`).
+        let due = wrote.swap(false, Ordering::AcqRel) || ticks % FOLD_ANYWAY == 1;
         if due && fold(&pool).await.is_err() {
             wrote.store(true, Ordering::Release);
         }

@@ -189,6 +189,29 @@ fn migration_7_counts_what_is_there_and_keeps_counting() {
     assert_eq!(kept_total(&store, None), Some(crate::Total::Exact(1)));
 }
 
+/// A store that writes nothing folds the deltas other programs left (the CLI's, `psql`'s) a
+/// second after it opens.
+#[test]
+fn a_store_folds_what_other_programs_left_when_it_opens() {
+    let Some(pg) = Pg::new() else { return };
+    let store = pg.open();
+    with_key(&store);
+    crate::tests::insert_typed(&store, &[("a", "postgres"), ("b", "http")]);
+    pg.until_folded();
+    drop(store);
+    pg.admin(
+        "INSERT INTO connections SELECT (jsonb_populate_record(c, jsonb_build_object(
+            'conn_id', 'copy-' || c.conn_id))).* FROM connections c",
+    );
+    let store = pg.open();
+    pg.until_folded();
+    assert_eq!(kept_total(&store, None), Some(crate::Total::Exact(4)));
+    assert_eq!(
+        kept_total(&store, Some("http")),
+        Some(crate::Total::Exact(2))
+    );
+}
+
 /// Two replicas creating and deleting at once, in groups, their fold tasks folding
 /// meanwhile: every delta is folded once — the total equals the rows counted, before and
 /// after the last fold.
