@@ -478,3 +478,73 @@ fn checking_the_bastions_of_a_limited_token_reveals_nothing() {
     );
     assert_eq!(audit("reveal"), Vec::<Value>::new());
 }
+
+/// A token check that must read the database does so off the server's async workers: while
+/// PostgreSQL holds the tokens table locked (another session's `LOCK TABLE`), requests whose
+/// token must be looked up (the first after a commit) wait — more of them than the server has
+/// workers — and `/healthz` and the bootstrap token still answer at once. Inline on the
+/// workers, every worker waited for the lock with them.
+#[test]
+fn a_token_lookup_that_waits_for_postgres_holds_no_worker() {
+    use std::time::{Duration, Instant};
+    let Some(pg) = broked_tests::env::postgres() else {
+        return;
+    };
+    let schema = broked_tests::env::PgSchema::in_service(&pg);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("shared.key");
+    let envs = [
+        ("BROKED_DB", schema.url.as_str()),
+        ("BROKED_KEY_FILE", key.to_str().unwrap()),
+    ];
+    let server = Server::start_with_env(
+        dir.path(),
+        &["--api-token", BOOT, "--store-timeout", "10"],
+        &envs,
+    );
+    let r = server.post(
+        "/api/tokens",
+        &json!({"name": "reader", "scopes": ["read"]}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let reader = r.json["token"].as_str().unwrap().to_owned();
+    let ok = server.call_with("GET", "/api/connections", None, Some(&reader));
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    // A commit: the next check of the reader's token reads the tokens table.
+    assert_eq!(server.post("/api/connections", &conn("c1")).status, 201);
+    std::thread::scope(|s| {
+        let locked = s.spawn(|| {
+            schema.psql(&format!(
+                "BEGIN; LOCK TABLE {}.tokens IN ACCESS EXCLUSIVE MODE; \
+                 SELECT pg_sleep(3); COMMIT;",
+                schema.schema
+            ))
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let waiting: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    server
+                        .call_with("GET", "/api/connections", None, Some(&reader))
+                        .status
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // The lookups wait for the lock; the workers do not.
+        let start = Instant::now();
+        assert_eq!(server.get("/healthz").status, 200);
+        let boot = server.get("/api/connections/c1");
+        assert_eq!(boot.status, 200, "{}", boot.text);
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "/healthz and a bootstrap GET took {took:?} while token lookups waited"
+        );
+        locked.join().unwrap();
+        // Then they are answered.
+        for w in waiting {
+            assert_eq!(w.join().unwrap(), 200);
+        }
+    });
+}

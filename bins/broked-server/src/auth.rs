@@ -186,8 +186,10 @@ fn refuse(status: axum::http::StatusCode, code: &'static str, message: String) -
 /// The token check as a tower layer on every `/api` route (and `/metrics`): a hand-written
 /// service rather than `axum::middleware::from_fn`, whose boxed future, second clone of the
 /// route and clones of the state per request cost a tenth of a kept GET (issue 19). The check
-/// itself runs synchronously in `call` (every store look it makes is inline: the token cache
-/// and the generation); the request then goes to the route, or the refusal is the answer.
+/// runs synchronously in `call` when the token cache answers (the generation look is cheap on
+/// both stores); when it needs the store — the first request after a commit, a token's last
+/// use recorded once a minute — the look runs on a blocking thread and the rest of the check
+/// after it. The request then goes to the route, or the refusal is the answer.
 #[derive(Clone)]
 pub(crate) struct RequireTokenLayer(Arc<Guard>);
 
@@ -215,25 +217,60 @@ pub(crate) struct RequireToken<S> {
     inner: S,
 }
 
+/// The future of a check that had to read the store (on a blocking thread), then the route's.
+type Looked = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
 impl<S> tower::Service<Request> for RequireToken<S>
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+    type Future = Either<Either<Ready<Result<Response, Infallible>>, S::Future>, Looked>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        match self.guard.check(request) {
-            Checked::Pass(request) => Either::Right(self.inner.call(request)),
-            Checked::Answer(answer) => Either::Left(ready(Ok(answer))),
+        let Some(named) = self.guard.look_up(&request, false) else {
+            // The token cache cannot answer without the store (the first request after a
+            // commit, a token's use recorded once a minute): a read or a write, on a
+            // blocking thread — never on an async worker, where on PostgreSQL it would hold
+            // every other request of that worker for a round trip. The service that was
+            // made ready goes with it; a clone stays.
+            let guard = self.guard.clone();
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return Either::Right(Box::pin(async move {
+                let looking = guard.clone();
+                let looked = tokio::task::spawn_blocking(move || {
+                    let named = looking.look_up(&request, true);
+                    (request, named)
+                })
+                .await;
+                let Ok((request, named)) = looked else {
+                    tracing::error!("the token check's store look panicked");
+                    return Ok(ApiError::internal().into_response());
+                };
+                // Allowed to use the store, the look always answers.
+                let named = named.unwrap_or(Ok((true, None, None)));
+                match guard.check(request, named) {
+                    Checked::Pass(request) => inner.call(request).await,
+                    Checked::Answer(answer) => Ok(answer),
+                }
+            }));
+        };
+        match self.guard.check(request, named) {
+            Checked::Pass(request) => Either::Left(Either::Right(self.inner.call(request))),
+            Checked::Answer(answer) => Either::Left(Either::Left(ready(Ok(answer)))),
         }
     }
 }
+
+/// What the token check learns from the store ([`broked_connections::Authorization`]).
+type Named = broked_connections::Authorization;
 
 /// What the token check decided: the request goes on to its route, or this is the answer (a
 /// refusal, or a kept answer).
@@ -280,29 +317,62 @@ impl Access {
     }
 }
 
+/// The token a request presents (`Authorization: Bearer …`), and the client's address.
+fn credentials(request: &Request) -> (Option<&str>, Option<IpAddr>) {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer);
+    (
+        presented,
+        request.extensions().get::<ClientAddr>().map(|a| a.0),
+    )
+}
+
 impl Guard {
+    /// The store's part of the check: whether named tokens exist (they turn authentication
+    /// on even without a bootstrap token) and what the presented one may do, from one look at
+    /// the store's generation (issue 19). A client over the limit of failures gets no lookup
+    /// of its token. `None` when that needs a read or write of the store and `may_block` is
+    /// false.
+    fn look_up(
+        &self,
+        request: &Request,
+        may_block: bool,
+    ) -> Option<Result<Named, broked_connections::Error>> {
+        let c = &self.connections;
+        let (presented, client) = credentials(request);
+        if matches!((presented, &self.token), (Some(p), Some(t)) if t.matches(p)) {
+            return Some(Ok((false, None, None)));
+        }
+        if presented.is_some() && self.failures.blocked(client).is_some() {
+            let any = if may_block {
+                c.tokens_exist().map(Some)
+            } else {
+                c.tokens_exist_cached()
+            };
+            return any.map(|a| a.map(|any| (any, None, None))).transpose();
+        }
+        if may_block {
+            Some(c.authorize(presented))
+        } else {
+            c.authorize_cached(presented).transpose()
+        }
+    }
+
     /// The request, with its [`Grant`] (and the generation the check saw, [`crate::cache::Seen`])
     /// in its extensions — or the answer: a refusal, or the kept answer of a single GET.
-    fn check(&self, mut request: Request) -> Checked {
+    /// `named` is what [`Guard::look_up`] found for this request.
+    fn check(
+        &self,
+        mut request: Request,
+        named: Result<Named, broked_connections::Error>,
+    ) -> Checked {
         use axum::http::StatusCode;
         let c = &self.connections;
-        let presented = request
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer);
-        let client = request.extensions().get::<ClientAddr>().map(|a| a.0);
+        let (presented, client) = credentials(&request);
         let bootstrap = matches!((presented, &self.token), (Some(p), Some(t)) if t.matches(p));
-        // Whether named tokens exist (they turn authentication on even without a bootstrap
-        // token) and what the presented one may do, from one look at the store's generation
-        // (issue 19). A client over the limit of failures gets no lookup of its token.
-        let named = if bootstrap {
-            Ok((false, None, None))
-        } else if presented.is_some() && self.failures.blocked(client).is_some() {
-            c.tokens_exist().map(|any| (any, None, None))
-        } else {
-            c.authorize(presented)
-        };
         let (named_any, named_grant, seen) = match named {
             Ok(named) => named,
             Err(e) => return Checked::Answer(ApiError::from(e).into_response()),

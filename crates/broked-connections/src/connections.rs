@@ -820,15 +820,35 @@ impl Connections {
     /// store's generation once — and that generation, looked at during this call: an answer
     /// kept from a read at the same generation holds every commit made before the call (the
     /// server skips its own look for a kept GET, issue 19).
-    pub fn authorize(
-        &self,
-        presented: Option<&str>,
-    ) -> Result<(bool, Option<Grant>, Option<crate::Generation>), Error> {
+    pub fn authorize(&self, presented: Option<&str>) -> Result<Authorization, Error> {
         self.tokens
             .authorize(presented)
             .map(|(any, grant, g)| (any, grant, g.map(crate::listing::generation)))
     }
+
+    /// [`Connections::authorize`] when its answer needs no read or write of the store (the
+    /// token cache holds it, and no last use of the token is due to be recorded); `None`
+    /// otherwise, with nothing done — ask [`Connections::authorize`] where blocking is fine.
+    /// An async server answers most requests with this on its workers, and sends the rest
+    /// (the first after a commit, a use a minute per token) to a blocking thread.
+    pub fn authorize_cached(
+        &self,
+        presented: Option<&str>,
+    ) -> Result<Option<Authorization>, Error> {
+        self.tokens
+            .authorize_cached(presented)
+            .map(|a| a.map(|(any, grant, g)| (any, grant, g.map(crate::listing::generation))))
+    }
+
+    /// [`Connections::tokens_exist`] if the token cache holds the answer, else `None`.
+    pub fn tokens_exist_cached(&self) -> Result<Option<bool>, Error> {
+        self.tokens.tokens_exist_cached()
+    }
 }
+
+/// What [`Connections::authorize`] answers: whether named tokens exist, what the presented
+/// token may do (if it is a valid one), and the store's generation it looked at.
+pub type Authorization = (bool, Option<Grant>, Option<crate::Generation>);
 
 /// Refuses the mask `********` sent back for a secret the connection does not have: there is
 /// nothing to keep, and storing nothing silently would surprise the sender.

@@ -55,7 +55,7 @@ pub use crate::audit::{
     AuditEntry, AuditFinding, AuditPruned, AuditQuery, AuditReport, CHECKPOINT_EVERY, FindingKind,
     checkpoint_path, parse_since,
 };
-pub use crate::connections::{Connections, describe_db, is_postgres_url};
+pub use crate::connections::{Authorization, Connections, describe_db, is_postgres_url};
 pub use crate::env::EnvConnError;
 pub use crate::error::{Error, ErrorKind, ImportRowError};
 pub use crate::fields::{CONNECTION_KEYS, JsonSource, LIST_ROW_KEYS, READ_ONLY_KEYS};

@@ -217,6 +217,10 @@ pub(crate) struct Tokens {
     cache: Mutex<TokenCache>,
 }
 
+/// What [`Tokens::authorize`] answers: whether named tokens exist, the presented token's
+/// grant (if it is a valid one), and the generation the token cache was checked at.
+pub(crate) type Authorized = (bool, Option<Grant>, Option<u64>);
+
 /// Authenticated tokens by hash while the store's generation stays the same (a revoke or a
 /// new token changes it), and when each was last recorded as used.
 #[derive(Default)]
@@ -360,10 +364,28 @@ impl Tokens {
     /// [`Tokens::tokens_exist`] and, if a token is presented, [`Tokens::authenticate`] — with
     /// one look at the store's generation for both (a server asks both of every request:
     /// issue 19 measured the second look as a syscall or two per request).
-    pub(crate) fn authorize(
+    pub(crate) fn authorize(&self, presented: Option<&str>) -> Result<Authorized, Error> {
+        // With the store allowed, every path answers.
+        self.authorize_with(presented, true)
+            .map(|a| a.unwrap_or((true, None, None)))
+    }
+
+    /// [`Tokens::authorize`] if it needs no read or write of the store — the cache holds the
+    /// answer and no last use is due to be recorded — else `None` (and nothing done): the
+    /// server then asks [`Tokens::authorize`] off its async workers. The generation is still
+    /// looked at (cheap: `fresh.rs` of each backend).
+    pub(crate) fn authorize_cached(
         &self,
         presented: Option<&str>,
-    ) -> Result<(bool, Option<Grant>, Option<u64>), Error> {
+    ) -> Result<Option<Authorized>, Error> {
+        self.authorize_with(presented, false)
+    }
+
+    fn authorize_with(
+        &self,
+        presented: Option<&str>,
+        may_use_store: bool,
+    ) -> Result<Option<Authorized>, Error> {
         let generation = {
             let cache = self.fresh_token_cache()?;
             let generation = cache.generation;
@@ -371,6 +393,7 @@ impl Tokens {
             drop(cache);
             let any = match any {
                 Some(any) => any,
+                None if !may_use_store => return Ok(None),
                 None => {
                     let any = self.store.count_tokens().map_err(store_err)? > 0;
                     let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -381,15 +404,15 @@ impl Tokens {
                 }
             };
             if !any {
-                return Ok((false, None, generation));
+                return Ok(Some((false, None, generation)));
             }
             generation
         };
         let Some(presented) = presented else {
-            return Ok((true, None, generation));
+            return Ok(Some((true, None, generation)));
         };
         if !presented.starts_with(broked_crypto::TOKEN_PREFIX) || presented.len() > 128 {
-            return Ok((true, None, generation));
+            return Ok(Some((true, None, generation)));
         }
         let hash = broked_crypto::token_hash(presented);
         let cached = {
@@ -400,11 +423,12 @@ impl Tokens {
         };
         let token = match cached {
             Some(t) => t,
+            None if !may_use_store => return Ok(None),
             None => {
                 // Read outside the cache's lock; kept only while the generation it was read
                 // under is still the cache's.
                 let Some(t) = self.store.token_by_hash(&hash).map_err(store_err)? else {
-                    return Ok((true, None, generation));
+                    return Ok(Some((true, None, generation)));
                 };
                 let known = Known::of(&t);
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -415,10 +439,27 @@ impl Tokens {
             }
         };
         if token.expired() {
-            return Ok((true, None, generation));
+            return Ok(Some((true, None, generation)));
+        }
+        if !may_use_store && self.touch_due(&token.grant.name) {
+            return Ok(None);
         }
         self.touch(&token.grant.name);
-        Ok((true, Some(token.grant), generation))
+        Ok(Some((true, Some(token.grant), generation)))
+    }
+
+    /// [`Tokens::tokens_exist`] if the cache holds the answer, else `None`.
+    pub(crate) fn tokens_exist_cached(&self) -> Result<Option<bool>, Error> {
+        Ok(self.fresh_token_cache()?.any)
+    }
+
+    /// Whether [`Tokens::touch`] would record a use of `name` now (a write of the store).
+    fn touch_due(&self, name: &str) -> bool {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .touched
+            .get(name)
+            .is_none_or(|at| at.elapsed() >= TOUCH_EVERY)
     }
 
     /// Records a use, at most once a minute per token and process; a failure only logs.

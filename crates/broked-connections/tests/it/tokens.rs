@@ -95,3 +95,46 @@ fn expired_duplicate_and_invalid_tokens() {
     }
     assert!(glob_match("a-*", "a-b"));
 }
+
+/// `authorize_cached` answers only from the token cache, exactly as `authorize` would, and
+/// says `None` — doing nothing — when the answer needs the store: the first look after any
+/// commit (of this or another process), a token not cached yet, a last use due to be recorded.
+#[test]
+fn a_cached_authorization_answers_like_authorize_or_not_at_all() {
+    let db = Db::new();
+    let c = db.open();
+    // Nothing cached yet.
+    assert_eq!(c.authorize_cached(None).unwrap(), None);
+    assert_eq!(c.tokens_exist_cached().unwrap(), None);
+    let (no_tokens, _, _) = c.authorize(None).unwrap();
+    assert!(!no_tokens);
+    let cached = c.authorize_cached(None).unwrap().expect("cached now");
+    assert!(!cached.0 && cached.1.is_none());
+    assert_eq!(c.tokens_exist_cached().unwrap(), Some(false));
+
+    let (_, token) = c.create_token("ci", &[Scope::Read], None, None).unwrap();
+    let token = token.expose().to_owned();
+    // A commit: the cache is stale until the store is read again.
+    assert_eq!(c.authorize_cached(Some(&token)).unwrap(), None);
+    let (any, grant, _) = c.authorize(Some(&token)).unwrap();
+    assert!(any && grant.as_ref().is_some_and(|g| g.name == "ci"));
+    // Recording that use was a commit too: one more look at the store fills the cache.
+    assert_eq!(c.authorize_cached(Some(&token)).unwrap(), None);
+    assert!(c.authorize(Some(&token)).unwrap().1.is_some());
+    // Cached, and its last use recorded within the minute: answered without the store.
+    let (any, grant, seen) = c.authorize_cached(Some(&token)).unwrap().expect("cached");
+    assert!(any && grant.is_some_and(|g| g.name == "ci") && seen.is_some());
+    // A wrong token in a store that has tokens needs no lookup to be refused only when it is
+    // not shaped like one.
+    let (any, grant, _) = c
+        .authorize_cached(Some("not-a-token"))
+        .unwrap()
+        .expect("shape");
+    assert!(any && grant.is_none());
+    assert_eq!(c.authorize_cached(Some("brk_unknown")).unwrap(), None);
+    // A commit of another process: stale again, and then the revoke is seen.
+    db.open().revoke_token("ci").unwrap();
+    assert_eq!(c.authorize_cached(Some(&token)).unwrap(), None);
+    let (any, grant, _) = c.authorize(Some(&token)).unwrap();
+    assert!(!any && grant.is_none());
+}
