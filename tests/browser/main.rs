@@ -80,34 +80,54 @@ struct Driver {
 }
 
 impl Driver {
+    /// Starts chromedriver on a free port and waits until it says it started there. The port
+    /// can be taken by another test's process between `free_port` and chromedriver's bind
+    /// (seen once under load: the port answered, chromedriver had not bound it, and the
+    /// session failed to connect): a driver whose bind failed, or that exited, is stopped and
+    /// started again on another port.
     fn start(driver: &Path) -> Driver {
         use std::os::unix::process::CommandExt;
-        let profile = tempfile::tempdir().expect("profile dir");
-        let port = free_port();
-        let log = profile.path().join("chromedriver.log");
-        let child = Command::new(driver)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display()));
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..3 {
+            let profile = tempfile::tempdir().expect("profile dir");
+            let port = free_port();
+            let log = profile.path().join("chromedriver.log");
+            let mut child = Command::new(driver)
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display()));
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let exited = child.try_wait().ok().flatten().is_some();
+                if exited || text.contains("bind() failed") {
+                    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+                    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                    let _ = child.wait();
+                    break;
+                }
+                if text.contains("started successfully")
+                    && TcpStream::connect(("127.0.0.1", port)).is_ok()
+                {
+                    return Driver {
+                        child,
+                        url: format!("http://127.0.0.1:{port}"),
+                        log,
+                        profile,
+                    };
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "chromedriver did not start on {port}:\n{text}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        Driver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-            profile,
-        }
+        panic!("chromedriver could not bind a port (three tried)");
     }
 
     fn log_text(&self) -> String {
