@@ -254,6 +254,14 @@ macro_rules! timed_store {
                 r
             }
 
+            fn generation_cached(&self) -> Result<Option<u64>> {
+                let r = self.0.generation_cached();
+                if let Err(e) = &r {
+                    STATS.op(GENERATION, None, Some(e));
+                }
+                r
+            }
+
             fn count_seals(&self, key_id: u32, n: u64) -> Result<u64> {
                 let start = Instant::now();
                 let r = self.0.count_seals(key_id, n);

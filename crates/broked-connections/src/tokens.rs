@@ -387,7 +387,14 @@ impl Tokens {
         may_use_store: bool,
     ) -> Result<Option<Authorized>, Error> {
         let generation = {
-            let cache = self.fresh_token_cache()?;
+            let cache = if may_use_store {
+                self.fresh_token_cache()?
+            } else {
+                match self.fresh_token_cache_cached()? {
+                    Some(cache) => cache,
+                    None => return Ok(None),
+                }
+            };
             let generation = cache.generation;
             let any = cache.any;
             drop(cache);
@@ -450,7 +457,7 @@ impl Tokens {
 
     /// [`Tokens::tokens_exist`] if the cache holds the answer, else `None`.
     pub(crate) fn tokens_exist_cached(&self) -> Result<Option<bool>, Error> {
-        Ok(self.fresh_token_cache()?.any)
+        Ok(self.fresh_token_cache_cached()?.and_then(|cache| cache.any))
     }
 
     /// Whether [`Tokens::touch`] would record a use of `name` now (a write of the store).
@@ -482,13 +489,28 @@ impl Tokens {
     /// The token cache, emptied first if the store changed since it was filled.
     fn fresh_token_cache(&self) -> Result<std::sync::MutexGuard<'_, TokenCache>, Error> {
         let generation = self.store.generation().map_err(store_err)?;
+        Ok(self.token_cache_at(generation))
+    }
+
+    /// [`Tokens::fresh_token_cache`] if the store's generation can be had without waiting
+    /// for the database ([`Store::generation_cached`]), else `None`.
+    fn fresh_token_cache_cached(
+        &self,
+    ) -> Result<Option<std::sync::MutexGuard<'_, TokenCache>>, Error> {
+        let generation = self.store.generation_cached().map_err(store_err)?;
+        Ok(generation.map(|g| self.token_cache_at(g)))
+    }
+
+    /// The token cache, emptied first if it was filled at another generation than
+    /// `generation`.
+    fn token_cache_at(&self, generation: u64) -> std::sync::MutexGuard<'_, TokenCache> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.generation != Some(generation) {
             cache.generation = Some(generation);
             cache.by_hash.clear();
             cache.any = None;
         }
-        Ok(cache)
+        cache
     }
 }
 

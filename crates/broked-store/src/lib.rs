@@ -626,6 +626,14 @@ pub trait Store: Send + Sync {
     /// notifications, or asks the database while it cannot listen (`postgres/fresh.rs`).
     fn generation(&self) -> Result<u64>;
 
+    /// [`Store::generation`] when it can be had without waiting for the database: `None`
+    /// when it would take a round trip (PostgreSQL while its listener is not trusted). An
+    /// async server asks this on its workers and [`Store::generation`] off them. SQLite's
+    /// look is two system calls: always answered.
+    fn generation_cached(&self) -> Result<Option<u64>> {
+        self.generation().map(Some)
+    }
+
     /// Inserts a new row; returns its version (`conn.version` is ignored): 1, or — under a
     /// conn_id whose history was kept after a delete — one more than the newest kept version.
     fn insert_connection(&self, conn: &StoredConnection) -> Result<i64> {

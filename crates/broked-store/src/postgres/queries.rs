@@ -406,6 +406,20 @@ impl Store for PgStore {
     /// (the listening connection is down or reconnecting): the database's generation, asked
     /// every time, within [`fresh::CHECK_TIMEOUT`]; after a check that could not reach the
     /// server, the same error at once for [`fresh::RETRY_AFTER`].
+    fn generation_cached(&self) -> Result<Option<u64>> {
+        if let Some(g) = self.fresh.listening() {
+            return Ok(Some(g));
+        }
+        // Failing fast, as `generation` would, is not waiting either.
+        match self.fresh.recent_failure() {
+            Some(reason) => Err(StoreError::Connect {
+                server: self.server.to_string(),
+                reason,
+            }),
+            None => Ok(None),
+        }
+    }
+
     fn generation(&self) -> Result<u64> {
         if let Some(g) = self.fresh.listening() {
             return Ok(g);

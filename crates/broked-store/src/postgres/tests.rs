@@ -585,3 +585,44 @@ fn writes_that_arrive_together_commit_together() {
         }
     }
 }
+
+/// `generation_cached` is the listener's counter while it is trusted, and `None` — never a
+/// round trip — while it is not; `generation` asks the database then.
+#[test]
+fn the_cached_generation_waits_for_nothing() {
+    let Some(pg) = Pg::new() else { return };
+    let store = pg.open();
+    until_listening(&store);
+    assert_eq!(
+        store.generation_cached().unwrap(),
+        Some(store.generation().unwrap())
+    );
+    store
+        .fresh
+        .paused
+        .store(true, std::sync::atomic::Ordering::Release);
+    terminate_listener(&pg, &store);
+    let start = std::time::Instant::now();
+    while store.fresh.listening().is_some() {
+        assert!(start.elapsed() < Duration::from_secs(5), "loss not noticed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(store.generation_cached().unwrap(), None);
+    let asked = store.generation().unwrap();
+    assert_eq!(
+        store.generation_cached().unwrap(),
+        None,
+        "still not listening"
+    );
+    store
+        .fresh
+        .paused
+        .store(false, std::sync::atomic::Ordering::Release);
+    until_listening(&store);
+    assert!(
+        store
+            .generation_cached()
+            .unwrap()
+            .is_some_and(|g| g >= asked)
+    );
+}
