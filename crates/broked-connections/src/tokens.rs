@@ -448,10 +448,14 @@ impl Tokens {
         if token.expired() {
             return Ok(Some((true, None, generation)));
         }
-        if !may_use_store && self.touch_due(&token.grant.name) {
-            return Ok(None);
+        // Recording the use is a write: only when it is due (once a minute), and only where
+        // the store may be used.
+        if self.touch_due(&token.grant.name) {
+            if !may_use_store {
+                return Ok(None);
+            }
+            self.touch(&token.grant.name);
         }
-        self.touch(&token.grant.name);
         Ok(Some((true, Some(token.grant), generation)))
     }
 

@@ -9,10 +9,11 @@
 //!
 //! Each store folds the deltas into the counts in a background task ([`run`]), at most once
 //! every [`FOLD_EVERY`], after this process wrote (and when it starts and every
-//! [`FOLD_ANYWAY`] ticks, for the deltas of other programs): a transaction of its own, outside every write, so a write's
-//! turn under the `state` row — the one thing all replicas' writes wait for — is not longer
-//! for it (a fold inside each write's generation bump cost 7 % of the creates across two
-//! replicas, docs/BENCHMARKS.md). The fold locks only delta rows (which writers insert and
+//! [`FOLD_ANYWAY`] ticks, for the deltas of other programs): a transaction of its own,
+//! outside every write, so a write's turn under the `state` row — the one thing all
+//! replicas' writes wait for — is not longer for it (a fold inside each write's generation
+//! bump was tried first; its cost was within the noise of the measurement, docs/BENCHMARKS.md,
+//! part 8). The fold locks only delta rows (which writers insert and
 //! never lock) and count rows (which only folds touch), deltas first, as the `TRUNCATE`
 //! trigger does; one fold at a time across replicas (an advisory lock, skipped when
 //! another holds it). It deletes the deltas it sees and adds their sums in one commit, so a

@@ -359,6 +359,21 @@ fn terminate_listener(pg: &Pg, store: &PgStore) {
     pg.admin(&format!("SELECT pg_terminate_backend({pid})"));
 }
 
+/// Ends the listening connection of `store` and keeps it from listening again (until its
+/// `paused` is cleared); returns once the store no longer trusts its counter.
+fn lose_listener(pg: &Pg, store: &PgStore) {
+    store
+        .fresh
+        .paused
+        .store(true, std::sync::atomic::Ordering::Release);
+    terminate_listener(pg, store);
+    let start = std::time::Instant::now();
+    while store.fresh.listening().is_some() {
+        assert!(start.elapsed() < Duration::from_secs(5), "loss not noticed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// `state.generation` as the database holds it.
 fn db_generation(store: &PgStore) -> i64 {
     store
@@ -471,16 +486,7 @@ fn while_the_listener_is_down_every_check_asks_the_database() {
     let reader = pg.open();
     with_key(&writer);
     until_listening(&reader);
-    reader
-        .fresh
-        .paused
-        .store(true, std::sync::atomic::Ordering::Release);
-    terminate_listener(&pg, &reader);
-    let start = std::time::Instant::now();
-    while reader.fresh.listening().is_some() {
-        assert!(start.elapsed() < Duration::from_secs(5), "loss not noticed");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    lose_listener(&pg, &reader);
     for i in 0..20 {
         let before = reader.generation().unwrap();
         assert_eq!(reader.generation().unwrap(), before, "reads change nothing");
@@ -597,16 +603,7 @@ fn the_cached_generation_waits_for_nothing() {
         store.generation_cached().unwrap(),
         Some(store.generation().unwrap())
     );
-    store
-        .fresh
-        .paused
-        .store(true, std::sync::atomic::Ordering::Release);
-    terminate_listener(&pg, &store);
-    let start = std::time::Instant::now();
-    while store.fresh.listening().is_some() {
-        assert!(start.elapsed() < Duration::from_secs(5), "loss not noticed");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    lose_listener(&pg, &store);
     assert_eq!(store.generation_cached().unwrap(), None);
     let asked = store.generation().unwrap();
     assert_eq!(
